@@ -1,0 +1,1 @@
+//! Shared helpers for Ringline's criterion benchmarks (and, later, the load generator).
