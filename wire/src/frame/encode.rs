@@ -1,0 +1,102 @@
+//! Frame encoding. Server frames (unmasked) are appended to a caller's buffer, or
+//! built once into a [`SharedFrame`] that any number of connections send by
+//! reference (fan-out). Masked client frames serve tests and the load generator.
+
+use bytes::Bytes;
+
+use super::close::{CloseCode, write_close_payload};
+use super::header::{FrameHeader, MAX_HEADER_LEN};
+use super::opcode::Opcode;
+use crate::mask::apply_mask;
+
+/// Append one unmasked frame to `out`.
+pub fn encode_frame_parts(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload: &[u8]) {
+    let h = FrameHeader { fin, rsv: 0, opcode, mask: None, payload_len: payload.len() as u64 };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = h.encode(&mut head);
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
+}
+
+/// Append one complete (FIN) unmasked frame to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
+    encode_frame_parts(out, true, opcode, payload);
+}
+
+/// Append a close frame with `code` and `reason` (cut to fit 125 bytes).
+pub fn encode_close(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
+    let mut body = Vec::with_capacity(2 + reason.len().min(123));
+    write_close_payload(&mut body, code, reason);
+    encode_frame(out, Opcode::Close, &body);
+}
+
+/// Append one masked client frame to `out` (the payload is copied, then masked).
+pub fn encode_client_frame(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload: &[u8], key: [u8; 4]) {
+    let h = FrameHeader { fin, rsv: 0, opcode, mask: Some(key), payload_len: payload.len() as u64 };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = h.encode(&mut head);
+    out.reserve(n + payload.len());
+    out.extend_from_slice(&head[..n]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], key);
+}
+
+/// A complete server frame, encoded once and shared immutably: cloning is a
+/// reference-count increment, so one change fans out to many connections without
+/// re-encoding or copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFrame(Bytes);
+
+impl SharedFrame {
+    /// Encode `payload` as one FIN frame of `opcode`.
+    pub fn new(opcode: Opcode, payload: &[u8]) -> Self {
+        Self::build(opcode, |out| out.extend_from_slice(payload))
+    }
+
+    /// A text frame.
+    pub fn text(s: &str) -> Self {
+        Self::new(Opcode::Text, s.as_bytes())
+    }
+
+    /// A binary frame.
+    pub fn binary(b: &[u8]) -> Self {
+        Self::new(Opcode::Binary, b)
+    }
+
+    /// Build a frame whose payload `write` appends directly into the frame's own
+    /// allocation (e.g. a JSON encoder): one allocation, no intermediate copy. The
+    /// header is written in front of the payload afterwards.
+    pub fn build(opcode: Opcode, write: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let mut buf = vec![0u8; MAX_HEADER_LEN];
+        write(&mut buf);
+        let len = buf.len() - MAX_HEADER_LEN;
+        let h = FrameHeader { fin: true, rsv: 0, opcode, mask: None, payload_len: len as u64 };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = h.encode(&mut head);
+        let start = MAX_HEADER_LEN - n;
+        buf[start..MAX_HEADER_LEN].copy_from_slice(&head[..n]);
+        Self(Bytes::from(buf).slice(start..))
+    }
+
+    /// The encoded frame bytes, ready to send.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The underlying shared buffer.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// Encoded length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true for a valid frame (a header is at least 2 bytes); provided for clippy.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

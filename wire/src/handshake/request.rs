@@ -1,0 +1,324 @@
+//! Parsing one HTTP/1.1 request head (httparse) and, when it asks for a WebSocket,
+//! validating the upgrade (RFC 6455 §4.2.1). The header block is bounded in bytes
+//! and fields, so a slow or oversized request is refused, never buffered forever.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::accept::{AcceptKey, accept_key};
+use super::error::HandshakeError;
+use crate::Decoded;
+
+/// Hard cap on header fields (the parser's stack array); [`HandshakeLimits::max_headers`]
+/// may lower it.
+pub const MAX_HEADERS: usize = 64;
+
+/// Bounds on a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// Largest header block in bytes (431 above it).
+    pub max_header_bytes: usize,
+    /// Most header fields (431 above it); at most [`MAX_HEADERS`].
+    pub max_headers: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self { max_header_bytes: 8 * 1024, max_headers: 32 }
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The method (`GET`, ...).
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query string after `?`, if any.
+    pub query: Option<&'a str>,
+    /// The Host header.
+    pub host: Option<&'a str>,
+    /// The Authorization header.
+    pub authorization: Option<&'a str>,
+    /// The Origin header.
+    pub origin: Option<&'a str>,
+    /// The X-Forwarded-For header (set by HAProxy/nginx in front).
+    pub x_forwarded_for: Option<&'a str>,
+    /// The validated WebSocket upgrade, when the request asked for one.
+    pub websocket: Option<Upgrade<'a>>,
+    /// Bytes received after the request head (already-sent frames, or a pipelined request).
+    pub rest: &'a [u8],
+}
+
+/// A valid WebSocket upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade<'a> {
+    /// The client's Sec-WebSocket-Key.
+    pub key: &'a str,
+    /// The Sec-WebSocket-Accept value to answer with.
+    pub accept: AcceptKey,
+    /// The subprotocol selected: the first one the client offered that the server supports.
+    pub protocol: Option<&'a str>,
+    /// True when the client offered subprotocols (whether or not one was selected).
+    pub protocols_offered: bool,
+    /// The Sec-WebSocket-Extensions offered, verbatim (none is accepted yet).
+    pub extensions: Option<&'a str>,
+}
+
+/// Iterate the comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// Parse a request head from the start of `buf`, selecting a subprotocol from
+/// `server_protocols`. `Ok(None)` while the head is incomplete (and within limits).
+/// A request is a WebSocket attempt when its `Upgrade` header lists `websocket`; such a
+/// request is fully validated, and any flaw is an error. Other requests are returned
+/// with `websocket: None` for the caller to route.
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &HandshakeLimits,
+    server_protocols: &[&str],
+) -> Result<Decoded<Request<'a>>, HandshakeError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let max_headers = limits.max_headers.min(MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut storage[..max_headers]);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_bytes => {
+            return Err(HandshakeError::HeadersTooLarge(limits.max_header_bytes));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
+        Err(e) => return Err(HandshakeError::Malformed(e)),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(HandshakeError::HeadersTooLarge(limits.max_header_bytes));
+    }
+    // A complete parse always has a method, path and version.
+    let method = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+
+    let mut host = None;
+    let mut authorization = None;
+    let mut origin = None;
+    let mut x_forwarded_for = None;
+    let mut upgrade_websocket = false;
+    let mut connection_upgrade = false;
+    let mut key: Option<&[u8]> = None;
+    let mut duplicate_key = false;
+    let mut version: Option<&[u8]> = None;
+    let mut protocol: Option<&'a str> = None;
+    let mut protocols_offered = false;
+    let mut extensions = None;
+
+    for h in req.headers.iter() {
+        let value = h.value.trim_ascii();
+        let text = || std::str::from_utf8(value).ok();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            host = text();
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket |= text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("websocket")));
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            duplicate_key |= key.is_some();
+            key = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            version = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            if let Some(v) = text() {
+                for offered in tokens(v) {
+                    protocols_offered = true;
+                    if protocol.is_none() && server_protocols.contains(&offered) {
+                        protocol = Some(offered);
+                    }
+                }
+            }
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            extensions = text();
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = text();
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = text();
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            x_forwarded_for = text();
+        }
+    }
+
+    let websocket = if upgrade_websocket {
+        // §4.2.1 (1): "An HTTP/1.1 or higher GET request"
+        if method != "GET" {
+            return Err(HandshakeError::NotGet);
+        }
+        if req.version != Some(1) {
+            return Err(HandshakeError::HttpVersion);
+        }
+        // §4.2.1 (2): "A |Host| header field"
+        if host.is_none_or(str::is_empty) {
+            return Err(HandshakeError::MissingHost);
+        }
+        // §4.2.1 (4): "A |Connection| header field that includes the token 'Upgrade'"
+        if !connection_upgrade {
+            return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        // §4.2.1 (5): "A |Sec-WebSocket-Key| header field with a base64-encoded value
+        // that, when decoded, is 16 bytes in length."
+        if duplicate_key {
+            return Err(HandshakeError::DuplicateKey);
+        }
+        let key = key.ok_or(HandshakeError::MissingKey)?;
+        let mut decoded = [0u8; 18];
+        match STANDARD.decode_slice(key, &mut decoded) {
+            Ok(16) => {}
+            _ => return Err(HandshakeError::InvalidKey),
+        }
+        // §4.2.1 (6): "A |Sec-WebSocket-Version| header field, with a value of 13."
+        match version {
+            None => return Err(HandshakeError::MissingVersion),
+            Some(b"13") => {}
+            Some(_) => return Err(HandshakeError::UnsupportedVersion),
+        }
+        Some(Upgrade {
+            // The key decoded as base64, so it is ASCII.
+            key: std::str::from_utf8(key).unwrap_or_default(),
+            accept: accept_key(key),
+            protocol,
+            protocols_offered,
+            extensions,
+        })
+    } else {
+        None
+    };
+
+    let request = Request {
+        method,
+        path,
+        query,
+        host,
+        authorization,
+        origin,
+        x_forwarded_for,
+        websocket,
+        rest: &buf[head_len..],
+    };
+    Ok(Some((request, head_len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::Status;
+
+    const PROTOS: &[&str] = &["ringline.v1.json", "ringline.v1.fb"];
+
+    fn req(extra: &str) -> String {
+        format!(
+            "GET /ws?x=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    }
+
+    fn parse(s: &str) -> Result<Decoded<Request<'_>>, HandshakeError> {
+        parse_request(s.as_bytes(), &HandshakeLimits::default(), PROTOS)
+    }
+
+    #[test]
+    fn rfc_example_handshake() {
+        let s = req("Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, ringline.v1.fb\r\n");
+        let mut full = s.clone().into_bytes();
+        full.extend_from_slice(b"\x81\x85");
+        let (r, n) = parse_request(&full, &HandshakeLimits::default(), PROTOS).unwrap().unwrap();
+        assert_eq!(n, s.len());
+        assert_eq!((r.method, r.path, r.query), ("GET", "/ws", Some("x=1")));
+        assert_eq!(r.origin, Some("http://example.com"));
+        assert_eq!(r.rest, b"\x81\x85");
+        let ws = r.websocket.unwrap();
+        assert_eq!(ws.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(ws.protocol, Some("ringline.v1.fb"));
+        assert!(ws.protocols_offered);
+    }
+
+    #[test]
+    fn incomplete_until_the_blank_line() {
+        let s = req("");
+        for cut in 0..s.len() {
+            assert_eq!(parse(&s[..cut]), Ok(None), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn header_tokens_are_case_insensitive_comma_lists() {
+        let s = "GET / HTTP/1.1\r\nhost: h\r\nUPGRADE: h2c, WebSocket\r\nconnection: keep-alive, UPGRADE\r\n\
+                 sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
+        assert!(parse(s).unwrap().unwrap().0.websocket.is_some());
+    }
+
+    #[test]
+    fn plain_requests_pass_through() {
+        let s = "GET /healthz HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\nAuthorization: Bearer t\r\n\r\n";
+        let (r, _) = parse(s).unwrap().unwrap();
+        assert_eq!(r.path, "/healthz");
+        assert_eq!(r.websocket, None);
+        assert_eq!(r.x_forwarded_for, Some("10.0.0.1"));
+        assert_eq!(r.authorization, Some("Bearer t"));
+    }
+
+    #[test]
+    fn refusals_and_their_status() {
+        let cases: &[(String, HandshakeError, u16)] = &[
+            (req("").replacen("GET", "POST", 1), HandshakeError::NotGet, 400),
+            (req("").replacen("HTTP/1.1", "HTTP/1.0", 1), HandshakeError::HttpVersion, 400),
+            (req("").replacen("Host: example.com\r\n", "", 1), HandshakeError::MissingHost, 400),
+            (req("").replacen("Connection: Upgrade", "Connection: keep-alive", 1), HandshakeError::MissingConnectionUpgrade, 400),
+            (req("").replacen("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 1), HandshakeError::MissingKey, 400),
+            (req("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), HandshakeError::DuplicateKey, 400),
+            (req("").replacen("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ==", 1), HandshakeError::InvalidKey, 400),
+            (req("").replacen("dGhlIHNhbXBsZSBub25jZQ==", "not base64!!", 1), HandshakeError::InvalidKey, 400),
+            (req("").replacen("Sec-WebSocket-Version: 13\r\n", "", 1), HandshakeError::MissingVersion, 400),
+            (req("").replacen("Version: 13", "Version: 8", 1), HandshakeError::UnsupportedVersion, 426),
+        ];
+        for (s, err, code) in cases {
+            assert_eq!(parse(s).as_ref().map(|_| ()), Err(err), "{s}");
+            assert_eq!(err.status().code(), *code);
+        }
+        assert_eq!(HandshakeError::UnsupportedVersion.status(), Status::UpgradeRequired);
+    }
+
+    #[test]
+    fn limits_give_431_not_a_hang() {
+        // Never completes, but exceeds the byte limit.
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(9000));
+        let e = parse(&big).unwrap_err();
+        assert_eq!(e.status().code(), 431);
+        let many: String = (0..40).map(|i| format!("X-{i}: v\r\n")).collect();
+        let e = parse(&req(&many)).unwrap_err();
+        assert_eq!(e, HandshakeError::TooManyHeaders);
+        assert_eq!(e.status().code(), 431);
+        let mut out = Vec::new();
+        e.write_response(&mut out);
+        assert!(out.starts_with(b"HTTP/1.1 431 "));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let e = parse("\x16\x03\x01 tls hello\r\n\r\n").unwrap_err();
+        assert!(matches!(e, HandshakeError::Malformed(_)));
+        assert_eq!(e.status().code(), 400);
+    }
+
+    #[test]
+    fn no_protocol_selected_when_none_matches() {
+        let s = req("Sec-WebSocket-Protocol: mqtt\r\n");
+        let (r, _) = parse(&s).unwrap().unwrap();
+        let ws = r.websocket.unwrap();
+        assert_eq!(ws.protocol, None);
+        assert!(ws.protocols_offered);
+    }
+}

@@ -1,0 +1,139 @@
+//! HTTP/1.1 responses written into a caller's buffer: the 101 that completes a
+//! WebSocket handshake, and the plain responses (health, metrics, errors, 503 when
+//! full) served on the same port. Plain responses always close the connection.
+
+use super::accept::AcceptKey;
+
+/// The statuses the edge answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 200 OK.
+    Ok,
+    /// 400 Bad Request.
+    BadRequest,
+    /// 404 Not Found.
+    NotFound,
+    /// 405 Method Not Allowed.
+    MethodNotAllowed,
+    /// 426 Upgrade Required (carries `Sec-WebSocket-Version: 13`).
+    UpgradeRequired,
+    /// 431 Request Header Fields Too Large.
+    HeaderFieldsTooLarge,
+    /// 503 Service Unavailable (full or draining; may carry Retry-After).
+    ServiceUnavailable,
+}
+
+impl Status {
+    /// The numeric code.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Ok => 200,
+            Self::BadRequest => 400,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::UpgradeRequired => 426,
+            Self::HeaderFieldsTooLarge => 431,
+            Self::ServiceUnavailable => 503,
+        }
+    }
+
+    /// The reason phrase.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::BadRequest => "Bad Request",
+            Self::NotFound => "Not Found",
+            Self::MethodNotAllowed => "Method Not Allowed",
+            Self::UpgradeRequired => "Upgrade Required",
+            Self::HeaderFieldsTooLarge => "Request Header Fields Too Large",
+            Self::ServiceUnavailable => "Service Unavailable",
+        }
+    }
+}
+
+/// Append `101 Switching Protocols` completing a handshake, with the selected
+/// subprotocol if any.
+pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &AcceptKey, protocol: Option<&str>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept.as_str().as_bytes());
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Append a complete plain response with a body; `Connection: close`.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: Status,
+    content_type: &str,
+    body: &[u8],
+    retry_after_secs: Option<u32>,
+) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        status.code(),
+        status.reason(),
+        content_type,
+        body.len()
+    );
+    if status == Status::UpgradeRequired {
+        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+    }
+    if let Some(secs) = retry_after_secs {
+        let _ = write!(out, "Retry-After: {secs}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut r = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(n) = r.parse(bytes).unwrap() else { panic!("partial") };
+        let hs = r.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8(h.value.to_vec()).unwrap())).collect();
+        (r.code.unwrap(), hs, bytes[n..].to_vec())
+    }
+
+    #[test]
+    fn switching_protocols_is_valid_http() {
+        let mut out = Vec::new();
+        write_switching_protocols(&mut out, &super::super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), Some("ringline.v1.json"));
+        let (code, hs, body) = parse(&out);
+        assert_eq!(code, 101);
+        assert!(body.is_empty());
+        assert!(hs.contains(&("Sec-WebSocket-Accept".into(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())));
+        assert!(hs.contains(&("Sec-WebSocket-Protocol".into(), "ringline.v1.json".into())));
+    }
+
+    #[test]
+    fn plain_responses() {
+        for (status, code) in [
+            (Status::Ok, 200),
+            (Status::BadRequest, 400),
+            (Status::NotFound, 404),
+            (Status::UpgradeRequired, 426),
+            (Status::HeaderFieldsTooLarge, 431),
+            (Status::ServiceUnavailable, 503),
+        ] {
+            let mut out = Vec::new();
+            write_response(&mut out, status, "text/plain", b"hello", (code == 503).then_some(5));
+            let (c, hs, body) = parse(&out);
+            assert_eq!(c, code);
+            assert_eq!(body, b"hello");
+            assert!(hs.contains(&("Content-Length".into(), "5".into())));
+            assert_eq!(hs.iter().any(|(k, v)| k == "Retry-After" && v == "5"), code == 503);
+            assert_eq!(hs.iter().any(|(k, v)| k == "Sec-WebSocket-Version" && v == "13"), code == 426);
+        }
+    }
+}
