@@ -110,7 +110,10 @@ mod tests {
         assert_eq!(v.feed(&[0xF4]), Ok(()));
         assert_eq!(v.feed(&[0x90]), Err(InvalidUtf8));
         let mut v = Utf8Validator::new();
-        assert_eq!(v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed"), Ok(()));
+        assert_eq!(
+            v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed"),
+            Ok(())
+        );
         assert_eq!(v.feed(b"\xa0\x80"), Err(InvalidUtf8)); // surrogate
     }
 

@@ -1,5 +1,6 @@
 //! Each protocol violation is reported with the right error and close code, and
 //! fails as early as the bytes allow.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::{Got, feed};

@@ -69,8 +69,8 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame<'_>>, Pro
                 return Err(ProtocolError::InvalidCloseCode(code.0));
             }
             // §5.5.1: the body after the code is UTF-8 encoded data.
-            let reason =
-                simdutf8::basic::from_utf8(reason).map_err(|_| ProtocolError::InvalidCloseReason)?;
+            let reason = simdutf8::basic::from_utf8(reason)
+                .map_err(|_| ProtocolError::InvalidCloseReason)?;
             Ok(Some(CloseFrame { code, reason }))
         }
     }
@@ -94,10 +94,14 @@ mod tests {
 
     #[test]
     fn legal_and_illegal_codes() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
             assert!(parse_close_payload(&u16::to_be_bytes(ok)).is_ok(), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert_eq!(
                 parse_close_payload(&u16::to_be_bytes(bad)),
                 Err(ProtocolError::InvalidCloseCode(bad)),
@@ -112,7 +116,10 @@ mod tests {
         assert_eq!(parse_close_payload(&[3]), Err(ProtocolError::CloseTooShort));
         let f = parse_close_payload(b"\x03\xe8bye").unwrap().unwrap();
         assert_eq!((f.code, f.reason), (CloseCode::NORMAL, "bye"));
-        assert_eq!(parse_close_payload(b"\x03\xe8\xce\xba\xe1"), Err(ProtocolError::InvalidCloseReason));
+        assert_eq!(
+            parse_close_payload(b"\x03\xe8\xce\xba\xe1"),
+            Err(ProtocolError::InvalidCloseReason)
+        );
     }
 
     #[test]

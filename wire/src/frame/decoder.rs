@@ -26,7 +26,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_frame: 16 << 20, max_message: 16 << 20, allowed_rsv: 0 }
+        Self {
+            max_frame: 16 << 20,
+            max_message: 16 << 20,
+            allowed_rsv: 0,
+        }
     }
 }
 
@@ -151,21 +155,31 @@ impl Decoder {
             ),
             Opcode::Binary if h.fin => Incoming::Binary(payload),
             Opcode::Text | Opcode::Binary => {
-                let kind = if h.opcode == Opcode::Text { DataKind::Text } else { DataKind::Binary };
+                let kind = if h.opcode == Opcode::Text {
+                    DataKind::Text
+                } else {
+                    DataKind::Binary
+                };
                 self.message.clear();
                 self.message.extend_from_slice(payload);
                 self.utf8.reset();
                 if kind == DataKind::Text {
-                    self.utf8.feed(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.utf8
+                        .feed(payload)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 self.assembling = Some(kind);
                 Incoming::Fragment
             }
             Opcode::Continuation => {
-                let kind = self.assembling.ok_or(ProtocolError::UnexpectedContinuation)?;
+                let kind = self
+                    .assembling
+                    .ok_or(ProtocolError::UnexpectedContinuation)?;
                 self.message.extend_from_slice(payload);
                 if kind == DataKind::Text {
-                    self.utf8.feed(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.utf8
+                        .feed(payload)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 if !h.fin {
                     Incoming::Fragment
@@ -192,7 +206,10 @@ impl Decoder {
     fn check_frame(&self, h: &FrameHeader) -> Result<usize, ProtocolError> {
         let too_big = |max: usize| h.payload_len > max as u64;
         if too_big(self.limits.max_frame) {
-            return Err(ProtocolError::FrameTooLarge { len: h.payload_len, max: self.limits.max_frame });
+            return Err(ProtocolError::FrameTooLarge {
+                len: h.payload_len,
+                max: self.limits.max_frame,
+            });
         }
         match h.opcode {
             // §5.4: control frames MAY be injected in the middle of a fragmented message.
@@ -216,12 +233,17 @@ impl Decoder {
                 }
                 let total = (self.message.len() as u64).saturating_add(h.payload_len);
                 if total > self.limits.max_message as u64 {
-                    return Err(ProtocolError::MessageTooLarge { len: total, max: self.limits.max_message });
+                    return Err(ProtocolError::MessageTooLarge {
+                        len: total,
+                        max: self.limits.max_message,
+                    });
                 }
             }
         }
-        usize::try_from(h.payload_len)
-            .map_err(|_| ProtocolError::FrameTooLarge { len: h.payload_len, max: self.limits.max_frame })
+        usize::try_from(h.payload_len).map_err(|_| ProtocolError::FrameTooLarge {
+            len: h.payload_len,
+            max: self.limits.max_frame,
+        })
     }
 
     /// A text frame's payload is still arriving: validate the bytes that are here so
@@ -248,7 +270,9 @@ impl Decoder {
             if let Some(key) = h.mask {
                 apply_mask_at(chunk, key, seen);
             }
-            validator.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+            validator
+                .feed(chunk)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
             seen += n;
         }
         self.probe = Some((validator, seen));

@@ -11,7 +11,13 @@ use crate::mask::apply_mask;
 
 /// Append one unmasked frame to `out`.
 pub fn encode_frame_parts(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload: &[u8]) {
-    let h = FrameHeader { fin, rsv: 0, opcode, mask: None, payload_len: payload.len() as u64 };
+    let h = FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: None,
+        payload_len: payload.len() as u64,
+    };
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = h.encode(&mut head);
     out.reserve(n + payload.len());
@@ -32,8 +38,20 @@ pub fn encode_close(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
 }
 
 /// Append one masked client frame to `out` (the payload is copied, then masked).
-pub fn encode_client_frame(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload: &[u8], key: [u8; 4]) {
-    let h = FrameHeader { fin, rsv: 0, opcode, mask: Some(key), payload_len: payload.len() as u64 };
+pub fn encode_client_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: Opcode,
+    payload: &[u8],
+    key: [u8; 4],
+) {
+    let h = FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: Some(key),
+        payload_len: payload.len() as u64,
+    };
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = h.encode(&mut head);
     out.reserve(n + payload.len());
@@ -72,7 +90,13 @@ impl SharedFrame {
         let mut buf = vec![0u8; MAX_HEADER_LEN];
         write(&mut buf);
         let len = buf.len() - MAX_HEADER_LEN;
-        let h = FrameHeader { fin: true, rsv: 0, opcode, mask: None, payload_len: len as u64 };
+        let h = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: len as u64,
+        };
         let mut head = [0u8; MAX_HEADER_LEN];
         let n = h.encode(&mut head);
         let start = MAX_HEADER_LEN - n;

@@ -78,7 +78,9 @@ impl FrameHeader {
         }
         let (payload_len, mut at) = match len7 {
             126 => {
-                let Some(b) = buf.get(2..4) else { return Ok(None) };
+                let Some(b) = buf.get(2..4) else {
+                    return Ok(None);
+                };
                 let len = u64::from(u16::from_be_bytes([b[0], b[1]]));
                 // §5.2: "the minimal number of bytes MUST be used to encode the length"
                 if len < 126 {
@@ -87,7 +89,9 @@ impl FrameHeader {
                 (len, 4)
             }
             127 => {
-                let Some(b) = buf.get(2..10) else { return Ok(None) };
+                let Some(b) = buf.get(2..10) else {
+                    return Ok(None);
+                };
                 let mut be = [0u8; 8];
                 be.copy_from_slice(b);
                 let len = u64::from_be_bytes(be);
@@ -103,13 +107,24 @@ impl FrameHeader {
             n => (n, 2),
         };
         let mask = if masked {
-            let Some(k) = buf.get(at..at + 4) else { return Ok(None) };
+            let Some(k) = buf.get(at..at + 4) else {
+                return Ok(None);
+            };
             at += 4;
             Some([k[0], k[1], k[2], k[3]])
         } else {
             None
         };
-        Ok(Some((FrameHeader { fin, rsv, opcode, mask, payload_len }, at)))
+        Ok(Some((
+            FrameHeader {
+                fin,
+                rsv,
+                opcode,
+                mask,
+                payload_len,
+            },
+            at,
+        )))
     }
 
     /// Encode into `dst`, returning the number of bytes written (2 to 14), always
@@ -174,10 +189,22 @@ mod tests {
         assert_eq!(parse(&[0x81, 0x05]), Err(ProtocolError::UnmaskedFrame));
         assert_eq!(parse(&[0xC1, 0x85]), Err(ProtocolError::ReservedBits(4)));
         assert_eq!(parse(&[0x83, 0x80]), Err(ProtocolError::ReservedOpcode(3)));
-        assert_eq!(parse(&[0x8B, 0x80]), Err(ProtocolError::ReservedOpcode(0xB)));
-        assert_eq!(parse(&[0x09, 0x80]), Err(ProtocolError::FragmentedControlFrame));
-        assert_eq!(parse(&[0x89, 0xFE]), Err(ProtocolError::ControlFrameTooLong(126)));
-        assert_eq!(parse(&[0x82, 0xFE, 0x00, 0x7D]), Err(ProtocolError::NonMinimalLength(125)));
+        assert_eq!(
+            parse(&[0x8B, 0x80]),
+            Err(ProtocolError::ReservedOpcode(0xB))
+        );
+        assert_eq!(
+            parse(&[0x09, 0x80]),
+            Err(ProtocolError::FragmentedControlFrame)
+        );
+        assert_eq!(
+            parse(&[0x89, 0xFE]),
+            Err(ProtocolError::ControlFrameTooLong(126))
+        );
+        assert_eq!(
+            parse(&[0x82, 0xFE, 0x00, 0x7D]),
+            Err(ProtocolError::NonMinimalLength(125))
+        );
         assert_eq!(
             parse(&[0x82, 0xFF, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF]),
             Err(ProtocolError::NonMinimalLength(65535))
@@ -187,7 +214,11 @@ mod tests {
             Err(ProtocolError::LengthTopBit)
         );
         // The same RSV bit is fine once an extension defines it.
-        assert!(FrameHeader::parse(&[0xC1, 0x80, 1, 2, 3, 4], Role::Server, 0b100).unwrap().is_some());
+        assert!(
+            FrameHeader::parse(&[0xC1, 0x80, 1, 2, 3, 4], Role::Server, 0b100)
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(
             FrameHeader::parse(&[0x81, 0x80, 1, 2, 3, 4], Role::Client, 0),
             Err(ProtocolError::MaskedFrame)
@@ -198,11 +229,21 @@ mod tests {
     fn encode_parse_round_trip_all_length_forms() {
         for len in [0u64, 1, 125, 126, 127, 65535, 65536, 1 << 40] {
             for mask in [None, Some([9, 8, 7, 6])] {
-                let h = FrameHeader { fin: len % 2 == 0, rsv: 0, opcode: Opcode::Binary, mask, payload_len: len };
+                let h = FrameHeader {
+                    fin: len % 2 == 0,
+                    rsv: 0,
+                    opcode: Opcode::Binary,
+                    mask,
+                    payload_len: len,
+                };
                 let mut b = [0; MAX_HEADER_LEN];
                 let n = h.encode(&mut b);
                 assert_eq!(n, h.encoded_len());
-                let role = if mask.is_some() { Role::Server } else { Role::Client };
+                let role = if mask.is_some() {
+                    Role::Server
+                } else {
+                    Role::Client
+                };
                 assert_eq!(FrameHeader::parse(&b[..n], role, 0), Ok(Some((h, n))));
             }
         }

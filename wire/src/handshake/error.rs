@@ -65,6 +65,12 @@ impl HandshakeError {
     /// Append the full HTTP response for this refusal (plain-text reason as body).
     pub fn write_response(&self, out: &mut Vec<u8>) {
         let body = format!("{self}\n");
-        super::response::write_response(out, self.status(), "text/plain; charset=utf-8", body.as_bytes(), None);
+        super::response::write_response(
+            out,
+            self.status(),
+            "text/plain; charset=utf-8",
+            body.as_bytes(),
+            None,
+        );
     }
 }

@@ -24,7 +24,10 @@ pub struct HandshakeLimits {
 
 impl Default for HandshakeLimits {
     fn default() -> Self {
-        Self { max_header_bytes: 8 * 1024, max_headers: 32 }
+        Self {
+            max_header_bytes: 8 * 1024,
+            max_headers: 32,
+        }
     }
 }
 
@@ -124,9 +127,11 @@ pub fn parse_request<'a>(
         if name.eq_ignore_ascii_case("host") {
             host = text();
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_websocket |= text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("websocket")));
+            upgrade_websocket |=
+                text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("websocket")));
         } else if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade |= text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
+            connection_upgrade |=
+                text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             duplicate_key |= key.is_some();
             key = Some(value);
@@ -231,10 +236,13 @@ mod tests {
 
     #[test]
     fn rfc_example_handshake() {
-        let s = req("Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, ringline.v1.fb\r\n");
+        let s =
+            req("Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, ringline.v1.fb\r\n");
         let mut full = s.clone().into_bytes();
         full.extend_from_slice(b"\x81\x85");
-        let (r, n) = parse_request(&full, &HandshakeLimits::default(), PROTOS).unwrap().unwrap();
+        let (r, n) = parse_request(&full, &HandshakeLimits::default(), PROTOS)
+            .unwrap()
+            .unwrap();
         assert_eq!(n, s.len());
         assert_eq!((r.method, r.path, r.query), ("GET", "/ws", Some("x=1")));
         assert_eq!(r.origin, Some("http://example.com"));
@@ -273,22 +281,65 @@ mod tests {
     #[test]
     fn refusals_and_their_status() {
         let cases: &[(String, HandshakeError, u16)] = &[
-            (req("").replacen("GET", "POST", 1), HandshakeError::NotGet, 400),
-            (req("").replacen("HTTP/1.1", "HTTP/1.0", 1), HandshakeError::HttpVersion, 400),
-            (req("").replacen("Host: example.com\r\n", "", 1), HandshakeError::MissingHost, 400),
-            (req("").replacen("Connection: Upgrade", "Connection: keep-alive", 1), HandshakeError::MissingConnectionUpgrade, 400),
-            (req("").replacen("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 1), HandshakeError::MissingKey, 400),
-            (req("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), HandshakeError::DuplicateKey, 400),
-            (req("").replacen("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ==", 1), HandshakeError::InvalidKey, 400),
-            (req("").replacen("dGhlIHNhbXBsZSBub25jZQ==", "not base64!!", 1), HandshakeError::InvalidKey, 400),
-            (req("").replacen("Sec-WebSocket-Version: 13\r\n", "", 1), HandshakeError::MissingVersion, 400),
-            (req("").replacen("Version: 13", "Version: 8", 1), HandshakeError::UnsupportedVersion, 426),
+            (
+                req("").replacen("GET", "POST", 1),
+                HandshakeError::NotGet,
+                400,
+            ),
+            (
+                req("").replacen("HTTP/1.1", "HTTP/1.0", 1),
+                HandshakeError::HttpVersion,
+                400,
+            ),
+            (
+                req("").replacen("Host: example.com\r\n", "", 1),
+                HandshakeError::MissingHost,
+                400,
+            ),
+            (
+                req("").replacen("Connection: Upgrade", "Connection: keep-alive", 1),
+                HandshakeError::MissingConnectionUpgrade,
+                400,
+            ),
+            (
+                req("").replacen("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 1),
+                HandshakeError::MissingKey,
+                400,
+            ),
+            (
+                req("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+                HandshakeError::DuplicateKey,
+                400,
+            ),
+            (
+                req("").replacen("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ==", 1),
+                HandshakeError::InvalidKey,
+                400,
+            ),
+            (
+                req("").replacen("dGhlIHNhbXBsZSBub25jZQ==", "not base64!!", 1),
+                HandshakeError::InvalidKey,
+                400,
+            ),
+            (
+                req("").replacen("Sec-WebSocket-Version: 13\r\n", "", 1),
+                HandshakeError::MissingVersion,
+                400,
+            ),
+            (
+                req("").replacen("Version: 13", "Version: 8", 1),
+                HandshakeError::UnsupportedVersion,
+                426,
+            ),
         ];
         for (s, err, code) in cases {
             assert_eq!(parse(s).as_ref().map(|_| ()), Err(err), "{s}");
             assert_eq!(err.status().code(), *code);
         }
-        assert_eq!(HandshakeError::UnsupportedVersion.status(), Status::UpgradeRequired);
+        assert_eq!(
+            HandshakeError::UnsupportedVersion.status(),
+            Status::UpgradeRequired
+        );
     }
 
     #[test]

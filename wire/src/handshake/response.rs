@@ -100,19 +100,37 @@ mod tests {
     fn parse(bytes: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut r = httparse::Response::new(&mut headers);
-        let httparse::Status::Complete(n) = r.parse(bytes).unwrap() else { panic!("partial") };
-        let hs = r.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8(h.value.to_vec()).unwrap())).collect();
+        let httparse::Status::Complete(n) = r.parse(bytes).unwrap() else {
+            panic!("partial")
+        };
+        let hs = r
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8(h.value.to_vec()).unwrap(),
+                )
+            })
+            .collect();
         (r.code.unwrap(), hs, bytes[n..].to_vec())
     }
 
     #[test]
     fn switching_protocols_is_valid_http() {
         let mut out = Vec::new();
-        write_switching_protocols(&mut out, &super::super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), Some("ringline.v1.json"));
+        write_switching_protocols(
+            &mut out,
+            &super::super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            Some("ringline.v1.json"),
+        );
         let (code, hs, body) = parse(&out);
         assert_eq!(code, 101);
         assert!(body.is_empty());
-        assert!(hs.contains(&("Sec-WebSocket-Accept".into(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into())));
+        assert!(hs.contains(&(
+            "Sec-WebSocket-Accept".into(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()
+        )));
         assert!(hs.contains(&("Sec-WebSocket-Protocol".into(), "ringline.v1.json".into())));
     }
 
@@ -127,13 +145,26 @@ mod tests {
             (Status::ServiceUnavailable, 503),
         ] {
             let mut out = Vec::new();
-            write_response(&mut out, status, "text/plain", b"hello", (code == 503).then_some(5));
+            write_response(
+                &mut out,
+                status,
+                "text/plain",
+                b"hello",
+                (code == 503).then_some(5),
+            );
             let (c, hs, body) = parse(&out);
             assert_eq!(c, code);
             assert_eq!(body, b"hello");
             assert!(hs.contains(&("Content-Length".into(), "5".into())));
-            assert_eq!(hs.iter().any(|(k, v)| k == "Retry-After" && v == "5"), code == 503);
-            assert_eq!(hs.iter().any(|(k, v)| k == "Sec-WebSocket-Version" && v == "13"), code == 426);
+            assert_eq!(
+                hs.iter().any(|(k, v)| k == "Retry-After" && v == "5"),
+                code == 503
+            );
+            assert_eq!(
+                hs.iter()
+                    .any(|(k, v)| k == "Sec-WebSocket-Version" && v == "13"),
+                code == 426
+            );
         }
     }
 }

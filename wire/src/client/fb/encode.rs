@@ -1,0 +1,251 @@
+//! Flatbuffers encoding: [`Request`]s and [`Response`]s in, one finished flatbuffer appended
+//! to a buffer out.
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+
+use crate::client::{ChangeOp, Request, Response, Target};
+use crate::generated::client as fb;
+
+/// Encodes client messages with one reused `FlatBufferBuilder`.
+pub struct FbEncoder {
+    fbb: FlatBufferBuilder<'static>,
+    entries: Vec<WIPOffset<fb::Entry<'static>>>,
+}
+
+impl std::fmt::Debug for FbEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FbEncoder").finish_non_exhaustive()
+    }
+}
+
+impl Default for FbEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FbEncoder {
+    /// A new encoder.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            fbb: FlatBufferBuilder::with_capacity(256),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends `request` as one `Request` flatbuffer.
+    pub fn encode_request(&mut self, request: &Request<'_>, out: &mut Vec<u8>) {
+        let fbb = &mut self.fbb;
+        fbb.reset();
+        let (op_type, op) = match request {
+            Request::Sub { target, from, .. } => {
+                let (key, prefix) = match target {
+                    Target::Key(key) => (Some(fbb.create_string(key)), None),
+                    Target::Prefix(prefix) => (None, Some(fbb.create_string(prefix))),
+                };
+                let from = from.as_ref().map(|from| fbb.create_string(from));
+                let args = fb::SubArgs { key, prefix, from };
+                (fb::Op::Sub, fb::Sub::create(fbb, &args).as_union_value())
+            }
+            Request::Unsub { .. } => (
+                fb::Op::Unsub,
+                fb::Unsub::create(fbb, &fb::UnsubArgs {}).as_union_value(),
+            ),
+            Request::Get { key, .. } => {
+                let key = Some(fbb.create_string(key));
+                (
+                    fb::Op::Get,
+                    fb::Get::create(fbb, &fb::GetArgs { key }).as_union_value(),
+                )
+            }
+            Request::Put {
+                key,
+                value,
+                if_version,
+                ..
+            } => {
+                let value = Some(fbb.create_vector(value));
+                let key = Some(fbb.create_string(key));
+                let args = fb::PutArgs {
+                    key,
+                    value,
+                    if_version: *if_version,
+                };
+                (fb::Op::Put, fb::Put::create(fbb, &args).as_union_value())
+            }
+            Request::Del {
+                key, if_version, ..
+            } => {
+                let key = Some(fbb.create_string(key));
+                let args = fb::DelArgs {
+                    key,
+                    if_version: *if_version,
+                };
+                (fb::Op::Del, fb::Del::create(fbb, &args).as_union_value())
+            }
+            Request::Pub { key, value, .. } => {
+                let value = Some(fbb.create_vector(value));
+                let key = Some(fbb.create_string(key));
+                (
+                    fb::Op::Pub,
+                    fb::Pub::create(fbb, &fb::PubArgs { key, value }).as_union_value(),
+                )
+            }
+        };
+        let args = fb::RequestArgs {
+            id: Some(request.id()),
+            op_type,
+            op: Some(op),
+        };
+        let root = fb::Request::create(fbb, &args);
+        fbb.finish_minimal(root);
+        out.extend_from_slice(fbb.finished_data());
+    }
+
+    /// Appends `response` as one `Response` flatbuffer.
+    pub fn encode_response(&mut self, response: &Response<'_>, out: &mut Vec<u8>) {
+        self.fbb.reset();
+        let (body_type, body) = self.response_body(response);
+        let fbb = &mut self.fbb;
+        let args = fb::ResponseArgs {
+            id: response.id(),
+            body_type,
+            body: Some(body),
+        };
+        let root = fb::Response::create(fbb, &args);
+        fbb.finish_minimal(root);
+        out.extend_from_slice(fbb.finished_data());
+    }
+
+    fn response_body(&mut self, response: &Response<'_>) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+        let fbb = &mut self.fbb;
+        match response {
+            Response::Snapshot {
+                entries,
+                token,
+                more,
+                ..
+            } => {
+                let mut offsets = std::mem::take(&mut self.entries);
+                offsets.clear();
+                for entry in entries {
+                    let value = Some(fbb.create_vector(&entry.value));
+                    let key = Some(fbb.create_string(&entry.key));
+                    let args = fb::EntryArgs {
+                        key,
+                        value,
+                        version: entry.version,
+                    };
+                    offsets.push(fb::Entry::create(fbb, &args));
+                }
+                let entries = Some(fbb.create_vector(&offsets));
+                self.entries = offsets;
+                let token = token.as_ref().map(|token| fbb.create_string(token));
+                let args = fb::SnapshotArgs {
+                    entries,
+                    token,
+                    more: *more,
+                };
+                (
+                    fb::Reply::Snapshot,
+                    fb::Snapshot::create(fbb, &args).as_union_value(),
+                )
+            }
+            Response::Change { key, op, token, .. } => {
+                let (kind, value, version) = match op {
+                    ChangeOp::Put { value, version } => {
+                        (fb::ChangeKind::Put, Some(value), *version)
+                    }
+                    ChangeOp::Delete { version } => (fb::ChangeKind::Delete, None, *version),
+                    ChangeOp::Publish { value } => (fb::ChangeKind::Publish, Some(value), 0),
+                };
+                let value = value.map(|value| fbb.create_vector(value));
+                let key = Some(fbb.create_string(key));
+                let token = Some(fbb.create_string(token));
+                let args = fb::ChangeArgs {
+                    key,
+                    kind,
+                    value,
+                    version,
+                    token,
+                };
+                (
+                    fb::Reply::Change,
+                    fb::Change::create(fbb, &args).as_union_value(),
+                )
+            }
+            Response::Resumed { token, .. } => {
+                let token = Some(fbb.create_string(token));
+                let args = fb::ResumedArgs { token };
+                (
+                    fb::Reply::Resumed,
+                    fb::Resumed::create(fbb, &args).as_union_value(),
+                )
+            }
+            Response::Reset { reason, .. } => {
+                let reason = Some(fbb.create_string(reason));
+                let args = fb::ResetArgs { reason };
+                (
+                    fb::Reply::Reset,
+                    fb::Reset::create(fbb, &args).as_union_value(),
+                )
+            }
+            Response::Value {
+                key,
+                value,
+                version,
+                ..
+            } => {
+                let value = value.as_ref().map(|value| fbb.create_vector(value));
+                let key = Some(fbb.create_string(key));
+                let version = if value.is_some() { *version } else { 0 };
+                let args = fb::ValueArgs {
+                    key,
+                    value,
+                    version,
+                };
+                (
+                    fb::Reply::Value,
+                    fb::Value::create(fbb, &args).as_union_value(),
+                )
+            }
+            Response::Ok { version, token, .. } => {
+                let token = token.as_ref().map(|token| fbb.create_string(token));
+                let args = fb::OkArgs {
+                    version: *version,
+                    token,
+                };
+                (fb::Reply::Ok, fb::Ok::create(fbb, &args).as_union_value())
+            }
+            Response::Error {
+                code,
+                message,
+                version,
+                ..
+            } => {
+                let code = Some(fbb.create_string(code.as_str()));
+                let message = Some(fbb.create_string(message));
+                let args = fb::ErrorArgs {
+                    code,
+                    message,
+                    version: *version,
+                };
+                (
+                    fb::Reply::Error,
+                    fb::Error::create(fbb, &args).as_union_value(),
+                )
+            }
+        }
+    }
+}
+
+/// Appends `request` as one `Request` flatbuffer (with a fresh builder; see [`FbEncoder`]).
+pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
+    FbEncoder::new().encode_request(request, out);
+}
+
+/// Appends `response` as one `Response` flatbuffer (with a fresh builder; see [`FbEncoder`]).
+pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
+    FbEncoder::new().encode_response(response, out);
+}

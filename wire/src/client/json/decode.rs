@@ -1,0 +1,499 @@
+//! JSON decoding: one complete text message in, a [`Request`] (the edge's input) or a
+//! [`Response`] (test clients, load generators) out, borrowing from the message.
+//!
+//! serde cannot combine an internally tagged enum with borrowed `RawValue`s, so a message is
+//! first read into a flat struct of optional fields, then checked and converted per `op`.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::client::error::shorten;
+use crate::client::validate;
+use crate::client::{
+    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Request, Response, Target,
+};
+
+/// A string field, borrowed from the input unless it contains escapes.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Deserializes a present field into `Some`, so that `"value":null` is the JSON value
+/// `null` rather than an absent value (absent fields get `None` from `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(borrow)]
+    op: Option<Str<'a>>,
+    id: Option<u64>,
+    #[serde(borrow)]
+    key: Option<Str<'a>>,
+    #[serde(borrow)]
+    prefix: Option<Str<'a>>,
+    #[serde(borrow)]
+    from: Option<Str<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<&'a RawValue>,
+    if_version: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WireEntry<'a> {
+    #[serde(borrow)]
+    key: Str<'a>,
+    #[serde(borrow)]
+    value: &'a RawValue,
+    version: u64,
+}
+
+#[derive(Deserialize)]
+struct WireResponse<'a> {
+    #[serde(borrow)]
+    op: Option<Str<'a>>,
+    id: Option<u64>,
+    #[serde(borrow)]
+    entries: Option<Vec<WireEntry<'a>>>,
+    #[serde(borrow)]
+    token: Option<Str<'a>>,
+    more: Option<bool>,
+    #[serde(borrow)]
+    key: Option<Str<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<&'a RawValue>,
+    deleted: Option<bool>,
+    #[serde(rename = "pub")]
+    publish: Option<bool>,
+    version: Option<u64>,
+    #[serde(borrow)]
+    reason: Option<Str<'a>>,
+    #[serde(borrow)]
+    code: Option<Str<'a>>,
+    #[serde(borrow)]
+    message: Option<Str<'a>>,
+}
+
+/// Just the id, for errors about messages that are valid JSON but not a valid message.
+#[derive(Deserialize)]
+struct WireId {
+    id: Option<u64>,
+}
+
+/// Parses a JSON object (never an array, which serde would accept for a struct).
+fn parse<'a, T: Deserialize<'a>>(text: &'a [u8]) -> Result<T, ClientError> {
+    let first = text
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(ClientErrorKind::Malformed("expected a JSON object".into()).into());
+    }
+    serde_json::from_slice(text).map_err(|err| {
+        let id = serde_json::from_slice::<WireId>(text)
+            .ok()
+            .and_then(|w| w.id);
+        ClientError::new(id, ClientErrorKind::Malformed(shorten(&err.to_string())))
+    })
+}
+
+fn cow(s: Option<Str<'_>>) -> Option<Cow<'_, str>> {
+    s.map(|Str(s)| s)
+}
+
+fn raw(value: &RawValue) -> Cow<'_, [u8]> {
+    Cow::Borrowed(value.get().as_bytes())
+}
+
+/// Decodes one client → edge message (a whole text frame).
+pub fn decode_request(text: &[u8]) -> Result<Request<'_>, ClientError> {
+    let wire: WireRequest<'_> = parse(text)?;
+    let id = wire.id;
+    request(wire).map_err(|kind| ClientError::new(id, kind))
+}
+
+fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
+    let op = cow(wire.op).ok_or(ClientErrorKind::Missing("op"))?;
+    let id = validate::id(wire.id)?;
+    let value = wire.value.map(raw);
+    let (key, prefix) = (cow(wire.key), cow(wire.prefix));
+    Ok(match op.as_ref() {
+        "sub" => {
+            let target = match (key, prefix) {
+                (Some(key), None) => Target::Key(validate::key("key", Some(key))?),
+                (None, Some(prefix)) => Target::Prefix(validate::key("prefix", Some(prefix))?),
+                _ => return Err(ClientErrorKind::SubTarget),
+            };
+            Request::Sub {
+                id,
+                target,
+                from: validate::token(cow(wire.from))?,
+            }
+        }
+        "unsub" => Request::Unsub { id },
+        "get" => Request::Get {
+            id,
+            key: validate::key("key", key)?,
+        },
+        "put" => Request::Put {
+            id,
+            key: validate::key("key", key)?,
+            value: validate::value(value)?,
+            if_version: wire.if_version,
+        },
+        "del" => Request::Del {
+            id,
+            key: validate::key("key", key)?,
+            if_version: wire.if_version,
+        },
+        "pub" => Request::Pub {
+            id,
+            key: validate::key("key", key)?,
+            value: validate::value(value)?,
+        },
+        other => return Err(ClientErrorKind::UnknownOp(shorten(other))),
+    })
+}
+
+/// A response value: the raw JSON text, or the bytes of a `{"b64":"..."}` wrapper exactly
+/// as [`super::encode_response`] writes it.
+fn unwrap_value(value: &RawValue) -> Cow<'_, [u8]> {
+    let text = value.get();
+    let b64 = text
+        .strip_prefix("{\"b64\":\"")
+        .and_then(|rest| rest.strip_suffix("\"}"));
+    match b64.and_then(|b64| STANDARD.decode(b64).ok()) {
+        Some(bytes) => Cow::Owned(bytes),
+        None => raw(value),
+    }
+}
+
+/// Decodes one edge → client message (a whole text frame). Values sent as `{"b64":"..."}`
+/// come back as the original bytes.
+pub fn decode_response(text: &[u8]) -> Result<Response<'_>, ClientError> {
+    let wire: WireResponse<'_> = parse(text)?;
+    let id = wire.id;
+    response(wire).map_err(|kind| ClientError::new(id, kind))
+}
+
+fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    let op = cow(wire.op).ok_or(Missing("op"))?;
+    if op == "error" {
+        let code = cow(wire.code).ok_or(Missing("code"))?;
+        let code = ErrorCode::from_wire(&code)
+            .ok_or_else(|| ClientErrorKind::UnknownCode(shorten(&code)))?;
+        let message = cow(wire.message).ok_or(Missing("message"))?;
+        return Ok(Response::Error {
+            id: wire.id,
+            code,
+            message,
+            version: wire.version,
+        });
+    }
+    let id = validate::id(wire.id)?;
+    let token = cow(wire.token);
+    Ok(match op.as_ref() {
+        "snapshot" => Response::Snapshot {
+            id,
+            entries: wire
+                .entries
+                .ok_or(Missing("entries"))?
+                .into_iter()
+                .map(|e| Entry {
+                    key: e.key.0,
+                    value: unwrap_value(e.value),
+                    version: e.version,
+                })
+                .collect(),
+            token,
+            more: wire.more.unwrap_or(false),
+        },
+        "change" => {
+            let key = cow(wire.key).ok_or(Missing("key"))?;
+            let value = wire.value.map(unwrap_value);
+            let op = match (wire.deleted.unwrap_or(false), wire.publish.unwrap_or(false)) {
+                (false, false) => ChangeOp::Put {
+                    value: value.ok_or(Missing("value"))?,
+                    version: wire.version.ok_or(Missing("version"))?,
+                },
+                (true, false) => ChangeOp::Delete {
+                    version: wire.version.ok_or(Missing("version"))?,
+                },
+                (false, true) => ChangeOp::Publish {
+                    value: value.ok_or(Missing("value"))?,
+                },
+                (true, true) => {
+                    return Err(ClientErrorKind::Malformed(
+                        "change is both deleted and pub".into(),
+                    ));
+                }
+            };
+            Response::Change {
+                id,
+                key,
+                op,
+                token: token.ok_or(Missing("token"))?,
+            }
+        }
+        "resumed" => Response::Resumed {
+            id,
+            token: token.ok_or(Missing("token"))?,
+        },
+        "reset" => Response::Reset {
+            id,
+            reason: cow(wire.reason).ok_or(Missing("reason"))?,
+        },
+        "value" => {
+            let key = cow(wire.key).ok_or(Missing("key"))?;
+            match wire.version {
+                Some(version) => {
+                    let value = wire.value.map(unwrap_value).ok_or(Missing("value"))?;
+                    Response::Value {
+                        id,
+                        key,
+                        value: Some(value),
+                        version,
+                    }
+                }
+                None if wire.value.is_none_or(|v| v.get() == "null") => Response::Value {
+                    id,
+                    key,
+                    value: None,
+                    version: 0,
+                },
+                None => return Err(Missing("version")),
+            }
+        }
+        "ok" => Response::Ok {
+            id,
+            version: wire.version,
+            token,
+        },
+        other => return Err(ClientErrorKind::UnknownOp(shorten(other))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad_request(text: &str) -> ClientError {
+        let err = decode_request(text.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadRequest, "{text}: {err}");
+        err
+    }
+
+    #[test]
+    fn requests_decode() {
+        let cases: [(&str, Request<'_>); 9] = [
+            (
+                r#"{"op":"sub","id":1,"key":"room/{42}/title"}"#,
+                Request::Sub {
+                    id: 1,
+                    target: Target::Key("room/{42}/title".into()),
+                    from: None,
+                },
+            ),
+            (
+                r#"{"op":"sub","id":2,"prefix":"room/{42}/"}"#,
+                Request::Sub {
+                    id: 2,
+                    target: Target::Prefix("room/{42}/".into()),
+                    from: None,
+                },
+            ),
+            (
+                r#"{"op":"sub","id":3,"key":"k","from":"tok"}"#,
+                Request::Sub {
+                    id: 3,
+                    target: Target::Key("k".into()),
+                    from: Some("tok".into()),
+                },
+            ),
+            (r#"{"op":"unsub","id":1}"#, Request::Unsub { id: 1 }),
+            (
+                r#"{"op":"get","id":4,"key":"k"}"#,
+                Request::Get {
+                    id: 4,
+                    key: "k".into(),
+                },
+            ),
+            (
+                r#" { "op" : "put", "id": 5, "key":"k", "value": {"a": [1, null]} , "if_version":7 } "#,
+                Request::Put {
+                    id: 5,
+                    key: "k".into(),
+                    value: Cow::Borrowed(br#"{"a": [1, null]}"#),
+                    if_version: Some(7),
+                },
+            ),
+            (
+                r#"{"op":"put","id":5,"key":"k","value":null}"#,
+                Request::Put {
+                    id: 5,
+                    key: "k".into(),
+                    value: Cow::Borrowed(b"null"),
+                    if_version: None,
+                },
+            ),
+            (
+                r#"{"op":"del","id":6,"key":"k"}"#,
+                Request::Del {
+                    id: 6,
+                    key: "k".into(),
+                    if_version: None,
+                },
+            ),
+            (
+                r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"hi","extra":1}"#,
+                Request::Pub {
+                    id: 7,
+                    key: "room/{42}/chat".into(),
+                    value: Cow::Borrowed(b"\"hi\""),
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(decode_request(text.as_bytes()).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn strings_and_values_borrow_from_the_input() {
+        let text = br#"{"op":"put","id":1,"key":"plain","value":[1]}"#;
+        let Request::Put { key, value, .. } = decode_request(text).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(key, Cow::Borrowed("plain")));
+        assert!(matches!(value, Cow::Borrowed(b"[1]")));
+        // Escapes need an owned copy.
+        let text = br#"{"op":"get","id":1,"key":"a\nb"}"#;
+        let Request::Get { key, .. } = decode_request(text).unwrap() else {
+            panic!()
+        };
+        assert_eq!(key, "a\nb");
+    }
+
+    #[test]
+    fn malformed_requests_are_bad_requests() {
+        for text in [
+            "",
+            "   ",
+            "nul",
+            "[\"sub\",1,\"k\"]",
+            "\"sub\"",
+            "{",
+            "{}",
+            r#"{"op":"get","id":1,"key":"k"} x"#,
+            r#"{"op":1,"id":1}"#,
+            r#"{"op":"get","id":-1,"key":"k"}"#,
+            r#"{"op":"get","id":1.5,"key":"k"}"#,
+            r#"{"op":"get","id":"1","key":"k"}"#,
+            r#"{"op":"get","key":"k"}"#,
+            r#"{"op":"get","id":1}"#,
+            r#"{"op":"get","id":1,"key":""}"#,
+            r#"{"op":"get","id":1,"key":7}"#,
+            r#"{"op":"get","id":1,"key":"k","key":"j"}"#,
+            r#"{"op":"sub","id":1}"#,
+            r#"{"op":"sub","id":1,"key":"k","prefix":"p"}"#,
+            r#"{"op":"sub","id":1,"prefix":""}"#,
+            r#"{"op":"put","id":1,"key":"k"}"#,
+            r#"{"op":"pub","id":1,"key":"k"}"#,
+            r#"{"op":"put","id":1,"key":"k","value":1,"if_version":-3}"#,
+            r#"{"op":"nope","id":1}"#,
+            r#"{"id":1}"#,
+        ] {
+            bad_request(text);
+        }
+        assert!(decode_request(b"{\"op\":\"get\",\"id\":1,\"key\":\"\xff\"}").is_err());
+    }
+
+    #[test]
+    fn errors_keep_the_id_when_there_is_one() {
+        assert_eq!(bad_request(r#"{"op":"get","id":9}"#).id, Some(9));
+        assert_eq!(bad_request(r#"{"op":"get","id":9,"key":7}"#).id, Some(9));
+        assert_eq!(bad_request(r#"{"op":"get","key":7}"#).id, None);
+        let err = bad_request(r#"{"op":"frobnicate","id":2}"#);
+        assert_eq!(err.kind, ClientErrorKind::UnknownOp("frobnicate".into()));
+    }
+
+    #[test]
+    fn long_keys_are_too_large_and_long_echoes_are_cut() {
+        let key = "k".repeat(validate::MAX_KEY_LEN + 1);
+        let text = format!(r#"{{"op":"get","id":1,"key":"{key}"}}"#);
+        let err = decode_request(text.as_bytes()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::TooLarge);
+        let op = "x".repeat(10_000);
+        let err = bad_request(&format!(r#"{{"op":"{op}","id":1}}"#));
+        assert!(err.message().len() < 200);
+        let text = format!(
+            r#"{{"op":"sub","id":1,"key":"k","from":"{}"}}"#,
+            "t".repeat(validate::MAX_TOKEN_LEN + 1)
+        );
+        bad_request(&text);
+    }
+
+    #[test]
+    fn responses_unwrap_base64_values() {
+        let text = br#"{"op":"value","id":4,"key":"k","value":{"b64":"aGk="},"version":2}"#;
+        assert_eq!(
+            decode_response(text).unwrap(),
+            Response::Value {
+                id: 4,
+                key: "k".into(),
+                value: Some(Cow::Borrowed(b"hi")),
+                version: 2
+            }
+        );
+        // Anything but our exact wrapper stays JSON.
+        let text = br#"{"op":"value","id":4,"key":"k","value":{"b64": "aGk="},"version":2}"#;
+        let Response::Value {
+            value: Some(value), ..
+        } = decode_response(text).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(&*value, br#"{"b64": "aGk="}"#);
+    }
+
+    #[test]
+    fn value_null_with_and_without_version() {
+        let found = br#"{"op":"value","id":4,"key":"k","value":null,"version":17}"#;
+        assert!(matches!(
+            decode_response(found).unwrap(),
+            Response::Value {
+                value: Some(Cow::Borrowed(b"null")),
+                version: 17,
+                ..
+            }
+        ));
+        let absent = br#"{"op":"value","id":4,"key":"k","value":null}"#;
+        assert!(matches!(
+            decode_response(absent).unwrap(),
+            Response::Value { value: None, .. }
+        ));
+        assert!(decode_response(br#"{"op":"value","id":4,"key":"k","value":1}"#).is_err());
+    }
+
+    #[test]
+    fn malformed_responses_are_errors() {
+        for text in [
+            "{}",
+            r#"{"op":"change","id":1,"key":"k","token":"t"}"#,
+            r#"{"op":"change","id":1,"key":"k","deleted":true,"pub":true,"version":1,"token":"t"}"#,
+            r#"{"op":"snapshot","id":1}"#,
+            r#"{"op":"snapshot","id":1,"entries":[{"key":"k","version":1}]}"#,
+            r#"{"op":"error","id":1,"code":"weird","message":"m"}"#,
+            r#"{"op":"error","id":1,"message":"m"}"#,
+            r#"{"op":"resumed","id":1}"#,
+            r#"{"op":"ok"}"#,
+        ] {
+            assert!(decode_response(text.as_bytes()).is_err(), "{text}");
+        }
+    }
+}

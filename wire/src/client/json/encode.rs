@@ -1,0 +1,466 @@
+//! JSON encoding: [`Response`]s (the edge's output) and [`Request`]s (test clients, load
+//! generators) in, one JSON object appended to a buffer out.
+
+use super::write::{head, name, str_field, string, uint_field, value_field};
+use crate::client::{ChangeOp, Request, Response, Target};
+
+/// Appends `response` as one JSON object.
+pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
+    match response {
+        Response::Snapshot {
+            id,
+            entries,
+            token,
+            more,
+        } => {
+            head(out, "snapshot", *id);
+            name(out, "entries");
+            out.push(b'[');
+            for (i, entry) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"key\":");
+                string(out, &entry.key);
+                value_field(out, "value", &entry.value);
+                uint_field(out, "version", entry.version);
+                out.push(b'}');
+            }
+            out.push(b']');
+            if let Some(token) = token {
+                str_field(out, "token", token);
+            }
+            if *more {
+                out.extend_from_slice(b",\"more\":true");
+            }
+        }
+        Response::Change { id, key, op, token } => {
+            head(out, "change", *id);
+            change_tail(out, key, op, token);
+            return;
+        }
+        Response::Resumed { id, token } => {
+            head(out, "resumed", *id);
+            str_field(out, "token", token);
+        }
+        Response::Reset { id, reason } => {
+            head(out, "reset", *id);
+            str_field(out, "reason", reason);
+        }
+        Response::Value {
+            id,
+            key,
+            value,
+            version,
+        } => {
+            head(out, "value", *id);
+            str_field(out, "key", key);
+            match value {
+                Some(bytes) => {
+                    value_field(out, "value", bytes);
+                    uint_field(out, "version", *version);
+                }
+                None => out.extend_from_slice(b",\"value\":null"),
+            }
+        }
+        Response::Ok { id, version, token } => {
+            head(out, "ok", *id);
+            if let Some(version) = version {
+                uint_field(out, "version", *version);
+            }
+            if let Some(token) = token {
+                str_field(out, "token", token);
+            }
+        }
+        Response::Error {
+            id,
+            code,
+            message,
+            version,
+        } => {
+            match id {
+                Some(id) => head(out, "error", *id),
+                None => out.extend_from_slice(b"{\"op\":\"error\""),
+            }
+            str_field(out, "code", code.as_str());
+            str_field(out, "message", message);
+            if let Some(version) = version {
+                uint_field(out, "version", *version);
+            }
+        }
+    }
+    out.push(b'}');
+}
+
+/// Everything of a `change` message after its id, closing brace included.
+fn change_tail(out: &mut Vec<u8>, key: &str, op: &ChangeOp<'_>, token: &str) {
+    str_field(out, "key", key);
+    match op {
+        ChangeOp::Put {
+            value: bytes,
+            version,
+        } => {
+            value_field(out, "value", bytes);
+            uint_field(out, "version", *version);
+        }
+        ChangeOp::Delete { version } => {
+            out.extend_from_slice(b",\"deleted\":true");
+            uint_field(out, "version", *version);
+        }
+        ChangeOp::Publish { value: bytes } => {
+            value_field(out, "value", bytes);
+            out.extend_from_slice(b",\"pub\":true");
+        }
+    }
+    str_field(out, "token", token);
+    out.push(b'}');
+}
+
+/// A `change` message encoded once for fan-out: everything but the subscription id, which
+/// [`PreparedChange::write`] adds per subscriber. The output is byte-identical to
+/// [`encode_response`] of the same [`Response::Change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedChange {
+    tail: Vec<u8>,
+}
+
+impl PreparedChange {
+    /// Encodes the parts shared by every subscriber (the value is checked for JSON once).
+    #[must_use]
+    pub fn new(key: &str, op: &ChangeOp<'_>, token: &str) -> Self {
+        let mut tail = Vec::with_capacity(64 + key.len() + token.len());
+        change_tail(&mut tail, key, op, token);
+        Self { tail }
+    }
+
+    /// Appends the complete message for subscription `id`.
+    pub fn write(&self, id: u64, out: &mut Vec<u8>) {
+        out.reserve(self.tail.len() + 40);
+        head(out, "change", id);
+        out.extend_from_slice(&self.tail);
+    }
+}
+
+/// Appends `request` as one JSON object. A value that is not JSON is sent as
+/// `{"b64":"..."}`, which the edge stores as that JSON text (the JSON form can only put JSON).
+pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
+    match request {
+        Request::Sub { id, target, from } => {
+            head(out, "sub", *id);
+            match target {
+                Target::Key(key) => str_field(out, "key", key),
+                Target::Prefix(prefix) => str_field(out, "prefix", prefix),
+            }
+            if let Some(from) = from {
+                str_field(out, "from", from);
+            }
+        }
+        Request::Unsub { id } => head(out, "unsub", *id),
+        Request::Get { id, key } => {
+            head(out, "get", *id);
+            str_field(out, "key", key);
+        }
+        Request::Put {
+            id,
+            key,
+            value,
+            if_version,
+        } => {
+            head(out, "put", *id);
+            str_field(out, "key", key);
+            value_field(out, "value", value);
+            if let Some(version) = if_version {
+                uint_field(out, "if_version", *version);
+            }
+        }
+        Request::Del {
+            id,
+            key,
+            if_version,
+        } => {
+            head(out, "del", *id);
+            str_field(out, "key", key);
+            if let Some(version) = if_version {
+                uint_field(out, "if_version", *version);
+            }
+        }
+        Request::Pub { id, key, value } => {
+            head(out, "pub", *id);
+            str_field(out, "key", key);
+            value_field(out, "value", value);
+        }
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::client::{Entry, ErrorCode};
+
+    fn response(r: &Response<'_>) -> String {
+        let mut out = Vec::new();
+        encode_response(r, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn request(r: &Request<'_>) -> String {
+        let mut out = Vec::new();
+        encode_request(r, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn v(bytes: &'static [u8]) -> Cow<'static, [u8]> {
+        Cow::Borrowed(bytes)
+    }
+
+    #[test]
+    fn response_shapes() {
+        let cases: [(Response<'_>, &str); 14] = [
+            (
+                Response::Snapshot {
+                    id: 1,
+                    entries: vec![Entry {
+                        key: "k".into(),
+                        value: v(b"{\"a\":1}"),
+                        version: 17,
+                    }],
+                    token: Some("t".into()),
+                    more: false,
+                },
+                r#"{"op":"snapshot","id":1,"entries":[{"key":"k","value":{"a":1},"version":17}],"token":"t"}"#,
+            ),
+            (
+                Response::Snapshot {
+                    id: 1,
+                    entries: vec![
+                        Entry {
+                            key: "a".into(),
+                            value: v(b"1"),
+                            version: 2,
+                        },
+                        Entry {
+                            key: "b".into(),
+                            value: v(b"\x00"),
+                            version: 3,
+                        },
+                    ],
+                    token: None,
+                    more: true,
+                },
+                r#"{"op":"snapshot","id":1,"entries":[{"key":"a","value":1,"version":2},{"key":"b","value":{"b64":"AA=="},"version":3}],"more":true}"#,
+            ),
+            (
+                Response::Snapshot {
+                    id: 9,
+                    entries: vec![],
+                    token: Some("t".into()),
+                    more: false,
+                },
+                r#"{"op":"snapshot","id":9,"entries":[],"token":"t"}"#,
+            ),
+            (
+                Response::Change {
+                    id: 1,
+                    key: "k".into(),
+                    op: ChangeOp::Put {
+                        value: v(b"\"hi\""),
+                        version: 18,
+                    },
+                    token: "t".into(),
+                },
+                r#"{"op":"change","id":1,"key":"k","value":"hi","version":18,"token":"t"}"#,
+            ),
+            (
+                Response::Change {
+                    id: 1,
+                    key: "k".into(),
+                    op: ChangeOp::Delete { version: 19 },
+                    token: "t".into(),
+                },
+                r#"{"op":"change","id":1,"key":"k","deleted":true,"version":19,"token":"t"}"#,
+            ),
+            (
+                Response::Change {
+                    id: 1,
+                    key: "room/{42}/chat".into(),
+                    op: ChangeOp::Publish { value: v(b"[1,2]") },
+                    token: "t".into(),
+                },
+                r#"{"op":"change","id":1,"key":"room/{42}/chat","value":[1,2],"pub":true,"token":"t"}"#,
+            ),
+            (
+                Response::Resumed {
+                    id: 3,
+                    token: "t".into(),
+                },
+                r#"{"op":"resumed","id":3,"token":"t"}"#,
+            ),
+            (
+                Response::Reset {
+                    id: 3,
+                    reason: "log \"truncated\"".into(),
+                },
+                r#"{"op":"reset","id":3,"reason":"log \"truncated\""}"#,
+            ),
+            (
+                Response::Value {
+                    id: 4,
+                    key: "k".into(),
+                    value: Some(v(b"null")),
+                    version: 17,
+                },
+                r#"{"op":"value","id":4,"key":"k","value":null,"version":17}"#,
+            ),
+            (
+                Response::Value {
+                    id: 4,
+                    key: "k".into(),
+                    value: None,
+                    version: 0,
+                },
+                r#"{"op":"value","id":4,"key":"k","value":null}"#,
+            ),
+            (
+                Response::Ok {
+                    id: 5,
+                    version: Some(18),
+                    token: Some("t".into()),
+                },
+                r#"{"op":"ok","id":5,"version":18,"token":"t"}"#,
+            ),
+            (
+                Response::Ok {
+                    id: 8,
+                    version: None,
+                    token: None,
+                },
+                r#"{"op":"ok","id":8}"#,
+            ),
+            (
+                Response::Error {
+                    id: Some(5),
+                    code: ErrorCode::Conflict,
+                    message: "version mismatch".into(),
+                    version: Some(17),
+                },
+                r#"{"op":"error","id":5,"code":"conflict","message":"version mismatch","version":17}"#,
+            ),
+            (
+                Response::Error {
+                    id: None,
+                    code: ErrorCode::BadRequest,
+                    message: "malformed".into(),
+                    version: None,
+                },
+                r#"{"op":"error","code":"bad_request","message":"malformed"}"#,
+            ),
+        ];
+        for (resp, want) in cases {
+            assert_eq!(response(&resp), want);
+        }
+    }
+
+    #[test]
+    fn request_shapes() {
+        let cases: [(Request<'_>, &str); 8] = [
+            (
+                Request::Sub {
+                    id: 1,
+                    target: Target::Key("room/{42}/title".into()),
+                    from: None,
+                },
+                r#"{"op":"sub","id":1,"key":"room/{42}/title"}"#,
+            ),
+            (
+                Request::Sub {
+                    id: 2,
+                    target: Target::Prefix("room/{42}/".into()),
+                    from: None,
+                },
+                r#"{"op":"sub","id":2,"prefix":"room/{42}/"}"#,
+            ),
+            (
+                Request::Sub {
+                    id: 3,
+                    target: Target::Key("k".into()),
+                    from: Some("t".into()),
+                },
+                r#"{"op":"sub","id":3,"key":"k","from":"t"}"#,
+            ),
+            (Request::Unsub { id: 1 }, r#"{"op":"unsub","id":1}"#),
+            (
+                Request::Get {
+                    id: 4,
+                    key: "k".into(),
+                },
+                r#"{"op":"get","id":4,"key":"k"}"#,
+            ),
+            (
+                Request::Put {
+                    id: 5,
+                    key: "k".into(),
+                    value: v(b"{\"x\":[true]}"),
+                    if_version: Some(7),
+                },
+                r#"{"op":"put","id":5,"key":"k","value":{"x":[true]},"if_version":7}"#,
+            ),
+            (
+                Request::Del {
+                    id: 6,
+                    key: "k".into(),
+                    if_version: None,
+                },
+                r#"{"op":"del","id":6,"key":"k"}"#,
+            ),
+            (
+                Request::Pub {
+                    id: 7,
+                    key: "room/{42}/chat".into(),
+                    value: v(b"\"hello\""),
+                },
+                r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"hello"}"#,
+            ),
+        ];
+        for (req, want) in cases {
+            assert_eq!(request(&req), want);
+        }
+    }
+
+    #[test]
+    fn keys_are_escaped() {
+        let req = Request::Get {
+            id: 1,
+            key: "a\"b\n".into(),
+        };
+        assert_eq!(request(&req), r#"{"op":"get","id":1,"key":"a\"b\n"}"#);
+    }
+
+    #[test]
+    fn prepared_change_matches_encode_response() {
+        let ops = [
+            ChangeOp::Put {
+                value: v(b"{\"a\":1}"),
+                version: 3,
+            },
+            ChangeOp::Delete { version: 4 },
+            ChangeOp::Publish { value: v(b"\xff") },
+        ];
+        for op in ops {
+            let prepared = PreparedChange::new("k\u{1}", &op, "tok");
+            for id in [0, 1, u64::MAX] {
+                let mut out = Vec::new();
+                prepared.write(id, &mut out);
+                let resp = Response::Change {
+                    id,
+                    key: "k\u{1}".into(),
+                    op: op.clone(),
+                    token: "tok".into(),
+                };
+                assert_eq!(String::from_utf8(out).unwrap(), response(&resp));
+            }
+        }
+    }
+}

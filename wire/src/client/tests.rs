@@ -1,0 +1,234 @@
+//! Cross-form tests: any request or response survives both encodings unchanged, so the JSON
+//! and flatbuffers forms are equivalent; hostile input yields errors, never panics.
+
+use std::borrow::Cow;
+
+use proptest::prelude::*;
+
+use super::arbitrary;
+use super::{ChangeOp, ClientError, Entry, ErrorCode, Request, Response, Target, fb, json};
+
+fn via_json_request(r: &Request<'_>) -> Result<Request<'static>, ClientError> {
+    let mut out = Vec::new();
+    json::encode_request(r, &mut out);
+    json::decode_request(&out).map(Request::into_owned)
+}
+
+fn via_fb_request(r: &Request<'_>) -> Result<Request<'static>, ClientError> {
+    let mut out = Vec::new();
+    fb::encode_request(r, &mut out);
+    fb::decode_request(&out).map(Request::into_owned)
+}
+
+fn via_json_response(r: &Response<'_>) -> Result<Response<'static>, ClientError> {
+    let mut out = Vec::new();
+    json::encode_response(r, &mut out);
+    json::decode_response(&out).map(Response::into_owned)
+}
+
+fn via_fb_response(r: &Response<'_>) -> Result<Response<'static>, ClientError> {
+    let mut out = Vec::new();
+    fb::encode_response(r, &mut out);
+    fb::decode_response(&out).map(Response::into_owned)
+}
+
+fn value(bytes: &'static [u8]) -> Cow<'static, [u8]> {
+    Cow::Borrowed(bytes)
+}
+
+#[test]
+fn every_request_variant_round_trips_in_both_forms() {
+    let requests = [
+        Request::Sub {
+            id: 1,
+            target: Target::Key("room/{42}/title".into()),
+            from: None,
+        },
+        Request::Sub {
+            id: 2,
+            target: Target::Prefix("room/".into()),
+            from: Some("tok".into()),
+        },
+        Request::Unsub { id: 1 },
+        Request::Get {
+            id: 4,
+            key: "k".into(),
+        },
+        Request::Put {
+            id: 5,
+            key: "k".into(),
+            value: value(b"{\"a\":1}"),
+            if_version: Some(7),
+        },
+        Request::Del {
+            id: 6,
+            key: "k".into(),
+            if_version: None,
+        },
+        Request::Pub {
+            id: 7,
+            key: "room/{42}/chat".into(),
+            value: value(b"\"hi\""),
+        },
+    ];
+    for request in requests {
+        assert_eq!(via_json_request(&request).unwrap(), request);
+        assert_eq!(via_fb_request(&request).unwrap(), request);
+    }
+}
+
+#[test]
+fn every_response_variant_round_trips_in_both_forms() {
+    let entry = |key: &'static str, bytes, version| Entry {
+        key: key.into(),
+        value: value(bytes),
+        version,
+    };
+    let responses = [
+        Response::Snapshot {
+            id: 1,
+            entries: vec![entry("a", b"1", 2), entry("b", b"\xff\x00", 3)],
+            token: Some("tok".into()),
+            more: false,
+        },
+        Response::Snapshot {
+            id: 1,
+            entries: vec![],
+            token: None,
+            more: true,
+        },
+        Response::Change {
+            id: 1,
+            key: "k".into(),
+            op: ChangeOp::Put {
+                value: value(b"[1]"),
+                version: 18,
+            },
+            token: "t".into(),
+        },
+        Response::Change {
+            id: 1,
+            key: "k".into(),
+            op: ChangeOp::Delete { version: 19 },
+            token: "t".into(),
+        },
+        Response::Change {
+            id: 1,
+            key: "k".into(),
+            op: ChangeOp::Publish {
+                value: value(b"not json"),
+            },
+            token: "t".into(),
+        },
+        Response::Resumed {
+            id: 3,
+            token: "t".into(),
+        },
+        Response::Reset {
+            id: 3,
+            reason: "log truncated".into(),
+        },
+        Response::Value {
+            id: 4,
+            key: "k".into(),
+            value: Some(value(b"null")),
+            version: 17,
+        },
+        Response::Value {
+            id: 4,
+            key: "k".into(),
+            value: None,
+            version: 0,
+        },
+        Response::Ok {
+            id: 5,
+            version: Some(18),
+            token: Some("t".into()),
+        },
+        Response::Ok {
+            id: 6,
+            version: None,
+            token: None,
+        },
+        Response::Error {
+            id: Some(5),
+            code: ErrorCode::Conflict,
+            message: "version mismatch".into(),
+            version: Some(17),
+        },
+        Response::Error {
+            id: None,
+            code: ErrorCode::BadRequest,
+            message: "bad".into(),
+            version: None,
+        },
+    ];
+    for response in responses {
+        assert_eq!(via_json_response(&response).unwrap(), response);
+        assert_eq!(via_fb_response(&response).unwrap(), response);
+    }
+}
+
+#[test]
+fn client_errors_answer_in_both_forms() {
+    let err = json::decode_request(br#"{"op":"get","id":3}"#).unwrap_err();
+    let response = err.to_response();
+    let mut out = Vec::new();
+    json::encode_response(&response, &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"op":"error","id":3,"code":"bad_request","message":"missing field `key`"}"#
+    );
+    assert_eq!(via_fb_response(&response).unwrap(), response);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn requests_are_the_same_in_both_forms(request in arbitrary::request()) {
+        prop_assert_eq!(via_json_request(&request)?, request.clone());
+        prop_assert_eq!(via_fb_request(&request)?, request);
+    }
+
+    #[test]
+    fn responses_are_the_same_in_both_forms(response in arbitrary::response()) {
+        prop_assert_eq!(via_json_response(&response)?, response.clone());
+        prop_assert_eq!(via_fb_response(&response)?, response);
+    }
+
+    #[test]
+    fn reused_fb_encoder_matches_fresh_encoding(
+        responses in proptest::collection::vec(arbitrary::response(), 1..6)
+    ) {
+        let mut encoder = fb::FbEncoder::new();
+        for response in &responses {
+            let (mut reused, mut fresh) = (Vec::new(), Vec::new());
+            encoder.encode_response(response, &mut reused);
+            fb::encode_response(response, &mut fresh);
+            prop_assert_eq!(reused, fresh);
+        }
+    }
+
+    #[test]
+    fn json_encoding_is_valid_json(response in arbitrary::response()) {
+        let mut out = Vec::new();
+        json::encode_response(&response, &mut out);
+        prop_assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+        let _ = json::decode_request(&bytes);
+        let _ = json::decode_response(&bytes);
+        let _ = fb::decode_request(&bytes);
+        let _ = fb::decode_response(&bytes);
+    }
+
+    #[test]
+    fn json_like_input_never_panics(text in r#"\{("(op|id|key|prefix|from|value|if_version)"|[:,\[\]{} 0-9"a-z-]){0,40}\}"#) {
+        if let Err(err) = json::decode_request(text.as_bytes()) {
+            prop_assert!(!err.message().is_empty());
+        }
+    }
+}

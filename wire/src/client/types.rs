@@ -1,0 +1,429 @@
+//! The client protocol's messages as Rust values, shared by the JSON and flatbuffers forms.
+//! Strings and values borrow from the decoded message where they can.
+
+use std::borrow::Cow;
+
+/// A message from a client to an edge. `id` is chosen by the client; every response to the
+/// request (and, for `Sub`, every message of the subscription) carries it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// Subscribe: a snapshot then changes, or changes after a resume token `from`.
+    Sub {
+        /// Request id; also names the subscription.
+        id: u64,
+        /// One key or a key prefix.
+        target: Target<'a>,
+        /// Resume after this token instead of starting with a snapshot.
+        from: Option<Cow<'a, str>>,
+    },
+    /// End the subscription started by request `id`.
+    Unsub {
+        /// The `Sub`'s id.
+        id: u64,
+    },
+    /// Read one key.
+    Get {
+        /// Request id.
+        id: u64,
+        /// The key.
+        key: Cow<'a, str>,
+    },
+    /// Store a value.
+    Put {
+        /// Request id.
+        id: u64,
+        /// The key.
+        key: Cow<'a, str>,
+        /// The value's bytes (raw JSON text in the JSON form).
+        value: Cow<'a, [u8]>,
+        /// Only write if the key's version is this (0: only if the key is absent).
+        if_version: Option<u64>,
+    },
+    /// Delete a key.
+    Del {
+        /// Request id.
+        id: u64,
+        /// The key.
+        key: Cow<'a, str>,
+        /// Only delete if the key's version is this.
+        if_version: Option<u64>,
+    },
+    /// Publish a log-only message (delivered to subscribers, not stored).
+    Pub {
+        /// Request id.
+        id: u64,
+        /// The key it is published under.
+        key: Cow<'a, str>,
+        /// The message's bytes.
+        value: Cow<'a, [u8]>,
+    },
+}
+
+/// What a subscription follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// Exactly this key.
+    Key(Cow<'a, str>),
+    /// Every key starting with this prefix.
+    Prefix(Cow<'a, str>),
+}
+
+/// A message from an edge to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response<'a> {
+    /// Current entries of a subscription; a large snapshot is split over several messages,
+    /// all but the last with `more`.
+    Snapshot {
+        /// The `Sub`'s id.
+        id: u64,
+        /// Entries in this part.
+        entries: Vec<Entry<'a>>,
+        /// Position the snapshot is consistent with (normally on the last part).
+        token: Option<Cow<'a, str>>,
+        /// More parts follow.
+        more: bool,
+    },
+    /// A change to a subscribed key.
+    Change {
+        /// The `Sub`'s id.
+        id: u64,
+        /// The changed key.
+        key: Cow<'a, str>,
+        /// What happened to it.
+        op: ChangeOp<'a>,
+        /// Resume token for the position just after this change.
+        token: Cow<'a, str>,
+    },
+    /// A subscription with `from` resumed; changes follow.
+    Resumed {
+        /// The `Sub`'s id.
+        id: u64,
+        /// Current position.
+        token: Cow<'a, str>,
+    },
+    /// A subscription with `from` could not resume; a fresh snapshot follows.
+    Reset {
+        /// The `Sub`'s id.
+        id: u64,
+        /// Why (for humans).
+        reason: Cow<'a, str>,
+    },
+    /// Answer to `Get`.
+    Value {
+        /// The `Get`'s id.
+        id: u64,
+        /// The key.
+        key: Cow<'a, str>,
+        /// The value, `None` when the key does not exist.
+        value: Option<Cow<'a, [u8]>>,
+        /// The value's version; not sent when `value` is `None`.
+        version: u64,
+    },
+    /// A request succeeded.
+    Ok {
+        /// The request's id.
+        id: u64,
+        /// The key's new version (writes that store something).
+        version: Option<u64>,
+        /// Position of the write.
+        token: Option<Cow<'a, str>>,
+    },
+    /// A request failed.
+    Error {
+        /// The request's id; `None` when the request was too malformed to have one.
+        id: Option<u64>,
+        /// What kind of failure.
+        code: ErrorCode,
+        /// For humans.
+        message: Cow<'a, str>,
+        /// The key's current version (`Conflict`).
+        version: Option<u64>,
+    },
+}
+
+/// One key of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The key.
+    pub key: Cow<'a, str>,
+    /// Its value.
+    pub value: Cow<'a, [u8]>,
+    /// Its version.
+    pub version: u64,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOp<'a> {
+    /// The key now holds `value` at `version`.
+    Put {
+        /// The new value.
+        value: Cow<'a, [u8]>,
+        /// The new version.
+        version: u64,
+    },
+    /// The key was deleted (at `version`).
+    Delete {
+        /// The version of the deletion.
+        version: u64,
+    },
+    /// A log-only message was published under the key.
+    Publish {
+        /// The message.
+        value: Cow<'a, [u8]>,
+    },
+}
+
+/// A protocol error code, as sent in `Response::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed or invalid; do not retry it as is.
+    BadRequest,
+    /// The request (or its key or value) is over a size limit.
+    TooLarge,
+    /// `if_version` did not match the key's current version.
+    Conflict,
+    /// The data is temporarily unavailable; retry later.
+    Unavailable,
+    /// The service is shedding load; retry later, slower.
+    Overloaded,
+    /// An unexpected failure in the service.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for tests and exhaustive tables.
+    pub const ALL: [Self; 6] = [
+        Self::BadRequest,
+        Self::TooLarge,
+        Self::Conflict,
+        Self::Unavailable,
+        Self::Overloaded,
+        Self::Internal,
+    ];
+
+    /// The code's wire name, e.g. `"bad_request"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::TooLarge => "too_large",
+            Self::Conflict => "conflict",
+            Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Parses a wire name.
+    #[must_use]
+    pub fn from_wire(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Request<'_> {
+    /// The request id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        match self {
+            Self::Sub { id, .. }
+            | Self::Unsub { id }
+            | Self::Get { id, .. }
+            | Self::Put { id, .. }
+            | Self::Del { id, .. }
+            | Self::Pub { id, .. } => *id,
+        }
+    }
+
+    /// Copies every borrowed part, detaching the request from the input buffer.
+    #[must_use]
+    pub fn into_owned(self) -> Request<'static> {
+        match self {
+            Self::Sub { id, target, from } => Request::Sub {
+                id,
+                target: target.into_owned(),
+                from: from.map(own),
+            },
+            Self::Unsub { id } => Request::Unsub { id },
+            Self::Get { id, key } => Request::Get { id, key: own(key) },
+            Self::Put {
+                id,
+                key,
+                value,
+                if_version,
+            } => Request::Put {
+                id,
+                key: own(key),
+                value: own(value),
+                if_version,
+            },
+            Self::Del {
+                id,
+                key,
+                if_version,
+            } => Request::Del {
+                id,
+                key: own(key),
+                if_version,
+            },
+            Self::Pub { id, key, value } => Request::Pub {
+                id,
+                key: own(key),
+                value: own(value),
+            },
+        }
+    }
+}
+
+impl Target<'_> {
+    /// Copies the borrowed key or prefix.
+    #[must_use]
+    pub fn into_owned(self) -> Target<'static> {
+        match self {
+            Self::Key(key) => Target::Key(own(key)),
+            Self::Prefix(prefix) => Target::Prefix(own(prefix)),
+        }
+    }
+}
+
+impl Response<'_> {
+    /// The id of the request (or subscription) this answers, if known.
+    #[must_use]
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            Self::Snapshot { id, .. }
+            | Self::Change { id, .. }
+            | Self::Resumed { id, .. }
+            | Self::Reset { id, .. }
+            | Self::Value { id, .. }
+            | Self::Ok { id, .. } => Some(*id),
+            Self::Error { id, .. } => *id,
+        }
+    }
+
+    /// Copies every borrowed part, detaching the response from the input buffer.
+    #[must_use]
+    pub fn into_owned(self) -> Response<'static> {
+        match self {
+            Self::Snapshot {
+                id,
+                entries,
+                token,
+                more,
+            } => Response::Snapshot {
+                id,
+                entries: entries.into_iter().map(Entry::into_owned).collect(),
+                token: token.map(own),
+                more,
+            },
+            Self::Change { id, key, op, token } => Response::Change {
+                id,
+                key: own(key),
+                op: op.into_owned(),
+                token: own(token),
+            },
+            Self::Resumed { id, token } => Response::Resumed {
+                id,
+                token: own(token),
+            },
+            Self::Reset { id, reason } => Response::Reset {
+                id,
+                reason: own(reason),
+            },
+            Self::Value {
+                id,
+                key,
+                value,
+                version,
+            } => Response::Value {
+                id,
+                key: own(key),
+                value: value.map(own),
+                version,
+            },
+            Self::Ok { id, version, token } => Response::Ok {
+                id,
+                version,
+                token: token.map(own),
+            },
+            Self::Error {
+                id,
+                code,
+                message,
+                version,
+            } => Response::Error {
+                id,
+                code,
+                message: own(message),
+                version,
+            },
+        }
+    }
+}
+
+impl Entry<'_> {
+    /// Copies the borrowed key and value.
+    #[must_use]
+    pub fn into_owned(self) -> Entry<'static> {
+        Entry {
+            key: own(self.key),
+            value: own(self.value),
+            version: self.version,
+        }
+    }
+}
+
+impl ChangeOp<'_> {
+    /// Copies the borrowed value.
+    #[must_use]
+    pub fn into_owned(self) -> ChangeOp<'static> {
+        match self {
+            Self::Put { value, version } => ChangeOp::Put {
+                value: own(value),
+                version,
+            },
+            Self::Delete { version } => ChangeOp::Delete { version },
+            Self::Publish { value } => ChangeOp::Publish { value: own(value) },
+        }
+    }
+}
+
+fn own<T: ToOwned + ?Sized>(cow: Cow<'_, T>) -> Cow<'static, T> {
+    Cow::Owned(cow.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip_their_wire_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_wire("nope"), None);
+        assert_eq!(ErrorCode::BadRequest.to_string(), "bad_request");
+    }
+
+    #[test]
+    fn into_owned_keeps_content() {
+        let key = String::from("k");
+        let req = Request::Put {
+            id: 1,
+            key: Cow::Borrowed(&key),
+            value: Cow::Borrowed(b"1"),
+            if_version: None,
+        };
+        let owned = req.clone().into_owned();
+        drop(key);
+        assert_eq!(owned.id(), 1);
+        assert!(matches!(owned, Request::Put { key: Cow::Owned(ref k), .. } if k == "k"));
+    }
+}

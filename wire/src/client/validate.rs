@@ -1,0 +1,78 @@
+//! Field checks shared by both decoders: the limits every decoded request respects,
+//! whichever form it arrived in.
+
+use std::borrow::Cow;
+
+use super::ClientErrorKind;
+
+/// Longest key or prefix, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest resume token, in bytes (room for about a thousand partition positions).
+pub const MAX_TOKEN_LEN: usize = 34 * 1024;
+
+/// A present, non-empty key or prefix of at most [`MAX_KEY_LEN`] bytes.
+pub(super) fn key<'a>(
+    field: &'static str,
+    value: Option<Cow<'a, str>>,
+) -> Result<Cow<'a, str>, ClientErrorKind> {
+    let value = value.ok_or(ClientErrorKind::Missing(field))?;
+    if value.is_empty() {
+        return Err(ClientErrorKind::Empty(field));
+    }
+    if value.len() > MAX_KEY_LEN {
+        return Err(ClientErrorKind::KeyTooLong {
+            field,
+            len: value.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(value)
+}
+
+/// A resume token of at most [`MAX_TOKEN_LEN`] bytes (its content is checked when decoded).
+pub(super) fn token(token: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+    match token {
+        Some(t) if t.len() > MAX_TOKEN_LEN => Err(ClientErrorKind::TokenTooLong {
+            len: t.len(),
+            max: MAX_TOKEN_LEN,
+        }),
+        t => Ok(t),
+    }
+}
+
+/// A present value.
+pub(super) fn value(value: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientErrorKind> {
+    value.ok_or(ClientErrorKind::Missing("value"))
+}
+
+/// A present request id.
+pub(super) fn id(id: Option<u64>) -> Result<u64, ClientErrorKind> {
+    id.ok_or(ClientErrorKind::Missing("id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_present_non_empty_and_bounded() {
+        assert_eq!(key("key", Some("k".into())), Ok("k".into()));
+        assert_eq!(key("key", None), Err(ClientErrorKind::Missing("key")));
+        assert_eq!(
+            key("prefix", Some("".into())),
+            Err(ClientErrorKind::Empty("prefix"))
+        );
+        let long = "x".repeat(MAX_KEY_LEN + 1);
+        assert!(matches!(
+            key("key", Some(long.into())),
+            Err(ClientErrorKind::KeyTooLong { len: 1025, .. })
+        ));
+        assert!(key("key", Some("x".repeat(MAX_KEY_LEN).into())).is_ok());
+    }
+
+    #[test]
+    fn tokens_are_bounded() {
+        assert_eq!(token(None), Ok(None));
+        assert!(token(Some("x".repeat(MAX_TOKEN_LEN + 1).into())).is_err());
+    }
+}
