@@ -22,6 +22,7 @@ fn run(stream: &[u8], step: usize, limits: Limits) -> (Vec<Got>, Option<Protocol
         at = end;
         loop {
             let before = pending.clone();
+            let len = pending.len();
             match d.decode(&mut pending) {
                 Err(e) => return (out, Some(e)),
                 Ok(None) => {
@@ -29,7 +30,7 @@ fn run(stream: &[u8], step: usize, limits: Limits) -> (Vec<Got>, Option<Protocol
                     break;
                 }
                 Ok(Some((item, used))) => {
-                    assert!(used > 0 && used <= pending.len());
+                    assert!(used > 0 && used <= len);
                     match item {
                         Incoming::Text(s) => out.push(Got::Msg(s.as_bytes().to_vec(), true)),
                         Incoming::Binary(b) | Incoming::Ping(b) | Incoming::Pong(b) => out.push(Got::Msg(b.to_vec(), false)),

@@ -232,3 +232,43 @@ proptest! {
         }
     }
 }
+
+/// Found by the `client_fb` fuzz target: a binary `value` reply carrying a version but
+/// no value must decode as "not found" (version 0), like the JSON form, so that it
+/// re-encodes to the same thing.
+#[test]
+fn fb_value_without_value_has_no_version() {
+    use crate::generated::client as g;
+    let mut b = flatbuffers::FlatBufferBuilder::new();
+    let key = b.create_string("conflict");
+    let body = g::Value::create(
+        &mut b,
+        &g::ValueArgs {
+            key: Some(key),
+            value: None,
+            version: 55305,
+        },
+    );
+    let root = g::Response::create(
+        &mut b,
+        &g::ResponseArgs {
+            id: Some(5),
+            body_type: g::Reply::Value,
+            body: Some(body.as_union_value()),
+        },
+    );
+    b.finish_minimal(root);
+    let decoded = fb::decode_response(b.finished_data()).unwrap();
+    assert_eq!(
+        decoded,
+        Response::Value {
+            id: 5,
+            key: Cow::Borrowed("conflict"),
+            value: None,
+            version: 0
+        }
+    );
+    let mut out = Vec::new();
+    fb::encode_response(&decoded, &mut out);
+    assert_eq!(fb::decode_response(&out).unwrap(), decoded);
+}

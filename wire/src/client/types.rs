@@ -116,7 +116,7 @@ pub enum Response<'a> {
         key: Cow<'a, str>,
         /// The value, `None` when the key does not exist.
         value: Option<Cow<'a, [u8]>>,
-        /// The value's version; not sent when `value` is `None`.
+        /// The value's version; 0 (and not sent) when `value` is `None`.
         version: u64,
     },
     /// A request succeeded.

@@ -187,11 +187,15 @@ fn response(root: fb::Response<'_>) -> Result<Response<'_>, ClientErrorKind> {
         fb::Reply::Value => {
             let value = root.body_as_value().ok_or(Missing("body"))?;
             let key = required(value.key(), "key")?;
+            let bytes = bytes(value.value());
+            // A missing key has no version (as in the JSON form): whatever the buffer
+            // says, `version` is 0 when there is no value.
+            let version = if bytes.is_some() { value.version() } else { 0 };
             Response::Value {
                 id,
                 key,
-                value: bytes(value.value()),
-                version: value.version(),
+                value: bytes,
+                version,
             }
         }
         fb::Reply::Ok => {
