@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE := --release
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup run test lint gen gen-check bench fuzz fuzz-build
+.PHONY: help setup run test lint gen gen-check bench fuzz fuzz-check seeds
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -18,7 +18,7 @@ run: setup ## run a local store and edge on the embedded default
 	@echo "The store and edge nodes are not built yet (issues 3 and 4); the codecs in wire/ are."
 	$(CARGO) run $(PROFILE) -q -p edge -- --help
 
-test: setup gen-check lint ## everything CI runs: schema check, fmt, clippy, all tests
+test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests
 	$(CARGO) test $(PROFILE) --workspace --all-targets
 	$(CARGO) test $(PROFILE) --workspace --doc
 
@@ -35,5 +35,11 @@ gen-check: ## fail if the committed generated code differs from a fresh generati
 bench: ## criterion microbenchmarks (figures in BENCHMARKS.md)
 	$(CARGO) bench -p benches
 
-fuzz: ## run every fuzz target for FUZZ_SECONDS each (needs cargo-fuzz)
+fuzz: ## run every fuzz target for FUZZ_SECONDS each (installs cargo-fuzz if missing)
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-check: ## the fuzz targets still compile against wire
+	$(CARGO) check $(PROFILE) --manifest-path fuzz/Cargo.toml --bins
+
+seeds: ## rewrite the link/client fuzz seed corpora from the real encoders
+	$(CARGO) run $(PROFILE) -p wire --example fuzz_seeds -- fuzz/seeds

@@ -26,7 +26,7 @@ for t in "${targets[@]}"; do
 done
 printf '\n| target | result | runs | execs/s | corpus units added | peak RSS MB |\n|---|---|---|---|---|---|\n'
 for t in "${targets[@]}"; do
-  stat() { grep -oE "stat::$1: *[0-9]+" "$logs/$t.log" | grep -oE '[0-9]+$' | tail -1; }
+  stat() { { grep -oE "stat::$1: *[0-9]+" "$logs/$t.log" || true; } | grep -oE "[0-9]+$" | tail -1 || true; }
   printf '| %s | %s | %s | %s | %s | %s |\n' "$t" "$(cat "$logs/$t.status")" \
     "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" "$(stat new_units_added)" "$(stat peak_rss_mb)"
 done

@@ -35,7 +35,7 @@ fn run(stream: &[u8], step: usize, limits: Limits) -> (Vec<Got>, Option<Protocol
                         Incoming::Text(s) => out.push(Got::Msg(s.as_bytes().to_vec(), true)),
                         Incoming::Binary(b) | Incoming::Ping(b) | Incoming::Pong(b) => out.push(Got::Msg(b.to_vec(), false)),
                         Incoming::Close(c) => out.push(Got::Close(c.map(|c| (c.code.0, c.reason.to_owned())))),
-                        Incoming::Fragment => {}
+                        Incoming::Fragment | Incoming::AfterClose => {}
                     }
                     pending.drain(..used);
                 }
@@ -47,7 +47,7 @@ fn run(stream: &[u8], step: usize, limits: Limits) -> (Vec<Got>, Option<Protocol
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, stream)) = data.split_first() else { return };
-    let limits = Limits { max_frame: 4096, max_message: 8192, allowed_rsv: 0 };
+    let limits = Limits { max_frame: 4096, max_message: 8192 };
     let whole = run(stream, usize::MAX, limits);
     let cut = run(stream, usize::from(sel % 16) + 1, limits);
     // Fail-fast UTF-8 may report an error earlier when cut, but messages delivered

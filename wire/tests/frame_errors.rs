@@ -23,6 +23,22 @@ fn err_of(stream: &[u8], limits: Limits) -> ProtocolError {
 }
 
 #[test]
+fn sequencing_fails_on_the_first_byte() {
+    let mut d = Decoder::server(Limits::default());
+    assert_eq!(
+        d.decode(&mut [0x80]),
+        Err(ProtocolError::UnexpectedContinuation)
+    );
+    let mut d = Decoder::server(Limits::default());
+    let mut first = client(&[(false, Opcode::Text, b"a")]);
+    assert_eq!(d.decode(&mut first).unwrap().unwrap().0, Incoming::Fragment);
+    assert_eq!(
+        d.decode(&mut [0x82]),
+        Err(ProtocolError::ExpectedContinuation)
+    );
+}
+
+#[test]
 fn sequencing_errors() {
     let e = err_of(
         &client(&[(true, Opcode::Continuation, b"x")]),
@@ -64,7 +80,6 @@ fn limits_fail_on_the_header_before_the_payload_arrives() {
     let limits = Limits {
         max_frame: 100,
         max_message: 150,
-        allowed_rsv: 0,
     };
     let s = client(&[(true, Opcode::Binary, &[0; 101])]);
     // Only the header is present: the frame is already refused.
@@ -161,7 +176,13 @@ fn nothing_is_decoded_after_close() {
     let (item, used) = d.decode(&mut buf).unwrap().unwrap();
     assert_eq!(item, Incoming::Close(None));
     assert!(d.is_closed());
-    assert_eq!(d.decode(&mut buf[used..]), Ok(None));
+    // What follows a close is consumed and dropped, never buffered.
+    let rest = buf.len() - used;
+    assert_eq!(
+        d.decode(&mut buf[used..]),
+        Ok(Some((Incoming::AfterClose, rest)))
+    );
+    assert_eq!(d.decode(&mut []), Ok(None));
 }
 
 #[test]

@@ -20,8 +20,6 @@ pub struct Limits {
     pub max_frame: usize,
     /// Largest message, after reassembly (close 1009 above it).
     pub max_message: usize,
-    /// RSV bits defined by negotiated extensions (0: none).
-    pub allowed_rsv: u8,
 }
 
 impl Default for Limits {
@@ -29,7 +27,6 @@ impl Default for Limits {
         Self {
             max_frame: 16 << 20,
             max_message: 16 << 20,
-            allowed_rsv: 0,
         }
     }
 }
@@ -46,11 +43,15 @@ pub enum Incoming<'a> {
     /// A pong.
     Pong(&'a [u8]),
     /// A close frame, validated. Answer with a close frame (echoing the code, or
-    /// empty when none was sent) and stop reading: the decoder returns `Ok(None)` from now on.
+    /// empty when none was sent) and stop reading; anything that still arrives is
+    /// returned as [`Incoming::AfterClose`].
     Close(Option<CloseFrame<'a>>),
     /// A non-final fragment was absorbed into the message being reassembled;
     /// nothing to deliver yet (its bytes are consumed).
     Fragment,
+    /// Bytes that arrived after the peer's close frame: consumed and discarded (§5.5.1:
+    /// nothing may follow a close), so a caller never buffers them.
+    AfterClose,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,15 +123,22 @@ impl Decoder {
         buf: &'a mut [u8],
     ) -> Result<Decoded<Incoming<'a>>, ProtocolError> {
         if self.closed {
-            return Ok(None);
+            return Ok((!buf.is_empty()).then_some((Incoming::AfterClose, buf.len())));
         }
         if self.assembling.is_none() && self.message.capacity() != 0 {
             // Release the last reassembled message: an idle connection holds no buffer.
             self.message = Vec::new();
         }
-        let Some((h, hlen)) = FrameHeader::parse(buf, self.role, self.limits.allowed_rsv)? else {
+        // Sequencing needs only the first byte: fail before the rest of the header.
+        if let Some(&b0) = buf.first()
+            && let Some(op) = Opcode::from_u4(b0 & 0x0F)
+        {
+            self.check_sequence(op)?;
+        }
+        let Some((h, hlen)) = FrameHeader::parse(buf, self.role)? else {
             return Ok(None);
         };
+        self.check_sequence(h.opcode)?;
         let len = self.check_frame(&h)?;
         let total = hlen.saturating_add(len);
         if buf.len() < total {
@@ -148,6 +156,8 @@ impl Decoder {
             Opcode::Close => {
                 let frame = parse_close_payload(payload)?;
                 self.closed = true;
+                self.assembling = None;
+                self.message = Vec::new();
                 Incoming::Close(frame)
             }
             Opcode::Text if h.fin => Incoming::Text(
@@ -161,7 +171,7 @@ impl Decoder {
                     DataKind::Binary
                 };
                 self.message.clear();
-                self.message.extend_from_slice(payload);
+                self.append(payload)?;
                 self.utf8.reset();
                 if kind == DataKind::Text {
                     self.utf8
@@ -201,49 +211,69 @@ impl Decoder {
         Ok(Some((item, total)))
     }
 
-    /// Checks that need only the header: sequencing (§5.4) and size limits. Returns
+    /// §5.4: continuation frames only inside a fragmented message, and no new data
+    /// frame until it ends; control frames MAY be injected in between.
+    fn check_sequence(&self, op: Opcode) -> Result<(), ProtocolError> {
+        match op {
+            Opcode::Continuation if self.assembling.is_none() => {
+                Err(ProtocolError::UnexpectedContinuation)
+            }
+            // "the fragments of one message MUST NOT be interleaved between the
+            // fragments of another message"
+            Opcode::Text | Opcode::Binary if self.assembling.is_some() => {
+                Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Size limits, checked from the header before any payload is buffered. Returns
     /// the payload length as a `usize`.
     fn check_frame(&self, h: &FrameHeader) -> Result<usize, ProtocolError> {
-        let too_big = |max: usize| h.payload_len > max as u64;
-        if too_big(self.limits.max_frame) {
+        let max = self.limits;
+        if h.payload_len > max.max_frame as u64 {
             return Err(ProtocolError::FrameTooLarge {
                 len: h.payload_len,
-                max: self.limits.max_frame,
+                max: max.max_frame,
             });
         }
-        match h.opcode {
-            // §5.4: control frames MAY be injected in the middle of a fragmented message.
-            Opcode::Ping | Opcode::Pong | Opcode::Close => {}
-            // §5.4: the fragments of one message MUST NOT be interleaved with other
-            // data frames.
-            Opcode::Text | Opcode::Binary if self.assembling.is_some() => {
-                return Err(ProtocolError::ExpectedContinuation);
-            }
-            Opcode::Text | Opcode::Binary => {
-                if too_big(self.limits.max_message) {
-                    return Err(ProtocolError::MessageTooLarge {
-                        len: h.payload_len,
-                        max: self.limits.max_message,
-                    });
-                }
-            }
-            Opcode::Continuation => {
-                if self.assembling.is_none() {
-                    return Err(ProtocolError::UnexpectedContinuation);
-                }
-                let total = (self.message.len() as u64).saturating_add(h.payload_len);
-                if total > self.limits.max_message as u64 {
-                    return Err(ProtocolError::MessageTooLarge {
-                        len: total,
-                        max: self.limits.max_message,
-                    });
-                }
-            }
+        let message_len = match h.opcode {
+            Opcode::Ping | Opcode::Pong | Opcode::Close => 0,
+            Opcode::Text | Opcode::Binary => h.payload_len,
+            Opcode::Continuation => (self.message.len() as u64).saturating_add(h.payload_len),
+        };
+        if message_len > max.max_message as u64 {
+            return Err(ProtocolError::MessageTooLarge {
+                len: message_len,
+                max: max.max_message,
+            });
         }
         usize::try_from(h.payload_len).map_err(|_| ProtocolError::FrameTooLarge {
             len: h.payload_len,
-            max: self.limits.max_frame,
+            max: max.max_frame,
         })
+    }
+
+    /// Append a fragment to the reassembly buffer, growing it at most to `max_message`
+    /// (no doubling past the limit) and failing the message, not the process, if the
+    /// memory cannot be had.
+    fn append(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let needed = self.message.len() + payload.len();
+        if needed > self.message.capacity() {
+            let max = self.limits.max_message;
+            let target = needed
+                .max(self.message.capacity().saturating_mul(2))
+                .min(max)
+                .max(needed);
+            self.message
+                .try_reserve_exact(target - self.message.len())
+                .map_err(|_| ProtocolError::MessageTooLarge {
+                    len: needed as u64,
+                    max,
+                })?;
+        }
+        self.message.extend_from_slice(payload);
+        Ok(())
     }
 
     /// A text frame's payload is still arriving: validate the bytes that are here so

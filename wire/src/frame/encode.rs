@@ -4,13 +4,17 @@
 
 use bytes::Bytes;
 
-use super::close::{CloseCode, write_close_payload};
+use super::close::{CloseCode, CloseFrame, write_close_payload};
 use super::header::{FrameHeader, MAX_HEADER_LEN};
 use super::opcode::Opcode;
 use crate::mask::apply_mask;
 
 /// Append one unmasked frame to `out`.
 pub fn encode_frame_parts(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload: &[u8]) {
+    debug_assert!(
+        !opcode.is_control() || (fin && payload.len() <= 125),
+        "§5.5: control frames are ≤ 125 bytes and unfragmented"
+    );
     let h = FrameHeader {
         fin,
         rsv: 0,
@@ -32,9 +36,23 @@ pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
 
 /// Append a close frame with `code` and `reason` (cut to fit 125 bytes).
 pub fn encode_close(out: &mut Vec<u8>, code: CloseCode, reason: &str) {
+    debug_assert!(
+        code.is_sendable(),
+        "§7.4.1: close code {} may not be sent",
+        code.0
+    );
     let mut body = Vec::with_capacity(2 + reason.len().min(123));
     write_close_payload(&mut body, code, reason);
     encode_frame(out, Opcode::Close, &body);
+}
+
+/// Append the answer to a received close frame (§5.5.1): echo its status code (with
+/// no reason), or an empty close body when the peer sent none.
+pub fn encode_close_reply(out: &mut Vec<u8>, received: Option<&CloseFrame<'_>>) {
+    match received {
+        Some(frame) => encode_close(out, frame.code, ""),
+        None => encode_frame(out, Opcode::Close, &[]),
+    }
 }
 
 /// Append one masked client frame to `out` (the payload is copied, then masked).
@@ -89,6 +107,11 @@ impl SharedFrame {
     pub fn build(opcode: Opcode, write: impl FnOnce(&mut Vec<u8>)) -> Self {
         let mut buf = vec![0u8; MAX_HEADER_LEN];
         write(&mut buf);
+        // Should `write` have shortened the buffer, the payload is whatever is left past
+        // the reserved header space (the header bytes are overwritten below).
+        if buf.len() < MAX_HEADER_LEN {
+            buf.resize(MAX_HEADER_LEN, 0);
+        }
         let len = buf.len() - MAX_HEADER_LEN;
         let h = FrameHeader {
             fin: true,
@@ -122,5 +145,39 @@ impl SharedFrame {
     /// Never true for a valid frame (a header is at least 2 bytes); provided for clippy.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::close::parse_close_payload;
+
+    #[test]
+    fn close_reply_echoes_the_code() {
+        let mut out = Vec::new();
+        let got = parse_close_payload(b"\x0f\xa0going").unwrap();
+        encode_close_reply(&mut out, got.as_ref());
+        assert_eq!(out, [0x88, 0x02, 0x0f, 0xa0]);
+        out.clear();
+        encode_close_reply(&mut out, None);
+        assert_eq!(out, [0x88, 0x00]);
+    }
+
+    #[test]
+    fn shared_frame_build_places_header_before_payload() {
+        for len in [0usize, 125, 126, 65535, 65536] {
+            let payload = vec![b'a'; len];
+            let f = SharedFrame::build(Opcode::Text, |out| out.extend_from_slice(&payload));
+            let mut plain = Vec::new();
+            encode_frame(&mut plain, Opcode::Text, &payload);
+            assert_eq!(f.as_bytes(), plain.as_slice(), "len {len}");
+            let g = f.clone();
+            assert_eq!(
+                g.as_bytes().as_ptr(),
+                f.as_bytes().as_ptr(),
+                "clones share one buffer"
+            );
+        }
     }
 }

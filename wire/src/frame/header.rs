@@ -37,21 +37,17 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Parse a header from the start of `buf`. `allowed_rsv` holds the RSV bits that a
-    /// negotiated extension defines (0 when none was negotiated).
-    pub fn parse(
-        buf: &[u8],
-        role: Role,
-        allowed_rsv: u8,
-    ) -> Result<Decoded<FrameHeader>, ProtocolError> {
+    /// Parse a header from the start of `buf`. No extension is negotiated (Ringline
+    /// offers none), so every RSV bit must be zero.
+    pub fn parse(buf: &[u8], role: Role) -> Result<Decoded<FrameHeader>, ProtocolError> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
         let fin = b0 & 0x80 != 0;
         let rsv = (b0 >> 4) & 0x7;
         // §5.2: "If a nonzero value is received and none of the negotiated extensions
         // defines the meaning of such a nonzero value, the receiving endpoint MUST
         // _Fail the WebSocket Connection_."
-        if rsv & !allowed_rsv != 0 {
-            return Err(ProtocolError::ReservedBits(rsv & !allowed_rsv));
+        if rsv != 0 {
+            return Err(ProtocolError::ReservedBits(rsv));
         }
         // §5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail
         // the WebSocket Connection_."
@@ -171,7 +167,7 @@ mod tests {
     use super::*;
 
     fn parse(b: &[u8]) -> Result<Decoded<FrameHeader>, ProtocolError> {
-        FrameHeader::parse(b, Role::Server, 0)
+        FrameHeader::parse(b, Role::Server)
     }
 
     #[test]
@@ -213,14 +209,8 @@ mod tests {
             parse(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]),
             Err(ProtocolError::LengthTopBit)
         );
-        // The same RSV bit is fine once an extension defines it.
-        assert!(
-            FrameHeader::parse(&[0xC1, 0x80, 1, 2, 3, 4], Role::Server, 0b100)
-                .unwrap()
-                .is_some()
-        );
         assert_eq!(
-            FrameHeader::parse(&[0x81, 0x80, 1, 2, 3, 4], Role::Client, 0),
+            FrameHeader::parse(&[0x81, 0x80, 1, 2, 3, 4], Role::Client),
             Err(ProtocolError::MaskedFrame)
         );
     }
@@ -244,7 +234,7 @@ mod tests {
                 } else {
                     Role::Client
                 };
-                assert_eq!(FrameHeader::parse(&b[..n], role, 0), Ok(Some((h, n))));
+                assert_eq!(FrameHeader::parse(&b[..n], role), Ok(Some((h, n))));
             }
         }
     }

@@ -12,7 +12,9 @@ pub mod opcode;
 
 pub use close::{CloseCode, CloseFrame};
 pub use decoder::{Decoder, Incoming, Limits};
-pub use encode::{SharedFrame, encode_client_frame, encode_close, encode_frame};
+pub use encode::{
+    SharedFrame, encode_client_frame, encode_close, encode_close_reply, encode_frame,
+};
 pub use error::ProtocolError;
 pub use header::FrameHeader;
 pub use opcode::Opcode;

@@ -24,6 +24,13 @@ pub enum HandshakeError {
     /// §4.2.1 (2): a Host header field.
     #[error("missing Host header")]
     MissingHost,
+    /// RFC 9112 §3.2: more than one Host header, or one that is not valid text.
+    #[error("repeated or invalid Host header")]
+    InvalidHost,
+    /// §4.2.1 (3): an Upgrade header containing "websocket" (the request carried a
+    /// Sec-WebSocket-Key, so it was meant as an upgrade).
+    #[error("Sec-WebSocket-Key without Upgrade: websocket")]
+    MissingUpgrade,
     /// §4.2.1 (4): a Connection header field containing the token "Upgrade".
     #[error("Connection header does not contain the Upgrade token")]
     MissingConnectionUpgrade,
@@ -39,6 +46,12 @@ pub enum HandshakeError {
     /// §4.2.1 (6): a Sec-WebSocket-Version header field.
     #[error("missing Sec-WebSocket-Version")]
     MissingVersion,
+    /// More than one Sec-WebSocket-Version.
+    #[error("repeated Sec-WebSocket-Version")]
+    DuplicateVersion,
+    /// An upgrade request that declares a body (Content-Length / Transfer-Encoding).
+    #[error("WebSocket upgrade request must not have a body")]
+    UnexpectedBody,
     /// §4.2.1 (6): the version MUST be 13 (answered with 426 and the version we speak).
     #[error("unsupported Sec-WebSocket-Version")]
     UnsupportedVersion,
@@ -58,7 +71,11 @@ impl HandshakeError {
             | Self::MissingKey
             | Self::DuplicateKey
             | Self::InvalidKey
-            | Self::MissingVersion => Status::BadRequest,
+            | Self::MissingVersion
+            | Self::InvalidHost
+            | Self::MissingUpgrade
+            | Self::DuplicateVersion
+            | Self::UnexpectedBody => Status::BadRequest,
         }
     }
 

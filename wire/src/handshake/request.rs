@@ -11,7 +11,7 @@ use crate::Decoded;
 
 /// Hard cap on header fields (the parser's stack array); [`HandshakeLimits::max_headers`]
 /// may lower it.
-pub const MAX_HEADERS: usize = 64;
+pub const MAX_HEADERS: usize = 100;
 
 /// Bounds on a request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +74,33 @@ fn tokens(v: &str) -> impl Iterator<Item = &str> {
     v.split(',').map(str::trim).filter(|t| !t.is_empty())
 }
 
+/// Split an absolute-form request target (`http://host/path?q`) into its authority
+/// and the rest (`/path?q`; the caller reads an empty path as `/`). Other targets pass
+/// through.
+fn split_absolute_form(target: &str) -> (Option<&str>, &str) {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return (None, target);
+    };
+    if !["http", "https", "ws", "wss"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+    {
+        return (None, target);
+    }
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    (Some(&rest[..at]), &rest[at..])
+}
+
 /// Parse a request head from the start of `buf`, selecting a subprotocol from
 /// `server_protocols`. `Ok(None)` while the head is incomplete (and within limits).
-/// A request is a WebSocket attempt when its `Upgrade` header lists `websocket`; such a
-/// request is fully validated, and any flaw is an error. Other requests are returned
+/// A request is a WebSocket attempt when its `Upgrade` header lists `websocket` or it
+/// carries a `Sec-WebSocket-Key`; such a request is fully validated, and any flaw is an
+/// error. Other requests are returned
 /// with `websocket: None` for the caller to route.
+///
+/// The head is parsed from the start on every call, so a caller receiving a head in
+/// many small pieces should call again only once `\r\n\r\n` has arrived (or the
+/// limit is reached), not after every read.
 pub fn parse_request<'a>(
     buf: &'a [u8],
     limits: &HandshakeLimits,
@@ -89,7 +111,8 @@ pub fn parse_request<'a>(
     let mut req = httparse::Request::new(&mut storage[..max_headers]);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_bytes => {
+        // A head still incomplete at the limit can only end beyond it.
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_header_bytes => {
             return Err(HandshakeError::HeadersTooLarge(limits.max_header_bytes));
         }
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -102,12 +125,19 @@ pub fn parse_request<'a>(
     // A complete parse always has a method, path and version.
     let method = req.method.unwrap_or_default();
     let target = req.path.unwrap_or_default();
+    // RFC 9112 §3.2.2: "A server MUST accept the absolute-form in requests" and then
+    // use its authority in place of the Host header.
+    let (authority, target) = split_absolute_form(target);
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
+    let path = if path.is_empty() { "/" } else { path };
 
     let mut host = None;
+    let mut host_count = 0usize;
+    let mut body_framing = false;
+    let mut version_count = 0usize;
     let mut authorization = None;
     let mut origin = None;
     let mut x_forwarded_for = None;
@@ -125,6 +155,7 @@ pub fn parse_request<'a>(
         let text = || std::str::from_utf8(value).ok();
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
+            host_count += 1;
             host = text();
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade_websocket |=
@@ -136,7 +167,12 @@ pub fn parse_request<'a>(
             duplicate_key |= key.is_some();
             key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            version_count += 1;
             version = Some(value);
+        } else if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            body_framing = true;
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             if let Some(v) = text() {
                 for offered in tokens(v) {
@@ -157,7 +193,17 @@ pub fn parse_request<'a>(
         }
     }
 
-    let websocket = if upgrade_websocket {
+    // RFC 9112 §3.2: a request with more than one Host, or an invalid one, gets 400.
+    if host_count > 1 || (host_count == 1 && host.is_none()) {
+        return Err(HandshakeError::InvalidHost);
+    }
+    if authority.is_some() {
+        host = authority;
+    }
+
+    // A request carrying a WebSocket key is an upgrade attempt even if a proxy dropped
+    // its Upgrade header; it is then refused rather than routed as plain HTTP.
+    let websocket = if upgrade_websocket || key.is_some() {
         // §4.2.1 (1): "An HTTP/1.1 or higher GET request"
         if method != "GET" {
             return Err(HandshakeError::NotGet);
@@ -169,9 +215,21 @@ pub fn parse_request<'a>(
         if host.is_none_or(str::is_empty) {
             return Err(HandshakeError::MissingHost);
         }
+        // §4.2.1 (3): "An |Upgrade| header field containing the value "websocket""
+        if !upgrade_websocket {
+            return Err(HandshakeError::MissingUpgrade);
+        }
         // §4.2.1 (4): "A |Connection| header field that includes the token 'Upgrade'"
         if !connection_upgrade {
             return Err(HandshakeError::MissingConnectionUpgrade);
+        }
+        // §4.2.2: a version the server does not speak is answered with 426 and the
+        // versions it does, before anything version-specific (such as the key) is read.
+        match (version, version_count) {
+            (None, _) => return Err(HandshakeError::MissingVersion),
+            (Some(b"13"), 1) => {}
+            (Some(_), 1) => return Err(HandshakeError::UnsupportedVersion),
+            (Some(_), _) => return Err(HandshakeError::DuplicateVersion),
         }
         // §4.2.1 (5): "A |Sec-WebSocket-Key| header field with a base64-encoded value
         // that, when decoded, is 16 bytes in length."
@@ -184,11 +242,10 @@ pub fn parse_request<'a>(
             Ok(16) => {}
             _ => return Err(HandshakeError::InvalidKey),
         }
-        // §4.2.1 (6): "A |Sec-WebSocket-Version| header field, with a value of 13."
-        match version {
-            None => return Err(HandshakeError::MissingVersion),
-            Some(b"13") => {}
-            Some(_) => return Err(HandshakeError::UnsupportedVersion),
+        // A GET upgrade has no body; bytes after the head are WebSocket frames, so a
+        // declared body would be misread as frames.
+        if body_framing {
+            return Err(HandshakeError::UnexpectedBody);
         }
         Some(Upgrade {
             // The key decoded as base64, so it is ASCII.
@@ -348,7 +405,7 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(9000));
         let e = parse(&big).unwrap_err();
         assert_eq!(e.status().code(), 431);
-        let many: String = (0..40).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
         let e = parse(&req(&many)).unwrap_err();
         assert_eq!(e, HandshakeError::TooManyHeaders);
         assert_eq!(e.status().code(), 431);
@@ -362,6 +419,40 @@ mod tests {
         let e = parse("\x16\x03\x01 tls hello\r\n\r\n").unwrap_err();
         assert!(matches!(e, HandshakeError::Malformed(_)));
         assert_eq!(e.status().code(), 400);
+    }
+
+    #[test]
+    fn absolute_form_targets_use_their_authority() {
+        let s = "GET http://edge.example:8080/ws?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n";
+        let (r, _) = parse(s).unwrap().unwrap();
+        assert_eq!(
+            (r.host, r.path, r.query),
+            (Some("edge.example:8080"), "/ws", Some("x=1"))
+        );
+        let s = "GET wss://h?q HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (r, _) = parse(s).unwrap().unwrap();
+        assert_eq!((r.host, r.path, r.query), (Some("h"), "/", Some("q")));
+        let s = "GET https://h HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(parse(s).unwrap().unwrap().0.path, "/");
+        let s = req("").replacen("GET /ws?x=1", "GET http://a.b/ws", 1);
+        let (r, _) = parse(&s).unwrap().unwrap();
+        assert_eq!((r.host, r.path), (Some("a.b"), "/ws"));
+        assert!(r.websocket.is_some());
+    }
+
+    #[test]
+    fn head_at_exactly_the_limit_is_refused() {
+        let limits = HandshakeLimits {
+            max_header_bytes: 64,
+            max_headers: 8,
+        };
+        let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(64));
+        let e = parse_request(&partial.as_bytes()[..64], &limits, PROTOS).unwrap_err();
+        assert_eq!(e, HandshakeError::HeadersTooLarge(64));
+        assert_eq!(
+            parse_request(&partial.as_bytes()[..63], &limits, PROTOS),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn feed(
                         Incoming::Close(c) => {
                             Some(Got::Close(c.map(|c| (c.code.0, c.reason.to_owned()))))
                         }
-                        Incoming::Fragment => None,
+                        Incoming::Fragment | Incoming::AfterClose => None,
                     };
                     out.extend(got);
                     pending.drain(..used);
