@@ -1,6 +1,7 @@
 //! The client protocol: decoding a JSON and a flatbuffers `put` request, and encoding
 //! one `change` for fan-out (prepared once, then the per-subscriber id added).
 
+use benches as _;
 use std::borrow::Cow;
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};

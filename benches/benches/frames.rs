@@ -4,6 +4,7 @@
 //! Decoding unmasks in place, so each iteration first restores the pristine batch
 //! with one memcpy; that copy is included in the figure (a conservative number).
 
+use benches as _;
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use wire::frame::{
     Decoder, Incoming, Limits, Opcode, SharedFrame, encode_client_frame, encode_frame,

@@ -1,5 +1,6 @@
 //! Opening-handshake parsing (a browser-like upgrade request) and the 101 response.
 
+use benches as _;
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use wire::handshake::{HandshakeLimits, parse_request, write_switching_protocols};
 

@@ -2,6 +2,7 @@
 //! flatbuffer verification + reading the fields) of a put request and of a batch of
 //! 64 changes, the store's hottest push.
 
+use benches as _;
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use wire::link::{
     ChangeKind, ChangeRef, LinkEncoder, LinkLimits, LinkMessage, Position, decode_frame,

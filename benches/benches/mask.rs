@@ -1,6 +1,7 @@
 //! Unmasking throughput: the word-wide version against the byte-wise definition, at
 //! 64 B, 1 KiB, 16 KiB and 1 MiB (Throughput::Bytes, so criterion reports GB/s).
 
+use benches as _;
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use wire::mask::{apply_mask, apply_mask_bytewise};
 

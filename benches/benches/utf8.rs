@@ -1,6 +1,7 @@
 //! UTF-8 validation: simdutf8 on whole messages, and the incremental validator fed
 //! in 1 KiB pieces (as fragments arrive).
 
+use benches as _;
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use wire::utf8::Utf8Validator;
 

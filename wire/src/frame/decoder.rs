@@ -138,7 +138,6 @@ impl Decoder {
         let Some((h, hlen)) = FrameHeader::parse(buf, self.role)? else {
             return Ok(None);
         };
-        self.check_sequence(h.opcode)?;
         let len = self.check_frame(&h)?;
         let total = hlen.saturating_add(len);
         if buf.len() < total {

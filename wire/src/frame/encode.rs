@@ -88,7 +88,7 @@ pub struct SharedFrame(Bytes);
 impl SharedFrame {
     /// Encode `payload` as one FIN frame of `opcode`.
     pub fn new(opcode: Opcode, payload: &[u8]) -> Self {
-        Self::build(opcode, |out| out.extend_from_slice(payload))
+        Self::build_with_capacity(opcode, payload.len(), |out| out.extend_from_slice(payload))
     }
 
     /// A text frame.
@@ -105,7 +105,18 @@ impl SharedFrame {
     /// allocation (e.g. a JSON encoder): one allocation, no intermediate copy. The
     /// header is written in front of the payload afterwards.
     pub fn build(opcode: Opcode, write: impl FnOnce(&mut Vec<u8>)) -> Self {
-        let mut buf = vec![0u8; MAX_HEADER_LEN];
+        Self::build_with_capacity(opcode, 0, write)
+    }
+
+    /// [`SharedFrame::build`] with room for `payload_hint` payload bytes reserved up
+    /// front, so that a payload of that size is written without reallocating.
+    pub fn build_with_capacity(
+        opcode: Opcode,
+        payload_hint: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Self {
+        let mut buf = Vec::with_capacity(MAX_HEADER_LEN.saturating_add(payload_hint));
+        buf.resize(MAX_HEADER_LEN, 0);
         write(&mut buf);
         // Should `write` have shortened the buffer, the payload is whatever is left past
         // the reserved header space (the header bytes are overwritten below).
