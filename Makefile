@@ -19,8 +19,8 @@ run: setup ## run a local store and edge on the embedded default
 	$(CARGO) run $(PROFILE) -q -p edge -- --help
 
 test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests
-	$(CARGO) test $(PROFILE) --workspace --all-targets
 	$(CARGO) test $(PROFILE) --workspace --doc
+	$(CARGO) test $(PROFILE) --workspace --all-targets
 
 lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check
