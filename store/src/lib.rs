@@ -1,0 +1,18 @@
+//! The Ringline store node as a library (the `store` binary is a thin shell around it,
+//! and tests and benchmarks use it directly).
+//!
+//! - [`partition`]: the public key → partition function.
+//! - [`cluster`]: the cluster map (`cluster.toml`, or the embedded default).
+//! - [`keys`]: every storage key; [`records`]: every stored value (`schemas/storage.fbs`).
+//! - [`engine`]: the storage engine trait, RocksDB and an in-memory model.
+//! - [`changelog`]: owned partitions, their change logs, conditional writes, resume, trim.
+#![deny(unsafe_code)]
+
+pub mod changelog;
+pub mod cluster;
+pub mod config;
+pub mod engine;
+pub mod generated;
+pub mod keys;
+pub mod partition;
+pub mod records;

@@ -1,0 +1,240 @@
+//! Property test: random sequences of put / delete / publish (conditional or not),
+//! trims, restarts, snapshots and resumes against a plain model of what a partitioned
+//! log must do. Checked: every write's outcome and version, every resume's changes
+//! (order, no gap, no duplicate) and that a reset happens exactly when the position is
+//! outside the retained log or from another epoch.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use store::changelog::{ChangeLog, Position, Resume, Retention, Target, Write, WriteError};
+use store::engine::memory::MemoryEngine;
+use store::records::ChangeKind;
+
+const PARTITIONS: u32 = 4;
+const KEYS: &[&[u8]] = &[b"a", b"ab", b"abc", b"b", b"{t}1", b"{t}2", b"x\0y", b"x"];
+const PREFIXES: &[&[u8]] = &[b"", b"a", b"ab", b"{t}", b"x", b"x\0"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Batch(Vec<(u8, usize, Option<u8>, u8)>), // (kind, key, if_version hint, value)
+    Trim(u8, u64),
+    Restart,
+    Resume(usize, bool, usize), // (position index, prefix?, key/prefix index)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => proptest::collection::vec((0u8..3, 0..KEYS.len(), proptest::option::of(0u8..4), any::<u8>()), 1..6).prop_map(Op::Batch),
+        1 => (0u8..4, 0u64..4).prop_map(|(p, keep)| Op::Trim(p, keep)),
+        1 => Just(Op::Restart),
+        4 => (any::<usize>(), any::<bool>(), any::<usize>()).prop_map(|(i, pre, k)| Op::Resume(i, pre, k)),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Logged {
+    seq: u64,
+    key: Vec<u8>,
+    kind: ChangeKind,
+    value: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Model {
+    /// partition → its log (all entries ever, with the first retained seq tracked apart)
+    logs: BTreeMap<u32, Vec<Logged>>,
+    first: BTreeMap<u32, u64>,
+    current: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+}
+
+impl Model {
+    fn last(&self, p: u32) -> u64 {
+        self.logs
+            .get(&p)
+            .and_then(|l| l.last())
+            .map_or(0, |e| e.seq)
+    }
+    fn version(&self, key: &[u8]) -> u64 {
+        self.current.get(key).map_or(0, |c| c.0)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn changelog_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let engine = Arc::new(MemoryEngine::new());
+        let owned: Vec<u32> = (0..PARTITIONS).collect();
+        let mut next_epoch = 100u64;
+        let mut log = ChangeLog::open(Arc::clone(&engine), PARTITIONS, &owned, || { next_epoch += 1; next_epoch }).unwrap();
+        let epochs: BTreeMap<u32, u64> = owned.iter().map(|&p| (p, log.position(p).unwrap().epoch)).collect();
+        let mut model = Model::default();
+        let mut positions: Vec<Position> = owned.iter().map(|&p| log.position(p).unwrap()).collect();
+        let mut now = 1_000u64;
+
+        for op in ops {
+            now += 10;
+            match op {
+                Op::Batch(items) => {
+                    let writes: Vec<Write> = items.iter().map(|&(kind, k, hint, v)| {
+                        let key = KEYS[k].to_vec();
+                        // hint 0: the right version, 1: absent (0), 2/3: something else
+                        let if_version = hint.map(|h| match h { 0 => model.version(&key), 1 => 0, _ => 999 });
+                        match kind {
+                            0 => Write::Put { key, value: vec![v], if_version },
+                            1 => Write::Delete { key, if_version },
+                            _ => Write::Publish { key, value: vec![v] },
+                        }
+                    }).collect();
+                    // The model decides each outcome in order, as the log must.
+                    let results = log.apply(&writes, now, true);
+                    prop_assert_eq!(results.len(), writes.len());
+                    for (w, r) in writes.iter().zip(results) {
+                        let key = w.key().to_vec();
+                        let p = log.partition_of(&key);
+                        let current = model.version(&key);
+                        let want = match w { Write::Put { if_version, .. } | Write::Delete { if_version, .. } => *if_version, Write::Publish { .. } => None };
+                        if let Some(want) = want && want != current {
+                            match r { Err(WriteError::Conflict { current: c }) => prop_assert_eq!(c, current), other => prop_assert!(false, "expected conflict, got {:?}", other) }
+                            continue;
+                        }
+                        let c = r.unwrap();
+                        let seq = model.last(p) + 1;
+                        prop_assert_eq!(c.position, Position { partition: p, epoch: epochs[&p], seq });
+                        let (kind, value) = match w {
+                            Write::Put { value, .. } => { model.current.insert(key.clone(), (seq, value.clone())); (ChangeKind::Put, Some(value.clone())) }
+                            Write::Delete { .. } => { model.current.remove(&key); (ChangeKind::Delete, None) }
+                            Write::Publish { value, .. } => (ChangeKind::Publish, Some(value.clone())),
+                        };
+                        prop_assert_eq!(c.kind, kind);
+                        prop_assert_eq!(c.version, if kind == ChangeKind::Publish { 0 } else { seq });
+                        model.logs.entry(p).or_default().push(Logged { seq, key, kind, value });
+                        positions.push(c.position);
+                    }
+                }
+                Op::Trim(p, keep) => {
+                    let removed = log.trim(u32::from(p), Retention { min_entries: keep, min_age_ms: 0 }, now, 2).unwrap();
+                    let last = model.last(u32::from(p));
+                    let first = model.first.entry(u32::from(p)).or_insert(1);
+                    let held = (last + 1).saturating_sub(*first);
+                    prop_assert_eq!(removed, held.saturating_sub(keep).min(2));
+                    *first += removed;
+                }
+                Op::Restart => {
+                    log = ChangeLog::open(Arc::clone(&engine), PARTITIONS, &owned, || unreachable!("no new epoch on restart")).unwrap();
+                    for &p in &owned {
+                        prop_assert_eq!(log.position(p).unwrap(), Position { partition: p, epoch: epochs[&p], seq: model.last(p) });
+                    }
+                }
+                Op::Resume(i, prefix, k) => {
+                    let from = positions[i % positions.len()];
+                    let target = if prefix { Target::Prefix(PREFIXES[k % PREFIXES.len()]) } else { Target::Key(KEYS[k % KEYS.len()]) };
+                    let p = from.partition;
+                    let first = model.first.get(&p).copied().unwrap_or(1);
+                    match log.resume(from, target).unwrap() {
+                        Resume::Reset { now, .. } => {
+                            prop_assert!(from.seq + 1 < first, "reset although {} is retained (first {})", from.seq, first);
+                            prop_assert_eq!(now.seq, model.last(p));
+                        }
+                        Resume::Changes { changes, upto } => {
+                            prop_assert!(from.seq + 1 >= first, "resumed {} although the log starts at {}", from.seq, first);
+                            prop_assert_eq!(upto.seq, model.last(p));
+                            let want: Vec<_> = model.logs.get(&p).into_iter().flatten()
+                                .filter(|e| e.seq > from.seq && target.matches(&e.key))
+                                .map(|e| (e.seq, e.key.clone(), e.kind, e.value.clone())).collect();
+                            let got: Vec<_> = changes.into_iter().map(|c| (c.position.seq, c.key, c.kind, c.value)).collect();
+                            prop_assert_eq!(got, want);
+                        }
+                    }
+                    // Snapshots equal the model's current values.
+                    let snap: Vec<_> = log.snapshot(p, target).unwrap().into_iter().map(|(k, c)| (k, c.version, c.value)).collect();
+                    let want: Vec<_> = model.current.iter()
+                        .filter(|(k, _)| target.matches(k) && log.partition_of(k) == p)
+                        .map(|(k, (v, val))| (k.clone(), *v, val.clone())).collect();
+                    prop_assert_eq!(snap, want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn other_epoch_and_future_positions_reset() {
+    let engine = Arc::new(MemoryEngine::new());
+    let mut log = ChangeLog::open(engine, 1, &[0], || 7).unwrap();
+    log.apply(
+        &[Write::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            if_version: None,
+        }],
+        1,
+        true,
+    );
+    let now = log.position(0).unwrap();
+    let other = Position { epoch: 8, ..now };
+    assert!(matches!(
+        log.resume(other, Target::Key(b"k")).unwrap(),
+        Resume::Reset { .. }
+    ));
+    let future = Position {
+        seq: now.seq + 1,
+        ..now
+    };
+    assert!(matches!(
+        log.resume(future, Target::Key(b"k")).unwrap(),
+        Resume::Reset { .. }
+    ));
+    let here = log.resume(now, Target::Key(b"k")).unwrap();
+    assert_eq!(
+        here,
+        Resume::Changes {
+            changes: vec![],
+            upto: now
+        }
+    );
+}
+
+#[test]
+fn a_lost_log_gets_a_new_epoch_and_versions_never_go_back() {
+    use store::engine::{Engine, WriteBatch};
+    let engine = Arc::new(MemoryEngine::new());
+    let mut log = ChangeLog::open(Arc::clone(&engine), 1, &[0], || 1).unwrap();
+    for i in 0..5u8 {
+        log.apply(
+            &[Write::Put {
+                key: vec![b'k', i],
+                value: vec![i],
+                if_version: None,
+            }],
+            1,
+            true,
+        );
+    }
+    // Lose the log's bookkeeping (as if its files were gone).
+    let mut b = WriteBatch::default();
+    b.delete(store::keys::epoch(0));
+    b.delete(store::keys::last_seq(0));
+    b.delete(store::keys::first_seq(0));
+    engine.write(b, true).unwrap();
+    let log = ChangeLog::open(engine, 1, &[0], || 2).unwrap();
+    let pos = log.position(0).unwrap();
+    assert_eq!(pos.epoch, 2);
+    assert_eq!(
+        pos.seq, 5,
+        "seqs continue above the highest surviving version"
+    );
+    let old = Position {
+        partition: 0,
+        epoch: 1,
+        seq: 3,
+    };
+    assert!(matches!(
+        log.resume(old, Target::Prefix(b"")).unwrap(),
+        Resume::Reset { .. }
+    ));
+}
