@@ -44,7 +44,8 @@ mod tests {
 
     /// (key, routing key, xxh3_64(routing key), partition of 256, partition of 1024),
     /// computed with Python's `xxhash.xxh3_64_intdigest`.
-    const VECTORS: &[(&[u8], &[u8], u64, u32, u32)] = &[
+    type Vector = (&'static [u8], &'static [u8], u64, u32, u32);
+    const VECTORS: &[Vector] = &[
         (b"", b"", 0x2d06800538d394c2, 194, 194),
         (b"k", b"k", 0xa921e3704fda881d, 29, 29),
         (b"room/{42}/title", b"42", 0x1217cb28c0ef2191, 145, 401),
