@@ -3,7 +3,8 @@
 //!
 //! Resume cost must follow what it returns, not the log's length: `resume/one_key`
 //! resumes a key that changed once, in a partition whose log also holds 0 or 1,000,000
-//! unrelated entries. Both run in one process, so their ratio is the figure to read.
+//! unrelated entries. Both run in one process, so their ratio is the figure to read;
+//! `one_key_by_scanning_the_log` is the same resume without the per-key index.
 
 #![allow(clippy::panic)] // setup failures in a benchmark should stop it loudly
 
@@ -100,6 +101,30 @@ fn resume_path(c: &mut Criterion) {
                 )
             },
         );
+        // What resuming would cost without the per-key index: read the partition's log
+        // after the position and keep the key's entries.
+        g.sample_size(10);
+        g.bench_with_input(
+            BenchmarkId::new("one_key_by_scanning_the_log", unrelated),
+            &unrelated,
+            |b, _| {
+                b.iter(|| {
+                    let mut found = 0;
+                    let mut after = start.seq;
+                    loop {
+                        let page = log
+                            .log_after(0, after, 4096)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        let Some(last) = page.last() else { break };
+                        after = last.position.seq;
+                        found += page.iter().filter(|c| c.key == b"watched").count();
+                    }
+                    assert_eq!(found, 1);
+                    black_box(found)
+                })
+            },
+        );
+        g.sample_size(100);
     }
     g.finish();
 }

@@ -516,6 +516,38 @@ impl<E: Engine> ChangeLog<E> {
         Ok(Resume::Changes { changes, upto: now })
     }
 
+    /// Up to `limit` log entries of partition `p` after `after`, in seq order: the raw
+    /// log, for replication-style readers and for comparing against the index.
+    pub fn log_after(&self, p: u32, after: u64, limit: usize) -> Result<Vec<Change>, EngineError> {
+        let Some(state) = self.parts.get(&p) else {
+            return Ok(Vec::new());
+        };
+        let start = keys::log(p, after.saturating_add(1).max(state.first_seq));
+        let end = keys::log(p, state.last_seq.saturating_add(1));
+        let mut out = Vec::new();
+        for (k, v) in self.engine.scan(&start, &end, limit)? {
+            let seq = keys::seq_of_log(&k);
+            let e = records::decode_entry(&v)?;
+            let version = if e.kind == ChangeKind::Publish {
+                0
+            } else {
+                seq
+            };
+            out.push(Change {
+                position: Position {
+                    partition: p,
+                    epoch: state.epoch,
+                    seq,
+                },
+                key: e.key,
+                kind: e.kind,
+                value: e.value,
+                version,
+            });
+        }
+        Ok(out)
+    }
+
     /// Trim partition `p` by at most `max_entries` entries, keeping what `retention`
     /// requires. Returns how many entries were removed. Cheap to call often: each call
     /// is one small batch, so writes are never held up behind a long trim.

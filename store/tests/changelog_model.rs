@@ -150,6 +150,12 @@ proptest! {
                             prop_assert_eq!(got, want);
                         }
                     }
+                    // The raw log after the position is the model's retained log after it.
+                    if from.seq + 1 >= first {
+                        let raw: Vec<_> = log.log_after(p, from.seq, usize::MAX).unwrap().into_iter().map(|c| (c.position.seq, c.key)).collect();
+                        let want: Vec<_> = model.logs.get(&p).into_iter().flatten().filter(|e| e.seq > from.seq).map(|e| (e.seq, e.key.clone())).collect();
+                        prop_assert_eq!(raw, want);
+                    }
                     // Snapshots equal the model's current values.
                     let snap: Vec<_> = log.snapshot(p, target).unwrap().into_iter().map(|(k, c)| (k, c.version, c.value)).collect();
                     let want: Vec<_> = model.current.iter()
