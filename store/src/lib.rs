@@ -11,8 +11,11 @@
 pub mod changelog;
 pub mod cluster;
 pub mod config;
+pub mod core;
 pub mod engine;
 pub mod generated;
 pub mod keys;
 pub mod partition;
 pub mod records;
+pub mod server;
+pub mod watchers;

@@ -1,21 +1,72 @@
-//! `store`: RocksDB partitions, the durable change log and watcher tables.
-//! The storage node lands with the store issue; this binary currently only parses its
-//! command line so that packaging, CI and the allocator are in place.
+//! `store`: the storage node. Reads its configuration (file + flags), opens RocksDB
+//! and the partitions the cluster map gives it, starts the core thread and serves edge
+//! links on the internal listener.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
 use clap::Parser;
+use store::changelog::ChangeLog;
+use store::cluster::ClusterMap;
+use store::config::{Args, Config};
+use store::core::{CoreConfig, spawn};
+use store::engine::rocks::RocksEngine;
+use tracing::{error, info};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Ringline store node: partitions, change log, watchers.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-fn main() -> std::process::ExitCode {
-    let _args = Args::parse();
-    eprintln!(
-        "ringline store {}: the store node is not built yet (see issue 3)",
-        env!("CARGO_PKG_VERSION")
+fn run(args: &Args) -> Result<(), String> {
+    let cfg = Config::resolve(args).map_err(|e| e.to_string())?;
+    let map = ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
+    let me = map
+        .store(&cfg.store_id)
+        .ok_or_else(|| format!("store id {:?} is not in the cluster map", cfg.store_id))?
+        .clone();
+    let listen = cfg.listen.unwrap_or(me.addr);
+    info!(
+        store_id = %cfg.store_id, %listen, data_dir = %cfg.data_dir.display(), sync = cfg.sync,
+        retention_entries = cfg.retention.min_entries, retention_ms = cfg.retention.min_age_ms,
+        map_version = map.version, partitions = map.partitions, owned = me.partitions.len(),
+        "store starting"
     );
-    std::process::ExitCode::from(2)
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
+    let engine = Arc::new(RocksEngine::open(&cfg.data_dir).map_err(|e| e.to_string())?);
+    let log = ChangeLog::open(engine, map.partitions, &me.partitions, rand::random::<u64>)
+        .map_err(|e| e.to_string())?;
+    let (core, _handle) = spawn(
+        log,
+        CoreConfig {
+            store_id: cfg.store_id.clone(),
+            map_version: map.version,
+            sync: cfg.sync,
+            retention: cfg.retention,
+            max_drain: 4096,
+        },
+    )
+    .map_err(|e| format!("cannot start the core thread: {e}"))?;
+    tokio_uring::start(async move {
+        let listener = tokio_uring::net::TcpListener::bind(listen)
+            .map_err(|e| format!("listen on {listen}: {e}"))?;
+        info!(%listen, "serving edge links");
+        store::server::serve(listener, core).await;
+        Ok(())
+    })
 }
