@@ -94,6 +94,9 @@ pub struct CoreConfig {
     pub max_drain: usize,
 }
 
+/// Entries per snapshot frame.
+pub const SNAPSHOT_PAGE: usize = 512;
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -430,9 +433,19 @@ impl<E: Engine> Core<E> {
                                 version: c.version,
                             })
                             .collect();
-                        let _ = self
-                            .enc
-                            .snapshot(&mut buf, request_id, watch_id, p, &refs, pos, false);
+                        // Big snapshots go out as several frames, all but the last
+                        // with `more`, each well under the link's frame limit.
+                        let pages = refs.chunks(SNAPSHOT_PAGE).count().max(1);
+                        for (i, page) in refs
+                            .chunks(SNAPSHOT_PAGE)
+                            .chain(std::iter::once(&[][..]).filter(|_| refs.is_empty()))
+                            .enumerate()
+                        {
+                            let more = i + 1 < pages;
+                            let _ = self
+                                .enc
+                                .snapshot(&mut buf, request_id, watch_id, p, page, pos, more);
+                        }
                     }
                     Err(e) => warn!(error = %e, "snapshot failed"),
                 }

@@ -11,6 +11,7 @@ use store::cluster::ClusterMap;
 use store::config::{Args, Config};
 use store::core::{CoreConfig, spawn};
 use store::engine::rocks::RocksEngine;
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
 #[global_allocator]
@@ -51,7 +52,7 @@ fn run(args: &Args) -> Result<(), String> {
     let engine = Arc::new(RocksEngine::open(&cfg.data_dir).map_err(|e| e.to_string())?);
     let log = ChangeLog::open(engine, map.partitions, &me.partitions, rand::random::<u64>)
         .map_err(|e| e.to_string())?;
-    let (core, _handle) = spawn(
+    let (core, handle) = spawn(
         log,
         CoreConfig {
             store_id: cfg.store_id.clone(),
@@ -62,11 +63,26 @@ fn run(args: &Args) -> Result<(), String> {
         },
     )
     .map_err(|e| format!("cannot start the core thread: {e}"))?;
+    let stop = core.clone();
     tokio_uring::start(async move {
         let listener = tokio_uring::net::TcpListener::bind(listen)
             .map_err(|e| format!("listen on {listen}: {e}"))?;
         info!(%listen, "serving edge links");
-        store::server::serve(listener, core).await;
-        Ok(())
-    })
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            () = store::server::serve(listener, core) => {}
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+        }
+        Ok::<(), String>(())
+    })?;
+    // The listener is closed; let the core commit and answer what it has, then close
+    // the database cleanly.
+    let _ = stop.send(store::core::CoreMsg::Shutdown);
+    handle
+        .join()
+        .map_err(|_| "the core thread panicked".to_string())?;
+    info!("store stopped cleanly");
+    Ok(())
 }

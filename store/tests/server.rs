@@ -73,6 +73,7 @@ enum Got {
     },
     Snapshot {
         keys: Vec<String>,
+        more: bool,
     },
     Changes(Vec<(String, u64, u64, ChangeKind)>), // (key, seq, epoch, kind)
     Resumed,
@@ -136,6 +137,7 @@ impl Link {
                             .flatten()
                             .map(|e| e.key().to_owned())
                             .collect(),
+                        more: s.more(),
                     },
                     LinkMessage::Changes(c) => Got::Changes(
                         c.changes()
@@ -178,7 +180,16 @@ fn watch_put_get_across_links_and_a_malformed_frame_drops_only_its_link() {
     let mut b = Link::connect(store.addr);
 
     a.send(|e, o| e.watch(o, 2, 77, "room/{1}/title", false, None).unwrap());
-    assert_eq!(a.recv(), (2, Got::Snapshot { keys: vec![] }));
+    assert_eq!(
+        a.recv(),
+        (
+            2,
+            Got::Snapshot {
+                keys: vec![],
+                more: false
+            }
+        )
+    );
 
     let Got::WriteReply {
         seq,
@@ -323,4 +334,58 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
         "epoch changed across a crash"
     );
     eprintln!("{during} writes were in flight on a second link when the store was killed");
+}
+
+#[test]
+fn big_prefix_snapshots_are_paged_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::start(dir.path(), free_addr());
+    let mut w = Link::connect(store.addr);
+    let n = store::core::SNAPSHOT_PAGE * 2 + 7;
+    for i in 0..n {
+        assert!(matches!(
+            w.put(i as u64 + 1, &format!("{{big}}/{i:05}"), b"1"),
+            Got::WriteReply { .. }
+        ));
+    }
+    w.send(|e, o| e.watch(o, 9, 1, "{big}/", true, None).unwrap());
+    let mut keys = Vec::new();
+    loop {
+        let (id, Got::Snapshot { keys: page, more }) = w.recv() else {
+            panic!("expected a snapshot page")
+        };
+        assert_eq!(id, 9);
+        assert!(page.len() <= store::core::SNAPSHOT_PAGE);
+        keys.extend(page);
+        if !more {
+            break;
+        }
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("{{big}}/{i:05}")).collect();
+    assert_eq!(keys, want, "every key once, in order");
+
+    // SIGTERM: the process exits by itself, successfully.
+    let pid = store.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = store.child.try_wait().unwrap() {
+            assert!(status.success(), "store exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "store did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And it reopens with everything in place.
+    drop(store);
+    let store = Store::start(dir.path(), free_addr());
+    let mut r = Link::connect(store.addr);
+    r.send(|e, o| e.get(o, 1, "{big}/00000").unwrap());
+    assert!(matches!(r.recv().1, Got::GetReply { found: true, .. }));
 }
