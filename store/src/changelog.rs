@@ -304,31 +304,32 @@ impl<E: Engine> ChangeLog<E> {
                 results.push(Err(WriteError::WrongPartition(p)));
                 continue;
             };
-            let current = match versions.get(&(p, key)) {
-                Some(&v) => v,
-                None => match self.engine.get(&keys::value(p, key)) {
-                    Ok(v) => match v.map(|b| records::decode_current(&b)).transpose() {
-                        Ok(c) => c.map_or(0, |c| c.version),
-                        Err(e) => {
-                            results.push(Err(WriteError::Engine(Arc::new(e))));
-                            continue;
-                        }
-                    },
-                    Err(e) => {
-                        results.push(Err(WriteError::Engine(Arc::new(e))));
-                        continue;
-                    }
-                },
-            };
             let wanted = match w {
                 Write::Put { if_version, .. } | Write::Delete { if_version, .. } => *if_version,
                 Write::Publish { .. } => None,
             };
-            if let Some(want) = wanted
-                && want != current
-            {
-                results.push(Err(WriteError::Conflict { current }));
-                continue;
+            // Only a conditional write needs the key's current version: the version a
+            // write produces is its seq, so unconditional writes never read.
+            if let Some(want) = wanted {
+                let current = match versions.get(&(p, key)) {
+                    Some(&v) => Ok(v),
+                    None => self
+                        .engine
+                        .get(&keys::value(p, key))
+                        .and_then(|v| v.map(|b| records::decode_current(&b)).transpose())
+                        .map(|c| c.map_or(0, |c| c.version)),
+                };
+                match current {
+                    Ok(current) if current == want => {}
+                    Ok(current) => {
+                        results.push(Err(WriteError::Conflict { current }));
+                        continue;
+                    }
+                    Err(e) => {
+                        results.push(Err(WriteError::Engine(Arc::new(e))));
+                        continue;
+                    }
+                }
             }
             let seq = last_seqs.get(&p).copied().unwrap_or(state.last_seq) + 1;
             last_seqs.insert(p, seq);

@@ -70,7 +70,8 @@ fn run(args: &Args) -> Result<(), String> {
     tokio_uring::start(async move {
         let listener = tokio_uring::net::TcpListener::bind(listen)
             .map_err(|e| format!("listen on {listen}: {e}"))?;
-        info!(%listen, "serving edge links");
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        info!(listen = %bound, "serving edge links");
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         tokio::select! {

@@ -4,7 +4,7 @@
 //! a gap-free log in the same epoch, and a resume that replays exactly what was missed.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::io::{Read, Write as _};
+use std::io::{BufRead, Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,20 +18,32 @@ struct Store {
 }
 
 impl Store {
-    fn start(dir: &Path, addr: SocketAddr) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_store"))
-            .args(["--listen", &addr.to_string(), "--data-dir"])
+    /// Start the real binary on an OS-chosen port (`127.0.0.1:0`, so parallel tests
+    /// never race for a port) and read the address it bound from its log.
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_store"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(["--sync", "true"])
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "store did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("store exited before listening")
+                .unwrap();
+            if line.contains("serving edge links")
+                && let Some(rest) = line.split("listen=").nth(1)
+            {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining its log so that the store never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
         Self { child, addr }
     }
 
@@ -47,11 +59,6 @@ impl Drop for Store {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// What the tests look at in a frame, owned.
@@ -175,7 +182,7 @@ impl Link {
 #[test]
 fn watch_put_get_across_links_and_a_malformed_frame_drops_only_its_link() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::start(dir.path(), free_addr());
+    let store = Store::start(dir.path());
     let mut a = Link::connect(store.addr);
     let mut b = Link::connect(store.addr);
 
@@ -256,8 +263,8 @@ fn watch_put_get_across_links_and_a_malformed_frame_drops_only_its_link() {
 #[test]
 fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let store = Store::start(dir.path(), addr);
+    let store = Store::start(dir.path());
+    let addr = store.addr;
     let mut w = Link::connect(addr);
     // Every key shares one partition (hash tag), so its log is one sequence.
     let mut acked = Vec::new();
@@ -293,7 +300,7 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
     store.kill();
     let during = writer.join().unwrap();
 
-    let store = Store::start(dir.path(), addr);
+    let store = Store::start(dir.path());
     let mut r = Link::connect(store.addr);
     for &(i, seq) in &acked {
         r.send(|e, o| e.get(o, 1, &format!("{{t}}/{i}")).unwrap());
@@ -339,7 +346,7 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
 #[test]
 fn big_prefix_snapshots_are_paged_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::start(dir.path(), free_addr());
+    let mut store = Store::start(dir.path());
     let mut w = Link::connect(store.addr);
     let n = store::core::SNAPSHOT_PAGE * 2 + 7;
     for i in 0..n {
@@ -384,7 +391,7 @@ fn big_prefix_snapshots_are_paged_and_sigterm_stops_cleanly() {
     }
     // And it reopens with everything in place.
     drop(store);
-    let store = Store::start(dir.path(), free_addr());
+    let store = Store::start(dir.path());
     let mut r = Link::connect(store.addr);
     r.send(|e, o| e.get(o, 1, "{big}/00000").unwrap());
     assert!(matches!(r.recv().1, Got::GetReply { found: true, .. }));
