@@ -2,7 +2,7 @@
 //! across links, a malformed frame dropping only its own link, and SIGKILL during a
 //! synced write load followed by a restart that must have every acknowledged write,
 //! a gap-free log in the same epoch, and a resume that replays exactly what was missed.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
