@@ -99,9 +99,11 @@ async fn run_link(
 
     let limits = LinkLimits::default();
     let mut pending: Vec<u8> = Vec::new();
+    // One read buffer per link, handed to each read and returned by its completion.
+    let mut buf = vec![0u8; READ_CHUNK];
     let why = 'read: loop {
-        let buf = vec![0u8; READ_CHUNK];
-        let (res, buf) = stream.read(buf).await;
+        let (res, returned) = stream.read(buf).await;
+        buf = returned;
         let n = match res {
             Ok(0) => break 'read "closed by peer".to_string(),
             Ok(n) => n,

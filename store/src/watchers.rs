@@ -65,6 +65,9 @@ impl Watchers {
     /// Every (link, watch ids) interested in `key`.
     pub fn matching(&self, key: &[u8]) -> HashMap<LinkId, Vec<u64>> {
         let mut out: HashMap<LinkId, Vec<u64>> = HashMap::new();
+        if self.by_watch.is_empty() {
+            return out;
+        }
         for &(link, id) in self.exact.get(key).into_iter().flatten() {
             out.entry(link).or_default().push(id);
         }

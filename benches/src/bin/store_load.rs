@@ -33,6 +33,9 @@ struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
     value: usize,
+    /// Only measure one side (for profiling): `store` or `raw`.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn start_store(sync: bool) -> (SocketAddr, tempfile::TempDir) {
@@ -126,7 +129,15 @@ fn main() {
             args.links, args.pipeline, args.seconds
         );
         let (addr, _dir) = start_store(sync);
-        let store = measure(&args, |i, stop, done| link_load(addr, i, &args, stop, done));
+        let store = if args.only.as_deref() == Some("raw") {
+            f64::NAN
+        } else {
+            measure(&args, |i, stop, done| link_load(addr, i, &args, stop, done))
+        };
+        if args.only.as_deref() == Some("store") {
+            rows.push((sync, store, f64::NAN));
+            continue;
+        }
         eprintln!(
             "[store_load] sync={sync}: raw RocksDB, {} threads, {}s ...",
             args.links, args.seconds
