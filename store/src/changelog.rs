@@ -171,6 +171,11 @@ pub struct ChangeLog<E: Engine> {
     parts: HashMap<u32, PartState>,
 }
 
+/// Run states (`keys::run_state`).
+const RUN_CLEAN: &[u8] = b"clean";
+const RUN_SYNC: &[u8] = b"sync";
+const RUN_ASYNC: &[u8] = b"async";
+
 /// Page size for engine scans.
 const SCAN_PAGE: usize = 1024;
 
@@ -252,6 +257,47 @@ impl<E: Engine> ChangeLog<E> {
             partitions,
             parts,
         })
+    }
+
+    /// Record that the store is now running, with or without fsync. If the previous run
+    /// ran with `sync = false` and did not stop cleanly, writes it acknowledged may have
+    /// been lost with the machine and their seqs would be handed out again: every owned
+    /// partition then gets a new epoch, so no position from before is ever replayed
+    /// against different data. Returns whether epochs were renewed.
+    pub fn begin_run(
+        &mut self,
+        sync: bool,
+        mut new_epoch: impl FnMut() -> u64,
+    ) -> Result<bool, EngineError> {
+        let previous = self.engine.get(&keys::run_state())?;
+        let renew = previous.as_deref() == Some(RUN_ASYNC);
+        let mut batch = WriteBatch::default();
+        let mut epochs = Vec::new();
+        if renew {
+            for &p in self.parts.keys() {
+                let epoch = new_epoch();
+                batch.put(keys::epoch(p), records::encode_u64(epoch));
+                epochs.push((p, epoch));
+            }
+        }
+        batch.put(
+            keys::run_state(),
+            if sync { RUN_SYNC } else { RUN_ASYNC }.to_vec(),
+        );
+        self.engine.write(batch, true)?;
+        for (p, epoch) in epochs {
+            if let Some(s) = self.parts.get_mut(&p) {
+                s.epoch = epoch;
+            }
+        }
+        Ok(renew)
+    }
+
+    /// Record a clean stop (durably, with everything written before it).
+    pub fn end_run(&mut self) -> Result<(), EngineError> {
+        let mut batch = WriteBatch::default();
+        batch.put(keys::run_state(), RUN_CLEAN.to_vec());
+        self.engine.write(batch, true)
     }
 
     /// The number of partitions in the cluster.

@@ -142,6 +142,7 @@ pub fn run<E: Engine>(log: ChangeLog<E>, cfg: CoreConfig, rx: Receiver<CoreMsg>)
     };
     let mut batch: Vec<(LinkId, u64, Write)> = Vec::new();
     let mut last_trim = now_ms();
+    let mut stopped_cleanly = false;
     loop {
         let Ok(first) = rx.recv() else { break };
         let mut msgs = vec![first];
@@ -168,6 +169,7 @@ pub fn run<E: Engine>(log: ChangeLog<E>, cfg: CoreConfig, rx: Receiver<CoreMsg>)
         core.commit(&mut batch);
         core.flush();
         if stop {
+            stopped_cleanly = true;
             break;
         }
         let now = now_ms();
@@ -176,7 +178,12 @@ pub fn run<E: Engine>(log: ChangeLog<E>, cfg: CoreConfig, rx: Receiver<CoreMsg>)
             core.trim(now);
         }
     }
-    info!("core stopped");
+    if stopped_cleanly {
+        match core.log.end_run() {
+            Ok(()) => info!("core stopped cleanly"),
+            Err(e) => warn!(error = %e, "could not record the clean stop"),
+        }
+    }
 }
 
 impl<E: Engine> Core<E> {

@@ -9,6 +9,7 @@
 //! | `V p:u32 key` | `storage.fbs` `Current` | current value and version of `key` |
 //! | `L p:u32 seq:u64` | `storage.fbs` `LogEntry` | the change log |
 //! | `K p:u32 esc(key) 0x00 0x01 seq:u64` | empty | per-key index of the log, so that resuming one key reads only that key's entries |
+//! | `R` | `clean` / `sync` / `async` | how the store last ran: stopped cleanly, or running with or without fsync |
 //!
 //! `esc` makes key bytes order-preserving and self-delimiting: `0x00` becomes
 //! `0x00 0xFF`, and `0x00 0x01` ends the key. A prefix's escaped bytes (without the
@@ -20,6 +21,11 @@ const META_EPOCH: u8 = 0x01;
 const META_LAST_SEQ: u8 = 0x02;
 /// Meta tag: the first retained seq.
 const META_FIRST_SEQ: u8 = 0x03;
+
+/// The key recording how the store last ran (see [`crate::changelog::ChangeLog::begin_run`]).
+pub fn run_state() -> Vec<u8> {
+    vec![b'R']
+}
 
 fn with_partition(space: u8, p: u32, extra: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(5 + extra);

@@ -13,7 +13,7 @@ use store::config::{Args, Config};
 use store::core::{CoreConfig, spawn};
 use store::engine::rocks::RocksEngine;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,8 +53,16 @@ fn run(args: &Args) -> Result<(), String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
     let engine = Arc::new(RocksEngine::open(&cfg.data_dir).map_err(|e| e.to_string())?);
-    let log = ChangeLog::open(engine, map.partitions, &me.partitions, rand::random::<u64>)
+    let mut log = ChangeLog::open(engine, map.partitions, &me.partitions, rand::random::<u64>)
         .map_err(|e| e.to_string())?;
+    if log
+        .begin_run(cfg.sync, rand::random::<u64>)
+        .map_err(|e| e.to_string())?
+    {
+        warn!(
+            "the previous run used sync = false and did not stop cleanly: every partition starts a new epoch (clients resuming get a reset)"
+        );
+    }
     let (core, handle) = spawn(
         log,
         CoreConfig {

@@ -244,3 +244,43 @@ fn a_lost_log_gets_a_new_epoch_and_versions_never_go_back() {
         Resume::Reset { .. }
     ));
 }
+
+#[test]
+fn an_unclean_stop_under_sync_false_renews_epochs_and_nothing_else_does() {
+    let engine = Arc::new(MemoryEngine::new());
+    let epoch_of = |log: &ChangeLog<MemoryEngine>| log.position(0).unwrap().epoch;
+    let mut n = 10;
+    let mut next = move || {
+        n += 1;
+        n
+    };
+    // First run, sync = false, stops cleanly: same epoch afterwards.
+    let mut log = ChangeLog::open(Arc::clone(&engine), 1, &[0], &mut next).unwrap();
+    assert!(!log.begin_run(false, &mut next).unwrap());
+    let first = epoch_of(&log);
+    log.end_run().unwrap();
+    let mut log = ChangeLog::open(Arc::clone(&engine), 1, &[0], &mut next).unwrap();
+    assert!(!log.begin_run(false, &mut next).unwrap());
+    assert_eq!(epoch_of(&log), first);
+    // This run (sync = false) is killed: the next one renews the epoch.
+    log.apply(
+        &[Write::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            if_version: None,
+        }],
+        1,
+        false,
+    );
+    drop(log);
+    let mut log = ChangeLog::open(Arc::clone(&engine), 1, &[0], &mut next).unwrap();
+    assert!(log.begin_run(true, &mut next).unwrap());
+    let renewed = epoch_of(&log);
+    assert_ne!(renewed, first);
+    assert_eq!(log.position(0).unwrap().seq, 1, "seqs continue");
+    // A killed sync = true run renews nothing.
+    drop(log);
+    let mut log = ChangeLog::open(engine, 1, &[0], &mut next).unwrap();
+    assert!(!log.begin_run(true, &mut next).unwrap());
+    assert_eq!(epoch_of(&log), renewed);
+}
