@@ -5,7 +5,7 @@
 //! whole batch. Reads, snapshots and watch registration run on the same thread, between
 //! batches, so a watch's snapshot or resume and its live changes meet with no gap and
 //! no duplicate. Frames for a link are collected per drain and handed to the link's
-//! writer in one piece; a link whose bounded outbox is full is dropped (its watches
+//! writer in one piece; a link whose unwritten bytes pass a bound is dropped (its watches
 //! removed), so a peer that stops reading costs bounded memory.
 //!
 //! The trade-off of one thread: a slow fsync delays every link's requests. Reads could
@@ -13,10 +13,11 @@
 //! is made epoch-safe against concurrent commits; measured first, in the store bench.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, info, warn};
 use wire::link::{ChangeRef, EntryRef, ErrorCode, LinkEncoder, LinkLimits};
 
@@ -58,8 +59,8 @@ pub enum CoreMsg {
     Open {
         /// Link id.
         link: LinkId,
-        /// Its outbox (bounded).
-        outbox: tokio::sync::mpsc::Sender<Vec<u8>>,
+        /// Its outbox.
+        outbox: Outbox,
     },
     /// A request from a link.
     Request {
@@ -79,6 +80,19 @@ pub enum CoreMsg {
     Shutdown,
 }
 
+/// Where the core puts a link's frames: a channel to the link's writer task plus the
+/// number of bytes queued and not yet written, which bounds the link's memory.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// Frames for the writer task.
+    pub tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes handed over and not yet written to the socket (the writer subtracts).
+    pub queued: Arc<AtomicUsize>,
+    /// Signalled when the core drops the link: its socket is then shut down, which
+    /// also frees a writer blocked on a peer that stopped reading.
+    pub close: Arc<tokio::sync::Notify>,
+}
+
 /// Core settings.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -92,7 +106,12 @@ pub struct CoreConfig {
     pub retention: Retention,
     /// Most messages handled per drain.
     pub max_drain: usize,
+    /// Bytes a link may have queued and unwritten before it is dropped as stuck.
+    pub max_link_queue_bytes: usize,
 }
+
+/// Default bound on a link's unwritten bytes.
+pub const DEFAULT_LINK_QUEUE_BYTES: usize = 16 << 20;
 
 /// Entries per snapshot frame.
 pub const SNAPSHOT_PAGE: usize = 512;
@@ -124,7 +143,7 @@ fn text(key: &[u8]) -> &str {
 struct Core<E: Engine> {
     log: ChangeLog<E>,
     watchers: Watchers,
-    links: HashMap<LinkId, tokio::sync::mpsc::Sender<Vec<u8>>>,
+    links: HashMap<LinkId, Outbox>,
     pending: HashMap<LinkId, Vec<u8>>,
     enc: LinkEncoder,
     cfg: CoreConfig,
@@ -463,14 +482,16 @@ impl<E: Engine> Core<E> {
     }
 
     fn drop_link(&mut self, link: LinkId, why: &str) {
-        if self.links.remove(&link).is_some() {
+        if let Some(outbox) = self.links.remove(&link) {
             info!(link, why, "link dropped");
+            outbox.close.notify_one();
         }
         self.pending.remove(&link);
         self.watchers.remove_link(link);
     }
 
-    /// Hand every link its frames for this drain, in one piece.
+    /// Hand every link its frames for this drain, in one piece; drop a link whose
+    /// unwritten bytes would pass the limit (its peer has stopped reading).
     fn flush(&mut self) {
         let pending: Vec<(LinkId, Vec<u8>)> = self
             .pending
@@ -478,15 +499,17 @@ impl<E: Engine> Core<E> {
             .filter(|(_, b)| !b.is_empty())
             .collect();
         for (link, bytes) in pending {
-            let Some(tx) = self.links.get(&link) else {
+            let Some(outbox) = self.links.get(&link) else {
                 continue;
             };
-            match tx.try_send(bytes) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    self.drop_link(link, "outbound queue full (peer not reading)")
-                }
-                Err(TrySendError::Closed(_)) => self.drop_link(link, "closed"),
+            let queued = outbox.queued.load(Ordering::Acquire);
+            if queued + bytes.len() > self.cfg.max_link_queue_bytes {
+                self.drop_link(link, "outbound queue full (peer not reading)");
+                continue;
+            }
+            outbox.queued.fetch_add(bytes.len(), Ordering::AcqRel);
+            if outbox.tx.send(bytes).is_err() {
+                self.drop_link(link, "closed");
             }
         }
     }

@@ -71,6 +71,7 @@ fn run(args: &Args) -> Result<(), String> {
             sync: cfg.sync,
             retention: cfg.retention,
             max_drain: 4096,
+            max_link_queue_bytes: store::core::DEFAULT_LINK_QUEUE_BYTES,
         },
     )
     .map_err(|e| format!("cannot start the core thread: {e}"))?;

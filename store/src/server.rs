@@ -5,17 +5,16 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 
 use tracing::{info, warn};
 use wire::link::{LinkLimits, LinkMessage, decode_frame};
 
 use crate::changelog::{Position, Write};
-use crate::core::{CoreMsg, Req};
+use crate::core::{CoreMsg, Outbox, Req};
 
-/// Frames queued for one link before it is considered stuck and dropped.
-pub const OUTBOX_FRAMES: usize = 4096;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -78,8 +77,15 @@ async fn run_link(
     core: Sender<CoreMsg>,
 ) {
     let stream = Rc::new(stream);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(OUTBOX_FRAMES);
-    if core.send(CoreMsg::Open { link, outbox: tx }).is_err() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let close = Arc::new(tokio::sync::Notify::new());
+    let outbox = Outbox {
+        tx,
+        queued: Arc::clone(&queued),
+        close: Arc::clone(&close),
+    };
+    if core.send(CoreMsg::Open { link, outbox }).is_err() {
         return;
     }
     let writer_stream = Rc::clone(&stream);
@@ -89,12 +95,21 @@ async fn run_link(
             while let Ok(more) = rx.try_recv() {
                 buf.extend_from_slice(&more);
             }
+            let len = buf.len();
             let (res, _) = writer_stream.write_all(buf).await;
+            queued.fetch_sub(len, Ordering::AcqRel);
             if let Err(e) = res {
                 warn!(link, error = %e, "link write failed");
                 break;
             }
         }
+    });
+
+    let closer_stream = Rc::clone(&stream);
+    let closer = tokio_uring::spawn(async move {
+        close.notified().await;
+        // Ends the reader's read and any write stuck on a peer that stopped reading.
+        let _ = closer_stream.shutdown(std::net::Shutdown::Both);
     });
 
     let limits = LinkLimits::default();
@@ -144,4 +159,5 @@ async fn run_link(
     info!(link, %peer, reason = %why, "link closed");
     let _ = core.send(CoreMsg::Closed { link });
     writer.abort();
+    closer.abort();
 }

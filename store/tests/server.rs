@@ -396,3 +396,44 @@ fn big_prefix_snapshots_are_paged_and_sigterm_stops_cleanly() {
     r.send(|e, o| e.get(o, 1, "{big}/00000").unwrap());
     assert!(matches!(r.recv().1, Got::GetReply { found: true, .. }));
 }
+
+#[test]
+fn a_link_that_stops_reading_is_dropped_with_bounded_memory_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::start(dir.path());
+    let mut slow = Link::connect(store.addr);
+    slow.send(|e, o| e.watch(o, 2, 1, "{bp}/", true, None).unwrap());
+    assert!(matches!(slow.recv(), (2, Got::Snapshot { .. })));
+    // From here on `slow` reads nothing. A writer sends 96 MiB of changes it watches.
+    let mut w = Link::connect(store.addr);
+    let value = vec![b'x'; 64 * 1024];
+    for i in 0..1536u64 {
+        let got = w.put(i + 10, &format!("{{bp}}/{}", i % 16), &value);
+        assert!(
+            matches!(got, Got::WriteReply { .. }),
+            "the writer's link must keep working: {got:?}"
+        );
+    }
+    // Drain `slow`: what was queued for it arrives, then the store has closed it.
+    slow.s
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut total = slow.buf.len();
+    let mut chunk = vec![0u8; 1 << 16];
+    let closed = loop {
+        match slow.s.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => total += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the stuck link should have been dropped");
+    let limit = store::core::DEFAULT_LINK_QUEUE_BYTES;
+    assert!(
+        total < 3 * limit,
+        "{total} bytes were queued for a link that stopped reading (limit {limit})"
+    );
+    eprintln!(
+        "stuck link received {total} bytes before being dropped (96 MiB were sent to its watch)"
+    );
+}

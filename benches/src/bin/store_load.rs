@@ -49,6 +49,7 @@ fn start_store(sync: bool) -> (SocketAddr, tempfile::TempDir) {
         sync,
         retention: Retention::default(),
         max_drain: 4096,
+        max_link_queue_bytes: store::core::DEFAULT_LINK_QUEUE_BYTES,
     };
     let (core, _) = spawn(log, cfg).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = std::sync::mpsc::channel();
