@@ -277,7 +277,7 @@ impl<E: Engine> Core<E> {
     fn dispatch(&mut self, changes: &[Change]) {
         let mut per_link: HashMap<LinkId, Vec<(usize, Vec<u64>)>> = HashMap::new();
         for (i, c) in changes.iter().enumerate() {
-            for (link, ids) in self.watchers.matching(&c.key) {
+            for (link, ids) in self.watchers.matching(&c.key, c.position.partition) {
                 per_link.entry(link).or_default().push((i, ids));
             }
         }
@@ -385,19 +385,32 @@ impl<E: Engine> Core<E> {
         } else {
             Target::Key(bytes)
         };
-        let partitions: Vec<u32> = match (from, prefix) {
+        // Where the target lives: one partition for a key or a hash-tagged prefix,
+        // every partition otherwise.
+        let home = if prefix {
+            crate::partition::prefix_partition(bytes, self.log.partitions())
+        } else {
+            Some(self.log.partition_of(bytes))
+        };
+        // A position in a partition the target does not live in cannot be resumed:
+        // the watch starts over (reset + snapshot) in the right one.
+        let misplaced = matches!((from, home), (Some(pos), Some(h)) if pos.partition != h);
+        let from = from.filter(|_| !misplaced);
+        let partitions: Vec<u32> = match (from, home) {
             (Some(pos), _) => vec![pos.partition],
-            (None, false) => vec![self.log.partition_of(bytes)],
-            (None, true) => {
-                match crate::partition::prefix_partition(bytes, self.log.partitions()) {
-                    Some(p) => vec![p],
-                    None => {
-                        let mut v: Vec<u32> = self.log.owned().collect();
-                        v.sort_unstable();
-                        v
-                    }
-                }
+            (None, Some(h)) => vec![h],
+            (None, None) => {
+                let mut v: Vec<u32> = self.log.owned().collect();
+                v.sort_unstable();
+                v
             }
+        };
+        // A prefix watch resumed in one partition covers only that partition (the
+        // edge sends one such watch per partition).
+        let bound = if partitions.len() == 1 && (from.is_some() || home.is_some()) {
+            partitions.first().copied()
+        } else {
+            None
         };
         for &p in &partitions {
             if self.log.position(p).is_none() {
@@ -449,6 +462,12 @@ impl<E: Engine> Core<E> {
             };
             if !resumed {
                 let pos = self.log.position(p).map(wire_pos).unwrap_or_default();
+                if misplaced {
+                    let reason = "position belongs to another partition";
+                    let _ = self
+                        .enc
+                        .reset(&mut buf, request_id, watch_id, p, pos.epoch(), reason);
+                }
                 match self.log.snapshot(p, t) {
                     Ok(entries) => {
                         let refs: Vec<EntryRef<'_>> = entries
@@ -478,7 +497,7 @@ impl<E: Engine> Core<E> {
             }
         }
         self.pending.insert(link, buf);
-        self.watchers.add(link, watch_id, bytes, prefix);
+        self.watchers.add(link, watch_id, bytes, prefix, bound);
     }
 
     fn drop_link(&mut self, link: LinkId, why: &str) {

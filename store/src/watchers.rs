@@ -11,18 +11,27 @@ pub type LinkId = u64;
 #[derive(Debug, Default)]
 pub struct Watchers {
     exact: HashMap<Vec<u8>, Vec<(LinkId, u64)>>,
-    prefixes: Vec<(Vec<u8>, LinkId, u64)>,
+    /// (prefix, link, watch id, the one partition it covers or `None` for all).
+    prefixes: Vec<(Vec<u8>, LinkId, u64, Option<u32>)>,
     /// (link, watch id) → (target bytes, is prefix), for removal.
     by_watch: HashMap<(LinkId, u64), (Vec<u8>, bool)>,
 }
 
 impl Watchers {
     /// Register watch `id` of `link` on a key or prefix (replacing an earlier watch
-    /// with the same id).
-    pub fn add(&mut self, link: LinkId, id: u64, target: &[u8], prefix: bool) {
+    /// with the same id). A prefix watch covers `partition` only, or every partition
+    /// when `None`; a key lives in one partition, so a key watch needs no such bound.
+    pub fn add(
+        &mut self,
+        link: LinkId,
+        id: u64,
+        target: &[u8],
+        prefix: bool,
+        partition: Option<u32>,
+    ) {
         self.remove(link, id);
         if prefix {
-            self.prefixes.push((target.to_vec(), link, id));
+            self.prefixes.push((target.to_vec(), link, id, partition));
         } else {
             self.exact
                 .entry(target.to_vec())
@@ -39,7 +48,7 @@ impl Watchers {
         };
         if prefix {
             self.prefixes
-                .retain(|(p, l, w)| !(p == &target && *l == link && *w == id));
+                .retain(|(p, l, w, _)| !(p == &target && *l == link && *w == id));
         } else if let Some(v) = self.exact.get_mut(&target) {
             v.retain(|&(l, w)| !(l == link && w == id));
             if v.is_empty() {
@@ -62,8 +71,8 @@ impl Watchers {
         }
     }
 
-    /// Every (link, watch ids) interested in `key`.
-    pub fn matching(&self, key: &[u8]) -> HashMap<LinkId, Vec<u64>> {
+    /// Every (link, watch ids) interested in a change of `key` in `partition`.
+    pub fn matching(&self, key: &[u8], partition: u32) -> HashMap<LinkId, Vec<u64>> {
         let mut out: HashMap<LinkId, Vec<u64>> = HashMap::new();
         if self.by_watch.is_empty() {
             return out;
@@ -71,8 +80,8 @@ impl Watchers {
         for &(link, id) in self.exact.get(key).into_iter().flatten() {
             out.entry(link).or_default().push(id);
         }
-        for (p, link, id) in &self.prefixes {
-            if key.starts_with(p) {
+        for (p, link, id, only) in &self.prefixes {
+            if key.starts_with(p) && only.is_none_or(|o| o == partition) {
                 out.entry(*link).or_default().push(*id);
             }
         }
@@ -97,21 +106,28 @@ mod tests {
     #[test]
     fn exact_and_prefix_matching_and_removal() {
         let mut w = Watchers::default();
-        w.add(1, 10, b"room/1", false);
-        w.add(1, 11, b"room/", true);
-        w.add(2, 20, b"room/1", false);
-        let m = w.matching(b"room/1");
+        w.add(1, 10, b"room/1", false, None);
+        w.add(1, 11, b"room/", true, None);
+        w.add(2, 20, b"room/1", false, None);
+        w.add(3, 30, b"room/", true, Some(7));
+        let m = w.matching(b"room/1", 3);
         assert_eq!(m[&1].len(), 2);
         assert_eq!(m[&2], [20]);
+        assert!(
+            !m.contains_key(&3),
+            "a prefix watch bound to partition 7 ignores partition 3"
+        );
+        assert_eq!(w.matching(b"room/2", 7)[&3], [30]);
+        w.remove_link(3);
         assert_eq!(
-            w.matching(b"room/2").keys().copied().collect::<Vec<_>>(),
+            w.matching(b"room/2", 3).keys().copied().collect::<Vec<_>>(),
             [1]
         );
         assert!(w.remove(1, 11));
         assert!(!w.remove(1, 11));
         w.remove_link(2);
         assert_eq!(
-            w.matching(b"room/1").into_iter().collect::<Vec<_>>(),
+            w.matching(b"room/1", 3).into_iter().collect::<Vec<_>>(),
             [(1, vec![10])]
         );
         assert_eq!(w.len(), 1);
