@@ -136,5 +136,113 @@ fn resume_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, write_path, resume_path);
+/// The whole write path through the core thread: 64 writes committed as one batch,
+/// a reply each, and one `Changes` frame to each of two links watching every key
+/// (measured until a ping queued after them is answered).
+fn write_path_with_dispatch(c: &mut Criterion) {
+    use std::sync::atomic::AtomicUsize;
+    use store::core::{CoreConfig, CoreMsg, Outbox, Req, spawn};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let engine = Arc::new(RocksEngine::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+    let owned: Vec<u32> = (0..256).collect();
+    let log = ChangeLog::open(engine, 256, &owned, || 7).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = CoreConfig {
+        store_id: "bench".into(),
+        map_version: 1,
+        sync: false,
+        retention: store::changelog::Retention::default(),
+        max_drain: 4096,
+        max_link_queue_bytes: 1 << 30,
+    };
+    let (core, _handle) = spawn(log, cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mut rxs = Vec::new();
+    for link in 0..3u64 {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let close = Arc::new(tokio::sync::Notify::new());
+        let outbox = Outbox {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            close,
+        };
+        core.send(CoreMsg::Open { link, outbox })
+            .unwrap_or_else(|e| panic!("{e}"));
+        rxs.push(rx);
+    }
+    for link in [1u64, 2] {
+        let req = Req::Watch {
+            watch_id: 1,
+            target: "room/".into(),
+            prefix: true,
+            from: None,
+        };
+        core.send(CoreMsg::Request {
+            link,
+            request_id: 1,
+            req,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut g = c.benchmark_group("store_core");
+    g.throughput(Throughput::Elements(64));
+    let mut n = 0u64;
+    g.bench_function(
+        "64_writes_committed_replied_and_dispatched_to_2_watchers",
+        |b| {
+            b.iter(|| {
+                for _ in 0..64 {
+                    n += 1;
+                    let w = put(
+                        format!("room/{}", n % 10_000).into_bytes(),
+                        b"{\"t\":\"hello\"}",
+                    );
+                    core.send(CoreMsg::Request {
+                        link: 0,
+                        request_id: n,
+                        req: Req::Write(w),
+                    })
+                    .unwrap_or_else(|e| panic!("{e}"));
+                }
+                core.send(CoreMsg::Request {
+                    link: 0,
+                    request_id: 0,
+                    req: Req::Ping(n),
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+                // The ping is answered after the batch before it was committed and dispatched.
+                let mut bytes = 0;
+                loop {
+                    let frame = rxs[0]
+                        .blocking_recv()
+                        .unwrap_or_else(|| panic!("core stopped"));
+                    bytes += frame.len();
+                    if is_pong(&frame) {
+                        break;
+                    }
+                }
+                for rx in &mut rxs[1..] {
+                    while let Ok(f) = rx.try_recv() {
+                        bytes += f.len();
+                    }
+                }
+                black_box(bytes)
+            })
+        },
+    );
+    g.finish();
+}
+
+/// Whether the last frame in `bytes` is a pong.
+fn is_pong(bytes: &[u8]) -> bool {
+    let limits = wire::link::LinkLimits::default();
+    let mut at = 0;
+    let mut last = None;
+    while let Ok(Some((f, used))) = wire::link::decode_frame(&bytes[at..], &limits) {
+        last = Some(f.message.kind());
+        at += used;
+    }
+    last == Some(wire::link::Kind::Pong)
+}
+
+criterion_group!(benches, write_path, write_path_with_dispatch, resume_path);
 criterion_main!(benches);
