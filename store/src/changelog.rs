@@ -483,8 +483,8 @@ impl<E: Engine> ChangeLog<E> {
     }
 
     /// The changes of `target` after `from`, if `from` can still be resumed. The cost
-    /// is proportional to what is returned (plus, for a prefix, the index entries of
-    /// the keys under it), not to the partition's log length.
+    /// is proportional to what is returned (plus, for a prefix, one seek per key under
+    /// it), not to the partition's log length nor to the keys' older history.
     pub fn resume(&self, from: Position, target: Target<'_>) -> Result<Resume, WriteError> {
         let p = from.partition;
         let state = self.parts.get(&p).ok_or(WriteError::WrongPartition(p))?;
@@ -509,18 +509,26 @@ impl<E: Engine> ChangeLog<E> {
             Target::Key(k) => keys::index_key_range(p, k, from.seq + 1),
             Target::Prefix(prefix) => keys::index_prefix_range(p, prefix),
         };
+        // Walk the index in (key, seq) order. An entry at or before `from` means the
+        // rest of that key's old history is skipped with one seek to (key, from + 1),
+        // so the cost follows the keys under the target plus what is returned, not
+        // the keys' whole histories.
         let mut seqs = Vec::new();
         let mut cursor = start;
-        loop {
+        'scan: loop {
             let page = self
                 .engine
                 .scan(&cursor, &end, SCAN_PAGE)
                 .map_err(Arc::new)?;
             for (k, _) in &page {
-                if let Some((_, seq)) = keys::parse_index(k)
-                    && seq > from.seq
-                    && seq <= now.seq
-                {
+                let Some((key, seq)) = keys::parse_index(k) else {
+                    continue;
+                };
+                if seq <= from.seq {
+                    cursor = keys::index(p, &key, from.seq + 1);
+                    continue 'scan;
+                }
+                if seq <= now.seq {
                     seqs.push(seq);
                 }
             }
