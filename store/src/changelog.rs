@@ -42,6 +42,46 @@ pub struct Change {
     pub version: u64,
 }
 
+impl Change {
+    /// The change a log entry at `position` records.
+    fn logged(position: Position, e: records::LogEntry) -> Self {
+        let version = if e.kind == ChangeKind::Publish {
+            0
+        } else {
+            position.seq
+        };
+        Self {
+            position,
+            key: e.key,
+            kind: e.kind,
+            value: e.value,
+            version,
+        }
+    }
+}
+
+/// Visit every pair in `[start, end)`, reading `SCAN_PAGE` at a time.
+fn scan_all<E: Engine>(
+    engine: &E,
+    mut start: Vec<u8>,
+    end: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    loop {
+        let page = engine.scan(&start, end, SCAN_PAGE)?;
+        for (k, v) in &page {
+            visit(k, v)?;
+        }
+        match page.last() {
+            Some((k, _)) if page.len() == SCAN_PAGE => {
+                start = k.clone();
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// A write request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -223,20 +263,10 @@ impl<E: Engine> ChangeLog<E> {
                     let epoch = new_epoch();
                     let (vs, ve) = keys::value_prefix_range(p, b"");
                     let mut floor = 0;
-                    let mut start = vs;
-                    loop {
-                        let page = engine.scan(&start, &ve, SCAN_PAGE)?;
-                        for (_, v) in &page {
-                            floor = floor.max(records::decode_current(v)?.version);
-                        }
-                        match page.last() {
-                            Some((k, _)) if page.len() == SCAN_PAGE => {
-                                start = k.clone();
-                                start.push(0);
-                            }
-                            _ => break,
-                        }
-                    }
+                    scan_all(&*engine, vs, &ve, |_, v| {
+                        floor = floor.max(records::decode_current(v)?.version);
+                        Ok(())
+                    })?;
                     init.put(keys::epoch(p), records::encode_u64(epoch));
                     init.put(keys::last_seq(p), records::encode_u64(floor));
                     init.put(keys::first_seq(p), records::encode_u64(floor + 1));
@@ -463,23 +493,14 @@ impl<E: Engine> ChangeLog<E> {
             Target::Prefix(prefix) => keys::value_prefix_range(p, prefix),
         };
         let mut out = Vec::new();
-        let mut from = start;
-        loop {
-            let page = self.engine.scan(&from, &end, SCAN_PAGE)?;
-            for (k, v) in &page {
-                out.push((
-                    keys::user_key_of_value(k).to_vec(),
-                    records::decode_current(v)?,
-                ));
-            }
-            match page.last() {
-                Some((k, _)) if page.len() == SCAN_PAGE => {
-                    from = k.clone();
-                    from.push(0);
-                }
-                _ => return Ok(out),
-            }
-        }
+        scan_all(&*self.engine, start, &end, |k, v| {
+            out.push((
+                keys::user_key_of_value(k).to_vec(),
+                records::decode_current(v)?,
+            ));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The changes of `target` after `from`, if `from` can still be resumed. The cost
@@ -551,22 +572,14 @@ impl<E: Engine> ChangeLog<E> {
                 });
             };
             let e = records::decode_entry(&bytes).map_err(Arc::new)?;
-            let version = if e.kind == ChangeKind::Publish {
-                0
-            } else {
-                seq
-            };
-            changes.push(Change {
-                position: Position {
+            changes.push(Change::logged(
+                Position {
                     partition: p,
                     epoch: state.epoch,
                     seq,
                 },
-                key: e.key,
-                kind: e.kind,
-                value: e.value,
-                version,
-            });
+                e,
+            ));
         }
         Ok(Resume::Changes { changes, upto: now })
     }
@@ -583,22 +596,14 @@ impl<E: Engine> ChangeLog<E> {
         for (k, v) in self.engine.scan(&start, &end, limit)? {
             let seq = keys::seq_of_log(&k);
             let e = records::decode_entry(&v)?;
-            let version = if e.kind == ChangeKind::Publish {
-                0
-            } else {
-                seq
-            };
-            out.push(Change {
-                position: Position {
+            out.push(Change::logged(
+                Position {
                     partition: p,
                     epoch: state.epoch,
                     seq,
                 },
-                key: e.key,
-                kind: e.kind,
-                value: e.value,
-                version,
-            });
+                e,
+            ));
         }
         Ok(out)
     }

@@ -139,6 +139,25 @@ fn text(key: &[u8]) -> &str {
     std::str::from_utf8(key).unwrap_or_default()
 }
 
+/// Writes drained from the channel and not yet committed, with who asked for each.
+#[derive(Default)]
+struct Queued {
+    writes: Vec<Write>,
+    from: Vec<(LinkId, u64)>,
+}
+
+/// A committed change as a link frame entry for `watch_ids`.
+fn change_ref<'a>(c: &'a Change, watch_ids: &'a [u64]) -> ChangeRef<'a> {
+    ChangeRef {
+        watch_ids,
+        position: wire_pos(c.position),
+        key: text(&c.key),
+        kind: wire_kind(c.kind),
+        value: c.value.as_deref(),
+        version: c.version,
+    }
+}
+
 /// The core's state.
 struct Core<E: Engine> {
     log: ChangeLog<E>,
@@ -159,7 +178,7 @@ pub fn run<E: Engine>(log: ChangeLog<E>, cfg: CoreConfig, rx: Receiver<CoreMsg>)
         enc: LinkEncoder::new(&LinkLimits::default()),
         cfg,
     };
-    let mut batch: Vec<(LinkId, u64, Write)> = Vec::new();
+    let mut batch = Queued::default();
     let mut last_trim = now_ms();
     let mut stopped_cleanly = false;
     loop {
@@ -178,7 +197,10 @@ pub fn run<E: Engine>(log: ChangeLog<E>, cfg: CoreConfig, rx: Receiver<CoreMsg>)
                     link,
                     request_id,
                     req: Req::Write(w),
-                } => batch.push((link, request_id, w)),
+                } => {
+                    batch.writes.push(w);
+                    batch.from.push((link, request_id));
+                }
                 other => {
                     core.commit(&mut batch);
                     stop |= core.handle(other);
@@ -206,10 +228,6 @@ pub fn run<E: Engine>(log: ChangeLog<E>, cfg: CoreConfig, rx: Receiver<CoreMsg>)
 }
 
 impl<E: Engine> Core<E> {
-    fn out(&mut self, link: LinkId) -> &mut Vec<u8> {
-        self.pending.entry(link).or_default()
-    }
-
     fn error(
         &mut self,
         link: LinkId,
@@ -218,12 +236,15 @@ impl<E: Engine> Core<E> {
         message: &str,
         current: u64,
     ) {
-        let mv = self.cfg.map_version;
-        let mut buf = std::mem::take(self.out(link));
-        let _ = self
-            .enc
-            .error(&mut buf, request_id, code, message, mv, current);
-        *self.out(link) = buf;
+        let buf = self.pending.entry(link).or_default();
+        let _ = self.enc.error(
+            buf,
+            request_id,
+            code,
+            message,
+            self.cfg.map_version,
+            current,
+        );
     }
 
     fn write_error(&mut self, link: LinkId, request_id: u64, e: &WriteError) {
@@ -250,21 +271,20 @@ impl<E: Engine> Core<E> {
     }
 
     /// Commit the queued writes as one batch, answer each, dispatch the changes.
-    fn commit(&mut self, batch: &mut Vec<(LinkId, u64, Write)>) {
-        if batch.is_empty() {
+    fn commit(&mut self, batch: &mut Queued) {
+        if batch.writes.is_empty() {
             return;
         }
-        let writes: Vec<Write> = batch.iter().map(|(_, _, w)| w.clone()).collect();
-        let results = self.log.apply(&writes, now_ms(), self.cfg.sync);
+        let results = self.log.apply(&batch.writes, now_ms(), self.cfg.sync);
+        batch.writes.clear();
         let mut changes: Vec<Change> = Vec::with_capacity(results.len());
-        for ((link, request_id, _), r) in batch.drain(..).zip(results) {
+        for ((link, request_id), r) in batch.from.drain(..).zip(results) {
             match r {
                 Ok(c) => {
-                    let mut buf = std::mem::take(self.out(link));
-                    let _ =
-                        self.enc
-                            .write_reply(&mut buf, request_id, wire_pos(c.position), c.version);
-                    *self.out(link) = buf;
+                    let buf = self.pending.entry(link).or_default();
+                    let _ = self
+                        .enc
+                        .write_reply(buf, request_id, wire_pos(c.position), c.version);
                     changes.push(c);
                 }
                 Err(e) => self.write_error(link, request_id, &e),
@@ -284,21 +304,10 @@ impl<E: Engine> Core<E> {
         for (link, items) in per_link {
             let refs: Vec<ChangeRef<'_>> = items
                 .iter()
-                .map(|(i, ids)| {
-                    let c = &changes[*i];
-                    ChangeRef {
-                        watch_ids: ids,
-                        position: wire_pos(c.position),
-                        key: text(&c.key),
-                        kind: wire_kind(c.kind),
-                        value: c.value.as_deref(),
-                        version: c.version,
-                    }
-                })
+                .map(|(i, ids)| change_ref(&changes[*i], ids))
                 .collect();
-            let mut buf = self.pending.remove(&link).unwrap_or_default();
-            let _ = self.enc.changes(&mut buf, 0, &refs);
-            self.pending.insert(link, buf);
+            let buf = self.pending.entry(link).or_default();
+            let _ = self.enc.changes(buf, 0, &refs);
         }
     }
 
@@ -431,17 +440,8 @@ impl<E: Engine> Core<E> {
                     Ok(Resume::Changes { changes, .. }) => {
                         let _ = self.enc.resumed(&mut buf, request_id, watch_id, p);
                         let ids = [watch_id];
-                        let refs: Vec<ChangeRef<'_>> = changes
-                            .iter()
-                            .map(|c| ChangeRef {
-                                watch_ids: &ids,
-                                position: wire_pos(c.position),
-                                key: text(&c.key),
-                                kind: wire_kind(c.kind),
-                                value: c.value.as_deref(),
-                                version: c.version,
-                            })
-                            .collect();
+                        let refs: Vec<ChangeRef<'_>> =
+                            changes.iter().map(|c| change_ref(c, &ids)).collect();
                         if !refs.is_empty() {
                             let _ = self.enc.changes(&mut buf, request_id, &refs);
                         }
