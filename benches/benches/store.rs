@@ -152,8 +152,8 @@ fn write_path_with_dispatch(c: &mut Criterion) {
         map_version: 1,
         sync: false,
         retention: store::changelog::Retention::default(),
-        max_drain: 4096,
         max_link_queue_bytes: 1 << 30,
+        ..CoreConfig::default()
     };
     let (core, _handle) = spawn(log, cfg).unwrap_or_else(|e| panic!("{e}"));
     let mut rxs = Vec::new();

@@ -1,9 +1,16 @@
 //! The partitions a store owns and their change logs. Writes flow in through
-//! [`ChangeLog::apply`], many at a time: each is checked (conditional versions), given
-//! the next seq of its partition, and turned into records (current value, log entry,
-//! per-key index entry, last-seq counter); all of them are committed as **one** engine
-//! batch (one fsync when `sync`), and only then does the in-memory state advance and
-//! the changes come out for watchers. Reads (`get`, `resume`) go straight to the engine.
+//! [`ChangeLog::prepare`], many at a time: each is checked (limits, conditional
+//! versions), given the next seq of its partition, and turned into records (current
+//! value, log entry, per-key index entry, last-seq counter) of **one** engine batch.
+//! The caller commits the batch (one fsync when `sync`), possibly on another thread,
+//! and reports the outcome with [`ChangeLog::committed`] or [`ChangeLog::abort`]; only
+//! then does the committed position advance. A second batch may be prepared while the
+//! first is being committed (its seqs follow the first's), which is how the core keeps
+//! the engine busy. [`ChangeLog::apply`] does all three in one call.
+//!
+//! Reads (`get`, `snapshot`, `resume`) each run against one engine snapshot and also
+//! read the partition's last-seq counter in it, so the position they report is exactly
+//! the state they read, even while a batch is landing.
 //!
 //! A position `(partition, epoch, seq)` means "every change of the partition up to
 //! `seq` in this epoch". It can be resumed when its epoch is the partition's and the
@@ -12,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::engine::{Engine, EngineError, WriteBatch};
+use crate::engine::{Engine, EngineError, Read, WriteBatch};
 use crate::keys;
 use crate::records::{self, ChangeKind, Current};
 
@@ -61,8 +68,8 @@ impl Change {
 }
 
 /// Visit every pair in `[start, end)`, reading `SCAN_PAGE` at a time.
-fn scan_all<E: Engine>(
-    engine: &E,
+fn scan_all(
+    engine: &dyn Read,
     mut start: Vec<u8>,
     end: &[u8],
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), EngineError>,
@@ -81,6 +88,43 @@ fn scan_all<E: Engine>(
         }
     }
 }
+
+/// Every accepted write in `results` failed with `e` (its batch was not committed).
+pub fn fail_all(
+    results: Vec<Result<Change, WriteError>>,
+    e: &Arc<EngineError>,
+) -> Vec<Result<Change, WriteError>> {
+    results
+        .into_iter()
+        .map(|r| r.and_then(|_| Err(WriteError::Engine(Arc::clone(e)))))
+        .collect()
+}
+
+fn check_limits(w: &Write) -> Result<(), WriteError> {
+    let key = w.key().len();
+    if key > MAX_KEY_BYTES {
+        return Err(WriteError::TooLarge {
+            what: "key",
+            len: key,
+            max: MAX_KEY_BYTES,
+        });
+    }
+    let value = match w {
+        Write::Put { value, .. } | Write::Publish { value, .. } => value.len(),
+        Write::Delete { .. } => 0,
+    };
+    if value > MAX_VALUE_BYTES {
+        return Err(WriteError::TooLarge {
+            what: "value",
+            len: value,
+            max: MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// A key and its current value, as a snapshot returns them.
+pub type Entry = (Vec<u8>, Current);
 
 /// A write request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,9 +175,59 @@ pub enum WriteError {
     /// The key's partition is not owned by this store (answered `wrong_partition`).
     #[error("partition {0} is not served by this store")]
     WrongPartition(u32),
+    /// The key or value is over the store's limits (answered `too_large`).
+    #[error("{what} is {len} bytes; the limit is {max}")]
+    TooLarge {
+        /// "key" or "value".
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The engine failed: nothing in the batch was written (store's fault).
     #[error(transparent)]
     Engine(#[from] Arc<EngineError>),
+}
+
+/// The longest key the store accepts, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// The largest value the store accepts, in bytes. With the key and framing it stays far
+/// below the link's 16 MiB frame limit, so any change fits in one frame.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// A batch built by [`ChangeLog::prepare`], to be committed by the caller.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The engine batch: every record of every accepted write, plus trimming.
+    pub batch: WriteBatch,
+    /// One result per write, in order; accepted writes hold the change they make.
+    pub results: Vec<Result<Change, WriteError>>,
+    /// The last seq given out per partition by this batch.
+    pub last_seqs: Vec<(u32, u64)>,
+    /// The new first retained seq of partitions this batch trims.
+    pub trimmed: Vec<(u32, u64)>,
+}
+
+impl Prepared {
+    /// Append `later`, prepared after `self` and not yet committed, so that both are
+    /// committed as one batch.
+    pub fn merge(&mut self, later: Prepared) {
+        self.batch.ops.extend(later.batch.ops);
+        self.results.extend(later.results);
+        for (p, seq) in later.last_seqs {
+            match self.last_seqs.iter_mut().find(|(q, _)| *q == p) {
+                Some(entry) => entry.1 = entry.1.max(seq),
+                None => self.last_seqs.push((p, seq)),
+            }
+        }
+        self.trimmed.extend(later.trimmed);
+    }
+
+    /// Number of writes accepted into the batch.
+    pub fn accepted(&self) -> usize {
+        self.results.iter().filter(|r| r.is_ok()).count()
+    }
 }
 
 /// What a resume produced.
@@ -197,8 +291,10 @@ impl Default for Retention {
 #[derive(Debug, Clone, Copy)]
 struct PartState {
     epoch: u64,
-    /// Last seq assigned (0: none yet).
+    /// Last seq committed (0: none yet).
     last_seq: u64,
+    /// Last seq given to a prepared batch (`>= last_seq`).
+    assigned: u64,
     /// First seq still in the log (`last_seq + 1` when the log is empty).
     first_seq: u64,
 }
@@ -249,11 +345,13 @@ impl<E: Engine> ChangeLog<E> {
                 (Some(epoch), Some(last_seq), Some(first_seq)) => PartState {
                     epoch,
                     last_seq,
+                    assigned: last_seq,
                     first_seq,
                 },
                 (Some(epoch), Some(last_seq), None) => PartState {
                     epoch,
                     last_seq,
+                    assigned: last_seq,
                     first_seq: 1,
                 },
                 _ => {
@@ -273,6 +371,7 @@ impl<E: Engine> ChangeLog<E> {
                     PartState {
                         epoch,
                         last_seq: floor,
+                        assigned: floor,
                         first_seq: floor + 1,
                     }
                 }
@@ -330,6 +429,11 @@ impl<E: Engine> ChangeLog<E> {
         self.engine.write(batch, true)
     }
 
+    /// The engine, shared (the core's committer writes through it).
+    pub fn engine(&self) -> Arc<E> {
+        Arc::clone(&self.engine)
+    }
+
     /// The number of partitions in the cluster.
     pub fn partitions(&self) -> u32 {
         self.partitions
@@ -359,15 +463,76 @@ impl<E: Engine> ChangeLog<E> {
         self.parts.get(&p).map(|s| s.first_seq)
     }
 
-    /// Apply `writes` in order as one atomic, optionally durable, batch. Each write gets
-    /// its own result; refused writes do not stop the others. On an engine failure every
-    /// accepted write fails with it and nothing changes.
+    /// Apply `writes` in order as one atomic, optionally durable, batch: prepare,
+    /// commit on this thread, and record the outcome. Each write gets its own result;
+    /// refused writes do not stop the others. On an engine failure every accepted
+    /// write fails with it and nothing changes.
     pub fn apply(
         &mut self,
         writes: &[Write],
         now_ms: u64,
         sync: bool,
     ) -> Vec<Result<Change, WriteError>> {
+        let prepared = self.prepare(writes, now_ms);
+        self.commit_here(prepared, sync)
+    }
+
+    /// Commit `prepared` on this thread and record the outcome.
+    pub fn commit_here(
+        &mut self,
+        prepared: Prepared,
+        sync: bool,
+    ) -> Vec<Result<Change, WriteError>> {
+        let Prepared {
+            batch,
+            results,
+            last_seqs,
+            trimmed,
+        } = prepared;
+        if batch.is_empty() {
+            return results;
+        }
+        match self.engine.write(batch, sync) {
+            Ok(()) => {
+                self.committed(&last_seqs, &trimmed);
+                results
+            }
+            Err(e) => {
+                self.abort();
+                fail_all(results, &Arc::new(e))
+            }
+        }
+    }
+
+    /// Record that a prepared batch with these seqs and trims is committed.
+    pub fn committed(&mut self, last_seqs: &[(u32, u64)], trimmed: &[(u32, u64)]) {
+        for &(p, seq) in last_seqs {
+            if let Some(s) = self.parts.get_mut(&p) {
+                s.last_seq = s.last_seq.max(seq);
+            }
+        }
+        for &(p, first) in trimmed {
+            if let Some(s) = self.parts.get_mut(&p) {
+                s.first_seq = s.first_seq.max(first);
+            }
+        }
+    }
+
+    /// Forget every prepared batch not yet reported committed (one failed, so the
+    /// ones prepared after it must not be committed either): the next batch takes
+    /// seqs from the committed position again, so the log stays gap-free.
+    pub fn abort(&mut self) {
+        for s in self.parts.values_mut() {
+            s.assigned = s.last_seq;
+        }
+    }
+
+    /// Build one batch from `writes`, in order, giving each accepted write the next seq
+    /// of its partition after every batch already prepared. The caller must commit
+    /// batches in the order they were prepared. A conditional write reads the key's
+    /// committed version, so it must only be prepared when no earlier batch is still
+    /// uncommitted (the core holds such writes back).
+    pub fn prepare(&mut self, writes: &[Write], now_ms: u64) -> Prepared {
         let mut batch = WriteBatch::default();
         let mut results: Vec<Result<Change, WriteError>> = Vec::with_capacity(writes.len());
         // Versions and seqs as this batch changes them, before it is committed.
@@ -375,6 +540,10 @@ impl<E: Engine> ChangeLog<E> {
         let mut last_seqs: HashMap<u32, u64> = HashMap::new();
         for w in writes {
             let key = w.key();
+            if let Err(e) = check_limits(w) {
+                results.push(Err(e));
+                continue;
+            }
             let p = self.partition_of(key);
             let Some(state) = self.parts.get(&p) else {
                 results.push(Err(WriteError::WrongPartition(p)));
@@ -407,7 +576,7 @@ impl<E: Engine> ChangeLog<E> {
                     }
                 }
             }
-            let seq = last_seqs.get(&p).copied().unwrap_or(state.last_seq) + 1;
+            let seq = last_seqs.get(&p).copied().unwrap_or(state.assigned) + 1;
             last_seqs.insert(p, seq);
             let position = Position {
                 partition: p,
@@ -442,47 +611,62 @@ impl<E: Engine> ChangeLog<E> {
         }
         for (&p, &seq) in &last_seqs {
             batch.put(keys::last_seq(p), records::encode_u64(seq));
-        }
-        if batch.is_empty() {
-            return results;
-        }
-        match self.engine.write(batch, sync) {
-            Ok(()) => {
-                for (p, seq) in last_seqs {
-                    if let Some(s) = self.parts.get_mut(&p) {
-                        s.last_seq = seq;
-                    }
-                }
-                results
+            if let Some(s) = self.parts.get_mut(&p) {
+                s.assigned = seq;
             }
-            Err(e) => {
-                let e = Arc::new(e);
-                results
-                    .into_iter()
-                    .map(|r| r.and_then(|_| Err(WriteError::Engine(Arc::clone(&e)))))
-                    .collect()
-            }
+        }
+        Prepared {
+            batch,
+            results,
+            last_seqs: last_seqs.into_iter().collect(),
+            trimmed: Vec::new(),
         }
     }
 
-    /// The current value of `key`, if its partition is owned here.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Current>, WriteError> {
+    /// The partition's last committed seq as recorded in `r` (the counter every batch
+    /// writes), or `fallback` if it has none.
+    fn seq_in(r: &dyn Read, p: u32, fallback: u64) -> Result<u64, EngineError> {
+        Ok(r.get(&keys::last_seq(p))?
+            .map(|b| records::decode_u64(&b))
+            .transpose()?
+            .unwrap_or(fallback))
+    }
+
+    /// The current value of `key`, if its partition is owned here, and the position it
+    /// was read at.
+    pub fn get(&self, key: &[u8]) -> Result<(Option<Current>, Position), WriteError> {
         let p = self.partition_of(key);
-        if !self.parts.contains_key(&p) {
-            return Err(WriteError::WrongPartition(p));
-        }
-        let v = self.engine.get(&keys::value(p, key)).map_err(Arc::new)?;
-        Ok(v.map(|b| records::decode_current(&b))
-            .transpose()
-            .map_err(Arc::new)?)
+        let state = self.parts.get(&p).ok_or(WriteError::WrongPartition(p))?;
+        let read = self.engine.snapshot_read(|r| {
+            let seq = Self::seq_in(r, p, state.last_seq)?;
+            let cur = r
+                .get(&keys::value(p, key))?
+                .map(|b| records::decode_current(&b))
+                .transpose()?;
+            Ok::<_, EngineError>((cur, seq))
+        });
+        let (cur, seq) = read.map_err(Arc::new)?;
+        Ok((
+            cur,
+            Position {
+                partition: p,
+                epoch: state.epoch,
+                seq,
+            },
+        ))
     }
 
-    /// Every current key/value of partition `p` matching `target`, in key order.
+    /// Every current key/value of partition `p` matching `target`, in key order, and
+    /// the position they were read at.
     pub fn snapshot(
         &self,
         p: u32,
         target: Target<'_>,
-    ) -> Result<Vec<(Vec<u8>, Current)>, EngineError> {
+    ) -> Result<(Vec<Entry>, Position), EngineError> {
+        let state = self
+            .parts
+            .get(&p)
+            .ok_or_else(|| EngineError(format!("partition {p} is not owned here")))?;
         let (start, end) = match target {
             Target::Key(k) => {
                 let start = keys::value(p, k);
@@ -492,31 +676,49 @@ impl<E: Engine> ChangeLog<E> {
             }
             Target::Prefix(prefix) => keys::value_prefix_range(p, prefix),
         };
-        let mut out = Vec::new();
-        scan_all(&*self.engine, start, &end, |k, v| {
-            out.push((
-                keys::user_key_of_value(k).to_vec(),
-                records::decode_current(v)?,
-            ));
-            Ok(())
-        })?;
-        Ok(out)
+        self.engine.snapshot_read(|r| {
+            let seq = Self::seq_in(r, p, state.last_seq)?;
+            let mut out = Vec::new();
+            scan_all(r, start, &end, |k, v| {
+                out.push((
+                    keys::user_key_of_value(k).to_vec(),
+                    records::decode_current(v)?,
+                ));
+                Ok(())
+            })?;
+            let at = Position {
+                partition: p,
+                epoch: state.epoch,
+                seq,
+            };
+            Ok((out, at))
+        })
     }
 
     /// The changes of `target` after `from`, if `from` can still be resumed. The cost
     /// is proportional to what is returned (plus, for a prefix, one seek per key under
     /// it), not to the partition's log length nor to the keys' older history.
     pub fn resume(&self, from: Position, target: Target<'_>) -> Result<Resume, WriteError> {
+        self.engine
+            .snapshot_read(|r| self.resume_in(r, from, target))
+    }
+
+    fn resume_in(
+        &self,
+        r: &dyn Read,
+        from: Position,
+        target: Target<'_>,
+    ) -> Result<Resume, WriteError> {
         let p = from.partition;
         let state = self.parts.get(&p).ok_or(WriteError::WrongPartition(p))?;
         let now = Position {
             partition: p,
             epoch: state.epoch,
-            seq: state.last_seq,
+            seq: Self::seq_in(r, p, state.last_seq).map_err(Arc::new)?,
         };
         let reason = if from.epoch != state.epoch {
             Some("the partition's log was recreated (new epoch)")
-        } else if from.seq > state.last_seq {
+        } else if from.seq > now.seq {
             Some("position is ahead of the log")
         } else if from.seq + 1 < state.first_seq {
             Some("position is older than the retained log")
@@ -537,10 +739,7 @@ impl<E: Engine> ChangeLog<E> {
         let mut seqs = Vec::new();
         let mut cursor = start;
         'scan: loop {
-            let page = self
-                .engine
-                .scan(&cursor, &end, SCAN_PAGE)
-                .map_err(Arc::new)?;
+            let page = r.scan(&cursor, &end, SCAN_PAGE).map_err(Arc::new)?;
             for (k, _) in &page {
                 let Some((key, seq)) = keys::parse_index(k) else {
                     continue;
@@ -564,7 +763,7 @@ impl<E: Engine> ChangeLog<E> {
         seqs.sort_unstable();
         let mut changes = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            let Some(bytes) = self.engine.get(&keys::log(p, seq)).map_err(Arc::new)? else {
+            let Some(bytes) = r.get(&keys::log(p, seq)).map_err(Arc::new)? else {
                 // Trimmed between the index read and now: the caller must reset.
                 return Ok(Resume::Reset {
                     reason: "position is older than the retained log",
@@ -609,8 +808,7 @@ impl<E: Engine> ChangeLog<E> {
     }
 
     /// Trim partition `p` by at most `max_entries` entries, keeping what `retention`
-    /// requires. Returns how many entries were removed. Cheap to call often: each call
-    /// is one small batch, so writes are never held up behind a long trim.
+    /// requires, on this thread. Returns how many entries were removed.
     pub fn trim(
         &mut self,
         p: u32,
@@ -618,22 +816,47 @@ impl<E: Engine> ChangeLog<E> {
         now_ms: u64,
         max_entries: usize,
     ) -> Result<u64, EngineError> {
-        let Some(state) = self.parts.get(&p).copied() else {
+        let before = self.first_seq(p).unwrap_or(0);
+        let mut prepared = Prepared::default();
+        self.prepare_trim(p, retention, now_ms, max_entries, &mut prepared)?;
+        if prepared.trimmed.is_empty() {
             return Ok(0);
+        }
+        let Prepared { batch, trimmed, .. } = prepared;
+        self.engine.write(batch, false)?;
+        self.committed(&[], &trimmed);
+        Ok(self.first_seq(p).unwrap_or(0) - before)
+    }
+
+    /// Add to `prepared` the removal of at most `max_entries` of partition `p`'s oldest
+    /// entries, keeping what `retention` requires. Only old entries are read, so this
+    /// can run while a batch of new writes is being committed. Cheap to call often:
+    /// each call removes a bounded number, so writes are never held up behind a long
+    /// trim.
+    pub fn prepare_trim(
+        &self,
+        p: u32,
+        retention: Retention,
+        now_ms: u64,
+        max_entries: usize,
+        prepared: &mut Prepared,
+    ) -> Result<(), EngineError> {
+        let Some(state) = self.parts.get(&p).copied() else {
+            return Ok(());
         };
         let held = state.last_seq + 1 - state.first_seq;
         let removable = held
             .saturating_sub(retention.min_entries)
             .min(max_entries as u64);
         if removable == 0 {
-            return Ok(0);
+            return Ok(());
         }
         let page = self.engine.scan(
             &keys::log(p, state.first_seq),
             &keys::log(p, state.first_seq + removable),
             removable as usize,
         )?;
-        let mut batch = WriteBatch::default();
+        let batch = &mut prepared.batch;
         let mut next_first = state.first_seq;
         for (k, v) in &page {
             let seq = keys::seq_of_log(k);
@@ -645,14 +868,10 @@ impl<E: Engine> ChangeLog<E> {
             batch.delete(keys::index(p, &e.key, seq));
             next_first = seq + 1;
         }
-        if next_first == state.first_seq {
-            return Ok(0);
+        if next_first > state.first_seq {
+            batch.put(keys::first_seq(p), records::encode_u64(next_first));
+            prepared.trimmed.push((p, next_first));
         }
-        batch.put(keys::first_seq(p), records::encode_u64(next_first));
-        self.engine.write(batch, false)?;
-        if let Some(s) = self.parts.get_mut(&p) {
-            s.first_seq = next_first;
-        }
-        Ok(next_first - state.first_seq)
+        Ok(())
     }
 }

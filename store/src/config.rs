@@ -20,6 +20,9 @@ pub struct Args {
     /// Address of the internal (edge↔store) listener [default: the cluster map's address for this store].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Address of the admin HTTP listener (`GET /metrics`, `GET /health`) [default: the internal listener's IP, its port + 1; port 0 when that is 0].
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
     /// Data directory (one RocksDB database) [default: data/<store-id>].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -44,6 +47,7 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     store_id: Option<String>,
     cluster: Option<PathBuf>,
@@ -64,6 +68,8 @@ struct FileRetention {
 pub struct Config {
     /// Internal listener; `None` means "the cluster map's address for this store".
     pub listen: Option<SocketAddr>,
+    /// Admin listener; `None` means "next to the internal listener".
+    pub admin: Option<SocketAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Store id.
@@ -102,6 +108,7 @@ impl Config {
         let defaults = Retention::default();
         Ok(Self {
             listen: args.listen.or(file.listen),
+            admin: args.admin.or(file.admin),
             data_dir: args
                 .data_dir
                 .clone()

@@ -6,8 +6,11 @@
 //! - [`keys`]: every storage key; [`records`]: every stored value (`schemas/storage.fbs`).
 //! - [`engine`]: the storage engine trait, RocksDB and an in-memory model.
 //! - [`changelog`]: owned partitions, their change logs, conditional writes, resume, trim.
+//! - [`core`]: the core thread (state, watcher tables, dispatch) and the committer.
+//! - [`server`]: the edge-link server; [`admin`] and [`metrics`]: `/metrics`.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod changelog;
 pub mod cluster;
 pub mod config;
@@ -15,6 +18,7 @@ pub mod core;
 pub mod engine;
 pub mod generated;
 pub mod keys;
+pub mod metrics;
 pub mod partition;
 pub mod records;
 pub mod server;

@@ -3,6 +3,7 @@
 //! links on the internal listener.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use store::cluster::ClusterMap;
 use store::config::{Args, Config};
 use store::core::{CoreConfig, spawn};
 use store::engine::rocks::RocksEngine;
+use store::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -63,6 +65,20 @@ fn run(args: &Args) -> Result<(), String> {
             "the previous run used sync = false and did not stop cleanly: every partition starts a new epoch (clients resuming get a reset)"
         );
     }
+    let metrics = Arc::new(Metrics::default());
+    let admin = cfg.admin.unwrap_or_else(|| {
+        let port = match listen.port() {
+            0 => 0,
+            p => p.wrapping_add(1),
+        };
+        SocketAddr::new(listen.ip(), port)
+    });
+    let admin_listener =
+        std::net::TcpListener::bind(admin).map_err(|e| format!("admin listen on {admin}: {e}"))?;
+    let admin_bound = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    store::admin::spawn(admin_listener, Arc::clone(&metrics))
+        .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+    info!(listen = %admin_bound, "serving admin (GET /metrics, /health)");
     let (core, handle) = spawn(
         log,
         CoreConfig {
@@ -70,8 +86,8 @@ fn run(args: &Args) -> Result<(), String> {
             map_version: map.version,
             sync: cfg.sync,
             retention: cfg.retention,
-            max_drain: 4096,
-            max_link_queue_bytes: store::core::DEFAULT_LINK_QUEUE_BYTES,
+            metrics: Arc::clone(&metrics),
+            ..CoreConfig::default()
         },
     )
     .map_err(|e| format!("cannot start the core thread: {e}"))?;
@@ -84,7 +100,7 @@ fn run(args: &Args) -> Result<(), String> {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         tokio::select! {
-            () = store::server::serve(listener, core) => {}
+            () = store::server::serve(listener, core, metrics) => {}
             _ = term.recv() => info!("SIGTERM: stopping"),
             _ = int.recv() => info!("SIGINT: stopping"),
         }

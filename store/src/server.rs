@@ -14,6 +14,7 @@ use wire::link::{LinkLimits, LinkMessage, decode_frame};
 
 use crate::changelog::{Position, Write};
 use crate::core::{CoreMsg, Outbox, Req};
+use crate::metrics::Metrics;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
@@ -21,14 +22,22 @@ const READ_CHUNK: usize = 64 * 1024;
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
 /// Serve links on `listener` forever (until the runtime stops).
-pub async fn serve(listener: tokio_uring::net::TcpListener, core: Sender<CoreMsg>) {
+pub async fn serve(
+    listener: tokio_uring::net::TcpListener,
+    core: Sender<CoreMsg>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let link = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
                 info!(link, %peer, "link accepted");
+                Metrics::add(&metrics.links_accepted, 1);
                 let core = core.clone();
-                tokio_uring::spawn(async move { run_link(link, peer, stream, core).await });
+                let metrics = Arc::clone(&metrics);
+                tokio_uring::spawn(
+                    async move { run_link(link, peer, stream, core, &metrics).await },
+                );
             }
             Err(e) => warn!(error = %e, "accept failed"),
         }
@@ -75,7 +84,13 @@ async fn run_link(
     peer: SocketAddr,
     stream: tokio_uring::net::TcpStream,
     core: Sender<CoreMsg>,
+    metrics: &Metrics,
 ) {
+    // Replies and changes are already batched per drain; Nagle would only hold the
+    // next batch back behind the peer's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!(link, error = %e, "cannot set TCP_NODELAY");
+    }
     let stream = Rc::new(stream);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -151,7 +166,10 @@ async fn run_link(
                 }
                 Ok(None) => break,
                 // A malformed frame: this link is dropped, the node keeps serving.
-                Err(e) => break 'read format!("malformed frame: {e}"),
+                Err(e) => {
+                    Metrics::add(&metrics.links_dropped_malformed, 1);
+                    break 'read format!("malformed frame: {e}");
+                }
             }
         }
         pending.drain(..at);

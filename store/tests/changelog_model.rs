@@ -157,7 +157,7 @@ proptest! {
                         prop_assert_eq!(raw, want);
                     }
                     // Snapshots equal the model's current values.
-                    let snap: Vec<_> = log.snapshot(p, target).unwrap().into_iter().map(|(k, c)| (k, c.version, c.value)).collect();
+                    let snap: Vec<_> = log.snapshot(p, target).unwrap().0.into_iter().map(|(k, c)| (k, c.version, c.value)).collect();
                     let want: Vec<_> = model.current.iter()
                         .filter(|(k, _)| target.matches(k) && log.partition_of(k) == p)
                         .map(|(k, (v, val))| (k.clone(), *v, val.clone())).collect();

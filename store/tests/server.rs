@@ -15,6 +15,7 @@ use wire::link::{ChangeKind, Kind, LinkEncoder, LinkLimits, LinkMessage, Positio
 struct Store {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl Store {
@@ -22,7 +23,13 @@ impl Store {
     /// never race for a port) and read the address it bound from its log.
     fn start(dir: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_store"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir)
             .args(["--sync", "true"])
             .env("RUST_LOG", "info")
@@ -31,20 +38,53 @@ impl Store {
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut admin = None;
         let addr = loop {
             let line = lines
                 .next()
                 .expect("store exited before listening")
                 .unwrap();
+            let bound = || -> Option<SocketAddr> {
+                line.split("listen=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            if line.contains("serving admin") {
+                admin = bound();
+            }
             if line.contains("serving edge links")
-                && let Some(rest) = line.split("listen=").nth(1)
+                && let Some(a) = bound()
             {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+                break a;
             }
         };
         // Keep draining its log so that the store never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, addr }
+        let admin = admin.expect("the admin listener is logged before the link listener");
+        Self { child, addr, admin }
+    }
+
+    /// `GET path` on the admin port: (status line, body).
+    fn admin_get(&self, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(self.admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    }
+
+    /// One sample of `/metrics`.
+    fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.admin_get("/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
     }
 
     fn kill(mut self) {
@@ -258,6 +298,39 @@ fn watch_put_get_across_links_and_a_malformed_frame_drops_only_its_link() {
     };
     assert_eq!(seq2, seq + 1);
     assert!(matches!(a.recv(), (0, Got::Changes(c)) if c[0].1 == seq2));
+
+    // The admin port tells what happened.
+    assert_eq!(store.metric("ringline_store_writes_total"), 2.0);
+    assert_eq!(store.metric("ringline_store_write_errors_total"), 1.0);
+    assert!(
+        store.metric("ringline_store_fsyncs_total") >= 2.0,
+        "sync = true"
+    );
+    assert_eq!(store.metric("ringline_store_commit_writes_count"), 2.0);
+    assert_eq!(store.metric("ringline_store_links"), 2.0);
+    assert_eq!(store.metric("ringline_store_watches"), 1.0);
+    assert_eq!(store.metric("ringline_store_deliveries_total"), 2.0);
+    assert_eq!(
+        store.metric("ringline_store_links_dropped_total{reason=\"malformed\"}"),
+        1.0
+    );
+    let p = store::partition::partition_of(b"room/{1}/title", 256);
+    // Per-partition figures are published once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.metric(&format!("ringline_store_log_last_seq{{partition=\"{p}\"}}")) != seq2 as f64
+    {
+        assert!(
+            Instant::now() < deadline,
+            "partition {p}'s log position never showed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        store.metric(&format!("ringline_store_log_entries{{partition=\"{p}\"}}")),
+        2.0
+    );
+    assert_eq!(store.admin_get("/health").0, "HTTP/1.1 200 OK");
+    assert_eq!(store.admin_get("/nope").0, "HTTP/1.1 404 Not Found");
 }
 
 #[test]
@@ -348,7 +421,7 @@ fn big_prefix_snapshots_are_paged_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::start(dir.path());
     let mut w = Link::connect(store.addr);
-    let n = store::core::SNAPSHOT_PAGE * 2 + 7;
+    let n = store::core::PAGE_ENTRIES * 2 + 7;
     for i in 0..n {
         assert!(matches!(
             w.put(i as u64 + 1, &format!("{{big}}/{i:05}"), b"1"),
@@ -362,7 +435,7 @@ fn big_prefix_snapshots_are_paged_and_sigterm_stops_cleanly() {
             panic!("expected a snapshot page")
         };
         assert_eq!(id, 9);
-        assert!(page.len() <= store::core::SNAPSHOT_PAGE);
+        assert!(page.len() <= store::core::PAGE_ENTRIES);
         keys.extend(page);
         if !more {
             break;

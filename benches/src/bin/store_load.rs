@@ -1,9 +1,10 @@
 //! End-to-end store load: `links` TCP links pipelining puts into a real store (the
 //! same core and link server as the `store` binary, on RocksDB), then raw RocksDB
-//! writes (one put per WriteBatch, same sync option, as many threads as links) on a
-//! fresh database, each for the same time, in one run. Prints a table with the ratio.
+//! writes (one put per WriteBatch, same options, as many threads as links) on a fresh
+//! database, alternating for `rounds` rounds of the same length in one run. Prints a
+//! table of every round and the medians.
 //!
-//! `cargo run --release -p benches --bin store_load -- --seconds 5 --links 4`
+//! `cargo run --release -p benches --bin store_load -- --seconds 4 --links 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
 
 use std::io::{Read, Write as _};
@@ -22,7 +23,7 @@ use wire::link::{LinkEncoder, LinkLimits, LinkMessage, decode_frame};
 #[derive(Debug, Parser)]
 struct Args {
     /// Seconds per measurement.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     seconds: u64,
     /// Concurrent links (and raw writer threads).
     #[arg(long, default_value_t = 4)]
@@ -33,24 +34,27 @@ struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
     value: usize,
+    /// Alternating rounds of store and raw per `sync` setting; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Only measure one side (for profiling): `store` or `raw`.
     #[arg(long)]
     only: Option<String>,
 }
 
-fn start_store(sync: bool) -> (SocketAddr, tempfile::TempDir) {
+fn start_store(sync: bool) -> (SocketAddr, tempfile::TempDir, Arc<store::metrics::Metrics>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let engine = Arc::new(RocksEngine::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
     let owned: Vec<u32> = (0..256).collect();
     let log = ChangeLog::open(engine, 256, &owned, || 1).unwrap_or_else(|e| panic!("{e}"));
     let cfg = CoreConfig {
         store_id: "load".into(),
-        map_version: 1,
         sync,
         retention: Retention::default(),
-        max_drain: 4096,
-        max_link_queue_bytes: store::core::DEFAULT_LINK_QUEUE_BYTES,
+        ..CoreConfig::default()
     };
+    let metrics = Arc::clone(&cfg.metrics);
+    let kept = Arc::clone(&metrics);
     let (core, _) = spawn(log, cfg).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -60,10 +64,10 @@ fn start_store(sync: bool) -> (SocketAddr, tempfile::TempDir) {
             )
             .unwrap_or_else(|e| panic!("{e}"));
             let _ = tx.send(listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
-            store::server::serve(listener, core).await;
+            store::server::serve(listener, core, metrics).await;
         })
     });
-    (rx.recv().unwrap_or_else(|e| panic!("{e}")), dir)
+    (rx.recv().unwrap_or_else(|e| panic!("{e}")), dir, kept)
 }
 
 fn link_load(addr: SocketAddr, id: usize, args: &Args, stop: &AtomicBool, done: &AtomicU64) {
@@ -121,49 +125,80 @@ fn measure(args: &Args, work: impl Fn(usize, &AtomicBool, &AtomicU64) + Sync) ->
     done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn main() {
     let args = Args::parse();
     let mut rows = Vec::new();
     for sync in [false, true] {
-        eprintln!(
-            "[store_load] sync={sync}: store, {} links x {} in flight, {}s ...",
-            args.links, args.pipeline, args.seconds
-        );
-        let (addr, _dir) = start_store(sync);
-        let store = if args.only.as_deref() == Some("raw") {
-            f64::NAN
-        } else {
-            measure(&args, |i, stop, done| link_load(addr, i, &args, stop, done))
-        };
-        if args.only.as_deref() == Some("store") {
-            rows.push((sync, store, f64::NAN));
-            continue;
-        }
-        eprintln!(
-            "[store_load] sync={sync}: raw RocksDB, {} threads, {}s ...",
-            args.links, args.seconds
-        );
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let raw_db = RocksEngine::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let (addr, _dir, metrics) = start_store(sync);
+        let raw_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let raw_db = RocksEngine::open(raw_dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let value = vec![b'v'; args.value];
-        let raw = measure(&args, |i, stop, done| {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let mut b = rocksdb::WriteBatch::default();
-                b.put(format!("load/{i}/{}", n % 100_000), &value);
-                raw_db.raw_write(b, sync).unwrap_or_else(|e| panic!("{e}"));
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        rows.push((sync, store, raw));
+        let (mut stores, mut raws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        // Store and raw alternate, so the machine's drift hits both alike.
+        for round in 1..=args.rounds {
+            eprintln!(
+                "[store_load] sync={sync} round {round}/{}: store, {} links x {} in flight, {}s ...",
+                args.rounds, args.links, args.pipeline, args.seconds
+            );
+            let before = (
+                metrics.commits.load(Ordering::Relaxed),
+                metrics.writes.load(Ordering::Relaxed),
+            );
+            let store = if args.only.as_deref() == Some("raw") {
+                f64::NAN
+            } else {
+                measure(&args, |i, stop, done| link_load(addr, i, &args, stop, done))
+            };
+            let commits = metrics.commits.load(Ordering::Relaxed) - before.0;
+            let writes = metrics.writes.load(Ordering::Relaxed) - before.1;
+            eprintln!(
+                "[store_load]   {store:.0} writes/s; {commits} commits, {:.1} writes per commit",
+                writes as f64 / commits.max(1) as f64
+            );
+            let raw = if args.only.as_deref() == Some("store") {
+                f64::NAN
+            } else {
+                eprintln!(
+                    "[store_load] sync={sync} round {round}/{}: raw RocksDB, {} threads, {}s ...",
+                    args.rounds, args.links, args.seconds
+                );
+                measure(&args, |i, stop, done| {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let mut b = rocksdb::WriteBatch::default();
+                        b.put(format!("load/{i}/{}", n % 100_000), &value);
+                        raw_db.raw_write(b, sync).unwrap_or_else(|e| panic!("{e}"));
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            };
+            eprintln!("[store_load]   raw {raw:.0} writes/s");
+            stores.push(store);
+            raws.push(raw);
+            ratios.push(store / raw);
+        }
+        rows.push((sync, stores, raws, ratios));
     }
     println!(
-        "| sync | store writes/s ({} links, {} in flight each) | raw RocksDB writes/s ({} threads) | store / raw |",
+        "| sync | round | store writes/s ({} links, {} in flight each) | raw RocksDB writes/s ({} threads) | store / raw |",
         args.links, args.pipeline, args.links
     );
-    println!("|---|---:|---:|---:|");
-    for (sync, store, raw) in rows {
-        println!("| {sync} | {store:.0} | {raw:.0} | {:.2} |", store / raw);
+    println!("|---|---|---:|---:|---:|");
+    for (sync, stores, raws, ratios) in rows {
+        for (i, ((s, r), q)) in stores.iter().zip(&raws).zip(&ratios).enumerate() {
+            println!("| {sync} | {} | {s:.0} | {r:.0} | {q:.2} |", i + 1);
+        }
+        println!(
+            "| {sync} | **median** | {:.0} | {:.0} | **{:.2}** |",
+            median(stores),
+            median(raws),
+            median(ratios)
+        );
     }
 }

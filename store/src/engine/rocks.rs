@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
-use rocksdb::{DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions};
+use rocksdb::{
+    DB, DBCompressionType, DBIteratorWithThreadMode, Direction, IteratorMode, Options, ReadOptions,
+    SnapshotWithThreadMode,
+};
 
-use super::{BatchOp, Engine, EngineError, Pair, WriteBatch};
+use super::{BatchOp, Engine, EngineError, Pair, Read, WriteBatch};
 
 /// A store's RocksDB database.
 #[derive(Debug)]
@@ -47,11 +50,73 @@ impl RocksEngine {
     }
 }
 
-impl Engine for RocksEngine {
+/// Up to `limit` pairs of a bounded forward iterator.
+fn take(iter: DBIteratorWithThreadMode<'_, DB>, limit: usize) -> Result<Vec<Pair>, EngineError> {
+    let mut out = Vec::new();
+    for item in iter.take(limit) {
+        let (k, v) = item.map_err(err)?;
+        out.push((k.into_vec(), v.into_vec()));
+    }
+    Ok(out)
+}
+
+/// The first pair of an iterator.
+fn first(mut iter: DBIteratorWithThreadMode<'_, DB>) -> Result<Option<Pair>, EngineError> {
+    match iter.next() {
+        Some(item) => {
+            let (k, v) = item.map_err(err)?;
+            Ok(Some((k.into_vec(), v.into_vec())))
+        }
+        None => Ok(None),
+    }
+}
+
+impl Read for RocksEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         self.db.get(key).map_err(err)
     }
 
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Pair>, EngineError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mode = IteratorMode::From(start, Direction::Forward);
+        take(self.db.iterator_opt(mode, bounded(start, end)), limit)
+    }
+
+    fn last(&self, start: &[u8], end: &[u8]) -> Result<Option<Pair>, EngineError> {
+        if start >= end {
+            return Ok(None);
+        }
+        first(self.db.iterator_opt(IteratorMode::End, bounded(start, end)))
+    }
+}
+
+/// Reads at one RocksDB snapshot.
+struct Snap<'a>(SnapshotWithThreadMode<'a, DB>);
+
+impl Read for Snap<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.0.get(key).map_err(err)
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Pair>, EngineError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mode = IteratorMode::From(start, Direction::Forward);
+        take(self.0.iterator_opt(mode, bounded(start, end)), limit)
+    }
+
+    fn last(&self, start: &[u8], end: &[u8]) -> Result<Option<Pair>, EngineError> {
+        if start >= end {
+            return Ok(None);
+        }
+        first(self.0.iterator_opt(IteratorMode::End, bounded(start, end)))
+    }
+}
+
+impl Engine for RocksEngine {
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), EngineError> {
         let mut wb = rocksdb::WriteBatch::default();
         for op in &batch.ops {
@@ -63,34 +128,8 @@ impl Engine for RocksEngine {
         self.raw_write(wb, sync)
     }
 
-    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Pair>, EngineError> {
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let iter = self.db.iterator_opt(
-            IteratorMode::From(start, Direction::Forward),
-            bounded(start, end),
-        );
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(err)?;
-            out.push((k.into_vec(), v.into_vec()));
-        }
-        Ok(out)
-    }
-
-    fn last(&self, start: &[u8], end: &[u8]) -> Result<Option<Pair>, EngineError> {
-        if start >= end {
-            return Ok(None);
-        }
-        let mut iter = self.db.iterator_opt(IteratorMode::End, bounded(start, end));
-        match iter.next() {
-            Some(item) => {
-                let (k, v) = item.map_err(err)?;
-                Ok(Some((k.into_vec(), v.into_vec())))
-            }
-            None => Ok(None),
-        }
+    fn snapshot_read<R>(&self, f: impl FnOnce(&dyn Read) -> R) -> R {
+        f(&Snap(self.db.snapshot()))
     }
 }
 

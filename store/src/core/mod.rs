@@ -1,0 +1,751 @@
+//! The core: one thread that owns the change log's state and the watcher tables, and
+//! beside it the committer thread ([`committer`]) that owns the disk.
+//!
+//! Requests from every link arrive on one channel. Writes queue up; whatever has
+//! queued becomes **one** batch (one fsync with `sync = true`: group commit), handed
+//! to the committer. While that batch is on its way to disk, the core goes on: it
+//! answers reads, starts watches, and prepares the next batch from the writes that
+//! arrived meanwhile, so the committer starts it the moment the first is done. A slow
+//! fsync therefore delays only the writes that must wait for it; links that read or
+//! watch are answered at once, and the batch behind it just grows. Only when a batch
+//! is reported committed are its writes acknowledged and its changes dispatched: one
+//! `Changes` frame per interested link for the whole batch, in seq order per partition.
+//!
+//! Requests of one link take effect in the order it sent them: a read, watch or
+//! unwatch that follows a link's own uncommitted write waits for that write (and
+//! so do that link's later requests), so a link always reads its own writes. Other
+//! links are not held up by it.
+//!
+//! Reads run on the core thread against one engine snapshot each and report the exact
+//! position they saw (see [`crate::changelog`]). A watch whose snapshot or resume
+//! already saw a batch that is committed but not yet dispatched records that, and the
+//! dispatch skips those changes for it: no gap and no duplicate between a watch's
+//! start and its live changes. A conditional write needs the committed version of its
+//! key, so it is prepared only when no batch is in flight.
+//!
+//! Frames for a link are collected per drain and handed to the link's writer in one
+//! piece; a link whose unwritten bytes pass a bound is dropped (its watches removed),
+//! so a peer that stops reading costs bounded memory.
+
+mod committer;
+mod pages;
+mod watch;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+use wire::link::{ChangeRef, ErrorCode, LinkEncoder, LinkLimits};
+
+use crate::changelog::{Change, ChangeLog, Position, Prepared, Retention, Write, WriteError};
+use crate::engine::Engine;
+use crate::metrics::{Metrics, PartitionLog};
+use crate::records::ChangeKind;
+use crate::watchers::{LinkId, Watchers};
+
+pub use committer::Outcome;
+pub use pages::{PAGE_BYTES, PAGE_ENTRIES, pages};
+
+/// A request decoded by a link, owned so that it can cross to the core thread.
+#[derive(Debug)]
+pub enum Req {
+    /// The edge introduced itself.
+    Hello,
+    /// Liveness probe.
+    Ping(u64),
+    /// Read a key.
+    Get(String),
+    /// A write.
+    Write(Write),
+    /// Start watching.
+    Watch {
+        /// The edge's id for this watch.
+        watch_id: u64,
+        /// Key or prefix.
+        target: String,
+        /// True for a prefix.
+        prefix: bool,
+        /// Resume after this position (then only its partition is watched).
+        from: Option<Position>,
+    },
+    /// Stop watching.
+    Unwatch(u64),
+}
+
+/// What reaches the core.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// A link connected; frames for it go to `outbox`.
+    Open {
+        /// Link id.
+        link: LinkId,
+        /// Its outbox.
+        outbox: Outbox,
+    },
+    /// A request from a link.
+    Request {
+        /// Link id.
+        link: LinkId,
+        /// Echoed in the reply.
+        request_id: u64,
+        /// The request.
+        req: Req,
+    },
+    /// A link closed.
+    Closed {
+        /// Link id.
+        link: LinkId,
+    },
+    /// Stop the core: it commits and answers what it has, then returns.
+    Shutdown,
+    /// The committer finished the batch in flight (sent by the core's own committer).
+    Committed(Outcome),
+}
+
+/// Where the core puts a link's frames: a channel to the link's writer task plus the
+/// number of bytes queued and not yet written, which bounds the link's memory.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// Frames for the writer task.
+    pub tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes handed over and not yet written to the socket (the writer subtracts).
+    pub queued: Arc<AtomicUsize>,
+    /// Signalled when the core drops the link: its socket is then shut down, which
+    /// also frees a writer blocked on a peer that stopped reading.
+    pub close: Arc<tokio::sync::Notify>,
+}
+
+/// Core settings.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Store id (HelloAck).
+    pub store_id: String,
+    /// Cluster map version.
+    pub map_version: u64,
+    /// fsync before acknowledging.
+    pub sync: bool,
+    /// Log retention.
+    pub retention: Retention,
+    /// Most messages handled per drain.
+    pub max_drain: usize,
+    /// Bytes a link may have queued and unwritten before it is dropped as stuck.
+    pub max_link_queue_bytes: usize,
+    /// Where the core's figures go.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            store_id: crate::cluster::DEFAULT_STORE_ID.into(),
+            map_version: 1,
+            sync: true,
+            retention: Retention::default(),
+            max_drain: 4096,
+            max_link_queue_bytes: DEFAULT_LINK_QUEUE_BYTES,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// Default bound on a link's unwritten bytes.
+pub const DEFAULT_LINK_QUEUE_BYTES: usize = 16 << 20;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn wire_pos(p: Position) -> wire::link::Position {
+    wire::link::Position::new(p.partition, p.epoch, p.seq)
+}
+
+fn wire_kind(k: ChangeKind) -> wire::link::ChangeKind {
+    match k {
+        ChangeKind::Put => wire::link::ChangeKind::Put,
+        ChangeKind::Delete => wire::link::ChangeKind::Delete,
+        ChangeKind::Publish => wire::link::ChangeKind::Publish,
+    }
+}
+
+fn text(key: &[u8]) -> &str {
+    // Keys arrive as link strings (UTF-8), so stored keys are UTF-8.
+    std::str::from_utf8(key).unwrap_or_default()
+}
+
+/// A prepared batch: who asked for each write, and what the change log made of it.
+struct Batch {
+    from: Vec<(LinkId, u64)>,
+    prepared: Prepared,
+}
+
+/// A committed change as a link frame entry for `watch_ids`.
+fn change_ref<'a>(c: &'a Change, watch_ids: &'a [u64]) -> ChangeRef<'a> {
+    ChangeRef {
+        watch_ids,
+        position: wire_pos(c.position),
+        key: text(&c.key),
+        kind: wire_kind(c.kind),
+        value: c.value.as_deref(),
+        version: c.version,
+    }
+}
+
+/// The size of a change in a frame, for paging.
+fn change_size(c: &ChangeRef<'_>) -> usize {
+    c.key.len() + c.value.map_or(0, <[u8]>::len) + 8 * c.watch_ids.len()
+}
+
+/// The core's state.
+struct Core<E: Engine> {
+    log: ChangeLog<E>,
+    watchers: Watchers,
+    links: HashMap<LinkId, Outbox>,
+    /// Frames per link produced in this drain, handed over by `flush`.
+    pending: HashMap<LinkId, Vec<u8>>,
+    enc: LinkEncoder,
+    cfg: CoreConfig,
+    /// Writes waiting for a batch, with who asked.
+    queue: VecDeque<(LinkId, u64, Write)>,
+    /// The batch the committer is writing.
+    inflight: Option<Batch>,
+    /// The next batch, prepared while `inflight` is written; submitted when it is done.
+    held: Option<Batch>,
+    committer: Sender<committer::Job>,
+    /// (link, watch id, partition) → seq: changes up to it were already in the watch's
+    /// snapshot or resume (read while a batch was landing); its dispatch skips them.
+    skips: HashMap<(LinkId, u64, u32), u64>,
+    /// Per link: its writes queued, held or in flight.
+    outstanding: HashMap<LinkId, usize>,
+    /// Per link: requests waiting for the link's earlier writes, in order.
+    deferred: HashMap<LinkId, VecDeque<(u64, Req)>>,
+    /// Trimming is due; `trimming` while a batch with trims is not yet committed.
+    trim_due: bool,
+    trimming: bool,
+}
+
+/// Run the core until `Shutdown`.
+fn run<E: Engine>(
+    log: ChangeLog<E>,
+    cfg: CoreConfig,
+    rx: Receiver<CoreMsg>,
+    (committer, committer_thread): (Sender<committer::Job>, std::thread::JoinHandle<()>),
+) {
+    let mut core = Core {
+        log,
+        watchers: Watchers::default(),
+        links: HashMap::new(),
+        pending: HashMap::new(),
+        enc: LinkEncoder::new(&LinkLimits::default()),
+        cfg,
+        queue: VecDeque::new(),
+        inflight: None,
+        held: None,
+        committer,
+        skips: HashMap::new(),
+        outstanding: HashMap::new(),
+        deferred: HashMap::new(),
+        trim_due: false,
+        trimming: false,
+    };
+    core.publish_partitions();
+    let mut last_tick = now_ms();
+    let mut stopping = false;
+    loop {
+        // Wake at least once a second, so an idle store still trims and publishes.
+        let wait =
+            Duration::from_millis(1000u64.saturating_sub(now_ms().saturating_sub(last_tick)));
+        let mut msgs = Vec::new();
+        match rx.recv_timeout(wait) {
+            Ok(m) => msgs.push(m),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while msgs.len() < core.cfg.max_drain {
+            match rx.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
+            }
+        }
+        for msg in msgs {
+            match msg {
+                CoreMsg::Request {
+                    link,
+                    request_id,
+                    req,
+                } => core.arrive(link, request_id, req),
+                CoreMsg::Committed(outcome) => core.committed(outcome),
+                CoreMsg::Shutdown => stopping = true,
+                other => core.handle(other),
+            }
+        }
+        core.pump();
+        core.flush();
+        if stopping && core.idle() {
+            break;
+        }
+        let now = now_ms();
+        if now.saturating_sub(last_tick) >= 1000 {
+            last_tick = now;
+            core.trim_due = true;
+            core.publish_partitions();
+        }
+    }
+    let clean = stopping && core.idle();
+    // The committer stops when its job sender is dropped; wait for it, so that the
+    // engine is closed by this thread and not torn down under it at process exit.
+    let Core {
+        mut log, committer, ..
+    } = core;
+    drop(committer);
+    if committer_thread.join().is_err() {
+        warn!("the committer thread panicked");
+    }
+    if clean {
+        match log.end_run() {
+            Ok(()) => info!("core stopped cleanly"),
+            Err(e) => warn!(error = %e, "could not record the clean stop"),
+        }
+    }
+}
+
+impl<E: Engine> Core<E> {
+    /// Nothing queued, in flight or held.
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.inflight.is_none() && self.held.is_none()
+    }
+
+    fn error(
+        &mut self,
+        link: LinkId,
+        request_id: u64,
+        code: ErrorCode,
+        message: &str,
+        current: u64,
+    ) {
+        let buf = self.pending.entry(link).or_default();
+        let _ = self.enc.error(
+            buf,
+            request_id,
+            code,
+            message,
+            self.cfg.map_version,
+            current,
+        );
+    }
+
+    fn write_error(&mut self, link: LinkId, request_id: u64, e: &WriteError) {
+        Metrics::add(&self.cfg.metrics.write_errors, 1);
+        let (code, current) = match e {
+            WriteError::Conflict { current } => (ErrorCode::Conflict, *current),
+            WriteError::WrongPartition(_) => (ErrorCode::WrongPartition, 0),
+            WriteError::TooLarge { .. } => (ErrorCode::TooLarge, 0),
+            WriteError::Engine(_) => {
+                warn!(error = %e, "write failed");
+                self.error(link, request_id, ErrorCode::Internal, "storage failure", 0);
+                return;
+            }
+        };
+        self.error(link, request_id, code, &e.to_string(), current);
+    }
+
+    /// A request arrives: queue a write, hold anything behind the link's own
+    /// uncommitted writes, answer the rest now.
+    fn arrive(&mut self, link: LinkId, request_id: u64, req: Req) {
+        if let Some(d) = self.deferred.get_mut(&link) {
+            d.push_back((request_id, req));
+            return;
+        }
+        match req {
+            Req::Write(w) => self.enqueue(link, request_id, w),
+            other if self.outstanding.get(&link).is_some_and(|&n| n > 0) => {
+                self.deferred
+                    .entry(link)
+                    .or_default()
+                    .push_back((request_id, other));
+            }
+            other => self.request(link, request_id, other),
+        }
+    }
+
+    fn enqueue(&mut self, link: LinkId, request_id: u64, w: Write) {
+        *self.outstanding.entry(link).or_default() += 1;
+        self.queue.push_back((link, request_id, w));
+    }
+
+    /// One of `link`'s writes has been answered: once none is left, run what waited.
+    fn write_answered(&mut self, link: LinkId) {
+        let left = match self.outstanding.get_mut(&link) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => return,
+        };
+        if left > 0 {
+            return;
+        }
+        self.outstanding.remove(&link);
+        let Some(mut waiting) = self.deferred.remove(&link) else {
+            return;
+        };
+        while let Some((request_id, req)) = waiting.pop_front() {
+            match req {
+                Req::Write(w) => self.enqueue(link, request_id, w),
+                other if self.outstanding.contains_key(&link) => {
+                    waiting.push_front((request_id, other));
+                    self.deferred.insert(link, waiting);
+                    return;
+                }
+                other => self.request(link, request_id, other),
+            }
+        }
+    }
+
+    /// Keep the committer busy: with nothing in flight, commit what is queued (or due
+    /// trimming); with a batch in flight, prepare the next one to follow it at once.
+    fn pump(&mut self) {
+        if self.inflight.is_none() {
+            let next = match self.held.take() {
+                Some(b) => Some(b),
+                None => self.prepare(true, self.cfg.max_drain),
+            };
+            if let Some(b) = next {
+                self.submit(b);
+            }
+        }
+        if self.inflight.is_some() {
+            // Whatever arrives while a batch is in flight joins the held one.
+            let room = self
+                .cfg
+                .max_drain
+                .saturating_sub(self.held.as_ref().map_or(0, |h| h.from.len()));
+            if let Some(more) = self.prepare(false, room) {
+                match &mut self.held {
+                    Some(held) => {
+                        held.from.extend(more.from);
+                        held.prepared.merge(more.prepared);
+                    }
+                    None => self.held = Some(more),
+                }
+            }
+        }
+        Metrics::set(&self.cfg.metrics.queued_writes, self.queue.len() as u64);
+    }
+
+    /// Build a batch from the queued writes (stopping before a conditional write unless
+    /// `conditional`, i.e. nothing is in flight) and from due trimming.
+    fn prepare(&mut self, conditional: bool, max: usize) -> Option<Batch> {
+        let mut take = 0;
+        for (_, _, w) in &self.queue {
+            if take == max || (!conditional && is_conditional(w)) {
+                break;
+            }
+            take += 1;
+        }
+        let trim = self.trim_due && !self.trimming;
+        if take == 0 && !trim {
+            return None;
+        }
+        let mut from = Vec::with_capacity(take);
+        let mut writes = Vec::with_capacity(take);
+        for (link, id, w) in self.queue.drain(..take) {
+            from.push((link, id));
+            writes.push(w);
+        }
+        let now = now_ms();
+        let mut prepared = self.log.prepare(&writes, now);
+        if trim {
+            self.trim_due = false;
+            let owned: Vec<u32> = self.log.owned().collect();
+            for p in owned {
+                if let Err(e) =
+                    self.log
+                        .prepare_trim(p, self.cfg.retention, now, 1000, &mut prepared)
+                {
+                    warn!(partition = p, error = %e, "trim failed");
+                }
+            }
+            self.trimming = !prepared.trimmed.is_empty();
+        }
+        if prepared.batch.is_empty() {
+            // Every write was refused before reaching the engine: answer them now.
+            self.answer(Batch { from, prepared });
+            return None;
+        }
+        Some(Batch { from, prepared })
+    }
+
+    fn submit(&mut self, mut b: Batch) {
+        let mut batch = std::mem::take(&mut b.prepared.batch);
+        batch.sort();
+        let job = committer::Job {
+            batch,
+            sync: self.cfg.sync,
+        };
+        if self.committer.send(job).is_err() {
+            warn!("the committer is gone");
+            self.log.abort();
+            let e = Arc::new(crate::engine::EngineError("committer stopped".into()));
+            b.prepared.results = crate::changelog::fail_all(b.prepared.results, &e);
+            self.answer(b);
+            return;
+        }
+        self.inflight = Some(b);
+    }
+
+    /// The batch in flight is done: on success start the held one, then acknowledge
+    /// and dispatch; on failure fail it and the held one (prepared on top of it).
+    fn committed(&mut self, outcome: Outcome) {
+        let Some(mut done) = self.inflight.take() else {
+            warn!("commit outcome with no batch in flight");
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                let p = &done.prepared;
+                self.log.committed(&p.last_seqs, &p.trimmed);
+                if !p.trimmed.is_empty() {
+                    self.trimming = false;
+                }
+                if let Some(next) = self.held.take() {
+                    self.submit(next);
+                }
+                let accepted = done.prepared.accepted();
+                if accepted > 0 {
+                    self.cfg.metrics.commit_writes.observe(accepted as f64);
+                    Metrics::add(&self.cfg.metrics.writes, accepted as u64);
+                }
+                self.answer(done);
+            }
+            Err(e) => {
+                warn!(error = %e, "commit failed: the batch and the one prepared after it fail");
+                self.log.abort();
+                self.trimming = false;
+                let results = std::mem::take(&mut done.prepared.results);
+                done.prepared.results = crate::changelog::fail_all(results, &e);
+                self.answer(done);
+                if let Some(mut next) = self.held.take() {
+                    let results = std::mem::take(&mut next.prepared.results);
+                    next.prepared.results = crate::changelog::fail_all(results, &e);
+                    self.answer(next);
+                }
+            }
+        }
+        // Every skip recorded so far was read while `done` was landing, at most.
+        self.skips.clear();
+    }
+
+    /// Reply to each write of `b` and dispatch its changes.
+    fn answer(&mut self, b: Batch) {
+        let mut changes: Vec<Change> = Vec::with_capacity(b.prepared.results.len());
+        let mut links = Vec::with_capacity(b.from.len());
+        for ((link, request_id), r) in b.from.into_iter().zip(b.prepared.results) {
+            match r {
+                Ok(c) => {
+                    let buf = self.pending.entry(link).or_default();
+                    let _ = self
+                        .enc
+                        .write_reply(buf, request_id, wire_pos(c.position), c.version);
+                    changes.push(c);
+                }
+                Err(e) => self.write_error(link, request_id, &e),
+            }
+            links.push(link);
+        }
+        self.dispatch(&changes);
+        // After the dispatch: a watch or unwatch that waited on these writes sees them.
+        for link in links {
+            self.write_answered(link);
+        }
+    }
+
+    /// One `Changes` frame (or a few, if big) per interested link for `changes`.
+    fn dispatch(&mut self, changes: &[Change]) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        let mut per_link: HashMap<LinkId, Vec<(usize, Vec<u64>)>> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            for (link, mut ids) in self.watchers.matching(&c.key, c.position.partition) {
+                if !self.skips.is_empty() {
+                    let p = c.position.partition;
+                    ids.retain(|id| {
+                        self.skips
+                            .get(&(link, *id, p))
+                            .is_none_or(|&upto| c.position.seq > upto)
+                    });
+                    if ids.is_empty() {
+                        continue;
+                    }
+                }
+                per_link.entry(link).or_default().push((i, ids));
+            }
+        }
+        let mut delivered = 0;
+        for (link, items) in per_link {
+            let refs: Vec<ChangeRef<'_>> = items
+                .iter()
+                .filter_map(|(i, ids)| changes.get(*i).map(|c| change_ref(c, ids)))
+                .collect();
+            delivered += refs.len();
+            let buf = self.pending.entry(link).or_default();
+            for page in pages(&refs, change_size) {
+                let _ = self.enc.changes(buf, 0, page);
+            }
+        }
+        Metrics::add(&self.cfg.metrics.deliveries, delivered as u64);
+    }
+
+    /// Handle a message that is not a write nor a commit outcome.
+    fn handle(&mut self, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Open { link, outbox } => {
+                debug!(link, "link open");
+                self.links.insert(link, outbox);
+                Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
+            }
+            CoreMsg::Closed { link } => self.drop_link(link, "closed by peer"),
+            CoreMsg::Request {
+                link,
+                request_id,
+                req,
+            } => self.request(link, request_id, req),
+            CoreMsg::Shutdown | CoreMsg::Committed(_) => {}
+        }
+    }
+
+    fn request(&mut self, link: LinkId, request_id: u64, req: Req) {
+        match req {
+            Req::Hello => {
+                let buf = self.pending.entry(link).or_default();
+                let _ = self.enc.hello_ack(
+                    buf,
+                    request_id,
+                    &self.cfg.store_id,
+                    self.cfg.map_version,
+                    self.log.partitions(),
+                );
+            }
+            Req::Ping(nonce) => {
+                let buf = self.pending.entry(link).or_default();
+                let _ = self.enc.pong(buf, request_id, nonce);
+            }
+            Req::Get(key) => match self.log.get(key.as_bytes()) {
+                Ok((cur, pos)) => {
+                    Metrics::add(&self.cfg.metrics.gets, 1);
+                    let (value, version) = cur
+                        .as_ref()
+                        .map_or((None, 0), |c| (Some(c.value.as_slice()), c.version));
+                    let buf = self.pending.entry(link).or_default();
+                    let _ =
+                        self.enc
+                            .get_reply(buf, request_id, &key, value, version, wire_pos(pos));
+                }
+                Err(e) => self.write_error(link, request_id, &e),
+            },
+            Req::Write(w) => self.enqueue(link, request_id, w),
+            Req::Watch {
+                watch_id,
+                target,
+                prefix,
+                from,
+            } => self.watch(link, request_id, watch_id, &target, prefix, from),
+            Req::Unwatch(watch_id) => {
+                self.watchers.remove(link, watch_id);
+                Metrics::set(&self.cfg.metrics.watches, self.watchers.len() as u64);
+            }
+        }
+    }
+
+    fn drop_link(&mut self, link: LinkId, why: &str) {
+        if let Some(outbox) = self.links.remove(&link) {
+            info!(link, why, "link dropped");
+            outbox.close.notify_one();
+        }
+        self.pending.remove(&link);
+        self.deferred.remove(&link);
+        self.watchers.remove_link(link);
+        Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
+        Metrics::set(&self.cfg.metrics.watches, self.watchers.len() as u64);
+    }
+
+    /// Hand every link its frames for this drain, in one piece; drop a link whose
+    /// unwritten bytes would pass the limit (its peer has stopped reading).
+    fn flush(&mut self) {
+        let pending: Vec<(LinkId, Vec<u8>)> = self
+            .pending
+            .drain()
+            .filter(|(_, b)| !b.is_empty())
+            .collect();
+        for (link, bytes) in pending {
+            let Some(outbox) = self.links.get(&link) else {
+                continue;
+            };
+            let queued = outbox.queued.load(Ordering::Acquire);
+            if queued + bytes.len() > self.cfg.max_link_queue_bytes {
+                Metrics::add(&self.cfg.metrics.links_dropped_stuck, 1);
+                self.drop_link(link, "outbound queue full (peer not reading)");
+                continue;
+            }
+            outbox.queued.fetch_add(bytes.len(), Ordering::AcqRel);
+            if outbox.tx.send(bytes).is_err() {
+                self.drop_link(link, "closed");
+            }
+        }
+        let total: usize = self
+            .links
+            .values()
+            .map(|o| o.queued.load(Ordering::Relaxed))
+            .sum();
+        Metrics::set(&self.cfg.metrics.link_queue_bytes, total as u64);
+    }
+
+    fn publish_partitions(&self) {
+        let mut logs: Vec<PartitionLog> = self
+            .log
+            .owned()
+            .filter_map(|p| {
+                let pos = self.log.position(p)?;
+                Some(PartitionLog {
+                    partition: p,
+                    first_seq: self.log.first_seq(p)?,
+                    last_seq: pos.seq,
+                })
+            })
+            .collect();
+        logs.sort_unstable_by_key(|l| l.partition);
+        self.cfg.metrics.publish_partitions(logs);
+    }
+}
+
+fn is_conditional(w: &Write) -> bool {
+    matches!(
+        w,
+        Write::Put {
+            if_version: Some(_),
+            ..
+        } | Write::Delete {
+            if_version: Some(_),
+            ..
+        }
+    )
+}
+
+/// Spawn the core and committer threads; returns the core's request sender. The core
+/// runs until it receives [`CoreMsg::Shutdown`].
+pub fn spawn<E: Engine>(
+    log: ChangeLog<E>,
+    cfg: CoreConfig,
+) -> std::io::Result<(Sender<CoreMsg>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let committer = committer::spawn(log.engine(), Arc::clone(&cfg.metrics), tx.clone())?;
+    let handle = std::thread::Builder::new()
+        .name("store-core".into())
+        .spawn(move || run(log, cfg, rx, committer))?;
+    Ok((tx, handle))
+}
