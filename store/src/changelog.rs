@@ -67,6 +67,13 @@ impl Change {
     }
 }
 
+/// The seq of partition `p`'s last log entry (0: none).
+fn logged_upto(r: &dyn Read, p: u32) -> Result<u64, EngineError> {
+    let (start, end) = keys::log_range(p);
+    Ok(r.last(&start, &end)?
+        .map_or(0, |(k, _)| keys::seq_of_log(&k)))
+}
+
 /// Visit every pair in `[start, end)`, reading `SCAN_PAGE` at a time.
 fn scan_all(
     engine: &dyn Read,
@@ -125,6 +132,106 @@ fn check_limits(w: &Write) -> Result<(), WriteError> {
 
 /// A key and its current value, as a snapshot returns them.
 pub type Entry = (Vec<u8>, Current);
+
+/// `Ok` when a write's `if_version` holds for a key whose put/delete chain ends at
+/// `head` (`exists`: with a value). A deleted or absent key has version 0.
+fn check_version(want: Option<u64>, head: u64, exists: bool) -> Result<(), WriteError> {
+    let current = if exists { head } else { 0 };
+    match want {
+        Some(want) if want != current => Err(WriteError::Conflict { current }),
+        _ => Ok(()),
+    }
+}
+
+/// A key's chain heads, as the batches prepared so far leave them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Heads {
+    /// The last put or delete (0: none) and whether the key has a value, if known.
+    version: Option<(u64, bool)>,
+    /// The last publish (0: none), if known.
+    publish: Option<u64>,
+}
+
+impl Heads {
+    fn max(&self) -> u64 {
+        self.version
+            .map_or(0, |v| v.0)
+            .max(self.publish.unwrap_or(0))
+    }
+}
+
+/// Chain heads of recently written keys, so that a write extends its key's chain
+/// without reading the engine. Heads of batches not yet committed are always kept (the
+/// engine does not have them yet); the rest are dropped when the cache is full.
+#[derive(Debug)]
+struct HeadCache {
+    by_partition: HashMap<u32, HashMap<Vec<u8>, Heads>>,
+    len: usize,
+    capacity: usize,
+}
+
+impl HeadCache {
+    fn get(&self, p: u32, key: &[u8]) -> Option<Heads> {
+        self.by_partition.get(&p)?.get(key).copied()
+    }
+
+    fn update(&mut self, p: u32, key: &[u8], f: impl FnOnce(&mut Heads)) {
+        let map = self.by_partition.entry(p).or_default();
+        match map.get_mut(key) {
+            Some(h) => f(h),
+            None => {
+                let mut h = Heads::default();
+                f(&mut h);
+                map.insert(key.to_vec(), h);
+                self.len += 1;
+            }
+        }
+    }
+
+    fn set_version(&mut self, p: u32, key: &[u8], head: u64, exists: bool) {
+        self.update(p, key, |h| h.version = Some((head, exists)));
+    }
+
+    fn set_publish(&mut self, p: u32, key: &[u8], head: u64) {
+        self.update(p, key, |h| h.publish = Some(head));
+    }
+
+    fn remove(&mut self, p: u32, key: &[u8]) {
+        if let Some(map) = self.by_partition.get_mut(&p)
+            && map.remove(key).is_some()
+        {
+            self.len -= 1;
+        }
+    }
+
+    /// Whether `key` has a change in a batch not yet committed (`committed`: the
+    /// partition's committed seq).
+    fn uncommitted(&self, p: u32, key: &[u8], committed: u64) -> bool {
+        self.get(p, key).is_some_and(|h| h.max() > committed)
+    }
+
+    /// Over capacity: keep only heads not yet committed.
+    fn shrink(&mut self, committed: impl Fn(u32) -> u64) {
+        if self.len <= self.capacity {
+            return;
+        }
+        let mut len = 0;
+        for (&p, map) in &mut self.by_partition {
+            let upto = committed(p);
+            map.retain(|_, h| h.max() > upto);
+            len += map.len();
+        }
+        self.len = len;
+    }
+
+    fn clear(&mut self) {
+        self.by_partition.clear();
+        self.len = 0;
+    }
+}
+
+/// Keys whose chain heads are kept in memory by default.
+pub const DEFAULT_HEAD_CACHE: usize = 1 << 20;
 
 /// A write request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +412,7 @@ pub struct ChangeLog<E: Engine> {
     engine: Arc<E>,
     partitions: u32,
     parts: HashMap<u32, PartState>,
+    heads: HeadCache,
 }
 
 /// Run states (`keys::run_state`).
@@ -333,10 +441,13 @@ impl<E: Engine> ChangeLog<E> {
                 .get(&keys::epoch(p))?
                 .map(|b| records::decode_u64(&b))
                 .transpose()?;
+            // The counter is only written at creation and by trims; the log's last
+            // entry says how far writes went since.
             let last = engine
                 .get(&keys::last_seq(p))?
                 .map(|b| records::decode_u64(&b))
-                .transpose()?;
+                .transpose()?
+                .map(|m| m.max(logged_upto(&*engine, p).unwrap_or(0)));
             let first = engine
                 .get(&keys::first_seq(p))?
                 .map(|b| records::decode_u64(&b))
@@ -360,9 +471,14 @@ impl<E: Engine> ChangeLog<E> {
                     // version still present so versions never go backwards.
                     let epoch = new_epoch();
                     let (vs, ve) = keys::value_prefix_range(p, b"");
-                    let mut floor = 0;
+                    let mut floor = logged_upto(&*engine, p)?;
                     scan_all(&*engine, vs, &ve, |_, v| {
                         floor = floor.max(records::decode_current(v)?.version);
+                        Ok(())
+                    })?;
+                    let (hs, he) = keys::publish_prefix_range(p, b"");
+                    scan_all(&*engine, hs, &he, |_, v| {
+                        floor = floor.max(records::decode_u64(v)?);
                         Ok(())
                     })?;
                     init.put(keys::epoch(p), records::encode_u64(epoch));
@@ -385,6 +501,11 @@ impl<E: Engine> ChangeLog<E> {
             engine,
             partitions,
             parts,
+            heads: HeadCache {
+                by_partition: HashMap::new(),
+                len: 0,
+                capacity: DEFAULT_HEAD_CACHE,
+            },
         })
     }
 
@@ -525,6 +646,13 @@ impl<E: Engine> ChangeLog<E> {
         for s in self.parts.values_mut() {
             s.assigned = s.last_seq;
         }
+        self.heads.clear();
+    }
+
+    /// Keep chain heads of at most about `keys` keys in memory (plus those of batches
+    /// not yet committed); a write to a key not kept reads its heads from the engine.
+    pub fn set_head_cache(&mut self, keys: usize) {
+        self.heads.capacity = keys;
     }
 
     /// Build one batch from `writes`, in order, giving each accepted write the next seq
@@ -535,8 +663,6 @@ impl<E: Engine> ChangeLog<E> {
     pub fn prepare(&mut self, writes: &[Write], now_ms: u64) -> Prepared {
         let mut batch = WriteBatch::default();
         let mut results: Vec<Result<Change, WriteError>> = Vec::with_capacity(writes.len());
-        // Versions and seqs as this batch changes them, before it is committed.
-        let mut versions: HashMap<(u32, &[u8]), u64> = HashMap::new();
         let mut last_seqs: HashMap<u32, u64> = HashMap::new();
         for w in writes {
             let key = w.key();
@@ -545,64 +671,63 @@ impl<E: Engine> ChangeLog<E> {
                 continue;
             }
             let p = self.partition_of(key);
-            let Some(state) = self.parts.get(&p) else {
+            let Some(state) = self.parts.get(&p).copied() else {
                 results.push(Err(WriteError::WrongPartition(p)));
                 continue;
             };
-            let wanted = match w {
-                Write::Put { if_version, .. } | Write::Delete { if_version, .. } => *if_version,
-                Write::Publish { .. } => None,
-            };
-            // Only a conditional write needs the key's current version: the version a
-            // write produces is its seq, so unconditional writes never read.
-            if let Some(want) = wanted {
-                let current = match versions.get(&(p, key)) {
-                    Some(&v) => Ok(v),
-                    None => self
-                        .engine
-                        .get(&keys::value(p, key))
-                        .and_then(|v| v.map(|b| records::decode_current(&b)).transpose())
-                        .map(|c| c.map_or(0, |c| c.version)),
-                };
-                match current {
-                    Ok(current) if current == want => {}
-                    Ok(current) => {
-                        results.push(Err(WriteError::Conflict { current }));
-                        continue;
-                    }
-                    Err(e) => {
-                        results.push(Err(WriteError::Engine(Arc::new(e))));
-                        continue;
-                    }
-                }
-            }
             let seq = last_seqs.get(&p).copied().unwrap_or(state.assigned) + 1;
-            last_seqs.insert(p, seq);
-            let position = Position {
-                partition: p,
-                epoch: state.epoch,
-                seq,
+            // The head of the chain this write extends; a conditional write checks
+            // the key's version against it.
+            let head = match w {
+                Write::Put { if_version, .. } | Write::Delete { if_version, .. } => self
+                    .version_head(p, key)
+                    .map_err(|e| WriteError::Engine(Arc::new(e)))
+                    .and_then(|(head, exists)| {
+                        check_version(*if_version, head, exists).map(|()| head)
+                    }),
+                Write::Publish { .. } => self
+                    .publish_head(p, key)
+                    .map_err(|e| WriteError::Engine(Arc::new(e))),
+            };
+            let prev = match head {
+                Ok(h) => h,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
             };
             let (kind, value, version) = match w {
                 Write::Put { value, .. } => {
-                    batch.put(keys::value(p, key), records::encode_current(seq, value));
-                    versions.insert((p, key), seq);
+                    batch.put(
+                        keys::value(p, key),
+                        records::encode_current(seq, Some(value)),
+                    );
+                    self.heads.set_version(p, key, seq, true);
                     (ChangeKind::Put, Some(value.clone()), seq)
                 }
                 Write::Delete { .. } => {
-                    batch.delete(keys::value(p, key));
-                    versions.insert((p, key), 0);
+                    // A tombstone keeps the head of the key's chain.
+                    batch.put(keys::value(p, key), records::encode_current(seq, None));
+                    self.heads.set_version(p, key, seq, false);
                     (ChangeKind::Delete, None, seq)
                 }
-                Write::Publish { value, .. } => (ChangeKind::Publish, Some(value.clone()), 0),
+                Write::Publish { value, .. } => {
+                    batch.put(keys::publish_head(p, key), records::encode_u64(seq));
+                    self.heads.set_publish(p, key, seq);
+                    (ChangeKind::Publish, Some(value.clone()), 0)
+                }
             };
+            last_seqs.insert(p, seq);
             batch.put(
                 keys::log(p, seq),
-                records::encode_entry(kind, key, value.as_deref(), now_ms),
+                records::encode_entry(kind, key, value.as_deref(), now_ms, prev),
             );
-            batch.put(keys::index(p, key, seq), Vec::new());
             results.push(Ok(Change {
-                position,
+                position: Position {
+                    partition: p,
+                    epoch: state.epoch,
+                    seq,
+                },
                 key: key.to_vec(),
                 kind,
                 value,
@@ -610,11 +735,14 @@ impl<E: Engine> ChangeLog<E> {
             }));
         }
         for (&p, &seq) in &last_seqs {
-            batch.put(keys::last_seq(p), records::encode_u64(seq));
             if let Some(s) = self.parts.get_mut(&p) {
                 s.assigned = seq;
             }
         }
+        let committed: HashMap<u32, u64> =
+            self.parts.iter().map(|(&p, s)| (p, s.last_seq)).collect();
+        self.heads
+            .shrink(|p| committed.get(&p).copied().unwrap_or(0));
         Prepared {
             batch,
             results,
@@ -623,13 +751,46 @@ impl<E: Engine> ChangeLog<E> {
         }
     }
 
-    /// The partition's last committed seq as recorded in `r` (the counter every batch
-    /// writes), or `fallback` if it has none.
-    fn seq_in(r: &dyn Read, p: u32, fallback: u64) -> Result<u64, EngineError> {
-        Ok(r.get(&keys::last_seq(p))?
+    /// The head of `key`'s put/delete chain and whether it has a value, as prepared
+    /// batches leave it (read from the engine when not known).
+    fn version_head(&mut self, p: u32, key: &[u8]) -> Result<(u64, bool), EngineError> {
+        if let Some(h) = self.heads.get(p, key).and_then(|h| h.version) {
+            return Ok(h);
+        }
+        let stored = self
+            .engine
+            .get(&keys::value(p, key))?
+            .map(|b| records::decode_current(&b))
+            .transpose()?;
+        let h = stored.map_or((0, false), |s| (s.version, s.value.is_some()));
+        self.heads.set_version(p, key, h.0, h.1);
+        Ok(h)
+    }
+
+    /// The head of `key`'s publish chain, as prepared batches leave it.
+    fn publish_head(&mut self, p: u32, key: &[u8]) -> Result<u64, EngineError> {
+        if let Some(h) = self.heads.get(p, key).and_then(|h| h.publish) {
+            return Ok(h);
+        }
+        let h = self
+            .engine
+            .get(&keys::publish_head(p, key))?
             .map(|b| records::decode_u64(&b))
             .transpose()?
-            .unwrap_or(fallback))
+            .unwrap_or(0);
+        self.heads.set_publish(p, key, h);
+        Ok(h)
+    }
+
+    /// The partition's last committed seq as `r` sees it: its last log entry, or the
+    /// counter (written at creation and by trims) if that is higher.
+    fn seq_in(r: &dyn Read, p: u32) -> Result<u64, EngineError> {
+        let counter = r
+            .get(&keys::last_seq(p))?
+            .map(|b| records::decode_u64(&b))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(counter.max(logged_upto(r, p)?))
     }
 
     /// The current value of `key`, if its partition is owned here, and the position it
@@ -638,11 +799,12 @@ impl<E: Engine> ChangeLog<E> {
         let p = self.partition_of(key);
         let state = self.parts.get(&p).ok_or(WriteError::WrongPartition(p))?;
         let read = self.engine.snapshot_read(|r| {
-            let seq = Self::seq_in(r, p, state.last_seq)?;
+            let seq = Self::seq_in(r, p)?;
             let cur = r
                 .get(&keys::value(p, key))?
                 .map(|b| records::decode_current(&b))
-                .transpose()?;
+                .transpose()?
+                .and_then(records::Stored::live);
             Ok::<_, EngineError>((cur, seq))
         });
         let (cur, seq) = read.map_err(Arc::new)?;
@@ -677,13 +839,13 @@ impl<E: Engine> ChangeLog<E> {
             Target::Prefix(prefix) => keys::value_prefix_range(p, prefix),
         };
         self.engine.snapshot_read(|r| {
-            let seq = Self::seq_in(r, p, state.last_seq)?;
+            let seq = Self::seq_in(r, p)?;
             let mut out = Vec::new();
             scan_all(r, start, &end, |k, v| {
-                out.push((
-                    keys::user_key_of_value(k).to_vec(),
-                    records::decode_current(v)?,
-                ));
+                // Tombstones of deleted keys are not part of a snapshot.
+                if let Some(c) = records::decode_current(v)?.live() {
+                    out.push((keys::user_key(k).to_vec(), c));
+                }
                 Ok(())
             })?;
             let at = Position {
@@ -714,7 +876,7 @@ impl<E: Engine> ChangeLog<E> {
         let now = Position {
             partition: p,
             epoch: state.epoch,
-            seq: Self::seq_in(r, p, state.last_seq).map_err(Arc::new)?,
+            seq: Self::seq_in(r, p).map_err(Arc::new)?,
         };
         let reason = if from.epoch != state.epoch {
             Some("the partition's log was recreated (new epoch)")
@@ -728,58 +890,67 @@ impl<E: Engine> ChangeLog<E> {
         if let Some(reason) = reason {
             return Ok(Resume::Reset { reason, now });
         }
-        let (start, end) = match target {
-            Target::Key(k) => keys::index_key_range(p, k, from.seq + 1),
-            Target::Prefix(prefix) => keys::index_prefix_range(p, prefix),
-        };
-        // Walk the index in (key, seq) order. An entry at or before `from` means the
-        // rest of that key's old history is skipped with one seek to (key, from + 1),
-        // so the cost follows the keys under the target plus what is returned, not
-        // the keys' whole histories.
-        let mut seqs = Vec::new();
-        let mut cursor = start;
-        'scan: loop {
-            let page = r.scan(&cursor, &end, SCAN_PAGE).map_err(Arc::new)?;
-            for (k, _) in &page {
-                let Some((key, seq)) = keys::parse_index(k) else {
-                    continue;
+        // The heads of every chain the target covers: one key's two, or those of
+        // every key under the prefix (tombstones included: a delete is a change).
+        let mut heads: Vec<u64> = Vec::new();
+        let e = |e: EngineError| WriteError::Engine(Arc::new(e));
+        match target {
+            Target::Key(k) => {
+                if let Some(b) = r.get(&keys::value(p, k)).map_err(e)? {
+                    heads.push(records::decode_current(&b).map_err(e)?.version);
+                }
+                if let Some(b) = r.get(&keys::publish_head(p, k)).map_err(e)? {
+                    heads.push(records::decode_u64(&b).map_err(e)?);
+                }
+            }
+            Target::Prefix(prefix) => {
+                let (vs, ve) = keys::value_prefix_range(p, prefix);
+                scan_all(r, vs, &ve, |_, v| {
+                    heads.push(records::decode_current(v)?.version);
+                    Ok(())
+                })
+                .map_err(e)?;
+                let (hs, he) = keys::publish_prefix_range(p, prefix);
+                scan_all(r, hs, &he, |_, v| {
+                    heads.push(records::decode_u64(v)?);
+                    Ok(())
+                })
+                .map_err(e)?;
+            }
+        }
+        // Walk each chain back to `from`: every entry read is one returned, and the
+        // entry at or before `from` is never read (its successor's `prev` says so).
+        let mut changes = Vec::new();
+        for mut seq in heads {
+            while seq > from.seq {
+                let Some(bytes) = r.get(&keys::log(p, seq)).map_err(e)? else {
+                    // Trimmed while this read began: the caller must reset.
+                    return Ok(Resume::Reset {
+                        reason: "position is older than the retained log",
+                        now,
+                    });
                 };
-                if seq <= from.seq {
-                    cursor = keys::index(p, &key, from.seq + 1);
-                    continue 'scan;
-                }
+                let entry = records::decode_entry(&bytes).map_err(e)?;
+                let prev = entry.prev;
                 if seq <= now.seq {
-                    seqs.push(seq);
+                    changes.push(Change::logged(
+                        Position {
+                            partition: p,
+                            epoch: state.epoch,
+                            seq,
+                        },
+                        entry,
+                    ));
                 }
-            }
-            match page.last() {
-                Some((k, _)) if page.len() == SCAN_PAGE => {
-                    cursor = k.clone();
-                    cursor.push(0);
+                if prev >= seq {
+                    return Err(e(EngineError(format!(
+                        "corrupt log: entry {seq} of partition {p} points forward to {prev}"
+                    ))));
                 }
-                _ => break,
+                seq = prev;
             }
         }
-        seqs.sort_unstable();
-        let mut changes = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let Some(bytes) = r.get(&keys::log(p, seq)).map_err(Arc::new)? else {
-                // Trimmed between the index read and now: the caller must reset.
-                return Ok(Resume::Reset {
-                    reason: "position is older than the retained log",
-                    now,
-                });
-            };
-            let e = records::decode_entry(&bytes).map_err(Arc::new)?;
-            changes.push(Change::logged(
-                Position {
-                    partition: p,
-                    epoch: state.epoch,
-                    seq,
-                },
-                e,
-            ));
-        }
+        changes.sort_unstable_by_key(|c| c.position.seq);
         Ok(Resume::Changes { changes, upto: now })
     }
 
@@ -834,7 +1005,7 @@ impl<E: Engine> ChangeLog<E> {
     /// each call removes a bounded number, so writes are never held up behind a long
     /// trim.
     pub fn prepare_trim(
-        &self,
+        &mut self,
         p: u32,
         retention: Retention,
         now_ms: u64,
@@ -856,7 +1027,6 @@ impl<E: Engine> ChangeLog<E> {
             &keys::log(p, state.first_seq + removable),
             removable as usize,
         )?;
-        let batch = &mut prepared.batch;
         let mut next_first = state.first_seq;
         for (k, v) in &page {
             let seq = keys::seq_of_log(k);
@@ -864,13 +1034,59 @@ impl<E: Engine> ChangeLog<E> {
             if now_ms.saturating_sub(e.time_ms) < retention.min_age_ms {
                 break;
             }
-            batch.delete(k.clone());
-            batch.delete(keys::index(p, &e.key, seq));
+            prepared.batch.delete(k.clone());
             next_first = seq + 1;
+            if e.kind != ChangeKind::Put {
+                self.collect_head(p, &e.key, seq, e.kind, state.last_seq, prepared)?;
+            }
         }
         if next_first > state.first_seq {
+            let batch = &mut prepared.batch;
             batch.put(keys::first_seq(p), records::encode_u64(next_first));
+            // The log may now be empty: the counter keeps the partition's position.
+            batch.put(keys::last_seq(p), records::encode_u64(state.last_seq));
             prepared.trimmed.push((p, next_first));
+        }
+        Ok(())
+    }
+
+    /// The change at `seq` of `key` leaves the log. If it was the last of its chain and
+    /// left nothing behind (a delete's tombstone, a publish head), that record goes
+    /// too. A key with a change in a batch not yet committed is left alone: its record
+    /// is being rewritten.
+    fn collect_head(
+        &mut self,
+        p: u32,
+        key: &[u8],
+        seq: u64,
+        kind: ChangeKind,
+        committed: u64,
+        prepared: &mut Prepared,
+    ) -> Result<(), EngineError> {
+        if self.heads.uncommitted(p, key, committed) {
+            return Ok(());
+        }
+        let (record, last) = if kind == ChangeKind::Delete {
+            let k = keys::value(p, key);
+            let stored = self
+                .engine
+                .get(&k)?
+                .map(|b| records::decode_current(&b))
+                .transpose()?;
+            let tombstone = stored.is_some_and(|s| s.value.is_none() && s.version == seq);
+            (k, tombstone)
+        } else {
+            let k = keys::publish_head(p, key);
+            let head = self
+                .engine
+                .get(&k)?
+                .map(|b| records::decode_u64(&b))
+                .transpose()?;
+            (k, head == Some(seq))
+        };
+        if last {
+            prepared.batch.delete(record);
+            self.heads.remove(p, key);
         }
         Ok(())
     }

@@ -8,12 +8,15 @@
 //! | `M p:u32 0x03` | seq:u64 | the first seq still retained (advanced by trimming) |
 //! | `V p:u32 key` | `storage.fbs` `Current` | current value and version of `key` |
 //! | `L p:u32 seq:u64` | `storage.fbs` `LogEntry` | the change log |
-//! | `K p:u32 esc(key) 0x00 0x01 seq:u64` | empty | per-key index of the log, so that resuming one key reads only that key's entries |
+//! | `H p:u32 key` | seq:u64 | the key's last publish (head of its publish chain; see `LogEntry.prev`) |
 //! | `R` | `clean` / `sync` / `async` | how the store last ran: stopped cleanly, or running with or without fsync |
 //!
-//! `esc` makes key bytes order-preserving and self-delimiting: `0x00` becomes
-//! `0x00 0xFF`, and `0x00 0x01` ends the key. A prefix's escaped bytes (without the
-//! terminator) are then a byte prefix of the escaped bytes of every key it covers.
+//! No per-key index is stored: each log entry points at the key's previous change
+//! (`V` holds the head of a key's put/delete chain, `H` of its publish chain), so
+//! resuming a key reads exactly the entries it returns.
+//!
+//! The last-seq counter is written when a partition is created and by each trim; a
+//! partition's position is the larger of it and its last log entry.
 
 /// Meta tag: the partition's epoch.
 const META_EPOCH: u8 = 0x01;
@@ -69,11 +72,6 @@ pub fn value_prefix_range(p: u32, prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
-/// Strip the `V p` header from a current-value key.
-pub fn user_key_of_value(k: &[u8]) -> &[u8] {
-    k.get(5..).unwrap_or_default()
-}
-
 /// The log key of `seq` in partition `p`.
 pub fn log(p: u32, seq: u64) -> Vec<u8> {
     let mut k = with_partition(b'L', p, 8);
@@ -88,65 +86,30 @@ pub fn seq_of_log(k: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-fn escape_into(k: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        k.push(b);
-        if b == 0 {
-            k.push(0xFF);
-        }
-    }
-}
-
-fn index_head(p: u32, key: &[u8]) -> Vec<u8> {
-    let mut k = with_partition(b'K', p, key.len() + 10);
-    escape_into(&mut k, key);
-    k.extend_from_slice(&[0x00, 0x01]);
-    k
-}
-
-/// The index key of (`key`, `seq`) in partition `p`.
-pub fn index(p: u32, key: &[u8], seq: u64) -> Vec<u8> {
-    let mut k = index_head(p, key);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// The index range of `key`'s entries with seq in `[from, ∞)`.
-pub fn index_key_range(p: u32, key: &[u8], from: u64) -> (Vec<u8>, Vec<u8>) {
-    let head = index_head(p, key);
-    let end = prefix_end(&head);
-    let mut start = head;
-    start.extend_from_slice(&from.to_be_bytes());
-    (start, end)
-}
-
-/// The index range of every key starting with `prefix`, all seqs.
-pub fn index_prefix_range(p: u32, prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut start = with_partition(b'K', p, prefix.len() + 2);
-    escape_into(&mut start, prefix);
+/// The range `[start, end)` of partition `p`'s log keys.
+pub fn log_range(p: u32) -> (Vec<u8>, Vec<u8>) {
+    let start = with_partition(b'L', p, 0);
     let end = prefix_end(&start);
     (start, end)
 }
 
-/// Split an index key into (user key, seq). `None` for a malformed key.
-pub fn parse_index(k: &[u8]) -> Option<(Vec<u8>, u64)> {
-    let body = k.get(5..)?;
-    let (esc, seq) = body.split_at(body.len().checked_sub(8)?);
-    let seq = u64::from_be_bytes(seq.try_into().ok()?);
-    let esc = esc.strip_suffix(&[0x00, 0x01])?;
-    let mut key = Vec::with_capacity(esc.len());
-    let mut i = 0;
-    while i < esc.len() {
-        key.push(esc[i]);
-        if esc[i] == 0 {
-            if esc.get(i + 1) != Some(&0xFF) {
-                return None;
-            }
-            i += 1;
-        }
-        i += 1;
-    }
-    Some((key, seq))
+/// The publish head key of `key` in partition `p`.
+pub fn publish_head(p: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = with_partition(b'H', p, key.len());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The range of publish head keys of partition `p` starting with `prefix`.
+pub fn publish_prefix_range(p: u32, prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let start = publish_head(p, prefix);
+    let end = prefix_end(&start);
+    (start, end)
+}
+
+/// Strip the `V p` or `H p` header from a value or publish head key.
+pub fn user_key(k: &[u8]) -> &[u8] {
+    k.get(5..).unwrap_or_default()
 }
 
 /// The smallest byte string greater than every string starting with `prefix`
@@ -177,7 +140,7 @@ mod tests {
             first_seq(1),
             value(1, b"k"),
             log(1, 5),
-            index(1, b"k", 5),
+            publish_head(1, b"k"),
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -185,35 +148,26 @@ mod tests {
             }
         }
         assert_eq!(seq_of_log(&log(7, 42)), 42);
-        assert_eq!(user_key_of_value(&value(7, b"room/1")), b"room/1");
+        assert_eq!(user_key(&value(7, b"room/1")), b"room/1");
+        assert_eq!(user_key(&publish_head(7, b"room/1")), b"room/1");
     }
 
     proptest! {
-        /// Index keys sort by (key, seq), and round-trip.
+        /// A key falls in a prefix's value and publish-head ranges exactly when it
+        /// starts with the prefix; log ranges hold exactly their partition's entries.
         #[test]
-        fn index_order_is_key_then_seq(a in proptest::collection::vec(any::<u8>(), 0..8), b in proptest::collection::vec(any::<u8>(), 0..8), s in any::<u64>(), t in any::<u64>()) {
-            let (ka, kb) = (index(3, &a, s), index(3, &b, t));
-            prop_assert_eq!(ka.cmp(&kb), (a.as_slice(), s).cmp(&(b.as_slice(), t)));
-            prop_assert_eq!(parse_index(&ka), Some((a.clone(), s)));
-        }
-
-        /// A key's index entries fall in its prefix's range exactly when the key starts
-        /// with the prefix; its own key range holds exactly its entries from `from` on.
-        #[test]
-        fn ranges_select_exactly(key in proptest::collection::vec(any::<u8>(), 0..8), other in proptest::collection::vec(any::<u8>(), 0..8), cut in 0usize..8, s in any::<u64>(), from in any::<u64>()) {
+        fn ranges_select_exactly(key in proptest::collection::vec(any::<u8>(), 0..8), other in proptest::collection::vec(any::<u8>(), 0..8), cut in 0usize..8, s in any::<u64>(), p in 0u32..4) {
             let prefix = &key[..cut.min(key.len())];
-            let (ps, pe) = index_prefix_range(3, prefix);
-            let ko = index(3, &other, s);
-            prop_assert_eq!(ps <= ko && ko < pe, other.starts_with(prefix));
-            let (ks, ke) = index_key_range(3, &key, from);
-            let k = index(3, &key, s);
-            prop_assert_eq!(ks <= k && k < ke, s >= from);
-            if other != key {
-                prop_assert!(!(ks <= ko && ko < ke));
-            }
             let (vs, ve) = value_prefix_range(3, prefix);
             let v = value(3, &other);
             prop_assert_eq!(vs <= v && v < ve, other.starts_with(prefix));
+            let (hs, he) = publish_prefix_range(3, prefix);
+            let h = publish_head(3, &other);
+            prop_assert_eq!(hs <= h && h < he, other.starts_with(prefix));
+            prop_assert!(!(vs <= h && h < ve), "spaces stay apart");
+            let (ls, le) = log_range(p);
+            let l = log(3, s);
+            prop_assert_eq!(ls <= l && l < le, p == 3);
         }
     }
 }

@@ -29,9 +29,11 @@ pub struct LogEntry {
     pub value: Option<Vec<u8>>,
     /// When it was logged (ms since the Unix epoch).
     pub time_ms: u64,
+    /// The key's previous change in the same chain (0: none).
+    pub prev: u64,
 }
 
-/// A decoded current value.
+/// A key's live value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
     /// The seq of the put that wrote it.
@@ -40,12 +42,35 @@ pub struct Current {
     pub value: Vec<u8>,
 }
 
+/// A decoded `V` record: a live value, or a deleted key's tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The seq of the key's last put or delete.
+    pub version: u64,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Stored {
+    /// The live value, if the key exists.
+    pub fn live(self) -> Option<Current> {
+        let version = self.version;
+        self.value.map(|value| Current { version, value })
+    }
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError(format!("corrupt {what} record: {e}"))
 }
 
 /// Encode a log entry.
-pub fn encode_entry(kind: ChangeKind, key: &[u8], value: Option<&[u8]>, time_ms: u64) -> Vec<u8> {
+pub fn encode_entry(
+    kind: ChangeKind,
+    key: &[u8],
+    value: Option<&[u8]>,
+    time_ms: u64,
+    prev: u64,
+) -> Vec<u8> {
     let mut b = FlatBufferBuilder::with_capacity(32 + key.len() + value.map_or(0, <[u8]>::len));
     let key = Some(b.create_vector(key));
     let value = value.map(|v| b.create_vector(v));
@@ -61,6 +86,7 @@ pub fn encode_entry(kind: ChangeKind, key: &[u8], value: Option<&[u8]>, time_ms:
             key,
             value,
             time_ms,
+            prev,
         },
     );
     b.finish_minimal(root);
@@ -81,24 +107,25 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LogEntry, EngineError> {
         key: e.key().bytes().to_vec(),
         value: e.value().map(|v| v.bytes().to_vec()),
         time_ms: e.time_ms(),
+        prev: e.prev(),
     })
 }
 
-/// Encode a current value.
-pub fn encode_current(version: u64, value: &[u8]) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::with_capacity(24 + value.len());
-    let value = Some(b.create_vector(value));
+/// Encode a `V` record: a value, or a tombstone (`None`).
+pub fn encode_current(version: u64, value: Option<&[u8]>) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::with_capacity(24 + value.map_or(0, <[u8]>::len));
+    let value = value.map(|v| b.create_vector(v));
     let root = fb::Current::create(&mut b, &fb::CurrentArgs { version, value });
     b.finish_minimal(root);
     b.finished_data().to_vec()
 }
 
-/// Decode a current value.
-pub fn decode_current(bytes: &[u8]) -> Result<Current, EngineError> {
+/// Decode a `V` record.
+pub fn decode_current(bytes: &[u8]) -> Result<Stored, EngineError> {
     let c = flatbuffers::root::<fb::Current>(bytes).map_err(|e| corrupt("value", e))?;
-    Ok(Current {
+    Ok(Stored {
         version: c.version(),
-        value: c.value().map(|v| v.bytes().to_vec()).unwrap_or_default(),
+        value: c.value().map(|v| v.bytes().to_vec()),
     })
 }
 
@@ -126,30 +153,42 @@ mod tests {
             (ChangeKind::Delete, None),
             (ChangeKind::Publish, Some(&b""[..])),
         ] {
-            let e = decode_entry(&encode_entry(kind, b"k\0ey", value, 1234)).unwrap();
+            let e = decode_entry(&encode_entry(kind, b"k\0ey", value, 1234, 9)).unwrap();
             assert_eq!(
                 e,
                 LogEntry {
                     kind,
                     key: b"k\0ey".to_vec(),
                     value: value.map(<[u8]>::to_vec),
-                    time_ms: 1234
+                    time_ms: 1234,
+                    prev: 9
                 }
             );
         }
         assert_eq!(
-            decode_current(&encode_current(7, b"x")).unwrap(),
-            Current {
+            decode_current(&encode_current(7, Some(b"x")))
+                .unwrap()
+                .live(),
+            Some(Current {
                 version: 7,
                 value: b"x".to_vec()
-            }
+            })
+        );
+        let tomb = decode_current(&encode_current(8, None)).unwrap();
+        assert_eq!((tomb.version, tomb.value.clone()), (8, None));
+        assert_eq!(tomb.live(), None);
+        let empty = decode_current(&encode_current(9, Some(b""))).unwrap();
+        assert_eq!(
+            empty.value,
+            Some(Vec::new()),
+            "an empty value is not a tombstone"
         );
         assert_eq!(decode_u64(&encode_u64(99)).unwrap(), 99);
     }
 
     #[test]
     fn corruption_is_an_error() {
-        let good = encode_entry(ChangeKind::Put, b"k", Some(b"v"), 1);
+        let good = encode_entry(ChangeKind::Put, b"k", Some(b"v"), 1, 0);
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0xFF;

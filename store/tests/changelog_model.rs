@@ -2,14 +2,16 @@
 //! trims, restarts, snapshots and resumes against a plain model of what a partitioned
 //! log must do. Checked: every write's outcome and version, every resume's changes
 //! (order, no gap, no duplicate) and that a reset happens exactly when the position is
-//! outside the retained log or from another epoch.
-#![allow(clippy::unwrap_used)]
+//! outside the retained log or from another epoch. Runs with chain-head caches from
+//! none to the default, so heads come from memory and from the engine alike.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use store::changelog::{ChangeLog, Position, Resume, Retention, Target, Write, WriteError};
+use store::engine::Read as _;
 use store::engine::memory::MemoryEngine;
 use store::records::ChangeKind;
 
@@ -66,11 +68,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn changelog_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn changelog_matches_model(ops in proptest::collection::vec(op(), 1..40), cache in prop_oneof![Just(0usize), 1usize..4, Just(store::changelog::DEFAULT_HEAD_CACHE)]) {
         let engine = Arc::new(MemoryEngine::new());
         let owned: Vec<u32> = (0..PARTITIONS).collect();
         let mut next_epoch = 100u64;
         let mut log = ChangeLog::open(Arc::clone(&engine), PARTITIONS, &owned, || { next_epoch += 1; next_epoch }).unwrap();
+        // A tiny cache of chain heads makes most writes read them back from the engine.
+        log.set_head_cache(cache);
         let epochs: BTreeMap<u32, u64> = owned.iter().map(|&p| (p, log.position(p).unwrap().epoch)).collect();
         let mut model = Model::default();
         let mut positions: Vec<Position> = owned.iter().map(|&p| log.position(p).unwrap()).collect();
@@ -126,6 +130,7 @@ proptest! {
                 }
                 Op::Restart => {
                     log = ChangeLog::open(Arc::clone(&engine), PARTITIONS, &owned, || unreachable!("no new epoch on restart")).unwrap();
+                    log.set_head_cache(cache);
                     for &p in &owned {
                         prop_assert_eq!(log.position(p).unwrap(), Position { partition: p, epoch: epochs[&p], seq: model.last(p) });
                     }
@@ -283,4 +288,82 @@ fn an_unclean_stop_under_sync_false_renews_epochs_and_nothing_else_does() {
     let mut log = ChangeLog::open(engine, 1, &[0], &mut next).unwrap();
     assert!(!log.begin_run(true, &mut next).unwrap());
     assert_eq!(epoch_of(&log), renewed);
+}
+
+/// A trim that removes a key's old delete must not remove the key's record when a
+/// write to the key is prepared but not yet committed (here: in the same batch).
+#[test]
+fn trimming_a_delete_keeps_a_value_written_since() {
+    let engine = Arc::new(MemoryEngine::new());
+    let mut log = ChangeLog::open(Arc::clone(&engine), 1, &[0], || 7).unwrap();
+    log.apply(
+        &[Write::Delete {
+            key: b"k".to_vec(),
+            if_version: None,
+        }],
+        1,
+        true,
+    )
+    .into_iter()
+    .for_each(|r| assert_eq!(r.unwrap().position.seq, 1));
+    let mut prepared = log.prepare(
+        &[Write::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            if_version: Some(0),
+        }],
+        2,
+    );
+    let everything = Retention {
+        min_entries: 0,
+        min_age_ms: 0,
+    };
+    log.prepare_trim(0, everything, 3, 10, &mut prepared)
+        .unwrap();
+    assert_eq!(prepared.trimmed, [(0, 2)]);
+    let results = log.commit_here(prepared, true);
+    assert_eq!(results[0].as_ref().unwrap().version, 2);
+    let (cur, at) = log.get(b"k").unwrap();
+    assert_eq!(cur.map(|c| (c.version, c.value)), Some((2, b"v".to_vec())));
+    assert_eq!(at.seq, 2);
+    // Once the put is trimmed too, the value stays (it is current); a later delete's
+    // tombstone goes once that delete is trimmed, and the key can be created anew.
+    assert_eq!(log.trim(0, everything, 4, 10).unwrap(), 1);
+    assert_eq!(log.get(b"k").unwrap().0.map(|c| c.version), Some(2));
+    log.apply(
+        &[Write::Delete {
+            key: b"k".to_vec(),
+            if_version: Some(2),
+        }],
+        5,
+        true,
+    );
+    assert_eq!(log.trim(0, everything, 6, 10).unwrap(), 1);
+    assert!(
+        engine.get(&store::keys::value(0, b"k")).unwrap().is_none(),
+        "tombstone collected"
+    );
+    let r = log.apply(
+        &[Write::Put {
+            key: b"k".to_vec(),
+            value: b"w".to_vec(),
+            if_version: Some(0),
+        }],
+        7,
+        true,
+    );
+    assert_eq!(r[0].as_ref().unwrap().position.seq, 4);
+    // The log holds only seq 4: resuming from 3 returns exactly it.
+    let from = Position {
+        partition: 0,
+        epoch: 7,
+        seq: 3,
+    };
+    match log.resume(from, Target::Key(b"k")).unwrap() {
+        Resume::Changes { changes, .. } => assert_eq!(
+            changes.iter().map(|c| c.position.seq).collect::<Vec<_>>(),
+            [4]
+        ),
+        other => panic!("{other:?}"),
+    }
 }

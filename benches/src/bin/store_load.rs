@@ -4,7 +4,7 @@
 //! database, alternating for `rounds` rounds of the same length in one run. Prints a
 //! table of every round and the medians.
 //!
-//! `cargo run --release -p benches --bin store_load -- --seconds 4 --links 4 --rounds 3`
+//! `cargo run --release -p benches --bin store_load -- --seconds 4 --links 4 --rounds 5`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
 
 use std::io::{Read, Write as _};
@@ -35,7 +35,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     value: usize,
     /// Alternating rounds of store and raw per `sync` setting; medians are reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Only measure one side (for profiling): `store` or `raw`.
     #[arg(long)]

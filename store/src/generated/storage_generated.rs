@@ -121,6 +121,7 @@ impl<'a> LogEntry<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 8;
   pub const VT_TIME_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PREV: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -132,6 +133,7 @@ impl<'a> LogEntry<'a> {
     args: &'args LogEntryArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LogEntry<'bldr>> {
     let mut builder = LogEntryBuilder::new(_fbb);
+    builder.add_prev(args.prev);
     builder.add_time_ms(args.time_ms);
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
@@ -170,6 +172,17 @@ impl<'a> LogEntry<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(LogEntry::VT_TIME_MS, Some(0)).unwrap()}
   }
+  /// The seq of the key's previous change of the same chain (0: none): puts and
+  /// deletes chain through the key's `Current.version`, publishes through its
+  /// publish head. Resuming one key walks its chains back, reading only what it
+  /// returns.
+  #[inline]
+  pub fn prev(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LogEntry::VT_PREV, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LogEntry<'_> {
@@ -182,6 +195,7 @@ impl ::flatbuffers::Verifiable for LogEntry<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("key", Self::VT_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
      .visit_field::<u64>("time_ms", Self::VT_TIME_MS, false)?
+     .visit_field::<u64>("prev", Self::VT_PREV, false)?
      .finish();
     Ok(())
   }
@@ -191,6 +205,7 @@ pub struct LogEntryArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub time_ms: u64,
+    pub prev: u64,
 }
 impl<'a> Default for LogEntryArgs<'a> {
   #[inline]
@@ -200,6 +215,7 @@ impl<'a> Default for LogEntryArgs<'a> {
       key: None, // required field
       value: None,
       time_ms: 0,
+      prev: 0,
     }
   }
 }
@@ -226,6 +242,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LogEntryBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(LogEntry::VT_TIME_MS, time_ms, 0);
   }
   #[inline]
+  pub fn add_prev(&mut self, prev: u64) {
+    self.fbb_.push_slot::<u64>(LogEntry::VT_PREV, prev, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LogEntryBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     LogEntryBuilder {
@@ -248,13 +268,16 @@ impl ::core::fmt::Debug for LogEntry<'_> {
       ds.field("key", &self.key());
       ds.field("value", &self.value());
       ds.field("time_ms", &self.time_ms());
+      ds.field("prev", &self.prev());
       ds.finish()
   }
 }
 pub enum CurrentOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// The current value of a key (`V p key`). Its version is the seq of its last put.
+/// The current value of a key (`V p key`). Its version is the seq of its last put or
+/// delete. A deleted key keeps a record without `value` (a tombstone: the head of its
+/// chain of changes) until its last change leaves the retained log.
 pub struct Current<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
