@@ -15,7 +15,7 @@ setup: ## install what building and testing needs (Debian packages, checks cargo
 
 run: setup ## run a local store (and, once it exists, an edge) on the embedded default
 	$(CARGO) build $(PROFILE) -p edge -p store
-	@echo "Starting the store on 127.0.0.1:7400 (data in data/store-1, Ctrl-C stops it cleanly)."
+	@echo "Starting the store on 127.0.0.1:7400, metrics on http://127.0.0.1:7401/metrics (data in data/store-1, Ctrl-C stops it cleanly)."
 	@echo "The edge (WebSocket side) is not built yet (issue 4); edges connect to this store when it is."
 	$(CARGO) run $(PROFILE) -q -p store -- --data-dir data/store-1
 

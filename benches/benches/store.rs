@@ -4,7 +4,7 @@
 //! Resume cost must follow what it returns, not the log's length: `resume/one_key`
 //! resumes a key that changed once, in a partition whose log also holds 0 or 1,000,000
 //! unrelated entries. Both run in one process, so their ratio is the figure to read;
-//! `one_key_by_scanning_the_log` is the same resume without the per-key index.
+//! `one_key_by_scanning_the_log` is the same resume without the key chains.
 
 #![allow(clippy::panic)] // setup failures in a benchmark should stop it loudly
 
@@ -108,7 +108,7 @@ fn resume_path(c: &mut Criterion) {
                 )
             },
         );
-        // What resuming would cost without the per-key index: read the partition's log
+        // What resuming would cost without the key chains: read the partition's log
         // after the position and keep the key's entries.
         g.sample_size(10);
         g.bench_with_input(

@@ -1000,7 +1000,7 @@ impl<E: Engine> ChangeLog<E> {
     }
 
     /// Add to `prepared` the removal of at most `max_entries` of partition `p`'s oldest
-    /// entries, keeping what `retention` requires. Only old entries are read, so this
+    /// entries, keeping what `retention` requires; true if more could go right away. Only old entries are read, so this
     /// can run while a batch of new writes is being committed. Cheap to call often:
     /// each call removes a bounded number, so writes are never held up behind a long
     /// trim.
@@ -1011,16 +1011,15 @@ impl<E: Engine> ChangeLog<E> {
         now_ms: u64,
         max_entries: usize,
         prepared: &mut Prepared,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let Some(state) = self.parts.get(&p).copied() else {
-            return Ok(());
+            return Ok(false);
         };
         let held = state.last_seq + 1 - state.first_seq;
-        let removable = held
-            .saturating_sub(retention.min_entries)
-            .min(max_entries as u64);
+        let over = held.saturating_sub(retention.min_entries);
+        let removable = over.min(max_entries as u64);
         if removable == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let page = self.engine.scan(
             &keys::log(p, state.first_seq),
@@ -1047,7 +1046,9 @@ impl<E: Engine> ChangeLog<E> {
             batch.put(keys::last_seq(p), records::encode_u64(state.last_seq));
             prepared.trimmed.push((p, next_first));
         }
-        Ok(())
+        // More is due now if a whole chunk went and the log is still over its count.
+        let removed = next_first - state.first_seq;
+        Ok(removed == max_entries as u64 && over > removed)
     }
 
     /// The change at `seq` of `key` leaves the log. If it was the last of its chain and

@@ -155,6 +155,18 @@ fn counter(out: &mut String, name: &str, help: &str, kind: &str, v: &AtomicU64) 
     );
 }
 
+/// A counter with one label, one sample per label value.
+fn labeled(out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, &AtomicU64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, v) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{value}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+}
+
 impl Metrics {
     /// Add `n` to a counter.
     pub fn add(c: &AtomicU64, n: u64) {
@@ -223,21 +235,17 @@ impl Metrics {
             c,
             &self.gets,
         );
-        let _ = writeln!(
-            o,
-            "# HELP ringline_store_watch_starts_total Watches started, by how they started.\n# TYPE ringline_store_watch_starts_total counter"
+        labeled(
+            &mut o,
+            "ringline_store_watch_starts_total",
+            "Watches started, by how they started.",
+            "how",
+            &[
+                ("snapshot", &self.watch_snapshot),
+                ("resumed", &self.watch_resumed),
+                ("reset", &self.watch_reset),
+            ],
         );
-        for (how, v) in [
-            ("snapshot", &self.watch_snapshot),
-            ("resumed", &self.watch_resumed),
-            ("reset", &self.watch_reset),
-        ] {
-            let _ = writeln!(
-                o,
-                "ringline_store_watch_starts_total{{how=\"{how}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
         counter(
             &mut o,
             "ringline_store_deliveries_total",
@@ -259,20 +267,16 @@ impl Metrics {
             c,
             &self.links_accepted,
         );
-        let _ = writeln!(
-            o,
-            "# HELP ringline_store_links_dropped_total Links the store dropped, by reason.\n# TYPE ringline_store_links_dropped_total counter"
+        labeled(
+            &mut o,
+            "ringline_store_links_dropped_total",
+            "Links the store dropped, by reason.",
+            "reason",
+            &[
+                ("stuck", &self.links_dropped_stuck),
+                ("malformed", &self.links_dropped_malformed),
+            ],
         );
-        for (why, v) in [
-            ("stuck", &self.links_dropped_stuck),
-            ("malformed", &self.links_dropped_malformed),
-        ] {
-            let _ = writeln!(
-                o,
-                "ringline_store_links_dropped_total{{reason=\"{why}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
         counter(
             &mut o,
             "ringline_store_watches",

@@ -151,6 +151,9 @@ impl Default for CoreConfig {
     }
 }
 
+/// Log entries trimmed per partition per batch.
+const TRIM_CHUNK: usize = 1000;
+
 /// Default bound on a link's unwritten bytes.
 pub const DEFAULT_LINK_QUEUE_BYTES: usize = 16 << 20;
 
@@ -463,11 +466,14 @@ impl<E: Engine> Core<E> {
             self.trim_due = false;
             let owned: Vec<u32> = self.log.owned().collect();
             for p in owned {
-                if let Err(e) =
-                    self.log
-                        .prepare_trim(p, self.cfg.retention, now, 1000, &mut prepared)
+                match self
+                    .log
+                    .prepare_trim(p, self.cfg.retention, now, TRIM_CHUNK, &mut prepared)
                 {
-                    warn!(partition = p, error = %e, "trim failed");
+                    // A partition written faster than one chunk a second is trimmed
+                    // again with the next batch, until it is back within retention.
+                    Ok(more) => self.trim_due |= more,
+                    Err(e) => warn!(partition = p, error = %e, "trim failed"),
                 }
             }
             self.trimming = !prepared.trimmed.is_empty();
