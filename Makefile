@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE := --release
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup run test lint gen gen-check bench fuzz fuzz-check seeds
+.PHONY: help setup run test lint gen gen-check bench fuzz fuzz-check seeds autobahn autobahn-full
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -19,9 +19,16 @@ run: setup ## run a local store (and, once it exists, an edge) on the embedded d
 	@echo "The edge (WebSocket side) is not built yet (issue 4); edges connect to this store when it is."
 	$(CARGO) run $(PROFILE) -q -p store -- --data-dir data/store-1
 
-test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests
+test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests, Autobahn 1.*-10.*
 	$(CARGO) test $(PROFILE) --workspace --doc
 	$(CARGO) test $(PROFILE) --workspace --all-targets
+	bash scripts/autobahn.sh
+
+autobahn: ## Autobahn TestSuite cases 1.*-10.* against the edge's /echo (sets up Python 2.7 once)
+	bash scripts/autobahn.sh
+
+autobahn-full: ## every Autobahn case, compression (12.*, 13.*) included
+	bash scripts/autobahn.sh --full
 
 lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

@@ -1,21 +1,118 @@
-//! `edge`: terminates client WebSockets on io_uring and routes requests to stores.
-//! The event loop lands with the edge issue; this binary currently only parses its
-//! command line so that packaging, CI and the allocator are in place.
+//! `edge`: terminates client WebSockets on io_uring. One worker thread per core, each
+//! with its own ring and `SO_REUSEPORT` listener on the same address; the main thread
+//! only starts them and waits for SIGTERM/SIGINT, which starts a graceful drain.
+#![deny(unsafe_code)]
+
+mod config;
+mod metrics;
+mod sys;
+mod worker;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::Parser;
+use tracing::{error, info, warn};
+
+use config::{Args, Config};
+use metrics::WorkerMetrics;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Ringline edge node: WebSocket termination and fan-out.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-fn main() -> std::process::ExitCode {
-    let _args = Args::parse();
-    eprintln!(
-        "ringline edge {}: the edge node is not built yet (see issue 4)",
-        env!("CARGO_PKG_VERSION")
+fn run(args: &Args) -> Result<(), String> {
+    let mut cfg = Config::resolve(args).map_err(|e| e.to_string())?;
+    let nofile = sys::net::raise_nofile().map_err(|e| format!("open-file limit: {e}"))?;
+    let wanted = (cfg.max_connections as u64).saturating_mul(cfg.workers as u64) + 64;
+    if nofile < wanted {
+        warn!(
+            nofile,
+            wanted,
+            "the open-file limit is below workers × max_connections: raise it (tuning/README.md: sysctl fs.nr_open, LimitNOFILE=) or lower max_connections"
+        );
+    }
+    // Signals go to the main thread only: block them before any thread starts.
+    sys::net::block_stop_signals().map_err(|e| format!("signals: {e}"))?;
+    // The first listener picks the port when it is 0; the others share it.
+    let mut listeners = Vec::with_capacity(cfg.workers);
+    for _ in 0..cfg.workers {
+        let l = sys::net::listener(cfg.listen, 65535)
+            .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+        if cfg.listen.port() == 0 {
+            cfg.listen = sys::net::local_addr(&l).map_err(|e| e.to_string())?;
+        }
+        listeners.push(l);
+    }
+    let cfg = Arc::new(cfg);
+    let all: Arc<Vec<Arc<WorkerMetrics>>> =
+        Arc::new((0..cfg.workers).map(|_| Arc::default()).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut handles = Vec::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let (cfg, all, stop) = (Arc::clone(&cfg), Arc::clone(&all), Arc::clone(&stop));
+        let metrics = Arc::clone(&all[id]);
+        let h = std::thread::Builder::new()
+            .name(format!("edge-worker-{id}"))
+            .spawn(move || -> Result<(), String> {
+                if cfg.pin
+                    && let Err(e) = sys::net::pin_to_cpu(id % cores)
+                {
+                    warn!(worker = id, error = %e, "cannot pin to a core");
+                }
+                let w = worker::Worker::new(id, listener, cfg, metrics, all, stop)
+                    .map_err(|e| format!("worker {id}: {e}"))?;
+                w.run().map_err(|e| format!("worker {id}: {e}"))
+            })
+            .map_err(|e| format!("cannot start worker {id}: {e}"))?;
+        handles.push(h);
+    }
+    info!(
+        listen = %cfg.listen, workers = cfg.workers, echo = cfg.echo,
+        "edge listening (GET /healthz, /metrics; WebSocket /echo)"
     );
-    std::process::ExitCode::from(2)
+    let stopper = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let sig = sys::net::wait_for_stop();
+            info!("{sig}: draining");
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    let mut failed = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some("a worker panicked".into()),
+        }
+    }
+    drop(stopper);
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            info!("edge stopped");
+            Ok(())
+        }
+    }
 }

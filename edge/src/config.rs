@@ -1,0 +1,195 @@
+//! The edge's configuration: an optional TOML file (every key documented in
+//! `edge/edge.example.toml`), overridden by command-line flags, resolved into one
+//! [`Config`] with defaults for everything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Ringline edge node: WebSocket termination and fan-out on io_uring.
+#[derive(Debug, Default, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// TOML config file (see edge/edge.example.toml); flags override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Client listener (HTTP + WebSocket) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Worker threads, one ring and one listener each [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Most connections per worker; past it handshakes get 503 [default: 250000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest WebSocket message in bytes (close 1009 above it) [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message: Option<usize>,
+    /// Bytes queued for one connection before it is closed as a slow consumer (4008); at least max-message + 64 KiB [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub max_outbound: Option<usize>,
+    /// Seconds between server pings; two silent intervals close the connection [default: 25].
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat_secs: Option<u64>,
+    /// Seconds a client has to finish its handshake [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Seconds a SIGTERM drain may take before the edge exits anyway [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub drain_secs: Option<u64>,
+    /// Serve the `/echo` WebSocket endpoint [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub echo: Option<bool>,
+    /// Pin each worker to a core [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub pin: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    workers: Option<usize>,
+    max_connections: Option<usize>,
+    max_message: Option<usize>,
+    max_outbound: Option<usize>,
+    heartbeat_secs: Option<u64>,
+    handshake_timeout_secs: Option<u64>,
+    drain_secs: Option<u64>,
+    echo: Option<bool>,
+    pin: Option<bool>,
+}
+
+/// A resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Client listener.
+    pub listen: SocketAddr,
+    /// Worker threads.
+    pub workers: usize,
+    /// Most connections per worker.
+    pub max_connections: usize,
+    /// Largest message.
+    pub max_message: usize,
+    /// Outbound bytes per connection before 4008.
+    pub max_outbound: usize,
+    /// Ping interval.
+    pub heartbeat: Duration,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// SIGTERM drain limit.
+    pub drain: Duration,
+    /// `/echo` on.
+    pub echo: bool,
+    /// Pin workers to cores.
+    pub pin: bool,
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {0}: {1}")]
+    Io(String, std::io::Error),
+    /// The file is not valid.
+    #[error("invalid config {0}: {1}")]
+    Toml(String, toml::de::Error),
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    /// Resolve flags over the file over defaults.
+    pub fn resolve(args: &Args) -> Result<Self, ConfigError> {
+        let f = match &args.config {
+            Some(path) => read(path)?,
+            None => FileConfig::default(),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let c = Self {
+            listen: args
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            workers: args.workers.or(f.workers).unwrap_or(cores),
+            max_connections: args
+                .max_connections
+                .or(f.max_connections)
+                .unwrap_or(250_000),
+            max_message: args.max_message.or(f.max_message).unwrap_or(1 << 20),
+            max_outbound: args.max_outbound.or(f.max_outbound).unwrap_or(4 << 20),
+            heartbeat: Duration::from_secs(args.heartbeat_secs.or(f.heartbeat_secs).unwrap_or(25)),
+            handshake_timeout: Duration::from_secs(
+                args.handshake_timeout_secs
+                    .or(f.handshake_timeout_secs)
+                    .unwrap_or(10),
+            ),
+            drain: Duration::from_secs(args.drain_secs.or(f.drain_secs).unwrap_or(30)),
+            echo: args.echo.or(f.echo).unwrap_or(true),
+            pin: args.pin.or(f.pin).unwrap_or(true),
+        };
+        // One message must always fit in a connection's outbound queue.
+        let mut c = c;
+        c.max_outbound = c.max_outbound.max(c.max_message + (64 << 10));
+        if c.workers == 0 {
+            return Err(ConfigError::Invalid("workers must be at least 1"));
+        }
+        if c.heartbeat.is_zero() || c.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "heartbeat and handshake timeout must be ≥ 1 s",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(name.clone(), e))?;
+    toml::from_str(&text).map_err(|e| ConfigError::Toml(name, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_flags_override_it() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("edge.example.toml");
+        let args = Args {
+            config: Some(example),
+            workers: Some(3),
+            ..Args::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.heartbeat, Duration::from_secs(25));
+        assert!(c.echo);
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_workers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.toml");
+        std::fs::write(&p, "listne = \"127.0.0.1:1\"\n").unwrap();
+        let args = Args {
+            config: Some(p),
+            ..Args::default()
+        };
+        assert!(matches!(Config::resolve(&args), Err(ConfigError::Toml(..))));
+        let args = Args {
+            workers: Some(0),
+            ..Args::default()
+        };
+        assert!(matches!(
+            Config::resolve(&args),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,177 @@
+//! Per-worker figures: each worker updates its own atomics (no sharing on the hot
+//! path); `GET /metrics` on any worker renders every worker's, in Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Close codes counted one by one; others go under "other".
+pub const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4008];
+
+/// One worker's figures.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    /// Connections open (gauge).
+    pub connections: AtomicU64,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Handshakes refused because the worker was full (503).
+    pub rejected_full: AtomicU64,
+    /// Requests refused as malformed (4xx).
+    pub rejected_bad: AtomicU64,
+    /// Connections dropped for not finishing their handshake in time.
+    pub rejected_timeout: AtomicU64,
+    /// WebSocket handshakes completed.
+    pub handshakes: AtomicU64,
+    /// Plain HTTP requests answered.
+    pub http_requests: AtomicU64,
+    /// Messages received.
+    pub messages_in: AtomicU64,
+    /// Messages sent.
+    pub messages_out: AtomicU64,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Bytes queued and not yet sent (gauge).
+    pub queued_bytes: AtomicU64,
+    /// Close frames sent, by code (`CLOSE_CODES`, then other).
+    pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
+}
+
+impl WorkerMetrics {
+    /// Add to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtract from a gauge.
+    pub fn sub(c: &AtomicU64, n: u64) {
+        c.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Count a close frame sent with `code`.
+    pub fn close_sent(&self, code: u16) {
+        let i = CLOSE_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(CLOSE_CODES.len());
+        if let Some(c) = self.closes.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// (name, type, help, which atomic) of one per-worker series.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerMetrics) -> &AtomicU64,
+);
+
+/// Render every worker's figures.
+pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
+    let mut o = String::with_capacity(4096);
+    let series: [Series; 12] = [
+        (
+            "ringline_edge_connections",
+            "gauge",
+            "Connections open.",
+            |m| &m.connections,
+        ),
+        (
+            "ringline_edge_accepted_total",
+            "counter",
+            "Connections accepted.",
+            |m| &m.accepted,
+        ),
+        (
+            "ringline_edge_rejected_full_total",
+            "counter",
+            "Handshakes refused with 503: worker full or draining.",
+            |m| &m.rejected_full,
+        ),
+        (
+            "ringline_edge_rejected_bad_total",
+            "counter",
+            "Requests refused as malformed.",
+            |m| &m.rejected_bad,
+        ),
+        (
+            "ringline_edge_rejected_timeout_total",
+            "counter",
+            "Connections dropped for a handshake not finished in time.",
+            |m| &m.rejected_timeout,
+        ),
+        (
+            "ringline_edge_handshakes_total",
+            "counter",
+            "WebSocket handshakes completed.",
+            |m| &m.handshakes,
+        ),
+        (
+            "ringline_edge_http_requests_total",
+            "counter",
+            "Plain HTTP requests answered.",
+            |m| &m.http_requests,
+        ),
+        (
+            "ringline_edge_messages_in_total",
+            "counter",
+            "WebSocket messages received.",
+            |m| &m.messages_in,
+        ),
+        (
+            "ringline_edge_messages_out_total",
+            "counter",
+            "WebSocket messages sent.",
+            |m| &m.messages_out,
+        ),
+        (
+            "ringline_edge_bytes_in_total",
+            "counter",
+            "Bytes received.",
+            |m| &m.bytes_in,
+        ),
+        (
+            "ringline_edge_bytes_out_total",
+            "counter",
+            "Bytes sent.",
+            |m| &m.bytes_out,
+        ),
+        (
+            "ringline_edge_queued_bytes",
+            "gauge",
+            "Bytes queued for connections and not yet sent.",
+            |m| &m.queued_bytes,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (w, m) in workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "{name}{{worker=\"{w}\"}} {}",
+                get(m).load(Ordering::Relaxed)
+            );
+        }
+    }
+    let name = "ringline_edge_close_frames_sent_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Close frames sent, by code.\n# TYPE {name} counter"
+    );
+    for (w, m) in workers.iter().enumerate() {
+        for (i, c) in m.closes.iter().enumerate() {
+            let code = CLOSE_CODES
+                .get(i)
+                .map_or_else(|| "other".to_string(), u16::to_string);
+            let _ = writeln!(
+                o,
+                "{name}{{worker=\"{w}\",code=\"{code}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+    o
+}

@@ -1,0 +1,100 @@
+//! Sockets and process settings: `SO_REUSEPORT` listeners (one per worker), adopting
+//! descriptors returned by completions, pinning a thread to a core, the open-file
+//! limit, and waiting for SIGTERM/SIGINT.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use rustix::net::{AddressFamily, SocketType, bind, listen, socket, sockopt};
+
+/// A listening socket for one worker; every worker binds the same address.
+pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = socket(family, SocketType::STREAM, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    sockopt::set_socket_reuseport(&fd, true)?;
+    bind(&fd, &addr)?;
+    listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+/// The address a socket is bound to.
+pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let a = rustix::net::getsockname(fd)?;
+    SocketAddr::try_from(a).map_err(|_| io::Error::other("not an inet address"))
+}
+
+/// Take ownership of a descriptor an accept completion returned.
+pub fn adopt(raw: i32) -> Option<OwnedFd> {
+    // SAFETY: a non-negative accept result is a new descriptor that nothing else owns.
+    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Set `TCP_NODELAY`: frames are already batched per connection.
+pub fn nodelay(fd: &OwnedFd) {
+    let _ = sockopt::set_tcp_nodelay(fd, true);
+}
+
+/// Pin the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)?;
+    Ok(())
+}
+
+/// Raise the open-file soft limit to the hard limit; returns the new soft limit.
+pub fn raise_nofile() -> io::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        setrlimit(Resource::Nofile, l)?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
+}
+
+/// Block SIGTERM and SIGINT in the calling thread (and the threads it spawns later),
+/// so that [`wait_for_stop`] receives them.
+pub fn block_stop_signals() -> io::Result<()> {
+    let set = stop_set();
+    // SAFETY: `set` is an initialised signal set; a null old-set pointer is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+fn stop_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set; sigaddset adds valid signals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Wait for SIGTERM or SIGINT (blocked beforehand with [`block_stop_signals`]).
+pub fn wait_for_stop() -> &'static str {
+    let set = stop_set();
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is initialised and `sig` is a valid out pointer.
+        let r = unsafe { libc::sigwait(&set, &mut sig) };
+        if r == 0 {
+            return if sig == libc::SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+        }
+    }
+}

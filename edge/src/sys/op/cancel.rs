@@ -1,0 +1,18 @@
+//! Cancel an operation in flight (by its user data). The cancelled operation still
+//! completes (with `-ECANCELED`), which is when its buffers come back.
+
+use std::io;
+
+use io_uring::{opcode, types};
+
+use crate::sys::Ring;
+
+impl Ring {
+    /// Cancel every operation whose user data is `target`.
+    pub fn cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
+        let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target).all())
+            .build()
+            .user_data(user_data);
+        self.push(e)
+    }
+}

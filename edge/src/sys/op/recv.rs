@@ -1,0 +1,20 @@
+//! Multishot receive into the provided-buffer ring: each completion names the buffer
+//! the kernel filled; the operation stays armed while `more` is set.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, types};
+
+use crate::sys::Ring;
+use crate::sys::bufring::GROUP;
+
+impl Ring {
+    /// Arm a multishot receive on `fd`.
+    pub fn recv_multi(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
+        let e = opcode::RecvMulti::new(types::Fd(fd), GROUP)
+            .build()
+            .user_data(user_data);
+        self.push(e)
+    }
+}

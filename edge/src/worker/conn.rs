@@ -1,0 +1,325 @@
+//! One connection's state and what its received bytes do to it: first an HTTP head
+//! (answered in plain HTTP, or upgraded to a WebSocket), then WebSocket frames. This
+//! file does no I/O: bytes come in, frames to send go to `out`, and flags tell the
+//! worker what to do next (close after flushing, stop reading).
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use wire::frame::{
+    CloseCode, Decoder, Incoming, Limits, Opcode, encode_close, encode_close_reply, encode_frame,
+};
+use wire::handshake::{
+    HandshakeLimits, Status, parse_request, write_response, write_switching_protocols,
+};
+
+use crate::metrics::WorkerMetrics;
+use crate::sys::Chunk;
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Reading the HTTP request head.
+    Http {
+        /// The head so far.
+        head: Vec<u8>,
+    },
+    /// A WebSocket.
+    Ws {
+        /// Frame decoder (holds no heap memory while idle).
+        dec: Decoder,
+        /// Bytes of a frame not yet complete (empty, unallocated, while idle).
+        partial: Vec<u8>,
+    },
+    /// Closing: nothing more is read or answered.
+    Closing,
+}
+
+/// A connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// Generation of its slab slot (stale completions are told apart by it).
+    pub generation: u32,
+    /// Where it is.
+    pub phase: Phase,
+    /// Frames queued and not yet handed to the kernel.
+    pub out: VecDeque<Chunk>,
+    /// Bytes in `out`.
+    pub out_bytes: usize,
+    /// A send is in flight.
+    pub sending: bool,
+    /// The multishot receive is armed.
+    pub recv_armed: bool,
+    /// Its cancellation was requested.
+    pub cancelling: bool,
+    /// Close the socket once `out` is sent.
+    pub close_after_flush: bool,
+    /// Tick of the last bytes received.
+    pub last_rx: u64,
+    /// Tick of the last ping sent.
+    pub last_ping: u64,
+    /// The tick its timer entry is due.
+    pub due: u64,
+    /// The handshake just completed: the worker moves its timer to the heartbeat.
+    pub upgraded: bool,
+}
+
+/// What a connection may see of its worker while handling bytes.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The edge's configuration.
+    pub cfg: &'a crate::config::Config,
+    /// This worker's figures.
+    pub metrics: &'a WorkerMetrics,
+    /// New WebSockets are refused (503): worker full or draining.
+    pub refuse: bool,
+    /// Draining: `/healthz` answers 503.
+    pub draining: bool,
+    /// Every worker's figures, for `/metrics`.
+    pub all: &'a [std::sync::Arc<WorkerMetrics>],
+}
+
+/// Largest owned chunk small frames are coalesced into.
+const COALESCE: usize = 64 * 1024;
+
+impl Conn {
+    /// A new connection, reading its request head.
+    pub fn new(fd: OwnedFd, generation: u32, now: u64) -> Self {
+        Self {
+            fd,
+            generation,
+            phase: Phase::Http { head: Vec::new() },
+            out: VecDeque::new(),
+            out_bytes: 0,
+            sending: false,
+            recv_armed: false,
+            cancelling: false,
+            close_after_flush: false,
+            last_rx: now,
+            last_ping: now,
+            due: 0,
+            upgraded: false,
+        }
+    }
+
+    /// Queue bytes built by `write`, coalescing small frames into one chunk.
+    pub fn queue_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let before = self.out_bytes;
+        match self.out.back_mut() {
+            Some(Chunk::Owned(v)) if v.len() < COALESCE => {
+                let n = v.len();
+                write(v);
+                self.out_bytes += v.len() - n;
+            }
+            _ => {
+                let mut v = Vec::new();
+                write(&mut v);
+                self.out_bytes += v.len();
+                self.out.push_back(Chunk::Owned(v));
+            }
+        }
+        let _ = before;
+    }
+
+    /// Queue a frame encoded once and shared with other connections.
+    pub fn queue_shared(&mut self, frame: bytes::Bytes) {
+        self.out_bytes += frame.len();
+        self.out.push_back(Chunk::Shared(frame));
+    }
+
+    /// Queue a close frame and stop: the socket closes once it is sent.
+    pub fn close_with(&mut self, code: CloseCode, reason: &str, m: &WorkerMetrics) {
+        if matches!(self.phase, Phase::Ws { .. }) {
+            self.queue_with(|v| encode_close(v, code, reason));
+            m.close_sent(code.0);
+        }
+        self.phase = Phase::Closing;
+        self.close_after_flush = true;
+    }
+
+    /// Handle received bytes (`data` may be modified: frames are unmasked in place).
+    pub fn on_data(&mut self, data: &mut [u8], now: u64, ctx: &Ctx<'_>) {
+        self.last_rx = now;
+        WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
+        match &mut self.phase {
+            Phase::Http { head } => {
+                head.extend_from_slice(data);
+                self.on_head(ctx);
+            }
+            Phase::Ws { .. } => self.on_ws(data, ctx),
+            Phase::Closing => {}
+        }
+    }
+
+    fn on_head(&mut self, ctx: &Ctx<'_>) {
+        let Phase::Http { head } = &mut self.phase else {
+            return;
+        };
+        let limits = HandshakeLimits::default();
+        // Parse only once the head can be complete (or too big).
+        if !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < limits.max_header_bytes {
+            return;
+        }
+        let head = std::mem::take(head);
+        let mut reply = Vec::new();
+        let mut upgraded: Option<Vec<u8>> = None;
+        match parse_request(&head, &limits, &[]) {
+            Ok(None) => {
+                self.phase = Phase::Http { head };
+                return;
+            }
+            Err(e) => {
+                WorkerMetrics::add(&ctx.metrics.rejected_bad, 1);
+                e.write_response(&mut reply);
+            }
+            Ok(Some((req, _))) => match (req.websocket.as_ref(), req.path) {
+                (None, "/healthz") => {
+                    WorkerMetrics::add(&ctx.metrics.http_requests, 1);
+                    let (status, body) = if ctx.draining {
+                        (Status::ServiceUnavailable, &b"draining\n"[..])
+                    } else {
+                        (Status::Ok, &b"ok\n"[..])
+                    };
+                    write_response(&mut reply, status, "text/plain", body, None);
+                }
+                (None, "/metrics") => {
+                    WorkerMetrics::add(&ctx.metrics.http_requests, 1);
+                    let text = crate::metrics::render(ctx.all);
+                    write_response(
+                        &mut reply,
+                        Status::Ok,
+                        "text/plain; version=0.0.4",
+                        text.as_bytes(),
+                        None,
+                    );
+                }
+                (Some(up), "/echo") if ctx.cfg.echo => {
+                    if ctx.refuse {
+                        WorkerMetrics::add(&ctx.metrics.rejected_full, 1);
+                        write_response(
+                            &mut reply,
+                            Status::ServiceUnavailable,
+                            "text/plain",
+                            b"full\n",
+                            Some(5),
+                        );
+                    } else {
+                        WorkerMetrics::add(&ctx.metrics.handshakes, 1);
+                        write_switching_protocols(&mut reply, &up.accept, up.protocol);
+                        upgraded = Some(req.rest.to_vec());
+                    }
+                }
+                _ => {
+                    WorkerMetrics::add(&ctx.metrics.http_requests, 1);
+                    write_response(
+                        &mut reply,
+                        Status::NotFound,
+                        "text/plain",
+                        b"not found\n",
+                        None,
+                    );
+                }
+            },
+        }
+        self.out_bytes += reply.len();
+        self.out.push_back(Chunk::Owned(reply));
+        match upgraded {
+            Some(mut rest) => {
+                let limits = Limits {
+                    max_frame: ctx.cfg.max_message,
+                    max_message: ctx.cfg.max_message,
+                };
+                self.phase = Phase::Ws {
+                    dec: Decoder::server(limits),
+                    partial: Vec::new(),
+                };
+                self.upgraded = true;
+                if !rest.is_empty() {
+                    self.on_ws(&mut rest, ctx);
+                }
+            }
+            None => {
+                self.phase = Phase::Closing;
+                self.close_after_flush = true;
+            }
+        }
+    }
+
+    fn on_ws(&mut self, data: &mut [u8], ctx: &Ctx<'_>) {
+        let Phase::Ws { dec, partial } = &mut self.phase else {
+            return;
+        };
+        let mut replies: Vec<u8> = Vec::new();
+        let mut messages = 0u64;
+        let mut close: Option<(CloseCode, bool)> = None;
+        let mut run = |buf: &mut [u8]| -> usize {
+            let mut at = 0;
+            while at < buf.len() && close.is_none() {
+                let Some(rest) = buf.get_mut(at..) else { break };
+                match dec.decode(rest) {
+                    Ok(Some((item, used))) => {
+                        at += used;
+                        match item {
+                            Incoming::Text(s) => {
+                                messages += 1;
+                                encode_frame(&mut replies, Opcode::Text, s.as_bytes());
+                            }
+                            Incoming::Binary(b) => {
+                                messages += 1;
+                                encode_frame(&mut replies, Opcode::Binary, b);
+                            }
+                            Incoming::Ping(p) => encode_frame(&mut replies, Opcode::Pong, p),
+                            Incoming::Close(frame) => {
+                                encode_close_reply(&mut replies, frame.as_ref());
+                                let code = frame.map_or(CloseCode::NORMAL, |f| f.code);
+                                close = Some((code, true));
+                            }
+                            Incoming::Pong(_) | Incoming::Fragment | Incoming::AfterClose => {}
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        close = Some((e.close_code(), false));
+                        at = buf.len();
+                    }
+                }
+            }
+            at
+        };
+        if partial.is_empty() {
+            let used = run(data);
+            if let Some(rest) = data.get(used..)
+                && !rest.is_empty()
+                && close.is_none()
+            {
+                partial.extend_from_slice(rest);
+            }
+        } else {
+            partial.extend_from_slice(data);
+            let used = run(partial);
+            partial.drain(..used.min(partial.len()));
+            if partial.is_empty() {
+                *partial = Vec::new();
+            }
+        }
+        WorkerMetrics::add(&ctx.metrics.messages_in, messages);
+        if ctx.cfg.echo {
+            WorkerMetrics::add(&ctx.metrics.messages_out, messages);
+        }
+        if !replies.is_empty() {
+            self.queue_with(|v| v.extend_from_slice(&replies));
+        }
+        match close {
+            Some((code, true)) => {
+                // The peer closed: our reply (echoing its code) is already queued.
+                ctx.metrics.close_sent(code.0);
+                self.phase = Phase::Closing;
+                self.close_after_flush = true;
+            }
+            Some((code, false)) => self.close_with(code, "", ctx.metrics),
+            None => {}
+        }
+    }
+}

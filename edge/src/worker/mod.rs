@@ -1,0 +1,522 @@
+//! A worker: one thread, one io_uring ring, one `SO_REUSEPORT` listener, and the
+//! connections it accepted, in a slab. Completions flow in (accepts, received
+//! buffers, finished sends, the tick), each connection's state machine
+//! ([`conn`]) turns bytes into frames to send, and at the end of each round every
+//! connection with queued frames gets one vectored send. Nothing is shared with other
+//! workers but read-only configuration, the stop flag and the metrics atomics.
+
+pub mod conn;
+pub mod timer;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use wire::frame::{CloseCode, Opcode, SharedFrame};
+
+use crate::config::Config;
+use crate::metrics::WorkerMetrics;
+use crate::sys::{BufRing, Chunk, Cqe, Ring, net};
+use conn::{Conn, Ctx, Phase};
+use timer::Wheel;
+
+/// What a completion is for (the top byte of its user data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Op {
+    Accept = 1,
+    Recv = 2,
+    Send = 3,
+    Cancel = 4,
+    Tick = 5,
+}
+
+fn ud(op: Op, idx: u32, generation: u32) -> u64 {
+    (op as u64) << 56 | (u64::from(generation) & 0xFF_FFFF) << 32 | u64::from(idx)
+}
+
+fn parse_ud(ud: u64) -> (u8, u32, u32) {
+    ((ud >> 56) as u8, ((ud >> 32) & 0xFF_FFFF) as u32, ud as u32)
+}
+
+/// Receive buffers per worker, and their size.
+const BUFFERS: u16 = 1024;
+const BUFFER_SIZE: usize = 4096;
+
+/// Everything a worker thread owns. Field order is drop order: the ring goes before
+/// the buffers it was given.
+pub struct Worker {
+    ring: Ring,
+    bufs: BufRing,
+    listener: Option<OwnedFd>,
+    conns: Vec<Option<Conn>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    live: usize,
+    wheel: Wheel,
+    cfg: Arc<Config>,
+    id: usize,
+    metrics: Arc<WorkerMetrics>,
+    all: Arc<Vec<Arc<WorkerMetrics>>>,
+    stop: Arc<AtomicBool>,
+    /// Connections with frames queued this round.
+    dirty: Vec<u32>,
+    drain: Option<Drain>,
+    accepting: bool,
+    /// The heartbeat ping, encoded once for every connection.
+    ping: bytes::Bytes,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id)
+            .field("live", &self.live)
+            .finish()
+    }
+}
+
+/// A SIGTERM drain in progress.
+#[derive(Debug)]
+struct Drain {
+    started: Instant,
+    /// Ticks over which connections are closed.
+    spread: u64,
+    /// Ticks elapsed.
+    ticks: u64,
+}
+
+/// How long `/healthz` says 503 before the listener closes, so that a load balancer's
+/// health check sees it first.
+const DRAIN_NOTICE_TICKS: u64 = 2;
+
+impl Worker {
+    /// A worker serving `listener`. Call on the worker's own thread: the ring accepts
+    /// submissions only from the thread that created it.
+    pub fn new(
+        id: usize,
+        listener: OwnedFd,
+        cfg: Arc<Config>,
+        metrics: Arc<WorkerMetrics>,
+        all: Arc<Vec<Arc<WorkerMetrics>>>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
+        let mut ring = Ring::new(4096)?;
+        let bufs = BufRing::new(BUFFERS, BUFFER_SIZE)?;
+        ring.register(&bufs)?;
+        Ok(Self {
+            ring,
+            bufs,
+            listener: Some(listener),
+            conns: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            wheel: Wheel::default(),
+            cfg,
+            id,
+            metrics,
+            all,
+            stop,
+            dirty: Vec::new(),
+            drain: None,
+            accepting: false,
+            ping: SharedFrame::new(Opcode::Ping, b"").into_bytes(),
+        })
+    }
+
+    /// Run until drained (after the stop flag is set).
+    pub fn run(mut self) -> io::Result<()> {
+        info!(worker = self.id, ring = self.ring.flags, "worker running");
+        self.arm_accept()?;
+        self.ring.tick(Duration::from_secs(1), ud(Op::Tick, 0, 0))?;
+        let mut cqes: Vec<Cqe> = Vec::with_capacity(1024);
+        loop {
+            self.ring.submit_and_wait(1)?;
+            self.ring.completions(&mut cqes);
+            for c in cqes.drain(..) {
+                self.complete(c);
+            }
+            self.flush();
+            if let Some(d) = &self.drain
+                && (self.live == 0 && !self.accepting || d.started.elapsed() > self.cfg.drain)
+            {
+                info!(worker = self.id, left = self.live, "worker drained");
+                return Ok(());
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) -> io::Result<()> {
+        if let Some(l) = &self.listener {
+            self.ring
+                .accept_multi(l.as_raw_fd(), ud(Op::Accept, 0, 0))?;
+            self.accepting = true;
+        }
+        Ok(())
+    }
+
+    fn conn(&mut self, idx: u32, generation: u32) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(idx as usize)?
+            .as_mut()
+            .filter(|c| c.generation & 0xFF_FFFF == generation)
+    }
+
+    fn complete(&mut self, c: Cqe) {
+        let (op, generation, idx) = parse_ud(c.user_data);
+        match op {
+            x if x == Op::Accept as u8 => self.on_accept(c),
+            x if x == Op::Recv as u8 => self.on_recv(idx, generation, c),
+            x if x == Op::Send as u8 => self.on_send(idx, generation, c),
+            x if x == Op::Tick as u8 => self.on_tick(),
+            _ => {}
+        }
+    }
+
+    fn on_accept(&mut self, c: Cqe) {
+        if !c.more() {
+            self.accepting = false;
+        }
+        if let Some(fd) = net::adopt(c.result) {
+            WorkerMetrics::add(&self.metrics.accepted, 1);
+            net::nodelay(&fd);
+            self.add_conn(fd);
+        } else if c.result != -libc::ECANCELED {
+            debug!(worker = self.id, errno = -c.result, "accept failed");
+        }
+        if !self.accepting {
+            if self.drain.is_some() {
+                // Cancelled for the drain: the listener can go now.
+                self.listener = None;
+            } else if let Err(e) = self.arm_accept() {
+                warn!(worker = self.id, error = %e, "cannot re-arm accept");
+            }
+        }
+    }
+
+    fn add_conn(&mut self, fd: OwnedFd) {
+        let now = self.wheel.now();
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        let generation = self.next_generation(idx);
+        let raw = fd.as_raw_fd();
+        let mut conn = Conn::new(fd, generation, now);
+        conn.due = now + self.cfg.handshake_timeout.as_secs();
+        self.wheel.schedule((idx, generation), conn.due);
+        match self.ring.recv_multi(raw, ud(Op::Recv, idx, generation)) {
+            Ok(()) => conn.recv_armed = true,
+            Err(e) => {
+                warn!(worker = self.id, error = %e, "cannot arm receive");
+                return;
+            }
+        }
+        if let Some(slot) = self.conns.get_mut(idx as usize) {
+            *slot = Some(conn);
+        }
+        self.live += 1;
+        WorkerMetrics::add(&self.metrics.connections, 1);
+    }
+
+    /// A reused slot gets a new generation, so completions of its previous
+    /// connection are recognised as stale.
+    fn next_generation(&mut self, idx: u32) -> u32 {
+        let i = idx as usize;
+        if self.generations.len() <= i {
+            self.generations.resize(i + 1, 0);
+        }
+        let g = (self.generations[i] + 1) & 0xFF_FFFF;
+        self.generations[i] = g;
+        g
+    }
+
+    fn ctx_parts(&self) -> (bool, bool) {
+        let draining = self.drain.is_some();
+        let refuse = draining || self.live > self.cfg.max_connections;
+        (refuse, draining)
+    }
+
+    fn on_recv(&mut self, idx: u32, generation: u32, c: Cqe) {
+        let now = self.wheel.now();
+        let (refuse, draining) = self.ctx_parts();
+        let all = Arc::clone(&self.all);
+        let cfg = Arc::clone(&self.cfg);
+        let metrics = Arc::clone(&self.metrics);
+        let ctx = Ctx {
+            cfg: &cfg,
+            metrics: &metrics,
+            refuse,
+            draining,
+            all: &all,
+        };
+        let bid = c.buffer();
+        let Some(conn) = self
+            .conns
+            .get_mut(idx as usize)
+            .and_then(Option::as_mut)
+            .filter(|k| k.generation & 0xFF_FFFF == generation)
+        else {
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        };
+        if !c.more() {
+            conn.recv_armed = false;
+        }
+        if c.result > 0 {
+            if let Some(b) = bid {
+                if let Some(data) = self.bufs.get(b, c.result as usize) {
+                    conn.on_data(data, now, &ctx);
+                }
+                self.bufs.recycle(b);
+            }
+        } else if c.result == 0 {
+            // The peer closed its side.
+            conn.phase = Phase::Closing;
+        } else if c.result == -libc::ENOBUFS {
+            // Every buffer was in use: receive again (this round's are back now).
+        } else if c.result != -libc::ECANCELED {
+            conn.phase = Phase::Closing;
+        }
+        if std::mem::take(&mut conn.upgraded) {
+            conn.last_ping = now;
+            conn.due = now + self.cfg.heartbeat.as_secs();
+            self.wheel.schedule((idx, generation), conn.due);
+        }
+        let rearm = !conn.recv_armed && !matches!(conn.phase, Phase::Closing);
+        let raw = conn.fd.as_raw_fd();
+        if rearm {
+            match self.ring.recv_multi(raw, ud(Op::Recv, idx, generation)) {
+                Ok(()) => {
+                    if let Some(conn) = self.conn(idx, generation) {
+                        conn.recv_armed = true;
+                    }
+                }
+                Err(_) => {
+                    if let Some(conn) = self.conn(idx, generation) {
+                        conn.phase = Phase::Closing;
+                    }
+                }
+            }
+        }
+        self.after_event(idx, generation);
+    }
+
+    fn on_send(&mut self, idx: u32, generation: u32, c: Cqe) {
+        let chunks = self.ring.send_done(c.user_data).unwrap_or_default();
+        let Some(conn) = self.conn(idx, generation) else {
+            return;
+        };
+        conn.sending = false;
+        if c.result < 0 {
+            conn.phase = Phase::Closing;
+            conn.out.clear();
+            conn.out_bytes = 0;
+        } else {
+            // Whatever the kernel did not take goes back to the front of the queue.
+            let mut sent = c.result as usize;
+            let mut unsent: Vec<Chunk> = Vec::new();
+            for mut ch in chunks {
+                let len = ch.as_slice().len();
+                if sent >= len {
+                    sent -= len;
+                } else {
+                    ch.advance(sent);
+                    sent = 0;
+                    unsent.push(ch);
+                }
+            }
+            let back: usize = unsent.iter().map(|c| c.as_slice().len()).sum();
+            for ch in unsent.into_iter().rev() {
+                conn.out.push_front(ch);
+            }
+            conn.out_bytes += back;
+            WorkerMetrics::add(&self.metrics.bytes_out, c.result as u64);
+        }
+        self.dirty.push(idx);
+        self.after_event(idx, generation);
+    }
+
+    /// After any event: mark for flushing, start closing, or free the slot.
+    fn after_event(&mut self, idx: u32, generation: u32) {
+        let max_outbound = self.cfg.max_outbound;
+        let metrics = Arc::clone(&self.metrics);
+        let Some(conn) = self.conn(idx, generation) else {
+            return;
+        };
+        if conn.out_bytes > max_outbound && !matches!(conn.phase, Phase::Closing) {
+            // A slow consumer: drop what is queued and tell it why.
+            conn.out.clear();
+            conn.out_bytes = 0;
+            conn.close_with(CloseCode::SLOW_CONSUMER, "slow consumer", &metrics);
+        }
+        let flush = !conn.out.is_empty() && !conn.sending;
+        let closing = matches!(conn.phase, Phase::Closing)
+            && (!conn.close_after_flush || (conn.out.is_empty() && !conn.sending));
+        let recv_armed = conn.recv_armed;
+        let sending = conn.sending;
+        if flush {
+            self.dirty.push(idx);
+        }
+        if closing {
+            if recv_armed {
+                let cancel = self
+                    .conn(idx, generation)
+                    .is_some_and(|c| !std::mem::replace(&mut c.cancelling, true));
+                if cancel {
+                    // Its completion (-ECANCELED) disarms the receive; then the slot goes.
+                    let _ = self.ring.cancel(
+                        ud(Op::Recv, idx, generation),
+                        ud(Op::Cancel, idx, generation),
+                    );
+                }
+            } else if !sending {
+                self.release(idx);
+            }
+        }
+    }
+
+    fn release(&mut self, idx: u32) {
+        if let Some(slot) = self.conns.get_mut(idx as usize)
+            && let Some(conn) = slot.take()
+        {
+            // Dropping the descriptor closes the socket.
+            drop(conn);
+            self.free.push(idx);
+            self.live -= 1;
+            WorkerMetrics::sub(&self.metrics.connections, 1);
+        }
+    }
+
+    /// One vectored send per connection with queued frames and none in flight.
+    fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for idx in dirty {
+            let Some(conn) = self.conns.get_mut(idx as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.sending || conn.out.is_empty() {
+                continue;
+            }
+            let n = conn.out.len().min(crate::sys::op::writev::MAX_IOV);
+            let chunks: Vec<Chunk> = conn.out.drain(..n).collect();
+            let bytes: usize = chunks.iter().map(|c| c.as_slice().len()).sum();
+            conn.out_bytes -= bytes;
+            conn.sending = true;
+            let generation = conn.generation & 0xFF_FFFF;
+            let raw = conn.fd.as_raw_fd();
+            if self
+                .ring
+                .writev(raw, chunks, ud(Op::Send, idx, generation))
+                .is_err()
+                && let Some(conn) = self.conn(idx, generation)
+            {
+                conn.sending = false;
+                conn.phase = Phase::Closing;
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let mut due = Vec::new();
+        self.wheel.advance(&mut due);
+        let now = self.wheel.now();
+        if self.stop.load(Ordering::Relaxed) && self.drain.is_none() {
+            info!(worker = self.id, connections = self.live, "draining");
+            let spread = (self.cfg.drain.as_secs() / 2).max(1);
+            self.drain = Some(Drain {
+                started: Instant::now(),
+                spread,
+                ticks: 0,
+            });
+        }
+        if let Some(d) = &mut self.drain {
+            d.ticks += 1;
+            let ticks = d.ticks;
+            let spread = d.spread;
+            if ticks == DRAIN_NOTICE_TICKS && self.accepting {
+                let _ = self.ring.cancel(ud(Op::Accept, 0, 0), ud(Op::Cancel, 0, 0));
+            }
+            if ticks > DRAIN_NOTICE_TICKS {
+                // Close a share of what is left each tick, so clients reconnect in a
+                // smooth wave rather than all at once.
+                let left = spread.saturating_sub(ticks - DRAIN_NOTICE_TICKS).max(1);
+                let n = self.live.div_ceil(left as usize);
+                self.close_some(n, CloseCode::GOING_AWAY, "server going away");
+            }
+        }
+        for (idx, generation) in due {
+            self.check(idx, generation, now);
+        }
+        let _ = self.ring.tick(Duration::from_secs(1), ud(Op::Tick, 0, 0));
+    }
+
+    fn close_some(&mut self, n: usize, code: CloseCode, reason: &str) {
+        let metrics = Arc::clone(&self.metrics);
+        let mut picked = Vec::new();
+        for (i, slot) in self.conns.iter_mut().enumerate() {
+            if picked.len() >= n {
+                break;
+            }
+            if let Some(c) = slot
+                && !matches!(c.phase, Phase::Closing)
+            {
+                c.close_with(code, reason, &metrics);
+                picked.push((i as u32, c.generation & 0xFF_FFFF));
+            }
+        }
+        for (i, g) in picked {
+            self.after_event(i, g);
+        }
+    }
+
+    /// A connection's timer fired: handshake deadline, heartbeat, silence.
+    fn check(&mut self, idx: u32, generation: u32, now: u64) {
+        let hb = self.cfg.heartbeat.as_secs();
+        let metrics = Arc::clone(&self.metrics);
+        let ping = self.ping.clone();
+        let mut reschedule = None;
+        {
+            let Some(conn) = self.conn(idx, generation) else {
+                return;
+            };
+            if conn.due != now {
+                return;
+            }
+            match conn.phase {
+                Phase::Http { .. } => {
+                    // Slowloris: no complete head in time.
+                    WorkerMetrics::add(&metrics.rejected_timeout, 1);
+                    conn.phase = Phase::Closing;
+                }
+                Phase::Ws { .. } => {
+                    if now.saturating_sub(conn.last_rx) >= 2 * hb {
+                        conn.close_with(CloseCode::GOING_AWAY, "no heartbeat", &metrics);
+                    } else {
+                        if now.saturating_sub(conn.last_ping) >= hb {
+                            conn.queue_shared(ping.clone());
+                            conn.last_ping = now;
+                        }
+                        let next = (conn.last_ping + hb).min(conn.last_rx + 2 * hb);
+                        conn.due = next.max(now + 1);
+                        reschedule = Some(conn.due);
+                    }
+                }
+                Phase::Closing => {}
+            }
+        }
+        if let Some(at) = reschedule {
+            self.wheel.schedule((idx, generation), at);
+        }
+        self.after_event(idx, generation);
+    }
+}

@@ -1,0 +1,317 @@
+//! Integration tests against the real `edge` binary: HTTP endpoints, the `/echo`
+//! WebSocket (text, binary, fragmented, ping, close handshake), size limits (1009),
+//! capacity (503 with Retry-After), the handshake deadline (slowloris), heartbeats,
+//! and the SIGTERM drain (healthz 503, close 1001, clean exit).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wire::frame::{CloseCode, Decoder, Incoming, Limits, Opcode, encode_client_frame};
+
+struct Edge {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Edge {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
+            .args(["--listen", "127.0.0.1:0", "--pin", "false"])
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("edge exited before listening").unwrap();
+            if line.contains("edge listening")
+                && let Some(rest) = line.split("listen=").nth(1)
+            {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    fn http(&self, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), body.to_owned())
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal WebSocket client built on `wire`'s client-side encoder and decoder.
+struct Ws {
+    s: TcpStream,
+    dec: Decoder,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Msg {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>),
+    Eof,
+}
+
+impl Ws {
+    fn connect(addr: SocketAddr, path: &str) -> Result<Self, String> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).unwrap() == 0 {
+                return Err(String::from_utf8_lossy(&head).into_owned());
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(head);
+        }
+        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        Ok(Self {
+            s,
+            dec: Decoder::client(Limits::default()),
+            buf: Vec::new(),
+        })
+    }
+
+    fn send(&mut self, fin: bool, op: Opcode, payload: &[u8]) {
+        let mut out = Vec::new();
+        encode_client_frame(&mut out, fin, op, payload, [1, 2, 3, 4]);
+        self.s.write_all(&out).unwrap();
+    }
+
+    fn recv(&mut self) -> Msg {
+        loop {
+            let got = match self.dec.decode(&mut self.buf).unwrap() {
+                Some((item, used)) => {
+                    let m = match item {
+                        Incoming::Text(t) => Some(Msg::Text(t.to_owned())),
+                        Incoming::Binary(b) => Some(Msg::Binary(b.to_vec())),
+                        Incoming::Ping(p) => Some(Msg::Ping(p.to_vec())),
+                        Incoming::Pong(p) => Some(Msg::Pong(p.to_vec())),
+                        Incoming::Close(c) => Some(Msg::Close(c.map(|c| c.code.0))),
+                        Incoming::Fragment | Incoming::AfterClose => None,
+                    };
+                    Some((m, used))
+                }
+                None => None,
+            };
+            match got {
+                Some((m, used)) => {
+                    self.buf.drain(..used);
+                    if let Some(m) = m {
+                        return m;
+                    }
+                }
+                None => {
+                    let mut chunk = [0u8; 65536];
+                    match self.s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return Msg::Eof,
+                        Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn http_endpoints_and_echo_round_trips() {
+    let edge = Edge::start(&[]);
+    let (head, body) = edge.http("/healthz");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "ok\n");
+    assert!(edge.http("/nope").0.starts_with("HTTP/1.1 404"));
+
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    ws.send(true, Opcode::Text, "héllo".as_bytes());
+    assert_eq!(ws.recv(), Msg::Text("héllo".into()));
+    let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+    ws.send(true, Opcode::Binary, &big);
+    assert_eq!(ws.recv(), Msg::Binary(big.clone()));
+    // A fragmented message with a ping in between: the pong comes first, then the
+    // whole message.
+    ws.send(false, Opcode::Text, b"frag");
+    ws.send(true, Opcode::Ping, b"p1");
+    ws.send(false, Opcode::Continuation, b"men");
+    ws.send(true, Opcode::Continuation, b"ted");
+    assert_eq!(ws.recv(), Msg::Pong(b"p1".to_vec()));
+    assert_eq!(ws.recv(), Msg::Text("fragmented".into()));
+    // Many small messages in one write come back in order.
+    let mut burst = Vec::new();
+    for i in 0..500 {
+        encode_client_frame(
+            &mut burst,
+            true,
+            Opcode::Text,
+            format!("m{i}").as_bytes(),
+            [9, 9, 9, 9],
+        );
+    }
+    ws.s.write_all(&burst).unwrap();
+    for i in 0..500 {
+        assert_eq!(ws.recv(), Msg::Text(format!("m{i}")));
+    }
+    // Close handshake: the code is echoed, then the server closes the socket.
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    ws.send(true, Opcode::Close, &payload);
+    assert_eq!(ws.recv(), Msg::Close(Some(1000)));
+    assert_eq!(ws.recv(), Msg::Eof);
+
+    let (_, metrics) = edge.http("/metrics");
+    let sum = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(sum("ringline_edge_messages_in_total"), 503);
+    assert_eq!(sum("ringline_edge_handshakes_total"), 1);
+    assert!(metrics.contains("code=\"1000\"} 1"), "{metrics}");
+}
+
+#[test]
+fn protocol_errors_and_limits_close_with_the_right_code() {
+    let edge = Edge::start(&["--max-message", "1000"]);
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    ws.send(true, Opcode::Binary, &[0u8; 1001]);
+    assert_eq!(ws.recv(), Msg::Close(Some(CloseCode::TOO_BIG.0)));
+    assert_eq!(ws.recv(), Msg::Eof);
+    // Invalid UTF-8 in a text message: 1007.
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    ws.send(true, Opcode::Text, &[0xC3, 0x28]);
+    assert_eq!(ws.recv(), Msg::Close(Some(1007)));
+    // An unmasked frame: 1002; and the edge keeps serving.
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    ws.s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    assert_eq!(ws.recv(), Msg::Close(Some(1002)));
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    ws.send(true, Opcode::Text, b"still here");
+    assert_eq!(ws.recv(), Msg::Text("still here".into()));
+}
+
+#[test]
+fn a_full_worker_answers_503_and_slow_handshakes_are_dropped() {
+    let edge = Edge::start(&[
+        "--max-connections",
+        "1",
+        "--workers",
+        "1",
+        "--handshake-timeout-secs",
+        "1",
+    ]);
+    let _first = Ws::connect(edge.addr, "/echo").unwrap();
+    let refused = Ws::connect(edge.addr, "/echo").err().expect("refused");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("Retry-After: 5"), "{refused}");
+    // A connection that never finishes its head is closed within a few seconds.
+    let mut slow = TcpStream::connect(edge.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let t = Instant::now();
+    let mut b = [0u8; 16];
+    assert!(matches!(slow.read(&mut b), Ok(0) | Err(_)));
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "dropped after {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn heartbeats_ping_and_silence_is_closed() {
+    let edge = Edge::start(&["--heartbeat-secs", "1"]);
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    assert_eq!(ws.recv(), Msg::Ping(Vec::new()));
+    // Not answering: after two silent intervals the edge closes with 1001.
+    loop {
+        match ws.recv() {
+            Msg::Ping(_) => continue,
+            other => {
+                assert_eq!(other, Msg::Close(Some(1001)));
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_drains_with_1001_and_exits() {
+    let mut edge = Edge::start(&["--drain-secs", "6"]);
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    edge.sigterm();
+    // During the notice, /healthz says 503 and the socket still works.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (head, _) = edge.http("/healthz");
+        if head.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "healthz never turned 503");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ws.send(true, Opcode::Text, b"x");
+    assert_eq!(ws.recv(), Msg::Text("x".into()));
+    assert_eq!(ws.recv(), Msg::Close(Some(1001)));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = edge.child.try_wait().unwrap() {
+            assert!(status.success(), "edge exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

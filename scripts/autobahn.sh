@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs the Autobahn TestSuite (fuzzingclient) against the edge's /echo endpoint and
+# turns its report into pass/fail.
+#
+#   scripts/autobahn.sh            cases 1.* to 10.* (the conformance gate, ~1 min)
+#   scripts/autobahn.sh --full     every case, 12.* and 13.* (compression) included
+#
+# Autobahn is Python 2.7: a virtualenv with it is made once in .venv-autobahn/ (from
+# pyenv's 2.7.18, with virtualenv==20.21.1 from PyPI). The edge is built and started
+# on a free port, the report goes to target/autobahn/, and the script exits non-zero
+# if any case's behaviour is not OK, NON-STRICT or INFORMATIONAL (UNIMPLEMENTED is
+# allowed for 12.*/13.*: permessage-deflate is not negotiated).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cases='["1.*","2.*","3.*","4.*","5.*","6.*","7.*","8.*","9.*","10.*"]'
+if [[ "${1:-}" == "--full" ]]; then cases='["*"]'; fi
+
+venv="$root/.venv-autobahn"
+if [[ ! -x "$venv/bin/wstest" ]]; then
+  echo "autobahn: setting up $venv (Python 2.7) ..." >&2
+  py27=""
+  if command -v pyenv >/dev/null 2>&1; then
+    py27="$(pyenv root)/versions/2.7.18/bin/python2.7"
+  fi
+  if [[ ! -x "$py27" ]]; then
+    py27="$(command -v python2.7 || true)"
+  fi
+  if [[ -z "$py27" || ! -x "$py27" ]]; then
+    echo "autobahn: needs Python 2.7 (pyenv install 2.7.18)" >&2
+    exit 2
+  fi
+  tools="$root/.venv-autobahn-tools"
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q "virtualenv==20.21.1"
+  "$tools/bin/virtualenv" -q -p "$py27" "$venv"
+  "$venv/bin/pip" install -q autobahntestsuite
+fi
+
+target="${CARGO_TARGET_DIR:-$root/target}"
+cargo build --release -q -p edge
+out="$target/autobahn"
+rm -rf "$out" && mkdir -p "$out"
+log="$out/edge.log"
+"$target/release/edge" --listen 127.0.0.1:0 --workers 2 --pin false --max-message 16777216 2>"$log" &
+edge=$!
+trap 'kill $edge 2>/dev/null || true' EXIT
+addr=""
+for _ in $(seq 100); do
+  addr="$(grep -o 'edge listening.*listen=[0-9.:]*' "$log" | sed 's/.*listen=//' || true)"
+  [[ -n "$addr" ]] && break
+  sleep 0.1
+done
+[[ -n "$addr" ]] || { echo "autobahn: the edge did not start" >&2; cat "$log" >&2; exit 1; }
+
+cat > "$out/spec.json" <<JSON
+{
+  "outdir": "$out/report",
+  "servers": [{"agent": "ringline-edge", "url": "ws://$addr/echo"}],
+  "cases": $cases,
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+JSON
+echo "autobahn: running cases $cases against ws://$addr/echo ..." >&2
+(cd "$out" && "$venv/bin/wstest" -m fuzzingclient -s spec.json > wstest.log 2>&1) &
+wst=$!
+while kill -0 $wst 2>/dev/null; do
+  sleep 10
+  done_n=$(grep -c "Running test case" "$out/wstest.log" 2>/dev/null || true)
+  echo "autobahn: ... $done_n cases run" >&2
+done
+wait $wst || true
+python3 - "$out/report/index.json" <<'PY'
+import json, sys, collections
+idx = json.load(open(sys.argv[1]))
+results = next(iter(idx.values()))
+counts = collections.Counter()
+bad = []
+for case, r in sorted(results.items(), key=lambda kv: [int(x) for x in kv[0].split('.')]):
+    b = r["behavior"]
+    counts[b] += 1
+    major = case.split('.')[0]
+    ok = b in ("OK", "NON-STRICT", "INFORMATIONAL") or (b == "UNIMPLEMENTED" and major in ("12", "13"))
+    if not ok:
+        bad.append((case, b, r.get("behaviorClose")))
+print("| behaviour | cases |")
+print("|---|---:|")
+for b, n in sorted(counts.items()):
+    print(f"| {b} | {n} |")
+print(f"| **total** | {sum(counts.values())} |")
+if bad:
+    print("\nfailed cases:")
+    for case, b, c in bad:
+        print(f"  {case}: {b} (close: {c})")
+    sys.exit(1)
+print("\nautobahn: every case passes")
+PY
