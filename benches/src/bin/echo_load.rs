@@ -1,0 +1,271 @@
+//! Echo throughput: the edge's `/echo` beside a `tokio-tungstenite` echo server, both
+//! pinned to core 0, driven by the same client pinned to core 1. Each connection sends
+//! one message and waits for its echo, over and over. Servers alternate for `rounds`
+//! rounds per workload, and the table gives each round and the medians.
+//!
+//! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
+#![allow(clippy::panic)] // a load tool should stop loudly on any failure
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use benches as _;
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wire::frame::{Decoder, Incoming, Limits, Opcode, encode_client_frame};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 4)]
+    seconds: u64,
+    /// Alternating rounds per workload.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// The edge binary [default: next to this one].
+    #[arg(long)]
+    edge: Option<PathBuf>,
+    /// Internal: run the tokio-tungstenite echo server on this address.
+    #[arg(long, hide = true)]
+    tungstenite_server: Option<SocketAddr>,
+}
+
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// The reference server: tokio-tungstenite on a current-thread runtime.
+fn tungstenite_server(addr: SocketAddr) {
+    pin(0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("listening on {}", l.local_addr().unwrap_or(addr));
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn spawn_server(cmd: &mut Command, marker: &str) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start server: {e}"));
+    let mut lines =
+        std::io::BufReader::new(child.stderr.take().unwrap_or_else(|| unreachable!())).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("server exited before listening"))
+            .unwrap_or_default();
+        if line.contains(marker) {
+            let tail = match line.split("listen=").nth(1) {
+                Some(rest) => rest.split_whitespace().next().unwrap_or_default(),
+                None => line.rsplit(' ').next().unwrap_or_default(),
+            };
+            break tail
+                .parse()
+                .unwrap_or_else(|_| panic!("bad listen line: {line}"));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+async fn client_conn(
+    addr: SocketAddr,
+    size: usize,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    ready: Arc<tokio::sync::Barrier>,
+) {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let _ = s.set_nodelay(true);
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = Vec::with_capacity(size + 64);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        assert!(n > 0, "handshake failed");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..i + 4);
+            break;
+        }
+    }
+    let payload = vec![b'x'; size];
+    let op = if size <= 125 {
+        Opcode::Text
+    } else {
+        Opcode::Binary
+    };
+    let mut frame = Vec::new();
+    encode_client_frame(&mut frame, true, op, &payload, [1, 2, 3, 4]);
+    let mut dec = Decoder::client(Limits::default());
+    ready.wait().await;
+    while !stop.load(Ordering::Relaxed) {
+        s.write_all(&frame).await.unwrap_or_else(|e| panic!("{e}"));
+        loop {
+            let got = match dec.decode(&mut buf) {
+                Ok(Some((Incoming::Text(_) | Incoming::Binary(_), used))) => Some((true, used)),
+                Ok(Some((_, used))) => Some((false, used)),
+                Ok(None) => None,
+                Err(e) => panic!("{e}"),
+            };
+            match got {
+                Some((msg, used)) => {
+                    buf.drain(..used);
+                    if msg {
+                        break;
+                    }
+                }
+                None => {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    assert!(n > 0, "server closed");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Messages per second echoed for `conns` connections of `size`-byte messages.
+fn measure(addr: SocketAddr, conns: usize, size: usize, seconds: u64) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let ready = Arc::new(tokio::sync::Barrier::new(conns + 1));
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            tasks.push(tokio::spawn(client_conn(
+                addr,
+                size,
+                Arc::clone(&stop),
+                Arc::clone(&done),
+                Arc::clone(&ready),
+            )));
+        }
+        ready.wait().await;
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let n = done.load(Ordering::Relaxed);
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.abort();
+        }
+        rate
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(addr) = args.tungstenite_server {
+        tungstenite_server(addr);
+        return;
+    }
+    pin(1);
+    let me = std::env::current_exe().unwrap_or_default();
+    let edge_bin = args
+        .edge
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("edge"));
+    let (mut edge, edge_addr) = spawn_server(
+        Command::new(&edge_bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--max-message",
+                "1048576",
+            ])
+            .env("RUST_LOG", "warn,edge=info"),
+        "edge listening",
+    );
+    let (mut tung, tung_addr) = spawn_server(
+        Command::new(&me).args(["--tungstenite-server", "127.0.0.1:0"]),
+        "listening on",
+    );
+    let workloads = [(100usize, 20usize), (200, 16 * 1024)];
+    let mut rows = Vec::new();
+    for (conns, size) in workloads {
+        let (mut e, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=args.rounds {
+            eprintln!(
+                "[echo_load] {conns} conns x {size} B, round {round}/{}: edge ...",
+                args.rounds
+            );
+            let a = measure(edge_addr, conns, size, args.seconds);
+            eprintln!("[echo_load]   edge {a:.0} msg/s; tokio-tungstenite ...");
+            let b = measure(tung_addr, conns, size, args.seconds);
+            eprintln!("[echo_load]   tokio-tungstenite {b:.0} msg/s");
+            e.push(a);
+            t.push(b);
+            r.push(a / b);
+        }
+        rows.push((conns, size, e, t, r));
+    }
+    println!("| workload | round | edge msg/s | tokio-tungstenite msg/s | edge / tungstenite |");
+    println!("|---|---|---:|---:|---:|");
+    for (conns, size, e, t, r) in rows {
+        for (i, ((a, b), q)) in e.iter().zip(&t).zip(&r).enumerate() {
+            println!(
+                "| {conns} × {size} B | {} | {a:.0} | {b:.0} | {q:.2} |",
+                i + 1
+            );
+        }
+        println!(
+            "| {conns} × {size} B | **median** | {:.0} | {:.0} | **{:.2}** |",
+            median(e),
+            median(t),
+            median(r)
+        );
+    }
+    let _ = edge.kill();
+    let _ = tung.kill();
+    let _ = edge.wait();
+    let _ = tung.wait();
+}
