@@ -13,11 +13,9 @@ help: ## list targets
 setup: ## install what building and testing needs (Debian packages, checks cargo)
 	@bash scripts/setup.sh
 
-run: setup ## run a local store (and, once it exists, an edge) on the embedded default
+run: setup ## run a local store and edge on the embedded default (Ctrl-C stops both cleanly)
 	$(CARGO) build $(PROFILE) -p edge -p store
-	@echo "Starting the store on 127.0.0.1:7400, metrics on http://127.0.0.1:7401/metrics (data in data/store-1, Ctrl-C stops it cleanly)."
-	@echo "The edge (WebSocket side) is not built yet (issue 4); edges connect to this store when it is."
-	$(CARGO) run $(PROFILE) -q -p store -- --data-dir data/store-1
+	@bash scripts/run-local.sh
 
 test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests, Autobahn 1.*-10.*
 	$(CARGO) test $(PROFILE) --workspace --doc

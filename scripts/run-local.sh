@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make run`: a local store (embedded default cluster map, data in data/store-1) and
+# an edge in front of it. Ctrl-C (or SIGTERM) stops both cleanly.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+cd "$root"
+"$bin/store" --data-dir data/store-1 &
+store=$!
+"$bin/edge" &
+edge=$!
+stop() { kill -TERM "$edge" "$store" 2>/dev/null || true; wait "$edge" "$store" 2>/dev/null || true; }
+trap stop INT TERM EXIT
+sleep 1
+cat <<MSG
+
+  Ringline is running:
+    store  127.0.0.1:7400 (edge links), metrics http://127.0.0.1:7401/metrics, data in data/store-1
+    edge   http://127.0.0.1:8080/healthz, http://127.0.0.1:8080/metrics
+           WebSocket echo: ws://127.0.0.1:8080/echo
+  The client protocol (ws://127.0.0.1:8080/ws) and the edge→store links land with
+  issue 4; until then the edge serves /echo and its HTTP endpoints.
+  Ctrl-C stops both.
+
+MSG
+wait -n "$edge" "$store" || true
