@@ -42,7 +42,9 @@ cargo build --release -q -p edge
 out="$target/autobahn"
 rm -rf "$out" && mkdir -p "$out"
 log="$out/edge.log"
-"$target/release/edge" --listen 127.0.0.1:0 --workers 2 --pin false --max-message 16777216 2>"$log" &
+# EDGE_ARGS adds flags (e.g. EDGE_ARGS="--recv-mode poll").
+# shellcheck disable=SC2086
+"$target/release/edge" --listen 127.0.0.1:0 --workers 2 --pin false --max-message 16777216 ${EDGE_ARGS:-} 2>"$log" &
 edge=$!
 trap 'kill $edge 2>/dev/null || true' EXIT
 addr=""

@@ -5,3 +5,41 @@
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// Start a server process and wait for its log line containing `marker`; the address
+/// is read from that line's `listen=ADDR` field, or else its last word. The rest of
+/// its log is drained in the background so that it never blocks on a full pipe.
+/// Panics (the tools that use it stop loudly) if the process exits first.
+#[allow(clippy::panic)]
+pub fn spawn_listening(cmd: &mut Command, marker: &str) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start server: {e}"));
+    let Some(stderr) = child.stderr.take() else {
+        panic!("no stderr pipe");
+    };
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("server exited before listening"))
+            .unwrap_or_default();
+        if line.contains(marker) {
+            let word = match line.split("listen=").nth(1) {
+                Some(rest) => rest.split_whitespace().next().unwrap_or_default(),
+                None => line.rsplit(' ').next().unwrap_or_default(),
+            };
+            break word
+                .parse()
+                .unwrap_or_else(|_| panic!("no address in: {line}"));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}

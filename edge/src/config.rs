@@ -46,6 +46,21 @@ pub struct Args {
     /// Pin each worker to a core [default: true].
     #[arg(long, value_name = "BOOL")]
     pub pin: Option<bool>,
+    /// How sockets are read: `multishot` (a receive stays armed on every connection)
+    /// or `poll` (a multishot readability poll, then one receive per event; less kernel
+    /// memory per idle connection, same throughput as measured) [default: poll].
+    #[arg(long, value_name = "MODE")]
+    pub recv_mode: Option<RecvMode>,
+}
+
+/// How a worker reads its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RecvMode {
+    /// A multishot receive armed per connection.
+    Multishot,
+    /// A multishot poll per connection; a receive per readiness event.
+    Poll,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +76,7 @@ struct FileConfig {
     drain_secs: Option<u64>,
     echo: Option<bool>,
     pin: Option<bool>,
+    recv_mode: Option<RecvMode>,
 }
 
 /// A resolved configuration.
@@ -86,6 +102,8 @@ pub struct Config {
     pub echo: bool,
     /// Pin workers to cores.
     pub pin: bool,
+    /// How sockets are read.
+    pub recv_mode: RecvMode,
 }
 
 /// A configuration that could not be read.
@@ -131,6 +149,7 @@ impl Config {
             drain: Duration::from_secs(args.drain_secs.or(f.drain_secs).unwrap_or(30)),
             echo: args.echo.or(f.echo).unwrap_or(true),
             pin: args.pin.or(f.pin).unwrap_or(true),
+            recv_mode: args.recv_mode.or(f.recv_mode).unwrap_or(RecvMode::Poll),
         };
         // One message must always fit in a connection's outbound queue.
         let mut c = c;

@@ -162,7 +162,16 @@ impl Ws {
 
 #[test]
 fn http_endpoints_and_echo_round_trips() {
-    let edge = Edge::start(&[]);
+    echo_round_trips("poll");
+}
+
+#[test]
+fn echo_round_trips_with_multishot_receive() {
+    echo_round_trips("multishot");
+}
+
+fn echo_round_trips(mode: &str) {
+    let edge = Edge::start(&["--recv-mode", mode]);
     let (head, body) = edge.http("/healthz");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, "ok\n");

@@ -6,15 +6,13 @@
 //! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches as _;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +29,9 @@ struct Args {
     /// The edge binary [default: next to this one].
     #[arg(long)]
     edge: Option<PathBuf>,
+    /// The edge's `--recv-mode` (`multishot` or `poll`).
+    #[arg(long, default_value = "multishot")]
+    recv_mode: String,
     /// Internal: run the tokio-tungstenite echo server on this address.
     #[arg(long, hide = true)]
     tungstenite_server: Option<SocketAddr>,
@@ -71,33 +72,6 @@ fn tungstenite_server(addr: SocketAddr) {
             });
         }
     });
-}
-
-fn spawn_server(cmd: &mut Command, marker: &str) -> (Child, SocketAddr) {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start server: {e}"));
-    let mut lines =
-        std::io::BufReader::new(child.stderr.take().unwrap_or_else(|| unreachable!())).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("server exited before listening"))
-            .unwrap_or_default();
-        if line.contains(marker) {
-            let tail = match line.split("listen=").nth(1) {
-                Some(rest) => rest.split_whitespace().next().unwrap_or_default(),
-                None => line.rsplit(' ').next().unwrap_or_default(),
-            };
-            break tail
-                .parse()
-                .unwrap_or_else(|_| panic!("bad listen line: {line}"));
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
 }
 
 async fn client_conn(
@@ -212,7 +186,7 @@ fn main() {
         .edge
         .clone()
         .unwrap_or_else(|| me.with_file_name("edge"));
-    let (mut edge, edge_addr) = spawn_server(
+    let (mut edge, edge_addr) = benches::spawn_listening(
         Command::new(&edge_bin)
             .args([
                 "--listen",
@@ -222,10 +196,11 @@ fn main() {
                 "--max-message",
                 "1048576",
             ])
+            .args(["--recv-mode", &args.recv_mode])
             .env("RUST_LOG", "warn,edge=info"),
         "edge listening",
     );
-    let (mut tung, tung_addr) = spawn_server(
+    let (mut tung, tung_addr) = benches::spawn_listening(
         Command::new(&me).args(["--tungstenite-server", "127.0.0.1:0"]),
         "listening on",
     );

@@ -7,13 +7,12 @@
 //! `cargo run --release -p benches --bin idle_conns -- --conns 19000`
 #![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use benches as _;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -27,6 +26,9 @@ struct Args {
     /// The edge binary [default: next to this one].
     #[arg(long)]
     edge: Option<PathBuf>,
+    /// The edge's `--recv-mode` (`multishot` or `poll`).
+    #[arg(long, default_value = "multishot")]
+    recv_mode: String,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -51,40 +53,21 @@ fn slab_bytes() -> Option<u64> {
     Some(total)
 }
 
-fn start_edge(bin: &PathBuf) -> (Child, SocketAddr) {
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--pin",
-            "false",
-        ])
-        .env("RUST_LOG", "warn,edge=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let mut lines =
-        std::io::BufReader::new(child.stderr.take().unwrap_or_else(|| unreachable!())).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("edge exited before listening"))
-            .unwrap_or_default();
-        if line.contains("edge listening")
-            && let Some(rest) = line.split("listen=").nth(1)
-        {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("bad listen line: {line}"));
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+fn start_edge(bin: &PathBuf, mode: &str) -> (Child, SocketAddr) {
+    benches::spawn_listening(
+        Command::new(bin)
+            .args(["--recv-mode", mode])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--pin",
+                "false",
+            ])
+            .env("RUST_LOG", "warn,edge=info"),
+        "edge listening",
+    )
 }
 
 fn connect(addr: SocketAddr, path: &str) -> TcpStream {
@@ -113,7 +96,7 @@ fn main() {
             .unwrap_or_default()
             .with_file_name("edge")
     });
-    let (mut edge, addr) = start_edge(&bin);
+    let (mut edge, addr) = start_edge(&bin, &args.recv_mode);
     let pid = edge.id();
     std::thread::sleep(Duration::from_millis(500));
     let (rss0, slab0) = (rss_kib(pid), slab_bytes());
@@ -137,8 +120,8 @@ fn main() {
     println!("| figure | value |");
     println!("|---|---:|");
     println!(
-        "| idle WebSocket connections held (`{}`) | {} |",
-        args.path, args.conns
+        "| idle WebSocket connections held (`{}`, `--recv-mode {}`) | {} |",
+        args.path, args.recv_mode, args.conns
     );
     println!("| connect + handshake rate, one blocking client thread | {rate:.0} /s |");
     println!("| edge RSS before → after | {rss0} KiB → {rss1} KiB |");

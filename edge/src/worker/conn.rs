@@ -50,8 +50,10 @@ pub struct Conn {
     pub out_bytes: usize,
     /// A send is in flight.
     pub sending: bool,
-    /// The multishot receive is armed.
+    /// A receive is armed (multishot, or one-shot in poll mode).
     pub recv_armed: bool,
+    /// The readability poll is armed (poll mode).
+    pub poll_armed: bool,
     /// Its cancellation was requested.
     pub cancelling: bool,
     /// Close the socket once `out` is sent.
@@ -95,6 +97,7 @@ impl Conn {
             out_bytes: 0,
             sending: false,
             recv_armed: false,
+            poll_armed: false,
             cancelling: false,
             close_after_flush: false,
             last_rx: now,

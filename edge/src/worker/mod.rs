@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use wire::frame::{CloseCode, Opcode, SharedFrame};
 
-use crate::config::Config;
+use crate::config::{Config, RecvMode};
 use crate::metrics::WorkerMetrics;
 use crate::sys::{BufRing, Chunk, Cqe, Ring, net};
 use conn::{Conn, Ctx, Phase};
@@ -32,6 +32,7 @@ enum Op {
     Send = 3,
     Cancel = 4,
     Tick = 5,
+    Poll = 6,
 }
 
 fn ud(op: Op, idx: u32, generation: u32) -> u64 {
@@ -173,6 +174,7 @@ impl Worker {
             x if x == Op::Recv as u8 => self.on_recv(idx, generation, c),
             x if x == Op::Send as u8 => self.on_send(idx, generation, c),
             x if x == Op::Tick as u8 => self.on_tick(),
+            x if x == Op::Poll as u8 => self.on_poll(idx, generation, c),
             _ => {}
         }
     }
@@ -212,12 +214,19 @@ impl Worker {
         let mut conn = Conn::new(fd, generation, now);
         conn.due = now + self.cfg.handshake_timeout.as_secs();
         self.wheel.schedule((idx, generation), conn.due);
-        match self.ring.recv_multi(raw, ud(Op::Recv, idx, generation)) {
-            Ok(()) => conn.recv_armed = true,
-            Err(e) => {
-                warn!(worker = self.id, error = %e, "cannot arm receive");
-                return;
-            }
+        let armed = match self.cfg.recv_mode {
+            RecvMode::Multishot => self
+                .ring
+                .recv_multi(raw, ud(Op::Recv, idx, generation))
+                .map(|()| conn.recv_armed = true),
+            RecvMode::Poll => self
+                .ring
+                .poll_multi(raw, ud(Op::Poll, idx, generation))
+                .map(|()| conn.poll_armed = true),
+        };
+        if let Err(e) = armed {
+            warn!(worker = self.id, error = %e, "cannot arm receive");
+            return;
         }
         if let Some(slot) = self.conns.get_mut(idx as usize) {
             *slot = Some(conn);
@@ -292,10 +301,27 @@ impl Worker {
             conn.due = now + self.cfg.heartbeat.as_secs();
             self.wheel.schedule((idx, generation), conn.due);
         }
-        let rearm = !conn.recv_armed && !matches!(conn.phase, Phase::Closing);
+        let open = !matches!(conn.phase, Phase::Closing);
         let raw = conn.fd.as_raw_fd();
+        let poll_mode = self.cfg.recv_mode == RecvMode::Poll;
+        // Multishot: keep a receive armed. Poll mode: receive again at once only if
+        // this one filled its buffer (more is likely waiting) or found none free.
+        let rearm = open
+            && !conn.recv_armed
+            && (!poll_mode || c.result == BUFFER_SIZE as i32 || c.result == -libc::ENOBUFS);
+        if poll_mode && open && !conn.poll_armed {
+            match self.ring.poll_multi(raw, ud(Op::Poll, idx, generation)) {
+                Ok(()) => conn.poll_armed = true,
+                Err(_) => conn.phase = Phase::Closing,
+            }
+        }
         if rearm {
-            match self.ring.recv_multi(raw, ud(Op::Recv, idx, generation)) {
+            let r = if poll_mode {
+                self.ring.recv_once(raw, ud(Op::Recv, idx, generation))
+            } else {
+                self.ring.recv_multi(raw, ud(Op::Recv, idx, generation))
+            };
+            match r {
                 Ok(()) => {
                     if let Some(conn) = self.conn(idx, generation) {
                         conn.recv_armed = true;
@@ -306,6 +332,42 @@ impl Worker {
                         conn.phase = Phase::Closing;
                     }
                 }
+            }
+        }
+        self.after_event(idx, generation);
+    }
+
+    /// Poll mode: the socket became readable (or the poll ended).
+    fn on_poll(&mut self, idx: u32, generation: u32, c: Cqe) {
+        let Some(conn) = self.conn(idx, generation) else {
+            return;
+        };
+        if !c.more() {
+            conn.poll_armed = false;
+        }
+        let open = !matches!(conn.phase, Phase::Closing);
+        if c.result < 0 && c.result != -libc::ECANCELED && open {
+            conn.phase = Phase::Closing;
+        } else if c.result >= 0 && open {
+            let raw = conn.fd.as_raw_fd();
+            if !conn.poll_armed
+                && self
+                    .ring
+                    .poll_multi(raw, ud(Op::Poll, idx, generation))
+                    .is_ok()
+                && let Some(conn) = self.conn(idx, generation)
+            {
+                conn.poll_armed = true;
+            }
+            let needs_recv = self.conn(idx, generation).is_some_and(|c| !c.recv_armed);
+            if needs_recv
+                && self
+                    .ring
+                    .recv_once(raw, ud(Op::Recv, idx, generation))
+                    .is_ok()
+                && let Some(conn) = self.conn(idx, generation)
+            {
+                conn.recv_armed = true;
             }
         }
         self.after_event(idx, generation);
@@ -362,7 +424,7 @@ impl Worker {
         let flush = !conn.out.is_empty() && !conn.sending;
         let closing = matches!(conn.phase, Phase::Closing)
             && (!conn.close_after_flush || (conn.out.is_empty() && !conn.sending));
-        let recv_armed = conn.recv_armed;
+        let recv_armed = conn.recv_armed || conn.poll_armed;
         let sending = conn.sending;
         if flush {
             self.dirty.push(idx);
@@ -373,11 +435,13 @@ impl Worker {
                     .conn(idx, generation)
                     .is_some_and(|c| !std::mem::replace(&mut c.cancelling, true));
                 if cancel {
-                    // Its completion (-ECANCELED) disarms the receive; then the slot goes.
-                    let _ = self.ring.cancel(
-                        ud(Op::Recv, idx, generation),
-                        ud(Op::Cancel, idx, generation),
-                    );
+                    // Their completions (-ECANCELED) disarm the receive and the poll;
+                    // then the slot goes.
+                    for op in [Op::Recv, Op::Poll] {
+                        let _ = self
+                            .ring
+                            .cancel(ud(op, idx, generation), ud(Op::Cancel, idx, generation));
+                    }
                 }
             } else if !sending {
                 self.release(idx);

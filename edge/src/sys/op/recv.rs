@@ -18,3 +18,15 @@ impl Ring {
         self.push(e)
     }
 }
+
+impl Ring {
+    /// One receive into a provided buffer (after a readiness event, in poll mode).
+    pub fn recv_once(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
+        let e = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+            .buf_group(GROUP)
+            .build()
+            .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+            .user_data(user_data);
+        self.push(e)
+    }
+}
