@@ -1,7 +1,9 @@
-//! Echo throughput: the edge's `/echo` beside a `tokio-tungstenite` echo server, both
-//! pinned to core 0, driven by the same client pinned to core 1. Each connection sends
-//! one message and waits for its echo, over and over. Servers alternate for `rounds`
-//! rounds per workload, and the table gives each round and the medians.
+//! Accept rate and echo throughput: the edge's `/echo` beside a `tokio-tungstenite`
+//! echo server, both pinned to core 0, driven by the same client pinned to core 1.
+//! Accept rate: 64 concurrent loops of connect, handshake, reset. Echo: each
+//! connection sends one message and waits for its echo, over and over. Servers
+//! alternate for `rounds` rounds per workload; the table gives each round and the
+//! medians (rows count connections/s for the first workload, messages/s after).
 //!
 //! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
@@ -169,6 +171,62 @@ fn measure(addr: SocketAddr, conns: usize, size: usize, seconds: u64) -> f64 {
     })
 }
 
+/// Connections per second: `tasks` concurrent loops of connect, handshake, read the
+/// 101, reset (SO_LINGER 0, so no TIME_WAIT uses up the client's ports).
+fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+            handles.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                        continue;
+                    };
+                    // Linger 0: close sends a reset and returns at once (no blocking, no
+                    // TIME_WAIT), which is what a connection-rate test wants.
+                    #[allow(deprecated)]
+                    let _ = s.set_linger(Some(Duration::ZERO));
+                    if s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.is_err() {
+                        continue;
+                    }
+                    let mut got = 0;
+                    while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf[got..]).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got += n,
+                        }
+                        if got == buf.len() {
+                            break;
+                        }
+                    }
+                    if buf[..got].starts_with(b"HTTP/1.1 101") {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        // Let the first connections settle, then count.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = done.load(Ordering::Relaxed);
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let rate = (done.load(Ordering::Relaxed) - before) as f64 / t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.abort();
+        }
+        rate
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -204,6 +262,22 @@ fn main() {
         Command::new(&me).args(["--tungstenite-server", "127.0.0.1:0"]),
         "listening on",
     );
+    // Accept rate first: connections + handshakes per second, 64 at a time.
+    let (mut e, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        eprintln!(
+            "[echo_load] connect + handshake, round {round}/{}: edge ...",
+            args.rounds
+        );
+        let a = measure_accept(edge_addr, 64, args.seconds);
+        eprintln!("[echo_load]   edge {a:.0} conn/s; tokio-tungstenite ...");
+        let b = measure_accept(tung_addr, 64, args.seconds);
+        eprintln!("[echo_load]   tokio-tungstenite {b:.0} conn/s");
+        e.push(a);
+        t.push(b);
+        r.push(a / b);
+    }
+    let accept = (e, t, r);
     let workloads = [(100usize, 20usize), (200, 16 * 1024)];
     let mut rows = Vec::new();
     for (conns, size) in workloads {
@@ -223,8 +297,21 @@ fn main() {
         }
         rows.push((conns, size, e, t, r));
     }
-    println!("| workload | round | edge msg/s | tokio-tungstenite msg/s | edge / tungstenite |");
+    println!("| workload | round | edge /s | tokio-tungstenite /s | edge / tungstenite |");
     println!("|---|---|---:|---:|---:|");
+    let (e, t, r) = accept;
+    for (i, ((a, b), q)) in e.iter().zip(&t).zip(&r).enumerate() {
+        println!(
+            "| connect + handshake (64 at a time) | {} | {a:.0} | {b:.0} | {q:.2} |",
+            i + 1
+        );
+    }
+    println!(
+        "| connect + handshake (64 at a time) | **median** | {:.0} | {:.0} | **{:.2}** |",
+        median(e),
+        median(t),
+        median(r)
+    );
     for (conns, size, e, t, r) in rows {
         for (i, ((a, b), q)) in e.iter().zip(&t).zip(&r).enumerate() {
             println!(

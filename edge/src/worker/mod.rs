@@ -219,10 +219,13 @@ impl Worker {
                 .ring
                 .recv_multi(raw, ud(Op::Recv, idx, generation))
                 .map(|()| conn.recv_armed = true),
+            // A new connection's request head is on its way: receive it directly and
+            // arm the poll once the handshake is done (idle connections then hold only
+            // the poll).
             RecvMode::Poll => self
                 .ring
-                .poll_multi(raw, ud(Op::Poll, idx, generation))
-                .map(|()| conn.poll_armed = true),
+                .recv_once(raw, ud(Op::Recv, idx, generation))
+                .map(|()| conn.recv_armed = true),
         };
         if let Err(e) = armed {
             warn!(worker = self.id, error = %e, "cannot arm receive");
@@ -434,14 +437,10 @@ impl Worker {
                 let cancel = self
                     .conn(idx, generation)
                     .is_some_and(|c| !std::mem::replace(&mut c.cancelling, true));
-                if cancel {
-                    // Their completions (-ECANCELED) disarm the receive and the poll;
-                    // then the slot goes.
-                    for op in [Op::Recv, Op::Poll] {
-                        let _ = self
-                            .ring
-                            .cancel(ud(op, idx, generation), ud(Op::Cancel, idx, generation));
-                    }
+                if cancel && let Some(fd) = self.conn(idx, generation).map(|c| c.fd.as_raw_fd()) {
+                    // One submission cancels the receive and the poll; their
+                    // completions (-ECANCELED) disarm them, then the slot goes.
+                    let _ = self.ring.cancel_fd(fd, ud(Op::Cancel, idx, generation));
                 }
             } else if !sending {
                 self.release(idx);
