@@ -17,7 +17,8 @@ run: setup ## run a local store and edge on the embedded default (Ctrl-C stops b
 	$(CARGO) build $(PROFILE) -p edge -p store
 	@bash scripts/run-local.sh
 
-test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests, Autobahn 1.*-10.*
+test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests (real clients included), Autobahn 1.*-10.*
+	bash scripts/interop-setup.sh
 	$(CARGO) test $(PROFILE) --workspace --doc
 	$(CARGO) test $(PROFILE) --workspace --all-targets
 	bash scripts/autobahn.sh

@@ -1,0 +1,33 @@
+// Node `ws` against the edge's /echo: text, binary, ping/pong, 200 messages in
+// order, and a clean close. Exits 0 when every echo matches.
+const WebSocket = require('ws');
+const url = process.argv[2];
+const ws = new WebSocket(url);
+const fail = (m) => { console.error('node ws:', m); process.exit(1); };
+setTimeout(() => fail('timed out'), 20000);
+const expected = [];
+ws.on('open', () => {
+  ws.ping('p');
+  expected.push('héllo from node');
+  ws.send('héllo from node');
+  const blob = Buffer.alloc(70000, 7);
+  expected.push(blob);
+  ws.send(blob);
+  for (let i = 0; i < 200; i++) { expected.push(`m${i}`); ws.send(`m${i}`); }
+});
+let pong = false;
+ws.on('pong', () => { pong = true; });
+ws.on('message', (data, isBinary) => {
+  const want = expected.shift();
+  const ok = Buffer.isBuffer(want) ? isBinary && Buffer.compare(data, want) === 0
+                                   : !isBinary && data.toString() === want;
+  if (!ok) fail(`unexpected message (wanted ${String(want).slice(0, 20)})`);
+  if (expected.length === 0) ws.close(1000, 'done');
+});
+ws.on('close', (code) => {
+  if (code !== 1000) fail(`closed with ${code}`);
+  if (!pong) fail('no pong');
+  console.log('node ws: ok');
+  process.exit(0);
+});
+ws.on('error', (e) => fail(e.message));

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the real WebSocket clients the interop tests drive, once, inside the
+# repository (both folders are git-ignored):
+#   .venv-interop/      Python 3 venv with `websockets`
+#   .interop-node/      node_modules with `ws` (needs node + npm: Debian nodejs, npm)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ ! -x "$root/.venv-interop/bin/python" ]] || ! "$root/.venv-interop/bin/python" -c "import websockets" 2>/dev/null; then
+  echo "interop: installing Python websockets into .venv-interop/ ..." >&2
+  python3 -m venv "$root/.venv-interop"
+  "$root/.venv-interop/bin/pip" install -q "websockets==15.0.1"
+fi
+if [[ ! -d "$root/.interop-node/node_modules/ws" ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "interop: installing node and npm (Debian) ..." >&2
+    if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm >/dev/null; fi
+  fi
+  echo "interop: installing Node ws into .interop-node/ ..." >&2
+  mkdir -p "$root/.interop-node"
+  (cd "$root/.interop-node" && npm install --silent --no-audit --no-fund ws@8.18.3 >/dev/null)
+fi
