@@ -12,14 +12,15 @@
 
 pub mod admin;
 pub mod changelog;
-pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod engine;
 pub mod generated;
 pub mod keys;
 pub mod metrics;
-pub mod partition;
 pub mod records;
 pub mod server;
 pub mod watchers;
+
+/// The partition function and the cluster map live in `wire`, shared with the edge.
+pub use wire::{cluster, partition};
