@@ -3,6 +3,7 @@
 # repository (both folders are git-ignored):
 #   .venv-interop/      Python 3 venv with `websockets`
 #   .interop-node/      node_modules with `ws` (needs node + npm: Debian nodejs, npm)
+# and Debian's `chromium` for the headless-browser test.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ ! -x "$root/.venv-interop/bin/python" ]] || ! "$root/.venv-interop/bin/python" -c "import websockets" 2>/dev/null; then
@@ -10,11 +11,18 @@ if [[ ! -x "$root/.venv-interop/bin/python" ]] || ! "$root/.venv-interop/bin/pyt
   python3 -m venv "$root/.venv-interop"
   "$root/.venv-interop/bin/pip" install -q "websockets==15.0.1"
 fi
+apt_install() {
+  if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && apt-get install -y -qq "$@" >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "$@" >/dev/null; fi
+}
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  echo "interop: installing chromium (Debian) ..." >&2
+  apt_install chromium
+fi
 if [[ ! -d "$root/.interop-node/node_modules/ws" ]]; then
   if ! command -v npm >/dev/null 2>&1; then
     echo "interop: installing node and npm (Debian) ..." >&2
-    if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm >/dev/null; fi
+    apt_install nodejs npm
   fi
   echo "interop: installing Node ws into .interop-node/ ..." >&2
   mkdir -p "$root/.interop-node"

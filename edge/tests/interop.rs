@@ -1,5 +1,6 @@
 //! Real clients against the real edge: Python `websockets` and Node `ws` exchange text,
-//! binary, fragmented and pipelined messages, pings and a clean close on `/echo`.
+//! binary, fragmented and pipelined messages, pings and a clean close on `/echo`; a
+//! page in headless Chromium exchanges text and binary and closes cleanly.
 //! Their installation is `scripts/interop-setup.sh` (run by `make test`); a missing
 //! client fails the test with that instruction rather than skipping it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -95,5 +96,80 @@ fn node_ws_echo() {
         Path::new("node"),
         &[script.to_str().unwrap(), &edge.1],
         &[("NODE_PATH", root().join(".interop-node/node_modules"))],
+    );
+}
+
+/// The edge's `/metrics`, summed over workers for `name` (labels included in `name`).
+fn metric(addr: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name.split('{').next().unwrap_or(name)))
+        .filter(|l| {
+            name.split('{')
+                .nth(1)
+                .is_none_or(|labels| l.contains(labels.trim_end_matches('}')))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn headless_chromium_page_echo() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("chromium is missing: run scripts/interop-setup.sh (make test does)");
+    let edge = Edge::start();
+    let addr = edge
+        .1
+        .trim_start_matches("ws://")
+        .trim_end_matches("/echo")
+        .to_owned();
+    let page = root().join("edge/tests/interop/echo_page.html");
+    let page = std::fs::canonicalize(page).unwrap();
+    let url = format!("file://{}?ws={}", page.display(), edge.1);
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = Command::new(chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The page closes with 1000 only after three intact echoes; the edge answers that
+    // close with its own 1000.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let closes = loop {
+        let n = metric(
+            &addr,
+            "ringline_edge_close_frames_sent_total{code=\"1000\"}",
+        );
+        if n > 0 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = browser.kill();
+    let _ = browser.wait();
+    assert_eq!(closes, 1, "the page did not finish its exchange");
+    assert_eq!(metric(&addr, "ringline_edge_messages_in_total"), 3);
+    assert_eq!(
+        metric(
+            &addr,
+            "ringline_edge_close_frames_sent_total{code=\"4000\"}"
+        ),
+        0
     );
 }
