@@ -324,3 +324,46 @@ fn sigterm_drains_with_1001_and_exits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let edge = Edge::start(&[
+        "--workers",
+        "1",
+        "--max-message",
+        "65536",
+        "--max-outbound",
+        "1048576",
+    ]);
+    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
+    // Send far more than kernel buffers and the 1 MiB outbound bound can hold, never
+    // reading: the edge must give up on this client, not buffer without bound.
+    let mut frame = Vec::new();
+    encode_client_frame(
+        &mut frame,
+        true,
+        Opcode::Binary,
+        &[7u8; 65536],
+        [1, 2, 3, 4],
+    );
+    ws.s.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        if ws.s.write_all(&frame).is_err() {
+            break;
+        }
+        sent += frame.len();
+    }
+    // What arrives: echoes, then close 4008 (the queued echoes are dropped).
+    let code = loop {
+        match ws.recv() {
+            Msg::Binary(_) => continue,
+            Msg::Close(code) => break code,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::SLOW_CONSUMER.0));
+    let (_, metrics) = edge.http("/metrics");
+    assert!(metrics.contains("code=\"4008\"} 1"), "{metrics}");
+}

@@ -39,6 +39,11 @@ pub fn nodelay(fd: &OwnedFd) {
     let _ = sockopt::set_tcp_nodelay(fd, true);
 }
 
+/// Half-close: no more bytes will be sent (the peer reads EOF after what is queued).
+pub fn shutdown_write(fd: &OwnedFd) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
+}
+
 /// Pin the calling thread to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();

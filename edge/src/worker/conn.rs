@@ -31,6 +31,10 @@ pub enum Phase {
         /// Bytes of a frame not yet complete (empty, unallocated, while idle).
         partial: Vec<u8>,
     },
+    /// Our close frame is sent and our side half-closed: what still arrives is read
+    /// and dropped until the peer closes (or a short deadline passes), so that the
+    /// close frame is not lost to a reset caused by unread bytes.
+    Lingering,
     /// Closing: nothing more is read or answered.
     Closing,
 }
@@ -66,6 +70,10 @@ pub struct Conn {
     pub due: u64,
     /// The handshake just completed: the worker moves its timer to the heartbeat.
     pub upgraded: bool,
+    /// A close frame is queued: once it is sent, linger instead of closing at once.
+    pub linger: bool,
+    /// The deadline for flushing the close frame is scheduled.
+    pub deadline_set: bool,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -104,7 +112,16 @@ impl Conn {
             last_ping: now,
             due: 0,
             upgraded: false,
+            linger: false,
+            deadline_set: false,
         }
+    }
+
+    /// Whether the worker keeps reading: always, except once closing for good. While a
+    /// close frame waits to be flushed, input is read and dropped, so a peer busy
+    /// writing does not block and can then read the close frame.
+    pub fn reading(&self) -> bool {
+        !matches!(self.phase, Phase::Closing) || self.close_after_flush
     }
 
     /// Queue bytes built by `write`, coalescing small frames into one chunk.
@@ -137,6 +154,7 @@ impl Conn {
         if matches!(self.phase, Phase::Ws { .. }) {
             self.queue_with(|v| encode_close(v, code, reason));
             m.close_sent(code.0);
+            self.linger = true;
         }
         self.phase = Phase::Closing;
         self.close_after_flush = true;
@@ -152,7 +170,7 @@ impl Conn {
                 self.on_head(ctx);
             }
             Phase::Ws { .. } => self.on_ws(data, ctx),
-            Phase::Closing => {}
+            Phase::Lingering | Phase::Closing => {}
         }
     }
 
@@ -320,9 +338,19 @@ impl Conn {
                 ctx.metrics.close_sent(code.0);
                 self.phase = Phase::Closing;
                 self.close_after_flush = true;
+                self.linger = true;
             }
             Some((code, false)) => self.close_with(code, "", ctx.metrics),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle WebSocket costs its slab slot and nothing else: keep the slot small.
+    #[test]
+    fn a_connection_slot_stays_small() {
+        assert!(std::mem::size_of::<Option<super::Conn>>() <= 200);
     }
 }

@@ -90,6 +90,11 @@ struct Drain {
     ticks: u64,
 }
 
+/// Ticks a connection lingers after its close frame before it is closed anyway.
+const LINGER_TICKS: u64 = 2;
+/// Ticks a closing connection may take to flush its close frame.
+const CLOSE_TICKS: u64 = 5;
+
 /// How long `/healthz` says 503 before the listener closes, so that a load balancer's
 /// health check sees it first.
 const DRAIN_NOTICE_TICKS: u64 = 2;
@@ -304,9 +309,14 @@ impl Worker {
             conn.due = now + self.cfg.heartbeat.as_secs();
             self.wheel.schedule((idx, generation), conn.due);
         }
-        let open = !matches!(conn.phase, Phase::Closing);
+        let open = conn.reading();
         let raw = conn.fd.as_raw_fd();
         let poll_mode = self.cfg.recv_mode == RecvMode::Poll;
+        if matches!(conn.phase, Phase::Lingering) && c.result <= 0 && c.result != -libc::ENOBUFS {
+            // The peer closed (or failed) after our close frame: done.
+            conn.phase = Phase::Closing;
+        }
+        let open = open && conn.reading();
         // Multishot: keep a receive armed. Poll mode: receive again at once only if
         // this one filled its buffer (more is likely waiting) or found none free.
         let rearm = open
@@ -348,7 +358,7 @@ impl Worker {
         if !c.more() {
             conn.poll_armed = false;
         }
-        let open = !matches!(conn.phase, Phase::Closing);
+        let open = conn.reading();
         if c.result < 0 && c.result != -libc::ECANCELED && open {
             conn.phase = Phase::Closing;
         } else if c.result >= 0 && open {
@@ -414,15 +424,63 @@ impl Worker {
     /// After any event: mark for flushing, start closing, or free the slot.
     fn after_event(&mut self, idx: u32, generation: u32) {
         let max_outbound = self.cfg.max_outbound;
+        let self_now = self.wheel.now();
         let metrics = Arc::clone(&self.metrics);
         let Some(conn) = self.conn(idx, generation) else {
             return;
         };
-        if conn.out_bytes > max_outbound && !matches!(conn.phase, Phase::Closing) {
+        if conn.out_bytes > max_outbound && !matches!(conn.phase, Phase::Closing | Phase::Lingering)
+        {
             // A slow consumer: drop what is queued and tell it why.
             conn.out.clear();
             conn.out_bytes = 0;
             conn.close_with(CloseCode::SLOW_CONSUMER, "slow consumer", &metrics);
+        }
+        if matches!(conn.phase, Phase::Closing)
+            && conn.close_after_flush
+            && conn.linger
+            && conn.out.is_empty()
+            && !conn.sending
+        {
+            // Our close frame is out: half-close, then read and drop until the peer
+            // closes or the linger deadline passes.
+            net::shutdown_write(&conn.fd);
+            conn.phase = Phase::Lingering;
+            conn.close_after_flush = false;
+            conn.linger = false;
+            conn.due = self_now + LINGER_TICKS;
+            let due = conn.due;
+            let (reading, raw) = (conn.recv_armed || conn.poll_armed, conn.fd.as_raw_fd());
+            self.wheel.schedule((idx, generation), due);
+            if reading && self.cfg.recv_mode == RecvMode::Poll {
+                // Bytes may already be waiting (no new readiness event would come for
+                // them): read once now.
+                let needs_recv = self.conn(idx, generation).is_some_and(|c| !c.recv_armed);
+                if needs_recv
+                    && self
+                        .ring
+                        .recv_once(raw, ud(Op::Recv, idx, generation))
+                        .is_ok()
+                    && let Some(conn) = self.conn(idx, generation)
+                {
+                    conn.recv_armed = true;
+                }
+            }
+            if !reading {
+                let armed = match self.cfg.recv_mode {
+                    RecvMode::Poll => self.ring.poll_multi(raw, ud(Op::Poll, idx, generation)),
+                    RecvMode::Multishot => self.ring.recv_multi(raw, ud(Op::Recv, idx, generation)),
+                };
+                let mode = self.cfg.recv_mode;
+                if let Some(conn) = self.conn(idx, generation) {
+                    match (armed, mode) {
+                        (Ok(()), RecvMode::Poll) => conn.poll_armed = true,
+                        (Ok(()), RecvMode::Multishot) => conn.recv_armed = true,
+                        (Err(_), _) => conn.phase = Phase::Closing,
+                    }
+                }
+            }
+            return;
         }
         let flush = !conn.out.is_empty() && !conn.sending;
         let closing = matches!(conn.phase, Phase::Closing)
@@ -433,18 +491,34 @@ impl Worker {
             self.dirty.push(idx);
         }
         if closing {
-            if recv_armed {
+            // Closing for good: stop reading (see `Conn::reading`).
+            if let Some(conn) = self.conn(idx, generation) {
+                conn.close_after_flush = false;
+            }
+            if recv_armed || sending {
                 let cancel = self
                     .conn(idx, generation)
                     .is_some_and(|c| !std::mem::replace(&mut c.cancelling, true));
                 if cancel && let Some(fd) = self.conn(idx, generation).map(|c| c.fd.as_raw_fd()) {
-                    // One submission cancels the receive and the poll; their
-                    // completions (-ECANCELED) disarm them, then the slot goes.
+                    // One submission cancels the receive, the poll and a send stuck
+                    // on a peer that stopped reading; their completions disarm
+                    // them, then the slot goes.
                     let _ = self.ring.cancel_fd(fd, ud(Op::Cancel, idx, generation));
                 }
-            } else if !sending {
+            } else {
                 self.release(idx);
             }
+        } else if matches!(
+            self.conn(idx, generation).map(|c| &c.phase),
+            Some(Phase::Closing)
+        ) && let Some(conn) = self.conn(idx, generation)
+            && !std::mem::replace(&mut conn.deadline_set, true)
+        {
+            // Waiting to flush a close frame: not forever (a peer that stopped
+            // reading would hold the slot and its send).
+            conn.due = self_now + CLOSE_TICKS;
+            let due = conn.due;
+            self.wheel.schedule((idx, generation), due);
         }
     }
 
@@ -531,7 +605,7 @@ impl Worker {
                 break;
             }
             if let Some(c) = slot
-                && !matches!(c.phase, Phase::Closing)
+                && !matches!(c.phase, Phase::Closing | Phase::Lingering)
             {
                 c.close_with(code, reason, &metrics);
                 picked.push((i as u32, c.generation & 0xFF_FFFF));
@@ -574,7 +648,14 @@ impl Worker {
                         reschedule = Some(conn.due);
                     }
                 }
-                Phase::Closing => {}
+                Phase::Lingering => conn.phase = Phase::Closing,
+                Phase::Closing => {
+                    // The close frame could not be flushed in time: give up on it.
+                    conn.close_after_flush = false;
+                    conn.linger = false;
+                    conn.out.clear();
+                    conn.out_bytes = 0;
+                }
             }
         }
         if let Some(at) = reschedule {
