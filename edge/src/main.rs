@@ -5,7 +5,7 @@
 
 mod config;
 mod metrics;
-mod sys;
+mod uring;
 mod worker;
 
 use std::io::IsTerminal;
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let mut cfg = Config::resolve(args).map_err(|e| e.to_string())?;
-    let nofile = sys::net::raise_nofile().map_err(|e| format!("open-file limit: {e}"))?;
+    let nofile = uring::net::raise_nofile().map_err(|e| format!("open-file limit: {e}"))?;
     let wanted = (cfg.max_connections as u64).saturating_mul(cfg.workers as u64) + 64;
     if nofile < wanted {
         warn!(
@@ -52,14 +52,14 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     // Signals go to the main thread only: block them before any thread starts.
-    sys::net::block_stop_signals().map_err(|e| format!("signals: {e}"))?;
+    uring::net::block_stop_signals().map_err(|e| format!("signals: {e}"))?;
     // The first listener picks the port when it is 0; the others share it.
     let mut listeners = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
-        let l = sys::net::listener(cfg.listen, 65535)
+        let l = uring::net::listener(cfg.listen, 65535)
             .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
         if cfg.listen.port() == 0 {
-            cfg.listen = sys::net::local_addr(&l).map_err(|e| e.to_string())?;
+            cfg.listen = uring::net::local_addr(&l).map_err(|e| e.to_string())?;
         }
         listeners.push(l);
     }
@@ -76,7 +76,7 @@ fn run(args: &Args) -> Result<(), String> {
             .name(format!("edge-worker-{id}"))
             .spawn(move || -> Result<(), String> {
                 if cfg.pin
-                    && let Err(e) = sys::net::pin_to_cpu(id % cores)
+                    && let Err(e) = uring::net::pin_to_cpu(id % cores)
                 {
                     warn!(worker = id, error = %e, "cannot pin to a core");
                 }
@@ -94,7 +94,7 @@ fn run(args: &Args) -> Result<(), String> {
     let stopper = std::thread::spawn({
         let stop = Arc::clone(&stop);
         move || {
-            let sig = sys::net::wait_for_stop();
+            let sig = uring::net::wait_for_stop();
             info!("{sig}: draining");
             stop.store(true, Ordering::Relaxed);
         }

@@ -5,50 +5,14 @@
 //! client fails the test with that instruction rather than skipping it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::Edge;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Edge(Child, String);
-
-impl Edge {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--pin",
-                "false",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("edge exited before listening").unwrap();
-            if line.contains("edge listening")
-                && let Some(rest) = line.split("listen=").nth(1)
-            {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self(child, format!("ws://{addr}/echo"))
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn run(program: &Path, args: &[&str], env: &[(&str, PathBuf)]) {
@@ -74,18 +38,20 @@ fn run(program: &Path, args: &[&str], env: &[(&str, PathBuf)]) {
 
 #[test]
 fn python_websockets_echo() {
-    let edge = Edge::start();
+    let edge = Edge::start(&[]);
+    let url = format!("ws://{}/echo", edge.addr);
     let script = root().join("edge/tests/interop/echo_client.py");
     run(
         &root().join(".venv-interop/bin/python"),
-        &[script.to_str().unwrap(), &edge.1],
+        &[script.to_str().unwrap(), &url],
         &[],
     );
 }
 
 #[test]
 fn node_ws_echo() {
-    let edge = Edge::start();
+    let edge = Edge::start(&[]);
+    let url = format!("ws://{}/echo", edge.addr);
     let script = root().join("edge/tests/interop/echo_client.cjs");
     let modules = root().join(".interop-node/node_modules");
     assert!(
@@ -94,7 +60,7 @@ fn node_ws_echo() {
     );
     run(
         Path::new("node"),
-        &[script.to_str().unwrap(), &edge.1],
+        &[script.to_str().unwrap(), &url],
         &[("NODE_PATH", root().join(".interop-node/node_modules"))],
     );
 }
@@ -125,15 +91,12 @@ fn headless_chromium_page_echo() {
         .map(Path::new)
         .find(|p| p.exists())
         .expect("chromium is missing: run scripts/interop-setup.sh (make test does)");
-    let edge = Edge::start();
-    let addr = edge
-        .1
-        .trim_start_matches("ws://")
-        .trim_end_matches("/echo")
-        .to_owned();
+    let edge = Edge::start(&[]);
+    let url = format!("ws://{}/echo", edge.addr);
+    let addr = edge.addr.to_string();
     let page = root().join("edge/tests/interop/echo_page.html");
     let page = std::fs::canonicalize(page).unwrap();
-    let url = format!("file://{}?ws={}", page.display(), edge.1);
+    let url = format!("file://{}?ws={}", page.display(), url);
     let profile = tempfile::tempdir().unwrap();
     let mut browser = Command::new(chromium)
         .args([

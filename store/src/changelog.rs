@@ -739,10 +739,9 @@ impl<E: Engine> ChangeLog<E> {
                 s.assigned = seq;
             }
         }
-        let committed: HashMap<u32, u64> =
-            self.parts.iter().map(|(&p, s)| (p, s.last_seq)).collect();
+        let parts = &self.parts;
         self.heads
-            .shrink(|p| committed.get(&p).copied().unwrap_or(0));
+            .shrink(|p| parts.get(&p).map_or(0, |s| s.last_seq));
         Prepared {
             batch,
             results,

@@ -14,7 +14,7 @@ use wire::handshake::{
 };
 
 use crate::metrics::WorkerMetrics;
-use crate::sys::Chunk;
+use crate::uring::Chunk;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -91,6 +91,24 @@ pub struct Ctx<'a> {
     pub all: &'a [std::sync::Arc<WorkerMetrics>],
 }
 
+/// Append bytes built by `write` to a send queue, coalescing small frames into the
+/// last owned chunk.
+fn push_with(out: &mut VecDeque<Chunk>, bytes: &mut usize, write: &mut dyn FnMut(&mut Vec<u8>)) {
+    match out.back_mut() {
+        Some(Chunk::Owned(v)) if v.len() < COALESCE => {
+            let n = v.len();
+            write(v);
+            *bytes += v.len() - n;
+        }
+        _ => {
+            let mut v = Vec::new();
+            write(&mut v);
+            *bytes += v.len();
+            out.push_back(Chunk::Owned(v));
+        }
+    }
+}
+
 /// Largest owned chunk small frames are coalesced into.
 const COALESCE: usize = 64 * 1024;
 
@@ -125,22 +143,8 @@ impl Conn {
     }
 
     /// Queue bytes built by `write`, coalescing small frames into one chunk.
-    pub fn queue_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let before = self.out_bytes;
-        match self.out.back_mut() {
-            Some(Chunk::Owned(v)) if v.len() < COALESCE => {
-                let n = v.len();
-                write(v);
-                self.out_bytes += v.len() - n;
-            }
-            _ => {
-                let mut v = Vec::new();
-                write(&mut v);
-                self.out_bytes += v.len();
-                self.out.push_back(Chunk::Owned(v));
-            }
-        }
-        let _ = before;
+    pub fn queue_with(&mut self, mut write: impl FnMut(&mut Vec<u8>)) {
+        push_with(&mut self.out, &mut self.out_bytes, &mut write);
     }
 
     /// Queue a frame encoded once and shared with other connections.
@@ -269,10 +273,17 @@ impl Conn {
     }
 
     fn on_ws(&mut self, data: &mut [u8], ctx: &Ctx<'_>) {
-        let Phase::Ws { dec, partial } = &mut self.phase else {
+        let Self {
+            phase,
+            out,
+            out_bytes,
+            ..
+        } = self;
+        let Phase::Ws { dec, partial } = phase else {
             return;
         };
-        let mut replies: Vec<u8> = Vec::new();
+        // Echoes are encoded straight into the connection's send queue.
+        let mut reply = |write: &mut dyn FnMut(&mut Vec<u8>)| push_with(out, out_bytes, write);
         let mut messages = 0u64;
         let mut close: Option<(CloseCode, bool)> = None;
         let mut run = |buf: &mut [u8]| -> usize {
@@ -285,15 +296,15 @@ impl Conn {
                         match item {
                             Incoming::Text(s) => {
                                 messages += 1;
-                                encode_frame(&mut replies, Opcode::Text, s.as_bytes());
+                                reply(&mut |v| encode_frame(v, Opcode::Text, s.as_bytes()));
                             }
                             Incoming::Binary(b) => {
                                 messages += 1;
-                                encode_frame(&mut replies, Opcode::Binary, b);
+                                reply(&mut |v| encode_frame(v, Opcode::Binary, b));
                             }
-                            Incoming::Ping(p) => encode_frame(&mut replies, Opcode::Pong, p),
+                            Incoming::Ping(p) => reply(&mut |v| encode_frame(v, Opcode::Pong, p)),
                             Incoming::Close(frame) => {
-                                encode_close_reply(&mut replies, frame.as_ref());
+                                reply(&mut |v| encode_close_reply(v, frame.as_ref()));
                                 let code = frame.map_or(CloseCode::NORMAL, |f| f.code);
                                 close = Some((code, true));
                             }
@@ -328,9 +339,6 @@ impl Conn {
         WorkerMetrics::add(&ctx.metrics.messages_in, messages);
         if ctx.cfg.echo {
             WorkerMetrics::add(&ctx.metrics.messages_out, messages);
-        }
-        if !replies.is_empty() {
-            self.queue_with(|v| v.extend_from_slice(&replies));
         }
         match close {
             Some((code, true)) => {

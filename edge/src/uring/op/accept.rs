@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use crate::sys::Ring;
+use crate::uring::Ring;
 
 impl Ring {
     /// Arm a multishot accept on `listener`; new sockets are non-blocking and close-on-exec.

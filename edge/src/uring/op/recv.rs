@@ -6,8 +6,8 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use crate::sys::Ring;
-use crate::sys::bufring::GROUP;
+use crate::uring::Ring;
+use crate::uring::bufring::GROUP;
 
 impl Ring {
     /// Arm a multishot receive on `fd`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, types};
 
-use crate::sys::Ring;
+use crate::uring::Ring;
 
 impl Ring {
     /// Complete `user_data` after `after` (one tick of the worker's timer wheel).

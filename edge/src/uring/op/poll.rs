@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use crate::sys::Ring;
+use crate::uring::Ring;
 
 impl Ring {
     /// Arm a multishot readability poll on `fd`.

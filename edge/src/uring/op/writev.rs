@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use bytes::Bytes;
 use io_uring::{opcode, types};
 
-use crate::sys::Ring;
+use crate::uring::Ring;
 
 /// Bytes queued for a connection: its own, or a frame shared with other connections.
 #[derive(Debug, Clone)]

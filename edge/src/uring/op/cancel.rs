@@ -5,7 +5,7 @@ use std::io;
 
 use io_uring::{opcode, types};
 
-use crate::sys::Ring;
+use crate::uring::Ring;
 
 impl Ring {
     /// Cancel every operation on descriptor `fd` with one submission.
