@@ -51,6 +51,10 @@ pub struct Args {
     /// memory per idle connection, same throughput as measured) [default: poll].
     #[arg(long, value_name = "MODE")]
     pub recv_mode: Option<RecvMode>,
+    /// The cluster map (the stores' `cluster.toml`): which store owns which partition
+    /// [default: the embedded map, one store on 127.0.0.1:7400 owning every partition].
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
 }
 
 /// How a worker reads its sockets.
@@ -77,6 +81,7 @@ struct FileConfig {
     echo: Option<bool>,
     pin: Option<bool>,
     recv_mode: Option<RecvMode>,
+    cluster: Option<PathBuf>,
 }
 
 /// A resolved configuration.
@@ -104,6 +109,8 @@ pub struct Config {
     pub pin: bool,
     /// How sockets are read.
     pub recv_mode: RecvMode,
+    /// The cluster map file (`None`: the embedded default).
+    pub cluster: Option<PathBuf>,
 }
 
 /// A configuration that could not be read.
@@ -150,6 +157,7 @@ impl Config {
             echo: args.echo.or(f.echo).unwrap_or(true),
             pin: args.pin.or(f.pin).unwrap_or(true),
             recv_mode: args.recv_mode.or(f.recv_mode).unwrap_or(RecvMode::Poll),
+            cluster: args.cluster.clone().or(f.cluster),
         };
         // One message must always fit in a connection's outbound queue.
         let mut c = c;

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod hub;
 mod metrics;
 mod uring;
 mod worker;
@@ -63,14 +64,21 @@ fn run(args: &Args) -> Result<(), String> {
         }
         listeners.push(l);
     }
+    let map = wire::cluster::ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
+    let map = Arc::new(map);
     let cfg = Arc::new(cfg);
-    let all: Arc<Vec<Arc<WorkerMetrics>>> =
-        Arc::new((0..cfg.workers).map(|_| Arc::default()).collect());
+    let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();
+    let all: Arc<Vec<Arc<WorkerMetrics>>> = Arc::new(
+        (0..cfg.workers)
+            .map(|_| Arc::new(WorkerMetrics::for_stores(store_ids.clone())))
+            .collect(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
         let (cfg, all, stop) = (Arc::clone(&cfg), Arc::clone(&all), Arc::clone(&stop));
+        let map = Arc::clone(&map);
         let metrics = Arc::clone(&all[id]);
         let h = std::thread::Builder::new()
             .name(format!("edge-worker-{id}"))
@@ -80,7 +88,7 @@ fn run(args: &Args) -> Result<(), String> {
                 {
                     warn!(worker = id, error = %e, "cannot pin to a core");
                 }
-                let w = worker::Worker::new(id, listener, cfg, metrics, all, stop)
+                let w = worker::Worker::new(id, listener, cfg, metrics, all, stop, map)
                     .map_err(|e| format!("worker {id}: {e}"))?;
                 w.run().map_err(|e| format!("worker {id}: {e}"))
             })
@@ -89,7 +97,8 @@ fn run(args: &Args) -> Result<(), String> {
     }
     info!(
         listen = %cfg.listen, workers = cfg.workers, echo = cfg.echo,
-        "edge listening (GET /healthz, /metrics; WebSocket /echo)"
+        stores = map.stores.len(), partitions = map.partitions,
+        "edge listening (GET /healthz, /metrics; WebSocket /ws, /echo)"
     );
     let stopper = std::thread::spawn({
         let stop = Arc::clone(&stop);

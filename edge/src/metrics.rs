@@ -36,9 +36,29 @@ pub struct WorkerMetrics {
     pub queued_bytes: AtomicU64,
     /// Close frames sent, by code (`CLOSE_CODES`, then other).
     pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
+    /// Changes delivered to subscribers.
+    pub deliveries: AtomicU64,
+    /// Internal watches open on store links (gauge).
+    pub watches: AtomicU64,
+    /// Client subscriptions (gauge).
+    pub subscriptions: AtomicU64,
+    /// Store ids, as the cluster map lists them.
+    pub stores: Vec<String>,
+    /// Per store: its link's state (0 down, 1 connecting, 2 up).
+    pub links: Vec<AtomicU64>,
 }
 
 impl WorkerMetrics {
+    /// Figures for a worker with links to `stores`.
+    pub fn for_stores(stores: Vec<String>) -> Self {
+        let links = stores.iter().map(|_| AtomicU64::new(0)).collect();
+        Self {
+            stores,
+            links,
+            ..Self::default()
+        }
+    }
+
     /// Add to a counter.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
@@ -72,7 +92,7 @@ type Series = (
 /// Render every worker's figures.
 pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut o = String::with_capacity(4096);
-    let series: [Series; 12] = [
+    let series: [Series; 15] = [
         (
             "ringline_edge_connections",
             "gauge",
@@ -145,6 +165,24 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             "Bytes queued for connections and not yet sent.",
             |m| &m.queued_bytes,
         ),
+        (
+            "ringline_edge_deliveries_total",
+            "counter",
+            "Changes delivered to subscribers.",
+            |m| &m.deliveries,
+        ),
+        (
+            "ringline_edge_watches",
+            "gauge",
+            "Internal watches open on store links (one per key or prefix per worker).",
+            |m| &m.watches,
+        ),
+        (
+            "ringline_edge_subscriptions",
+            "gauge",
+            "Client subscriptions.",
+            |m| &m.subscriptions,
+        ),
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -153,6 +191,20 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
                 o,
                 "{name}{{worker=\"{w}\"}} {}",
                 get(m).load(Ordering::Relaxed)
+            );
+        }
+    }
+    let name = "ringline_edge_link_state";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Each worker's link to each store: 0 down, 1 connecting, 2 up.\n# TYPE {name} gauge"
+    );
+    for (w, m) in workers.iter().enumerate() {
+        for (store, state) in m.stores.iter().zip(&m.links) {
+            let _ = writeln!(
+                o,
+                "{name}{{worker=\"{w}\",store=\"{store}\"}} {}",
+                state.load(Ordering::Relaxed)
             );
         }
     }

@@ -5,99 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 mod common;
 use common::Edge;
-use wire::frame::{CloseCode, Decoder, Incoming, Limits, Opcode, encode_client_frame};
-
-/// A minimal WebSocket client built on `wire`'s client-side encoder and decoder.
-struct Ws {
-    s: TcpStream,
-    dec: Decoder,
-    buf: Vec<u8>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Msg {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<u16>),
-    Eof,
-}
-
-impl Ws {
-    fn connect(addr: SocketAddr, path: &str) -> Result<Self, String> {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut byte).unwrap() == 0 {
-                return Err(String::from_utf8_lossy(&head).into_owned());
-            }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        if !head.starts_with("HTTP/1.1 101") {
-            return Err(head);
-        }
-        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
-        Ok(Self {
-            s,
-            dec: Decoder::client(Limits::default()),
-            buf: Vec::new(),
-        })
-    }
-
-    fn send(&mut self, fin: bool, op: Opcode, payload: &[u8]) {
-        let mut out = Vec::new();
-        encode_client_frame(&mut out, fin, op, payload, [1, 2, 3, 4]);
-        self.s.write_all(&out).unwrap();
-    }
-
-    fn recv(&mut self) -> Msg {
-        loop {
-            let got = match self.dec.decode(&mut self.buf).unwrap() {
-                Some((item, used)) => {
-                    let m = match item {
-                        Incoming::Text(t) => Some(Msg::Text(t.to_owned())),
-                        Incoming::Binary(b) => Some(Msg::Binary(b.to_vec())),
-                        Incoming::Ping(p) => Some(Msg::Ping(p.to_vec())),
-                        Incoming::Pong(p) => Some(Msg::Pong(p.to_vec())),
-                        Incoming::Close(c) => Some(Msg::Close(c.map(|c| c.code.0))),
-                        Incoming::Fragment | Incoming::AfterClose => None,
-                    };
-                    Some((m, used))
-                }
-                None => None,
-            };
-            match got {
-                Some((m, used)) => {
-                    self.buf.drain(..used);
-                    if let Some(m) = m {
-                        return m;
-                    }
-                }
-                None => {
-                    let mut chunk = [0u8; 65536];
-                    match self.s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return Msg::Eof,
-                        Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            }
-        }
-    }
-}
+use common::ws::{Msg, Ws};
+use wire::frame::{CloseCode, Opcode, encode_client_frame};
 
 #[test]
 fn http_endpoints_and_echo_round_trips() {

@@ -193,6 +193,11 @@ impl ClusterMap {
             .and_then(|&i| self.stores.get(i))
     }
 
+    /// Index into [`ClusterMap::stores`] of the store owning `partition`.
+    pub fn owner_index(&self, partition: u32) -> Option<usize> {
+        self.owner.get(partition as usize).copied()
+    }
+
     /// The store with id `id`.
     pub fn store(&self, id: &str) -> Option<&StoreEntry> {
         self.stores.iter().find(|s| s.id == id)

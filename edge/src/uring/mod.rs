@@ -48,6 +48,8 @@ pub struct Ring {
     ring: IoUring,
     /// Buffers of sends in flight, by user data: they go back with the completion.
     sends: HashMap<u64, op::writev::InFlight>,
+    /// Addresses of connects in flight, by user data.
+    addrs: HashMap<u64, Box<op::connect::RawAddr>>,
     /// The timespec of the tick timeout in flight.
     tick: Box<io_uring::types::Timespec>,
     /// Which setup flags the kernel took.
@@ -91,6 +93,7 @@ impl Ring {
                     return Ok(Self {
                         ring,
                         sends: HashMap::new(),
+                        addrs: HashMap::new(),
                         tick: Box::new(io_uring::types::Timespec::new()),
                         flags: name,
                     });
@@ -106,7 +109,8 @@ impl Ring {
         loop {
             // SAFETY: every entry pushed here references only memory that outlives its
             // operation: buffers of sends are held in `self.sends`, the tick timespec
-            // in `self.tick`, provided buffers in the registered `BufRing`; other
+            // in `self.tick`, connect addresses in `self.addrs`, provided buffers in
+            // the registered `BufRing`; other
             // operations reference no memory.
             match unsafe { self.ring.submission().push(&entry) } {
                 Ok(()) => return Ok(()),

@@ -39,6 +39,27 @@ pub fn nodelay(fd: &OwnedFd) {
     let _ = sockopt::set_tcp_nodelay(fd, true);
 }
 
+/// A new non-blocking TCP socket for a link to `addr` (connected by the ring).
+pub fn link_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_tcp_nodelay(&fd, true)?;
+    Ok(fd)
+}
+
+/// Shut both directions down: operations still armed on the socket complete.
+pub fn shutdown_both(fd: &OwnedFd) {
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+}
+
 /// Half-close: no more bytes will be sent (the peer reads EOF after what is queued).
 pub fn shutdown_write(fd: &OwnedFd) {
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);

@@ -1,7 +1,8 @@
 //! One connection's state and what its received bytes do to it: first an HTTP head
-//! (answered in plain HTTP, or upgraded to a WebSocket), then WebSocket frames. This
-//! file does no I/O: bytes come in, frames to send go to `out`, and flags tell the
-//! worker what to do next (close after flushing, stop reading).
+//! (answered in plain HTTP, or upgraded to a WebSocket), then WebSocket frames: echoed
+//! on `/echo`, decoded into client requests for the [`Hub`] on `/ws`. This file does no
+//! I/O: bytes come in, frames to send go to `out`, and flags tell the worker what to do
+//! next (close after flushing, stop reading).
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -13,8 +14,29 @@ use wire::handshake::{
     HandshakeLimits, Status, parse_request, write_response, write_switching_protocols,
 };
 
+use wire::client::{fb as client_fb, json as client_json};
+
+use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
+
+/// The subprotocols `/ws` speaks, in order of preference when a client offers both.
+pub const PROTOCOLS: [&str; 2] = [PROTOCOL_JSON, PROTOCOL_FB];
+/// The client protocol in JSON text frames.
+pub const PROTOCOL_JSON: &str = "ringline.v1.json";
+/// The client protocol in flatbuffers binary frames.
+pub const PROTOCOL_FB: &str = "ringline.v1.fb";
+
+/// What a WebSocket's messages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// `/echo`: sent back as they came.
+    Echo,
+    /// `/ws`, JSON text frames.
+    Json,
+    /// `/ws`, flatbuffers binary frames.
+    Fb,
+}
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -74,11 +96,18 @@ pub struct Conn {
     pub linger: bool,
     /// The deadline for flushing the close frame is scheduled.
     pub deadline_set: bool,
+    /// What its WebSocket messages are (kept here, not in `Phase::Ws`, where it would
+    /// cost the slot 8 bytes of padding).
+    pub proto: Proto,
 }
 
 /// What a connection may see of its worker while handling bytes.
 #[derive(Debug)]
 pub struct Ctx<'a> {
+    /// Where client requests go.
+    pub hub: &'a mut Hub,
+    /// This connection, as the hub names it.
+    pub me: ConnRef,
     /// The edge's configuration.
     pub cfg: &'a crate::config::Config,
     /// This worker's figures.
@@ -132,6 +161,7 @@ impl Conn {
             upgraded: false,
             linger: false,
             deadline_set: false,
+            proto: Proto::Echo,
         }
     }
 
@@ -165,7 +195,7 @@ impl Conn {
     }
 
     /// Handle received bytes (`data` may be modified: frames are unmasked in place).
-    pub fn on_data(&mut self, data: &mut [u8], now: u64, ctx: &Ctx<'_>) {
+    pub fn on_data(&mut self, data: &mut [u8], now: u64, ctx: &mut Ctx<'_>) {
         self.last_rx = now;
         WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
         match &mut self.phase {
@@ -178,7 +208,7 @@ impl Conn {
         }
     }
 
-    fn on_head(&mut self, ctx: &Ctx<'_>) {
+    fn on_head(&mut self, ctx: &mut Ctx<'_>) {
         let Phase::Http { head } = &mut self.phase else {
             return;
         };
@@ -189,8 +219,8 @@ impl Conn {
         }
         let head = std::mem::take(head);
         let mut reply = Vec::new();
-        let mut upgraded: Option<Vec<u8>> = None;
-        match parse_request(&head, &limits, &[]) {
+        let mut upgraded: Option<(Vec<u8>, Proto)> = None;
+        match parse_request(&head, &limits, &PROTOCOLS) {
             Ok(None) => {
                 self.phase = Phase::Http { head };
                 return;
@@ -199,7 +229,10 @@ impl Conn {
                 WorkerMetrics::add(&ctx.metrics.rejected_bad, 1);
                 e.write_response(&mut reply);
             }
-            Ok(Some((req, _))) => match (req.websocket.as_ref(), req.path) {
+            Ok(Some((req, _))) => match (
+                req.websocket.as_ref(),
+                req.path.split_once('?').map_or(req.path, |(p, _)| p),
+            ) {
                 (None, "/healthz") => {
                     WorkerMetrics::add(&ctx.metrics.http_requests, 1);
                     let (status, body) = if ctx.draining {
@@ -220,20 +253,44 @@ impl Conn {
                         None,
                     );
                 }
+                (Some(_), "/echo" | "/ws") if ctx.refuse => {
+                    WorkerMetrics::add(&ctx.metrics.rejected_full, 1);
+                    write_response(
+                        &mut reply,
+                        Status::ServiceUnavailable,
+                        "text/plain",
+                        b"full\n",
+                        Some(5),
+                    );
+                }
                 (Some(up), "/echo") if ctx.cfg.echo => {
-                    if ctx.refuse {
-                        WorkerMetrics::add(&ctx.metrics.rejected_full, 1);
-                        write_response(
-                            &mut reply,
-                            Status::ServiceUnavailable,
-                            "text/plain",
-                            b"full\n",
-                            Some(5),
-                        );
-                    } else {
-                        WorkerMetrics::add(&ctx.metrics.handshakes, 1);
-                        write_switching_protocols(&mut reply, &up.accept, up.protocol);
-                        upgraded = Some(req.rest.to_vec());
+                    WorkerMetrics::add(&ctx.metrics.handshakes, 1);
+                    write_switching_protocols(&mut reply, &up.accept, None);
+                    upgraded = Some((req.rest.to_vec(), Proto::Echo));
+                }
+                (Some(up), "/ws") => {
+                    let proto = match up.protocol {
+                        Some(PROTOCOL_FB) => Some(Proto::Fb),
+                        Some(_) => Some(Proto::Json),
+                        None if up.protocols_offered => None,
+                        None => Some(Proto::Json),
+                    };
+                    match proto {
+                        Some(proto) => {
+                            WorkerMetrics::add(&ctx.metrics.handshakes, 1);
+                            write_switching_protocols(&mut reply, &up.accept, up.protocol);
+                            upgraded = Some((req.rest.to_vec(), proto));
+                        }
+                        None => {
+                            WorkerMetrics::add(&ctx.metrics.rejected_bad, 1);
+                            write_response(
+                                &mut reply,
+                                Status::BadRequest,
+                                "text/plain",
+                                b"unsupported subprotocol: offer ringline.v1.json or ringline.v1.fb\n",
+                                None,
+                            );
+                        }
                     }
                 }
                 _ => {
@@ -251,7 +308,7 @@ impl Conn {
         self.out_bytes += reply.len();
         self.out.push_back(Chunk::Owned(reply));
         match upgraded {
-            Some(mut rest) => {
+            Some((mut rest, proto)) => {
                 let limits = Limits {
                     max_frame: ctx.cfg.max_message,
                     max_message: ctx.cfg.max_message,
@@ -260,6 +317,7 @@ impl Conn {
                     dec: Decoder::server(limits),
                     partial: Vec::new(),
                 };
+                self.proto = proto;
                 self.upgraded = true;
                 if !rest.is_empty() {
                     self.on_ws(&mut rest, ctx);
@@ -272,19 +330,24 @@ impl Conn {
         }
     }
 
-    fn on_ws(&mut self, data: &mut [u8], ctx: &Ctx<'_>) {
+    fn on_ws(&mut self, data: &mut [u8], ctx: &mut Ctx<'_>) {
         let Self {
             phase,
             out,
             out_bytes,
+            proto,
             ..
         } = self;
         let Phase::Ws { dec, partial } = phase else {
             return;
         };
+        let proto = *proto;
+        let (hub, me) = (&mut *ctx.hub, ctx.me);
+        let mut scratch = Vec::new();
         // Echoes are encoded straight into the connection's send queue.
         let mut reply = |write: &mut dyn FnMut(&mut Vec<u8>)| push_with(out, out_bytes, write);
         let mut messages = 0u64;
+        let mut answered = 0u64;
         let mut close: Option<(CloseCode, bool)> = None;
         let mut run = |buf: &mut [u8]| -> usize {
             let mut at = 0;
@@ -296,11 +359,57 @@ impl Conn {
                         match item {
                             Incoming::Text(s) => {
                                 messages += 1;
-                                reply(&mut |v| encode_frame(v, Opcode::Text, s.as_bytes()));
+                                match proto {
+                                    Proto::Echo => reply(&mut |v| {
+                                        encode_frame(v, Opcode::Text, s.as_bytes());
+                                    }),
+                                    Proto::Json => {
+                                        match client_json::decode_request(s.as_bytes()) {
+                                            Ok(req) => hub.request(me, req),
+                                            Err(e) => {
+                                                answered += 1;
+                                                scratch.clear();
+                                                client_json::encode_response(
+                                                    &e.to_response(),
+                                                    &mut scratch,
+                                                );
+                                                reply(&mut |v| {
+                                                    encode_frame(v, Opcode::Text, &scratch)
+                                                });
+                                            }
+                                        }
+                                    }
+                                    // "a binary frame on a JSON connection (or the reverse)
+                                    // is a protocol error".
+                                    Proto::Fb => {
+                                        close = Some((CloseCode::UNSUPPORTED_DATA, false));
+                                    }
+                                }
                             }
                             Incoming::Binary(b) => {
                                 messages += 1;
-                                reply(&mut |v| encode_frame(v, Opcode::Binary, b));
+                                match proto {
+                                    Proto::Echo => {
+                                        reply(&mut |v| encode_frame(v, Opcode::Binary, b))
+                                    }
+                                    Proto::Fb => match client_fb::decode_request(b) {
+                                        Ok(req) => hub.request(me, req),
+                                        Err(e) => {
+                                            answered += 1;
+                                            scratch.clear();
+                                            client_fb::encode_response(
+                                                &e.to_response(),
+                                                &mut scratch,
+                                            );
+                                            reply(&mut |v| {
+                                                encode_frame(v, Opcode::Binary, &scratch)
+                                            });
+                                        }
+                                    },
+                                    Proto::Json => {
+                                        close = Some((CloseCode::UNSUPPORTED_DATA, false));
+                                    }
+                                }
                             }
                             Incoming::Ping(p) => reply(&mut |v| encode_frame(v, Opcode::Pong, p)),
                             Incoming::Close(frame) => {
@@ -337,8 +446,10 @@ impl Conn {
             }
         }
         WorkerMetrics::add(&ctx.metrics.messages_in, messages);
-        if ctx.cfg.echo {
+        if proto == Proto::Echo {
             WorkerMetrics::add(&ctx.metrics.messages_out, messages);
+        } else {
+            WorkerMetrics::add(&ctx.metrics.messages_out, answered);
         }
         match close {
             Some((code, true)) => {
@@ -356,9 +467,12 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    /// An idle WebSocket costs its slab slot and nothing else: keep the slot small.
+    /// An idle WebSocket costs its slab slot (plus, on `/ws`, its subscriptions in the
+    /// hub): keep the slot small. 208 B = 200 B for `/echo` alone, plus the word the
+    /// protocol byte spills into.
     #[test]
     fn a_connection_slot_stays_small() {
-        assert!(std::mem::size_of::<Option<super::Conn>>() <= 200);
+        let size = std::mem::size_of::<Option<super::Conn>>();
+        assert!(size <= 208, "{size}");
     }
 }

@@ -6,6 +6,8 @@
 //! workers but read-only configuration, the stop flag and the metrics atomics.
 
 pub mod conn;
+mod dispatch;
+pub mod link;
 pub mod timer;
 
 use std::io;
@@ -15,12 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
+use wire::cluster::ClusterMap;
 use wire::frame::{CloseCode, Opcode, SharedFrame};
+use wire::link::{LinkEncoder, LinkLimits};
 
 use crate::config::{Config, RecvMode};
+use crate::hub::Hub;
 use crate::metrics::WorkerMetrics;
 use crate::uring::{BufRing, Chunk, Cqe, Ring, net};
 use conn::{Conn, Ctx, Phase};
+use link::Link;
 use timer::Wheel;
 
 /// What a completion is for (the top byte of its user data).
@@ -33,6 +39,9 @@ enum Op {
     Cancel = 4,
     Tick = 5,
     Poll = 6,
+    LinkConnect = 7,
+    LinkRecv = 8,
+    LinkSend = 9,
 }
 
 fn ud(op: Op, idx: u32, generation: u32) -> u64 {
@@ -69,6 +78,18 @@ pub struct Worker {
     accepting: bool,
     /// The heartbeat ping, encoded once for every connection.
     ping: bytes::Bytes,
+    /// Routing, subscriptions and fan-out.
+    hub: Hub,
+    /// One link per store, indexed as the cluster map's stores.
+    links: Vec<Link>,
+    /// Encoder for the links' own frames (hello, ping, pong).
+    link_enc: LinkEncoder,
+    /// Link operations in flight (including those of closed sockets).
+    link_ops: usize,
+    /// Jitter source.
+    rng: u64,
+    /// Client messages to deliver, encoded by `dispatch`.
+    delivery: dispatch::Encoders,
 }
 
 impl std::fmt::Debug for Worker {
@@ -117,6 +138,7 @@ impl Worker {
         metrics: Arc<WorkerMetrics>,
         all: Arc<Vec<Arc<WorkerMetrics>>>,
         stop: Arc<AtomicBool>,
+        map: Arc<ClusterMap>,
     ) -> io::Result<Self> {
         let mut ring = Ring::new(4096)?;
         let bufs = BufRing::new(BUFFERS, BUFFER_SIZE)?;
@@ -139,6 +161,14 @@ impl Worker {
             drain: None,
             accepting: false,
             ping: SharedFrame::new(Opcode::Ping, b"").into_bytes(),
+            links: map.stores.iter().map(|s| Link::new(s.addr)).collect(),
+            hub: Hub::new(map),
+            link_enc: LinkEncoder::new(&LinkLimits::default()),
+            link_ops: 0,
+            rng: 0x9E37_79B9_7F4A_7C15
+                ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
+                ^ u64::from(std::process::id()),
+            delivery: dispatch::Encoders::default(),
         })
     }
 
@@ -147,19 +177,31 @@ impl Worker {
         info!(worker = self.id, ring = self.ring.flags, "worker running");
         self.arm_accept()?;
         self.ring.tick(Duration::from_secs(1), ud(Op::Tick, 0, 0))?;
+        self.links_tick(0);
         let mut cqes: Vec<Cqe> = Vec::with_capacity(1024);
+        let mut links_closed = false;
         loop {
+            self.flush_links();
             self.ring.submit_and_wait(1)?;
             self.ring.completions(&mut cqes);
             for c in cqes.drain(..) {
                 self.complete(c);
             }
+            self.dispatch();
+            self.flush_links();
             self.flush();
             if let Some(d) = &self.drain
                 && (self.live == 0 && !self.accepting || d.started.elapsed() > self.cfg.drain)
             {
-                info!(worker = self.id, left = self.live, "worker drained");
-                return Ok(());
+                if !links_closed {
+                    // Links go last; their operations are drained before the ring goes.
+                    links_closed = true;
+                    self.close_links();
+                }
+                if self.link_ops == 0 {
+                    info!(worker = self.id, left = self.live, "worker drained");
+                    return Ok(());
+                }
             }
         }
     }
@@ -185,6 +227,9 @@ impl Worker {
             x if x == Op::Send as u8 => self.on_send(idx, generation, c),
             x if x == Op::Tick as u8 => self.on_tick(),
             x if x == Op::Poll as u8 => self.on_poll(idx, generation, c),
+            x if x == Op::LinkConnect as u8 => self.on_link_connect(idx as usize, generation, c),
+            x if x == Op::LinkRecv as u8 => self.on_link_recv(idx as usize, generation, c),
+            x if x == Op::LinkSend as u8 => self.on_link_send(idx as usize, generation, c),
             _ => {}
         }
     }
@@ -270,12 +315,14 @@ impl Worker {
         let now = self.wheel.now();
         let (refuse, draining) = self.ctx_parts();
         // Borrowed field by field: no reference-count traffic per completion.
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             cfg: &self.cfg,
             metrics: &self.metrics,
             refuse,
             draining,
             all: &self.all,
+            hub: &mut self.hub,
+            me: (idx, generation),
         };
         let bid = c.buffer();
         let Some(conn) = slot(&mut self.conns, idx, generation) else {
@@ -290,7 +337,7 @@ impl Worker {
         if c.result > 0 {
             if let Some(b) = bid {
                 if let Some(data) = self.bufs.get(b, c.result as usize) {
-                    conn.on_data(data, now, &ctx);
+                    conn.on_data(data, now, &mut ctx);
                 }
                 self.bufs.recycle(b);
             }
@@ -396,18 +443,7 @@ impl Worker {
             conn.out_bytes = 0;
         } else {
             // Whatever the kernel did not take goes back to the front of the queue.
-            let mut sent = c.result as usize;
-            let mut unsent: Vec<Chunk> = Vec::new();
-            for mut ch in chunks {
-                let len = ch.as_slice().len();
-                if sent >= len {
-                    sent -= len;
-                } else {
-                    ch.advance(sent);
-                    sent = 0;
-                    unsent.push(ch);
-                }
-            }
+            let unsent = requeue(chunks, c.result as usize);
             let back: usize = unsent.iter().map(|c| c.as_slice().len()).sum();
             for ch in unsent.into_iter().rev() {
                 conn.out.push_front(ch);
@@ -525,7 +561,9 @@ impl Worker {
             && let Some(conn) = slot.take()
         {
             // Dropping the descriptor closes the socket.
+            let generation = conn.generation & 0xFF_FFFF;
             drop(conn);
+            self.hub.conn_closed((idx, generation));
             self.free.push(idx);
             self.live -= 1;
             WorkerMetrics::sub(&self.metrics.connections, 1);
@@ -565,6 +603,8 @@ impl Worker {
         let mut due = Vec::new();
         self.wheel.advance(&mut due);
         let now = self.wheel.now();
+        self.links_tick(now);
+        self.publish_hub();
         if self.stop.load(Ordering::Relaxed) && self.drain.is_none() {
             info!(worker = self.id, connections = self.live, "draining");
             let spread = (self.cfg.drain.as_secs() / 2).max(1);
@@ -661,4 +701,20 @@ impl Worker {
         }
         self.after_event(idx, generation);
     }
+}
+
+/// What a send did not take of `chunks` (`sent` bytes went out), in order.
+fn requeue(chunks: Vec<Chunk>, mut sent: usize) -> Vec<Chunk> {
+    let mut unsent = Vec::new();
+    for mut ch in chunks {
+        let len = ch.as_slice().len();
+        if sent >= len {
+            sent -= len;
+        } else {
+            ch.advance(sent);
+            sent = 0;
+            unsent.push(ch);
+        }
+    }
+    unsent
 }

@@ -6,6 +6,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod store;
+pub mod ws;
+
 pub struct Edge {
     pub child: Child,
     pub addr: SocketAddr,
@@ -35,7 +38,15 @@ impl Edge {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining its log; EDGE_LOG=1 shows it (for debugging a test).
+        let show = std::env::var_os("EDGE_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("edge: {line}");
+                }
+            }
+        });
         Self { child, addr }
     }
 

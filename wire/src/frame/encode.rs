@@ -29,6 +29,21 @@ pub fn encode_frame_parts(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload:
     out.extend_from_slice(payload);
 }
 
+/// Append only the header of a complete (FIN) unmasked frame of `len` payload bytes; the
+/// caller sends the payload after it (possibly as several buffers).
+pub fn encode_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
+    let h = FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode,
+        mask: None,
+        payload_len: len as u64,
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = h.encode(&mut head);
+    out.extend_from_slice(&head[..n]);
+}
+
 /// Append one complete (FIN) unmasked frame to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
     encode_frame_parts(out, true, opcode, payload);

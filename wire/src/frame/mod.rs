@@ -13,7 +13,7 @@ pub mod opcode;
 pub use close::{CloseCode, CloseFrame};
 pub use decoder::{Decoder, Incoming, Limits};
 pub use encode::{
-    SharedFrame, encode_client_frame, encode_close, encode_close_reply, encode_frame,
+    SharedFrame, encode_client_frame, encode_close, encode_close_reply, encode_frame, encode_header,
 };
 pub use error::ProtocolError;
 pub use header::FrameHeader;

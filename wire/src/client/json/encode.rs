@@ -136,8 +136,26 @@ impl PreparedChange {
     /// Appends the complete message for subscription `id`.
     pub fn write(&self, id: u64, out: &mut Vec<u8>) {
         out.reserve(self.tail.len() + 40);
-        head(out, "change", id);
+        Self::write_head(id, out);
         out.extend_from_slice(&self.tail);
+    }
+
+    /// Appends the per-subscriber start of the message (`{"op":"change","id":N`); the
+    /// message is that followed by [`PreparedChange::tail`], which may be sent by reference.
+    pub fn write_head(id: u64, out: &mut Vec<u8>) {
+        head(out, "change", id);
+    }
+
+    /// The shared part of the message, after the id.
+    #[must_use]
+    pub fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
+    /// The shared part of the message, after the id.
+    #[must_use]
+    pub fn into_tail(self) -> Vec<u8> {
+        self.tail
     }
 }
 

@@ -1,0 +1,922 @@
+//! Subscription groups: one per (worker, key or prefix). Every client subscription is a
+//! member of its target's group; the group holds the internal watch(es) whose changes are
+//! fanned out to its members, each change encoded once.
+//!
+//! How a member starts: it gets its own *join* watch on the store (a snapshot, or a resume
+//! from its token), so what it receives is exactly consistent with its own position. When
+//! the join has answered for all of its partitions, it is either adopted as the group's
+//! watch (if the group had none there yet) or dropped (`Unwatch`): the group's watch
+//! carries the member from then on. Changes are delivered to a member only past its own
+//! position, so a change arriving through both watches, or one the member's snapshot
+//! already includes, is never delivered twice.
+//!
+//! Positions: the group keeps the position it delivered per partition; a member whose
+//! positions equal the group's ("synced", the normal state) shares the group's frame and
+//! token; a member that is ahead somewhere (it joined after a newer snapshot) keeps its
+//! own positions until the group catches up.
+//!
+//! Link loss: group watches on the lost link are re-established from the group's
+//! positions when the link is back (the store answers `Resumed`, or `Reset` + snapshot);
+//! members still joining through it get `unavailable` and must subscribe again.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use wire::client::{
+    ChangeOp, Entry, ErrorCode, Position, Response, Target, decode_token, encode_token,
+};
+use wire::link::internal;
+
+use super::{ConnRef, Delivery, Hub, MAX_SUBS_PER_CONN, Out, newer};
+
+/// Everything about groups, watches and subscriptions of one worker.
+#[derive(Debug, Default)]
+pub(super) struct Groups {
+    slab: Vec<Option<Group>>,
+    free: Vec<u32>,
+    /// Group by target: `k` or `p`, then the key or prefix.
+    by_target: HashMap<Box<str>, u32>,
+    /// Internal watches by id.
+    watches: HashMap<u64, WatchRef>,
+    /// Subscriptions: (connection, subscription id) → group.
+    subs: HashMap<(ConnRef, u64), u32>,
+    /// Subscription ids of each connection.
+    by_conn: HashMap<ConnRef, Vec<u64>>,
+}
+
+impl Groups {
+    pub(super) fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+
+    pub(super) fn sub_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub(super) fn subs_of(&self, conn: ConnRef) -> Vec<u64> {
+        self.by_conn.get(&conn).cloned().unwrap_or_default()
+    }
+
+    fn group(&mut self, gid: u32) -> Option<&mut Group> {
+        self.slab.get_mut(gid as usize)?.as_mut()
+    }
+}
+
+/// A join watch to issue: (watch id, store, partition or all, partitions to answer,
+/// resume position).
+type Join = (u64, usize, Option<u32>, u32, Option<Position>);
+
+/// An internal watch on one store's link.
+#[derive(Debug, Clone, Copy)]
+struct WatchRef {
+    gid: u32,
+    store: usize,
+    role: Role,
+    /// The one partition it covers; `None`: every partition of the group the store owns.
+    part: Option<u32>,
+    /// Partitions not answered yet (a join completes at zero).
+    left: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Carries the group's changes.
+    Group,
+    /// Starting one member: its snapshot or resume.
+    Join(ConnRef, u64),
+    /// A join no longer needed, unwatched: frames the store sent before it saw the
+    /// `Unwatch` (a resume's catch-up changes) still reach the group, until the store's
+    /// answer to the ping sent right after the `Unwatch` proves none is left.
+    Retired,
+}
+
+/// The clients of one worker following one key or prefix.
+#[derive(Debug)]
+pub(super) struct Group {
+    target: Box<str>,
+    prefix: bool,
+    /// Partitions the target lives in, ascending.
+    parts: Box<[u32]>,
+    /// Last position delivered through the group, per partition.
+    pos: Box<[Option<Position>]>,
+    /// A group watch covers the partition (issued, on a live link).
+    covered: Box<[bool]>,
+    /// The group's watches: (watch id, store).
+    wids: Vec<(u64, usize)>,
+    members: Vec<Member>,
+}
+
+/// One client subscription.
+#[derive(Debug)]
+struct Member {
+    conn: ConnRef,
+    id: u64,
+    /// Its own state while starting or ahead of the group; `None` when synced.
+    own: Option<Box<Own>>,
+}
+
+#[derive(Debug)]
+struct Own {
+    /// Position per partition (as the group's `parts`).
+    pos: Vec<Position>,
+    /// Partition still waiting for its snapshot or resume answer.
+    pending: Vec<bool>,
+    /// Its join watches not yet complete.
+    joins: Vec<u64>,
+    /// `resumed` was sent.
+    resumed_sent: bool,
+    /// Snapshot parts were sent with `more` and the last is still due.
+    snap_open: bool,
+}
+
+impl Own {
+    fn token(&self) -> String {
+        encode_token(&self.pos)
+    }
+}
+
+impl Group {
+    fn idx(&self, partition: u32) -> Option<usize> {
+        self.parts.binary_search(&partition).ok()
+    }
+
+    fn member(&mut self, conn: ConnRef, id: u64) -> Option<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.conn == conn && m.id == id)
+    }
+
+    /// The group's positions, when known for every partition.
+    fn positions(&self) -> Option<Vec<Position>> {
+        self.pos.iter().copied().collect()
+    }
+
+    /// Drop a member's own state once it matches the group's everywhere.
+    fn try_sync(&mut self, conn: ConnRef, id: u64) {
+        let Some(pos) = self.positions() else {
+            return;
+        };
+        if let Some(m) = self.member(conn, id)
+            && let Some(own) = &m.own
+            && own.joins.is_empty()
+            && own.pending.iter().all(|p| !p)
+            && own.pos == pos
+        {
+            m.own = None;
+        }
+    }
+}
+
+fn target_key(target: &Target<'_>) -> (Box<str>, bool, String) {
+    match target {
+        Target::Key(k) => (format!("k{k}").into(), false, k.to_string()),
+        Target::Prefix(p) => (format!("p{p}").into(), true, p.to_string()),
+    }
+}
+
+impl Hub {
+    /// Start subscription `id` of `conn`.
+    pub(super) fn subscribe(
+        &mut self,
+        conn: ConnRef,
+        id: u64,
+        target: &Target<'_>,
+        from: Option<&str>,
+    ) {
+        if self.groups.subs.contains_key(&(conn, id)) {
+            self.fail(
+                conn,
+                id,
+                ErrorCode::BadRequest,
+                "subscription id already in use",
+            );
+            return;
+        }
+        if self.groups.by_conn.get(&conn).map_or(0, Vec::len) >= MAX_SUBS_PER_CONN {
+            self.fail(
+                conn,
+                id,
+                ErrorCode::BadRequest,
+                "too many subscriptions on this connection",
+            );
+            return;
+        }
+        let from = match from.map(decode_token).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(
+                    conn,
+                    id,
+                    ErrorCode::BadRequest,
+                    &format!("invalid token: {e}"),
+                );
+                return;
+            }
+        };
+        let (tkey, prefix, text) = target_key(target);
+        let n = self.map.partitions;
+        let parts: Vec<u32> = if prefix {
+            match wire::partition::prefix_partition(text.as_bytes(), n) {
+                Some(p) => vec![p],
+                None => (0..n).collect(),
+            }
+        } else {
+            vec![self.map.partition_of(text.as_bytes())]
+        };
+        let map = Arc::clone(&self.map);
+        let owner = |p: u32| map.owner_index(p).unwrap_or(0);
+        let mut stores: Vec<usize> = parts.iter().map(|&p| owner(p)).collect();
+        stores.sort_unstable();
+        stores.dedup();
+        if stores.iter().any(|&s| !self.is_up(s)) {
+            self.fail(
+                conn,
+                id,
+                ErrorCode::Unavailable,
+                "a store of this subscription is unreachable",
+            );
+            return;
+        }
+        // Resume only when the token holds a position for every partition of the target.
+        let resume: Option<Vec<Position>> = from.as_ref().and_then(|positions| {
+            parts
+                .iter()
+                .map(|&p| positions.iter().find(|q| q.partition == p).copied())
+                .collect()
+        });
+        if from.is_some() && resume.is_none() {
+            self.reply(
+                conn,
+                Response::Reset {
+                    id,
+                    reason: Cow::Borrowed("the token does not match this subscription"),
+                },
+            );
+        }
+        let gid = match self.groups.by_target.get(&tkey) {
+            Some(&g) => g,
+            None => {
+                let len = parts.len();
+                let group = Group {
+                    target: text.clone().into(),
+                    prefix,
+                    parts: parts.clone().into(),
+                    pos: vec![None; len].into(),
+                    covered: vec![false; len].into(),
+                    wids: Vec::new(),
+                    members: Vec::new(),
+                };
+                let g = match self.groups.free.pop() {
+                    Some(g) => {
+                        if let Some(slot) = self.groups.slab.get_mut(g as usize) {
+                            *slot = Some(group);
+                        }
+                        g
+                    }
+                    None => {
+                        self.groups.slab.push(Some(group));
+                        (self.groups.slab.len() - 1) as u32
+                    }
+                };
+                self.groups.by_target.insert(tkey, g);
+                g
+            }
+        };
+        let mut own = Own {
+            pos: resume.clone().unwrap_or_else(|| {
+                parts
+                    .iter()
+                    .map(|&p| Position {
+                        partition: p,
+                        ..Position::default()
+                    })
+                    .collect()
+            }),
+            pending: vec![true; parts.len()],
+            joins: Vec::new(),
+            resumed_sent: false,
+            snap_open: false,
+        };
+        // The join watches: one per partition to resume; to snapshot, one per store
+        // (the store snapshots every partition of the target it owns).
+        let mut joins: Vec<Join> = Vec::new();
+        match &resume {
+            Some(positions) => {
+                for pos in positions {
+                    let wid = self.id();
+                    joins.push((
+                        wid,
+                        owner(pos.partition),
+                        Some(pos.partition),
+                        1,
+                        Some(*pos),
+                    ));
+                }
+            }
+            None if parts.len() == 1 => {
+                let p = parts.first().copied().unwrap_or(0);
+                let wid = self.id();
+                joins.push((wid, owner(p), Some(p), 1, None));
+            }
+            None => {
+                for &s in &stores {
+                    let count = parts.iter().filter(|&&p| owner(p) == s).count() as u32;
+                    let wid = self.id();
+                    joins.push((wid, s, None, count, None));
+                }
+            }
+        }
+        for &(wid, s, part, left, pos) in &joins {
+            if let Some(out) = self.link_out.get_mut(s) {
+                let _ = self
+                    .enc
+                    .watch(out, wid, wid, &text, prefix, pos.map(Into::into));
+            }
+            self.groups.watches.insert(
+                wid,
+                WatchRef {
+                    gid,
+                    store: s,
+                    role: Role::Join(conn, id),
+                    part,
+                    left,
+                },
+            );
+            own.joins.push(wid);
+        }
+        if let Some(g) = self.groups.group(gid) {
+            g.members.push(Member {
+                conn,
+                id,
+                own: Some(Box::new(own)),
+            });
+        }
+        self.groups.subs.insert((conn, id), gid);
+        self.groups.by_conn.entry(conn).or_default().push(id);
+    }
+
+    /// End subscription `id` of `conn`; false if there is none.
+    pub(super) fn unsubscribe(&mut self, conn: ConnRef, id: u64) -> bool {
+        let Some(gid) = self.groups.subs.remove(&(conn, id)) else {
+            return false;
+        };
+        if let Some(ids) = self.groups.by_conn.get_mut(&conn) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.groups.by_conn.remove(&conn);
+            }
+        }
+        let mut unwatch: Vec<u64> = Vec::new();
+        let mut empty = false;
+        if let Some(g) = self.groups.group(gid) {
+            if let Some(i) = g.members.iter().position(|m| m.conn == conn && m.id == id) {
+                let m = g.members.swap_remove(i);
+                if let Some(own) = m.own {
+                    unwatch.extend(own.joins);
+                }
+            }
+            if g.members.is_empty() {
+                empty = true;
+                unwatch.extend(g.wids.drain(..).map(|(w, _)| w));
+            }
+        }
+        for wid in unwatch {
+            self.drop_watch(wid);
+        }
+        if empty && let Some(slot) = self.groups.slab.get_mut(gid as usize) {
+            if let Some(g) = slot.take() {
+                let key = format!("{}{}", if g.prefix { 'p' } else { 'k' }, g.target);
+                self.groups.by_target.remove(key.as_str());
+            }
+            self.groups.free.push(gid);
+        }
+        true
+    }
+
+    /// Forget watch `wid`, telling its store when the link is up.
+    fn drop_watch(&mut self, wid: u64) {
+        if let Some(w) = self.groups.watches.remove(&wid)
+            && self.is_up(w.store)
+            && let Some(out) = self.link_out.get_mut(w.store)
+        {
+            let _ = self.enc.unwatch(out, wid, wid);
+        }
+    }
+
+    /// Unwatch `wid` but keep routing its frames to its group until the store has
+    /// answered a ping sent after the `Unwatch`.
+    fn retire_watch(&mut self, wid: u64) {
+        let Some(w) = self.groups.watches.get_mut(&wid) else {
+            return;
+        };
+        w.role = Role::Retired;
+        let s = w.store;
+        if let Some(out) = self.link_out.get_mut(s) {
+            let _ = self.enc.unwatch(out, wid, wid);
+            let _ = self.enc.ping(out, wid, wid);
+        }
+    }
+
+    /// The store answered the ping with `nonce`: a retired watch is gone for good.
+    pub(crate) fn on_pong(&mut self, nonce: u64) {
+        if self
+            .groups
+            .watches
+            .get(&nonce)
+            .is_some_and(|w| w.role == Role::Retired)
+        {
+            self.groups.watches.remove(&nonce);
+        }
+    }
+
+    /// Store `s`'s link dropped: its watches are gone.
+    pub(super) fn lose_watches(&mut self, s: usize) {
+        let lost: Vec<(u64, WatchRef)> = self
+            .groups
+            .watches
+            .iter()
+            .filter(|(_, w)| w.store == s)
+            .map(|(&wid, w)| (wid, *w))
+            .collect();
+        let mut failed: Vec<(ConnRef, u64)> = Vec::new();
+        for (wid, w) in lost {
+            self.groups.watches.remove(&wid);
+            match w.role {
+                Role::Group => {
+                    if let Some(g) = self.groups.group(w.gid) {
+                        g.wids.retain(|&(x, _)| x != wid);
+                    }
+                }
+                Role::Join(conn, id) => failed.push((conn, id)),
+                Role::Retired => {}
+            }
+        }
+        let map = Arc::clone(&self.map);
+        for g in self.groups.slab.iter_mut().flatten() {
+            for (i, &p) in g.parts.iter().enumerate() {
+                if map.owner_index(p) == Some(s)
+                    && let Some(c) = g.covered.get_mut(i)
+                {
+                    *c = false;
+                }
+            }
+        }
+        failed.sort_unstable();
+        failed.dedup();
+        for (conn, id) in failed {
+            self.fail(
+                conn,
+                id,
+                ErrorCode::Unavailable,
+                "the store became unreachable while the subscription started; subscribe again",
+            );
+            self.unsubscribe(conn, id);
+        }
+    }
+
+    /// Store `s`'s link is back: each group resumes, partition by partition, from the
+    /// position it delivered.
+    pub(super) fn rewatch(&mut self, s: usize) {
+        let map = Arc::clone(&self.map);
+        let mut issue: Vec<(u32, u32, Position, Box<str>, bool)> = Vec::new();
+        for (gid, g) in self.groups.slab.iter_mut().enumerate() {
+            let Some(g) = g else { continue };
+            for (i, &p) in g.parts.iter().enumerate() {
+                if map.owner_index(p) != Some(s) {
+                    continue;
+                }
+                if let (Some(false), Some(Some(pos))) = (g.covered.get(i), g.pos.get(i)) {
+                    issue.push((gid as u32, p, *pos, g.target.clone(), g.prefix));
+                    if let Some(c) = g.covered.get_mut(i) {
+                        *c = true;
+                    }
+                }
+            }
+        }
+        for (gid, p, pos, target, prefix) in issue {
+            let wid = self.id();
+            if let Some(out) = self.link_out.get_mut(s) {
+                let _ = self
+                    .enc
+                    .watch(out, wid, wid, &target, prefix, Some(pos.into()));
+            }
+            self.groups.watches.insert(
+                wid,
+                WatchRef {
+                    gid,
+                    store: s,
+                    role: Role::Group,
+                    part: Some(p),
+                    left: 1,
+                },
+            );
+            if let Some(g) = self.groups.group(gid) {
+                g.wids.push((wid, s));
+            }
+        }
+    }
+
+    /// The store refused watch `wid` (request id = watch id).
+    pub(super) fn watch_failed(&mut self, _s: usize, wid: u64, code: ErrorCode, message: &str) {
+        let Some(w) = self.groups.watches.get(&wid).copied() else {
+            return;
+        };
+        let victims: Vec<(ConnRef, u64)> = match w.role {
+            Role::Retired => Vec::new(),
+            Role::Join(conn, id) => vec![(conn, id)],
+            Role::Group => self
+                .groups
+                .group(w.gid)
+                .map(|g| g.members.iter().map(|m| (m.conn, m.id)).collect())
+                .unwrap_or_default(),
+        };
+        self.groups.watches.remove(&wid);
+        if let Some(g) = self.groups.group(w.gid) {
+            g.wids.retain(|&(x, _)| x != wid);
+        }
+        for (conn, id) in victims {
+            self.fail(conn, id, code, message);
+            self.unsubscribe(conn, id);
+        }
+    }
+
+    /// The partitions (indexes into the group's) a join watch answers for.
+    fn watch_parts(&self, g: &Group, w: &WatchRef) -> Vec<usize> {
+        match w.part {
+            Some(p) => g.idx(p).into_iter().collect(),
+            None => g
+                .parts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| self.map.owner_index(**p) == Some(w.store))
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+
+    /// A join watch has answered for all its partitions: adopt it as the group's watch
+    /// where the group has none, else drop it.
+    fn complete_join(&mut self, wid: u64, conn: ConnRef, id: u64) {
+        let Some(w) = self.groups.watches.get(&wid).copied() else {
+            return;
+        };
+        let Some(g) = self
+            .groups
+            .slab
+            .get(w.gid as usize)
+            .and_then(Option::as_ref)
+        else {
+            return;
+        };
+        let idxs = self.watch_parts(g, &w);
+        let mut adopt = false;
+        if let Some(g) = self.groups.group(w.gid) {
+            let member_pos: Option<Vec<Position>> = g
+                .member(conn, id)
+                .and_then(|m| m.own.as_ref().map(|o| o.pos.clone()));
+            for &i in &idxs {
+                if g.covered.get(i) == Some(&false) {
+                    adopt = true;
+                    if let (Some(c), Some(p), Some(mp)) = (
+                        g.covered.get_mut(i),
+                        g.pos.get_mut(i),
+                        member_pos.as_ref().and_then(|v| v.get(i)),
+                    ) {
+                        *c = true;
+                        *p = Some(*mp);
+                    }
+                }
+            }
+            if adopt {
+                g.wids.push((wid, w.store));
+            }
+            if let Some(m) = g.member(conn, id)
+                && let Some(own) = &mut m.own
+            {
+                own.joins.retain(|&x| x != wid);
+            }
+        }
+        if adopt {
+            if let Some(wr) = self.groups.watches.get_mut(&wid) {
+                wr.role = Role::Group;
+            }
+        } else {
+            self.retire_watch(wid);
+        }
+        if let Some(g) = self.groups.group(w.gid) {
+            g.try_sync(conn, id);
+        }
+    }
+
+    pub(super) fn on_snapshot(&mut self, _s: usize, snap: &internal::Snapshot<'_>) {
+        let wid = snap.watch_id();
+        let Some(w) = self.groups.watches.get(&wid).copied() else {
+            return;
+        };
+        let p = snap.partition();
+        let pos = snap.position().map_or(
+            Position {
+                partition: p,
+                ..Position::default()
+            },
+            Position::from,
+        );
+        let more = snap.more();
+        let entries: Vec<Entry<'static>> = snap
+            .entries()
+            .map(|es| {
+                es.iter()
+                    .map(|e| Entry {
+                        key: Cow::Owned(e.key().to_owned()),
+                        value: Cow::Owned(
+                            e.value().map(|v| v.bytes().to_vec()).unwrap_or_default(),
+                        ),
+                        version: e.version(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut complete = None;
+        let mut out: Vec<Out> = Vec::new();
+        {
+            let Some(g) = self.groups.group(w.gid) else {
+                return;
+            };
+            let Some(i) = g.idx(p) else {
+                return;
+            };
+            match w.role {
+                Role::Join(conn, id) => {
+                    let Some(m) = g.member(conn, id) else {
+                        return;
+                    };
+                    let Some(own) = &mut m.own else {
+                        return;
+                    };
+                    if !more
+                        && let (Some(pend), Some(mp)) = (own.pending.get_mut(i), own.pos.get_mut(i))
+                    {
+                        *pend = false;
+                        *mp = pos;
+                    }
+                    let done = own.pending.iter().all(|x| !x);
+                    own.snap_open = !done;
+                    out.push(Out::Msg(
+                        conn,
+                        Response::Snapshot {
+                            id,
+                            entries,
+                            token: done.then(|| Cow::Owned(own.token())),
+                            more: !done,
+                        },
+                    ));
+                    if !more && let Some(wr) = self.groups.watches.get_mut(&wid) {
+                        wr.left = wr.left.saturating_sub(1);
+                        if wr.left == 0 {
+                            complete = Some((conn, id));
+                        }
+                    }
+                }
+                Role::Retired => {}
+                Role::Group => {
+                    // After a reset of the group's watch: every member restarts this
+                    // partition from the fresh snapshot.
+                    if !more && let Some(gp) = g.pos.get_mut(i) {
+                        *gp = Some(pos);
+                    }
+                    let group_pos = g.positions();
+                    for m in &mut g.members {
+                        let token = match &mut m.own {
+                            Some(own) if own.pending.get(i) == Some(&true) => continue,
+                            Some(own) => {
+                                if !more && let Some(mp) = own.pos.get_mut(i) {
+                                    *mp = pos;
+                                }
+                                own.token()
+                            }
+                            None => group_pos.as_deref().map(encode_token).unwrap_or_default(),
+                        };
+                        out.push(Out::Msg(
+                            m.conn,
+                            Response::Snapshot {
+                                id: m.id,
+                                entries: entries.clone(),
+                                token: (!more).then_some(Cow::Owned(token)),
+                                more,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        self.out.append(&mut out);
+        if let Some((conn, id)) = complete {
+            self.complete_join(wid, conn, id);
+        }
+    }
+
+    pub(super) fn on_resumed(&mut self, wid: u64, p: u32) {
+        let Some(w) = self.groups.watches.get(&wid).copied() else {
+            return;
+        };
+        let Role::Join(conn, id) = w.role else {
+            // A group watch resumed after a link loss: nothing to tell anyone.
+            return;
+        };
+        let mut out: Vec<Out> = Vec::new();
+        {
+            let Some(g) = self.groups.group(w.gid) else {
+                return;
+            };
+            let Some(i) = g.idx(p) else {
+                return;
+            };
+            let Some(m) = g.member(conn, id) else {
+                return;
+            };
+            let Some(own) = &mut m.own else {
+                return;
+            };
+            if let Some(pend) = own.pending.get_mut(i) {
+                *pend = false;
+            }
+            if !std::mem::replace(&mut own.resumed_sent, true) {
+                out.push(Out::Msg(
+                    conn,
+                    Response::Resumed {
+                        id,
+                        token: Cow::Owned(own.token()),
+                    },
+                ));
+            }
+            if own.snap_open && own.pending.iter().all(|x| !x) {
+                // Some partitions were reset and snapshotted: close that snapshot.
+                own.snap_open = false;
+                out.push(Out::Msg(
+                    conn,
+                    Response::Snapshot {
+                        id,
+                        entries: Vec::new(),
+                        token: Some(Cow::Owned(own.token())),
+                        more: false,
+                    },
+                ));
+            }
+        }
+        self.out.append(&mut out);
+        let done = self.groups.watches.get_mut(&wid).is_some_and(|wr| {
+            wr.left = wr.left.saturating_sub(1);
+            wr.left == 0
+        });
+        if done {
+            self.complete_join(wid, conn, id);
+        }
+    }
+
+    pub(super) fn on_reset(&mut self, wid: u64, p: u32, reason: &str) {
+        let Some(w) = self.groups.watches.get(&wid).copied() else {
+            return;
+        };
+        let Some(g) = self.groups.group(w.gid) else {
+            return;
+        };
+        let Some(i) = g.idx(p) else {
+            return;
+        };
+        let to: Vec<(ConnRef, u64)> = match w.role {
+            Role::Retired => Vec::new(),
+            Role::Join(conn, id) => vec![(conn, id)],
+            Role::Group => g
+                .members
+                .iter()
+                .filter(|m| {
+                    m.own
+                        .as_ref()
+                        .is_none_or(|o| o.pending.get(i) != Some(&true))
+                })
+                .map(|m| (m.conn, m.id))
+                .collect(),
+        };
+        for (conn, id) in to {
+            self.reply(
+                conn,
+                Response::Reset {
+                    id,
+                    reason: Cow::Owned(reason.to_owned()),
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_change(&mut self, ch: &internal::Change<'_>) {
+        let Some(position) = ch.position() else {
+            return;
+        };
+        let pos = Position::from(position);
+        let mut gids: Vec<u32> = Vec::new();
+        if let Some(ids) = ch.watch_ids() {
+            for wid in ids {
+                if let Some(w) = self.groups.watches.get(&wid)
+                    && !gids.contains(&w.gid)
+                {
+                    gids.push(w.gid);
+                }
+            }
+        }
+        if gids.is_empty() {
+            return;
+        }
+        let value = || ch.value().map(|v| v.bytes().to_vec()).unwrap_or_default();
+        let op: ChangeOp<'static> = match ch.kind() {
+            internal::ChangeKind::Delete => ChangeOp::Delete {
+                version: ch.version(),
+            },
+            internal::ChangeKind::Publish => ChangeOp::Publish {
+                value: Cow::Owned(value()),
+            },
+            _ => ChangeOp::Put {
+                value: Cow::Owned(value()),
+                version: ch.version(),
+            },
+        };
+        let key = ch.key();
+        let mut delivered = 0u64;
+        for gid in gids {
+            let Some(g) = self
+                .groups
+                .slab
+                .get_mut(gid as usize)
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            let Some(i) = g.idx(pos.partition) else {
+                continue;
+            };
+            // A retired watch's id may outlive its group (and the slot be reused): a
+            // change is only ever delivered to a group whose target it matches.
+            let matches = if g.prefix {
+                key.starts_with(&*g.target)
+            } else {
+                key == &*g.target
+            };
+            if !matches {
+                continue;
+            }
+            let covered = g.covered.get(i) == Some(&true);
+            let advance = covered
+                && g.pos
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .is_none_or(|gp| newer(&pos, &gp));
+            if advance && let Some(gp) = g.pos.get_mut(i) {
+                *gp = Some(pos);
+            }
+            let mut shared: Option<Rc<Delivery>> = None;
+            let mut synced: Vec<u64> = Vec::new();
+            let positions = if advance { g.positions() } else { None };
+            for m in &mut g.members {
+                match &mut m.own {
+                    None => {
+                        if let Some(positions) = &positions {
+                            let d = shared.get_or_insert_with(|| {
+                                Rc::new(Delivery::new(key, op.clone(), encode_token(positions)))
+                            });
+                            self.out.push(Out::Change(m.conn, m.id, Rc::clone(d)));
+                            delivered += 1;
+                        }
+                    }
+                    Some(own) => {
+                        let due = own.pending.get(i) == Some(&false)
+                            && own.pos.get(i).is_some_and(|mp| newer(&pos, mp));
+                        if due {
+                            if let Some(mp) = own.pos.get_mut(i) {
+                                *mp = pos;
+                            }
+                            let d = Delivery::new(key, op.clone(), own.token());
+                            self.out.push(Out::Change(m.conn, m.id, Rc::new(d)));
+                            delivered += 1;
+                            synced.push(m.id);
+                        }
+                    }
+                }
+            }
+            // Members that just caught up with the group share its frames again.
+            if !synced.is_empty() {
+                let conns: Vec<(ConnRef, u64)> = g
+                    .members
+                    .iter()
+                    .filter(|m| m.own.is_some() && synced.contains(&m.id))
+                    .map(|m| (m.conn, m.id))
+                    .collect();
+                for (conn, id) in conns {
+                    g.try_sync(conn, id);
+                }
+            }
+        }
+        self.stats.deliveries += delivered;
+    }
+}

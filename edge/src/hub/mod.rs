@@ -1,0 +1,397 @@
+//! A worker's routing state, without I/O. Client requests from `/ws` connections come in
+//! ([`Hub::request`]); link frames from stores come in ([`Hub::on_frame`]); out go link
+//! frames, appended per store to [`Hub::link_out`], and client messages, appended to
+//! [`Hub::out`]. The worker moves bytes; everything about who gets what lives here.
+//!
+//! - Reads and writes go to the store owning the key's partition; the reply goes back to
+//!   the request's connection. A request for a store whose link is down gets
+//!   `unavailable` at once.
+//! - Subscriptions are grouped ([`group`]): one internal watch per (worker, key or prefix)
+//!   however many local clients follow it.
+
+mod group;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wire::client::json::PreparedChange;
+use wire::client::{ChangeOp, ErrorCode, Position, Request, Response, encode_token};
+use wire::cluster::ClusterMap;
+use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage};
+
+/// A connection of this worker: (slab index, generation).
+pub type ConnRef = (u32, u32);
+
+/// A message for a client connection.
+#[derive(Debug)]
+pub enum Out {
+    /// One response, for one connection.
+    Msg(ConnRef, Response<'static>),
+    /// A change for subscription `id` of a connection; the change is shared by every
+    /// subscriber it goes to.
+    Change(ConnRef, u64, Rc<Delivery>),
+}
+
+/// One change as delivered to subscribers, encoded once.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The key.
+    pub key: Box<str>,
+    /// What happened.
+    pub op: ChangeOp<'static>,
+    /// Resume token after it.
+    pub token: String,
+    /// The JSON message after its subscription id (shared by reference when large).
+    pub json_tail: Bytes,
+}
+
+impl Delivery {
+    fn new(key: &str, op: ChangeOp<'static>, token: String) -> Self {
+        let json_tail = Bytes::from(PreparedChange::new(key, &op, &token).into_tail());
+        Self {
+            key: key.into(),
+            op,
+            token,
+            json_tail,
+        }
+    }
+
+    /// The change as a protocol response for subscription `id`.
+    pub fn response(&self, id: u64) -> Response<'_> {
+        Response::Change {
+            id,
+            key: Cow::Borrowed(&self.key),
+            op: self.op.clone(),
+            token: Cow::Borrowed(&self.token),
+        }
+    }
+}
+
+/// A read or write waiting for its store's reply.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    conn: ConnRef,
+    id: u64,
+    store: usize,
+    /// A publish (its reply carries no version).
+    publish: bool,
+}
+
+/// Most subscriptions one connection may hold.
+pub const MAX_SUBS_PER_CONN: usize = 4096;
+
+/// Figures the worker publishes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HubStats {
+    /// Changes delivered to subscribers.
+    pub deliveries: u64,
+}
+
+/// The routing state of one worker.
+#[derive(Debug)]
+pub struct Hub {
+    map: Arc<ClusterMap>,
+    enc: LinkEncoder,
+    /// Per store: the link is up (its hello was answered).
+    up: Vec<bool>,
+    /// Per store: encoded frames waiting to be sent on its link.
+    pub link_out: Vec<Vec<u8>>,
+    /// Messages for clients, drained by the worker.
+    pub out: Vec<Out>,
+    /// Request ids and watch ids, one sequence.
+    next_id: u64,
+    requests: HashMap<u64, Pending>,
+    groups: group::Groups,
+    /// Counters.
+    pub stats: HubStats,
+}
+
+impl Hub {
+    /// A hub routing with `map`; every link starts down.
+    pub fn new(map: Arc<ClusterMap>) -> Self {
+        let n = map.stores.len();
+        Self {
+            map,
+            enc: LinkEncoder::new(&LinkLimits::default()),
+            up: vec![false; n],
+            link_out: vec![Vec::new(); n],
+            out: Vec::new(),
+            next_id: 1,
+            requests: HashMap::new(),
+            groups: group::Groups::default(),
+            stats: HubStats::default(),
+        }
+    }
+
+    /// The cluster map.
+    pub fn map(&self) -> &ClusterMap {
+        &self.map
+    }
+
+    /// Whether the link to store `s` is up.
+    pub fn is_up(&self, s: usize) -> bool {
+        self.up.get(s).copied().unwrap_or(false)
+    }
+
+    /// Internal watches open (group watches and joins in progress).
+    pub fn watches(&self) -> usize {
+        self.groups.watch_count()
+    }
+
+    /// Client subscriptions held.
+    pub fn subscriptions(&self) -> usize {
+        self.groups.sub_count()
+    }
+
+    fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn store_of(&self, key: &str) -> usize {
+        let p = self.map.partition_of(key.as_bytes());
+        self.map.owner_index(p).unwrap_or(0)
+    }
+
+    fn reply(&mut self, conn: ConnRef, msg: Response<'static>) {
+        self.out.push(Out::Msg(conn, msg));
+    }
+
+    fn fail(&mut self, conn: ConnRef, id: u64, code: ErrorCode, message: &str) {
+        self.reply(
+            conn,
+            Response::Error {
+                id: Some(id),
+                code,
+                message: Cow::Owned(message.to_owned()),
+                version: None,
+            },
+        );
+    }
+
+    /// A request from connection `conn`.
+    pub fn request(&mut self, conn: ConnRef, req: Request<'_>) {
+        match req {
+            Request::Sub { id, target, from } => self.subscribe(conn, id, &target, from.as_deref()),
+            Request::Unsub { id } => {
+                if self.unsubscribe(conn, id) {
+                    self.reply(
+                        conn,
+                        Response::Ok {
+                            id,
+                            version: None,
+                            token: None,
+                        },
+                    );
+                } else {
+                    self.fail(conn, id, ErrorCode::BadRequest, "no such subscription");
+                }
+            }
+            Request::Get { id, key } => {
+                self.forward(conn, id, &key, false, |enc, out, rid| {
+                    enc.get(out, rid, &key)
+                });
+            }
+            Request::Put {
+                id,
+                key,
+                value,
+                if_version,
+            } => self.forward(conn, id, &key, false, |enc, out, rid| {
+                enc.put(out, rid, &key, &value, if_version)
+            }),
+            Request::Del {
+                id,
+                key,
+                if_version,
+            } => self.forward(conn, id, &key, false, |enc, out, rid| {
+                enc.delete(out, rid, &key, if_version)
+            }),
+            Request::Pub { id, key, value } => {
+                self.forward(conn, id, &key, true, |enc, out, rid| {
+                    enc.publish(out, rid, &key, &value)
+                });
+            }
+        }
+    }
+
+    /// Send a read or write to the store owning `key`.
+    fn forward(
+        &mut self,
+        conn: ConnRef,
+        id: u64,
+        key: &str,
+        publish: bool,
+        encode: impl FnOnce(
+            &mut LinkEncoder,
+            &mut Vec<u8>,
+            u64,
+        ) -> Result<(), wire::link::FrameTooLarge>,
+    ) {
+        let store = self.store_of(key);
+        if !self.is_up(store) {
+            self.fail(
+                conn,
+                id,
+                ErrorCode::Unavailable,
+                "the key's store is unreachable",
+            );
+            return;
+        }
+        let rid = self.id();
+        let Some(out) = self.link_out.get_mut(store) else {
+            return;
+        };
+        if encode(&mut self.enc, out, rid).is_err() {
+            self.fail(conn, id, ErrorCode::TooLarge, "request too large");
+            return;
+        }
+        self.requests.insert(
+            rid,
+            Pending {
+                conn,
+                id,
+                store,
+                publish,
+            },
+        );
+    }
+
+    /// A connection closed: its subscriptions end.
+    pub fn conn_closed(&mut self, conn: ConnRef) {
+        for id in self.groups.subs_of(conn) {
+            self.unsubscribe(conn, id);
+        }
+    }
+
+    /// The link to store `s` is up (hello answered): re-establish the watches it lost.
+    pub fn link_up(&mut self, s: usize) {
+        if let Some(u) = self.up.get_mut(s) {
+            *u = true;
+        }
+        self.rewatch(s);
+    }
+
+    /// The link to store `s` dropped: what waited on it fails, watches wait to resume.
+    pub fn link_down(&mut self, s: usize) {
+        if let Some(u) = self.up.get_mut(s) {
+            *u = false;
+        }
+        if let Some(out) = self.link_out.get_mut(s) {
+            out.clear();
+        }
+        let lost: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| p.store == s)
+            .map(|(&rid, _)| rid)
+            .collect();
+        for rid in lost {
+            if let Some(p) = self.requests.remove(&rid) {
+                self.fail(
+                    p.conn,
+                    p.id,
+                    ErrorCode::Unavailable,
+                    "the key's store became unreachable; the outcome is unknown",
+                );
+            }
+        }
+        self.lose_watches(s);
+    }
+
+    /// A frame from store `s`.
+    pub fn on_frame(&mut self, s: usize, frame: &LinkFrame<'_>) {
+        let rid = frame.request_id;
+        match frame.message {
+            LinkMessage::GetReply(r) => {
+                let Some(p) = self.requests.remove(&rid) else {
+                    return;
+                };
+                let value = r
+                    .found()
+                    .then(|| Cow::Owned(r.value().map(|v| v.bytes().to_vec()).unwrap_or_default()));
+                let version = if value.is_some() { r.version() } else { 0 };
+                self.reply(
+                    p.conn,
+                    Response::Value {
+                        id: p.id,
+                        key: Cow::Owned(r.key().to_owned()),
+                        value,
+                        version,
+                    },
+                );
+            }
+            LinkMessage::WriteReply(r) => {
+                let Some(p) = self.requests.remove(&rid) else {
+                    return;
+                };
+                let token = r.position().map(|pos| encode_token(&[Position::from(pos)]));
+                self.reply(
+                    p.conn,
+                    Response::Ok {
+                        id: p.id,
+                        version: (!p.publish).then(|| r.version()),
+                        token: token.map(Cow::Owned),
+                    },
+                );
+            }
+            LinkMessage::Error(e) => {
+                let code = map_code(e.code());
+                let message = e.message().unwrap_or("store error").to_owned();
+                if let Some(p) = self.requests.remove(&rid) {
+                    let version = (code == ErrorCode::Conflict).then(|| e.current_version());
+                    self.reply(
+                        p.conn,
+                        Response::Error {
+                            id: Some(p.id),
+                            code,
+                            message: Cow::Owned(message),
+                            version,
+                        },
+                    );
+                } else {
+                    self.watch_failed(s, rid, code, &message);
+                }
+            }
+            LinkMessage::Snapshot(snap) => self.on_snapshot(s, &snap),
+            LinkMessage::Resumed(r) => self.on_resumed(r.watch_id(), r.partition()),
+            LinkMessage::Reset(r) => {
+                self.on_reset(r.watch_id(), r.partition(), r.reason().unwrap_or("reset"));
+            }
+            LinkMessage::Changes(c) => {
+                if let Some(changes) = c.changes() {
+                    for ch in changes {
+                        self.on_change(&ch);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The client error code for a store's error code.
+fn map_code(code: wire::link::ErrorCode) -> ErrorCode {
+    use wire::link::ErrorCode as L;
+    match code {
+        L::BadRequest => ErrorCode::BadRequest,
+        L::Conflict => ErrorCode::Conflict,
+        L::Overloaded => ErrorCode::Overloaded,
+        // A partition the store does not serve under our map: the map is being changed;
+        // retrying later is the client's move.
+        L::Unavailable | L::WrongPartition => ErrorCode::Unavailable,
+        L::TooLarge => ErrorCode::TooLarge,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// `a` is later in its partition's log than `b`.
+fn newer(a: &Position, b: &Position) -> bool {
+    (a.epoch, a.seq) > (b.epoch, b.seq)
+}

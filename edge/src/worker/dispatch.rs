@@ -1,0 +1,105 @@
+//! Client messages from the hub to connections: each is encoded in the connection's
+//! form (JSON text or flatbuffers binary) and queued. A change's JSON body is encoded
+//! once by the hub; each subscriber gets its own few header bytes, and the shared body
+//! by reference when it is large enough for that to beat a copy.
+
+use std::sync::atomic::Ordering;
+
+use wire::client::fb::FbEncoder;
+use wire::client::json::{self, PreparedChange};
+use wire::frame::{Opcode, encode_frame, encode_header};
+
+use super::conn::{Phase, Proto};
+use super::{Worker, slot};
+use crate::hub::Out;
+use crate::metrics::WorkerMetrics;
+
+/// Shared bodies shorter than this are copied into the connection's queue instead.
+const SHARE_MIN: usize = 512;
+
+/// Reused encoders.
+#[derive(Debug, Default)]
+pub struct Encoders {
+    fb: FbEncoder,
+    scratch: Vec<u8>,
+}
+
+impl Worker {
+    /// Queue every message the hub produced this round.
+    pub(super) fn dispatch(&mut self) {
+        if self.hub.out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.hub.out);
+        let mut touched: Vec<(u32, u32)> = Vec::new();
+        let mut messages = 0u64;
+        let Encoders { fb, scratch } = &mut self.delivery;
+        for o in &out {
+            let me = match o {
+                Out::Msg(c, _) | Out::Change(c, _, _) => *c,
+            };
+            let Some(conn) = slot(&mut self.conns, me.0, me.1) else {
+                continue;
+            };
+            if !matches!(conn.phase, Phase::Ws { .. }) {
+                continue;
+            }
+            let proto = conn.proto;
+            scratch.clear();
+            match (o, proto) {
+                (Out::Msg(_, msg), Proto::Fb) => {
+                    fb.encode_response(msg, scratch);
+                    conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+                }
+                (Out::Msg(_, msg), _) => {
+                    json::encode_response(msg, scratch);
+                    conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
+                }
+                (Out::Change(_, id, d), Proto::Fb) => {
+                    fb.encode_response(&d.response(*id), scratch);
+                    conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+                }
+                (Out::Change(_, id, d), _) => {
+                    PreparedChange::write_head(*id, scratch);
+                    let tail = &d.json_tail;
+                    let len = scratch.len() + tail.len();
+                    if tail.len() < SHARE_MIN {
+                        conn.queue_with(|v| {
+                            encode_header(v, Opcode::Text, len);
+                            v.extend_from_slice(scratch);
+                            v.extend_from_slice(tail);
+                        });
+                    } else {
+                        conn.queue_with(|v| {
+                            encode_header(v, Opcode::Text, len);
+                            v.extend_from_slice(scratch);
+                        });
+                        conn.queue_shared(tail.clone());
+                    }
+                }
+            }
+            messages += 1;
+            if touched.last() != Some(&me) {
+                touched.push(me);
+            }
+        }
+        WorkerMetrics::add(&self.metrics.messages_out, messages);
+        self.metrics
+            .deliveries
+            .store(self.hub.stats.deliveries, Ordering::Relaxed);
+        for (idx, generation) in touched {
+            self.after_event(idx, generation);
+        }
+    }
+
+    /// Once a tick: the hub's figures and the queue depth go to `/metrics`.
+    pub(super) fn publish_hub(&self) {
+        let m = &self.metrics;
+        m.watches
+            .store(self.hub.watches() as u64, Ordering::Relaxed);
+        m.subscriptions
+            .store(self.hub.subscriptions() as u64, Ordering::Relaxed);
+        let queued: usize = self.conns.iter().flatten().map(|c| c.out_bytes).sum();
+        m.queued_bytes.store(queued as u64, Ordering::Relaxed);
+    }
+}

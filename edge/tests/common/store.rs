@@ -1,0 +1,104 @@
+//! The real `store` binary (built beside `edge` by `cargo test --workspace`), started
+//! for a test, and the cluster map that points an edge at it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct Store {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+}
+
+/// The `store` binary next to the `edge` one.
+fn store_bin() -> PathBuf {
+    let edge = Path::new(env!("CARGO_BIN_EXE_edge"));
+    let bin = edge.with_file_name("store");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --release -p store, or cargo test --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+impl Store {
+    /// Start a store keeping its data in `dir`, on `addr` (port 0: the OS picks).
+    pub fn start(dir: &Path, addr: &str) -> Self {
+        let mut child = Command::new(store_bin())
+            .args(["--listen", addr, "--admin", "127.0.0.1:0", "--sync", "true"])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("store exited before listening")
+                .unwrap();
+            if line.contains("serving edge links")
+                && let Some(rest) = line.split("listen=").nth(1)
+            {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no goodbye, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start again on the same address and data (after [`Store::kill`]).
+    pub fn restart(&mut self) {
+        let addr = self.addr.to_string();
+        let mut last = None;
+        for _ in 0..50 {
+            // The port may take a moment to be free again.
+            match std::panic::catch_unwind(|| Store::start(&self.dir, &addr)) {
+                Ok(s) => {
+                    drop(std::mem::replace(self, s));
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::panic::resume_unwind(last.unwrap());
+    }
+
+    /// A cluster map (the embedded default's shape) whose one store is this one.
+    pub fn cluster_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("cluster.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\npartitions = 256\n[[store]]\nid = \"store-1\"\naddr = \"{}\"\npartitions = [\"0-255\"]\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,617 @@
+//! The client protocol on `/ws` against the real `edge` and `store` binaries: reads and
+//! writes, subscriptions (snapshot, changes, resume exactly once, prefixes), grouping of
+//! many subscribers into one internal watch, both encodings, bad input, and a store
+//! killed with SIGKILL under live subscriptions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Edge;
+use common::store::Store;
+use common::ws::{Msg, Ws};
+use wire::client::{ChangeOp, ErrorCode, Request, Response, Target, fb, json};
+use wire::frame::Opcode;
+
+/// A `/ws` client speaking JSON or flatbuffers.
+struct Client {
+    ws: Ws,
+    binary: bool,
+}
+
+impl Client {
+    fn json(addr: SocketAddr) -> Self {
+        let ws = Ws::connect_with(addr, "/ws", Some("ringline.v1.json")).unwrap();
+        Self { ws, binary: false }
+    }
+
+    fn fb(addr: SocketAddr) -> Self {
+        let ws = Ws::connect_with(addr, "/ws", Some("ringline.v1.fb")).unwrap();
+        Self { ws, binary: true }
+    }
+
+    fn send(&mut self, req: &Request<'_>) {
+        let mut out = Vec::new();
+        if self.binary {
+            fb::encode_request(req, &mut out);
+            self.ws.send(true, Opcode::Binary, &out);
+        } else {
+            json::encode_request(req, &mut out);
+            self.ws.send(true, Opcode::Text, &out);
+        }
+    }
+
+    fn recv(&mut self) -> Response<'static> {
+        loop {
+            match self.ws.recv() {
+                Msg::Text(t) => {
+                    assert!(!self.binary, "text frame on a binary connection");
+                    return json::decode_response(t.as_bytes()).unwrap().into_owned();
+                }
+                Msg::Binary(b) => {
+                    assert!(self.binary, "binary frame on a JSON connection");
+                    return fb::decode_response(&b).unwrap().into_owned();
+                }
+                Msg::Ping(_) | Msg::Pong(_) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Send `req` and return the next message (its answer when nothing else is due).
+    fn call(&mut self, req: &Request<'_>) -> Response<'static> {
+        self.send(req);
+        self.recv()
+    }
+
+    fn sub(&mut self, id: u64, key: &str, from: Option<&str>) {
+        self.send(&Request::Sub {
+            id,
+            target: Target::Key(key.into()),
+            from: from.map(Cow::Borrowed),
+        });
+    }
+
+    fn put(&mut self, id: u64, key: &str, value: &str) -> Response<'static> {
+        self.call(&Request::Put {
+            id,
+            key: key.into(),
+            value: Cow::Borrowed(value.as_bytes()),
+            if_version: None,
+        })
+    }
+}
+
+/// (value, version, token) of a put change.
+fn change(r: &Response<'_>) -> (String, u64, String) {
+    match r {
+        Response::Change {
+            op: ChangeOp::Put { value, version },
+            token,
+            ..
+        } => (
+            String::from_utf8(value.to_vec()).unwrap(),
+            *version,
+            token.to_string(),
+        ),
+        other => panic!("expected a put change, got {other:?}"),
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    store: Store,
+    edge: Edge,
+}
+
+fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
+    let map = store.cluster_file(dir.path());
+    let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
+    wait_links_up(&edge);
+    Cluster {
+        _dir: dir,
+        store,
+        edge,
+    }
+}
+
+/// Wait until every worker's link to the store is up (metrics say 2).
+fn wait_links_up(edge: &Edge) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = edge.http("/metrics");
+        let states: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("ringline_edge_link_state{"))
+            .collect();
+        if !states.is_empty() && states.iter().all(|l| l.ends_with(" 2")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "links not up: {states:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(edge: &Edge, name: &str) -> u64 {
+    let (_, body) = edge.http("/metrics");
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn reads_writes_and_a_subscription_in_json() {
+    let c = cluster();
+    let mut a = Client::json(c.edge.addr);
+    // A missing key reads as null.
+    let r = a.call(&Request::Get {
+        id: 1,
+        key: "greeting".into(),
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Value {
+                id: 1,
+                value: None,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // Subscribe: an empty snapshot with a token.
+    a.sub(2, "greeting", None);
+    let Response::Snapshot {
+        id: 2,
+        entries,
+        token: Some(_),
+        more: false,
+    } = a.recv()
+    else {
+        panic!("expected a snapshot")
+    };
+    assert!(entries.is_empty());
+    // A put is answered, then delivered to the subscription.
+    let ok = a.put(3, "greeting", r#"{"hello":"world"}"#);
+    let Response::Ok {
+        id: 3,
+        version: Some(1),
+        token: Some(_),
+    } = ok
+    else {
+        panic!("expected ok, got {ok:?}")
+    };
+    let (value, version, _) = change(&a.recv());
+    assert_eq!((value.as_str(), version), (r#"{"hello":"world"}"#, 1));
+    // Conditional writes: a stale if_version is a conflict naming the current version.
+    let r = a.call(&Request::Put {
+        id: 4,
+        key: "greeting".into(),
+        value: Cow::Borrowed(b"2"),
+        if_version: Some(7),
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                id: Some(4),
+                code: ErrorCode::Conflict,
+                version: Some(1),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // get sees the value; del and pub are delivered too.
+    let r = a.call(&Request::Get {
+        id: 5,
+        key: "greeting".into(),
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Value {
+                id: 5,
+                version: 1,
+                value: Some(_),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert!(matches!(
+        a.call(&Request::Del {
+            id: 6,
+            key: "greeting".into(),
+            if_version: None
+        }),
+        Response::Ok { id: 6, .. }
+    ));
+    let r = a.recv();
+    assert!(
+        matches!(
+            r,
+            Response::Change {
+                id: 2,
+                op: ChangeOp::Delete { version: 2 },
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let r = a.call(&Request::Pub {
+        id: 7,
+        key: "greeting".into(),
+        value: Cow::Borrowed(b"\"hi\""),
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Ok {
+                id: 7,
+                version: None,
+                token: Some(_)
+            }
+        ),
+        "{r:?}"
+    );
+    let r = a.recv();
+    assert!(
+        matches!(
+            r,
+            Response::Change {
+                id: 2,
+                op: ChangeOp::Publish { .. },
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // Unsubscribed: no more changes (the next message is the put's answer only).
+    assert!(matches!(
+        a.call(&Request::Unsub { id: 2 }),
+        Response::Ok { id: 2, .. }
+    ));
+    assert!(matches!(
+        a.put(8, "greeting", "3"),
+        Response::Ok { id: 8, .. }
+    ));
+    let r = a.call(&Request::Get {
+        id: 9,
+        key: "greeting".into(),
+    });
+    assert!(matches!(r, Response::Value { id: 9, .. }), "{r:?}");
+}
+
+#[test]
+fn bad_input_gets_bad_request_and_wrong_frame_types_close_1003() {
+    let c = cluster();
+    let mut a = Client::json(c.edge.addr);
+    for text in [
+        r#"{"op":"frobnicate","id":1}"#,
+        "{not json",
+        r#"{"op":"get","id":2}"#,
+    ] {
+        a.ws.send(true, Opcode::Text, text.as_bytes());
+        let r = a.recv();
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            ),
+            "{text}: {r:?}"
+        );
+    }
+    // The connection still works.
+    assert!(matches!(a.put(3, "k", "1"), Response::Ok { id: 3, .. }));
+    // A binary frame on a JSON connection is a protocol error: close 1003.
+    a.ws.send(true, Opcode::Binary, b"\x00\x01");
+    assert_eq!(a.ws.recv(), Msg::Close(Some(1003)));
+    // And the reverse.
+    let mut b = Client::fb(c.edge.addr);
+    b.ws.send(true, Opcode::Text, b"{}");
+    assert_eq!(b.ws.recv(), Msg::Close(Some(1003)));
+    // An unknown subprotocol offered alone is refused at the handshake.
+    let e = Ws::connect_with(c.edge.addr, "/ws", Some("mqtt"))
+        .err()
+        .unwrap();
+    assert!(e.starts_with("HTTP/1.1 400"), "{e}");
+}
+
+#[test]
+fn binary_form_subscribes_and_writes() {
+    let c = cluster();
+    let mut b = Client::fb(c.edge.addr);
+    let mut j = Client::json(c.edge.addr);
+    b.sub(1, "bin", None);
+    assert!(matches!(b.recv(), Response::Snapshot { id: 1, .. }));
+    j.sub(1, "bin", None);
+    assert!(matches!(j.recv(), Response::Snapshot { id: 1, .. }));
+    // Bytes that are not JSON, written in the binary form...
+    let r = b.call(&Request::Put {
+        id: 2,
+        key: "bin".into(),
+        value: Cow::Borrowed(&[0xff, 0x00, 0x10]),
+        if_version: None,
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Ok {
+                id: 2,
+                version: Some(1),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // ...arrive intact in the binary form, and as {"b64":...} (decoded back by the
+    // JSON decoder) in the JSON form.
+    for client in [&mut b, &mut j] {
+        let r = client.recv();
+        let Response::Change {
+            id: 1,
+            op: ChangeOp::Put { value, version: 1 },
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(&value[..], &[0xff, 0x00, 0x10]);
+    }
+}
+
+#[test]
+fn many_subscribers_share_one_watch_and_the_same_token() {
+    let c = cluster();
+    let n = 60;
+    let mut clients: Vec<Client> = (0..n).map(|_| Client::json(c.edge.addr)).collect();
+    for (i, cl) in clients.iter_mut().enumerate() {
+        cl.sub(i as u64, "shared", None);
+        assert!(matches!(cl.recv(), Response::Snapshot { .. }));
+    }
+    // One internal watch per worker at most, however many subscribers (the figures
+    // are published once a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&c.edge, "ringline_edge_subscriptions") != n as u64 {
+        assert!(Instant::now() < deadline, "subscriptions never reached {n}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let watches = metric(&c.edge, "ringline_edge_watches");
+    assert!((1..=2).contains(&watches), "watches = {watches}");
+    let mut writer = Client::json(c.edge.addr);
+    for v in 1..=5u64 {
+        assert!(matches!(
+            writer.put(v, "shared", &v.to_string()),
+            Response::Ok { .. }
+        ));
+    }
+    let mut tokens = Vec::new();
+    for cl in &mut clients {
+        let mut last = String::new();
+        for v in 1..=5u64 {
+            let (value, version, token) = change(&cl.recv());
+            assert_eq!((value, version), (v.to_string(), v));
+            last = token;
+        }
+        tokens.push(last);
+    }
+    tokens.dedup();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "every subscriber ends at the same position"
+    );
+    assert!(metric(&c.edge, "ringline_edge_deliveries_total") >= 5 * n as u64);
+    // The last one out removes the watches.
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&c.edge, "ringline_edge_watches") != 0 {
+        assert!(Instant::now() < deadline, "watches left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn resuming_with_a_token_delivers_each_missed_change_exactly_once() {
+    let c = cluster();
+    let mut writer = Client::json(c.edge.addr);
+    // A subscriber that stays, so the group's watch lives on while the other is away.
+    let mut stay = Client::json(c.edge.addr);
+    stay.sub(1, "doc", None);
+    assert!(matches!(stay.recv(), Response::Snapshot { .. }));
+    let mut a = Client::json(c.edge.addr);
+    a.sub(1, "doc", None);
+    assert!(matches!(a.recv(), Response::Snapshot { .. }));
+    for v in 1..=3u64 {
+        writer.put(v, "doc", &v.to_string());
+    }
+    let mut token = String::new();
+    for v in 1..=3u64 {
+        let (value, _, t) = change(&a.recv());
+        assert_eq!(value, v.to_string());
+        token = t;
+    }
+    drop(a);
+    for v in 4..=10u64 {
+        writer.put(v, "doc", &v.to_string());
+    }
+    // Back, on a new connection: resumed, then exactly 4..=10, then live changes.
+    let mut a = Client::json(c.edge.addr);
+    a.sub(7, "doc", Some(&token));
+    let r = a.recv();
+    assert!(matches!(r, Response::Resumed { id: 7, .. }), "{r:?}");
+    for v in 4..=10u64 {
+        let (value, version, _) = change(&a.recv());
+        assert_eq!((value, version), (v.to_string(), v));
+    }
+    writer.put(11, "doc", "11");
+    let (value, _, last) = change(&a.recv());
+    assert_eq!(value, "11");
+    // Resuming at the very end yields no change until the next write.
+    let mut b = Client::json(c.edge.addr);
+    b.sub(1, "doc", Some(&last));
+    assert!(matches!(b.recv(), Response::Resumed { .. }));
+    writer.put(12, "doc", "12");
+    assert_eq!(change(&b.recv()).0, "12");
+    // A token of another key's partition: reset, then a fresh snapshot.
+    let mut other = Client::json(c.edge.addr);
+    other.sub(1, "elsewhere/{zz}", Some(&last));
+    let r = other.recv();
+    assert!(matches!(r, Response::Reset { id: 1, .. }), "{r:?}");
+    assert!(matches!(
+        other.recv(),
+        Response::Snapshot {
+            id: 1,
+            more: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn prefix_subscriptions_span_partitions_and_resume() {
+    let c = cluster();
+    let mut writer = Client::json(c.edge.addr);
+    writer.put(1, "room/a", "1");
+    writer.put(2, "room/b", "2");
+    writer.put(3, "other", "0");
+    let mut a = Client::json(c.edge.addr);
+    a.send(&Request::Sub {
+        id: 1,
+        target: Target::Prefix("room/".into()),
+        from: None,
+    });
+    // The snapshot may come in parts; all entries under the prefix, nothing else.
+    let mut keys = Vec::new();
+    let token = loop {
+        match a.recv() {
+            Response::Snapshot {
+                entries,
+                token,
+                more,
+                ..
+            } => {
+                keys.extend(entries.into_iter().map(|e| e.key.into_owned()));
+                if !more {
+                    break token.unwrap().into_owned();
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    keys.sort();
+    assert_eq!(keys, ["room/a", "room/b"]);
+    writer.put(4, "room/c", "3");
+    writer.put(5, "other", "1");
+    let r = a.recv();
+    assert!(
+        matches!(&r, Response::Change { key, .. } if key == "room/c"),
+        "{r:?}"
+    );
+    drop(a);
+    writer.put(6, "room/d", "4");
+    writer.put(7, "room/a", "5");
+    // Resumed from the snapshot's token: room/c, room/d and room/a's update, each once.
+    let mut a = Client::json(c.edge.addr);
+    a.send(&Request::Sub {
+        id: 2,
+        target: Target::Prefix("room/".into()),
+        from: Some(Cow::Borrowed(&token)),
+    });
+    assert!(matches!(a.recv(), Response::Resumed { id: 2, .. }));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match a.recv() {
+            Response::Change { key, .. } => got.push(key.into_owned()),
+            other => panic!("{other:?}"),
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["room/a", "room/c", "room/d"]);
+    writer.put(8, "room/e", "6");
+    let r = a.recv();
+    assert!(
+        matches!(&r, Response::Change { key, .. } if key == "room/e"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_killed_store_makes_requests_unavailable_then_subscriptions_resume() {
+    let mut c = cluster();
+    let mut a = Client::json(c.edge.addr);
+    a.sub(1, "k", None);
+    assert!(matches!(a.recv(), Response::Snapshot { .. }));
+    let mut writer = Client::json(c.edge.addr);
+    for v in 1..=3u64 {
+        assert!(matches!(
+            writer.put(v, "k", &v.to_string()),
+            Response::Ok { .. }
+        ));
+    }
+    for v in 1..=3u64 {
+        assert_eq!(change(&a.recv()).0, v.to_string());
+    }
+    c.store.kill();
+    // Within a moment the link is seen down; requests then fail fast.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut id = 100;
+    loop {
+        id += 1;
+        let t = Instant::now();
+        let r = writer.call(&Request::Get {
+            id,
+            key: "k".into(),
+        });
+        if let Response::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        } = r
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "unavailable took {:?}",
+                t.elapsed()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never unavailable: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A new subscription is refused while the store is away.
+    writer.sub(50, "k", None);
+    let r = writer.recv();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                id: Some(50),
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    c.store.restart();
+    wait_links_up(&c.edge);
+    // The old subscription carries on from where it was: the next write arrives, once.
+    for v in 4..=5u64 {
+        assert!(matches!(
+            writer.put(v, "k", &v.to_string()),
+            Response::Ok { .. }
+        ));
+    }
+    for v in 4..=5u64 {
+        let (value, version, _) = change(&a.recv());
+        assert_eq!((value, version), (v.to_string(), v));
+    }
+}
