@@ -1,6 +1,8 @@
 //! Real clients against the real edge: Python `websockets` and Node `ws` exchange text,
 //! binary, fragmented and pipelined messages, pings and a clean close on `/echo`; a
-//! page in headless Chromium exchanges text and binary and closes cleanly.
+//! page in headless Chromium exchanges text and binary and closes cleanly. The same
+//! three subscribe, write and receive through `/ws` with a real store behind the edge
+//! (Python also resumes with a token).
 //! Their installation is `scripts/interop-setup.sh` (run by `make test`); a missing
 //! client fails the test with that instruction rather than skipping it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,6 +12,32 @@ use std::process::{Command, Stdio};
 
 mod common;
 use common::Edge;
+use common::store::Store;
+
+/// A store and an edge in front of it, links up.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _store: Store,
+    edge: Edge,
+}
+
+fn cluster() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
+    let map = store.cluster_file(dir.path());
+    let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let addr = edge.addr.to_string();
+    while metric(&addr, "ringline_edge_link_state") != 2 * 2 {
+        assert!(std::time::Instant::now() < deadline, "store links never came up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Cluster {
+        _dir: dir,
+        _store: store,
+        edge,
+    }
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -85,16 +113,55 @@ fn metric(addr: &str, name: &str) -> u64 {
 }
 
 #[test]
+fn python_websockets_client_protocol() {
+    let c = cluster();
+    let url = format!("ws://{}/ws", c.edge.addr);
+    let script = root().join("edge/tests/interop/ws_client.py");
+    run(
+        &root().join(".venv-interop/bin/python"),
+        &[script.to_str().unwrap(), &url],
+        &[],
+    );
+}
+
+#[test]
+fn node_ws_client_protocol() {
+    let c = cluster();
+    let url = format!("ws://{}/ws", c.edge.addr);
+    let script = root().join("edge/tests/interop/ws_client.cjs");
+    run(
+        Path::new("node"),
+        &[script.to_str().unwrap(), &url],
+        &[("NODE_PATH", root().join(".interop-node/node_modules"))],
+    );
+}
+
+#[test]
 fn headless_chromium_page_echo() {
+    let edge = Edge::start(&[]);
+    chromium_page(&edge, "echo_page.html", "/echo");
+    assert_eq!(metric(&edge.addr.to_string(), "ringline_edge_messages_in_total"), 3);
+}
+
+#[test]
+fn headless_chromium_page_client_protocol() {
+    let c = cluster();
+    chromium_page(&c.edge, "ws_page.html", "/ws");
+    // sub + two puts, all answered.
+    assert_eq!(metric(&c.edge.addr.to_string(), "ringline_edge_messages_in_total"), 3);
+}
+
+/// Open `page` in headless Chromium against `path` on the edge; the page closes with
+/// 1000 when its exchange succeeded, 4000 otherwise.
+fn chromium_page(edge: &Edge, page: &str, path: &str) {
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .map(Path::new)
         .find(|p| p.exists())
         .expect("chromium is missing: run scripts/interop-setup.sh (make test does)");
-    let edge = Edge::start(&[]);
-    let url = format!("ws://{}/echo", edge.addr);
+    let url = format!("ws://{}{path}", edge.addr);
     let addr = edge.addr.to_string();
-    let page = root().join("edge/tests/interop/echo_page.html");
+    let page = root().join("edge/tests/interop").join(page);
     let page = std::fs::canonicalize(page).unwrap();
     let url = format!("file://{}?ws={}", page.display(), url);
     let profile = tempfile::tempdir().unwrap();
@@ -127,7 +194,6 @@ fn headless_chromium_page_echo() {
     let _ = browser.kill();
     let _ = browser.wait();
     assert_eq!(closes, 1, "the page did not finish its exchange");
-    assert_eq!(metric(&addr, "ringline_edge_messages_in_total"), 3);
     assert_eq!(
         metric(
             &addr,
