@@ -29,7 +29,10 @@ fn cluster() -> Cluster {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let addr = edge.addr.to_string();
     while metric(&addr, "ringline_edge_link_state") != 2 * 2 {
-        assert!(std::time::Instant::now() < deadline, "store links never came up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store links never came up"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Cluster {
@@ -140,7 +143,10 @@ fn node_ws_client_protocol() {
 fn headless_chromium_page_echo() {
     let edge = Edge::start(&[]);
     chromium_page(&edge, "echo_page.html", "/echo");
-    assert_eq!(metric(&edge.addr.to_string(), "ringline_edge_messages_in_total"), 3);
+    assert_eq!(
+        metric(&edge.addr.to_string(), "ringline_edge_messages_in_total"),
+        3
+    );
 }
 
 #[test]
@@ -148,7 +154,10 @@ fn headless_chromium_page_client_protocol() {
     let c = cluster();
     chromium_page(&c.edge, "ws_page.html", "/ws");
     // sub + two puts, all answered.
-    assert_eq!(metric(&c.edge.addr.to_string(), "ringline_edge_messages_in_total"), 3);
+    assert_eq!(
+        metric(&c.edge.addr.to_string(), "ringline_edge_messages_in_total"),
+        3
+    );
 }
 
 /// Open `page` in headless Chromium against `path` on the edge; the page closes with

@@ -4,7 +4,12 @@
 //! slab growth per connection (both ends of each loopback connection live on this
 //! host, so the slab figure covers a client socket and a server socket).
 //!
-//! `cargo run --release -p benches --bin idle_conns -- --conns 19000`
+//! With `--path /ws` a real `store` is started behind the edge and every connection
+//! subscribes to one key (`--keys` distinct keys, default one per connection: the
+//! worst case, one internal watch each) and waits for its snapshot before the next
+//! connection opens.
+//!
+//! `cargo run --release -p benches --bin idle_conns -- --conns 19000 [--path /ws]`
 #![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
 
 use std::io::{Read, Write};
@@ -14,6 +19,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use wire::frame::{Decoder, Incoming, Limits, Opcode, encode_client_frame};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -29,6 +35,10 @@ struct Args {
     /// The edge's `--recv-mode` (`multishot` or `poll`).
     #[arg(long, default_value = "multishot")]
     recv_mode: String,
+    /// With `--path /ws`: distinct keys the connections subscribe to (0: one per
+    /// connection).
+    #[arg(long, default_value_t = 0)]
+    keys: usize,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -53,10 +63,13 @@ fn slab_bytes() -> Option<u64> {
     Some(total)
 }
 
-fn start_edge(bin: &PathBuf, mode: &str) -> (Child, SocketAddr) {
+fn start_edge(bin: &PathBuf, mode: &str, cluster: Option<&PathBuf>) -> (Child, SocketAddr) {
+    let mut cmd = Command::new(bin);
+    if let Some(c) = cluster {
+        cmd.arg("--cluster").arg(c);
+    }
     benches::spawn_listening(
-        Command::new(bin)
-            .args(["--recv-mode", mode])
+        cmd.args(["--recv-mode", mode])
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -89,6 +102,48 @@ fn connect(addr: SocketAddr, path: &str) -> TcpStream {
     s
 }
 
+/// Subscribe `s` to `key` and wait for the snapshot.
+fn subscribe(s: &mut TcpStream, key: &str) {
+    let req = format!(r#"{{"op":"sub","id":1,"key":"{key}"}}"#);
+    let mut frame = Vec::new();
+    encode_client_frame(&mut frame, true, Opcode::Text, req.as_bytes(), [7, 7, 7, 7]);
+    s.write_all(&frame).unwrap_or_else(|e| panic!("write: {e}"));
+    let mut dec = Decoder::client(Limits::default());
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((item, _)) = dec.decode(&mut buf).unwrap_or_else(|e| panic!("{e}")) {
+            match item {
+                Incoming::Text(t) if t.contains("\"snapshot\"") => return,
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+        }
+        let n = s.read(&mut chunk).unwrap_or(0);
+        assert!(n > 0, "connection closed while subscribing");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Wait until the edge's links to its stores are up.
+fn wait_links(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let up = text
+            .lines()
+            .filter(|l| l.starts_with("ringline_edge_link_state{"))
+            .all(|l| l.ends_with(" 2"));
+        if up && text.contains("ringline_edge_link_state{") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "store links never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let bin = args.edge.clone().unwrap_or_else(|| {
@@ -96,14 +151,47 @@ fn main() {
             .unwrap_or_default()
             .with_file_name("edge")
     });
-    let (mut edge, addr) = start_edge(&bin, &args.recv_mode);
+    let ws = args.path == "/ws";
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut store = None;
+    let cluster = ws.then(|| {
+        let (child, saddr) = benches::spawn_listening(
+            Command::new(bin.with_file_name("store"))
+                .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+                .arg("--data-dir")
+                .arg(dir.path().join("store"))
+                .env("RUST_LOG", "warn,store=info"),
+            "serving edge links",
+        );
+        store = Some(child);
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(
+            &path,
+            format!("version = 1\npartitions = 256\n[[store]]\nid = \"store-1\"\naddr = \"{saddr}\"\npartitions = [\"0-255\"]\n"),
+        )
+        .unwrap_or_else(|e| panic!("cluster file: {e}"));
+        path
+    });
+    let (mut edge, addr) = start_edge(&bin, &args.recv_mode, cluster.as_ref());
+    if ws {
+        wait_links(addr);
+    }
+    let keys = if args.keys == 0 {
+        args.conns
+    } else {
+        args.keys
+    };
     let pid = edge.id();
     std::thread::sleep(Duration::from_millis(500));
     let (rss0, slab0) = (rss_kib(pid), slab_bytes());
     let t = Instant::now();
     let mut held = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        held.push(connect(addr, &args.path));
+        let mut s = connect(addr, &args.path);
+        if ws {
+            subscribe(&mut s, &format!("idle/{}", i % keys));
+        }
+        held.push(s);
         if (i + 1) % 2000 == 0 {
             eprintln!(
                 "[idle_conns] {} connections open ({:.1}s)",
@@ -123,6 +211,9 @@ fn main() {
         "| idle WebSocket connections held (`{}`, `--recv-mode {}`) | {} |",
         args.path, args.recv_mode, args.conns
     );
+    if ws {
+        println!("| each subscribed to one key; distinct keys | {keys} |");
+    }
     println!("| connect + handshake rate, one blocking client thread | {rate:.0} /s |");
     println!("| edge RSS before → after | {rss0} KiB → {rss1} KiB |");
     println!("| **edge user-space memory per connection** | **{user:.0} B** |");
@@ -136,4 +227,8 @@ fn main() {
     drop(held);
     let _ = edge.kill();
     let _ = edge.wait();
+    if let Some(mut s) = store {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
 }

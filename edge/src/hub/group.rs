@@ -20,7 +20,7 @@
 //! members still joining through it get `unavailable` and must subscribe again.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -40,10 +40,9 @@ pub(super) struct Groups {
     by_target: HashMap<Box<str>, u32>,
     /// Internal watches by id.
     watches: HashMap<u64, WatchRef>,
-    /// Subscriptions: (connection, subscription id) → group.
-    subs: HashMap<(ConnRef, u64), u32>,
-    /// Subscription ids of each connection.
-    by_conn: HashMap<ConnRef, Vec<u64>>,
+    /// Subscriptions: (connection, subscription id) → group. Ordered, so that one
+    /// connection's subscriptions are a range (no second index per connection).
+    subs: BTreeMap<(ConnRef, u64), u32>,
 }
 
 impl Groups {
@@ -56,7 +55,10 @@ impl Groups {
     }
 
     pub(super) fn subs_of(&self, conn: ConnRef) -> Vec<u64> {
-        self.by_conn.get(&conn).cloned().unwrap_or_default()
+        self.subs
+            .range((conn, 0)..=(conn, u64::MAX))
+            .map(|(&(_, id), _)| id)
+            .collect()
     }
 
     fn group(&mut self, gid: u32) -> Option<&mut Group> {
@@ -97,15 +99,22 @@ enum Role {
 pub(super) struct Group {
     target: Box<str>,
     prefix: bool,
-    /// Partitions the target lives in, ascending.
-    parts: Box<[u32]>,
-    /// Last position delivered through the group, per partition.
-    pos: Box<[Option<Position>]>,
-    /// A group watch covers the partition (issued, on a live link).
-    covered: Box<[bool]>,
+    /// The partitions the target lives in, ascending (one allocation: a group is
+    /// held per subscribed key, so its size is per-connection memory).
+    parts: Box<[GPart]>,
     /// The group's watches: (watch id, store).
     wids: Vec<(u64, usize)>,
     members: Vec<Member>,
+}
+
+/// One partition of a group.
+#[derive(Debug, Clone, Copy)]
+struct GPart {
+    partition: u32,
+    /// A group watch covers it (issued, on a live link).
+    covered: bool,
+    /// Last position delivered through the group.
+    pos: Option<Position>,
 }
 
 /// One client subscription.
@@ -139,7 +148,9 @@ impl Own {
 
 impl Group {
     fn idx(&self, partition: u32) -> Option<usize> {
-        self.parts.binary_search(&partition).ok()
+        self.parts
+            .binary_search_by_key(&partition, |x| x.partition)
+            .ok()
     }
 
     fn member(&mut self, conn: ConnRef, id: u64) -> Option<&mut Member> {
@@ -150,7 +161,7 @@ impl Group {
 
     /// The group's positions, when known for every partition.
     fn positions(&self) -> Option<Vec<Position>> {
-        self.pos.iter().copied().collect()
+        self.parts.iter().map(|x| x.pos).collect()
     }
 
     /// Drop a member's own state once it matches the group's everywhere.
@@ -194,7 +205,13 @@ impl Hub {
             );
             return;
         }
-        if self.groups.by_conn.get(&conn).map_or(0, Vec::len) >= MAX_SUBS_PER_CONN {
+        if self
+            .groups
+            .subs
+            .range((conn, 0)..=(conn, u64::MAX))
+            .nth(MAX_SUBS_PER_CONN - 1)
+            .is_some()
+        {
             self.fail(
                 conn,
                 id,
@@ -258,13 +275,17 @@ impl Hub {
         let gid = match self.groups.by_target.get(&tkey) {
             Some(&g) => g,
             None => {
-                let len = parts.len();
                 let group = Group {
                     target: text.clone().into(),
                     prefix,
-                    parts: parts.clone().into(),
-                    pos: vec![None; len].into(),
-                    covered: vec![false; len].into(),
+                    parts: parts
+                        .iter()
+                        .map(|&partition| GPart {
+                            partition,
+                            covered: false,
+                            pos: None,
+                        })
+                        .collect(),
                     wids: Vec::new(),
                     members: Vec::new(),
                 };
@@ -354,7 +375,6 @@ impl Hub {
             });
         }
         self.groups.subs.insert((conn, id), gid);
-        self.groups.by_conn.entry(conn).or_default().push(id);
     }
 
     /// End subscription `id` of `conn`; false if there is none.
@@ -362,12 +382,6 @@ impl Hub {
         let Some(gid) = self.groups.subs.remove(&(conn, id)) else {
             return false;
         };
-        if let Some(ids) = self.groups.by_conn.get_mut(&conn) {
-            ids.retain(|&i| i != id);
-            if ids.is_empty() {
-                self.groups.by_conn.remove(&conn);
-            }
-        }
         let mut unwatch: Vec<u64> = Vec::new();
         let mut empty = false;
         if let Some(g) = self.groups.group(gid) {
@@ -455,11 +469,9 @@ impl Hub {
         }
         let map = Arc::clone(&self.map);
         for g in self.groups.slab.iter_mut().flatten() {
-            for (i, &p) in g.parts.iter().enumerate() {
-                if map.owner_index(p) == Some(s)
-                    && let Some(c) = g.covered.get_mut(i)
-                {
-                    *c = false;
+            for gp in g.parts.iter_mut() {
+                if map.owner_index(gp.partition) == Some(s) {
+                    gp.covered = false;
                 }
             }
         }
@@ -483,15 +495,13 @@ impl Hub {
         let mut issue: Vec<(u32, u32, Position, Box<str>, bool)> = Vec::new();
         for (gid, g) in self.groups.slab.iter_mut().enumerate() {
             let Some(g) = g else { continue };
-            for (i, &p) in g.parts.iter().enumerate() {
-                if map.owner_index(p) != Some(s) {
+            for gp in g.parts.iter_mut() {
+                if map.owner_index(gp.partition) != Some(s) || gp.covered {
                     continue;
                 }
-                if let (Some(false), Some(Some(pos))) = (g.covered.get(i), g.pos.get(i)) {
-                    issue.push((gid as u32, p, *pos, g.target.clone(), g.prefix));
-                    if let Some(c) = g.covered.get_mut(i) {
-                        *c = true;
-                    }
+                if let Some(pos) = gp.pos {
+                    issue.push((gid as u32, gp.partition, pos, g.target.clone(), g.prefix));
+                    gp.covered = true;
                 }
             }
         }
@@ -550,7 +560,7 @@ impl Hub {
                 .parts
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| self.map.owner_index(**p) == Some(w.store))
+                .filter(|(_, p)| self.map.owner_index(p.partition) == Some(w.store))
                 .map(|(i, _)| i)
                 .collect(),
         }
@@ -577,15 +587,13 @@ impl Hub {
                 .member(conn, id)
                 .and_then(|m| m.own.as_ref().map(|o| o.pos.clone()));
             for &i in &idxs {
-                if g.covered.get(i) == Some(&false) {
+                if let Some(gp) = g.parts.get_mut(i)
+                    && !gp.covered
+                {
                     adopt = true;
-                    if let (Some(c), Some(p), Some(mp)) = (
-                        g.covered.get_mut(i),
-                        g.pos.get_mut(i),
-                        member_pos.as_ref().and_then(|v| v.get(i)),
-                    ) {
-                        *c = true;
-                        *p = Some(*mp);
+                    if let Some(mp) = member_pos.as_ref().and_then(|v| v.get(i)) {
+                        gp.covered = true;
+                        gp.pos = Some(*mp);
                     }
                 }
             }
@@ -683,8 +691,8 @@ impl Hub {
                 Role::Group => {
                     // After a reset of the group's watch: every member restarts this
                     // partition from the fresh snapshot.
-                    if !more && let Some(gp) = g.pos.get_mut(i) {
-                        *gp = Some(pos);
+                    if !more && let Some(gp) = g.parts.get_mut(i) {
+                        gp.pos = Some(pos);
                     }
                     let group_pos = g.positions();
                     for m in &mut g.members {
@@ -865,15 +873,12 @@ impl Hub {
             if !matches {
                 continue;
             }
-            let covered = g.covered.get(i) == Some(&true);
-            let advance = covered
-                && g.pos
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .is_none_or(|gp| newer(&pos, &gp));
-            if advance && let Some(gp) = g.pos.get_mut(i) {
-                *gp = Some(pos);
+            let advance = g
+                .parts
+                .get(i)
+                .is_some_and(|gp| gp.covered && gp.pos.is_none_or(|at| newer(&pos, &at)));
+            if advance && let Some(gp) = g.parts.get_mut(i) {
+                gp.pos = Some(pos);
             }
             let mut shared: Option<Rc<Delivery>> = None;
             let mut synced: Vec<u64> = Vec::new();

@@ -147,8 +147,11 @@ impl Worker {
             ring,
             bufs,
             listener: Some(listener),
-            conns: Vec::new(),
-            generations: Vec::new(),
+            // Reserved up front: address space only until slots are used, and the slab
+            // never moves (a doubling Vec would leave its old halves in the allocator,
+            // resident, for as long as the process lives).
+            conns: Vec::with_capacity(cfg.max_connections + 1),
+            generations: Vec::with_capacity(cfg.max_connections + 1),
             free: Vec::new(),
             live: 0,
             wheel: Wheel::default(),
