@@ -57,6 +57,9 @@ fn matches(key: &str, target: &str, prefix: bool) -> bool {
     }
 }
 
+/// A watch as the model store keeps it: (target, prefix, bound partition).
+type ModelWatch = (String, bool, Option<u32>);
+
 /// Every store of the map in one model: the log per partition, and each link's
 /// watches and frames in flight to the hub.
 struct Model {
@@ -64,7 +67,7 @@ struct Model {
     /// Per partition: (key, seq) of each write, seq = index + 1.
     log: Vec<Vec<String>>,
     /// Per store: watch id → (target, prefix, bound partition).
-    watches: Vec<HashMap<u64, (String, bool, Option<u32>)>>,
+    watches: Vec<HashMap<u64, ModelWatch>>,
     /// Per store: frames sent to the hub, not yet delivered.
     inbox: Vec<VecDeque<Vec<u8>>>,
     /// Writes committed to the log but not yet dispatched to watches (a batch landing
