@@ -615,3 +615,105 @@ fn a_killed_store_makes_requests_unavailable_then_subscriptions_resume() {
         assert_eq!((value, version), (v.to_string(), v));
     }
 }
+
+/// The map of two stores, each owning half of 8 partitions, at `a` and `b`.
+fn two_store_map(a: &str, b: &str) -> String {
+    format!(
+        "version = 1\npartitions = 8\n[[store]]\nid = \"s1\"\naddr = \"{a}\"\npartitions = [\"0-3\"]\n[[store]]\nid = \"s2\"\naddr = \"{b}\"\npartitions = [\"4-7\"]\n"
+    )
+}
+
+#[test]
+fn with_one_of_two_stores_down_the_other_partitions_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    // The stores read only their partitions from the map; the edge's copy carries the
+    // addresses they actually bound.
+    let placeholder = dir.path().join("stores.toml");
+    std::fs::write(&placeholder, two_store_map("127.0.0.1:1", "127.0.0.1:2")).unwrap();
+    let p = placeholder.to_str().unwrap();
+    let s1 = Store::start_in(
+        &dir.path().join("s1"),
+        "127.0.0.1:0",
+        &["--store-id", "s1", "--cluster", p],
+    );
+    let mut s2 = Store::start_in(
+        &dir.path().join("s2"),
+        "127.0.0.1:0",
+        &["--store-id", "s2", "--cluster", p],
+    );
+    let map = dir.path().join("edge.toml");
+    std::fs::write(
+        &map,
+        two_store_map(&s1.addr.to_string(), &s2.addr.to_string()),
+    )
+    .unwrap();
+    let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
+    wait_links_up(&edge);
+    // A key of each store.
+    let key_of = |store: u32| {
+        (0..)
+            .map(|i| format!("key{i}"))
+            .find(|k| (wire::partition::partition_of(k.as_bytes(), 8) >= 4) == (store == 2))
+            .unwrap()
+    };
+    let (k1, k2) = (key_of(1), key_of(2));
+    let mut a = Client::json(edge.addr);
+    a.sub(1, &k1, None);
+    assert!(matches!(a.recv(), Response::Snapshot { id: 1, .. }));
+    assert!(matches!(a.put(2, &k1, "1"), Response::Ok { .. }));
+    assert_eq!(change(&a.recv()).0, "1");
+    s2.kill();
+    // k2's store is gone: unavailable, promptly...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut id = 10;
+    loop {
+        id += 1;
+        match a.put(id, &k2, "x") {
+            Response::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            } => break,
+            other => {
+                assert!(Instant::now() < deadline, "never unavailable: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    // ...while k1's store serves reads, writes and the live subscription as before.
+    assert!(matches!(a.put(100, &k1, "2"), Response::Ok { id: 100, .. }));
+    assert_eq!(change(&a.recv()).0, "2");
+    let r = a.call(&Request::Get {
+        id: 101,
+        key: k1.as_str().into(),
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Value {
+                id: 101,
+                version: 2,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // An untagged prefix spans both stores: refused while one is away.
+    a.send(&Request::Sub {
+        id: 102,
+        target: Target::Prefix("key".into()),
+        from: None,
+    });
+    let r = a.recv();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                id: Some(102),
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    drop(s1);
+}

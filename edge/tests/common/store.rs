@@ -28,8 +28,14 @@ fn store_bin() -> PathBuf {
 impl Store {
     /// Start a store keeping its data in `dir`, on `addr` (port 0: the OS picks).
     pub fn start(dir: &Path, addr: &str) -> Self {
+        Self::start_in(dir, addr, &[])
+    }
+
+    /// [`Store::start`] with more flags (`--store-id`, `--cluster`...).
+    pub fn start_in(dir: &Path, addr: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(store_bin())
             .args(["--listen", addr, "--admin", "127.0.0.1:0", "--sync", "true"])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir)
             .env("RUST_LOG", "info")
