@@ -717,3 +717,45 @@ fn with_one_of_two_stores_down_the_other_partitions_keep_working() {
     );
     drop(s1);
 }
+
+#[test]
+fn a_large_snapshot_comes_in_parts_of_at_most_64_kib() {
+    let c = cluster();
+    let mut w = Client::json(c.edge.addr);
+    let value = format!("\"{}\"", "v".repeat(4000));
+    for i in 0..40u64 {
+        assert!(matches!(
+            w.put(i, &format!("big/{{t}}/{i:02}"), &value),
+            Response::Ok { .. }
+        ));
+    }
+    let mut a = Client::json(c.edge.addr);
+    a.send(&Request::Sub {
+        id: 1,
+        target: Target::Prefix("big/{t}/".into()),
+        from: None,
+    });
+    let (mut parts, mut keys) = (0, Vec::new());
+    loop {
+        let Response::Snapshot {
+            entries,
+            more,
+            token,
+            ..
+        } = a.recv()
+        else {
+            panic!("expected snapshot parts")
+        };
+        parts += 1;
+        let bytes: usize = entries.iter().map(|e| e.key.len() + e.value.len()).sum();
+        assert!(bytes <= 64 * 1024, "a part of {bytes} B");
+        keys.extend(entries.into_iter().map(|e| e.key.into_owned()));
+        assert_eq!(token.is_some(), !more, "only the last part has the token");
+        if !more {
+            break;
+        }
+    }
+    assert!(parts >= 3, "{parts} parts");
+    let want: Vec<String> = (0..40).map(|i| format!("big/{{t}}/{i:02}")).collect();
+    assert_eq!(keys, want);
+}

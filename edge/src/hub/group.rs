@@ -180,6 +180,50 @@ impl Group {
     }
 }
 
+/// Largest snapshot message, in key and value bytes: a store's page (up to 1 MiB) is
+/// cut into parts that any client's default message limit accepts.
+const SNAPSHOT_PART: usize = 64 * 1024;
+
+/// Queue snapshot `entries` for subscription `id` of `conn`, in parts of at most
+/// [`SNAPSHOT_PART`] bytes (one entry at least); the last part carries `token` and `more`.
+fn push_snapshot(
+    out: &mut Vec<Out>,
+    conn: ConnRef,
+    id: u64,
+    entries: Vec<Entry<'static>>,
+    token: Option<String>,
+    more: bool,
+) {
+    let mut part: Vec<Entry<'static>> = Vec::new();
+    let mut bytes = 0;
+    for e in entries {
+        let size = e.key.len() + e.value.len() + 32;
+        if !part.is_empty() && bytes + size > SNAPSHOT_PART {
+            out.push(Out::Msg(
+                conn,
+                Response::Snapshot {
+                    id,
+                    entries: std::mem::take(&mut part),
+                    token: None,
+                    more: true,
+                },
+            ));
+            bytes = 0;
+        }
+        bytes += size;
+        part.push(e);
+    }
+    out.push(Out::Msg(
+        conn,
+        Response::Snapshot {
+            id,
+            entries: part,
+            token: token.map(Cow::Owned),
+            more,
+        },
+    ));
+}
+
 fn target_key(target: &Target<'_>) -> (Box<str>, bool, String) {
     match target {
         Target::Key(k) => (format!("k{k}").into(), false, k.to_string()),
@@ -671,15 +715,8 @@ impl Hub {
                     }
                     let done = own.pending.iter().all(|x| !x);
                     own.snap_open = !done;
-                    out.push(Out::Msg(
-                        conn,
-                        Response::Snapshot {
-                            id,
-                            entries,
-                            token: done.then(|| Cow::Owned(own.token())),
-                            more: !done,
-                        },
-                    ));
+                    let token = done.then(|| own.token());
+                    push_snapshot(&mut out, conn, id, entries, token, !done);
                     if !more && let Some(wr) = self.groups.watches.get_mut(&wid) {
                         wr.left = wr.left.saturating_sub(1);
                         if wr.left == 0 {
@@ -706,15 +743,8 @@ impl Hub {
                             }
                             None => group_pos.as_deref().map(encode_token).unwrap_or_default(),
                         };
-                        out.push(Out::Msg(
-                            m.conn,
-                            Response::Snapshot {
-                                id: m.id,
-                                entries: entries.clone(),
-                                token: (!more).then_some(Cow::Owned(token)),
-                                more,
-                            },
-                        ));
+                        let token = (!more).then_some(token);
+                        push_snapshot(&mut out, m.conn, m.id, entries.clone(), token, more);
                     }
                 }
             }
