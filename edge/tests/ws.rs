@@ -367,6 +367,31 @@ fn binary_form_subscribes_and_writes() {
         };
         assert_eq!(&value[..], &[0xff, 0x00, 0x10]);
     }
+    // A large value: the encoded-once message goes out partly by reference.
+    let big: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+    let mut b2 = Client::fb(c.edge.addr);
+    b2.sub(77, "bin", None);
+    assert!(matches!(b2.recv(), Response::Snapshot { id: 77, .. }));
+    let r = b.call(&Request::Put {
+        id: 3,
+        key: "bin".into(),
+        value: Cow::Borrowed(&big),
+        if_version: None,
+    });
+    assert!(matches!(r, Response::Ok { id: 3, .. }), "{r:?}");
+    for (client, id) in [(&mut b, 1), (&mut b2, 77), (&mut j, 1)] {
+        let r = client.recv();
+        let Response::Change {
+            id: got,
+            op: ChangeOp::Put { value, version: 2 },
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(got, id);
+        assert_eq!(&value[..], &big[..]);
+    }
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use wire::client::fb::FbEncoder;
 use wire::client::json::PreparedChange;
 use wire::client::{ChangeOp, ErrorCode, Position, Request, Response, encode_token};
 use wire::cluster::ClusterMap;
@@ -37,7 +38,7 @@ pub enum Out {
     Change(ConnRef, u64, Rc<Delivery>),
 }
 
-/// One change as delivered to subscribers, encoded once.
+/// One change as delivered to subscribers, encoded once per form.
 #[derive(Debug)]
 pub struct Delivery {
     /// The key.
@@ -48,7 +49,15 @@ pub struct Delivery {
     pub token: String,
     /// The JSON message after its subscription id (shared by reference when large).
     pub json_tail: Bytes,
+    /// The flatbuffers message, built on first use, and the offset of its 8-byte
+    /// subscription id (patched per subscriber).
+    fb: std::cell::OnceCell<Option<(Bytes, usize)>>,
 }
+
+/// Two ids whose every byte differs: encoding a message with each and comparing the two
+/// finds where the id sits.
+const PROBE_A: u64 = 0x0101_0101_0101_0101;
+const PROBE_B: u64 = 0x0202_0202_0202_0202;
 
 impl Delivery {
     fn new(key: &str, op: ChangeOp<'static>, token: String) -> Self {
@@ -58,7 +67,30 @@ impl Delivery {
             op,
             token,
             json_tail,
+            fb: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The binary-form message, encoded once, with the offset of its subscription id:
+    /// each subscriber's copy differs from it only in those 8 (little-endian) bytes.
+    /// `None` if the encoder ever stops placing the id identically (then each subscriber
+    /// gets its own encoding).
+    pub fn fb_template(&self, enc: &mut FbEncoder) -> Option<&(Bytes, usize)> {
+        self.fb
+            .get_or_init(|| {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                enc.encode_response(&self.response(PROBE_A), &mut a);
+                enc.encode_response(&self.response(PROBE_B), &mut b);
+                if a.len() != b.len() {
+                    return None;
+                }
+                let diff: Vec<usize> = (0..a.len()).filter(|&i| a.get(i) != b.get(i)).collect();
+                let at = *diff.first()?;
+                let contiguous = diff.len() == 8 && diff.last() == Some(&(at + 7));
+                (contiguous && a.get(at..at + 8) == Some(&PROBE_A.to_le_bytes()[..]))
+                    .then(|| (Bytes::from(a), at))
+            })
+            .as_ref()
     }
 
     /// The change as a protocol response for subscription `id`.
@@ -394,4 +426,30 @@ fn map_code(code: wire::link::ErrorCode) -> ErrorCode {
 /// `a` is later in its partition's log than `b`.
 fn newer(a: &Position, b: &Position) -> bool {
     (a.epoch, a.seq) > (b.epoch, b.seq)
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+
+    #[test]
+    fn the_binary_template_patched_with_an_id_is_that_ids_encoding() {
+        let d = Delivery::new(
+            "room/{1}/k",
+            ChangeOp::Put {
+                value: Cow::Owned(vec![7; 3000]),
+                version: 9,
+            },
+            "tok".into(),
+        );
+        let mut enc = FbEncoder::new();
+        let (tpl, at) = d.fb_template(&mut enc).cloned().unwrap();
+        for id in [0, 1, 255, 1 << 40, u64::MAX] {
+            let mut patched = tpl.to_vec();
+            patched[at..at + 8].copy_from_slice(&id.to_le_bytes());
+            let mut direct = Vec::new();
+            enc.encode_response(&d.response(id), &mut direct);
+            assert_eq!(patched, direct, "id {id}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Client messages from the hub to connections: each is encoded in the connection's
-//! form (JSON text or flatbuffers binary) and queued. A change's JSON body is encoded
-//! once by the hub; each subscriber gets its own few header bytes, and the shared body
-//! by reference when it is large enough for that to beat a copy.
+//! form (JSON text or flatbuffers binary) and queued. A change is encoded once per
+//! form: the JSON body after the subscription id, the binary message with its id
+//! patched per subscriber. Each subscriber gets its own few head bytes, and the shared
+//! rest by reference when it is large enough for that to beat a copy.
 
 use std::sync::atomic::Ordering;
 
@@ -55,10 +56,29 @@ impl Worker {
                     json::encode_response(msg, scratch);
                     conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
                 }
-                (Out::Change(_, id, d), Proto::Fb) => {
-                    fb.encode_response(&d.response(*id), scratch);
-                    conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
-                }
+                (Out::Change(_, id, d), Proto::Fb) => match d.fb_template(fb) {
+                    Some((tpl, at)) => {
+                        // The message encoded once; this subscriber's id patched into
+                        // its copy of the head, the rest shared when large.
+                        let (len, at) = (tpl.len(), *at);
+                        let split = if len < SHARE_MIN { len } else { at + 8 };
+                        conn.queue_with(|v| {
+                            encode_header(v, Opcode::Binary, len);
+                            let start = v.len();
+                            v.extend_from_slice(tpl.get(..split).unwrap_or_default());
+                            if let Some(slot) = v.get_mut(start + at..start + at + 8) {
+                                slot.copy_from_slice(&id.to_le_bytes());
+                            }
+                        });
+                        if split < len {
+                            conn.queue_shared(tpl.slice(split..));
+                        }
+                    }
+                    None => {
+                        fb.encode_response(&d.response(*id), scratch);
+                        conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+                    }
+                },
                 (Out::Change(_, id, d), _) => {
                     PreparedChange::write_head(*id, scratch);
                     let tail = &d.json_tail;
