@@ -65,6 +65,13 @@ fn run(args: &Args) -> Result<(), String> {
         listeners.push(l);
     }
     let map = wire::cluster::ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
+    if map.partitions as usize > wire::client::token::MAX_TOKEN_POSITIONS {
+        return Err(format!(
+            "the cluster map has {} partitions; the edge supports at most {} (a resume token holds one position per partition)",
+            map.partitions,
+            wire::client::token::MAX_TOKEN_POSITIONS
+        ));
+    }
     let map = Arc::new(map);
     let cfg = Arc::new(cfg);
     let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();

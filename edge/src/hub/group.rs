@@ -138,9 +138,30 @@ struct Own {
     resumed_sent: bool,
     /// Snapshot parts were sent with `more` and the last is still due.
     snap_open: bool,
+    /// Starting from a snapshot (not a resume): changes of partitions already
+    /// snapshotted wait in `held` until the whole snapshot is out, so that a client
+    /// never sees a change inside its snapshot.
+    snapshotting: bool,
+    /// Changes held back while snapshotting: (partition index, position, key, change).
+    held: Vec<(usize, Position, Box<str>, ChangeOp<'static>)>,
 }
 
+/// Most changes held for one member while its snapshot completes.
+const MAX_HELD: usize = 10_000;
+
 impl Own {
+    fn empty() -> Self {
+        Self {
+            pos: Vec::new(),
+            pending: Vec::new(),
+            joins: Vec::new(),
+            resumed_sent: false,
+            snap_open: false,
+            snapshotting: false,
+            held: Vec::new(),
+        }
+    }
+
     fn token(&self) -> String {
         encode_token(&self.pos)
     }
@@ -349,6 +370,37 @@ impl Hub {
                 g
             }
         };
+        let own = self.start_member(gid, conn, id, resume);
+        if let Some(g) = self.groups.group(gid) {
+            g.members.push(Member {
+                conn,
+                id,
+                own: Some(own),
+            });
+        }
+        self.groups.subs.insert((conn, id), gid);
+    }
+
+    /// Issue the join watches that start member (`conn`, `id`) of group `gid`: one per
+    /// partition to resume from `resume`; to snapshot, one per store (the store
+    /// snapshots every partition of the target it owns). Returns its starting state.
+    fn start_member(
+        &mut self,
+        gid: u32,
+        conn: ConnRef,
+        id: u64,
+        resume: Option<Vec<Position>>,
+    ) -> Box<Own> {
+        let map = Arc::clone(&self.map);
+        let owner = |p: u32| map.owner_index(p).unwrap_or(0);
+        let Some(g) = self.groups.slab.get(gid as usize).and_then(Option::as_ref) else {
+            return Box::new(Own::empty());
+        };
+        let (text, prefix) = (g.target.clone(), g.prefix);
+        let parts: Vec<u32> = g.parts.iter().map(|x| x.partition).collect();
+        let mut stores: Vec<usize> = parts.iter().map(|&p| owner(p)).collect();
+        stores.sort_unstable();
+        stores.dedup();
         let mut own = Own {
             pos: resume.clone().unwrap_or_else(|| {
                 parts
@@ -363,16 +415,15 @@ impl Hub {
             joins: Vec::new(),
             resumed_sent: false,
             snap_open: false,
+            snapshotting: resume.is_none(),
+            held: Vec::new(),
         };
-        // The join watches: one per partition to resume; to snapshot, one per store
-        // (the store snapshots every partition of the target it owns).
         let mut joins: Vec<Join> = Vec::new();
         match &resume {
             Some(positions) => {
                 for pos in positions {
-                    let wid = self.id();
                     joins.push((
-                        wid,
+                        self.id(),
                         owner(pos.partition),
                         Some(pos.partition),
                         1,
@@ -382,14 +433,12 @@ impl Hub {
             }
             None if parts.len() == 1 => {
                 let p = parts.first().copied().unwrap_or(0);
-                let wid = self.id();
-                joins.push((wid, owner(p), Some(p), 1, None));
+                joins.push((self.id(), owner(p), Some(p), 1, None));
             }
             None => {
                 for &s in &stores {
                     let count = parts.iter().filter(|&&p| owner(p) == s).count() as u32;
-                    let wid = self.id();
-                    joins.push((wid, s, None, count, None));
+                    joins.push((self.id(), s, None, count, None));
                 }
             }
         }
@@ -411,14 +460,27 @@ impl Hub {
             );
             own.joins.push(wid);
         }
-        if let Some(g) = self.groups.group(gid) {
-            g.members.push(Member {
-                conn,
-                id,
-                own: Some(Box::new(own)),
-            });
+        Box::new(own)
+    }
+
+    /// Start member (`conn`, `id`) over from a fresh snapshot of every partition (after
+    /// a reset of one partition of a multi-partition target: a client replaces its
+    /// whole state on the snapshot that follows a `reset`).
+    fn restart_member(&mut self, gid: u32, conn: ConnRef, id: u64) {
+        let old = self
+            .groups
+            .group(gid)
+            .and_then(|g| g.member(conn, id))
+            .and_then(|m| m.own.take());
+        if let Some(old) = old {
+            for wid in old.joins {
+                self.drop_watch(wid);
+            }
         }
-        self.groups.subs.insert((conn, id), gid);
+        let own = self.start_member(gid, conn, id, None);
+        if let Some(m) = self.groups.group(gid).and_then(|g| g.member(conn, id)) {
+            m.own = Some(own);
+        }
     }
 
     /// End subscription `id` of `conn`; false if there is none.
@@ -539,14 +601,26 @@ impl Hub {
         let mut issue: Vec<(u32, u32, Position, Box<str>, bool)> = Vec::new();
         for (gid, g) in self.groups.slab.iter_mut().enumerate() {
             let Some(g) = g else { continue };
-            for gp in g.parts.iter_mut() {
+            for (i, gp) in g.parts.iter_mut().enumerate() {
                 if map.owner_index(gp.partition) != Some(s) || gp.covered {
                     continue;
                 }
-                if let Some(pos) = gp.pos {
-                    issue.push((gid as u32, gp.partition, pos, g.target.clone(), g.prefix));
-                    gp.covered = true;
+                let Some(mut from) = gp.pos else { continue };
+                // A member still catching up through a watch the link took with it
+                // (a resume's retired join) is behind the group: resume from the
+                // oldest such position; the position filters keep everyone else from
+                // seeing a change twice.
+                for m in &g.members {
+                    if let Some(own) = &m.own
+                        && own.pending.get(i) == Some(&false)
+                        && let Some(mp) = own.pos.get(i)
+                        && newer(&from, mp)
+                    {
+                        from = *mp;
+                    }
                 }
+                issue.push((gid as u32, gp.partition, from, g.target.clone(), g.prefix));
+                gp.covered = true;
             }
         }
         for (gid, p, pos, target, prefix) in issue {
@@ -692,6 +766,7 @@ impl Hub {
             .unwrap_or_default();
         let mut complete = None;
         let mut out: Vec<Out> = Vec::new();
+        let mut released = 0;
         {
             let Some(g) = self.groups.group(w.gid) else {
                 return;
@@ -707,6 +782,11 @@ impl Hub {
                     let Some(own) = &mut m.own else {
                         return;
                     };
+                    // An answer for a partition already answered (or not asked) is not
+                    // the store's to give: ignore it.
+                    if own.pending.get(i) != Some(&true) {
+                        return;
+                    }
                     if !more
                         && let (Some(pend), Some(mp)) = (own.pending.get_mut(i), own.pos.get_mut(i))
                     {
@@ -717,6 +797,18 @@ impl Hub {
                     own.snap_open = !done;
                     let token = done.then(|| own.token());
                     push_snapshot(&mut out, conn, id, entries, token, !done);
+                    if done {
+                        // The snapshot is out: what was held behind it follows.
+                        own.snapshotting = false;
+                        for (hi, hpos, hkey, hop) in std::mem::take(&mut own.held) {
+                            if let Some(mp) = own.pos.get_mut(hi) {
+                                *mp = hpos;
+                            }
+                            let d = Delivery::new(&hkey, hop, own.token());
+                            out.push(Out::Change(conn, id, Rc::new(d)));
+                            released += 1;
+                        }
+                    }
                     if !more && let Some(wr) = self.groups.watches.get_mut(&wid) {
                         wr.left = wr.left.saturating_sub(1);
                         if wr.left == 0 {
@@ -727,9 +819,13 @@ impl Hub {
                 Role::Retired => {}
                 Role::Group => {
                     // After a reset of the group's watch: every member restarts this
-                    // partition from the fresh snapshot.
+                    // partition from the fresh snapshot (a multi-partition target's
+                    // members were restarted on their own joins at the reset).
                     if !more && let Some(gp) = g.parts.get_mut(i) {
                         gp.pos = Some(pos);
+                    }
+                    if g.parts.len() > 1 {
+                        return;
                     }
                     let group_pos = g.positions();
                     for m in &mut g.members {
@@ -750,6 +846,7 @@ impl Hub {
             }
         }
         self.out.append(&mut out);
+        self.stats.deliveries += released;
         if let Some((conn, id)) = complete {
             self.complete_join(wid, conn, id);
         }
@@ -777,6 +874,10 @@ impl Hub {
             let Some(own) = &mut m.own else {
                 return;
             };
+            // Only a partition still waiting can be resumed (see `on_snapshot`).
+            if own.pending.get(i) != Some(&true) {
+                return;
+            }
             if let Some(pend) = own.pending.get_mut(i) {
                 *pend = false;
             }
@@ -837,6 +938,14 @@ impl Hub {
                 .map(|m| (m.conn, m.id))
                 .collect(),
         };
+        let multi = g.parts.len() > 1;
+        let gid = w.gid;
+        let to = if multi && w.role == Role::Group {
+            // Every member starts over, pending ones included.
+            g.members.iter().map(|m| (m.conn, m.id)).collect()
+        } else {
+            to
+        };
         for (conn, id) in to {
             self.reply(
                 conn,
@@ -845,6 +954,11 @@ impl Hub {
                     reason: Cow::Owned(reason.to_owned()),
                 },
             );
+            // One partition of several cannot be resumed: a fresh snapshot of all of
+            // them follows (a single-partition target's follows on this very watch).
+            if multi {
+                self.restart_member(gid, conn, id);
+            }
         }
     }
 
@@ -881,6 +995,7 @@ impl Hub {
         };
         let key = ch.key();
         let mut delivered = 0u64;
+        let mut overflow: Vec<(ConnRef, u64)> = Vec::new();
         for gid in gids {
             let Some(g) = self
                 .groups
@@ -925,17 +1040,36 @@ impl Hub {
                         }
                     }
                     Some(own) => {
-                        let due = own.pending.get(i) == Some(&false)
-                            && own.pos.get(i).is_some_and(|mp| newer(&pos, mp));
-                        if due {
-                            if let Some(mp) = own.pos.get_mut(i) {
-                                *mp = pos;
-                            }
-                            let d = Delivery::new(key, op.clone(), own.token());
-                            self.out.push(Out::Change(m.conn, m.id, Rc::new(d)));
-                            delivered += 1;
-                            synced.push(m.id);
+                        if own.pending.get(i) != Some(&false) {
+                            continue;
                         }
+                        // Past what it has, counting changes already held for it.
+                        let last = own
+                            .held
+                            .iter()
+                            .rev()
+                            .find(|h| h.0 == i)
+                            .map(|h| h.1)
+                            .or_else(|| own.pos.get(i).copied());
+                        if !last.is_some_and(|mp| newer(&pos, &mp)) {
+                            continue;
+                        }
+                        if own.snapshotting && own.pending.iter().any(|p| *p) {
+                            // Its snapshot is still coming from another store.
+                            if own.held.len() >= MAX_HELD {
+                                overflow.push((m.conn, m.id));
+                            } else {
+                                own.held.push((i, pos, key.into(), op.clone()));
+                            }
+                            continue;
+                        }
+                        if let Some(mp) = own.pos.get_mut(i) {
+                            *mp = pos;
+                        }
+                        let d = Delivery::new(key, op.clone(), own.token());
+                        self.out.push(Out::Change(m.conn, m.id, Rc::new(d)));
+                        delivered += 1;
+                        synced.push(m.id);
                     }
                 }
             }
@@ -953,5 +1087,14 @@ impl Hub {
             }
         }
         self.stats.deliveries += delivered;
+        for (conn, id) in overflow {
+            self.fail(
+                conn,
+                id,
+                ErrorCode::Overloaded,
+                "too many changes while the snapshot was coming; subscribe again",
+            );
+            self.unsubscribe(conn, id);
+        }
     }
 }

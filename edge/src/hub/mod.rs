@@ -117,6 +117,11 @@ struct Pending {
 /// Most subscriptions one connection may hold.
 pub const MAX_SUBS_PER_CONN: usize = 4096;
 
+/// Most reads and writes one connection may have waiting for their stores; past it a
+/// request gets `overloaded` (a client pipelining faster than the store answers cannot
+/// grow the edge's memory without bound).
+pub const MAX_INFLIGHT_PER_CONN: u32 = 1024;
+
 /// Figures the worker publishes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HubStats {
@@ -138,6 +143,8 @@ pub struct Hub {
     /// Request ids and watch ids, one sequence.
     next_id: u64,
     requests: HashMap<u64, Pending>,
+    /// Requests waiting, per connection (absent: none).
+    inflight: HashMap<ConnRef, u32>,
     groups: group::Groups,
     /// Counters.
     pub stats: HubStats,
@@ -155,6 +162,7 @@ impl Hub {
             out: Vec::new(),
             next_id: 1,
             requests: HashMap::new(),
+            inflight: HashMap::new(),
             groups: group::Groups::default(),
             stats: HubStats::default(),
         }
@@ -267,6 +275,15 @@ impl Hub {
         ) -> Result<(), wire::link::FrameTooLarge>,
     ) {
         let store = self.store_of(key);
+        if self.inflight.get(&conn).copied().unwrap_or(0) >= MAX_INFLIGHT_PER_CONN {
+            self.fail(
+                conn,
+                id,
+                ErrorCode::Overloaded,
+                "too many requests waiting on this connection",
+            );
+            return;
+        }
         if !self.is_up(store) {
             self.fail(
                 conn,
@@ -293,10 +310,24 @@ impl Hub {
                 publish,
             },
         );
+        *self.inflight.entry(conn).or_insert(0) += 1;
+    }
+
+    /// Take request `rid` off the waiting list.
+    fn take_request(&mut self, rid: u64) -> Option<Pending> {
+        let p = self.requests.remove(&rid)?;
+        if let Some(n) = self.inflight.get_mut(&p.conn) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inflight.remove(&p.conn);
+            }
+        }
+        Some(p)
     }
 
     /// A connection closed: its subscriptions end.
     pub fn conn_closed(&mut self, conn: ConnRef) {
+        self.inflight.remove(&conn);
         for id in self.groups.subs_of(conn) {
             self.unsubscribe(conn, id);
         }
@@ -325,7 +356,7 @@ impl Hub {
             .map(|(&rid, _)| rid)
             .collect();
         for rid in lost {
-            if let Some(p) = self.requests.remove(&rid) {
+            if let Some(p) = self.take_request(rid) {
                 self.fail(
                     p.conn,
                     p.id,
@@ -342,7 +373,7 @@ impl Hub {
         let rid = frame.request_id;
         match frame.message {
             LinkMessage::GetReply(r) => {
-                let Some(p) = self.requests.remove(&rid) else {
+                let Some(p) = self.take_request(rid) else {
                     return;
                 };
                 let value = r
@@ -360,7 +391,7 @@ impl Hub {
                 );
             }
             LinkMessage::WriteReply(r) => {
-                let Some(p) = self.requests.remove(&rid) else {
+                let Some(p) = self.take_request(rid) else {
                     return;
                 };
                 let token = r.position().map(|pos| encode_token(&[Position::from(pos)]));
@@ -376,7 +407,7 @@ impl Hub {
             LinkMessage::Error(e) => {
                 let code = map_code(e.code());
                 let message = e.message().unwrap_or("store error").to_owned();
-                if let Some(p) = self.requests.remove(&rid) {
+                if let Some(p) = self.take_request(rid) {
                     let version = (code == ErrorCode::Conflict).then(|| e.current_version());
                     self.reply(
                         p.conn,

@@ -337,6 +337,20 @@ impl Sim {
                 Response::Snapshot { token, more, .. } => {
                     if !more {
                         let t = token.expect("the last snapshot part has a token");
+                        // A complete snapshot: a real position for every partition.
+                        let all = decode_token(&t).unwrap();
+                        assert!(
+                            all.iter().all(|p| p.epoch == EPOCH),
+                            "placeholder in {all:?}"
+                        );
+                        let (tt, pre) = &v.target;
+                        let parts = if *pre {
+                            prefix_partition(tt.as_bytes(), PARTITIONS)
+                                .map_or(PARTITIONS as usize, |_| 1)
+                        } else {
+                            1
+                        };
+                        assert_eq!(all.len(), parts, "{tt}: snapshot token {all:?}");
                         v.start = Some(positions(&t));
                         v.got.clear();
                         v.last_token = Some(t.into_owned());
@@ -355,9 +369,11 @@ impl Sim {
                     assert!(matches(&key, t, *pre), "{key} delivered to {t}");
                     let p = partition_of(key.as_bytes(), PARTITIONS);
                     let seq = positions(&token)[&p];
-                    if v.start.is_some() {
-                        v.got.push((p, seq));
-                    }
+                    assert!(
+                        v.start.is_some(),
+                        "{t}: a change before its snapshot or resume"
+                    );
+                    v.got.push((p, seq));
                     v.last_token = Some(token.into_owned());
                 }
                 Response::Error { .. } => v.gone = true,
@@ -502,7 +518,7 @@ fn positions(token: &str) -> HashMap<u32, u64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn every_subscription_gets_each_matching_change_once_in_order(
@@ -541,4 +557,60 @@ fn one_watch_serves_many_subscribers() {
     sim.settle();
     sim.check();
     assert!(sim.views.values().all(|v| v.got.len() == 1));
+}
+
+#[test]
+fn a_connection_cannot_pile_up_requests_without_bound() {
+    let mut sim = Sim::new();
+    let conn = (9, 1);
+    let n = super::MAX_INFLIGHT_PER_CONN as u64 + 6;
+    for id in 0..n {
+        sim.hub.request(
+            conn,
+            Request::Get {
+                id,
+                key: "a".into(),
+            },
+        );
+    }
+    let refused = std::mem::take(&mut sim.hub.out)
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Out::Msg(
+                    _,
+                    Response::Error {
+                        code: wire::client::ErrorCode::Overloaded,
+                        ..
+                    }
+                )
+            )
+        })
+        .count();
+    assert_eq!(refused, 6);
+    // Another connection is not affected.
+    sim.hub.request(
+        (10, 1),
+        Request::Get {
+            id: 1,
+            key: "a".into(),
+        },
+    );
+    assert!(sim.hub.out.is_empty());
+    // A dropped link answers what waited, and the connection may ask again.
+    sim.hub.link_down(0);
+    sim.hub.link_down(1);
+    let answered = std::mem::take(&mut sim.hub.out).len();
+    assert_eq!(answered, super::MAX_INFLIGHT_PER_CONN as usize + 1);
+    sim.hub.link_up(0);
+    sim.hub.link_up(1);
+    sim.hub.request(
+        conn,
+        Request::Get {
+            id: 0,
+            key: "a".into(),
+        },
+    );
+    assert!(sim.hub.out.is_empty());
 }
