@@ -12,35 +12,7 @@ use std::process::{Command, Stdio};
 
 mod common;
 use common::Edge;
-use common::store::Store;
-
-/// A store and an edge in front of it, links up.
-struct Cluster {
-    _dir: tempfile::TempDir,
-    _store: Store,
-    edge: Edge,
-}
-
-fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
-    let map = store.cluster_file(dir.path());
-    let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let addr = edge.addr.to_string();
-    while metric(&addr, "ringline_edge_link_state") != 2 * 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "store links never came up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Cluster {
-        _dir: dir,
-        _store: store,
-        edge,
-    }
-}
+use common::store::Cluster;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -117,7 +89,7 @@ fn metric(addr: &str, name: &str) -> u64 {
 
 #[test]
 fn python_websockets_client_protocol() {
-    let c = cluster();
+    let c = Cluster::start();
     let url = format!("ws://{}/ws", c.edge.addr);
     let script = root().join("edge/tests/interop/ws_client.py");
     run(
@@ -129,7 +101,7 @@ fn python_websockets_client_protocol() {
 
 #[test]
 fn node_ws_client_protocol() {
-    let c = cluster();
+    let c = Cluster::start();
     let url = format!("ws://{}/ws", c.edge.addr);
     let script = root().join("edge/tests/interop/ws_client.cjs");
     run(
@@ -151,7 +123,7 @@ fn headless_chromium_page_echo() {
 
 #[test]
 fn headless_chromium_page_client_protocol() {
-    let c = cluster();
+    let c = Cluster::start();
     chromium_page(&c.edge, "ws_page.html", "/ws");
     // sub + two puts, all answered.
     assert_eq!(

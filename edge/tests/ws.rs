@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::Edge;
-use common::store::Store;
+use common::store::{Cluster, Store};
 use common::ws::{Msg, Ws};
 use wire::client::{ChangeOp, ErrorCode, Request, Response, Target, fb, json};
 use wire::frame::Opcode;
@@ -100,53 +100,9 @@ fn change(r: &Response<'_>) -> (String, u64, String) {
     }
 }
 
-struct Cluster {
-    _dir: tempfile::TempDir,
-    store: Store,
-    edge: Edge,
-}
-
-fn cluster() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
-    let map = store.cluster_file(dir.path());
-    let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
-    wait_links_up(&edge);
-    Cluster {
-        _dir: dir,
-        store,
-        edge,
-    }
-}
-
-/// Wait until every worker's link to the store is up (metrics say 2).
-fn wait_links_up(edge: &Edge) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = edge.http("/metrics");
-        let states: Vec<&str> = body
-            .lines()
-            .filter(|l| l.starts_with("ringline_edge_link_state{"))
-            .collect();
-        if !states.is_empty() && states.iter().all(|l| l.ends_with(" 2")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "links not up: {states:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn metric(edge: &Edge, name: &str) -> u64 {
-    let (_, body) = edge.http("/metrics");
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
 #[test]
 fn reads_writes_and_a_subscription_in_json() {
-    let c = cluster();
+    let c = Cluster::start();
     let mut a = Client::json(c.edge.addr);
     // A missing key reads as null.
     let r = a.call(&Request::Get {
@@ -290,7 +246,7 @@ fn reads_writes_and_a_subscription_in_json() {
 
 #[test]
 fn bad_input_gets_bad_request_and_wrong_frame_types_close_1003() {
-    let c = cluster();
+    let c = Cluster::start();
     let mut a = Client::json(c.edge.addr);
     for text in [
         r#"{"op":"frobnicate","id":1}"#,
@@ -328,7 +284,7 @@ fn bad_input_gets_bad_request_and_wrong_frame_types_close_1003() {
 
 #[test]
 fn binary_form_subscribes_and_writes() {
-    let c = cluster();
+    let c = Cluster::start();
     let mut b = Client::fb(c.edge.addr);
     let mut j = Client::json(c.edge.addr);
     b.sub(1, "bin", None);
@@ -396,7 +352,7 @@ fn binary_form_subscribes_and_writes() {
 
 #[test]
 fn many_subscribers_share_one_watch_and_the_same_token() {
-    let c = cluster();
+    let c = Cluster::start();
     let n = 60;
     let mut clients: Vec<Client> = (0..n).map(|_| Client::json(c.edge.addr)).collect();
     for (i, cl) in clients.iter_mut().enumerate() {
@@ -406,11 +362,11 @@ fn many_subscribers_share_one_watch_and_the_same_token() {
     // One internal watch per worker at most, however many subscribers (the figures
     // are published once a second).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&c.edge, "ringline_edge_subscriptions") != n as u64 {
+    while c.edge.metric("ringline_edge_subscriptions") != n as u64 {
         assert!(Instant::now() < deadline, "subscriptions never reached {n}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let watches = metric(&c.edge, "ringline_edge_watches");
+    let watches = c.edge.metric("ringline_edge_watches");
     assert!((1..=2).contains(&watches), "watches = {watches}");
     let mut writer = Client::json(c.edge.addr);
     for v in 1..=5u64 {
@@ -435,11 +391,11 @@ fn many_subscribers_share_one_watch_and_the_same_token() {
         1,
         "every subscriber ends at the same position"
     );
-    assert!(metric(&c.edge, "ringline_edge_deliveries_total") >= 5 * n as u64);
+    assert!(c.edge.metric("ringline_edge_deliveries_total") >= 5 * n as u64);
     // The last one out removes the watches.
     drop(clients);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&c.edge, "ringline_edge_watches") != 0 {
+    while c.edge.metric("ringline_edge_watches") != 0 {
         assert!(Instant::now() < deadline, "watches left behind");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -447,7 +403,7 @@ fn many_subscribers_share_one_watch_and_the_same_token() {
 
 #[test]
 fn resuming_with_a_token_delivers_each_missed_change_exactly_once() {
-    let c = cluster();
+    let c = Cluster::start();
     let mut writer = Client::json(c.edge.addr);
     // A subscriber that stays, so the group's watch lives on while the other is away.
     let mut stay = Client::json(c.edge.addr);
@@ -504,7 +460,7 @@ fn resuming_with_a_token_delivers_each_missed_change_exactly_once() {
 
 #[test]
 fn prefix_subscriptions_span_partitions_and_resume() {
-    let c = cluster();
+    let c = Cluster::start();
     let mut writer = Client::json(c.edge.addr);
     writer.put(1, "room/a", "1");
     writer.put(2, "room/b", "2");
@@ -572,7 +528,7 @@ fn prefix_subscriptions_span_partitions_and_resume() {
 
 #[test]
 fn a_killed_store_makes_requests_unavailable_then_subscriptions_resume() {
-    let mut c = cluster();
+    let mut c = Cluster::start();
     let mut a = Client::json(c.edge.addr);
     a.sub(1, "k", None);
     assert!(matches!(a.recv(), Response::Snapshot { .. }));
@@ -627,7 +583,7 @@ fn a_killed_store_makes_requests_unavailable_then_subscriptions_resume() {
         "{r:?}"
     );
     c.store.restart();
-    wait_links_up(&c.edge);
+    c.edge.wait_links_up();
     // The old subscription carries on from where it was: the next write arrives, once.
     for v in 4..=5u64 {
         assert!(matches!(
@@ -673,7 +629,7 @@ fn with_one_of_two_stores_down_the_other_partitions_keep_working() {
     )
     .unwrap();
     let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
-    wait_links_up(&edge);
+    edge.wait_links_up();
     // A key of each store.
     let key_of = |store: u32| {
         (0..)
@@ -745,7 +701,7 @@ fn with_one_of_two_stores_down_the_other_partitions_keep_working() {
 
 #[test]
 fn a_large_snapshot_comes_in_parts_of_at_most_64_kib() {
-    let c = cluster();
+    let c = Cluster::start();
     let mut w = Client::json(c.edge.addr);
     let value = format!("\"{}\"", "v".repeat(4000));
     for i in 0..40u64 {

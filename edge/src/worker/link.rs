@@ -167,22 +167,33 @@ impl Worker {
             self.hub.map().version,
         );
         link.out.push_back(Chunk::Owned(hello));
-        let raw = link.fd.as_ref().map(AsRawFd::as_raw_fd);
-        if let Some(raw) = raw {
-            if self
-                .ring
-                .recv_multi(raw, ud(Op::LinkRecv, s as u32, generation))
-                .is_ok()
-            {
-                self.link_ops += 1;
-                if let Some(link) = self.links.get_mut(s) {
-                    link.recv_armed = true;
-                }
-            } else {
-                self.link_fail(s, "submit");
-            }
-        }
+        self.link_arm_recv(s, generation);
         self.publish_link(s);
+    }
+
+    /// Keep a multishot receive armed on a live link (of `generation`).
+    fn link_arm_recv(&mut self, s: usize, generation: u32) {
+        let Some(link) = self.links.get_mut(s).filter(|l| l.generation == generation) else {
+            return;
+        };
+        if link.recv_armed || !matches!(link.state, LinkState::Hello | LinkState::Up) {
+            return;
+        }
+        let Some(raw) = link.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        if self
+            .ring
+            .recv_multi(raw, ud(Op::LinkRecv, s as u32, generation))
+            .is_ok()
+        {
+            self.link_ops += 1;
+            if let Some(link) = self.links.get_mut(s) {
+                link.recv_armed = true;
+            }
+        } else {
+            self.link_fail(s, "submit");
+        }
     }
 
     pub(super) fn on_link_recv(&mut self, s: usize, generation: u32, c: Cqe) {
@@ -216,25 +227,7 @@ impl Worker {
             self.link_fail(s, "receive failed");
             return;
         }
-        // Keep a receive armed while the link lives.
-        if let Some(link) = self.links.get_mut(s).filter(|l| l.generation == generation)
-            && !link.recv_armed
-            && matches!(link.state, LinkState::Hello | LinkState::Up)
-            && let Some(raw) = link.fd.as_ref().map(AsRawFd::as_raw_fd)
-        {
-            if self
-                .ring
-                .recv_multi(raw, ud(Op::LinkRecv, s as u32, generation))
-                .is_ok()
-            {
-                self.link_ops += 1;
-                if let Some(link) = self.links.get_mut(s) {
-                    link.recv_armed = true;
-                }
-            } else {
-                self.link_fail(s, "submit");
-            }
-        }
+        self.link_arm_recv(s, generation);
     }
 
     /// Cut the link's received bytes into frames and act on each.

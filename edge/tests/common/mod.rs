@@ -9,6 +9,39 @@ use std::time::Duration;
 pub mod store;
 pub mod ws;
 
+/// Start a server and wait for its log line containing `marker`, reading the address
+/// from its `listen=ADDR` field. The rest of its log is drained in the background
+/// (shown when the environment variable `show` is set, for debugging a test).
+pub fn spawn_listening(cmd: &mut Command, marker: &str, show: &str) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("exited before logging {marker:?}"))
+            .unwrap();
+        if line.contains(marker)
+            && let Some(rest) = line.split("listen=").nth(1)
+        {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let show = std::env::var_os(show).is_some();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if show {
+                eprintln!("{line}");
+            }
+        }
+    });
+    (child, addr)
+}
+
 pub struct Edge {
     pub child: Child,
     pub addr: SocketAddr,
@@ -16,37 +49,18 @@ pub struct Edge {
 
 impl Edge {
     pub fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
-            .args(["--listen", "127.0.0.1:0", "--pin", "false"])
-            .args(if extra.contains(&"--workers") {
-                &[][..]
-            } else {
-                &["--workers", "2"][..]
-            })
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("edge exited before listening").unwrap();
-            if line.contains("edge listening")
-                && let Some(rest) = line.split("listen=").nth(1)
-            {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining its log; EDGE_LOG=1 shows it (for debugging a test).
-        let show = std::env::var_os("EDGE_LOG").is_some();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if show {
-                    eprintln!("edge: {line}");
-                }
-            }
-        });
+        let (child, addr) = spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_edge"))
+                .args(["--listen", "127.0.0.1:0", "--pin", "false"])
+                .args(if extra.contains(&"--workers") {
+                    &[][..]
+                } else {
+                    &["--workers", "2"][..]
+                })
+                .args(extra),
+            "edge listening",
+            "EDGE_LOG",
+        );
         Self { child, addr }
     }
 
@@ -58,6 +72,35 @@ impl Edge {
         s.read_to_string(&mut text).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         (head.to_owned(), body.to_owned())
+    }
+
+    /// A figure of `/metrics`, summed over its labels.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, body) = self.http("/metrics");
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Wait until every worker's link to every store is up (metrics say 2).
+    pub fn wait_links_up(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, body) = self.http("/metrics");
+            let states: Vec<&str> = body
+                .lines()
+                .filter(|l| l.starts_with("ringline_edge_link_state{"))
+                .collect();
+            if !states.is_empty() && states.iter().all(|l| l.ends_with(" 2")) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "links not up: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn sigterm(&self) {

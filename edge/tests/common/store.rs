@@ -1,11 +1,10 @@
 //! The real `store` binary (built beside `edge` by `cargo test --workspace`), started
-//! for a test, and the cluster map that points an edge at it.
+//! for a test, the cluster map that points an edge at it, and a store + edge pair.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 pub struct Store {
     pub child: Child,
@@ -33,29 +32,15 @@ impl Store {
 
     /// [`Store::start`] with more flags (`--store-id`, `--cluster`...).
     pub fn start_in(dir: &Path, addr: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(store_bin())
-            .args(["--listen", addr, "--admin", "127.0.0.1:0", "--sync", "true"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("store exited before listening")
-                .unwrap();
-            if line.contains("serving edge links")
-                && let Some(rest) = line.split("listen=").nth(1)
-            {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let (child, addr) = super::spawn_listening(
+            Command::new(store_bin())
+                .args(["--listen", addr, "--admin", "127.0.0.1:0", "--sync", "true"])
+                .args(extra)
+                .arg("--data-dir")
+                .arg(dir),
+            "serving edge links",
+            "STORE_LOG",
+        );
         Self {
             child,
             addr,
@@ -106,5 +91,23 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A store and an edge in front of it, their links up.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub edge: super::Edge,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
+        let map = store.cluster_file(dir.path());
+        let edge = super::Edge::start(&["--cluster", map.to_str().unwrap()]);
+        edge.wait_links_up();
+        Self { dir, store, edge }
     }
 }

@@ -15,25 +15,15 @@ pub fn encode_frame_parts(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload:
         !opcode.is_control() || (fin && payload.len() <= 125),
         "§5.5: control frames are ≤ 125 bytes and unfragmented"
     );
-    let h = FrameHeader {
-        fin,
-        rsv: 0,
-        opcode,
-        mask: None,
-        payload_len: payload.len() as u64,
-    };
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = h.encode(&mut head);
-    out.reserve(n + payload.len());
-    out.extend_from_slice(&head[..n]);
+    out.reserve(MAX_HEADER_LEN + payload.len());
+    write_header(out, fin, opcode, payload.len());
     out.extend_from_slice(payload);
 }
 
-/// Append only the header of a complete (FIN) unmasked frame of `len` payload bytes; the
-/// caller sends the payload after it (possibly as several buffers).
-pub fn encode_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
+/// Append an unmasked frame header for `len` payload bytes.
+fn write_header(out: &mut Vec<u8>, fin: bool, opcode: Opcode, len: usize) {
     let h = FrameHeader {
-        fin: true,
+        fin,
         rsv: 0,
         opcode,
         mask: None,
@@ -42,6 +32,12 @@ pub fn encode_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = h.encode(&mut head);
     out.extend_from_slice(&head[..n]);
+}
+
+/// Append only the header of a complete (FIN) unmasked frame of `len` payload bytes; the
+/// caller sends the payload after it (possibly as several buffers).
+pub fn encode_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
+    write_header(out, true, opcode, len);
 }
 
 /// Append one complete (FIN) unmasked frame to `out`.
