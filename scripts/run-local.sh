@@ -16,7 +16,8 @@ cat <<MSG
 
   Ringline is running:
     store  127.0.0.1:7400 (edge links), metrics http://127.0.0.1:7401/metrics, data in data/store-1
-    edge   http://127.0.0.1:8080/healthz, http://127.0.0.1:8080/metrics
+    edge   http://127.0.0.1:8080/  (a page to subscribe, write and watch changes live)
+           http://127.0.0.1:8080/healthz, http://127.0.0.1:8080/metrics
            client protocol: ws://127.0.0.1:8080/ws  (subprotocol ringline.v1.json or
            ringline.v1.fb; e.g. send {"op":"sub","id":1,"key":"k"} then
            {"op":"put","id":2,"key":"k","value":{"hello":"world"}})

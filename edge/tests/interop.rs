@@ -183,3 +183,56 @@ fn chromium_page(edge: &Edge, page: &str, path: &str) {
         0
     );
 }
+
+#[test]
+fn the_demo_page_at_root_subscribes_writes_and_shows_the_change() {
+    let c = Cluster::start();
+    let (head, body) = c.edge.http("/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/html"), "{head}");
+    assert!(body.contains("ringline.v1.json"));
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("chromium is missing: run scripts/interop-setup.sh (make test does)");
+    let profile = tempfile::tempdir().unwrap();
+    // The page drives its own buttons in selftest mode and, once it has shown the
+    // change, writes <key>/done.
+    let url = format!("http://{}/?selftest=demo/{{page}}/k", c.edge.addr);
+    let mut browser = Command::new(chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ws = common::ws::Ws::connect_with(c.edge.addr, "/ws", None).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        ws.send(
+            true,
+            wire::frame::Opcode::Text,
+            br#"{"op":"get","id":1,"key":"demo/{page}/k/done"}"#,
+        );
+        let common::ws::Msg::Text(t) = ws.recv() else {
+            panic!("no answer")
+        };
+        if t.contains(r#""value":true"#) || std::time::Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = browser.kill();
+    let _ = browser.wait();
+    assert!(
+        done.contains(r#""value":true"#),
+        "the page never saw its change: {done}"
+    );
+}

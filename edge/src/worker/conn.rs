@@ -27,6 +27,9 @@ pub const PROTOCOL_JSON: &str = "ringline.v1.json";
 /// The client protocol in flatbuffers binary frames.
 pub const PROTOCOL_FB: &str = "ringline.v1.fb";
 
+/// The page served at `/`.
+const DEMO_PAGE: &str = include_str!("../../assets/index.html");
+
 /// What a WebSocket's messages are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -241,6 +244,17 @@ impl Conn {
                         (Status::Ok, &b"ok\n"[..])
                     };
                     write_response(&mut reply, status, "text/plain", body, None);
+                }
+                (None, "/") => {
+                    // A small page to try Ringline by hand (it speaks `/ws`).
+                    WorkerMetrics::add(&ctx.metrics.http_requests, 1);
+                    write_response(
+                        &mut reply,
+                        Status::Ok,
+                        "text/html; charset=utf-8",
+                        DEMO_PAGE.as_bytes(),
+                        None,
+                    );
                 }
                 (None, "/metrics") => {
                     WorkerMetrics::add(&ctx.metrics.http_requests, 1);
