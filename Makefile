@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE := --release
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup run test lint gen gen-check bench fuzz fuzz-check seeds autobahn autobahn-full
+.PHONY: help setup run cluster test lint gen gen-check bench fuzz fuzz-check seeds autobahn autobahn-full
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -16,6 +16,11 @@ setup: ## install what building and testing needs (Debian packages, checks cargo
 run: setup ## run a local store and edge on the embedded default (Ctrl-C stops both cleanly)
 	$(CARGO) build $(PROFILE) -p edge -p store
 	@bash scripts/run-local.sh
+
+cluster: setup ## run a local cluster: 2 stores, 2 edges, HAProxy in front on 127.0.0.1:8000 (Ctrl-C stops all)
+	$(CARGO) build $(PROFILE) -p edge -p store
+	@bash scripts/interop-setup.sh
+	@bash scripts/run-cluster.sh
 
 test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests (real clients included), Autobahn 1.*-10.*
 	bash scripts/interop-setup.sh

@@ -3,7 +3,8 @@
 # repository (both folders are git-ignored):
 #   .venv-interop/      Python 3 venv with `websockets`
 #   .interop-node/      node_modules with `ws` (needs node + npm: Debian nodejs, npm)
-# and Debian's `chromium` for the headless-browser test.
+# and Debian's `chromium` for the headless-browser test and `haproxy` for the cluster
+# tests and `make cluster`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ ! -x "$root/.venv-interop/bin/python" ]] || ! "$root/.venv-interop/bin/python" -c "import websockets" 2>/dev/null; then
@@ -18,6 +19,10 @@ apt_install() {
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   echo "interop: installing chromium (Debian) ..." >&2
   apt_install chromium
+fi
+if ! command -v haproxy >/dev/null 2>&1; then
+  echo "interop: installing haproxy (Debian) ..." >&2
+  apt_install haproxy
 fi
 if [[ ! -d "$root/.interop-node/node_modules/ws" ]]; then
   if ! command -v npm >/dev/null 2>&1; then
