@@ -5,100 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod common;
 use common::Edge;
+use common::client::{Client, change};
 use common::store::{Cluster, Store};
 use common::ws::{Msg, Ws};
-use wire::client::{ChangeOp, ErrorCode, Request, Response, Target, fb, json};
+use wire::client::{ChangeOp, ErrorCode, Request, Response, Target};
 use wire::frame::Opcode;
-
-/// A `/ws` client speaking JSON or flatbuffers.
-struct Client {
-    ws: Ws,
-    binary: bool,
-}
-
-impl Client {
-    fn json(addr: SocketAddr) -> Self {
-        let ws = Ws::connect_with(addr, "/ws", Some("ringline.v1.json")).unwrap();
-        Self { ws, binary: false }
-    }
-
-    fn fb(addr: SocketAddr) -> Self {
-        let ws = Ws::connect_with(addr, "/ws", Some("ringline.v1.fb")).unwrap();
-        Self { ws, binary: true }
-    }
-
-    fn send(&mut self, req: &Request<'_>) {
-        let mut out = Vec::new();
-        if self.binary {
-            fb::encode_request(req, &mut out);
-            self.ws.send(true, Opcode::Binary, &out);
-        } else {
-            json::encode_request(req, &mut out);
-            self.ws.send(true, Opcode::Text, &out);
-        }
-    }
-
-    fn recv(&mut self) -> Response<'static> {
-        loop {
-            match self.ws.recv() {
-                Msg::Text(t) => {
-                    assert!(!self.binary, "text frame on a binary connection");
-                    return json::decode_response(t.as_bytes()).unwrap().into_owned();
-                }
-                Msg::Binary(b) => {
-                    assert!(self.binary, "binary frame on a JSON connection");
-                    return fb::decode_response(&b).unwrap().into_owned();
-                }
-                Msg::Ping(_) | Msg::Pong(_) => {}
-                other => panic!("connection ended: {other:?}"),
-            }
-        }
-    }
-
-    /// Send `req` and return the next message (its answer when nothing else is due).
-    fn call(&mut self, req: &Request<'_>) -> Response<'static> {
-        self.send(req);
-        self.recv()
-    }
-
-    fn sub(&mut self, id: u64, key: &str, from: Option<&str>) {
-        self.send(&Request::Sub {
-            id,
-            target: Target::Key(key.into()),
-            from: from.map(Cow::Borrowed),
-        });
-    }
-
-    fn put(&mut self, id: u64, key: &str, value: &str) -> Response<'static> {
-        self.call(&Request::Put {
-            id,
-            key: key.into(),
-            value: Cow::Borrowed(value.as_bytes()),
-            if_version: None,
-        })
-    }
-}
-
-/// (value, version, token) of a put change.
-fn change(r: &Response<'_>) -> (String, u64, String) {
-    match r {
-        Response::Change {
-            op: ChangeOp::Put { value, version },
-            token,
-            ..
-        } => (
-            String::from_utf8(value.to_vec()).unwrap(),
-            *version,
-            token.to_string(),
-        ),
-        other => panic!("expected a put change, got {other:?}"),
-    }
-}
 
 #[test]
 fn reads_writes_and_a_subscription_in_json() {

@@ -6,6 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod client;
+pub mod cluster;
 pub mod store;
 pub mod ws;
 

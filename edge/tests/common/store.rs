@@ -34,7 +34,12 @@ impl Store {
     pub fn start_in(dir: &Path, addr: &str, extra: &[&str]) -> Self {
         let (child, addr) = super::spawn_listening(
             Command::new(store_bin())
-                .args(["--listen", addr, "--admin", "127.0.0.1:0", "--sync", "true"])
+                .args(["--listen", addr, "--sync", "true"])
+                .args(if extra.contains(&"--admin") {
+                    &[][..]
+                } else {
+                    &["--admin", "127.0.0.1:0"][..]
+                })
                 .args(extra)
                 .arg("--data-dir")
                 .arg(dir),

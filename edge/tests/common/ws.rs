@@ -57,7 +57,13 @@ impl Ws {
         if !head.starts_with("HTTP/1.1 101") {
             return Err(head);
         }
-        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        // Header names are case-insensitive (HAProxy lowercases them).
+        let accept = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-accept")
+                .then(|| value.trim())
+        });
+        assert_eq!(accept, Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
         Ok(Self {
             s,
             dec: Decoder::client(Limits::default()),

@@ -1,0 +1,356 @@
+//! Scenarios of the product's promise, with real binaries and real HAProxy: two
+//! stores, two edges, HAProxy in front (`common::cluster`). Connect to any edge, watch
+//! any key, survive an edge's crash or drain, miss nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::client::{Client, change};
+use common::cluster::{LocalCluster, key_of, store_of};
+use wire::client::{ChangeOp, Request, Response, Target};
+
+#[test]
+fn every_key_of_either_store_works_from_either_edge() {
+    let c = LocalCluster::start(&[]);
+    let keys: Vec<String> = (0..8).map(|i| key_of(i % 2, "route/", i / 2)).collect();
+    assert!(keys.iter().any(|k| store_of(k) == 0) && keys.iter().any(|k| store_of(k) == 1));
+    for (watch, write) in [(0, 1), (1, 0)] {
+        let mut a = Client::json(c.edges[watch].addr);
+        let mut b = Client::json(c.edges[write].addr);
+        for (i, k) in keys.iter().enumerate() {
+            a.sub(i as u64, k, None);
+            assert!(matches!(a.recv(), Response::Snapshot { .. }));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let value = format!("{}", 100 * watch + i);
+            assert!(matches!(b.put(i as u64, k, &value), Response::Ok { .. }));
+            let r = a.recv();
+            let Response::Change { id, key, .. } = &r else {
+                panic!("{r:?}")
+            };
+            assert_eq!((*id, key.as_ref()), (i as u64, k.as_str()));
+            assert_eq!(change(&r).0, value);
+        }
+    }
+}
+
+#[test]
+fn five_hundred_watchers_of_one_key_are_one_watch_per_edge_worker() {
+    let c = LocalCluster::start(&[]);
+    let key = key_of(1, "hot/", 0);
+    let watches_before = c.store_metric(1, "ringline_store_watches");
+    let mut clients: Vec<Client> = (0..500).map(|_| Client::json(c.edges[0].addr)).collect();
+    for cl in &mut clients {
+        cl.sub(1, &key, None);
+        assert!(matches!(cl.recv(), Response::Snapshot { .. }));
+    }
+    // Joins are retired once answered; what stays is one watch per worker (2).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = c.store_metric(1, "ringline_store_watches") - watches_before;
+        if w <= 2 {
+            assert!(w >= 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{w} watches on the store for one key"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut w = Client::json(c.edges[1].addr);
+    assert!(matches!(w.put(1, &key, "42"), Response::Ok { .. }));
+    for cl in &mut clients {
+        assert_eq!(change(&cl.recv()).0, "42");
+    }
+}
+
+/// A client that follows `keys` through HAProxy, reconnecting with its last tokens
+/// whenever its connection ends, and records every value it receives per key.
+struct Follower {
+    front: SocketAddr,
+    keys: Vec<String>,
+    /// Per key: the value its subscription started from (snapshot), if any.
+    start: HashMap<String, Option<u64>>,
+    /// Per key: every value received, in order.
+    seen: HashMap<String, Vec<u64>>,
+    tokens: HashMap<String, String>,
+    reconnects: u32,
+    /// When its connection was lost, and when it was caught up again.
+    lost_at: Option<Instant>,
+    recovered_after: Option<Duration>,
+}
+
+impl Follower {
+    fn connect(&mut self) -> Client {
+        loop {
+            if let Ok(ws) =
+                common::ws::Ws::connect_with(self.front, "/ws", Some("ringline.v1.json"))
+            {
+                let mut cl = Client { ws, binary: false };
+                cl.ws
+                    .s
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                for (i, k) in self.keys.iter().enumerate() {
+                    cl.send(&Request::Sub {
+                        id: i as u64,
+                        target: Target::Key(k.as_str().into()),
+                        from: self.tokens.get(k).map(|t| Cow::Owned(t.clone())),
+                    });
+                }
+                return cl;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Run until `done` says the writer finished and every key reached `last`.
+    fn run(mut self, last: Arc<Mutex<HashMap<String, u64>>>, done: Arc<AtomicBool>) -> Self {
+        let mut cl = self.connect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match cl.try_recv() {
+                Some(Response::Snapshot {
+                    id, entries, token, ..
+                }) => {
+                    let k = self.keys[id as usize].clone();
+                    let v = entries
+                        .iter()
+                        .find(|e| e.key == k)
+                        .map(|e| std::str::from_utf8(&e.value).unwrap().parse().unwrap());
+                    self.start.entry(k.clone()).or_insert(v);
+                    if let Some(t) = token {
+                        self.tokens.insert(k, t.into_owned());
+                    }
+                }
+                Some(Response::Change { id, op, token, .. }) => {
+                    let k = self.keys[id as usize].clone();
+                    let value = match op {
+                        ChangeOp::Put { value, .. } | ChangeOp::Publish { value } => value,
+                        ChangeOp::Delete { .. } => panic!("no deletes here"),
+                    };
+                    let v: u64 = std::str::from_utf8(&value).unwrap().parse().unwrap();
+                    self.seen.entry(k.clone()).or_default().push(v);
+                    self.tokens.insert(k, token.into_owned());
+                    if let Some(at) = self.lost_at.take() {
+                        self.recovered_after = Some(at.elapsed());
+                    }
+                }
+                Some(Response::Resumed { .. }) => {}
+                Some(other) => panic!("unexpected {other:?}"),
+                None => {
+                    if done.load(Ordering::Relaxed) && self.caught_up(&last.lock().unwrap()) {
+                        return self;
+                    }
+                    // Silent for a moment, or gone: probe, and reconnect if gone.
+                    cl.send(&Request::Get {
+                        id: 999,
+                        key: "probe".into(),
+                    });
+                    match cl.try_recv() {
+                        Some(Response::Value { .. }) => {}
+                        Some(_) => panic!("a message arrived instead of the probe's answer"),
+                        None => {
+                            self.lost_at.get_or_insert_with(Instant::now);
+                            self.reconnects += 1;
+                            cl = self.connect();
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "follower never caught up");
+        }
+    }
+
+    fn caught_up(&self, last: &HashMap<String, u64>) -> bool {
+        last.iter().all(|(k, v)| {
+            self.seen.get(k).and_then(|s| s.last()) == Some(v)
+                || (!self.seen.contains_key(k) && self.start.get(k) == Some(&Some(*v)))
+        })
+    }
+
+    /// Every value after the start, each once, in order (checked by sequence).
+    fn check(&self, last: &HashMap<String, u64>) {
+        for (k, &end) in last {
+            let seen = self.seen.get(k).cloned().unwrap_or_default();
+            let first = match self.start.get(k).copied().flatten() {
+                Some(v) => v + 1,
+                // No value at subscription (a new key, or log-only messages): from
+                // the first one received.
+                None => seen.first().copied().unwrap_or(end + 1),
+            };
+            let want: Vec<u64> = (first..=end).collect();
+            assert_eq!(seen, want, "{k}: every change once, in order");
+        }
+    }
+}
+
+/// 5,000 sequenced puts and publishes to keys of both stores while `disrupt` hits
+/// edge 0; followers through HAProxy must each end with every change exactly once.
+fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
+    let keys = vec![
+        key_of(0, "put/", 0),
+        key_of(1, "put/", 0),
+        key_of(0, "pub/", 0),
+        key_of(1, "pub/", 0),
+    ];
+    let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let followers: Vec<_> = (0..40)
+        .map(|_| {
+            let f = Follower {
+                front: c.front,
+                keys: keys.clone(),
+                start: HashMap::new(),
+                seen: HashMap::new(),
+                tokens: HashMap::new(),
+                reconnects: 0,
+                lost_at: None,
+                recovered_after: None,
+            };
+            let (last, done) = (Arc::clone(&last), Arc::clone(&done));
+            std::thread::spawn(move || f.run(last, done))
+        })
+        .collect();
+    // Let every follower subscribe (through HAProxy, over both edges).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        c.edges[0].metric("ringline_edge_subscriptions") > 0,
+        "no follower on edge 0"
+    );
+    // The writer talks to edge 1 directly: it survives edge 0's end.
+    let mut w = Client::json(c.edges[1].addr);
+    let mut counters: HashMap<String, u64> = HashMap::new();
+    for n in 0..5000u64 {
+        if n == 2000 {
+            disrupt(c);
+        }
+        let k = &keys[(n % 4) as usize];
+        let v = counters.entry(k.clone()).or_default();
+        *v += 1;
+        let value = v.to_string();
+        let r = if k.starts_with("put/") {
+            w.put(n, k, &value)
+        } else {
+            w.call(&Request::Pub {
+                id: n,
+                key: k.as_str().into(),
+                value: Cow::Owned(value.into_bytes()),
+            })
+        };
+        assert!(matches!(r, Response::Ok { .. }), "write {n}: {r:?}");
+    }
+    *last.lock().unwrap() = counters.clone();
+    done.store(true, Ordering::Relaxed);
+    let followers: Vec<Follower> = followers.into_iter().map(|h| h.join().unwrap()).collect();
+    for f in &followers {
+        f.check(&counters);
+    }
+    assert!(
+        followers.iter().any(|f| f.reconnects > 0),
+        "no follower had to move: the disruption did not happen"
+    );
+    followers
+}
+
+#[test]
+fn an_edge_killed_mid_stream_loses_nothing_for_its_clients() {
+    let c = LocalCluster::start(&[]);
+    let followers = survive(&c, |c| {
+        let pid = c.edges[0].child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap();
+    });
+    let moved = followers.iter().filter(|f| f.reconnects > 0).count();
+    eprintln!(
+        "edge SIGKILL: {moved} of {} followers moved to the other edge",
+        followers.len()
+    );
+}
+
+#[test]
+fn an_edge_drained_mid_stream_loses_nothing_for_its_clients() {
+    let mut c = LocalCluster::start(&[]);
+    let t = Instant::now();
+    let followers = survive(&c, |c| c.edges[0].sigterm());
+    let moved = followers.iter().filter(|f| f.reconnects > 0).count();
+    eprintln!(
+        "edge SIGTERM: {moved} of {} followers moved to the other edge",
+        followers.len()
+    );
+    // The drained edge exits by itself within its drain timeout (6 s here).
+    loop {
+        if let Some(status) = c.edges[0].child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the drained edge never exited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_token_older_than_retention_gets_reset_and_a_fresh_snapshot() {
+    let c = LocalCluster::start(&["--retention-entries", "50", "--retention-secs", "0"]);
+    let key = key_of(0, "old/", 0);
+    let mut w = Client::json(c.front);
+    let Response::Ok {
+        token: Some(first), ..
+    } = w.put(1, &key, "1")
+    else {
+        panic!("put")
+    };
+    // Many more writes in the key's partition than the log keeps (the store trims
+    // once a partition's log passes a 1,000-entry chunk), pipelined.
+    for batch in (2..=1500u64).collect::<Vec<_>>().chunks(500) {
+        for &v in batch {
+            w.send(&Request::Put {
+                id: v,
+                key: key.as_str().into(),
+                value: Cow::Owned(v.to_string().into_bytes()),
+                if_version: None,
+            });
+        }
+        for _ in batch {
+            let r = w.recv();
+            assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        }
+    }
+    // The store trims in the background: wait until position 1 is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.store_metric(0, "ringline_store_log_trimmed_seq") == 0 {
+        assert!(Instant::now() < deadline, "the log was never trimmed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut a = Client::json(c.front);
+    a.sub(1, &key, Some(&first));
+    let r = a.recv();
+    assert!(matches!(r, Response::Reset { id: 1, .. }), "{r:?}");
+    let r = a.recv();
+    let Response::Snapshot {
+        entries,
+        more: false,
+        token: Some(_),
+        ..
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(&entries[0].value[..], b"1500");
+    // And it is live from there.
+    assert!(matches!(w.put(1501, &key, "1501"), Response::Ok { .. }));
+    assert_eq!(change(&a.recv()).0, "1501");
+}
