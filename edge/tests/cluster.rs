@@ -113,7 +113,9 @@ impl Follower {
 
     /// Run until `done` says the writer finished and every key reached `last`.
     fn run(mut self, last: Arc<Mutex<HashMap<String, u64>>>, done: Arc<AtomicBool>) -> Self {
+        const PROBE: u64 = 999;
         let mut cl = self.connect();
+        let mut probing = false;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match cl.try_recv() {
@@ -144,24 +146,43 @@ impl Follower {
                     }
                 }
                 Some(Response::Resumed { .. }) => {}
+                // The probe's answer (a value, or unavailable: the connection lives).
+                Some(
+                    Response::Value { id: PROBE, .. }
+                    | Response::Error {
+                        id: Some(PROBE), ..
+                    },
+                ) => {
+                    probing = false;
+                }
+                // A subscription refused while its store was away: ask again shortly.
+                Some(Response::Error { id: Some(i), .. }) if (i as usize) < self.keys.len() => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let k = &self.keys[i as usize];
+                    cl.send(&Request::Sub {
+                        id: i,
+                        target: Target::Key(k.as_str().into()),
+                        from: self.tokens.get(k).map(|t| Cow::Owned(t.clone())),
+                    });
+                }
                 Some(other) => panic!("unexpected {other:?}"),
                 None => {
                     if done.load(Ordering::Relaxed) && self.caught_up(&last.lock().unwrap()) {
                         return self;
                     }
-                    // Silent for a moment, or gone: probe, and reconnect if gone.
-                    cl.send(&Request::Get {
-                        id: 999,
-                        key: "probe".into(),
-                    });
-                    match cl.try_recv() {
-                        Some(Response::Value { .. }) => {}
-                        Some(_) => panic!("a message arrived instead of the probe's answer"),
-                        None => {
-                            self.lost_at.get_or_insert_with(Instant::now);
-                            self.reconnects += 1;
-                            cl = self.connect();
-                        }
+                    if probing {
+                        // Silent through a probe: the connection is gone.
+                        self.lost_at.get_or_insert_with(Instant::now);
+                        self.reconnects += 1;
+                        probing = false;
+                        cl = self.connect();
+                    } else {
+                        // Silent for a moment: is it still there?
+                        probing = true;
+                        cl.send(&Request::Get {
+                            id: PROBE,
+                            key: "probe".into(),
+                        });
                     }
                 }
             }
@@ -353,4 +374,134 @@ fn a_token_older_than_retention_gets_reset_and_a_fresh_snapshot() {
     // And it is live from there.
     assert!(matches!(w.put(1501, &key, "1501"), Response::Ok { .. }));
     assert_eq!(change(&a.recv()).0, "1501");
+}
+
+#[test]
+fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
+    let mut c = LocalCluster::start(&[]);
+    let keys = vec![key_of(0, "safe/", 0), key_of(1, "crash/", 0)];
+    let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let followers: Vec<_> = (0..20)
+        .map(|_| {
+            let f = Follower {
+                front: c.front,
+                keys: keys.clone(),
+                start: HashMap::new(),
+                seen: HashMap::new(),
+                tokens: HashMap::new(),
+                reconnects: 0,
+                lost_at: None,
+                recovered_after: None,
+            };
+            let (last, done) = (Arc::clone(&last), Arc::clone(&done));
+            std::thread::spawn(move || f.run(last, done))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // The writer: conditional puts (if_version), so that a write whose outcome is
+    // unknown (its store died with it in flight) can be retried without landing twice.
+    let mut w = Client::json(c.edges[1].addr);
+    let mut version: HashMap<String, u64> = HashMap::new();
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    let (mut refused, mut slowest) = (0u32, Duration::ZERO);
+    let mut killed_at: Option<Instant> = None;
+    let mut restarted = false;
+    for n in 0..3000u64 {
+        if n == 1000 {
+            c.stores[1].kill();
+            killed_at = Some(Instant::now());
+        }
+        if !restarted && killed_at.is_some_and(|t| t.elapsed() > Duration::from_millis(1500)) {
+            c.stores[1].restart();
+            restarted = true;
+        }
+        let k = &keys[(n % 2) as usize];
+        let seq = acked.get(k).copied().unwrap_or(0) + 1;
+        let expected = version.get(k).copied().unwrap_or(0);
+        let t = Instant::now();
+        let r = w.call(&Request::Put {
+            id: n,
+            key: k.as_str().into(),
+            value: Cow::Owned(seq.to_string().into_bytes()),
+            if_version: Some(expected),
+        });
+        match r {
+            Response::Ok {
+                version: Some(v), ..
+            } => {
+                version.insert(k.clone(), v);
+                acked.insert(k.clone(), seq);
+            }
+            Response::Error {
+                code: wire::client::ErrorCode::Unavailable,
+                ..
+            } => {
+                assert_eq!(store_of(k), 1, "store 1's key failed: {r:?}");
+                refused += 1;
+                slowest = slowest.max(t.elapsed());
+            }
+            Response::Error {
+                code: wire::client::ErrorCode::Conflict,
+                version: Some(cur),
+                ..
+            } => {
+                // An earlier attempt of this very write landed after all.
+                assert_eq!(cur, expected + 1, "{k}");
+                version.insert(k.clone(), cur);
+                acked.insert(k.clone(), seq);
+            }
+            other => panic!("write {n}: {other:?}"),
+        }
+        if killed_at.is_some() {
+            // Paced from the kill on, so that the restart and the relink happen
+            // mid-stream.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(restarted, "the stream ended before the restart");
+    assert!(refused > 0, "the store's death was never seen");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "unavailable took {slowest:?}"
+    );
+    // Writes to the restarted store go through again before the end.
+    let k2 = &keys[1];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.get(k2).copied().unwrap_or(0) < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted store never came back"
+        );
+        let seq = acked.get(k2).copied().unwrap_or(0) + 1;
+        let expected = version.get(k2).copied().unwrap_or(0);
+        match w.call(&Request::Put {
+            id: 0,
+            key: k2.as_str().into(),
+            value: Cow::Owned(seq.to_string().into_bytes()),
+            if_version: Some(expected),
+        }) {
+            Response::Ok {
+                version: Some(v), ..
+            } => {
+                version.insert(k2.clone(), v);
+                acked.insert(k2.clone(), seq);
+            }
+            Response::Error {
+                code: wire::client::ErrorCode::Conflict,
+                version: Some(cur),
+                ..
+            } => {
+                version.insert(k2.clone(), cur);
+                acked.insert(k2.clone(), seq);
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    *last.lock().unwrap() = acked.clone();
+    done.store(true, Ordering::Relaxed);
+    for f in followers {
+        f.join().unwrap().check(&acked);
+    }
+    eprintln!("store SIGKILL: {refused} writes refused as unavailable, slowest answer {slowest:?}");
 }

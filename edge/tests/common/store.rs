@@ -10,6 +10,8 @@ pub struct Store {
     pub child: Child,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// The extra flags it was started with (a restart uses them again).
+    pub extra: Vec<String>,
 }
 
 /// The `store` binary next to the `edge` one.
@@ -50,6 +52,7 @@ impl Store {
             child,
             addr,
             dir: dir.to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 
@@ -62,10 +65,12 @@ impl Store {
     /// Start again on the same address and data (after [`Store::kill`]).
     pub fn restart(&mut self) {
         let addr = self.addr.to_string();
+        let extra = self.extra.clone();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let mut last = None;
         for _ in 0..50 {
             // The port may take a moment to be free again.
-            match std::panic::catch_unwind(|| Store::start(&self.dir, &addr)) {
+            match std::panic::catch_unwind(|| Store::start_in(&self.dir, &addr, &extra)) {
                 Ok(s) => {
                     drop(std::mem::replace(self, s));
                     return;
