@@ -72,6 +72,20 @@ fn run(args: &Args) -> Result<(), String> {
             wire::client::token::MAX_TOKEN_POSITIONS
         ));
     }
+    info!(
+        listen = %cfg.listen, workers = cfg.workers, max_connections = cfg.max_connections,
+        max_message = cfg.max_message, max_outbound = cfg.max_outbound,
+        heartbeat_secs = cfg.heartbeat.as_secs(), handshake_timeout_secs = cfg.handshake_timeout.as_secs(),
+        drain_secs = cfg.drain.as_secs(), echo = cfg.echo, pin = cfg.pin, recv_mode = ?cfg.recv_mode,
+        cluster = %cfg.cluster.as_ref().map_or_else(|| "embedded default".into(), |p| p.display().to_string()),
+        "configuration"
+    );
+    for s in &map.stores {
+        info!(
+            store = %s.id, addr = %s.addr, partitions = s.partitions.len(), map_version = map.version,
+            "store in the cluster map"
+        );
+    }
     let map = Arc::new(map);
     let cfg = Arc::new(cfg);
     let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();

@@ -505,3 +505,88 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
     }
     eprintln!("store SIGKILL: {refused} writes refused as unavailable, slowest answer {slowest:?}");
 }
+
+#[test]
+fn bad_peers_are_closed_or_refused_while_the_others_keep_receiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::store::Store::start(&dir.path().join("store"), "127.0.0.1:0");
+    let map = store.cluster_file(dir.path());
+    // One worker: every bad peer shares it with the good subscriber.
+    let edge = common::Edge::start(&[
+        "--cluster",
+        map.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--max-message",
+        "65536",
+        "--handshake-timeout-secs",
+        "2",
+    ]);
+    edge.wait_links_up();
+    let mut good = Client::json(edge.addr);
+    good.sub(1, "calm", None);
+    assert!(matches!(good.recv(), Response::Snapshot { .. }));
+    let mut w = Client::json(edge.addr);
+    let mut n = 0u64;
+    let mut still_fine = |good: &mut Client, w: &mut Client| {
+        n += 1;
+        assert!(matches!(
+            w.put(n, "calm", &n.to_string()),
+            Response::Ok { .. }
+        ));
+        assert_eq!(change(&good.recv()).0, n.to_string());
+    };
+    use std::io::{Read, Write};
+    // Garbage instead of a request: 400, closed.
+    let mut g = std::net::TcpStream::connect(edge.addr).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    g.write_all(b"\x00\xff\xfe garbage \r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = g.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    still_fine(&mut good, &mut w);
+    // A handshake that never ends: dropped at the deadline.
+    let mut h = std::net::TcpStream::connect(edge.addr).unwrap();
+    h.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    h.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    assert!(matches!(h.read(&mut buf), Ok(0) | Err(_)));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "held {:?}",
+        t.elapsed()
+    );
+    still_fine(&mut good, &mut w);
+    // An oversized message: 1009.
+    let mut big = Client::json(edge.addr);
+    big.ws
+        .send(true, wire::frame::Opcode::Text, &vec![b' '; 100_000]);
+    assert_eq!(big.ws.recv(), common::ws::Msg::Close(Some(1009)));
+    still_fine(&mut good, &mut w);
+    // A frame breaking the protocol (reserved opcode): 1002.
+    let mut bad = Client::json(edge.addr);
+    bad.ws.s.write_all(&[0x83, 0x80, 1, 2, 3, 4]).unwrap();
+    assert_eq!(bad.ws.recv(), common::ws::Msg::Close(Some(1002)));
+    still_fine(&mut good, &mut w);
+    // A flood of subscriptions: past the per-connection limit, refused one by one.
+    let mut flood = Client::json(edge.addr);
+    // The per-connection limit (4,096) and some more.
+    let total = 4096 + 100;
+    for i in 0..total {
+        flood.sub(i, &format!("flood/{i}"), None);
+    }
+    let mut refused = 0;
+    for _ in 0..total {
+        if let Response::Error { .. } = flood.recv() {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused,
+        total - 4096,
+        "subscriptions past 4,096 are refused"
+    );
+    still_fine(&mut good, &mut w);
+    drop(store);
+}
