@@ -4,7 +4,7 @@
 #   .venv-interop/      Python 3 venv with `websockets`
 #   .interop-node/      node_modules with `ws` (needs node + npm: Debian nodejs, npm)
 # and Debian's `chromium` for the headless-browser test and `haproxy` for the cluster
-# tests and `make cluster`.
+# tests and `make cluster`, and `nginx` to test the shipped nginx config.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ ! -x "$root/.venv-interop/bin/python" ]] || ! "$root/.venv-interop/bin/python" -c "import websockets" 2>/dev/null; then
@@ -23,6 +23,10 @@ fi
 if ! command -v haproxy >/dev/null 2>&1; then
   echo "interop: installing haproxy (Debian) ..." >&2
   apt_install haproxy
+fi
+if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
+  echo "interop: installing nginx (Debian) ..." >&2
+  apt_install nginx
 fi
 if [[ ! -d "$root/.interop-node/node_modules/ws" ]]; then
   if ! command -v npm >/dev/null 2>&1; then

@@ -590,3 +590,81 @@ fn bad_peers_are_closed_or_refused_while_the_others_keep_receiving() {
     still_fine(&mut good, &mut w);
     drop(store);
 }
+
+#[test]
+fn the_shipped_nginx_config_proxies_websockets_to_both_edges() {
+    let c = LocalCluster::start(&[]);
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.exists())
+        .expect("nginx is missing: run scripts/interop-setup.sh (make test does)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The shipped file, pointed at the test's edges and port, inside a minimal main
+    // config that runs in the foreground with everything under the test's folder.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/nginx/ringline.conf"),
+    )
+    .unwrap();
+    let mut edges = c.edges.iter().map(|e| e.addr.to_string());
+    let site: String = shipped
+        .lines()
+        .map(|l| match l.trim() {
+            t if t.starts_with("server 10.0.0.") => {
+                format!(
+                    "    server {} max_fails=2 fail_timeout=5s;\n",
+                    edges.next().unwrap()
+                )
+            }
+            "listen 8080;" => format!("    listen 127.0.0.1:{port};\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let prefix = c.dir.path().join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    std::fs::write(prefix.join("ringline.conf"), site).unwrap();
+    std::fs::write(
+        prefix.join("nginx.conf"),
+        "daemon off;\nmaster_process off;\npid nginx.pid;\nerror_log logs/error.log;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path tmp;\n  proxy_temp_path tmp;\n  include ringline.conf;\n}\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .args(["-c", "nginx.conf"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(front).is_err() {
+        assert!(Instant::now() < deadline, "nginx never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Through nginx: subscribe, write from a second connection, receive; keys of
+    // both stores, on connections spread over both edges.
+    for k in [key_of(0, "ngx/", 0), key_of(1, "ngx/", 0)] {
+        let mut a = Client::json(front);
+        let mut b = Client::json(front);
+        a.sub(1, &k, None);
+        assert!(matches!(a.recv(), Response::Snapshot { .. }));
+        assert!(matches!(b.put(2, &k, "7"), Response::Ok { .. }));
+        assert_eq!(change(&a.recv()).0, "7");
+    }
+    let spread: Vec<u64> = c
+        .edges
+        .iter()
+        .map(|e| e.metric("ringline_edge_handshakes_total"))
+        .collect();
+    assert!(
+        spread.iter().all(|&n| n > 0),
+        "least_conn used both edges: {spread:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -259,13 +259,12 @@ impl Worker {
                                 link.state = LinkState::Up;
                                 link.attempts = 0;
                             }
-                            if self.id == 0 {
-                                info!(
-                                    store = s,
-                                    id = ack.store_id().unwrap_or(""),
-                                    "store link up"
-                                );
-                            }
+                            info!(
+                                worker = self.id,
+                                store = s,
+                                id = ack.store_id().unwrap_or(""),
+                                "store link up"
+                            );
                             self.hub.link_up(s);
                             self.publish_link(s);
                         }
