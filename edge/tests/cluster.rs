@@ -213,6 +213,32 @@ impl Follower {
     }
 }
 
+/// `n` followers of `keys` through `front`, each on its own thread.
+fn spawn_followers(
+    n: usize,
+    front: SocketAddr,
+    keys: &[String],
+    last: &Arc<Mutex<HashMap<String, u64>>>,
+    done: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Follower>> {
+    (0..n)
+        .map(|_| {
+            let f = Follower {
+                front,
+                keys: keys.to_vec(),
+                start: HashMap::new(),
+                seen: HashMap::new(),
+                tokens: HashMap::new(),
+                reconnects: 0,
+                lost_at: None,
+                recovered_after: None,
+            };
+            let (last, done) = (Arc::clone(last), Arc::clone(done));
+            std::thread::spawn(move || f.run(last, done))
+        })
+        .collect()
+}
+
 /// 5,000 sequenced puts and publishes to keys of both stores while `disrupt` hits
 /// edge 0; followers through HAProxy must each end with every change exactly once.
 fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
@@ -224,22 +250,7 @@ fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
     ];
     let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
-    let followers: Vec<_> = (0..40)
-        .map(|_| {
-            let f = Follower {
-                front: c.front,
-                keys: keys.clone(),
-                start: HashMap::new(),
-                seen: HashMap::new(),
-                tokens: HashMap::new(),
-                reconnects: 0,
-                lost_at: None,
-                recovered_after: None,
-            };
-            let (last, done) = (Arc::clone(&last), Arc::clone(&done));
-            std::thread::spawn(move || f.run(last, done))
-        })
-        .collect();
+    let followers = spawn_followers(40, c.front, &keys, &last, &done);
     // Let every follower subscribe (through HAProxy, over both edges).
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -382,22 +393,7 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
     let keys = vec![key_of(0, "safe/", 0), key_of(1, "crash/", 0)];
     let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
-    let followers: Vec<_> = (0..20)
-        .map(|_| {
-            let f = Follower {
-                front: c.front,
-                keys: keys.clone(),
-                start: HashMap::new(),
-                seen: HashMap::new(),
-                tokens: HashMap::new(),
-                reconnects: 0,
-                lost_at: None,
-                recovered_after: None,
-            };
-            let (last, done) = (Arc::clone(&last), Arc::clone(&done));
-            std::thread::spawn(move || f.run(last, done))
-        })
-        .collect();
+    let followers = spawn_followers(20, c.front, &keys, &last, &done);
     std::thread::sleep(Duration::from_secs(2));
     // The writer: conditional puts (if_version), so that a write whose outcome is
     // unknown (its store died with it in flight) can be retried without landing twice.

@@ -135,30 +135,12 @@ fn headless_chromium_page_client_protocol() {
 /// Open `page` in headless Chromium against `path` on the edge; the page closes with
 /// 1000 when its exchange succeeded, 4000 otherwise.
 fn chromium_page(edge: &Edge, page: &str, path: &str) {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("chromium is missing: run scripts/interop-setup.sh (make test does)");
     let url = format!("ws://{}{path}", edge.addr);
     let addr = edge.addr.to_string();
     let page = root().join("edge/tests/interop").join(page);
     let page = std::fs::canonicalize(page).unwrap();
     let url = format!("file://{}?ws={}", page.display(), url);
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = Command::new(chromium)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut browser, _profile) = chromium(&url);
     // The page closes with 1000 only after three intact echoes; the edge answers that
     // close with its own 1000.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -191,28 +173,10 @@ fn the_demo_page_at_root_subscribes_writes_and_shows_the_change() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/html"), "{head}");
     assert!(body.contains("ringline.v1.json"));
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("chromium is missing: run scripts/interop-setup.sh (make test does)");
-    let profile = tempfile::tempdir().unwrap();
     // The page drives its own buttons in selftest mode and, once it has shown the
     // change, writes <key>/done.
     let url = format!("http://{}/?selftest=demo/{{page}}/k", c.edge.addr);
-    let mut browser = Command::new(chromium)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut browser, _profile) = chromium(&url);
     let mut ws = common::ws::Ws::connect_with(c.edge.addr, "/ws", None).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let done = loop {
@@ -235,4 +199,28 @@ fn the_demo_page_at_root_subscribes_writes_and_shows_the_change() {
         done.contains(r#""value":true"#),
         "the page never saw its change: {done}"
     );
+}
+
+/// Headless Chromium on `url`, with a throw-away profile (kept alive by the caller).
+fn chromium(url: &str) -> (std::process::Child, tempfile::TempDir) {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("chromium is missing: run scripts/interop-setup.sh (make test does)");
+    let profile = tempfile::tempdir().unwrap();
+    let child = Command::new(bin)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, profile)
 }
