@@ -24,6 +24,10 @@ struct Args {
     /// Keys per store.
     #[arg(long, default_value_t = 4)]
     keys: usize,
+    /// Worker threads per edge (this host has 2 cores for 2 stores, 2 edges and the
+    /// clients).
+    #[arg(long, default_value_t = 2)]
+    edge_workers: usize,
     /// The stores' `--sync`: fsync each commit before acknowledging (the default) or not.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     sync: bool,
@@ -40,7 +44,14 @@ fn main() {
         .to_owned();
     eprintln!("[cluster_latency] starting 2 stores and 2 edges ...");
     let sync = args.sync.to_string();
-    let c = Cluster::start(&bin_dir, &["--sync", &sync], 2, &[], false);
+    let workers = args.edge_workers.to_string();
+    let c = Cluster::start(
+        &bin_dir,
+        &["--sync", &sync],
+        2,
+        &["--workers", &workers],
+        false,
+    );
     let keys: Vec<String> = (0..args.keys)
         .flat_map(|i| [key_of(0, "lat/", i), key_of(1, "lat/", i)])
         .collect();
@@ -109,8 +120,8 @@ fn main() {
     let _ = acks.join();
     let us = |q: f64| h.value_at_quantile(q) as f64;
     println!(
-        "| cross-node delivery (write on edge 2 → subscriber on edge 1), {}/s for {} s, keys on both stores, store `--sync {}` | value |",
-        args.rate, args.seconds, args.sync
+        "| cross-node delivery (write on edge 2 → subscriber on edge 1), {}/s for {} s, keys on both stores, store `--sync {}`, edge `--workers {}` | value |",
+        args.rate, args.seconds, args.sync, args.edge_workers
     );
     println!("|---|---:|");
     println!("| deliveries measured | {} |", h.len());
