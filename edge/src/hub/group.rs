@@ -5,8 +5,8 @@
 //! How a member starts: it gets its own *join* watch on the store (a snapshot, or a resume
 //! from its token), so what it receives is exactly consistent with its own position. When
 //! the join has answered for all of its partitions, it is either adopted as the group's
-//! watch (if the group had none there yet) or dropped (`Unwatch`): the group's watch
-//! carries the member from then on. Changes are delivered to a member only past its own
+//! watch (if the group had none there yet) or retired (`Unwatch`, see `Role::Retired`):
+//! the group's watch carries the member from then on. Changes are delivered to a member only past its own
 //! position, so a change arriving through both watches, or one the member's snapshot
 //! already includes, is never delivered twice.
 //!
@@ -102,8 +102,8 @@ pub(super) struct Group {
     /// The partitions the target lives in, ascending (one allocation: a group is
     /// held per subscribed key, so its size is per-connection memory).
     parts: Box<[GPart]>,
-    /// The group's watches: (watch id, store).
-    wids: Vec<(u64, usize)>,
+    /// The group's watches.
+    wids: Vec<u64>,
     members: Vec<Member>,
 }
 
@@ -136,8 +136,6 @@ struct Own {
     joins: Vec<u64>,
     /// `resumed` was sent.
     resumed_sent: bool,
-    /// Snapshot parts were sent with `more` and the last is still due.
-    snap_open: bool,
     /// Starting from a snapshot (not a resume): changes of partitions already
     /// snapshotted wait in `held` until the whole snapshot is out, so that a client
     /// never sees a change inside its snapshot.
@@ -156,7 +154,6 @@ impl Own {
             pending: Vec::new(),
             joins: Vec::new(),
             resumed_sent: false,
-            snap_open: false,
             snapshotting: false,
             held: Vec::new(),
         }
@@ -164,6 +161,15 @@ impl Own {
 
     fn token(&self) -> String {
         encode_token(&self.pos)
+    }
+
+    /// Nothing left to start and every position the group's: the group's frames and
+    /// tokens are this member's too.
+    fn synced(&self, parts: &[GPart]) -> bool {
+        self.joins.is_empty()
+            && self.pending.iter().all(|p| !p)
+            && self.pos.len() == parts.len()
+            && self.pos.iter().zip(parts).all(|(p, g)| g.pos == Some(*p))
     }
 }
 
@@ -187,17 +193,19 @@ impl Group {
 
     /// Drop a member's own state once it matches the group's everywhere.
     fn try_sync(&mut self, conn: ConnRef, id: u64) {
-        let Some(pos) = self.positions() else {
-            return;
-        };
-        if let Some(m) = self.member(conn, id)
-            && let Some(own) = &m.own
-            && own.joins.is_empty()
-            && own.pending.iter().all(|p| !p)
-            && own.pos == pos
+        let Self { parts, members, .. } = self;
+        if let Some(m) = members.iter_mut().find(|m| m.conn == conn && m.id == id)
+            && m.own.as_deref().is_some_and(|own| own.synced(parts))
         {
             m.own = None;
         }
+    }
+
+    /// The own state of member (`conn`, `id`) and the index of `partition`.
+    fn own_at(&mut self, partition: u32, conn: ConnRef, id: u64) -> Option<(usize, &mut Own)> {
+        let i = self.idx(partition)?;
+        let own = self.member(conn, id)?.own.as_deref_mut()?;
+        Some((i, own))
     }
 }
 
@@ -245,14 +253,36 @@ fn push_snapshot(
     ));
 }
 
-fn target_key(target: &Target<'_>) -> (Box<str>, bool, String) {
-    match target {
-        Target::Key(k) => (format!("k{k}").into(), false, k.to_string()),
-        Target::Prefix(p) => (format!("p{p}").into(), true, p.to_string()),
-    }
+/// The key of `Groups::by_target`: `k` or `p`, then the key or prefix.
+fn group_key(prefix: bool, target: &str) -> Box<str> {
+    format!("{}{target}", if prefix { 'p' } else { 'k' }).into()
 }
 
 impl Hub {
+    /// The partitions `target` lives in: one for a key or a hash-tagged prefix, every
+    /// partition for another prefix.
+    fn target_parts(&self, prefix: bool, target: &str) -> Vec<u32> {
+        let n = self.map.partitions;
+        if !prefix {
+            return vec![self.map.partition_of(target.as_bytes())];
+        }
+        match wire::partition::prefix_partition(target.as_bytes(), n) {
+            Some(p) => vec![p],
+            None => (0..n).collect(),
+        }
+    }
+
+    /// The stores owning `parts`, each once.
+    fn stores_of(&self, parts: &[u32]) -> Vec<usize> {
+        let mut stores: Vec<usize> = parts
+            .iter()
+            .map(|&p| self.map.owner_index(p).unwrap_or(0))
+            .collect();
+        stores.sort_unstable();
+        stores.dedup();
+        stores
+    }
+
     /// Start subscription `id` of `conn`.
     pub(super) fn subscribe(
         &mut self,
@@ -292,27 +322,22 @@ impl Hub {
                     conn,
                     id,
                     ErrorCode::BadRequest,
-                    &format!("invalid token: {e}"),
+                    format!("invalid token: {e}"),
                 );
                 return;
             }
         };
-        let (tkey, prefix, text) = target_key(target);
-        let n = self.map.partitions;
-        let parts: Vec<u32> = if prefix {
-            match wire::partition::prefix_partition(text.as_bytes(), n) {
-                Some(p) => vec![p],
-                None => (0..n).collect(),
-            }
-        } else {
-            vec![self.map.partition_of(text.as_bytes())]
+        let (prefix, text) = match target {
+            Target::Key(k) => (false, &**k),
+            Target::Prefix(p) => (true, &**p),
         };
-        let map = Arc::clone(&self.map);
-        let owner = |p: u32| map.owner_index(p).unwrap_or(0);
-        let mut stores: Vec<usize> = parts.iter().map(|&p| owner(p)).collect();
-        stores.sort_unstable();
-        stores.dedup();
-        if stores.iter().any(|&s| !self.is_up(s)) {
+        let tkey = group_key(prefix, text);
+        let existing = self.groups.by_target.get(&tkey).copied();
+        let parts: Vec<u32> = match existing.and_then(|g| self.groups.slab.get(g as usize)) {
+            Some(Some(g)) => g.parts.iter().map(|x| x.partition).collect(),
+            _ => self.target_parts(prefix, text),
+        };
+        if self.stores_of(&parts).iter().any(|&s| !self.is_up(s)) {
             self.fail(
                 conn,
                 id,
@@ -337,11 +362,11 @@ impl Hub {
                 },
             );
         }
-        let gid = match self.groups.by_target.get(&tkey) {
-            Some(&g) => g,
+        let gid = match existing {
+            Some(g) => g,
             None => {
                 let group = Group {
-                    target: text.clone().into(),
+                    target: text.into(),
                     prefix,
                     parts: parts
                         .iter()
@@ -398,9 +423,7 @@ impl Hub {
         };
         let (text, prefix) = (g.target.clone(), g.prefix);
         let parts: Vec<u32> = g.parts.iter().map(|x| x.partition).collect();
-        let mut stores: Vec<usize> = parts.iter().map(|&p| owner(p)).collect();
-        stores.sort_unstable();
-        stores.dedup();
+        let stores = self.stores_of(&parts);
         let mut own = Own {
             pos: resume.clone().unwrap_or_else(|| {
                 parts
@@ -414,7 +437,6 @@ impl Hub {
             pending: vec![true; parts.len()],
             joins: Vec::new(),
             resumed_sent: false,
-            snap_open: false,
             snapshotting: resume.is_none(),
             held: Vec::new(),
         };
@@ -499,7 +521,7 @@ impl Hub {
             }
             if g.members.is_empty() {
                 empty = true;
-                unwatch.extend(g.wids.drain(..).map(|(w, _)| w));
+                unwatch.append(&mut g.wids);
             }
         }
         for wid in unwatch {
@@ -507,8 +529,9 @@ impl Hub {
         }
         if empty && let Some(slot) = self.groups.slab.get_mut(gid as usize) {
             if let Some(g) = slot.take() {
-                let key = format!("{}{}", if g.prefix { 'p' } else { 'k' }, g.target);
-                self.groups.by_target.remove(key.as_str());
+                self.groups
+                    .by_target
+                    .remove(&group_key(g.prefix, &g.target));
             }
             self.groups.free.push(gid);
         }
@@ -566,7 +589,7 @@ impl Hub {
             match w.role {
                 Role::Group => {
                     if let Some(g) = self.groups.group(w.gid) {
-                        g.wids.retain(|&(x, _)| x != wid);
+                        g.wids.retain(|&x| x != wid);
                     }
                 }
                 Role::Join(conn, id) => failed.push((conn, id)),
@@ -641,13 +664,13 @@ impl Hub {
                 },
             );
             if let Some(g) = self.groups.group(gid) {
-                g.wids.push((wid, s));
+                g.wids.push(wid);
             }
         }
     }
 
     /// The store refused watch `wid` (request id = watch id).
-    pub(super) fn watch_failed(&mut self, _s: usize, wid: u64, code: ErrorCode, message: &str) {
+    pub(super) fn watch_failed(&mut self, wid: u64, code: ErrorCode, message: &str) {
         let Some(w) = self.groups.watches.get(&wid).copied() else {
             return;
         };
@@ -662,10 +685,10 @@ impl Hub {
         };
         self.groups.watches.remove(&wid);
         if let Some(g) = self.groups.group(w.gid) {
-            g.wids.retain(|&(x, _)| x != wid);
+            g.wids.retain(|&x| x != wid);
         }
         for (conn, id) in victims {
-            self.fail(conn, id, code, message);
+            self.fail(conn, id, code, message.to_owned());
             self.unsubscribe(conn, id);
         }
     }
@@ -716,7 +739,7 @@ impl Hub {
                 }
             }
             if adopt {
-                g.wids.push((wid, w.store));
+                g.wids.push(wid);
             }
             if let Some(m) = g.member(conn, id)
                 && let Some(own) = &mut m.own
@@ -736,7 +759,7 @@ impl Hub {
         }
     }
 
-    pub(super) fn on_snapshot(&mut self, _s: usize, snap: &internal::Snapshot<'_>) {
+    pub(super) fn on_snapshot(&mut self, snap: &internal::Snapshot<'_>) {
         let wid = snap.watch_id();
         let Some(w) = self.groups.watches.get(&wid).copied() else {
             return;
@@ -771,15 +794,9 @@ impl Hub {
             let Some(g) = self.groups.group(w.gid) else {
                 return;
             };
-            let Some(i) = g.idx(p) else {
-                return;
-            };
             match w.role {
                 Role::Join(conn, id) => {
-                    let Some(m) = g.member(conn, id) else {
-                        return;
-                    };
-                    let Some(own) = &mut m.own else {
+                    let Some((i, own)) = g.own_at(p, conn, id) else {
                         return;
                     };
                     // An answer for a partition already answered (or not asked) is not
@@ -794,7 +811,6 @@ impl Hub {
                         *mp = pos;
                     }
                     let done = own.pending.iter().all(|x| !x);
-                    own.snap_open = !done;
                     let token = done.then(|| own.token());
                     push_snapshot(&mut out, conn, id, entries, token, !done);
                     if done {
@@ -821,6 +837,9 @@ impl Hub {
                     // After a reset of the group's watch: every member restarts this
                     // partition from the fresh snapshot (a multi-partition target's
                     // members were restarted on their own joins at the reset).
+                    let Some(i) = g.idx(p) else {
+                        return;
+                    };
                     if !more && let Some(gp) = g.parts.get_mut(i) {
                         gp.pos = Some(pos);
                     }
@@ -862,16 +881,8 @@ impl Hub {
         };
         let mut out: Vec<Out> = Vec::new();
         {
-            let Some(g) = self.groups.group(w.gid) else {
-                return;
-            };
-            let Some(i) = g.idx(p) else {
-                return;
-            };
-            let Some(m) = g.member(conn, id) else {
-                return;
-            };
-            let Some(own) = &mut m.own else {
+            let Some((i, own)) = self.groups.group(w.gid).and_then(|g| g.own_at(p, conn, id))
+            else {
                 return;
             };
             // Only a partition still waiting can be resumed (see `on_snapshot`).
@@ -887,19 +898,6 @@ impl Hub {
                     Response::Resumed {
                         id,
                         token: Cow::Owned(own.token()),
-                    },
-                ));
-            }
-            if own.snap_open && own.pending.iter().all(|x| !x) {
-                // Some partitions were reset and snapshotted: close that snapshot.
-                own.snap_open = false;
-                out.push(Out::Msg(
-                    conn,
-                    Response::Snapshot {
-                        id,
-                        entries: Vec::new(),
-                        token: Some(Cow::Owned(own.token())),
-                        more: false,
                     },
                 ));
             }
@@ -924,9 +922,14 @@ impl Hub {
         let Some(i) = g.idx(p) else {
             return;
         };
+        let multi = g.parts.len() > 1;
+        let gid = w.gid;
         let to: Vec<(ConnRef, u64)> = match w.role {
             Role::Retired => Vec::new(),
             Role::Join(conn, id) => vec![(conn, id)],
+            // Every member starts over, pending ones included.
+            Role::Group if multi => g.members.iter().map(|m| (m.conn, m.id)).collect(),
+            // The snapshot that follows on this watch reaches those not pending here.
             Role::Group => g
                 .members
                 .iter()
@@ -937,14 +940,6 @@ impl Hub {
                 })
                 .map(|m| (m.conn, m.id))
                 .collect(),
-        };
-        let multi = g.parts.len() > 1;
-        let gid = w.gid;
-        let to = if multi && w.role == Role::Group {
-            // Every member starts over, pending ones included.
-            g.members.iter().map(|m| (m.conn, m.id)).collect()
-        } else {
-            to
         };
         for (conn, id) in to {
             self.reply(
@@ -1018,22 +1013,24 @@ impl Hub {
             if !matches {
                 continue;
             }
-            let advance = g
-                .parts
+            let Group { parts, members, .. } = g;
+            let advance = parts
                 .get(i)
                 .is_some_and(|gp| gp.covered && gp.pos.is_none_or(|at| newer(&pos, &at)));
-            if advance && let Some(gp) = g.parts.get_mut(i) {
+            if advance && let Some(gp) = parts.get_mut(i) {
                 gp.pos = Some(pos);
             }
             let mut shared: Option<Rc<Delivery>> = None;
-            let mut synced: Vec<u64> = Vec::new();
-            let positions = if advance { g.positions() } else { None };
-            for m in &mut g.members {
+            for m in members.iter_mut() {
+                let mut caught_up = false;
                 match &mut m.own {
                     None => {
-                        if let Some(positions) = &positions {
+                        if advance {
+                            // Synced members exist only once every position is known.
                             let d = shared.get_or_insert_with(|| {
-                                Rc::new(Delivery::new(key, op.clone(), encode_token(positions)))
+                                let at: Vec<Position> =
+                                    parts.iter().filter_map(|x| x.pos).collect();
+                                Rc::new(Delivery::new(key, op.clone(), encode_token(&at)))
                             });
                             self.out.push(Out::Change(m.conn, m.id, Rc::clone(d)));
                             delivered += 1;
@@ -1069,20 +1066,12 @@ impl Hub {
                         let d = Delivery::new(key, op.clone(), own.token());
                         self.out.push(Out::Change(m.conn, m.id, Rc::new(d)));
                         delivered += 1;
-                        synced.push(m.id);
+                        caught_up = own.synced(parts);
                     }
                 }
-            }
-            // Members that just caught up with the group share its frames again.
-            if !synced.is_empty() {
-                let conns: Vec<(ConnRef, u64)> = g
-                    .members
-                    .iter()
-                    .filter(|m| m.own.is_some() && synced.contains(&m.id))
-                    .map(|m| (m.conn, m.id))
-                    .collect();
-                for (conn, id) in conns {
-                    g.try_sync(conn, id);
+                // A member that just caught up with the group shares its frames again.
+                if caught_up {
+                    m.own = None;
                 }
             }
         }

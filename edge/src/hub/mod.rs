@@ -14,6 +14,7 @@ mod group;
 mod tests;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -47,11 +48,11 @@ pub struct Delivery {
     pub op: ChangeOp<'static>,
     /// Resume token after it.
     pub token: String,
-    /// The JSON message after its subscription id (shared by reference when large).
-    pub json_tail: Bytes,
+    /// The JSON message after its subscription id, built on first use.
+    json: OnceCell<Bytes>,
     /// The flatbuffers message, built on first use, and the offset of its 8-byte
     /// subscription id (patched per subscriber).
-    fb: std::cell::OnceCell<Option<(Bytes, usize)>>,
+    fb: OnceCell<Option<(Bytes, usize)>>,
 }
 
 /// Two ids whose every byte differs: encoding a message with each and comparing the two
@@ -61,14 +62,21 @@ const PROBE_B: u64 = 0x0202_0202_0202_0202;
 
 impl Delivery {
     fn new(key: &str, op: ChangeOp<'static>, token: String) -> Self {
-        let json_tail = Bytes::from(PreparedChange::new(key, &op, &token).into_tail());
         Self {
             key: key.into(),
             op,
             token,
-            json_tail,
-            fb: std::cell::OnceCell::new(),
+            json: OnceCell::new(),
+            fb: OnceCell::new(),
         }
+    }
+
+    /// The JSON message after its subscription id, encoded once (each subscriber's
+    /// message is its own head, then this).
+    pub fn json_tail(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            Bytes::from(PreparedChange::new(&self.key, &self.op_ref(), &self.token).into_tail())
+        })
     }
 
     /// The binary-form message, encoded once, with the offset of its subscription id:
@@ -93,13 +101,26 @@ impl Delivery {
             .as_ref()
     }
 
-    /// The change as a protocol response for subscription `id`.
+    /// The change as a protocol response for subscription `id` (borrowing its value).
     pub fn response(&self, id: u64) -> Response<'_> {
         Response::Change {
             id,
             key: Cow::Borrowed(&self.key),
-            op: self.op.clone(),
+            op: self.op_ref(),
             token: Cow::Borrowed(&self.token),
+        }
+    }
+
+    fn op_ref(&self) -> ChangeOp<'_> {
+        match &self.op {
+            ChangeOp::Put { value, version } => ChangeOp::Put {
+                value: Cow::Borrowed(value),
+                version: *version,
+            },
+            ChangeOp::Delete { version } => ChangeOp::Delete { version: *version },
+            ChangeOp::Publish { value } => ChangeOp::Publish {
+                value: Cow::Borrowed(value),
+            },
         }
     }
 }
@@ -203,13 +224,19 @@ impl Hub {
         self.out.push(Out::Msg(conn, msg));
     }
 
-    fn fail(&mut self, conn: ConnRef, id: u64, code: ErrorCode, message: &str) {
+    fn fail(
+        &mut self,
+        conn: ConnRef,
+        id: u64,
+        code: ErrorCode,
+        message: impl Into<Cow<'static, str>>,
+    ) {
         self.reply(
             conn,
             Response::Error {
                 id: Some(id),
                 code,
-                message: Cow::Owned(message.to_owned()),
+                message: message.into(),
                 version: None,
             },
         );
@@ -368,8 +395,8 @@ impl Hub {
         self.lose_watches(s);
     }
 
-    /// A frame from store `s`.
-    pub fn on_frame(&mut self, s: usize, frame: &LinkFrame<'_>) {
+    /// A frame from a store: a reply, or watch traffic (watch ids say whose).
+    pub fn on_frame(&mut self, frame: &LinkFrame<'_>) {
         let rid = frame.request_id;
         match frame.message {
             LinkMessage::GetReply(r) => {
@@ -419,10 +446,10 @@ impl Hub {
                         },
                     );
                 } else {
-                    self.watch_failed(s, rid, code, &message);
+                    self.watch_failed(rid, code, &message);
                 }
             }
-            LinkMessage::Snapshot(snap) => self.on_snapshot(s, &snap),
+            LinkMessage::Snapshot(snap) => self.on_snapshot(&snap),
             LinkMessage::Resumed(r) => self.on_resumed(r.watch_id(), r.partition()),
             LinkMessage::Reset(r) => {
                 self.on_reset(r.watch_id(), r.partition(), r.reason().unwrap_or("reset"));

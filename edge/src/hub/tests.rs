@@ -443,7 +443,7 @@ impl Sim {
                     let (frame, _) = decode_frame(&f, &LinkLimits::default()).unwrap().unwrap();
                     match frame.message {
                         LinkMessage::Pong(p) => self.hub.on_pong(p.nonce()),
-                        _ => self.hub.on_frame(store, &frame),
+                        _ => self.hub.on_frame(&frame),
                     }
                     self.sync();
                 }

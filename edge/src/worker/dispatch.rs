@@ -81,7 +81,7 @@ impl Worker {
                 },
                 (Out::Change(_, id, d), _) => {
                     PreparedChange::write_head(*id, scratch);
-                    let tail = &d.json_tail;
+                    let tail = d.json_tail();
                     let len = scratch.len() + tail.len();
                     if tail.len() < SHARE_MIN {
                         conn.queue_with(|v| {

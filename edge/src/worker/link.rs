@@ -276,7 +276,7 @@ impl Worker {
                             }
                         }
                         LinkMessage::Pong(p) => self.hub.on_pong(p.nonce()),
-                        _ => self.hub.on_frame(s, &frame),
+                        _ => self.hub.on_frame(&frame),
                     }
                 }
                 Ok(None) => break,

@@ -420,18 +420,23 @@ impl Worker {
             {
                 conn.poll_armed = true;
             }
-            let needs_recv = self.conn(idx, generation).is_some_and(|c| !c.recv_armed);
-            if needs_recv
-                && self
-                    .ring
-                    .recv_once(raw, ud(Op::Recv, idx, generation))
-                    .is_ok()
-                && let Some(conn) = self.conn(idx, generation)
-            {
-                conn.recv_armed = true;
-            }
+            self.recv_once_if_idle(idx, generation, raw);
         }
         self.after_event(idx, generation);
+    }
+
+    /// Poll mode: receive once now, unless a receive is already armed.
+    fn recv_once_if_idle(&mut self, idx: u32, generation: u32, raw: std::os::fd::RawFd) {
+        let needs_recv = self.conn(idx, generation).is_some_and(|c| !c.recv_armed);
+        if needs_recv
+            && self
+                .ring
+                .recv_once(raw, ud(Op::Recv, idx, generation))
+                .is_ok()
+            && let Some(conn) = self.conn(idx, generation)
+        {
+            conn.recv_armed = true;
+        }
     }
 
     fn on_send(&mut self, idx: u32, generation: u32, c: Cqe) {
@@ -492,16 +497,7 @@ impl Worker {
             if reading && self.cfg.recv_mode == RecvMode::Poll {
                 // Bytes may already be waiting (no new readiness event would come for
                 // them): read once now.
-                let needs_recv = self.conn(idx, generation).is_some_and(|c| !c.recv_armed);
-                if needs_recv
-                    && self
-                        .ring
-                        .recv_once(raw, ud(Op::Recv, idx, generation))
-                        .is_ok()
-                    && let Some(conn) = self.conn(idx, generation)
-                {
-                    conn.recv_armed = true;
-                }
+                self.recv_once_if_idle(idx, generation, raw);
             }
             if !reading {
                 let armed = match self.cfg.recv_mode {
