@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::client::{Client, change};
 use common::cluster::{LocalCluster, key_of, store_of};
-use wire::client::{ChangeOp, Request, Response, Target};
+use wire::client::{ChangeOp, Request, Response};
 
 #[test]
 fn every_key_of_either_store_works_from_either_edge() {
@@ -82,28 +82,24 @@ struct Follower {
     seen: HashMap<String, Vec<u64>>,
     tokens: HashMap<String, String>,
     reconnects: u32,
-    /// When its connection was lost, and when it was caught up again.
-    lost_at: Option<Instant>,
-    recovered_after: Option<Duration>,
 }
 
 impl Follower {
+    /// Subscribe to key `i`, from its last token if any.
+    fn sub(&self, cl: &mut Client, i: usize) {
+        let k = &self.keys[i];
+        cl.sub(i as u64, k, self.tokens.get(k).map(String::as_str));
+    }
+
     fn connect(&mut self) -> Client {
         loop {
-            if let Ok(ws) =
-                common::ws::Ws::connect_with(self.front, "/ws", Some("ringline.v1.json"))
-            {
-                let mut cl = Client { ws, binary: false };
+            if let Some(mut cl) = Client::try_json(self.front) {
                 cl.ws
                     .s
                     .set_read_timeout(Some(Duration::from_millis(500)))
                     .unwrap();
-                for (i, k) in self.keys.iter().enumerate() {
-                    cl.send(&Request::Sub {
-                        id: i as u64,
-                        target: Target::Key(k.as_str().into()),
-                        from: self.tokens.get(k).map(|t| Cow::Owned(t.clone())),
-                    });
+                for i in 0..self.keys.len() {
+                    self.sub(&mut cl, i);
                 }
                 return cl;
             }
@@ -141,9 +137,6 @@ impl Follower {
                     let v: u64 = std::str::from_utf8(&value).unwrap().parse().unwrap();
                     self.seen.entry(k.clone()).or_default().push(v);
                     self.tokens.insert(k, token.into_owned());
-                    if let Some(at) = self.lost_at.take() {
-                        self.recovered_after = Some(at.elapsed());
-                    }
                 }
                 Some(Response::Resumed { .. }) => {}
                 // The probe's answer (a value, or unavailable: the connection lives).
@@ -158,12 +151,7 @@ impl Follower {
                 // A subscription refused while its store was away: ask again shortly.
                 Some(Response::Error { id: Some(i), .. }) if (i as usize) < self.keys.len() => {
                     std::thread::sleep(Duration::from_millis(100));
-                    let k = &self.keys[i as usize];
-                    cl.send(&Request::Sub {
-                        id: i,
-                        target: Target::Key(k.as_str().into()),
-                        from: self.tokens.get(k).map(|t| Cow::Owned(t.clone())),
-                    });
+                    self.sub(&mut cl, i as usize);
                 }
                 Some(other) => panic!("unexpected {other:?}"),
                 None => {
@@ -172,7 +160,6 @@ impl Follower {
                     }
                     if probing {
                         // Silent through a probe: the connection is gone.
-                        self.lost_at.get_or_insert_with(Instant::now);
                         self.reconnects += 1;
                         probing = false;
                         cl = self.connect();
@@ -230,8 +217,6 @@ fn spawn_followers(
                 seen: HashMap::new(),
                 tokens: HashMap::new(),
                 reconnects: 0,
-                lost_at: None,
-                recovered_after: None,
             };
             let (last, done) = (Arc::clone(last), Arc::clone(done));
             std::thread::spawn(move || f.run(last, done))
@@ -295,13 +280,7 @@ fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
 #[test]
 fn an_edge_killed_mid_stream_loses_nothing_for_its_clients() {
     let c = LocalCluster::start(&[]);
-    let followers = survive(&c, |c| {
-        let pid = c.edges[0].child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap();
-    });
+    let followers = survive(&c, |c| c.edges[0].signal("KILL"));
     let moved = followers.iter().filter(|f| f.reconnects > 0).count();
     eprintln!(
         "edge SIGKILL: {moved} of {} followers moved to the other edge",
@@ -504,13 +483,8 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
 
 #[test]
 fn bad_peers_are_closed_or_refused_while_the_others_keep_receiving() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = common::store::Store::start(&dir.path().join("store"), "127.0.0.1:0");
-    let map = store.cluster_file(dir.path());
     // One worker: every bad peer shares it with the good subscriber.
-    let edge = common::Edge::start(&[
-        "--cluster",
-        map.to_str().unwrap(),
+    let c = common::store::Cluster::start_with(&[
         "--workers",
         "1",
         "--max-message",
@@ -518,7 +492,7 @@ fn bad_peers_are_closed_or_refused_while_the_others_keep_receiving() {
         "--handshake-timeout-secs",
         "2",
     ]);
-    edge.wait_links_up();
+    let edge = &c.edge;
     let mut good = Client::json(edge.addr);
     good.sub(1, "calm", None);
     assert!(matches!(good.recv(), Response::Snapshot { .. }));
@@ -584,7 +558,6 @@ fn bad_peers_are_closed_or_refused_while_the_others_keep_receiving() {
         "subscriptions past 4,096 are refused"
     );
     still_fine(&mut good, &mut w);
-    drop(store);
 }
 
 #[test]
@@ -595,11 +568,7 @@ fn the_shipped_nginx_config_proxies_websockets_to_both_edges() {
         .map(std::path::Path::new)
         .find(|p| p.exists())
         .expect("nginx is missing: run scripts/interop-setup.sh (make test does)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::cluster::free_port();
     // The shipped file, pointed at the test's edges and port, inside a minimal main
     // config that runs in the foreground with everything under the test's folder.
     let shipped = std::fs::read_to_string(

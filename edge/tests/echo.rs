@@ -67,13 +67,7 @@ fn echo_round_trips(mode: &str) {
     assert_eq!(ws.recv(), Msg::Eof);
 
     let (_, metrics) = edge.http("/metrics");
-    let sum = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let sum = |name: &str| common::metric_sum(&metrics, name);
     assert_eq!(sum("ringline_edge_messages_in_total"), 503);
     assert_eq!(sum("ringline_edge_handshakes_total"), 1);
     assert!(metrics.contains("code=\"1000\"} 1"), "{metrics}");

@@ -68,25 +68,6 @@ fn node_ws_echo() {
     );
 }
 
-/// The edge's `/metrics`, summed over workers for `name` (labels included in `name`).
-fn metric(addr: &str, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name.split('{').next().unwrap_or(name)))
-        .filter(|l| {
-            name.split('{')
-                .nth(1)
-                .is_none_or(|labels| l.contains(labels.trim_end_matches('}')))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn python_websockets_client_protocol() {
     let c = Cluster::start();
@@ -115,10 +96,7 @@ fn node_ws_client_protocol() {
 fn headless_chromium_page_echo() {
     let edge = Edge::start(&[]);
     chromium_page(&edge, "echo_page.html", "/echo");
-    assert_eq!(
-        metric(&edge.addr.to_string(), "ringline_edge_messages_in_total"),
-        3
-    );
+    assert_eq!(edge.metric("ringline_edge_messages_in_total"), 3);
 }
 
 #[test]
@@ -126,17 +104,13 @@ fn headless_chromium_page_client_protocol() {
     let c = Cluster::start();
     chromium_page(&c.edge, "ws_page.html", "/ws");
     // sub + two puts, all answered.
-    assert_eq!(
-        metric(&c.edge.addr.to_string(), "ringline_edge_messages_in_total"),
-        3
-    );
+    assert_eq!(c.edge.metric("ringline_edge_messages_in_total"), 3);
 }
 
 /// Open `page` in headless Chromium against `path` on the edge; the page closes with
 /// 1000 when its exchange succeeded, 4000 otherwise.
 fn chromium_page(edge: &Edge, page: &str, path: &str) {
     let url = format!("ws://{}{path}", edge.addr);
-    let addr = edge.addr.to_string();
     let page = root().join("edge/tests/interop").join(page);
     let page = std::fs::canonicalize(page).unwrap();
     let url = format!("file://{}?ws={}", page.display(), url);
@@ -145,10 +119,7 @@ fn chromium_page(edge: &Edge, page: &str, path: &str) {
     // close with its own 1000.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let closes = loop {
-        let n = metric(
-            &addr,
-            "ringline_edge_close_frames_sent_total{code=\"1000\"}",
-        );
+        let n = edge.metric("ringline_edge_close_frames_sent_total{code=\"1000\"}");
         if n > 0 || std::time::Instant::now() > deadline {
             break n;
         }
@@ -158,10 +129,7 @@ fn chromium_page(edge: &Edge, page: &str, path: &str) {
     let _ = browser.wait();
     assert_eq!(closes, 1, "the page did not finish its exchange");
     assert_eq!(
-        metric(
-            &addr,
-            "ringline_edge_close_frames_sent_total{code=\"4000\"}"
-        ),
+        edge.metric("ringline_edge_close_frames_sent_total{code=\"4000\"}"),
         0
     );
 }

@@ -611,7 +611,6 @@ fn with_one_of_two_stores_down_the_other_partitions_keep_working() {
         ),
         "{r:?}"
     );
-    drop(s1);
 }
 
 #[test]

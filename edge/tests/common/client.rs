@@ -17,8 +17,13 @@ pub struct Client {
 
 impl Client {
     pub fn json(addr: SocketAddr) -> Self {
-        let ws = Ws::connect_with(addr, "/ws", Some("ringline.v1.json")).unwrap();
-        Self { ws, binary: false }
+        Self::try_json(addr).expect("connect")
+    }
+
+    /// A JSON client, or `None` if the connection or handshake failed.
+    pub fn try_json(addr: SocketAddr) -> Option<Self> {
+        let ws = Ws::connect_with(addr, "/ws", Some("ringline.v1.json")).ok()?;
+        Some(Self { ws, binary: false })
     }
 
     pub fn fb(addr: SocketAddr) -> Self {

@@ -25,7 +25,8 @@ pub struct LocalCluster {
     pub admin: Vec<SocketAddr>,
 }
 
-fn free_port() -> u16 {
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -174,17 +175,7 @@ impl LocalCluster {
 
     /// A figure of store `s`'s `/metrics`, summed over labels.
     pub fn store_metric(&self, s: usize, name: &str) -> u64 {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(self.admin[s]).unwrap();
-        write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut t = String::new();
-        c.read_to_string(&mut t).unwrap();
-        t.lines()
-            .filter(|l| {
-                l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        super::metric_sum(&super::http_get(self.admin[s], "/metrics").1, name)
     }
 }
 

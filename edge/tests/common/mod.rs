@@ -44,6 +44,34 @@ pub fn spawn_listening(cmd: &mut Command, marker: &str, show: &str) -> (Child, S
     (child, addr)
 }
 
+/// `GET path` on `addr`: (head, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+/// The sum of a Prometheus figure over its series. `name` may carry a label filter:
+/// `name{code="1000"}` sums only the series with that label.
+pub fn metric_sum(body: &str, name: &str) -> u64 {
+    let (base, labels) = match name.split_once('{') {
+        Some((base, labels)) => (base, Some(labels.trim_end_matches('}'))),
+        None => (name, None),
+    };
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(base)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter(|l| labels.is_none_or(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 pub struct Edge {
     pub child: Child,
     pub addr: SocketAddr,
@@ -67,22 +95,12 @@ impl Edge {
     }
 
     pub fn http(&self, path: &str) -> (String, String) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        (head.to_owned(), body.to_owned())
+        http_get(self.addr, path)
     }
 
-    /// A figure of `/metrics`, summed over its labels.
+    /// A figure of `/metrics`, summed over workers (see [`metric_sum`]).
     pub fn metric(&self, name: &str) -> u64 {
-        let (_, body) = self.http("/metrics");
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        metric_sum(&self.http("/metrics").1, name)
     }
 
     /// Wait until every worker's link to every store is up (metrics say 2).
@@ -106,10 +124,15 @@ impl Edge {
     }
 
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send signal `name` (`TERM`, `KILL`...) to the process.
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
-                .args(["-TERM", &pid])
+                .args([&format!("-{name}"), &pid])
                 .status()
                 .unwrap()
                 .success()

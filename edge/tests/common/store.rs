@@ -113,10 +113,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Cluster::start`] with more edge flags.
+    pub fn start_with(edge_flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
         let map = store.cluster_file(dir.path());
-        let edge = super::Edge::start(&["--cluster", map.to_str().unwrap()]);
+        let mut flags = vec!["--cluster", map.to_str().unwrap()];
+        flags.extend_from_slice(edge_flags);
+        let edge = super::Edge::start(&flags);
         edge.wait_links_up();
         Self { dir, store, edge }
     }
