@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,13 +77,10 @@ impl Cluster {
     /// Two stores (each with `store_args`) and `edges` edges (each with `edge_args`),
     /// links up; HAProxy in
     /// front (the shipped `tuning/haproxy/haproxy.cfg`) when `haproxy`.
-    pub fn start(
-        bin_dir: &Path,
-        store_args: &[&str],
-        edges: usize,
-        edge_args: &[&str],
-        haproxy: bool,
-    ) -> Self {
+    pub fn start(store_args: &[&str], edges: usize, edge_args: &[&str], haproxy: bool) -> Self {
+        // The binaries sit beside the tool's own.
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
+        let bin_dir = exe.parent().unwrap_or_else(|| panic!("no bin dir"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let placeholder = dir.path().join("stores.toml");
         write(&placeholder, &map("127.0.0.1:1", "127.0.0.1:2"));
@@ -104,7 +101,7 @@ impl Cluster {
             stores.push(child);
             addrs.push(addr.to_string());
         }
-        let edge_map: PathBuf = dir.path().join("cluster.toml");
+        let edge_map = dir.path().join("cluster.toml");
         write(&edge_map, &map(&addrs[0], &addrs[1]));
         let mut started = Vec::new();
         for _ in 0..edges {

@@ -53,9 +53,7 @@ impl WsClient {
 
     /// Send one text message.
     pub fn send_text(&mut self, text: &str) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(text.len() + 14);
-        encode_client_frame(&mut out, true, Opcode::Text, text.as_bytes(), [9, 8, 7, 6]);
-        self.s.write_all(&out)
+        send_text(&mut self.s, text)
     }
 
     /// The next text message; `None` once the connection ends.

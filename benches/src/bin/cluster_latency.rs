@@ -35,23 +35,10 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let bin = std::env::current_exe()
-        .unwrap_or_default()
-        .with_file_name("edge");
-    let bin_dir = bin
-        .parent()
-        .unwrap_or_else(|| panic!("no bin dir"))
-        .to_owned();
     eprintln!("[cluster_latency] starting 2 stores and 2 edges ...");
     let sync = args.sync.to_string();
     let workers = args.edge_workers.to_string();
-    let c = Cluster::start(
-        &bin_dir,
-        &["--sync", &sync],
-        2,
-        &["--workers", &workers],
-        false,
-    );
+    let c = Cluster::start(&["--sync", &sync], 2, &["--workers", &workers], false);
     let keys: Vec<String> = (0..args.keys)
         .flat_map(|i| [key_of(0, "lat/", i), key_of(1, "lat/", i)])
         .collect();
@@ -67,27 +54,25 @@ fn main() {
     let warmup = Duration::from_secs(1);
     // The subscriber's thread: latency of each change (its value is the send time in
     // microseconds since `start`), until the cluster is stopped.
-    let reader = {
-        std::thread::spawn(move || {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .unwrap_or_else(|e| panic!("{e}"));
-            while let Some(text) = sub.recv_text() {
-                let now = start.elapsed().as_micros() as u64;
-                let Some(sent) = text
-                    .split("\"value\":")
-                    .nth(1)
-                    .and_then(|r| r.split([',', '}']).next())
-                    .and_then(|v| v.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                if Duration::from_micros(sent) >= warmup {
-                    let _ = h.record(now.saturating_sub(sent).max(1));
-                }
+    let reader = std::thread::spawn(move || {
+        let mut h =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("{e}"));
+        while let Some(text) = sub.recv_text() {
+            let now = start.elapsed().as_micros() as u64;
+            let Some(sent) = text
+                .split("\"value\":")
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if Duration::from_micros(sent) >= warmup {
+                let _ = h.record(now.saturating_sub(sent).max(1));
             }
-            h
-        })
-    };
+        }
+        h
+    });
     // The writer, on the other edge; its acknowledgements are read and dropped by a
     // thread of their own.
     let mut writer = WsClient::connect(c.edges[1].1, "/ws", Some("ringline.v1.json"))

@@ -36,13 +36,8 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 
 fn main() {
     let args = Args::parse();
-    let bin_dir = std::env::current_exe()
-        .unwrap_or_default()
-        .parent()
-        .unwrap_or_else(|| panic!("no bin dir"))
-        .to_owned();
     eprintln!("[failover] starting 2 stores, 2 edges and HAProxy ...");
-    let c = Cluster::start(&bin_dir, &[], 2, &[], true);
+    let c = Cluster::start(&[], 2, &[], true);
     let (victim, survivor) = (c.edges[0].1, c.edges[1].1);
     let front = c
         .haproxy
@@ -80,7 +75,7 @@ fn main() {
             let mut w = WsClient::connect(survivor, "/ws", Some("ringline.v1.json"))
                 .unwrap_or_else(|e| panic!("writer: {e}"));
             let mut out = w.writer().unwrap_or_else(|e| panic!("{e}"));
-            let acks = std::thread::spawn(move || while w.recv_text().is_some() {});
+            std::thread::spawn(move || while w.recv_text().is_some() {});
             while !stop.load(Ordering::Relaxed) {
                 let v = counter.fetch_add(1, Ordering::Relaxed) + 1;
                 for (i, k) in keys.iter().enumerate() {
@@ -91,8 +86,6 @@ fn main() {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            drop(out);
-            drop(acks);
         })
     };
     std::thread::sleep(Duration::from_millis(500));
@@ -122,7 +115,6 @@ fn main() {
         "| **last client caught up** | **{:.0} ms** |",
         at(1.0).as_secs_f64() * 1e3
     );
-    drop(c);
 }
 
 /// One client: subscribe on `victim`, wait, then after the kill reconnect through

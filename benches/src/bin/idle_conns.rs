@@ -12,14 +12,13 @@
 //! `cargo run --release -p benches --bin idle_conns -- --conns 19000 [--path /ws]`
 #![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use benches::ws::WsClient;
 use clap::Parser;
-use wire::frame::{Decoder, Incoming, Limits, Opcode, encode_client_frame};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -83,67 +82,6 @@ fn start_edge(bin: &PathBuf, mode: &str, cluster: Option<&PathBuf>) -> (Child, S
     )
 }
 
-fn connect(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap_or_else(|e| panic!("write: {e}"));
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).unwrap_or(0) == 0 {
-            panic!("handshake failed: {}", String::from_utf8_lossy(&head));
-        }
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "not upgraded");
-    s
-}
-
-/// Subscribe `s` to `key` and wait for the snapshot.
-fn subscribe(s: &mut TcpStream, key: &str) {
-    let req = format!(r#"{{"op":"sub","id":1,"key":"{key}"}}"#);
-    let mut frame = Vec::new();
-    encode_client_frame(&mut frame, true, Opcode::Text, req.as_bytes(), [7, 7, 7, 7]);
-    s.write_all(&frame).unwrap_or_else(|e| panic!("write: {e}"));
-    let mut dec = Decoder::client(Limits::default());
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some((item, _)) = dec.decode(&mut buf).unwrap_or_else(|e| panic!("{e}")) {
-            match item {
-                Incoming::Text(t) if t.contains("\"snapshot\"") => return,
-                other => panic!("expected a snapshot, got {other:?}"),
-            }
-        }
-        let n = s.read(&mut chunk).unwrap_or(0);
-        assert!(n > 0, "connection closed while subscribing");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Wait until the edge's links to its stores are up.
-fn wait_links(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
-        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let up = text
-            .lines()
-            .filter(|l| l.starts_with("ringline_edge_link_state{"))
-            .all(|l| l.ends_with(" 2"));
-        if up && text.contains("ringline_edge_link_state{") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "store links never came up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn main() {
     let args = Args::parse();
     let bin = args.edge.clone().unwrap_or_else(|| {
@@ -153,8 +91,7 @@ fn main() {
     });
     let ws = args.path == "/ws";
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let mut store = None;
-    let cluster = ws.then(|| {
+    let started = ws.then(|| {
         let (child, saddr) = benches::spawn_listening(
             Command::new(bin.with_file_name("store"))
                 .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -163,18 +100,18 @@ fn main() {
                 .env("RUST_LOG", "warn,store=info"),
             "serving edge links",
         );
-        store = Some(child);
         let path = dir.path().join("cluster.toml");
         std::fs::write(
             &path,
             format!("version = 1\npartitions = 256\n[[store]]\nid = \"store-1\"\naddr = \"{saddr}\"\npartitions = [\"0-255\"]\n"),
         )
         .unwrap_or_else(|e| panic!("cluster file: {e}"));
-        path
+        (child, path)
     });
+    let (store, cluster) = started.unzip();
     let (mut edge, addr) = start_edge(&bin, &args.recv_mode, cluster.as_ref());
     if ws {
-        wait_links(addr);
+        benches::cluster::wait_links(addr);
     }
     let keys = if args.keys == 0 {
         args.conns
@@ -187,9 +124,17 @@ fn main() {
     let t = Instant::now();
     let mut held = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        let mut s = connect(addr, &args.path);
+        let mut s =
+            WsClient::connect(addr, &args.path, None).unwrap_or_else(|e| panic!("connect: {e}"));
         if ws {
-            subscribe(&mut s, &format!("idle/{}", i % keys));
+            // Subscribe and wait for the snapshot.
+            s.send_text(&format!(
+                r#"{{"op":"sub","id":1,"key":"idle/{}"}}"#,
+                i % keys
+            ))
+            .unwrap_or_else(|e| panic!("sub: {e}"));
+            let snap = s.recv_text().unwrap_or_default();
+            assert!(snap.contains("\"snapshot\""), "expected a snapshot: {snap}");
         }
         held.push(s);
         if (i + 1) % 2000 == 0 {
