@@ -262,65 +262,45 @@ fn main() {
         Command::new(&me).args(["--tungstenite-server", "127.0.0.1:0"]),
         "listening on",
     );
-    // Accept rate first: connections + handshakes per second, 64 at a time.
-    let (mut e, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=args.rounds {
-        eprintln!(
-            "[echo_load] connect + handshake, round {round}/{}: edge ...",
-            args.rounds
-        );
-        let a = measure_accept(edge_addr, 64, args.seconds);
-        eprintln!("[echo_load]   edge {a:.0} conn/s; tokio-tungstenite ...");
-        let b = measure_accept(tung_addr, 64, args.seconds);
-        eprintln!("[echo_load]   tokio-tungstenite {b:.0} conn/s");
-        e.push(a);
-        t.push(b);
-        r.push(a / b);
+    // Accept rate first (connections + handshakes per second, 64 at a time), then echo.
+    let secs = args.seconds;
+    type Workload = (String, Box<dyn Fn(SocketAddr) -> f64>);
+    let mut workloads: Vec<Workload> = vec![(
+        "connect + handshake (64 at a time)".into(),
+        Box::new(move |addr| measure_accept(addr, 64, secs)),
+    )];
+    for (conns, size) in [(100usize, 20usize), (200, 16 * 1024)] {
+        workloads.push((
+            format!("{conns} × {size} B"),
+            Box::new(move |addr| measure(addr, conns, size, secs)),
+        ));
     }
-    let accept = (e, t, r);
-    let workloads = [(100usize, 20usize), (200, 16 * 1024)];
     let mut rows = Vec::new();
-    for (conns, size) in workloads {
+    for (label, run) in &workloads {
         let (mut e, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=args.rounds {
             eprintln!(
-                "[echo_load] {conns} conns x {size} B, round {round}/{}: edge ...",
+                "[echo_load] {label}, round {round}/{}: edge ...",
                 args.rounds
             );
-            let a = measure(edge_addr, conns, size, args.seconds);
-            eprintln!("[echo_load]   edge {a:.0} msg/s; tokio-tungstenite ...");
-            let b = measure(tung_addr, conns, size, args.seconds);
-            eprintln!("[echo_load]   tokio-tungstenite {b:.0} msg/s");
+            let a = run(edge_addr);
+            eprintln!("[echo_load]   edge {a:.0}/s; tokio-tungstenite ...");
+            let b = run(tung_addr);
+            eprintln!("[echo_load]   tokio-tungstenite {b:.0}/s");
             e.push(a);
             t.push(b);
             r.push(a / b);
         }
-        rows.push((conns, size, e, t, r));
+        rows.push((label, e, t, r));
     }
     println!("| workload | round | edge /s | tokio-tungstenite /s | edge / tungstenite |");
     println!("|---|---|---:|---:|---:|");
-    let (e, t, r) = accept;
-    for (i, ((a, b), q)) in e.iter().zip(&t).zip(&r).enumerate() {
-        println!(
-            "| connect + handshake (64 at a time) | {} | {a:.0} | {b:.0} | {q:.2} |",
-            i + 1
-        );
-    }
-    println!(
-        "| connect + handshake (64 at a time) | **median** | {:.0} | {:.0} | **{:.2}** |",
-        median(e),
-        median(t),
-        median(r)
-    );
-    for (conns, size, e, t, r) in rows {
+    for (label, e, t, r) in rows {
         for (i, ((a, b), q)) in e.iter().zip(&t).zip(&r).enumerate() {
-            println!(
-                "| {conns} × {size} B | {} | {a:.0} | {b:.0} | {q:.2} |",
-                i + 1
-            );
+            println!("| {label} | {} | {a:.0} | {b:.0} | {q:.2} |", i + 1);
         }
         println!(
-            "| {conns} × {size} B | **median** | {:.0} | {:.0} | **{:.2}** |",
+            "| {label} | **median** | {:.0} | {:.0} | **{:.2}** |",
             median(e),
             median(t),
             median(r)
