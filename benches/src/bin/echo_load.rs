@@ -48,11 +48,7 @@ fn pin(cpu: usize) {
 /// The reference server: tokio-tungstenite on a current-thread runtime.
 fn tungstenite_server(addr: SocketAddr) {
     pin(0);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(async move {
+    runtime().block_on(async move {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -138,13 +134,17 @@ async fn client_conn(
     }
 }
 
-/// Messages per second echoed for `conns` connections of `size`-byte messages.
-fn measure(addr: SocketAddr, conns: usize, size: usize, seconds: u64) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime (the reference server and the client each run on one).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(async move {
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Messages per second echoed for `conns` connections of `size`-byte messages.
+fn measure(addr: SocketAddr, conns: usize, size: usize, seconds: u64) -> f64 {
+    runtime().block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let ready = Arc::new(tokio::sync::Barrier::new(conns + 1));
@@ -174,11 +174,7 @@ fn measure(addr: SocketAddr, conns: usize, size: usize, seconds: u64) -> f64 {
 /// Connections per second: `tasks` concurrent loops of connect, handshake, read the
 /// 101, reset (SO_LINGER 0, so no TIME_WAIT uses up the client's ports).
 fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(async move {
+    runtime().block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let mut handles = Vec::new();
