@@ -6,11 +6,12 @@
 
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
 use wire::frame::{Opcode, encode_frame, encode_header};
 
-use super::conn::{Phase, Proto};
+use super::conn::{Conn, Phase, Proto};
 use super::{Worker, slot};
 use crate::hub::Out;
 use crate::metrics::WorkerMetrics;
@@ -23,6 +24,25 @@ const SHARE_MIN: usize = 512;
 pub struct Encoders {
     fb: FbEncoder,
     scratch: Vec<u8>,
+}
+
+/// Queue one frame whose payload is `head` (this connection's own bytes) then `rest`
+/// (shared by every subscriber): copied when small, else sent by reference.
+fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
+    let len = head.len() + rest.len();
+    if rest.len() < SHARE_MIN {
+        conn.queue_with(|v| {
+            encode_header(v, opcode, len);
+            v.extend_from_slice(head);
+            v.extend_from_slice(rest);
+        });
+    } else {
+        conn.queue_with(|v| {
+            encode_header(v, opcode, len);
+            v.extend_from_slice(head);
+        });
+        conn.queue_shared(rest.clone());
+    }
 }
 
 impl Worker {
@@ -58,21 +78,14 @@ impl Worker {
                 }
                 (Out::Change(_, id, d), Proto::Fb) => match d.fb_template(fb) {
                     Some((tpl, at)) => {
-                        // The message encoded once; this subscriber's id patched into
-                        // its copy of the head, the rest shared when large.
-                        let (len, at) = (tpl.len(), *at);
-                        let split = if len < SHARE_MIN { len } else { at + 8 };
-                        conn.queue_with(|v| {
-                            encode_header(v, Opcode::Binary, len);
-                            let start = v.len();
-                            v.extend_from_slice(tpl.get(..split).unwrap_or_default());
-                            if let Some(slot) = v.get_mut(start + at..start + at + 8) {
-                                slot.copy_from_slice(&id.to_le_bytes());
-                            }
-                        });
-                        if split < len {
-                            conn.queue_shared(tpl.slice(split..));
+                        // The message encoded once: this subscriber's copy of its head
+                        // with the id patched in, then the shared rest.
+                        let end = at + 8;
+                        scratch.extend_from_slice(tpl.get(..end).unwrap_or_default());
+                        if let Some(slot) = scratch.get_mut(*at..end) {
+                            slot.copy_from_slice(&id.to_le_bytes());
                         }
+                        queue_split(conn, Opcode::Binary, scratch, &tpl.slice(end..));
                     }
                     None => {
                         fb.encode_response(&d.response(*id), scratch);
@@ -81,21 +94,7 @@ impl Worker {
                 },
                 (Out::Change(_, id, d), _) => {
                     PreparedChange::write_head(*id, scratch);
-                    let tail = d.json_tail();
-                    let len = scratch.len() + tail.len();
-                    if tail.len() < SHARE_MIN {
-                        conn.queue_with(|v| {
-                            encode_header(v, Opcode::Text, len);
-                            v.extend_from_slice(scratch);
-                            v.extend_from_slice(tail);
-                        });
-                    } else {
-                        conn.queue_with(|v| {
-                            encode_header(v, Opcode::Text, len);
-                            v.extend_from_slice(scratch);
-                        });
-                        conn.queue_shared(tail.clone());
-                    }
+                    queue_split(conn, Opcode::Text, scratch, d.json_tail());
                 }
             }
             messages += 1;

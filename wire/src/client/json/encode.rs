@@ -148,12 +148,6 @@ impl PreparedChange {
 
     /// The shared part of the message, after the id.
     #[must_use]
-    pub fn tail(&self) -> &[u8] {
-        &self.tail
-    }
-
-    /// The shared part of the message, after the id.
-    #[must_use]
     pub fn into_tail(self) -> Vec<u8> {
         self.tail
     }
