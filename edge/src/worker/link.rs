@@ -65,7 +65,6 @@ pub struct Link {
     out: VecDeque<Chunk>,
     sending: bool,
     recv_armed: bool,
-    connecting: bool,
     attempts: u32,
     retry_at: u64,
     since: u64,
@@ -85,7 +84,6 @@ impl Link {
             out: VecDeque::new(),
             sending: false,
             recv_armed: false,
-            connecting: false,
             attempts: 0,
             retry_at: 0,
             since: 0,
@@ -125,7 +123,6 @@ impl Worker {
         let (raw, addr, generation) = (fd.as_raw_fd(), link.addr, link.generation);
         link.fd = Some(fd);
         link.state = LinkState::Connecting;
-        link.connecting = true;
         if self
             .ring
             .connect(raw, addr, ud(Op::LinkConnect, s as u32, generation))
@@ -133,9 +130,6 @@ impl Worker {
         {
             self.link_ops += 1;
         } else {
-            if let Some(link) = self.links.get_mut(s) {
-                link.connecting = false;
-            }
             self.link_fail(s, "submit");
         }
         self.publish_link(s);
@@ -147,7 +141,6 @@ impl Worker {
         let Some(link) = self.links.get_mut(s).filter(|l| l.generation == generation) else {
             return;
         };
-        link.connecting = false;
         if c.result < 0 {
             let e = std::io::Error::from_raw_os_error(-c.result);
             if link.attempts == 0 {
@@ -335,7 +328,6 @@ impl Worker {
         link.out.clear();
         link.sending = false;
         link.recv_armed = false;
-        link.connecting = false;
         let base = (1u64 << link.attempts.min(3)).min(MAX_BACKOFF_TICKS);
         link.attempts += 1;
         // Jitter: spread reconnects of many workers and edges over the next interval.
