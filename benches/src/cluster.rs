@@ -19,6 +19,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// The stores.
     pub stores: Vec<Child>,
+    /// The stores' admin addresses (`/metrics`).
+    pub store_admins: Vec<SocketAddr>,
     /// The edges and their client addresses.
     pub edges: Vec<(Child, SocketAddr)>,
     /// HAProxy and its front address, when started.
@@ -86,10 +88,14 @@ impl Cluster {
         write(&placeholder, &map("127.0.0.1:1", "127.0.0.1:2"));
         let mut stores = Vec::new();
         let mut addrs = Vec::new();
+        let mut store_admins = Vec::new();
         for id in ["store-1", "store-2"] {
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            store_admins.push(admin);
             let (child, addr) = crate::spawn_listening(
                 Command::new(bin_dir.join("store"))
-                    .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+                    .args(["--listen", "127.0.0.1:0", "--admin"])
+                    .arg(admin.to_string())
                     .args(store_args)
                     .args(["--store-id", id, "--cluster"])
                     .arg(&placeholder)
@@ -122,6 +128,7 @@ impl Cluster {
         Self {
             dir,
             stores,
+            store_admins,
             edges: started,
             haproxy,
         }

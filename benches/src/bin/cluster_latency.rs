@@ -3,12 +3,26 @@
 //! value carrying its send time. Each delivery's latency (write sent → change received,
 //! same process, monotonic clock) goes into a histogram; prints p50/p90/p99/p99.9/max.
 //!
+//! Beside it, measured in the same run so that the host's noise of the moment is in
+//! both: what this host's parts cost alone, as a floor for the pipeline. `fdatasync` of
+//! a small append in the stores' folder at the same rate (a durable write waits for at
+//! least one), a loopback TCP round trip between two threads at the same rate (a
+//! delivery crosses four loopback connections, two round trips' worth), and how long
+//! the stores' own commits took (their `/metrics`).
+//!
 //! `cargo run --release -p benches --bin cluster_latency -- --seconds 10 --rate 2000`
+//!
+//! The stores' data goes under the system's temporary folder: `TMPDIR=/dev/shm` puts it
+//! in memory, which takes the disk out of the measurement (with `--sync false`, the
+//! software path alone).
 #![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use benches::cluster::{Cluster, key_of};
+use benches::cluster::{Cluster, http_get, key_of};
 use benches::ws::{WsClient, send_text};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -31,6 +45,100 @@ struct Args {
     /// The stores' `--sync`: fsync each commit before acknowledging (the default) or not.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     sync: bool,
+    /// Seconds for each of the host baselines (fdatasync, loopback round trip).
+    #[arg(long, default_value_t = 3)]
+    baseline_seconds: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Call `f` `rate` times a second for `seconds`, recording how long each call took.
+fn paced(rate: u64, seconds: u64, mut f: impl FnMut()) -> Histogram<u64> {
+    let mut h = histogram();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    for i in 0..rate * seconds {
+        if let Some(wait) = interval.mul_f64(i as f64).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let t = Instant::now();
+        f();
+        let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+    }
+    h
+}
+
+/// `fdatasync` after each 200-byte append to a file in `dir`.
+fn fdatasync_baseline(dir: &Path, rate: u64, seconds: u64) -> Histogram<u64> {
+    let path = dir.join("fdatasync-baseline");
+    let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let record = [b'x'; 200];
+    let h = paced(rate, seconds, || {
+        f.write_all(&record).unwrap_or_else(|e| panic!("{e}"));
+        f.sync_data().unwrap_or_else(|e| panic!("{e}"));
+    });
+    let _ = std::fs::remove_file(path);
+    h
+}
+
+/// A 64-byte ping answered by an echo thread over loopback TCP.
+fn loopback_baseline(rate: u64, seconds: u64) -> Histogram<u64> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let echo = std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {}
+    });
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let _ = s.set_nodelay(true);
+    let mut buf = [0u8; 64];
+    let h = paced(rate, seconds, || {
+        s.write_all(&buf).unwrap_or_else(|e| panic!("{e}"));
+        s.read_exact(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    });
+    drop(s);
+    let _ = echo.join();
+    h
+}
+
+/// The stores' commit times, summed over both: (bucket bound in seconds, commits at or
+/// under it), cumulative, as their `/metrics` publish them.
+fn commit_buckets(c: &Cluster) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for admin in &c.store_admins {
+        let text = http_get(*admin, "/metrics");
+        let buckets = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ringline_store_commit_seconds_bucket{le=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .filter_map(|(le, n)| Some((le.to_owned(), n.trim().parse::<u64>().ok()?)));
+        for (i, (le, n)) in buckets.enumerate() {
+            match out.get_mut(i) {
+                Some(b) => b.1 += n,
+                None => out.push((le, n)),
+            }
+        }
+    }
+    out
+}
+
+fn row(name: &str, h: &Histogram<u64>) {
+    let q = |q: f64| h.value_at_quantile(q);
+    println!(
+        "| {name} | {} | {} µs | {} µs | {} µs | {} µs | {} µs |",
+        h.len(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        h.max()
+    );
 }
 
 fn main() {
@@ -39,6 +147,12 @@ fn main() {
     let sync = args.sync.to_string();
     let workers = args.edge_workers.to_string();
     let c = Cluster::start(&["--sync", &sync], 2, &["--workers", &workers], false);
+    eprintln!(
+        "[cluster_latency] host baselines at {}/s for {} s each: fdatasync, loopback round trip ...",
+        args.rate, args.baseline_seconds
+    );
+    let fsync = fdatasync_baseline(c.dir.path(), args.rate, args.baseline_seconds);
+    let rtt = loopback_baseline(args.rate, args.baseline_seconds);
     let keys: Vec<String> = (0..args.keys)
         .flat_map(|i| [key_of(0, "lat/", i), key_of(1, "lat/", i)])
         .collect();
@@ -55,8 +169,7 @@ fn main() {
     // The subscriber's thread: latency of each change (its value is the send time in
     // microseconds since `start`), until the cluster is stopped.
     let reader = std::thread::spawn(move || {
-        let mut h =
-            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("{e}"));
+        let mut h = histogram();
         while let Some(text) = sub.recv_text() {
             let now = start.elapsed().as_micros() as u64;
             let Some(sent) = text
@@ -100,18 +213,37 @@ fn main() {
         .unwrap_or_else(|e| panic!("put: {e}"));
     }
     std::thread::sleep(Duration::from_millis(500));
+    let commits = commit_buckets(&c);
     drop(c);
     let h = reader.join().unwrap_or_else(|_| panic!("reader"));
     let _ = acks.join();
-    let us = |q: f64| h.value_at_quantile(q) as f64;
     println!(
-        "| cross-node delivery (write on edge 2 → subscriber on edge 1), {}/s for {} s, keys on both stores, store `--sync {}`, edge `--workers {}` | value |",
+        "\n{}/s for {} s, keys on both stores, store `--sync {}`, edge `--workers {}`:\n",
         args.rate, args.seconds, args.sync, args.edge_workers
     );
+    println!("| measured | samples | p50 | p90 | p99 | p99.9 | max |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    row(
+        "**delivery**: write on edge 2 → change at a subscriber on edge 1",
+        &h,
+    );
+    row("host: `fdatasync` of a 200 B append, stores' disk", &fsync);
+    row("host: loopback TCP round trip, 64 B, two threads", &rtt);
+    let total = commits.last().map_or(0, |b| b.1);
+    println!("\nStore commits (both stores, `/metrics`), {total} in all:\n");
+    println!("| commit took at most | share of commits |");
     println!("|---|---:|");
-    println!("| deliveries measured | {} |", h.len());
-    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
-        println!("| {name} | {:.0} µs |", us(q));
+    // Up to the first bound that holds every commit.
+    let shown = commits
+        .iter()
+        .position(|b| b.1 == total)
+        .map_or(commits.len(), |i| i + 1);
+    for (le, n) in &commits[..shown] {
+        let share = 100.0 * *n as f64 / total.max(1) as f64;
+        let bound = match le.parse::<f64>() {
+            Ok(s) if s.is_finite() => format!("{} µs", (s * 1e6).round()),
+            _ => "any".to_owned(),
+        };
+        println!("| {bound} | {share:.2} % |");
     }
-    println!("| max | {} µs |", h.max());
 }
