@@ -136,7 +136,7 @@ fn resume_path(c: &mut Criterion) {
     g.finish();
 }
 
-/// The whole write path through the core thread: 64 writes committed as one batch,
+/// The whole write path through the core (on a thread of its own here): 64 writes committed as one batch,
 /// a reply each, and one `Changes` frame to each of two links watching every key
 /// (measured until a ping queued after them is answered).
 fn write_path_with_dispatch(c: &mut Criterion) {

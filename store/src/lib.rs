@@ -6,7 +6,7 @@
 //! - [`keys`]: every storage key; [`records`]: every stored value (`schemas/storage.fbs`).
 //! - [`engine`]: the storage engine trait, RocksDB and an in-memory model.
 //! - [`changelog`]: owned partitions, their change logs, conditional writes, resume, trim.
-//! - [`core`]: the core thread (state, watcher tables, dispatch) and the committer.
+//! - [`core`]: the core task (state, watcher tables, dispatch) and the committer thread.
 //! - [`server`]: the edge-link server; [`admin`] and [`metrics`]: `/metrics`.
 #![deny(unsafe_code)]
 

@@ -1,6 +1,6 @@
 //! `store`: the storage node. Reads its configuration (file + flags), opens RocksDB
-//! and the partitions the cluster map gives it, starts the core thread and serves edge
-//! links on the internal listener.
+//! and the partitions the cluster map gives it, then runs the core and the edge links'
+//! reader and writer tasks on one thread (the committer and admin threads beside it).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use clap::Parser;
 use store::changelog::ChangeLog;
 use store::cluster::ClusterMap;
 use store::config::{Args, Config};
-use store::core::{CoreConfig, spawn};
+use store::core::CoreConfig;
 use store::engine::rocks::RocksEngine;
 use store::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
@@ -79,39 +79,37 @@ fn run(args: &Args) -> Result<(), String> {
     store::admin::spawn(admin_listener, Arc::clone(&metrics))
         .map_err(|e| format!("cannot start the admin thread: {e}"))?;
     info!(listen = %admin_bound, "serving admin (GET /metrics, /health)");
-    let (core, handle) = spawn(
-        log,
-        CoreConfig {
-            store_id: cfg.store_id.clone(),
-            map_version: map.version,
-            sync: cfg.sync,
-            retention: cfg.retention,
-            metrics: Arc::clone(&metrics),
-            ..CoreConfig::default()
-        },
-    )
-    .map_err(|e| format!("cannot start the core thread: {e}"))?;
-    let stop = core.clone();
-    tokio_uring::start(async move {
-        let listener = tokio_uring::net::TcpListener::bind(listen)
+    let core_cfg = CoreConfig {
+        store_id: cfg.store_id.clone(),
+        map_version: map.version,
+        sync: cfg.sync,
+        retention: cfg.retention,
+        metrics: Arc::clone(&metrics),
+        ..CoreConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
             .map_err(|e| format!("listen on {listen}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         info!(listen = %bound, "serving edge links");
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        tokio::select! {
-            () = store::server::serve(listener, core, metrics) => {}
-            _ = term.recv() => info!("SIGTERM: stopping"),
-            _ = int.recv() => info!("SIGINT: stopping"),
-        }
-        Ok::<(), String>(())
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: stopping"),
+                _ = int.recv() => info!("SIGINT: stopping"),
+            }
+        };
+        store::server::run_node(listener, log, core_cfg, stop)
+            .await
+            .map_err(|e| e.to_string())
     })?;
-    // The listener is closed; let the core commit and answer what it has, then close
-    // the database cleanly.
-    let _ = stop.send(store::core::CoreMsg::Shutdown);
-    handle
-        .join()
-        .map_err(|_| "the core thread panicked".to_string())?;
     info!("store stopped cleanly");
     Ok(())
 }

@@ -1,19 +1,27 @@
-//! The internal TCP server on `tokio-uring`: one thread accepts edge links; each link
-//! has a reader task (bytes → verified link frames → requests to the core) and a
-//! writer task (the core's batched frames → socket, coalesced into few writes). A
-//! malformed frame drops that one link, never the node.
+//! The store's one I/O thread: the core ([`crate::core`]) and every edge link's tasks
+//! share it, on a single-threaded tokio runtime. Each link has a reader (bytes →
+//! verified link frames → requests to the core, which runs on this same thread) and a
+//! writer (the core's frames for the link → socket, coalesced into few writes). Only
+//! the committer, which owns the disk, runs on another thread. A malformed frame drops
+//! that one link, never the node.
+//!
+//! Links are few (edge workers × stores) and busy, so readiness I/O (epoll) serves them
+//! well: a ready socket is read in one call, and a frame for the core or the writer
+//! crosses no thread.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 use wire::link::{LinkLimits, LinkMessage, decode_frame};
 
-use crate::changelog::{Position, Write};
-use crate::core::{CoreMsg, Outbox, Req};
+use crate::changelog::{ChangeLog, Position, Write};
+use crate::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 
 /// Read buffer growth step.
@@ -21,12 +29,32 @@ const READ_CHUNK: usize = 64 * 1024;
 
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
-/// Serve links on `listener` forever (until the runtime stops).
-pub async fn serve(
-    listener: tokio_uring::net::TcpListener,
-    core: Sender<CoreMsg>,
-    metrics: Arc<Metrics>,
-) {
+/// Run a store node on the current thread, which must be inside a
+/// [`tokio::task::LocalSet`] on a current-thread runtime: the core, plus every link
+/// accepted on `listener`, until `stop` resolves. Then no link is accepted any more and
+/// the core commits and answers what it has (the links' writers still run) before this
+/// returns. Fails only if the committer thread cannot be started.
+pub async fn run_node<E: Engine>(
+    listener: TcpListener,
+    log: ChangeLog<E>,
+    cfg: CoreConfig,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let metrics = Arc::clone(&cfg.metrics);
+    let (core, inbox) = crate::core::channel();
+    let core_task = tokio::task::spawn_local(crate::core::run(log, cfg, core.clone(), inbox));
+    tokio::select! {
+        () = serve(listener, core.clone(), metrics) => {}
+        () = stop => {}
+    }
+    let _ = core.send(CoreMsg::Shutdown);
+    core_task
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("the core failed: {e}"))))
+}
+
+/// Accept links on `listener` forever, each served by tasks on this thread.
+pub async fn serve(listener: TcpListener, core: CoreTx, metrics: Arc<Metrics>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -35,9 +63,9 @@ pub async fn serve(
                 Metrics::add(&metrics.links_accepted, 1);
                 let core = core.clone();
                 let metrics = Arc::clone(&metrics);
-                tokio_uring::spawn(
-                    async move { run_link(link, peer, stream, core, &metrics).await },
-                );
+                tokio::task::spawn_local(async move {
+                    run_link(link, peer, stream, core, &metrics).await
+                });
             }
             Err(e) => warn!(error = %e, "accept failed"),
         }
@@ -79,19 +107,13 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
     })
 }
 
-async fn run_link(
-    link: u64,
-    peer: SocketAddr,
-    stream: tokio_uring::net::TcpStream,
-    core: Sender<CoreMsg>,
-    metrics: &Metrics,
-) {
+async fn run_link(link: u64, peer: SocketAddr, stream: TcpStream, core: CoreTx, metrics: &Metrics) {
     // Replies and changes are already batched per drain; Nagle would only hold the
     // next batch back behind the peer's delayed ACK.
     if let Err(e) = stream.set_nodelay(true) {
         warn!(link, error = %e, "cannot set TCP_NODELAY");
     }
-    let stream = Rc::new(stream);
+    let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(tokio::sync::Notify::new());
@@ -103,16 +125,14 @@ async fn run_link(
     if core.send(CoreMsg::Open { link, outbox }).is_err() {
         return;
     }
-    let writer_stream = Rc::clone(&stream);
-    let writer = tokio_uring::spawn(async move {
+    let writer = tokio::task::spawn_local(async move {
         while let Some(mut buf) = rx.recv().await {
             // Coalesce whatever else is queued into one write.
             while let Ok(more) = rx.try_recv() {
                 buf.extend_from_slice(&more);
             }
-            let len = buf.len();
-            let (res, _) = writer_stream.write_all(buf).await;
-            queued.fetch_sub(len, Ordering::AcqRel);
+            let res = wr.write_all(&buf).await;
+            queued.fetch_sub(buf.len(), Ordering::AcqRel);
             if let Err(e) = res {
                 warn!(link, error = %e, "link write failed");
                 break;
@@ -120,26 +140,22 @@ async fn run_link(
         }
     });
 
-    let closer_stream = Rc::clone(&stream);
-    let closer = tokio_uring::spawn(async move {
-        close.notified().await;
-        // Ends the reader's read and any write stuck on a peer that stopped reading.
-        let _ = closer_stream.shutdown(std::net::Shutdown::Both);
-    });
-
     let limits = LinkLimits::default();
-    let mut pending: Vec<u8> = Vec::new();
-    // One read buffer per link, handed to each read and returned by its completion.
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let why = 'read: loop {
-        let (res, returned) = stream.read(buf).await;
-        buf = returned;
-        let n = match res {
-            Ok(0) => break 'read "closed by peer".to_string(),
-            Ok(n) => n,
-            Err(e) => break 'read format!("read error: {e}"),
-        };
-        pending.extend_from_slice(&buf[..n]);
+        if pending.capacity() - pending.len() < READ_CHUNK / 4 {
+            pending.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut pending) => match r {
+                Ok(0) => break 'read "closed by peer".to_string(),
+                Ok(_) => {}
+                Err(e) => break 'read format!("read error: {e}"),
+            },
+            // The core dropped the link (its peer stopped reading): stop here; the
+            // writer, perhaps stuck on that peer, is stopped below.
+            () = close.notified() => break 'read "dropped by the core".to_string(),
+        }
         let mut at = 0;
         loop {
             match decode_frame(&pending[at..], &limits) {
@@ -176,6 +192,6 @@ async fn run_link(
     };
     info!(link, %peer, reason = %why, "link closed");
     let _ = core.send(CoreMsg::Closed { link });
+    // Dropping the writer's half (with the task) and the reader's closes the socket.
     writer.abort();
-    closer.abort();
 }

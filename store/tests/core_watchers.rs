@@ -113,7 +113,7 @@ proptest! {
             }
         }
         core.send(CoreMsg::Shutdown).unwrap();
-        handle.join().unwrap();
+        handle.join().unwrap().unwrap();
 
         // What each watch received: per partition, its start and the change seqs.
         let mut starts: BTreeMap<(u64, u64, u32), u64> = BTreeMap::new();

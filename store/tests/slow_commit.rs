@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use store::changelog::{ChangeLog, Write};
-use store::core::{CoreConfig, CoreMsg, Outbox, Req, spawn};
+use store::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req, spawn};
 use store::engine::memory::MemoryEngine;
 use store::engine::{Engine, EngineError, Pair, Read, WriteBatch};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -127,11 +127,11 @@ fn put(key: &str, v: u8) -> Req {
 
 /// The core's sender, two links, "a batch landed" notices, the gate, the core thread.
 type Setup = (
-    Sender<CoreMsg>,
+    CoreTx,
     Vec<Link>,
     Receiver<()>,
     Sender<()>,
-    std::thread::JoinHandle<()>,
+    std::thread::JoinHandle<std::io::Result<()>>,
 );
 
 fn setup() -> Setup {
@@ -173,7 +173,7 @@ fn setup() -> Setup {
     (core, links, landed, gate, handle)
 }
 
-fn send(core: &Sender<CoreMsg>, link: &Link, request_id: u64, req: Req) {
+fn send(core: &CoreTx, link: &Link, request_id: u64, req: Req) {
     core.send(CoreMsg::Request {
         link: link.id,
         request_id,
@@ -241,7 +241,7 @@ fn a_stalled_commit_holds_only_its_writes() {
     // The clean stop records itself with one more write.
     landed.recv_timeout(WAIT).ok();
     gate.send(()).ok();
-    handle.join().unwrap();
+    handle.join().unwrap().unwrap();
 }
 
 #[test]
@@ -267,5 +267,5 @@ fn writes_behind_a_stalled_commit_form_the_next_batch() {
     core.send(CoreMsg::Shutdown).unwrap();
     landed.recv_timeout(WAIT).ok();
     gate.send(()).ok();
-    handle.join().unwrap();
+    handle.join().unwrap().unwrap();
 }

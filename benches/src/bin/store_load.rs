@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use benches as _;
 use clap::Parser;
 use store::changelog::{ChangeLog, Retention};
-use store::core::{CoreConfig, spawn};
+use store::core::CoreConfig;
 use store::engine::rocks::RocksEngine;
 use wire::link::{LinkEncoder, LinkLimits, LinkMessage, decode_frame};
 
@@ -55,17 +55,21 @@ fn start_store(sync: bool) -> (SocketAddr, tempfile::TempDir, Arc<store::metrics
     };
     let metrics = Arc::clone(&cfg.metrics);
     let kept = Arc::clone(&metrics);
-    let (core, _) = spawn(log, cfg).unwrap_or_else(|e| panic!("{e}"));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        tokio_uring::start(async move {
-            let listener = tokio_uring::net::TcpListener::bind(
-                "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-            )
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap_or_else(|e| panic!("{e}"));
+        tokio::task::LocalSet::new().block_on(&rt, async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             let _ = tx.send(listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
-            store::server::serve(listener, core, metrics).await;
-        })
+            store::server::run_node(listener, log, cfg, std::future::pending())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        });
     });
     (rx.recv().unwrap_or_else(|e| panic!("{e}")), dir, kept)
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::engine::{Engine, EngineError, WriteBatch};
 use crate::metrics::Metrics;
 
-use super::CoreMsg;
+use super::{CoreMsg, CoreTx};
 
 /// One batch to commit.
 pub(super) struct Job {
@@ -23,7 +23,7 @@ pub(super) struct Job {
 pub(super) fn spawn<E: Engine>(
     engine: Arc<E>,
     metrics: Arc<Metrics>,
-    core: Sender<CoreMsg>,
+    core: CoreTx,
 ) -> std::io::Result<(Sender<Job>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
@@ -32,7 +32,7 @@ pub(super) fn spawn<E: Engine>(
     Ok((tx, handle))
 }
 
-fn run<E: Engine>(engine: &E, metrics: &Metrics, jobs: &Receiver<Job>, reply: &Sender<CoreMsg>) {
+fn run<E: Engine>(engine: &E, metrics: &Metrics, jobs: &Receiver<Job>, reply: &CoreTx) {
     while let Ok(Job { batch, sync }) = jobs.recv() {
         let t = Instant::now();
         let r = engine.write(batch, sync);

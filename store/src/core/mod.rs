@@ -1,5 +1,6 @@
-//! The core: one thread that owns the change log's state and the watcher tables, and
-//! beside it the committer thread ([`committer`]) that owns the disk.
+//! The core: one task that owns the change log's state and the watcher tables, on the
+//! thread that also runs the links' readers and writers ([`crate::server`]), and beside
+//! it the committer thread ([`committer`]) that owns the disk.
 //!
 //! Requests from every link arrive on one channel. Writes queue up; whatever has
 //! queued becomes **one** batch (one fsync with `sync = true`: group commit), handed
@@ -16,7 +17,7 @@
 //! so do that link's later requests), so a link always reads its own writes. Other
 //! links are not held up by it.
 //!
-//! Reads run on the core thread against one engine snapshot each and report the exact
+//! Reads run on the core against one engine snapshot each and report the exact
 //! position they saw (see [`crate::changelog`]). A watch whose snapshot or resume
 //! already saw a batch that is committed but not yet dispatched records that, and the
 //! dispatch skips those changes for it: no gap and no duplicate between a watch's
@@ -34,8 +35,10 @@ mod watch;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use tracing::{debug, info, warn};
 use wire::link::{ChangeRef, ErrorCode, LinkEncoder, LinkLimits};
@@ -231,13 +234,28 @@ struct Core<E: Engine> {
     trimming: bool,
 }
 
-/// Run the core until `Shutdown`.
-fn run<E: Engine>(
+/// Where requests, link events and commit outcomes reach the core.
+pub type CoreTx = UnboundedSender<CoreMsg>;
+
+/// The core's inbox: its sender (for links, the committer and shutdown) and receiver.
+pub fn channel() -> (CoreTx, UnboundedReceiver<CoreMsg>) {
+    tokio::sync::mpsc::unbounded_channel()
+}
+
+/// Run the core as a task until it receives [`CoreMsg::Shutdown`]. It belongs on the
+/// thread that runs the links' reader and writer tasks: a request then reaches it, and
+/// its frames reach their writer, without waking another thread. Only the committer
+/// (which owns the disk) runs beside it. `tx` is the sender of `rx`, for the committer.
+pub async fn run<E: Engine>(
     log: ChangeLog<E>,
     cfg: CoreConfig,
-    rx: Receiver<CoreMsg>,
-    (committer, committer_thread): (Sender<committer::Job>, std::thread::JoinHandle<()>),
-) {
+    tx: CoreTx,
+    mut rx: UnboundedReceiver<CoreMsg>,
+) -> std::io::Result<()> {
+    let (committer, committer_thread) =
+        committer::spawn(log.engine(), Arc::clone(&cfg.metrics), tx).map_err(|e| {
+            std::io::Error::other(format!("cannot start the committer thread: {e}"))
+        })?;
     let mut core = Core {
         log,
         watchers: Watchers::default(),
@@ -263,10 +281,10 @@ fn run<E: Engine>(
         let wait =
             Duration::from_millis(1000u64.saturating_sub(now_ms().saturating_sub(last_tick)));
         let mut msgs = Vec::new();
-        match rx.recv_timeout(wait) {
-            Ok(m) => msgs.push(m),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(m)) => msgs.push(m),
+            Ok(None) => break,
+            Err(_elapsed) => {}
         }
         while msgs.len() < core.cfg.max_drain {
             match rx.try_recv() {
@@ -291,6 +309,11 @@ fn run<E: Engine>(
         if stopping && core.idle() {
             break;
         }
+        // With more already waiting, let the writers just handed frames (and the
+        // readers) run before the next drain; otherwise waiting for it does.
+        if !rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
         let now = now_ms();
         if now.saturating_sub(last_tick) >= 1000 {
             last_tick = now;
@@ -314,6 +337,7 @@ fn run<E: Engine>(
             Err(e) => warn!(error = %e, "could not record the clean stop"),
         }
     }
+    Ok(())
 }
 
 impl<E: Engine> Core<E> {
@@ -742,16 +766,20 @@ fn is_conditional(w: &Write) -> bool {
     )
 }
 
-/// Spawn the core and committer threads; returns the core's request sender. The core
-/// runs until it receives [`CoreMsg::Shutdown`].
+/// Run the core on a thread of its own (with a single-threaded runtime), for callers
+/// that have no runtime to put it on; returns its sender. It runs until it receives
+/// [`CoreMsg::Shutdown`].
 pub fn spawn<E: Engine>(
     log: ChangeLog<E>,
     cfg: CoreConfig,
-) -> std::io::Result<(Sender<CoreMsg>, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let committer = committer::spawn(log.engine(), Arc::clone(&cfg.metrics), tx.clone())?;
+) -> std::io::Result<(CoreTx, std::thread::JoinHandle<std::io::Result<()>>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let (tx, rx) = channel();
+    let for_core = tx.clone();
     let handle = std::thread::Builder::new()
         .name("store-core".into())
-        .spawn(move || run(log, cfg, rx, committer))?;
+        .spawn(move || rt.block_on(run(log, cfg, for_core, rx)))?;
     Ok((tx, handle))
 }
