@@ -49,7 +49,19 @@ fn run(args: &Args) -> Result<(), String> {
         warn!(
             nofile,
             wanted,
-            "the open-file limit is below workers × max_connections: raise it (tuning/README.md: sysctl fs.nr_open, LimitNOFILE=) or lower max_connections"
+            "the open-file limit is below workers × max_connections: raise it (tuning/check --connections N says what falls short; LimitNOFILE= in tuning/systemd/ringline-edge.service) or lower max_connections"
+        );
+    }
+    // The listen backlog asked for below is cut to this; a reconnect wave needs room.
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let queue = (wanted / 16).clamp(4096, 65535);
+    if let Some(q) = somaxconn.filter(|&q| q < queue) {
+        warn!(
+            somaxconn = q,
+            wanted = queue,
+            "the accept queue is short for a reconnect wave: raise net.core.somaxconn (tuning/check --connections N)"
         );
     }
     // Signals go to the main thread only: block them before any thread starts.

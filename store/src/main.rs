@@ -38,6 +38,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Open files the store wants: links from every edge worker, RocksDB's table files.
+const WANTED_NOFILE: u64 = 4096;
+
+/// Raise the open-file soft limit to the hard one, and say so when it stays low.
+fn check_nofile() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            warn!(error = %e, "cannot raise the open-file soft limit to the hard limit");
+        }
+    }
+    let nofile = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    if nofile < WANTED_NOFILE {
+        warn!(
+            nofile,
+            wanted = WANTED_NOFILE,
+            "the open-file limit is low for edge links and RocksDB's files: raise it (tuning/check, LimitNOFILE= in tuning/systemd/ringline-store.service)"
+        );
+    } else {
+        info!(nofile, "open-file limit");
+    }
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let cfg = Config::resolve(args).map_err(|e| e.to_string())?;
     let map = ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
@@ -52,6 +77,7 @@ fn run(args: &Args) -> Result<(), String> {
         map_version = map.version, partitions = map.partitions, owned = me.partitions.len(),
         "store starting"
     );
+    check_nofile();
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
     let engine = Arc::new(RocksEngine::open(&cfg.data_dir).map_err(|e| e.to_string())?);
