@@ -1,4 +1,4 @@
-//! Shared by Ringline's criterion benchmarks (and, later, the load generator): the
+//! Shared by Ringline's criterion benchmarks, the measuring tools and the load generator: the
 //! global allocator is the one the `edge` and `store` binaries ship with (mimalloc),
 //! so allocation-heavy figures (shared frames, link encoding) are the production ones.
 //! Each bench links this crate with `use benches as _;`.
@@ -6,6 +6,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod aws;
 pub mod cluster;
 pub mod ws;
 

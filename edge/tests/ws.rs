@@ -654,3 +654,53 @@ fn a_large_snapshot_comes_in_parts_of_at_most_64_kib() {
     let want: Vec<String> = (0..40).map(|i| format!("big/{{t}}/{i:02}")).collect();
     assert_eq!(keys, want);
 }
+
+#[test]
+fn a_store_with_another_partition_count_is_refused_and_its_keys_are_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    // The store runs on its embedded default map; the edge's map says 16 partitions.
+    let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
+    let map = dir.path().join("cluster.toml");
+    std::fs::write(
+        &map,
+        format!(
+            "version = 1\npartitions = 16\n[[store]]\nid = \"store-1\"\naddr = \"{}\"\npartitions = [\"0-15\"]\n",
+            store.addr
+        ),
+    )
+    .unwrap();
+    let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
+    // Requests get a prompt answer (never a hang): unavailable, as for a store that is
+    // down, since the link is refused at its hello.
+    let mut c = Client::json(edge.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    for id in 1..=3 {
+        let t = Instant::now();
+        let r = c.call(&Request::Get {
+            id,
+            key: "k".into(),
+        });
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    c.sub(9, "k", None);
+    assert!(
+        matches!(
+            c.recv(),
+            Response::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ),
+        "a subscription must be refused, not left waiting"
+    );
+}

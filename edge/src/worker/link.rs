@@ -238,6 +238,17 @@ impl Worker {
                     at += used;
                     match frame.message {
                         LinkMessage::HelloAck(ack) => {
+                            let partitions = self.hub.map().partitions;
+                            if ack.partitions() != partitions {
+                                // Positions and routing would disagree: requests would
+                                // land on the wrong partitions and answers go nowhere.
+                                // Refuse the link (its keys answer `unavailable`).
+                                failed = Some(format!(
+                                    "store has {} partitions, the edge's cluster map {partitions}: fix the maps",
+                                    ack.partitions()
+                                ));
+                                break;
+                            }
                             let map_version = self.hub.map().version;
                             if ack.map_version() != map_version {
                                 warn!(
@@ -281,7 +292,7 @@ impl Worker {
         }
         if let Some(why) = failed {
             warn!(worker = self.id, store = s, "store link: {why}");
-            self.link_fail(s, "malformed frame");
+            self.link_fail(s, "refused");
             return;
         }
         if let Some(link) = self.links.get_mut(s).filter(|l| l.generation == generation) {

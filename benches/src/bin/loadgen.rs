@@ -1,0 +1,829 @@
+//! The load generator: drives a running Ringline edge (or HAProxy in front of edges)
+//! with real WebSocket connections and reports a table (and `--json FILE`).
+//!
+//! - `connect`: open and hold N connections; connect rate and handshake latency.
+//! - `fanout`: subscribers watch keys; a writer puts to them at a steady rate;
+//!   deliveries/s and write → receive latency from the send time inside each value.
+//! - `resume`: clients subscribe, drop, miss M changes per key, and come back with
+//!   their tokens at once; time until the last one is caught up, and a check that
+//!   each received exactly the missed changes, in order.
+//!
+//! N beyond one process's open-file limit is spread over several worker processes
+//! (`--procs`, default: one per 15,000 connections), each connecting from its own
+//! loopback source address (127.1.x.y) when the target is on loopback, so that no
+//! address runs out of ports. Each worker reports its own CPU use: a generator that
+//! saturates a core says so in the table. With `--edge-pid`, the edges' CPU over the
+//! measured window is read from `/proc`, giving deliveries per edge core.
+//!
+//! `cargo run --release -p benches --bin loadgen -- fanout --target 127.0.0.1:8080
+//!  --subscribers 10000 --keys 1 --rate 40 --seconds 10 --edge-pid $(pgrep -x edge)`
+#![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use benches::aws::{Msg, Ws};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Connect,
+    Fanout,
+    Resume,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(args_override_self = true)]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    mode: Mode,
+    /// The edge (or the proxy in front of edges).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: SocketAddr,
+    /// WebSocket path (`connect` may use `/echo`; the others speak `/ws`).
+    #[arg(long, default_value = "/ws")]
+    path: String,
+    /// Connections (`connect`), subscribers (`fanout`) or clients (`resume`).
+    #[arg(long, default_value_t = 10_000)]
+    conns: usize,
+    /// Worker processes [default: one per 15,000 connections].
+    #[arg(long)]
+    procs: Option<usize>,
+    /// Connection attempts in flight per worker.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// `connect`: seconds to hold the connections once all are open.
+    #[arg(long, default_value_t = 5)]
+    hold: u64,
+    /// Keys the subscribers or clients spread over (`fanout`, `resume`).
+    #[arg(long, default_value_t = 1)]
+    keys: usize,
+    /// `fanout`: writes per second, over all keys.
+    #[arg(long, default_value_t = 40)]
+    rate: u64,
+    /// `fanout`: measured seconds (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// `fanout`: value size in bytes.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+    /// `resume`: changes per key written while the clients are away.
+    #[arg(long, default_value_t = 20)]
+    missed: u64,
+    /// Don't spread workers over 127.1.x.y source addresses.
+    #[arg(long)]
+    no_sources: bool,
+    /// Edge process ids (comma-separated) whose CPU to read over the measured window.
+    #[arg(long, value_delimiter = ',')]
+    edge_pid: Vec<u32>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Internal: run as worker number N of `--procs`.
+    #[arg(long, hide = true)]
+    worker: Option<usize>,
+}
+
+/// What one worker reports at the end.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct WorkerResult {
+    connected: u64,
+    failed: u64,
+    /// `connect`: connections the server closed during the hold.
+    dropped: u64,
+    /// Seconds from the first attempt to the last connection up.
+    connect_secs: f64,
+    /// Handshake latencies (µs) as (value, count).
+    handshake_us: Vec<(u64, u64)>,
+    /// Deliveries inside the measured window (`fanout`).
+    deliveries: u64,
+    /// Write → receive latencies (µs) as (value, count).
+    latency_us: Vec<(u64, u64)>,
+    /// `resume`: clients caught up, those with a gap, duplicate or reordering, and
+    /// those that got a reset; µs from the go signal to the last one caught up.
+    caught_up: u64,
+    out_of_order: u64,
+    resets: u64,
+    catch_up_us: u64,
+    /// The worker's own CPU seconds and wall seconds.
+    cpu_secs: f64,
+    wall_secs: f64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// CPU seconds (user + system) of process `pid` ("self" for this one), from /proc.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+fn merge(h: &mut Histogram<u64>, p: &[(u64, u64)]) {
+    for &(v, n) in p {
+        let _ = h.record_n(v.max(1), n);
+    }
+}
+
+fn key(k: usize) -> String {
+    format!("lg/{k}")
+}
+
+/// The `"value":"…"` string of a change message, if it is one.
+fn change_value(text: &str) -> Option<&str> {
+    if !text.starts_with(r#"{"op":"change""#) {
+        return None;
+    }
+    text.split_once(r#""value":""#)?.1.split('"').next()
+}
+
+/// A value carrying its send time and sequence, padded to `size` bytes.
+fn value(seq: u64, size: usize) -> String {
+    let mut v = format!("t{}s{seq}p", now_us());
+    while v.len() < size {
+        v.push('x');
+    }
+    v
+}
+
+/// (send time µs, seq) from a value made by [`value`].
+fn parse_value(v: &str) -> Option<(u64, u64)> {
+    let rest = v.strip_prefix('t')?;
+    let (t, rest) = rest.split_once('s')?;
+    let (s, _) = rest.split_once('p')?;
+    Some((t.parse().ok()?, s.parse().ok()?))
+}
+
+// ---------------------------------------------------------------------------------
+// The parent: spawns workers, relays their progress, runs the writer, sums up.
+// ---------------------------------------------------------------------------------
+
+struct Worker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    /// Lines other than progress, as they arrive.
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+fn spawn_workers(procs: usize, progress: &Arc<Vec<AtomicU64>>) -> Vec<Worker> {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let own: Vec<String> = std::env::args().skip(1).collect();
+    (0..procs)
+        .map(|i| {
+            let mut child = Command::new(&exe)
+                .args(&own)
+                .args(["--worker", &i.to_string(), "--procs", &procs.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("worker: {e}"));
+            let stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+            let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+            let (tx, lines) = std::sync::mpsc::channel();
+            let progress = Arc::clone(progress);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(n) = line.strip_prefix("PROGRESS ") {
+                        if let Some(slot) = progress.get(i) {
+                            slot.store(n.trim().parse().unwrap_or(0), Ordering::Relaxed);
+                        }
+                    } else if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Worker {
+                child,
+                stdin,
+                lines,
+            }
+        })
+        .collect()
+}
+
+/// Wait until every worker has said `word`, printing progress each second.
+fn wait_all(workers: &[Worker], word: &str, total: usize, progress: &[AtomicU64], what: &str) {
+    let start = Instant::now();
+    let mut last = Instant::now();
+    for (i, w) in workers.iter().enumerate() {
+        loop {
+            match w.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) if l == word => break,
+                Ok(l) if l.starts_with("FAILED") => panic!("worker {i}: {l}"),
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => panic!("worker {i} ended before {word}"),
+            }
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                let n: u64 = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+                eprintln!(
+                    "[loadgen] {what}: {n}/{total} ({:.0}/s) ...",
+                    n as f64 / start.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+}
+
+fn tell(workers: &mut [Worker], line: &str) {
+    for w in workers {
+        let _ = writeln!(w.stdin, "{line}");
+        let _ = w.stdin.flush();
+    }
+}
+
+fn results(workers: Vec<Worker>) -> Vec<WorkerResult> {
+    workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut w)| {
+            let r = loop {
+                match w.lines.recv() {
+                    Ok(l) => {
+                        if let Some(json) = l.strip_prefix("RESULT ") {
+                            break serde_json::from_str(json)
+                                .unwrap_or_else(|e| panic!("worker {i} result: {e}"));
+                        }
+                    }
+                    Err(_) => panic!("worker {i} ended without a result"),
+                }
+            };
+            let _ = w.child.wait();
+            r
+        })
+        .collect()
+}
+
+/// The writer's connection, on its own runtime thread: puts `values()` to keys.
+fn writer_conn(args: &Args) -> (tokio::runtime::Runtime, Ws) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ws = rt
+        .block_on(Ws::connect(
+            args.target,
+            "/ws",
+            Some("ringline.v1.json"),
+            None,
+        ))
+        .unwrap_or_else(|e| panic!("writer: {e}"));
+    (rt, ws)
+}
+
+/// Put `count` sequenced values to every key, each acknowledged before the next.
+fn write_sequence(args: &Args, count: u64) {
+    let (rt, mut ws) = writer_conn(args);
+    rt.block_on(async {
+        for seq in 1..=count {
+            for k in 0..args.keys {
+                let put = format!(
+                    r#"{{"op":"put","id":{seq},"key":"{}","value":"{}"}}"#,
+                    key(k),
+                    value(seq, 0)
+                );
+                ws.send_text(&put).await.unwrap_or_else(|e| panic!("{e}"));
+                let ack = ws.recv_text().await.unwrap_or_default();
+                assert!(ack.contains(r#""op":"ok""#), "put refused: {ack}");
+            }
+        }
+    });
+}
+
+/// Put at `args.rate` per second for `secs`, round robin over the keys.
+fn write_steady(args: &Args, secs: f64) -> u64 {
+    let (rt, mut ws) = writer_conn(args);
+    rt.block_on(async move {
+        let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+        let start = tokio::time::Instant::now();
+        let mut sent = 0u64;
+        let end = start + Duration::from_secs_f64(secs);
+        // Acknowledgements are read and dropped alongside.
+        loop {
+            let due = start + interval.mul_f64(sent as f64);
+            if due >= end {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {
+                    let put = format!(
+                        r#"{{"op":"put","id":{sent},"key":"{}","value":"{}"}}"#,
+                        key(sent as usize % args.keys),
+                        value(sent, args.value_size)
+                    );
+                    ws.send_text(&put).await.unwrap_or_else(|e| panic!("{e}"));
+                    sent += 1;
+                }
+                alive = ws.recv(|_| true) => assert!(alive, "writer connection lost"),
+            }
+        }
+        sent
+    })
+}
+
+fn parent(args: &Args) {
+    let procs = args
+        .procs
+        .unwrap_or_else(|| args.conns.div_ceil(15_000))
+        .max(1);
+    eprintln!(
+        "[loadgen] {:?}: {} connections to {}{} from {procs} worker process(es) ...",
+        args.mode, args.conns, args.target, args.path
+    );
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..procs).map(|_| AtomicU64::new(0)).collect());
+    let mut workers = spawn_workers(procs, &progress);
+    let what = match args.mode {
+        Mode::Connect => "connected",
+        _ => "subscribed",
+    };
+    wait_all(&workers, "READY", args.conns, &progress, what);
+    let edge_cpu = |pids: &[u32]| -> f64 { pids.iter().map(|p| cpu_secs(&p.to_string())).sum() };
+    let mut summary: Vec<(String, String)> = Vec::new();
+    let mut edge_secs = None;
+    match args.mode {
+        Mode::Connect => {
+            eprintln!(
+                "[loadgen] all {} open; holding {} s ...",
+                args.conns, args.hold
+            );
+            std::thread::sleep(Duration::from_secs(args.hold));
+            tell(&mut workers, "GO");
+        }
+        Mode::Fanout => {
+            let warm = 1.0;
+            tell(&mut workers, &format!("GO {} {}", now_us(), args.seconds));
+            eprintln!(
+                "[loadgen] writing {}/s over {} key(s) for 1 + {} s ...",
+                args.rate, args.keys, args.seconds
+            );
+            let cpu0 = Arc::new(Mutex::new(0.0));
+            let pids = args.edge_pid.clone();
+            let (c0, p0) = (Arc::clone(&cpu0), pids.clone());
+            // The edges' CPU over the measured window (after the warm-up).
+            let sampler = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs_f64(warm));
+                if let Ok(mut c) = c0.lock() {
+                    *c = edge_cpu(&p0);
+                }
+            });
+            let sent = write_steady(args, warm + args.seconds as f64);
+            let _ = sampler.join();
+            if !pids.is_empty() {
+                let start = cpu0.lock().map_or(0.0, |c| *c);
+                edge_secs = Some(edge_cpu(&pids) - start);
+            }
+            summary.push(("writes sent".into(), sent.to_string()));
+        }
+        Mode::Resume => {
+            tell(&mut workers, "DROP");
+            wait_all(&workers, "DROPPED", args.conns, &progress, "dropped");
+            eprintln!(
+                "[loadgen] writing {} changes to each of {} key(s) while they are away ...",
+                args.missed, args.keys
+            );
+            write_sequence(args, args.missed);
+            eprintln!("[loadgen] all {} come back at once ...", args.conns);
+            tell(&mut workers, &format!("GO {}", now_us()));
+        }
+    }
+    let rs = results(workers);
+    report(args, procs, &rs, edge_secs, summary);
+}
+
+fn report(
+    args: &Args,
+    procs: usize,
+    rs: &[WorkerResult],
+    edge_secs: Option<f64>,
+    mut rows: Vec<(String, String)>,
+) {
+    let sum = |f: fn(&WorkerResult) -> u64| rs.iter().map(f).sum::<u64>();
+    let mut hs = histogram();
+    let mut lat = histogram();
+    for r in rs {
+        merge(&mut hs, &r.handshake_us);
+        merge(&mut lat, &r.latency_us);
+    }
+    let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
+    rows.insert(0, ("worker processes".into(), procs.to_string()));
+    rows.push(("connected".into(), sum(|r| r.connected).to_string()));
+    rows.push(("failed".into(), sum(|r| r.failed).to_string()));
+    if args.mode == Mode::Connect {
+        rows.push((
+            "**still open at the end of the hold**".into(),
+            format!("**{}**", sum(|r| r.connected) - sum(|r| r.dropped)),
+        ));
+    }
+    let connect_secs = rs.iter().map(|r| r.connect_secs).fold(0.0, f64::max);
+    rows.push((
+        "connect rate".into(),
+        format!(
+            "{:.0} /s",
+            sum(|r| r.connected) as f64 / connect_secs.max(1e-9)
+        ),
+    ));
+    rows.push((
+        "handshake p50 / p99 / max".into(),
+        format!("{} / {} / {} µs", q(&hs, 0.5), q(&hs, 0.99), hs.max()),
+    ));
+    if args.mode == Mode::Fanout {
+        let d = sum(|r| r.deliveries);
+        rows.push(("deliveries (measured window)".into(), d.to_string()));
+        rows.push((
+            "**deliveries/s**".into(),
+            format!("**{:.0}**", d as f64 / args.seconds as f64),
+        ));
+        if let Some(e) = edge_secs {
+            rows.push(("edge CPU in the window".into(), format!("{e:.2} s")));
+            rows.push((
+                "**deliveries per edge CPU-second**".into(),
+                format!("**{:.0}**", d as f64 / e.max(1e-9)),
+            ));
+        }
+        rows.push((
+            "write → receive p50 / p99 / p99.9 / max".into(),
+            format!(
+                "{} / {} / {} / {} µs",
+                q(&lat, 0.5),
+                q(&lat, 0.99),
+                q(&lat, 0.999),
+                lat.max()
+            ),
+        ));
+    }
+    if args.mode == Mode::Resume {
+        rows.push(("caught up".into(), sum(|r| r.caught_up).to_string()));
+        rows.push((
+            "with a gap, duplicate or reorder".into(),
+            sum(|r| r.out_of_order).to_string(),
+        ));
+        rows.push((
+            "reset instead of resumed".into(),
+            sum(|r| r.resets).to_string(),
+        ));
+        let last = rs.iter().map(|r| r.catch_up_us).max().unwrap_or(0);
+        rows.push((
+            "**last client caught up after**".into(),
+            format!("**{:.0} ms**", last as f64 / 1e3),
+        ));
+    }
+    let busiest = rs
+        .iter()
+        .map(|r| r.cpu_secs / r.wall_secs.max(1e-9))
+        .fold(0.0, f64::max);
+    rows.push((
+        "busiest worker's CPU (of one core, whole run)".into(),
+        format!("{:.0} %", busiest * 100.0),
+    ));
+    println!(
+        "\n| loadgen {:?} → {}{} | value |",
+        args.mode, args.target, args.path
+    );
+    println!("|---|---:|");
+    for (k, v) in &rows {
+        println!("| {k} | {v} |");
+    }
+    if busiest > 0.9 {
+        println!(
+            "\nA worker used over 90 % of a core: the generator may be the bottleneck (raise --procs)."
+        );
+    }
+    if let Some(path) = &args.json {
+        let obj: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.trim_matches('*').to_owned(),
+                    serde_json::Value::String(v.trim_matches('*').to_owned()),
+                )
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&obj).unwrap_or_default();
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// A worker: its share of the connections, driven by lines on stdin.
+// ---------------------------------------------------------------------------------
+
+/// This worker's source address: 127.1.x.y, distinct per worker, when the target is
+/// on loopback.
+fn source(args: &Args, worker: usize) -> Option<IpAddr> {
+    (!args.no_sources && args.target.ip().is_loopback()).then(|| {
+        let n = worker + 1;
+        IpAddr::V4(Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250 + 1) as u8))
+    })
+}
+
+/// Lines from the parent, on a thread of their own.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for l in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn worker(args: &Args, index: usize, procs: usize) {
+    let share = args.conns / procs + usize::from(index < args.conns % procs);
+    let first = (0..index)
+        .map(|i| args.conns / procs + usize::from(i < args.conns % procs))
+        .sum::<usize>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let mut r = rt.block_on(work(args, index, first, share));
+    r.cpu_secs = cpu_secs("self");
+    r.wall_secs = started.elapsed().as_secs_f64();
+    say(&format!(
+        "RESULT {}",
+        serde_json::to_string(&r).unwrap_or_default()
+    ));
+}
+
+async fn work(args: &Args, index: usize, first: usize, share: usize) -> WorkerResult {
+    let local = tokio::task::LocalSet::new();
+    local.run_until(work_local(args, index, first, share)).await
+}
+
+/// Open `share` connections (subscribing in `fanout` and `resume`), then follow the
+/// parent's lines.
+async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> WorkerResult {
+    let mut lines = stdin_lines();
+    let src = source(args, index);
+    let sub = args.mode != Mode::Connect;
+    let protocol = sub.then_some("ringline.v1.json");
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut r = WorkerResult::default();
+    let mut hs = histogram();
+    // Open in waves of `concurrency`, each connection subscribed before it counts.
+    let t0 = Instant::now();
+    let mut conns: Vec<(usize, Ws, String)> = Vec::with_capacity(share);
+    let ticker = {
+        let opened = Arc::clone(&opened);
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                say(&format!("PROGRESS {}", opened.load(Ordering::Relaxed)));
+            }
+        })
+    };
+    let mut pending = Vec::new();
+    for n in first..first + share {
+        let (path, target) = (args.path.clone(), args.target);
+        let k = n % args.keys.max(1);
+        let opened = Arc::clone(&opened);
+        pending.push(tokio::task::spawn_local(async move {
+            let t = Instant::now();
+            let mut ws = Ws::connect(target, &path, protocol, src).await.ok()?;
+            let us = t.elapsed().as_micros() as u64;
+            let mut token = String::new();
+            if sub {
+                ws.send_text(&format!(r#"{{"op":"sub","id":1,"key":"{}"}}"#, key(k)))
+                    .await
+                    .ok()?;
+                let snap = ws.recv_text().await?;
+                token = snap
+                    .split_once(r#""token":""#)
+                    .and_then(|(_, t)| t.split('"').next())
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            opened.fetch_add(1, Ordering::Relaxed);
+            Some((k, ws, token, us))
+        }));
+        if pending.len() >= args.concurrency {
+            for p in pending.drain(..) {
+                match p.await.ok().flatten() {
+                    Some((k, ws, token, us)) => {
+                        let _ = hs.record(us.max(1));
+                        conns.push((k, ws, token));
+                    }
+                    None => r.failed += 1,
+                }
+            }
+        }
+    }
+    for p in pending {
+        match p.await.ok().flatten() {
+            Some((k, ws, token, us)) => {
+                let _ = hs.record(us.max(1));
+                conns.push((k, ws, token));
+            }
+            None => r.failed += 1,
+        }
+    }
+    r.connect_secs = t0.elapsed().as_secs_f64();
+    r.connected = conns.len() as u64;
+    r.handshake_us = pairs(&hs);
+    say("READY");
+    match args.mode {
+        Mode::Connect => {
+            let _ = lines.recv().await;
+            // Held means still open at the end of the hold.
+            r.dropped = conns
+                .iter_mut()
+                .map(|(_, ws, _)| u64::from(!ws.is_open()))
+                .sum();
+        }
+        Mode::Fanout => fanout(args, &mut lines, conns, &mut r).await,
+        Mode::Resume => resume(args, &mut lines, conns, src, &opened, &mut r).await,
+    }
+    ticker.abort();
+    r
+}
+
+async fn fanout(
+    args: &Args,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    conns: Vec<(usize, Ws, String)>,
+    r: &mut WorkerResult,
+) {
+    let go = lines.recv().await.unwrap_or_default();
+    let start: u64 = go
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(now_us);
+    let from = start + 1_000_000;
+    let until = from + args.seconds * 1_000_000;
+    let hist = Arc::new(Mutex::new(histogram()));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (_, mut ws, _) in conns {
+        let (hist, count) = (Arc::clone(&hist), Arc::clone(&count));
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut local = histogram();
+            let mut n = 0u64;
+            // Stop a little after the window even if nothing more arrives.
+            let stop_at = tokio::time::Instant::now()
+                + Duration::from_micros(until.saturating_sub(now_us()) + 200_000);
+            loop {
+                let mut past = false;
+                let received = tokio::time::timeout_at(
+                    stop_at,
+                    ws.recv(|m| {
+                        let now = now_us();
+                        if let Msg::Text(t) = m
+                            && let Some((sent, _)) = change_value(t).and_then(parse_value)
+                            && now >= from
+                            && now < until
+                        {
+                            n += 1;
+                            let _ = local.record(now.saturating_sub(sent).max(1));
+                        }
+                        past = now >= until;
+                        true
+                    }),
+                )
+                .await;
+                if !matches!(received, Ok(true)) || past {
+                    break;
+                }
+            }
+            count.fetch_add(n, Ordering::Relaxed);
+            if let Ok(mut h) = hist.lock() {
+                let _ = h.add(&local);
+            }
+        }));
+    }
+    // Every connection stops at its first message past the window; stop waiting a
+    // little after it in any case.
+    let deadline = Duration::from_micros((until + 2_000_000).saturating_sub(now_us()));
+    let _ = tokio::time::timeout(deadline, async {
+        for t in tasks.iter_mut() {
+            let _ = t.await;
+        }
+    })
+    .await;
+    for t in &tasks {
+        t.abort();
+    }
+    r.deliveries = count.load(Ordering::Relaxed);
+    r.latency_us = hist.lock().map(|h| pairs(&h)).unwrap_or_default();
+}
+
+async fn resume(
+    args: &Args,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    conns: Vec<(usize, Ws, String)>,
+    src: Option<IpAddr>,
+    opened: &AtomicU64,
+    r: &mut WorkerResult,
+) {
+    let _ = lines.recv().await; // DROP
+    let saved: Vec<(usize, String)> = conns.into_iter().map(|(k, _, t)| (k, t)).collect();
+    opened.store(0, Ordering::Relaxed);
+    say("DROPPED");
+    let go = lines.recv().await.unwrap_or_default();
+    let go_us: u64 = go
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(now_us);
+    let missed = args.missed;
+    let mut tasks = Vec::new();
+    for (k, token) in saved {
+        let (path, target) = (args.path.clone(), args.target);
+        tasks.push(tokio::task::spawn_local(async move {
+            // (caught up at µs, in order, reset)
+            let mut ws = Ws::connect(target, &path, Some("ringline.v1.json"), src)
+                .await
+                .ok()?;
+            ws.send_text(&format!(
+                r#"{{"op":"sub","id":1,"key":"{}","from":"{token}"}}"#,
+                key(k)
+            ))
+            .await
+            .ok()?;
+            let first = ws.recv_text().await?;
+            let reset = first.contains(r#""op":"reset""#);
+            let mut next = 1u64;
+            let mut in_order = true;
+            while next <= missed {
+                let mut done = false;
+                let alive = ws
+                    .recv(|m| {
+                        if let Msg::Text(t) = m
+                            && let Some((_, seq)) = change_value(t).and_then(parse_value)
+                        {
+                            in_order &= seq == next;
+                            next = seq + 1;
+                            done = next > missed;
+                        }
+                        !done
+                    })
+                    .await;
+                if !alive || reset {
+                    break;
+                }
+            }
+            Some((now_us(), in_order && next == missed + 1, reset))
+        }));
+    }
+    for t in tasks {
+        match t.await.ok().flatten() {
+            Some((at, ok, reset)) => {
+                r.resets += u64::from(reset);
+                if ok {
+                    r.caught_up += 1;
+                } else if !reset {
+                    r.out_of_order += 1;
+                }
+                r.catch_up_us = r.catch_up_us.max(at.saturating_sub(go_us));
+            }
+            None => r.failed += 1,
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    match args.worker {
+        Some(i) => worker(&args, i, args.procs.unwrap_or(1).max(1)),
+        None => parent(&args),
+    }
+}
