@@ -1,7 +1,8 @@
 //! An async WebSocket client for the load generator, on `wire`'s frame codec: connect
 //! (optionally from a chosen source address, so that one host can open more than one
-//! address's worth of ports to an edge), upgrade, masked text frames out, and incoming
-//! messages handed to a callback straight from the read buffer (no copy per message).
+//! address's worth of ports to an edge), upgrade, masked text frames out, incoming
+//! messages handed to a callback straight from the read buffer (no copy per message),
+//! and the server's pings answered as they are read.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -106,6 +107,7 @@ impl Ws {
         let mut delivered = false;
         // Messages are handed over in place; the consumed prefix goes in one drain.
         let mut at = 0;
+        let mut pong: Option<Vec<u8>> = None;
         let alive = loop {
             match self.dec.decode(&mut self.buf[at..]) {
                 Ok(Some((item, used))) => {
@@ -119,9 +121,21 @@ impl Ws {
                             f(Msg::Binary(b))
                         }
                         Incoming::Close(_) => break false,
+                        Incoming::Ping(p) => {
+                            pong = Some(p.to_vec());
+                            true
+                        }
                         _ => true,
                     };
                     at += used;
+                    // A server's ping is answered at once, as a browser would.
+                    if let Some(p) = pong.take() {
+                        self.out.clear();
+                        encode_client_frame(&mut self.out, true, Opcode::Pong, &p, [1, 2, 3, 4]);
+                        if self.s.write_all(&self.out).await.is_err() {
+                            break false;
+                        }
+                    }
                     if !more {
                         break true;
                     }
@@ -143,20 +157,6 @@ impl Ws {
         };
         self.buf.drain(..at);
         alive
-    }
-
-    /// Whether the connection is still open, without waiting: the server has not
-    /// closed it (bytes that arrived meanwhile are kept for [`Ws::recv`]).
-    pub fn is_open(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.s.try_read(&mut chunk) {
-                Ok(0) => return false,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
-            }
-        }
     }
 
     /// The next text message, owned; `None` once the connection ends.

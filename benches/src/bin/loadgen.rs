@@ -537,12 +537,17 @@ fn report(
 // A worker: its share of the connections, driven by lines on stdin.
 // ---------------------------------------------------------------------------------
 
-/// This worker's source address: 127.1.x.y, distinct per worker, when the target is
-/// on loopback.
-fn source(args: &Args, worker: usize) -> Option<IpAddr> {
+/// The source address of connection `n` of worker `worker` when the target is on
+/// loopback: 127.(1 + w / 250).(w % 250).(1 + n % 250), 250 addresses per worker, so
+/// that ports never run short (not even with an earlier run's still in TIME_WAIT).
+fn source(args: &Args, worker: usize, n: usize) -> Option<IpAddr> {
     (!args.no_sources && args.target.ip().is_loopback()).then(|| {
-        let n = worker + 1;
-        IpAddr::V4(Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250 + 1) as u8))
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            (1 + worker / 250) as u8,
+            (worker % 250) as u8,
+            (1 + n % 250) as u8,
+        ))
     })
 }
 
@@ -591,17 +596,52 @@ async fn work(args: &Args, index: usize, first: usize, share: usize) -> WorkerRe
 
 /// Open `share` connections (subscribing in `fanout` and `resume`), then follow the
 /// parent's lines.
-async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> WorkerResult {
-    let mut lines = stdin_lines();
-    let src = source(args, index);
+/// One open connection: its number, key, socket and the token of its snapshot.
+struct Conn {
+    n: usize,
+    k: usize,
+    ws: Ws,
+    token: String,
+}
+
+/// Connect (and subscribe, unless `connect` mode); the connection and its token.
+async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
     let sub = args.mode != Mode::Connect;
     let protocol = sub.then_some("ringline.v1.json");
+    let mut ws = Ws::connect(args.target, &args.path, protocol, source(args, index, n))
+        .await
+        .ok()?;
+    let mut token = String::new();
+    if sub {
+        let k = n % args.keys.max(1);
+        ws.send_text(&format!(r#"{{"op":"sub","id":1,"key":"{}"}}"#, key(k)))
+            .await
+            .ok()?;
+        let snap = ws.recv_text().await?;
+        token = snap
+            .split_once(r#""token":""#)
+            .and_then(|(_, t)| t.split('"').next())
+            .unwrap_or_default()
+            .to_owned();
+    }
+    Some((ws, token))
+}
+
+/// Open `share` connections, at most `concurrency` attempts at a time (subscribing in
+/// `fanout` and `resume`), then follow the parent's lines. In `connect` mode each
+/// connection is read from the moment it is open (the server's pings are answered),
+/// and one that ends before the hold does counts as dropped.
+async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> WorkerResult {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    let mut lines = stdin_lines();
+    let hold = args.mode == Mode::Connect;
     let opened = Arc::new(AtomicU64::new(0));
-    let mut r = WorkerResult::default();
-    let mut hs = histogram();
-    // Open in waves of `concurrency`, each connection subscribed before it counts.
-    let t0 = Instant::now();
-    let mut conns: Vec<(usize, Ws, String)> = Vec::with_capacity(share);
+    let failed = Rc::new(Cell::new(0u64));
+    let dropped = Rc::new(Cell::new(0u64));
+    let hs = Rc::new(RefCell::new(histogram()));
+    let conns: Rc<RefCell<Vec<Conn>>> = Rc::new(RefCell::new(Vec::with_capacity(share)));
+    let permits = Rc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let ticker = {
         let opened = Arc::clone(&opened);
         tokio::task::spawn_local(async move {
@@ -611,66 +651,63 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
             }
         })
     };
-    let mut pending = Vec::new();
-    for n in first..first + share {
-        let (path, target) = (args.path.clone(), args.target);
-        let k = n % args.keys.max(1);
-        let opened = Arc::clone(&opened);
-        pending.push(tokio::task::spawn_local(async move {
-            let t = Instant::now();
-            let mut ws = Ws::connect(target, &path, protocol, src).await.ok()?;
-            let us = t.elapsed().as_micros() as u64;
-            let mut token = String::new();
-            if sub {
-                ws.send_text(&format!(r#"{{"op":"sub","id":1,"key":"{}"}}"#, key(k)))
-                    .await
-                    .ok()?;
-                let snap = ws.recv_text().await?;
-                token = snap
-                    .split_once(r#""token":""#)
-                    .and_then(|(_, t)| t.split('"').next())
-                    .unwrap_or_default()
-                    .to_owned();
-            }
-            opened.fetch_add(1, Ordering::Relaxed);
-            Some((k, ws, token, us))
-        }));
-        if pending.len() >= args.concurrency {
-            for p in pending.drain(..) {
-                match p.await.ok().flatten() {
-                    Some((k, ws, token, us)) => {
-                        let _ = hs.record(us.max(1));
-                        conns.push((k, ws, token));
-                    }
-                    None => r.failed += 1,
+    let t0 = Instant::now();
+    let args_rc = Rc::new(args.clone());
+    let tasks: Vec<_> = (first..first + share)
+        .map(|n| {
+            let (args, opened, failed, dropped, hs, conns, permits) = (
+                Rc::clone(&args_rc),
+                Arc::clone(&opened),
+                Rc::clone(&failed),
+                Rc::clone(&dropped),
+                Rc::clone(&hs),
+                Rc::clone(&conns),
+                Rc::clone(&permits),
+            );
+            tokio::task::spawn_local(async move {
+                let permit = permits.acquire().await;
+                let t = Instant::now();
+                let Some((mut ws, token)) = open(&args, index, n).await else {
+                    failed.set(failed.get() + 1);
+                    return;
+                };
+                let _ = hs
+                    .borrow_mut()
+                    .record((t.elapsed().as_micros() as u64).max(1));
+                opened.fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+                if hold {
+                    while ws.recv(|_| true).await {}
+                    dropped.set(dropped.get() + 1);
+                } else {
+                    let k = n % args.keys.max(1);
+                    conns.borrow_mut().push(Conn { n, k, ws, token });
                 }
-            }
-        }
+            })
+        })
+        .collect();
+    while opened.load(Ordering::Relaxed) + failed.get() < share as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for p in pending {
-        match p.await.ok().flatten() {
-            Some((k, ws, token, us)) => {
-                let _ = hs.record(us.max(1));
-                conns.push((k, ws, token));
-            }
-            None => r.failed += 1,
-        }
-    }
-    r.connect_secs = t0.elapsed().as_secs_f64();
-    r.connected = conns.len() as u64;
-    r.handshake_us = pairs(&hs);
+    let mut r = WorkerResult {
+        connect_secs: t0.elapsed().as_secs_f64(),
+        connected: opened.load(Ordering::Relaxed),
+        failed: failed.get(),
+        handshake_us: pairs(&hs.borrow()),
+        ..WorkerResult::default()
+    };
     say("READY");
+    let conns = std::mem::take(&mut *conns.borrow_mut());
     match args.mode {
         Mode::Connect => {
             let _ = lines.recv().await;
-            // Held means still open at the end of the hold.
-            r.dropped = conns
-                .iter_mut()
-                .map(|(_, ws, _)| u64::from(!ws.is_open()))
-                .sum();
+            r.dropped = dropped.get();
         }
         Mode::Fanout => fanout(args, &mut lines, conns, &mut r).await,
-        Mode::Resume => resume(args, &mut lines, conns, src, &opened, &mut r).await,
+        Mode::Resume => resume(args, index, &mut lines, conns, &opened, &mut r).await,
+    }
+    for t in tasks {
+        t.abort();
     }
     ticker.abort();
     r
@@ -679,7 +716,7 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
 async fn fanout(
     args: &Args,
     lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    conns: Vec<(usize, Ws, String)>,
+    conns: Vec<Conn>,
     r: &mut WorkerResult,
 ) {
     let go = lines.recv().await.unwrap_or_default();
@@ -693,7 +730,7 @@ async fn fanout(
     let hist = Arc::new(Mutex::new(histogram()));
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for (_, mut ws, _) in conns {
+    for Conn { mut ws, .. } in conns {
         let (hist, count) = (Arc::clone(&hist), Arc::clone(&count));
         tasks.push(tokio::task::spawn_local(async move {
             let mut local = histogram();
@@ -748,14 +785,15 @@ async fn fanout(
 
 async fn resume(
     args: &Args,
+    index: usize,
     lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    conns: Vec<(usize, Ws, String)>,
-    src: Option<IpAddr>,
+    conns: Vec<Conn>,
     opened: &AtomicU64,
     r: &mut WorkerResult,
 ) {
     let _ = lines.recv().await; // DROP
-    let saved: Vec<(usize, String)> = conns.into_iter().map(|(k, _, t)| (k, t)).collect();
+    let saved: Vec<(usize, usize, String)> =
+        conns.into_iter().map(|c| (c.n, c.k, c.token)).collect();
     opened.store(0, Ordering::Relaxed);
     say("DROPPED");
     let go = lines.recv().await.unwrap_or_default();
@@ -766,8 +804,9 @@ async fn resume(
         .unwrap_or_else(now_us);
     let missed = args.missed;
     let mut tasks = Vec::new();
-    for (k, token) in saved {
+    for (n, k, token) in saved {
         let (path, target) = (args.path.clone(), args.target);
+        let src = source(args, index, n);
         tasks.push(tokio::task::spawn_local(async move {
             // (caught up at µs, in order, reset)
             let mut ws = Ws::connect(target, &path, Some("ringline.v1.json"), src)

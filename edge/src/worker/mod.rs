@@ -532,11 +532,23 @@ impl Worker {
                 let cancel = self
                     .conn(idx, generation)
                     .is_some_and(|c| !std::mem::replace(&mut c.cancelling, true));
-                if cancel && let Some(fd) = self.conn(idx, generation).map(|c| c.fd.as_raw_fd()) {
-                    // One submission cancels the receive, the poll and a send stuck
-                    // on a peer that stopped reading; their completions disarm
-                    // them, then the slot goes.
-                    let _ = self.ring.cancel_fd(fd, ud(Op::Cancel, idx, generation));
+                if cancel
+                    && let Some((poll, recv, send)) = self
+                        .conn(idx, generation)
+                        .map(|c| (c.poll_armed, c.recv_armed, c.sending))
+                {
+                    // Cancel the receive, the poll and a send stuck on a peer that
+                    // stopped reading, each by its user data: the kernel finds each in
+                    // its hash at once (cancelling by descriptor walks every pending
+                    // operation of the ring, which made mass closes quadratic). Their
+                    // completions disarm them, then the slot goes.
+                    for (armed, op) in [(poll, Op::Poll), (recv, Op::Recv), (send, Op::Send)] {
+                        if armed {
+                            let _ = self
+                                .ring
+                                .cancel(ud(op, idx, generation), ud(Op::Cancel, idx, generation));
+                        }
+                    }
                 }
             } else {
                 self.release(idx);

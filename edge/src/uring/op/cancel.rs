@@ -8,15 +8,8 @@ use io_uring::{opcode, types};
 use crate::uring::Ring;
 
 impl Ring {
-    /// Cancel every operation on descriptor `fd` with one submission.
-    pub fn cancel_fd(&mut self, fd: std::os::fd::RawFd, user_data: u64) -> io::Result<()> {
-        let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-            .build()
-            .user_data(user_data);
-        self.push(e)
-    }
-
-    /// Cancel every operation whose user data is `target`.
+    /// Cancel every operation whose user data is `target`. The kernel finds it by
+    /// hash; cancelling by descriptor instead walks every pending operation.
     pub fn cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
         let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target).all())
             .build()
