@@ -60,6 +60,10 @@ struct Args {
     /// Connection attempts in flight per worker.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// `connect`: subscribe each connection to a key (spread over `--keys`) before it
+    /// counts as open, as a real client would.
+    #[arg(long)]
+    subscribe: bool,
     /// `connect`: seconds to hold the connections once all are open.
     #[arg(long, default_value_t = 5)]
     hold: u64,
@@ -78,7 +82,10 @@ struct Args {
     /// `resume`: changes per key written while the clients are away.
     #[arg(long, default_value_t = 20)]
     missed: u64,
-    /// Don't spread workers over 127.1.x.y source addresses.
+    /// `resume`: seconds a client may take to come back and catch up.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Don't spread workers over 127.x.y.z source addresses.
     #[arg(long)]
     no_sources: bool,
     /// Edge process ids (comma-separated) whose CPU to read over the measured window.
@@ -111,6 +118,7 @@ struct WorkerResult {
     /// those that got a reset; µs from the go signal to the last one caught up.
     caught_up: u64,
     out_of_order: u64,
+    timed_out: u64,
     resets: u64,
     catch_up_us: u64,
     /// The worker's own CPU seconds and wall seconds.
@@ -135,6 +143,25 @@ fn cpu_secs(pid: &str) -> f64 {
         .collect();
     let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
     ticks as f64 / 100.0
+}
+
+/// Resident bytes of process `pid`, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The host's kernel slab bytes (`Slab:` in /proc/meminfo).
+fn slab_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn histogram() -> Histogram<u64> {
@@ -361,6 +388,9 @@ fn parent(args: &Args) {
         args.mode, args.conns, args.target, args.path
     );
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..procs).map(|_| AtomicU64::new(0)).collect());
+    // Memory before any connection: the edges' resident bytes and the host's slab.
+    let rss = |pids: &[u32]| pids.iter().map(|&p| rss_bytes(p)).sum::<u64>();
+    let before = (rss(&args.edge_pid), slab_bytes());
     let mut workers = spawn_workers(procs, &progress);
     let what = match args.mode {
         Mode::Connect => "connected",
@@ -377,6 +407,23 @@ fn parent(args: &Args) {
                 args.conns, args.hold
             );
             std::thread::sleep(Duration::from_secs(args.hold));
+            if !args.edge_pid.is_empty() {
+                let (rss1, slab1) = (rss(&args.edge_pid), slab_bytes());
+                let n = args.conns.max(1) as f64;
+                summary.push((
+                    "**edge user space per connection** (growth of the edges' resident memory)"
+                        .into(),
+                    format!("**{:.0} B**", rss1.saturating_sub(before.0) as f64 / n),
+                ));
+                summary.push((
+                    "kernel slab per connection (host-wide growth: both ends)".into(),
+                    format!("{:.0} B", slab1.saturating_sub(before.1) as f64 / n),
+                ));
+                summary.push((
+                    "edges' resident memory at the end of the hold".into(),
+                    format!("{:.1} MiB", rss1 as f64 / f64::from(1 << 20)),
+                ));
+            }
             tell(&mut workers, "GO");
         }
         Mode::Fanout => {
@@ -490,6 +537,10 @@ fn report(
         rows.push((
             "reset instead of resumed".into(),
             sum(|r| r.resets).to_string(),
+        ));
+        rows.push((
+            format!("not caught up within {} s", args.timeout),
+            sum(|r| r.timed_out).to_string(),
         ));
         let last = rs.iter().map(|r| r.catch_up_us).max().unwrap_or(0);
         rows.push((
@@ -606,7 +657,7 @@ struct Conn {
 
 /// Connect (and subscribe, unless `connect` mode); the connection and its token.
 async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
-    let sub = args.mode != Mode::Connect;
+    let sub = args.mode != Mode::Connect || args.subscribe;
     let protocol = sub.then_some("ringline.v1.json");
     let mut ws = Ws::connect(args.target, &args.path, protocol, source(args, index, n))
         .await
@@ -803,48 +854,66 @@ async fn resume(
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(now_us);
     let missed = args.missed;
+    // As many attempts in flight as when they first connected; each client's whole
+    // catch-up is bounded, so a stuck one is reported rather than waited for.
+    let permits = std::rc::Rc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let mut tasks = Vec::new();
     for (n, k, token) in saved {
         let (path, target) = (args.path.clone(), args.target);
         let src = source(args, index, n);
-        tasks.push(tokio::task::spawn_local(async move {
-            // (caught up at µs, in order, reset)
-            let mut ws = Ws::connect(target, &path, Some("ringline.v1.json"), src)
+        let permits = std::rc::Rc::clone(&permits);
+        tasks.push(tokio::task::spawn_local(tokio::time::timeout_at(
+            deadline,
+            async move {
+                // (caught up at µs, in order, reset)
+                let permit = permits.acquire().await;
+                let mut ws = Ws::connect(target, &path, Some("ringline.v1.json"), src)
+                    .await
+                    .ok()?;
+                ws.send_text(&format!(
+                    r#"{{"op":"sub","id":1,"key":"{}","from":"{token}"}}"#,
+                    key(k)
+                ))
                 .await
                 .ok()?;
-            ws.send_text(&format!(
-                r#"{{"op":"sub","id":1,"key":"{}","from":"{token}"}}"#,
-                key(k)
-            ))
-            .await
-            .ok()?;
-            let first = ws.recv_text().await?;
-            let reset = first.contains(r#""op":"reset""#);
-            let mut next = 1u64;
-            let mut in_order = true;
-            while next <= missed {
-                let mut done = false;
-                let alive = ws
-                    .recv(|m| {
-                        if let Msg::Text(t) = m
-                            && let Some((_, seq)) = change_value(t).and_then(parse_value)
-                        {
-                            in_order &= seq == next;
-                            next = seq + 1;
-                            done = next > missed;
-                        }
-                        !done
-                    })
-                    .await;
-                if !alive || reset {
-                    break;
+                let first = ws.recv_text().await?;
+                drop(permit);
+                let reset = first.contains(r#""op":"reset""#);
+                let mut next = 1u64;
+                let mut in_order = true;
+                while next <= missed {
+                    let mut done = false;
+                    let alive = ws
+                        .recv(|m| {
+                            if let Msg::Text(t) = m
+                                && let Some((_, seq)) = change_value(t).and_then(parse_value)
+                            {
+                                in_order &= seq == next;
+                                next = seq + 1;
+                                done = next > missed;
+                            }
+                            !done
+                        })
+                        .await;
+                    if !alive || reset {
+                        break;
+                    }
                 }
-            }
-            Some((now_us(), in_order && next == missed + 1, reset))
-        }));
+                Some((now_us(), in_order && next == missed + 1, reset))
+            },
+        )));
     }
     for t in tasks {
-        match t.await.ok().flatten() {
+        let outcome = match t.await {
+            Ok(Ok(o)) => o,
+            Ok(Err(_elapsed)) => {
+                r.timed_out += 1;
+                continue;
+            }
+            Err(_) => None,
+        };
+        match outcome {
             Some((at, ok, reset)) => {
                 r.resets += u64::from(reset);
                 if ok {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Scale runs on this host (issue 6): a store, several edge processes sharing one port
+# (SO_REUSEPORT, each one worker, so no process passes the 20,000 open-file limit),
+# and the load generator in several processes. Prints each run's table.
+#
+#   scripts/scale.sh memory [CONNS]      idle subscribed connections, memory per connection
+#   scripts/scale.sh fanout [SUBS]       one key watched by SUBS connections
+#   scripts/scale.sh resume [CLIENTS]    a resume storm
+#
+# Needs a release build (`cargo build --release --workspace`).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+scenario="${1:-memory}"
+n="${2:-}"
+port="${SCALE_PORT:-8080}"
+per_edge=16000
+dir="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+case "$scenario" in
+  memory) n="${n:-100000}" ;;
+  fanout) n="${n:-10000}" ;;
+  resume) n="${n:-20000}" ;;
+  *) echo "unknown scenario $scenario (memory, fanout, resume)" >&2; exit 2 ;;
+esac
+edges=$(( (n + per_edge - 1) / per_edge ))
+
+echo "[scale] $scenario: $n connections, $edges edge process(es) on port $port, store data in $dir" >&2
+RUST_LOG=warn "$bin/store" --data-dir "$dir/store" --listen 127.0.0.1:7400 --admin 127.0.0.1:7401 &
+pids+=($!)
+sleep 1
+edge_pids=()
+for _ in $(seq "$edges"); do
+  RUST_LOG=warn "$bin/edge" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 &
+  pids+=($!); edge_pids+=($!)
+done
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+  sleep 0.1
+done
+sleep 1
+ep=$(IFS=,; echo "${edge_pids[*]}")
+lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}")
+case "$scenario" in
+  memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "$n" --hold 5 ;;
+  fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ;;
+  resume) "${lg[@]}" resume --conns "$n" --keys "${SCALE_KEYS:-100}" --missed "${SCALE_MISSED:-20}" ;;
+esac
