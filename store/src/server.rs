@@ -9,10 +9,13 @@
 //! well: a ready socket is read in one call, and a frame for the core or the writer
 //! crosses no thread.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,11 +32,21 @@ const READ_CHUNK: usize = 64 * 1024;
 
 static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
 
+/// How long a stopping node waits for its links' writers to hand over the last answers.
+const STOP_FLUSH: Duration = Duration::from_secs(5);
+
+/// Why a link's reader stopped when the node is stopping.
+const STOPPING: &str = "store stopping";
+
+/// The link tasks of a node, for the stop to wait on.
+type LinkTasks = Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>>;
+
 /// Run a store node on the current thread, which must be inside a
 /// [`tokio::task::LocalSet`] on a current-thread runtime: the core, plus every link
-/// accepted on `listener`, until `stop` resolves. Then no link is accepted any more and
-/// the core commits and answers what it has (the links' writers still run) before this
-/// returns. Fails only if the committer thread cannot be started.
+/// accepted on `listener`, until `stop` resolves. Then no link is accepted and no more
+/// requests are read; the core commits and answers what it has; the links' writers
+/// hand those answers to their sockets (for up to 5 s); then this returns. Fails if the
+/// committer thread cannot be started or the core fails.
 pub async fn run_node<E: Engine>(
     listener: TcpListener,
     log: ChangeLog<E>,
@@ -42,19 +55,51 @@ pub async fn run_node<E: Engine>(
 ) -> std::io::Result<()> {
     let metrics = Arc::clone(&cfg.metrics);
     let (core, inbox) = crate::core::channel();
-    let core_task = tokio::task::spawn_local(crate::core::run(log, cfg, core.clone(), inbox));
-    tokio::select! {
-        () = serve(listener, core.clone(), metrics) => {}
-        () = stop => {}
+    let mut core_task = tokio::task::spawn_local(crate::core::run(log, cfg, core.clone(), inbox));
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
+    let links: LinkTasks = Rc::default();
+    let failed = tokio::select! {
+        () = serve(listener, core.clone(), metrics, stop_rx, Rc::clone(&links)) => None,
+        () = stop => None,
+        // The core ended by itself: it failed; the node must not go on without it.
+        r = &mut core_task => Some(r),
+    };
+    let _ = stopping.send(true);
+    if let Some(r) = failed {
+        return Err(match r {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => std::io::Error::other("the core stopped unasked"),
+            Err(e) => std::io::Error::other(format!("the core failed: {e}")),
+        });
     }
+    // The readers have stopped taking requests, so what the core must finish is finite.
     let _ = core.send(CoreMsg::Shutdown);
-    core_task
+    let r = core_task
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(format!("the core failed: {e}"))))
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("the core failed: {e}"))));
+    // The core has dropped every link's outbox: each writer ends once it has written
+    // what it was handed.
+    let tasks = std::mem::take(&mut *links.borrow_mut());
+    let flushed = tokio::time::timeout(STOP_FLUSH, async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    if flushed.is_err() {
+        warn!("some links did not take their last answers within 5 s");
+    }
+    r
 }
 
 /// Accept links on `listener` forever, each served by tasks on this thread.
-pub async fn serve(listener: TcpListener, core: CoreTx, metrics: Arc<Metrics>) {
+async fn serve(
+    listener: TcpListener,
+    core: CoreTx,
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    links: LinkTasks,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -63,9 +108,13 @@ pub async fn serve(listener: TcpListener, core: CoreTx, metrics: Arc<Metrics>) {
                 Metrics::add(&metrics.links_accepted, 1);
                 let core = core.clone();
                 let metrics = Arc::clone(&metrics);
-                tokio::task::spawn_local(async move {
-                    run_link(link, peer, stream, core, &metrics).await
+                let stop = stop.clone();
+                let task = tokio::task::spawn_local(async move {
+                    run_link(link, peer, stream, core, &metrics, stop).await;
                 });
+                let mut links = links.borrow_mut();
+                links.retain(|t| !t.is_finished());
+                links.push(task);
             }
             Err(e) => warn!(error = %e, "accept failed"),
         }
@@ -107,7 +156,14 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
     })
 }
 
-async fn run_link(link: u64, peer: SocketAddr, stream: TcpStream, core: CoreTx, metrics: &Metrics) {
+async fn run_link(
+    link: u64,
+    peer: SocketAddr,
+    stream: TcpStream,
+    core: CoreTx,
+    metrics: &Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     // Replies and changes are already batched per drain; Nagle would only hold the
     // next batch back behind the peer's delayed ACK.
     if let Err(e) = stream.set_nodelay(true) {
@@ -143,6 +199,9 @@ async fn run_link(link: u64, peer: SocketAddr, stream: TcpStream, core: CoreTx, 
     let limits = LinkLimits::default();
     let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let why = 'read: loop {
+        if *stop.borrow() {
+            break 'read STOPPING.to_string();
+        }
         if pending.capacity() - pending.len() < READ_CHUNK / 4 {
             pending.reserve(READ_CHUNK);
         }
@@ -155,6 +214,8 @@ async fn run_link(link: u64, peer: SocketAddr, stream: TcpStream, core: CoreTx, 
             // The core dropped the link (its peer stopped reading): stop here; the
             // writer, perhaps stuck on that peer, is stopped below.
             () = close.notified() => break 'read "dropped by the core".to_string(),
+            // The node is stopping: no more requests from this link.
+            _ = stop.changed() => break 'read STOPPING.to_string(),
         }
         let mut at = 0;
         loop {
@@ -190,6 +251,13 @@ async fn run_link(link: u64, peer: SocketAddr, stream: TcpStream, core: CoreTx, 
         }
         pending.drain(..at);
     };
+    if why == STOPPING {
+        // The core still answers what this link sent; the writer ends once the core
+        // has stopped and dropped the link's outbox.
+        let _ = writer.await;
+        info!(link, %peer, "link closed: store stopped");
+        return;
+    }
     info!(link, %peer, reason = %why, "link closed");
     let _ = core.send(CoreMsg::Closed { link });
     // Dropping the writer's half (with the task) and the reader's closes the socket.

@@ -510,3 +510,96 @@ fn a_link_that_stops_reading_is_dropped_with_bounded_memory_and_others_go_on() {
         "stuck link received {total} bytes before being dropped (96 MiB were sent to its watch)"
     );
 }
+
+#[test]
+fn sigterm_under_a_nonstop_write_stream_answers_what_it_took_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::start(dir.path());
+    // Two links that never pause: one thread writes puts back to back, another reads
+    // the replies, so the store always has writes queued.
+    let links: Vec<_> = (0..2u64)
+        .map(|w| {
+            let l = Link::connect(store.addr);
+            let mut reader = l.s.try_clone().unwrap();
+            let mut writer = l.s.try_clone().unwrap();
+            let sender = std::thread::spawn(move || {
+                let mut enc = LinkEncoder::new(&LinkLimits::default());
+                let mut out = Vec::new();
+                for id in 1.. {
+                    out.clear();
+                    enc.put(&mut out, id, &format!("s/{w}/{id}"), b"v", None)
+                        .unwrap();
+                    if writer.write_all(&out).is_err() {
+                        break;
+                    }
+                }
+            });
+            let acks = std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 65536];
+                loop {
+                    while let Ok(Some((f, used))) = decode_frame(&buf, &LinkLimits::default()) {
+                        if matches!(f.message, LinkMessage::WriteReply(_)) {
+                            acked.push(f.request_id);
+                        }
+                        buf.drain(..used);
+                    }
+                    match reader.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                acked
+            });
+            (w, sender, acks)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = store.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // It stops taking requests, answers what it took, and exits by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = store.child.try_wait().unwrap() {
+            assert!(status.success(), "store exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store did not stop on SIGTERM under load"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let acked: Vec<(u64, Vec<u64>)> = links
+        .into_iter()
+        .map(|(w, sender, acks)| {
+            sender.join().unwrap();
+            (w, acks.join().unwrap())
+        })
+        .collect();
+    // Every acknowledged write is there after a restart.
+    drop(store);
+    let store = Store::start(dir.path());
+    let mut r = Link::connect(store.addr);
+    for (w, ids) in acked {
+        assert!(
+            ids.len() > 10,
+            "link {w} had only {} writes answered",
+            ids.len()
+        );
+        for &id in ids.iter().rev().take(20).chain(ids.first()) {
+            r.send(|e, o| e.get(o, id, &format!("s/{w}/{id}")).unwrap());
+            assert!(
+                matches!(r.recv().1, Got::GetReply { found: true, .. }),
+                "acknowledged write s/{w}/{id} is missing"
+            );
+        }
+    }
+}
