@@ -1,9 +1,10 @@
-//! Accept rate and echo throughput: the edge's `/echo` beside a `tokio-tungstenite`
-//! echo server, both pinned to core 0, driven by the same client pinned to core 1.
-//! Accept rate: 64 concurrent loops of connect, handshake, reset. Echo: each
-//! connection sends one message and waits for its echo, over and over. Servers
-//! alternate for `rounds` rounds per workload; the table gives each round and the
-//! medians (rows count connections/s for the first workload, messages/s after).
+//! Accept rate and echo throughput: the edge's `/echo` beside `tokio-tungstenite` and
+//! `fastwebsockets` echo servers, all pinned to core 0, driven by the same client
+//! pinned to core 1. Accept rate: 64 concurrent loops of connect, handshake, reset.
+//! Echo: each connection sends one message and waits for its echo, over and over.
+//! Servers take turns within each of `rounds` rounds per workload; the table gives each
+//! round, the medians, and the edge's ratio to the faster of the two peers (rows count
+//! connections/s for the first workload, messages/s after).
 //!
 //! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
@@ -37,6 +38,9 @@ struct Args {
     /// Internal: run the tokio-tungstenite echo server on this address.
     #[arg(long, hide = true)]
     tungstenite_server: Option<SocketAddr>,
+    /// Internal: run the fastwebsockets echo server on this address.
+    #[arg(long, hide = true)]
+    fastwebsockets_server: Option<SocketAddr>,
 }
 
 fn pin(cpu: usize) {
@@ -70,6 +74,72 @@ fn tungstenite_server(addr: SocketAddr) {
             });
         }
     });
+}
+
+/// The other reference server: fastwebsockets on a current-thread runtime, behind a
+/// minimal RFC 6455 upgrade (fastwebsockets leaves the HTTP part to its caller).
+fn fastwebsockets_server(addr: SocketAddr) {
+    pin(0);
+    runtime().block_on(async move {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("listening on {}", l.local_addr().unwrap_or(addr));
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                if upgrade(&mut s).await.is_none() {
+                    return;
+                }
+                let ws =
+                    fastwebsockets::WebSocket::after_handshake(s, fastwebsockets::Role::Server);
+                let mut ws = fastwebsockets::FragmentCollector::new(ws);
+                while let Ok(frame) = ws.read_frame().await {
+                    match frame.opcode {
+                        fastwebsockets::OpCode::Close => break,
+                        fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary => {
+                            if ws.write_frame(frame).await.is_err() {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Read an upgrade request and answer 101 (RFC 6455 §4.2.2).
+async fn upgrade(s: &mut tokio::net::TcpStream) -> Option<()> {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if s.read_buf(&mut buf).await.ok()? == 0 {
+            return None;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        if req.parse(&buf).ok()?.is_complete() {
+            let key = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))?
+                .value;
+            let mut sha = sha1::Sha1::new();
+            sha.update(key);
+            sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+            let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            return s.write_all(answer.as_bytes()).await.ok();
+        }
+    }
 }
 
 async fn client_conn(
@@ -234,6 +304,10 @@ fn main() {
         tungstenite_server(addr);
         return;
     }
+    if let Some(addr) = args.fastwebsockets_server {
+        fastwebsockets_server(addr);
+        return;
+    }
     pin(1);
     let me = std::env::current_exe().unwrap_or_default();
     let edge_bin = args
@@ -258,6 +332,10 @@ fn main() {
         Command::new(&me).args(["--tungstenite-server", "127.0.0.1:0"]),
         "listening on",
     );
+    let (mut fast, fast_addr) = benches::spawn_listening(
+        Command::new(&me).args(["--fastwebsockets-server", "127.0.0.1:0"]),
+        "listening on",
+    );
     // Accept rate first (connections + handshakes per second, 64 at a time), then echo.
     let secs = args.seconds;
     type Workload = (String, Box<dyn Fn(SocketAddr) -> f64>);
@@ -271,39 +349,57 @@ fn main() {
             Box::new(move |addr| measure(addr, conns, size, secs)),
         ));
     }
+    // Each round measures the three servers in turn, so that the host's noise of the
+    // moment falls on all of them; the ratio is the edge's over the faster peer's.
+    let servers = [
+        ("edge", edge_addr),
+        ("tokio-tungstenite", tung_addr),
+        ("fastwebsockets", fast_addr),
+    ];
     let mut rows = Vec::new();
     for (label, run) in &workloads {
-        let (mut e, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        let mut got: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        let mut ratios = Vec::new();
         for round in 1..=args.rounds {
-            eprintln!(
-                "[echo_load] {label}, round {round}/{}: edge ...",
-                args.rounds
-            );
-            let a = run(edge_addr);
-            eprintln!("[echo_load]   edge {a:.0}/s; tokio-tungstenite ...");
-            let b = run(tung_addr);
-            eprintln!("[echo_load]   tokio-tungstenite {b:.0}/s");
-            e.push(a);
-            t.push(b);
-            r.push(a / b);
+            let mut this = Vec::new();
+            for (i, (name, addr)) in servers.iter().enumerate() {
+                eprintln!(
+                    "[echo_load] {label}, round {round}/{}: {name} ...",
+                    args.rounds
+                );
+                let v = run(*addr);
+                eprintln!("[echo_load]   {name} {v:.0}/s");
+                got[i].push(v);
+                this.push(v);
+            }
+            ratios.push(this[0] / this[1].max(this[2]));
         }
-        rows.push((label, e, t, r));
+        rows.push((label, got, ratios));
     }
-    println!("| workload | round | edge /s | tokio-tungstenite /s | edge / tungstenite |");
-    println!("|---|---|---:|---:|---:|");
-    for (label, e, t, r) in rows {
-        for (i, ((a, b), q)) in e.iter().zip(&t).zip(&r).enumerate() {
-            println!("| {label} | {} | {a:.0} | {b:.0} | {q:.2} |", i + 1);
+    println!(
+        "| workload | round | edge /s | tokio-tungstenite /s | fastwebsockets /s | edge / faster peer |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for (label, got, ratios) in rows {
+        for (i, q) in ratios.iter().enumerate() {
+            println!(
+                "| {label} | {} | {:.0} | {:.0} | {:.0} | {q:.2} |",
+                i + 1,
+                got[0][i],
+                got[1][i],
+                got[2][i]
+            );
         }
+        let [e, t, f] = [0, 1, 2].map(|i| median(got[i].clone()));
         println!(
-            "| {label} | **median** | {:.0} | {:.0} | **{:.2}** |",
-            median(e),
-            median(t),
-            median(r)
+            "| {label} | **median** | {e:.0} | {t:.0} | {f:.0} | **{:.2}** |",
+            median(ratios)
         );
     }
     let _ = edge.kill();
     let _ = tung.kill();
+    let _ = fast.kill();
     let _ = edge.wait();
     let _ = tung.wait();
+    let _ = fast.wait();
 }
