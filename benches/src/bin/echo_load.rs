@@ -98,14 +98,14 @@ fn fastwebsockets_server(addr: SocketAddr) {
                     fastwebsockets::WebSocket::after_handshake(s, fastwebsockets::Role::Server);
                 let mut ws = fastwebsockets::FragmentCollector::new(ws);
                 while let Ok(frame) = ws.read_frame().await {
-                    match frame.opcode {
-                        fastwebsockets::OpCode::Close => break,
-                        fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary => {
-                            if ws.write_frame(frame).await.is_err() {
-                                break;
-                            }
-                        }
-                        _ => {}
+                    use fastwebsockets::OpCode;
+                    let echo = match frame.opcode {
+                        OpCode::Close => break,
+                        OpCode::Text | OpCode::Binary => frame,
+                        _ => continue,
+                    };
+                    if ws.write_frame(echo).await.is_err() {
+                        break;
                     }
                 }
             });
