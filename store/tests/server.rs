@@ -92,6 +92,30 @@ impl Store {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM; the process must exit by itself, successfully, within 10 s.
+    fn sigterm_and_wait(&mut self, what: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "store exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "store did not stop on SIGTERM {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Store {
@@ -445,23 +469,7 @@ fn big_prefix_snapshots_are_paged_and_sigterm_stops_cleanly() {
     assert_eq!(keys, want, "every key once, in order");
 
     // SIGTERM: the process exits by itself, successfully.
-    let pid = store.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = store.child.try_wait().unwrap() {
-            assert!(status.success(), "store exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "store did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    store.sigterm_and_wait("when idle");
     // And it reopens with everything in place.
     drop(store);
     let store = Store::start(dir.path());
@@ -556,27 +564,8 @@ fn sigterm_under_a_nonstop_write_stream_answers_what_it_took_and_stops() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
-    let pid = store.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
     // It stops taking requests, answers what it took, and exits by itself.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = store.child.try_wait().unwrap() {
-            assert!(status.success(), "store exited with {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "store did not stop on SIGTERM under load"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    store.sigterm_and_wait("under load");
     let acked: Vec<(u64, Vec<u64>)> = links
         .into_iter()
         .map(|(w, sender, acks)| {

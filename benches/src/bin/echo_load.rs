@@ -49,8 +49,13 @@ fn pin(cpu: usize) {
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
-/// The reference server: tokio-tungstenite on a current-thread runtime.
-fn tungstenite_server(addr: SocketAddr) {
+/// Serve `addr` on a current-thread runtime pinned to core 0, each connection handled
+/// by `echo` in a task of its own.
+fn serve<F, Fut>(addr: SocketAddr, echo: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     pin(0);
     runtime().block_on(async move {
         let l = tokio::net::TcpListener::bind(addr)
@@ -62,53 +67,43 @@ fn tungstenite_server(addr: SocketAddr) {
                 continue;
             };
             let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(echo(s));
         }
     });
 }
 
-/// The other reference server: fastwebsockets on a current-thread runtime, behind a
-/// minimal RFC 6455 upgrade (fastwebsockets leaves the HTTP part to its caller).
+/// The first reference server: tokio-tungstenite.
+fn tungstenite_server(addr: SocketAddr) {
+    serve(addr, |s| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+            return;
+        };
+        while let Some(Ok(m)) = ws.next().await {
+            if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// The other reference server: fastwebsockets, behind a minimal RFC 6455 upgrade
+/// (fastwebsockets leaves the HTTP part to its caller).
 fn fastwebsockets_server(addr: SocketAddr) {
-    pin(0);
-    runtime().block_on(async move {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("listening on {}", l.local_addr().unwrap_or(addr));
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
+    use fastwebsockets::{FragmentCollector, OpCode, Role, WebSocket};
+    serve(addr, |mut s| async move {
+        if upgrade(&mut s).await.is_none() {
+            return;
+        }
+        let mut ws = FragmentCollector::new(WebSocket::after_handshake(s, Role::Server));
+        while let Ok(frame) = ws.read_frame().await {
+            let echo = match frame.opcode {
+                OpCode::Close => break,
+                OpCode::Text | OpCode::Binary => frame,
+                _ => continue,
             };
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                if upgrade(&mut s).await.is_none() {
-                    return;
-                }
-                let ws =
-                    fastwebsockets::WebSocket::after_handshake(s, fastwebsockets::Role::Server);
-                let mut ws = fastwebsockets::FragmentCollector::new(ws);
-                while let Ok(frame) = ws.read_frame().await {
-                    use fastwebsockets::OpCode;
-                    let echo = match frame.opcode {
-                        OpCode::Close => break,
-                        OpCode::Text | OpCode::Binary => frame,
-                        _ => continue,
-                    };
-                    if ws.write_frame(echo).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            if ws.write_frame(echo).await.is_err() {
+                break;
+            }
         }
     });
 }
