@@ -49,7 +49,7 @@ sleep 1
 ep=$(IFS=,; echo "${edge_pids[*]}")
 lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}")
 case "$scenario" in
-  memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "$n" --hold 5 ;;
+  memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "${SCALE_KEYS:-$n}" --hold 5 ;;
   fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ;;
   resume) "${lg[@]}" resume --conns "$n" --keys "${SCALE_KEYS:-100}" --missed "${SCALE_MISSED:-20}" ;;
 esac
