@@ -35,12 +35,7 @@ fn free_port() -> u16 {
 }
 
 fn map(a: &str, b: &str) -> String {
-    let half = PARTITIONS / 2;
-    format!(
-        "version = 1\npartitions = {PARTITIONS}\n[[store]]\nid = \"store-1\"\naddr = \"{a}\"\npartitions = [\"0-{}\"]\n[[store]]\nid = \"store-2\"\naddr = \"{b}\"\npartitions = [\"{half}-{}\"]\n",
-        half - 1,
-        PARTITIONS - 1
-    )
+    wire::cluster::even_split_toml(1, PARTITIONS, &[("store-1", a), ("store-2", b)])
 }
 
 /// The store (0 or 1) owning `key`.
@@ -80,9 +75,19 @@ impl Cluster {
     /// links up; HAProxy in
     /// front (the shipped `tuning/haproxy/haproxy.cfg`) when `haproxy`.
     pub fn start(store_args: &[&str], edges: usize, edge_args: &[&str], haproxy: bool) -> Self {
-        // The binaries sit beside the tool's own.
+        // The binaries sit beside the tool's own (one folder up from a test binary).
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
-        let bin_dir = exe.parent().unwrap_or_else(|| panic!("no bin dir"));
+        let bin_dir = exe
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .find(|d| d.join("store").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no store binary near {}: build the workspace",
+                    exe.display()
+                )
+            });
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let placeholder = dir.path().join("stores.toml");
         write(&placeholder, &map("127.0.0.1:1", "127.0.0.1:2"));

@@ -1,98 +1,19 @@
 //! The load generator against a real store and edge, each mode at a small size, its
 //! figures read back from `--json`: every connection held, every delivery counted with
 //! a latency, every resuming client caught up with exactly what it missed, in order,
-//! and connections the edge refuses reported as failed rather than hidden.
+//! and connections the edge refuses reported as failed rather than hidden (real stores
+//! and edge, started by [`benches::cluster::Cluster`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
-fn bin(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_loadgen")).parent().unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        p.display()
-    );
-    p
-}
+use benches::cluster::Cluster;
 
-struct Node {
-    store: Child,
-    edge: Child,
-    edge_addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for c in [&mut self.edge, &mut self.store] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A 16-partition map with one store at `addr`.
-fn map(path: &Path, addr: &str) {
-    std::fs::write(
-        path,
-        format!(
-            "version = 1\npartitions = 16\n[[store]]\nid = \"store-1\"\naddr = \"{addr}\"\npartitions = [\"0-15\"]\n"
-        ),
-    )
-    .unwrap();
-}
-
-fn node(edge_args: &[&str]) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    // The store reads the same map (its own address is overridden by --listen).
-    let placeholder = dir.path().join("store.toml");
-    map(&placeholder, "127.0.0.1:1");
-    let (store, store_addr) = benches::spawn_listening(
-        Command::new(bin("store"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--sync",
-                "false",
-            ])
-            .args(["--store-id", "store-1", "--cluster"])
-            .arg(&placeholder)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "warn,store=info"),
-        "serving edge links",
-    );
-    let edge_map = dir.path().join("cluster.toml");
-    map(&edge_map, &store_addr.to_string());
-    let (edge, edge_addr) = benches::spawn_listening(
-        Command::new(bin("edge"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--pin",
-                "false",
-                "--cluster",
-            ])
-            .arg(&edge_map)
-            .args(edge_args)
-            .env("RUST_LOG", "warn,edge=info"),
-        "edge listening",
-    );
-    benches::cluster::wait_links(edge_addr);
-    Node {
-        store,
-        edge,
-        edge_addr,
-        _dir: dir,
-    }
+/// Two stores (no fsync) and one edge with one worker and `edge_args`.
+fn node(edge_args: &[&str]) -> Cluster {
+    let mut args = vec!["--workers", "1"];
+    args.extend_from_slice(edge_args);
+    Cluster::start(&["--sync", "false"], 1, &args, false)
 }
 
 /// Run loadgen; its `--json` figures.
@@ -125,7 +46,7 @@ fn num(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> u64 {
 #[test]
 fn connect_holds_every_connection_and_reports_refusals() {
     let n = node(&["--max-connections", "400"]);
-    let target = n.edge_addr.to_string();
+    let target = n.edges[0].1.to_string();
     let m = loadgen(&[
         "connect", "--target", &target, "--path", "/echo", "--conns", "300", "--hold", "1",
         "--procs", "2",
@@ -145,8 +66,8 @@ fn connect_holds_every_connection_and_reports_refusals() {
 #[test]
 fn fanout_counts_deliveries_with_latency_and_resume_checks_the_sequence() {
     let n = node(&[]);
-    let target = n.edge_addr.to_string();
-    let pid = n.edge.id().to_string();
+    let target = n.edges[0].1.to_string();
+    let pid = n.edges[0].0.id().to_string();
     let m = loadgen(&[
         "fanout",
         "--target",

@@ -661,12 +661,10 @@ fn a_store_with_another_partition_count_is_refused_and_its_keys_are_unavailable(
     // The store runs on its embedded default map; the edge's map says 16 partitions.
     let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
     let map = dir.path().join("cluster.toml");
+    let addr = store.addr.to_string();
     std::fs::write(
         &map,
-        format!(
-            "version = 1\npartitions = 16\n[[store]]\nid = \"store-1\"\naddr = \"{}\"\npartitions = [\"0-15\"]\n",
-            store.addr
-        ),
+        wire::cluster::even_split_toml(1, 16, &[("store-1", &addr)]),
     )
     .unwrap();
     let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);

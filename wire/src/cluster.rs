@@ -209,9 +209,48 @@ impl ClusterMap {
     }
 }
 
+/// The text of a map (`cluster.toml`, what `--cluster` reads) that splits `partitions`
+/// into equal consecutive ranges over `stores` (id, address), the last taking the
+/// remainder: for tools and tests that start local clusters.
+pub fn even_split_toml(version: u64, partitions: u32, stores: &[(&str, &str)]) -> String {
+    let mut text = format!("version = {version}\npartitions = {partitions}\n");
+    let n = u32::try_from(stores.len()).unwrap_or(u32::MAX).max(1);
+    let share = partitions / n;
+    for (i, (id, addr)) in (0u32..).zip(stores) {
+        let first = i * share;
+        let last = if i + 1 == n {
+            partitions - 1
+        } else {
+            first + share - 1
+        };
+        text.push_str(&format!(
+            "[[store]]\nid = \"{id}\"\naddr = \"{addr}\"\npartitions = [\"{first}-{last}\"]\n"
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_even_split_parses_back_to_the_same_ownership() {
+        let text = even_split_toml(
+            4,
+            10,
+            &[
+                ("a", "127.0.0.1:1"),
+                ("b", "127.0.0.1:2"),
+                ("c", "127.0.0.1:3"),
+            ],
+        );
+        let m = ClusterMap::from_toml(&text).unwrap();
+        assert_eq!(m.version, 4);
+        assert_eq!(m.partitions, 10);
+        let owned: Vec<Vec<u32>> = m.stores.iter().map(|s| s.partitions.clone()).collect();
+        assert_eq!(owned, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8, 9]]);
+    }
 
     const TWO: &str = r#"
 version = 3

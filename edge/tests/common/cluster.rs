@@ -35,12 +35,7 @@ pub fn free_port() -> u16 {
 }
 
 fn map(a: &str, b: &str) -> String {
-    let half = PARTITIONS / 2;
-    format!(
-        "version = 1\npartitions = {PARTITIONS}\n[[store]]\nid = \"store-1\"\naddr = \"{a}\"\npartitions = [\"0-{}\"]\n[[store]]\nid = \"store-2\"\naddr = \"{b}\"\npartitions = [\"{half}-{}\"]\n",
-        half - 1,
-        PARTITIONS - 1
-    )
+    wire::cluster::even_split_toml(1, PARTITIONS, &[("store-1", a), ("store-2", b)])
 }
 
 /// The store (0 or 1) that owns `key`.

@@ -85,12 +85,10 @@ impl Store {
     /// A cluster map (the embedded default's shape) whose one store is this one.
     pub fn cluster_file(&self, dir: &Path) -> PathBuf {
         let path = dir.join("cluster.toml");
+        let addr = self.addr.to_string();
         std::fs::write(
             &path,
-            format!(
-                "version = 1\npartitions = 256\n[[store]]\nid = \"store-1\"\naddr = \"{}\"\npartitions = [\"0-255\"]\n",
-                self.addr
-            ),
+            wire::cluster::even_split_toml(1, 256, &[("store-1", &addr)]),
         )
         .unwrap();
         path
