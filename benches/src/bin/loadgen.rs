@@ -39,6 +39,9 @@ enum Mode {
     Resume,
 }
 
+/// Drive running Ringline edges with real WebSocket connections: `connect` holds them,
+/// `fanout` measures deliveries and write → receive latency, `resume` a reconnect storm
+/// with tokens. Prints a table (and `--json FILE`).
 #[derive(Debug, Clone, Parser)]
 #[command(args_override_self = true)]
 struct Args {
@@ -778,11 +781,12 @@ async fn fanout(
         .unwrap_or_else(now_us);
     let from = start + 1_000_000;
     let until = from + args.seconds * 1_000_000;
-    let hist = Arc::new(Mutex::new(histogram()));
-    let count = Arc::new(AtomicU64::new(0));
+    // The connections' tasks share this thread: plain shared cells, no locks.
+    let hist = std::rc::Rc::new(std::cell::RefCell::new(histogram()));
+    let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let mut tasks = Vec::new();
     for Conn { mut ws, .. } in conns {
-        let (hist, count) = (Arc::clone(&hist), Arc::clone(&count));
+        let (hist, count) = (std::rc::Rc::clone(&hist), std::rc::Rc::clone(&count));
         tasks.push(tokio::task::spawn_local(async move {
             let mut local = histogram();
             let mut n = 0u64;
@@ -812,10 +816,8 @@ async fn fanout(
                     break;
                 }
             }
-            count.fetch_add(n, Ordering::Relaxed);
-            if let Ok(mut h) = hist.lock() {
-                let _ = h.add(&local);
-            }
+            count.set(count.get() + n);
+            let _ = hist.borrow_mut().add(&local);
         }));
     }
     // Every connection stops at its first message past the window; stop waiting a
@@ -830,8 +832,8 @@ async fn fanout(
     for t in &tasks {
         t.abort();
     }
-    r.deliveries = count.load(Ordering::Relaxed);
-    r.latency_us = hist.lock().map(|h| pairs(&h)).unwrap_or_default();
+    r.deliveries = count.get();
+    r.latency_us = pairs(&hist.borrow());
 }
 
 async fn resume(
