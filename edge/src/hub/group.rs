@@ -89,8 +89,9 @@ enum Role {
     /// Starting one member: its snapshot or resume.
     Join(ConnRef, u64),
     /// A join no longer needed, unwatched: frames the store sent before it saw the
-    /// `Unwatch` (a resume's catch-up changes) still reach the group, until the store's
-    /// answer to the ping sent right after the `Unwatch` proves none is left.
+    /// `Unwatch` (a resume's catch-up changes) still reach the group's members past their
+    /// own position (never the group's position), until the store's answer to the ping
+    /// sent right after the `Unwatch` proves none is left.
     Retired,
 }
 
@@ -962,13 +963,21 @@ impl Hub {
             return;
         };
         let pos = Position::from(position);
-        let mut gids: Vec<u32> = Vec::new();
+        // (group, whether one of the group's own watches carried it): only those move
+        // the group's position. A join's or retired join's change (a resume catching
+        // up) reaches just the members past their own position: the group's watch may
+        // not have delivered the changes before it yet (a batch landing while the
+        // resume read the log), and synced members must get those first.
+        let mut gids: Vec<(u32, bool)> = Vec::new();
         if let Some(ids) = ch.watch_ids() {
             for wid in ids {
-                if let Some(w) = self.groups.watches.get(&wid)
-                    && !gids.contains(&w.gid)
-                {
-                    gids.push(w.gid);
+                let Some(w) = self.groups.watches.get(&wid) else {
+                    continue;
+                };
+                let own = w.role == Role::Group;
+                match gids.iter_mut().find(|(g, _)| *g == w.gid) {
+                    Some((_, via_group)) => *via_group |= own,
+                    None => gids.push((w.gid, own)),
                 }
             }
         }
@@ -991,7 +1000,7 @@ impl Hub {
         let key = ch.key();
         let mut delivered = 0u64;
         let mut overflow: Vec<(ConnRef, u64)> = Vec::new();
-        for gid in gids {
+        for (gid, via_group) in gids {
             let Some(g) = self
                 .groups
                 .slab
@@ -1014,9 +1023,10 @@ impl Hub {
                 continue;
             }
             let Group { parts, members, .. } = g;
-            let advance = parts
-                .get(i)
-                .is_some_and(|gp| gp.covered && gp.pos.is_none_or(|at| newer(&pos, &at)));
+            let advance = via_group
+                && parts
+                    .get(i)
+                    .is_some_and(|gp| gp.covered && gp.pos.is_none_or(|at| newer(&pos, &at)));
             if advance && let Some(gp) = parts.get_mut(i) {
                 gp.pos = Some(pos);
             }
