@@ -70,6 +70,10 @@ impl Groups {
 /// resume position).
 type Join = (u64, usize, Option<u32>, u32, Option<Position>);
 
+/// Which group a change reaches: (group, through one of its own watches, else the
+/// members whose joins carried it).
+type Carried = (u32, bool, Vec<(ConnRef, u64)>);
+
 /// An internal watch on one store's link.
 #[derive(Debug, Clone, Copy)]
 struct WatchRef {
@@ -89,10 +93,13 @@ enum Role {
     /// Starting one member: its snapshot or resume.
     Join(ConnRef, u64),
     /// A join no longer needed, unwatched: frames the store sent before it saw the
-    /// `Unwatch` (a resume's catch-up changes) still reach the group's members past their
-    /// own position (never the group's position), until the store's answer to the ping
-    /// sent right after the `Unwatch` proves none is left.
-    Retired,
+    /// `Unwatch` (a resume's catch-up changes) still reach its member, and only it,
+    /// until the store's answer to the ping sent right after the `Unwatch` proves none
+    /// is left. The member stays unsynced (`Own::retired`) until then.
+    Retired(ConnRef, u64),
+    /// A retired join whose member is gone (unsubscribed or restarted): its last
+    /// frames reach no one.
+    Orphan,
 }
 
 /// The clients of one worker following one key or prefix.
@@ -135,6 +142,8 @@ struct Own {
     pending: Vec<bool>,
     /// Its join watches not yet complete.
     joins: Vec<u64>,
+    /// Its retired joins whose last frames may still be on the way.
+    retired: Vec<u64>,
     /// `resumed` was sent.
     resumed_sent: bool,
     /// Starting from a snapshot (not a resume): changes of partitions already
@@ -154,6 +163,7 @@ impl Own {
             pos: Vec::new(),
             pending: Vec::new(),
             joins: Vec::new(),
+            retired: Vec::new(),
             resumed_sent: false,
             snapshotting: false,
             held: Vec::new(),
@@ -168,6 +178,7 @@ impl Own {
     /// tokens are this member's too.
     fn synced(&self, parts: &[GPart]) -> bool {
         self.joins.is_empty()
+            && self.retired.is_empty()
             && self.pending.iter().all(|p| !p)
             && self.pos.len() == parts.len()
             && self.pos.iter().zip(parts).all(|(p, g)| g.pos == Some(*p))
@@ -437,6 +448,7 @@ impl Hub {
             }),
             pending: vec![true; parts.len()],
             joins: Vec::new(),
+            retired: Vec::new(),
             resumed_sent: false,
             snapshotting: resume.is_none(),
             held: Vec::new(),
@@ -499,6 +511,7 @@ impl Hub {
             for wid in old.joins {
                 self.drop_watch(wid);
             }
+            self.orphan(&old.retired);
         }
         let own = self.start_member(gid, conn, id, None);
         if let Some(m) = self.groups.group(gid).and_then(|g| g.member(conn, id)) {
@@ -512,12 +525,14 @@ impl Hub {
             return false;
         };
         let mut unwatch: Vec<u64> = Vec::new();
+        let mut retired: Vec<u64> = Vec::new();
         let mut empty = false;
         if let Some(g) = self.groups.group(gid) {
             if let Some(i) = g.members.iter().position(|m| m.conn == conn && m.id == id) {
                 let m = g.members.swap_remove(i);
                 if let Some(own) = m.own {
                     unwatch.extend(own.joins);
+                    retired = own.retired;
                 }
             }
             if g.members.is_empty() {
@@ -528,6 +543,7 @@ impl Hub {
         for wid in unwatch {
             self.drop_watch(wid);
         }
+        self.orphan(&retired);
         if empty && let Some(slot) = self.groups.slab.get_mut(gid as usize) {
             if let Some(g) = slot.take() {
                 self.groups
@@ -551,11 +567,27 @@ impl Hub {
 
     /// Unwatch `wid` but keep routing its frames to its group until the store has
     /// answered a ping sent after the `Unwatch`.
-    fn retire_watch(&mut self, wid: u64) {
+    fn retire_watch(&mut self, wid: u64, conn: ConnRef, id: u64) {
         let Some(w) = self.groups.watches.get_mut(&wid) else {
             return;
         };
-        w.role = Role::Retired;
+        let gid = w.gid;
+        let own = self
+            .groups
+            .group(gid)
+            .and_then(|g| g.member(conn, id))
+            .and_then(|m| m.own.as_deref_mut());
+        let role = match own {
+            Some(own) => {
+                own.retired.push(wid);
+                Role::Retired(conn, id)
+            }
+            None => Role::Orphan,
+        };
+        let Some(w) = self.groups.watches.get_mut(&wid) else {
+            return;
+        };
+        w.role = role;
         let s = w.store;
         if let Some(out) = self.link_out.get_mut(s) {
             let _ = self.enc.unwatch(out, wid, wid);
@@ -565,13 +597,32 @@ impl Hub {
 
     /// The store answered the ping with `nonce`: a retired watch is gone for good.
     pub(crate) fn on_pong(&mut self, nonce: u64) {
-        if self
-            .groups
-            .watches
-            .get(&nonce)
-            .is_some_and(|w| w.role == Role::Retired)
+        if let Some(w) = self.groups.watches.get(&nonce).copied()
+            && matches!(w.role, Role::Retired(..) | Role::Orphan)
         {
-            self.groups.watches.remove(&nonce);
+            self.forget_retired(nonce, &w);
+        }
+    }
+
+    /// Retired watch `wid` is gone: its member no longer waits for it.
+    fn forget_retired(&mut self, wid: u64, w: &WatchRef) {
+        self.groups.watches.remove(&wid);
+        if let Role::Retired(conn, id) = w.role
+            && let Some(g) = self.groups.group(w.gid)
+        {
+            if let Some(own) = g.member(conn, id).and_then(|m| m.own.as_deref_mut()) {
+                own.retired.retain(|&x| x != wid);
+            }
+            g.try_sync(conn, id);
+        }
+    }
+
+    /// The member of these retired joins is gone: their last frames reach no one.
+    fn orphan(&mut self, wids: &[u64]) {
+        for wid in wids {
+            if let Some(w) = self.groups.watches.get_mut(wid) {
+                w.role = Role::Orphan;
+            }
         }
     }
 
@@ -594,7 +645,7 @@ impl Hub {
                     }
                 }
                 Role::Join(conn, id) => failed.push((conn, id)),
-                Role::Retired => {}
+                Role::Retired(..) | Role::Orphan => self.forget_retired(wid, &w),
             }
         }
         let map = Arc::clone(&self.map);
@@ -676,7 +727,7 @@ impl Hub {
             return;
         };
         let victims: Vec<(ConnRef, u64)> = match w.role {
-            Role::Retired => Vec::new(),
+            Role::Retired(..) | Role::Orphan => Vec::new(),
             Role::Join(conn, id) => vec![(conn, id)],
             Role::Group => self
                 .groups
@@ -684,6 +735,10 @@ impl Hub {
                 .map(|g| g.members.iter().map(|m| (m.conn, m.id)).collect())
                 .unwrap_or_default(),
         };
+        if matches!(w.role, Role::Retired(..) | Role::Orphan) {
+            self.forget_retired(wid, &w);
+            return;
+        }
         self.groups.watches.remove(&wid);
         if let Some(g) = self.groups.group(w.gid) {
             g.wids.retain(|&x| x != wid);
@@ -753,7 +808,7 @@ impl Hub {
                 wr.role = Role::Group;
             }
         } else {
-            self.retire_watch(wid);
+            self.retire_watch(wid, conn, id);
         }
         if let Some(g) = self.groups.group(w.gid) {
             g.try_sync(conn, id);
@@ -833,7 +888,7 @@ impl Hub {
                         }
                     }
                 }
-                Role::Retired => {}
+                Role::Retired(..) | Role::Orphan => {}
                 Role::Group => {
                     // After a reset of the group's watch: every member restarts this
                     // partition from the fresh snapshot (a multi-partition target's
@@ -926,7 +981,7 @@ impl Hub {
         let multi = g.parts.len() > 1;
         let gid = w.gid;
         let to: Vec<(ConnRef, u64)> = match w.role {
-            Role::Retired => Vec::new(),
+            Role::Retired(..) | Role::Orphan => Vec::new(),
             Role::Join(conn, id) => vec![(conn, id)],
             // Every member starts over, pending ones included.
             Role::Group if multi => g.members.iter().map(|m| (m.conn, m.id)).collect(),
@@ -963,21 +1018,33 @@ impl Hub {
             return;
         };
         let pos = Position::from(position);
-        // (group, whether one of the group's own watches carried it): only those move
-        // the group's position. A join's or retired join's change (a resume catching
-        // up) reaches just the members past their own position: the group's watch may
-        // not have delivered the changes before it yet (a batch landing while the
-        // resume read the log), and synced members must get those first.
-        let mut gids: Vec<(u32, bool)> = Vec::new();
+        // Per group: whether one of the group's own watches carried it (only those
+        // move the group's position and reach every member), else the members whose
+        // joins carried it. A join's change (a resume catching up) is its member's
+        // alone: the group's watch may not have delivered the changes before it yet
+        // (a batch landing while the resume read the log), and the others must get
+        // those first.
+        let mut gids: Vec<Carried> = Vec::new();
         if let Some(ids) = ch.watch_ids() {
             for wid in ids {
                 let Some(w) = self.groups.watches.get(&wid) else {
                     continue;
                 };
-                let own = w.role == Role::Group;
-                match gids.iter_mut().find(|(g, _)| *g == w.gid) {
-                    Some((_, via_group)) => *via_group |= own,
-                    None => gids.push((w.gid, own)),
+                let (via_group, member) = match w.role {
+                    Role::Group => (true, None),
+                    Role::Join(conn, id) | Role::Retired(conn, id) => (false, Some((conn, id))),
+                    Role::Orphan => continue,
+                };
+                let i = match gids.iter().position(|(g, ..)| *g == w.gid) {
+                    Some(i) => i,
+                    None => {
+                        gids.push((w.gid, false, Vec::new()));
+                        gids.len() - 1
+                    }
+                };
+                if let Some(entry) = gids.get_mut(i) {
+                    entry.1 |= via_group;
+                    entry.2.extend(member);
                 }
             }
         }
@@ -1000,7 +1067,7 @@ impl Hub {
         let key = ch.key();
         let mut delivered = 0u64;
         let mut overflow: Vec<(ConnRef, u64)> = Vec::new();
-        for (gid, via_group) in gids {
+        for (gid, via_group, only) in gids {
             let Some(g) = self
                 .groups
                 .slab
@@ -1047,7 +1114,9 @@ impl Hub {
                         }
                     }
                     Some(own) => {
-                        if own.pending.get(i) != Some(&false) {
+                        if own.pending.get(i) != Some(&false)
+                            || (!via_group && !only.contains(&(m.conn, m.id)))
+                        {
                             continue;
                         }
                         // Past what it has, counting changes already held for it.
@@ -1059,6 +1128,11 @@ impl Hub {
                             .map(|h| h.1)
                             .or_else(|| own.pos.get(i).copied());
                         if !last.is_some_and(|mp| newer(&pos, &mp)) {
+                            // The group's watch may just have brought the group level
+                            // with a member that was ahead.
+                            if advance && own.synced(parts) {
+                                m.own = None;
+                            }
                             continue;
                         }
                         if own.snapshotting && own.pending.iter().any(|p| *p) {
