@@ -5,6 +5,7 @@
 
 mod config;
 mod hub;
+mod mem;
 mod metrics;
 mod uring;
 mod worker;

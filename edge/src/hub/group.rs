@@ -61,6 +61,12 @@ impl Groups {
             .collect()
     }
 
+    pub(super) fn trim(&mut self) {
+        crate::mem::trim_map(&mut self.watches);
+        crate::mem::trim_map(&mut self.by_target);
+        crate::mem::trim_vec(&mut self.free);
+    }
+
     fn group(&mut self, gid: u32) -> Option<&mut Group> {
         self.slab.get_mut(gid as usize)?.as_mut()
     }
@@ -409,11 +415,14 @@ impl Hub {
         };
         let own = self.start_member(gid, conn, id, resume);
         if let Some(g) = self.groups.group(gid) {
-            g.members.push(Member {
-                conn,
-                id,
-                own: Some(own),
-            });
+            crate::mem::push_tight(
+                &mut g.members,
+                Member {
+                    conn,
+                    id,
+                    own: Some(own),
+                },
+            );
         }
         self.groups.subs.insert((conn, id), gid);
     }
@@ -716,7 +725,7 @@ impl Hub {
                 },
             );
             if let Some(g) = self.groups.group(gid) {
-                g.wids.push(wid);
+                crate::mem::push_tight(&mut g.wids, wid);
             }
         }
     }
@@ -795,7 +804,7 @@ impl Hub {
                 }
             }
             if adopt {
-                g.wids.push(wid);
+                crate::mem::push_tight(&mut g.wids, wid);
             }
             if let Some(m) = g.member(conn, id)
                 && let Some(own) = &mut m.own

@@ -209,6 +209,17 @@ impl Hub {
         self.groups.sub_count()
     }
 
+    /// Give back what a burst left behind (see [`crate::mem`]).
+    pub fn trim(&mut self) {
+        crate::mem::trim_map(&mut self.requests);
+        crate::mem::trim_map(&mut self.inflight);
+        crate::mem::trim_vec(&mut self.out);
+        for out in &mut self.link_out {
+            crate::mem::trim_vec(out);
+        }
+        self.groups.trim();
+    }
+
     fn id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;

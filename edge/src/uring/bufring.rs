@@ -1,7 +1,13 @@
-//! A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): `count` buffers of `size`
-//! bytes that the kernel picks from when a multishot receive has data. An idle
+//! A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): up to `count` buffers of
+//! `size` bytes that the kernel picks from when a multishot receive has data. An idle
 //! connection therefore holds no receive buffer at all. A buffer the kernel filled is
 //! the worker's until it calls [`BufRing::recycle`], which hands it back.
+//!
+//! Only a few buffers are handed to the kernel at first, and more (doubling, up to
+//! `count`) each time a receive finds none free ([`BufRing::grow`]): the kernel takes
+//! buffers in ring order, so every buffer handed over ends up touched, and handing over
+//! only as many as the load needs keeps an idle or lightly loaded worker's resident
+//! memory at its working set rather than `count × size`.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
@@ -21,6 +27,11 @@ pub struct BufRing {
     data_layout: Layout,
     count: u16,
     size: usize,
+    /// Buffers handed to the kernel so far (ids `0..provided`).
+    provided: u16,
+    /// Grown in this round of completions already: one exhaustion reports ENOBUFS on
+    /// many receives at once, and counts as one.
+    grown: bool,
     /// Our copy of the tail; published to the kernel with a release store.
     tail: u16,
 }
@@ -30,14 +41,15 @@ impl std::fmt::Debug for BufRing {
         f.debug_struct("BufRing")
             .field("count", &self.count)
             .field("size", &self.size)
+            .field("provided", &self.provided)
             .finish()
     }
 }
 
 impl BufRing {
-    /// `count` (a power of two, at most 32768) buffers of `size` bytes, all handed to
-    /// the kernel.
-    pub fn new(count: u16, size: usize) -> io::Result<Self> {
+    /// Room for `count` (a power of two, at most 32768) buffers of `size` bytes, the
+    /// first `initial` (at least 1, at most `count`) handed to the kernel.
+    pub fn new(count: u16, size: usize, initial: u16) -> io::Result<Self> {
         if !count.is_power_of_two() || count > 1 << 15 || size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -63,13 +75,41 @@ impl BufRing {
             data_layout,
             count,
             size,
+            provided: 0,
+            grown: false,
             tail: 0,
         };
-        for bid in 0..count {
-            ring.put(bid);
-        }
-        ring.publish();
+        ring.provide(initial.clamp(1, count));
         Ok(ring)
+    }
+
+    /// Hand `n` more buffers (never used before) to the kernel.
+    fn provide(&mut self, n: u16) {
+        let end = self.provided.saturating_add(n).min(self.count);
+        for bid in self.provided..end {
+            self.put(bid);
+        }
+        self.provided = end;
+        self.publish();
+    }
+
+    /// A receive found no buffer free: hand over as many again as there are (up to
+    /// `count`), once per round of completions. Returns the number now handed over.
+    pub fn grow(&mut self) -> u16 {
+        if !std::mem::replace(&mut self.grown, true) {
+            self.provide(self.provided);
+        }
+        self.provided
+    }
+
+    /// A round of completions is done: the next exhaustion may grow the ring again.
+    pub fn end_round(&mut self) {
+        self.grown = false;
+    }
+
+    /// Buffers handed to the kernel so far.
+    pub fn provided(&self) -> u16 {
+        self.provided
     }
 
     pub(super) fn register(&self, ring: &IoUring) -> io::Result<()> {
@@ -111,10 +151,10 @@ impl BufRing {
 
     /// The first `len` bytes of buffer `bid`, which a completion just gave us.
     pub fn get(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
-        if bid >= self.count || len > self.size {
+        if bid >= self.provided || len > self.size {
             return None;
         }
-        // SAFETY: `bid < count` and `len ≤ size` keep the slice inside `data`. The
+        // SAFETY: `bid < provided ≤ count` and `len ≤ size` keep the slice inside `data`. The
         // kernel handed this buffer over with the completion and takes it back only
         // after `recycle`, and `&mut self` makes this the only reference meanwhile.
         Some(unsafe {
@@ -124,7 +164,7 @@ impl BufRing {
 
     /// Hand buffer `bid` back to the kernel.
     pub fn recycle(&mut self, bid: u16) {
-        if bid < self.count {
+        if bid < self.provided {
             self.put(bid);
             self.publish();
         }
@@ -139,5 +179,26 @@ impl Drop for BufRing {
             dealloc(self.entries.cast(), self.entries_layout);
             dealloc(self.data, self.data_layout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_handed_over_a_few_at_first_then_doubling_up_to_the_count() {
+        let mut r = BufRing::new(16, 64, 4).unwrap();
+        assert_eq!(r.provided(), 4);
+        assert!(r.get(3, 64).is_some());
+        assert!(r.get(4, 1).is_none(), "not handed over yet");
+        assert_eq!(r.grow(), 8);
+        assert_eq!(r.grow(), 8, "once per round");
+        assert!(r.get(7, 64).is_some());
+        r.end_round();
+        assert_eq!(r.grow(), 16);
+        r.end_round();
+        assert_eq!(r.grow(), 16, "never past the count");
+        assert!(r.get(16, 1).is_none());
     }
 }

@@ -148,6 +148,11 @@ impl Ring {
             .map(op::writev::InFlight::into_chunks)
     }
 
+    /// Give back the room a burst of sends left in the in-flight table.
+    pub fn trim(&mut self) {
+        crate::mem::trim_map(&mut self.sends);
+    }
+
     /// Register a provided-buffer ring with this ring.
     pub fn register(&mut self, bufs: &BufRing) -> io::Result<()> {
         bufs.register(&self.ring)

@@ -19,6 +19,7 @@ use wire::client::{fb as client_fb, json as client_json};
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
+use crate::worker::timer::Tick;
 
 /// The subprotocols `/ws` speaks, in order of preference when a client offers both.
 pub const PROTOCOLS: [&str; 2] = [PROTOCOL_JSON, PROTOCOL_FB];
@@ -88,11 +89,11 @@ pub struct Conn {
     /// Close the socket once `out` is sent.
     pub close_after_flush: bool,
     /// Tick of the last bytes received.
-    pub last_rx: u64,
+    pub last_rx: Tick,
     /// Tick of the last ping sent.
-    pub last_ping: u64,
+    pub last_ping: Tick,
     /// The tick its timer entry is due.
-    pub due: u64,
+    pub due: Tick,
     /// The handshake just completed: the worker moves its timer to the heartbeat.
     pub upgraded: bool,
     /// A close frame is queued: once it is sent, linger instead of closing at once.
@@ -146,7 +147,7 @@ const COALESCE: usize = 64 * 1024;
 
 impl Conn {
     /// A new connection, reading its request head.
-    pub fn new(fd: OwnedFd, generation: u32, now: u64) -> Self {
+    pub fn new(fd: OwnedFd, generation: u32, now: Tick) -> Self {
         Self {
             fd,
             generation,
@@ -198,7 +199,7 @@ impl Conn {
     }
 
     /// Handle received bytes (`data` may be modified: frames are unmasked in place).
-    pub fn on_data(&mut self, data: &mut [u8], now: u64, ctx: &mut Ctx<'_>) {
+    pub fn on_data(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
         self.last_rx = now;
         WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
         match &mut self.phase {
@@ -482,11 +483,10 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     /// An idle WebSocket costs its slab slot (plus, on `/ws`, its subscriptions in the
-    /// hub): keep the slot small. 208 B = 200 B for `/echo` alone, plus the word the
-    /// protocol byte spills into.
+    /// hub): keep the slot small.
     #[test]
     fn a_connection_slot_stays_small() {
         let size = std::mem::size_of::<Option<super::Conn>>();
-        assert!(size <= 208, "{size}");
+        assert!(size <= 128, "{size}");
     }
 }

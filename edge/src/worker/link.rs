@@ -12,19 +12,20 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use tracing::{info, warn};
 use wire::link::{LinkLimits, LinkMessage, decode_frame};
 
+use super::timer::Tick;
 use super::{Op, Worker, requeue, ud};
 use crate::uring::{Chunk, Cqe, net};
 
 /// Ticks between pings on an idle link.
-const LINK_PING_TICKS: u64 = 5;
+const LINK_PING_TICKS: Tick = 5;
 /// Ticks of silence (a ping is answered) after which a link is declared dead.
-const LINK_DEAD_TICKS: u64 = 15;
+const LINK_DEAD_TICKS: Tick = 15;
 /// Ticks a connect plus hello may take.
-const LINK_CONNECT_TICKS: u64 = 5;
+const LINK_CONNECT_TICKS: Tick = 5;
 /// Marks the nonces of keep-alive pings.
 const KEEPALIVE: u64 = 1 << 63;
 /// Longest pause between reconnect attempts, in ticks.
-const MAX_BACKOFF_TICKS: u64 = 8;
+const MAX_BACKOFF_TICKS: Tick = 8;
 
 /// Where a link is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +67,10 @@ pub struct Link {
     sending: bool,
     recv_armed: bool,
     attempts: u32,
-    retry_at: u64,
-    since: u64,
-    last_rx: u64,
-    last_ping: u64,
+    retry_at: Tick,
+    since: Tick,
+    last_rx: Tick,
+    last_ping: Tick,
 }
 
 impl Link {
@@ -216,7 +217,9 @@ impl Worker {
         } else if c.result == 0 {
             self.link_fail(s, "closed by the store");
             return;
-        } else if c.result != -libc::ENOBUFS && c.result != -libc::ECANCELED {
+        } else if c.result == -libc::ENOBUFS {
+            super::grow_buffers(&mut self.bufs, self.id);
+        } else if c.result != -libc::ECANCELED {
             self.link_fail(s, "receive failed");
             return;
         }
@@ -339,10 +342,10 @@ impl Worker {
         link.out.clear();
         link.sending = false;
         link.recv_armed = false;
-        let base = (1u64 << link.attempts.min(3)).min(MAX_BACKOFF_TICKS);
+        let base = (1 << link.attempts.min(3)).min(MAX_BACKOFF_TICKS);
         link.attempts += 1;
         // Jitter: spread reconnects of many workers and edges over the next interval.
-        link.retry_at = now + base / 2 + 1 + r % base.max(1);
+        link.retry_at = now + base / 2 + 1 + (r % u64::from(base.max(1))) as Tick;
         self.hub.link_down(s);
         self.publish_link(s);
     }
@@ -387,7 +390,7 @@ impl Worker {
     }
 
     /// Every tick: reconnect what is due, ping what is idle, drop what is silent.
-    pub(super) fn links_tick(&mut self, now: u64) {
+    pub(super) fn links_tick(&mut self, now: Tick) {
         for s in 0..self.links.len() {
             let Some(link) = self.links.get(s) else {
                 continue;
@@ -405,7 +408,7 @@ impl Worker {
                 LinkState::Up if now.saturating_sub(link.last_ping) >= LINK_PING_TICKS => {
                     let mut ping = Vec::new();
                     // Keep-alive nonces have the top bit set; the hub's are watch ids.
-                    let _ = self.link_enc.ping(&mut ping, 0, KEEPALIVE | now);
+                    let _ = self.link_enc.ping(&mut ping, 0, KEEPALIVE | u64::from(now));
                     if let Some(link) = self.links.get_mut(s) {
                         link.last_ping = now;
                         link.out.push_back(Chunk::Owned(ping));

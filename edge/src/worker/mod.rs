@@ -27,7 +27,7 @@ use crate::metrics::WorkerMetrics;
 use crate::uring::{BufRing, Chunk, Cqe, Ring, net};
 use conn::{Conn, Ctx, Phase};
 use link::Link;
-use timer::Wheel;
+use timer::{Tick, Wheel};
 
 /// What a completion is for (the top byte of its user data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +52,12 @@ fn parse_ud(ud: u64) -> (u8, u32, u32) {
     ((ud >> 56) as u8, ((ud >> 32) & 0xFF_FFFF) as u32, ud as u32)
 }
 
-/// Receive buffers per worker, and their size.
+/// Receive buffers per worker at most, and their size.
 const BUFFERS: u16 = 1024;
 const BUFFER_SIZE: usize = 4096;
+/// Receive buffers handed to the kernel at start; doubled whenever a receive finds
+/// none free (see `BufRing::grow`).
+const INITIAL_BUFFERS: u16 = 64;
 
 /// Everything a worker thread owns. Field order is drop order: the ring goes before
 /// the buffers it was given.
@@ -112,13 +115,27 @@ struct Drain {
 }
 
 /// Ticks a connection lingers after its close frame before it is closed anyway.
-const LINGER_TICKS: u64 = 2;
+const LINGER_TICKS: Tick = 2;
 /// Ticks a closing connection may take to flush its close frame.
-const CLOSE_TICKS: u64 = 5;
+const CLOSE_TICKS: Tick = 5;
 
 /// How long `/healthz` says 503 before the listener closes, so that a load balancer's
 /// health check sees it first.
 const DRAIN_NOTICE_TICKS: u64 = 2;
+
+/// A receive found no buffer free: hand the kernel more, if any are left.
+fn grow_buffers(bufs: &mut BufRing, worker: usize) {
+    let before = bufs.provided();
+    let now = bufs.grow();
+    if now != before {
+        debug!(worker, before, now, "receive buffers grown");
+    }
+}
+
+/// A configured duration in ticks (seconds).
+fn secs(d: Duration) -> Tick {
+    Tick::try_from(d.as_secs()).unwrap_or(Tick::MAX / 2)
+}
 
 /// The live connection in slot `idx`, if it is still of `generation`.
 fn slot(conns: &mut [Option<Conn>], idx: u32, generation: u32) -> Option<&mut Conn> {
@@ -141,7 +158,7 @@ impl Worker {
         map: Arc<ClusterMap>,
     ) -> io::Result<Self> {
         let mut ring = Ring::new(4096)?;
-        let bufs = BufRing::new(BUFFERS, BUFFER_SIZE)?;
+        let bufs = BufRing::new(BUFFERS, BUFFER_SIZE, INITIAL_BUFFERS)?;
         ring.register(&bufs)?;
         Ok(Self {
             ring,
@@ -190,6 +207,7 @@ impl Worker {
             for c in cqes.drain(..) {
                 self.complete(c);
             }
+            self.bufs.end_round();
             self.dispatch();
             self.flush_links();
             self.flush();
@@ -270,7 +288,7 @@ impl Worker {
         let generation = self.next_generation(idx);
         let raw = fd.as_raw_fd();
         let mut conn = Conn::new(fd, generation, now);
-        conn.due = now + self.cfg.handshake_timeout.as_secs();
+        conn.due = now + secs(self.cfg.handshake_timeout);
         self.wheel.schedule((idx, generation), conn.due);
         let armed = match self.cfg.recv_mode {
             RecvMode::Multishot => self
@@ -348,13 +366,20 @@ impl Worker {
             // The peer closed its side.
             conn.phase = Phase::Closing;
         } else if c.result == -libc::ENOBUFS {
-            // Every buffer was in use: receive again (this round's are back now).
+            // Every buffer was in use: receive again (this round's are back now),
+            // with more buffers if there is room.
+            grow_buffers(&mut self.bufs, self.id);
         } else if c.result != -libc::ECANCELED {
             conn.phase = Phase::Closing;
         }
         if std::mem::take(&mut conn.upgraded) {
-            conn.last_ping = now;
-            conn.due = now + self.cfg.heartbeat.as_secs();
+            // The first ping comes up to half a heartbeat early, spread by slot, so
+            // that connections accepted in one burst are not all pinged on one tick
+            // (one burst of sends, and of the memory they take, every heartbeat).
+            let hb = secs(self.cfg.heartbeat);
+            let spread = idx.wrapping_mul(0x9E37_79B9).rotate_left(16) % (hb / 2 + 1);
+            conn.last_ping = now.saturating_sub(spread);
+            conn.due = conn.last_ping + hb;
             self.wheel.schedule((idx, generation), conn.due);
         }
         let open = conn.reading();
@@ -592,7 +617,13 @@ impl Worker {
                 continue;
             }
             let n = conn.out.len().min(crate::uring::op::writev::MAX_IOV);
-            let chunks: Vec<Chunk> = conn.out.drain(..n).collect();
+            // All of it (the usual case): the queue's own buffer goes with the send,
+            // so an idle connection keeps no allocation behind.
+            let chunks: Vec<Chunk> = if n == conn.out.len() {
+                std::mem::take(&mut conn.out).into()
+            } else {
+                conn.out.drain(..n).collect()
+            };
             let bytes: usize = chunks.iter().map(|c| c.as_slice().len()).sum();
             conn.out_bytes -= bytes;
             conn.sending = true;
@@ -616,6 +647,10 @@ impl Worker {
         let now = self.wheel.now();
         self.links_tick(now);
         self.publish_hub();
+        self.hub.trim();
+        self.ring.trim();
+        crate::mem::trim_vec(&mut self.dirty);
+        crate::mem::trim_vec(&mut self.free);
         if self.stop.load(Ordering::Relaxed) && self.drain.is_none() {
             info!(worker = self.id, connections = self.live, "draining");
             let spread = (self.cfg.drain.as_secs() / 2).max(1);
@@ -666,8 +701,8 @@ impl Worker {
     }
 
     /// A connection's timer fired: handshake deadline, heartbeat, silence.
-    fn check(&mut self, idx: u32, generation: u32, now: u64) {
-        let hb = self.cfg.heartbeat.as_secs();
+    fn check(&mut self, idx: u32, generation: u32, now: Tick) {
+        let hb = secs(self.cfg.heartbeat);
         let metrics = Arc::clone(&self.metrics);
         let ping = self.ping.clone();
         let mut reschedule = None;

@@ -9,11 +9,15 @@ const SLOTS: usize = 256;
 /// A connection reference: slab index and generation.
 pub type Entry = (u32, u32);
 
+/// A tick count (one per second since the worker started: a `u32` lasts 136 years,
+/// and keeps the per-connection fields and wheel entries small).
+pub type Tick = u32;
+
 /// The wheel.
 #[derive(Debug)]
 pub struct Wheel {
-    slots: Vec<Vec<(Entry, u64)>>,
-    now: u64,
+    slots: Vec<Vec<(Entry, Tick)>>,
+    now: Tick,
 }
 
 impl Default for Wheel {
@@ -27,14 +31,14 @@ impl Default for Wheel {
 
 impl Wheel {
     /// The current tick.
-    pub fn now(&self) -> u64 {
+    pub fn now(&self) -> Tick {
         self.now
     }
 
     /// Look at `e` on tick `at` (at least the next tick).
-    pub fn schedule(&mut self, e: Entry, at: u64) {
+    pub fn schedule(&mut self, e: Entry, at: Tick) {
         let at = at.max(self.now + 1);
-        if let Some(slot) = self.slots.get_mut((at % SLOTS as u64) as usize) {
+        if let Some(slot) = self.slots.get_mut(at as usize % SLOTS) {
             slot.push((e, at));
         }
     }
@@ -43,7 +47,7 @@ impl Wheel {
     pub fn advance(&mut self, out: &mut Vec<Entry>) {
         self.now += 1;
         let now = self.now;
-        let i = (now % SLOTS as u64) as usize;
+        let i = now as usize % SLOTS;
         let Some(slot) = self.slots.get_mut(i) else {
             return;
         };
@@ -67,7 +71,7 @@ mod tests {
     fn entries_fire_on_their_tick_even_beyond_one_turn() {
         let mut w = Wheel::default();
         w.schedule((1, 0), 3);
-        w.schedule((2, 0), 3 + SLOTS as u64);
+        w.schedule((2, 0), 3 + SLOTS as Tick);
         w.schedule((3, 0), 0); // the past means the next tick
         let mut fired = Vec::new();
         let mut at = Vec::new();
@@ -78,6 +82,6 @@ mod tests {
                 at.push((e.0, w.now()));
             }
         }
-        assert_eq!(at, [(3, 1), (1, 3), (2, 3 + SLOTS as u64)]);
+        assert_eq!(at, [(3, 1), (1, 3), (2, 3 + SLOTS as Tick)]);
     }
 }

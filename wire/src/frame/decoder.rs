@@ -60,13 +60,23 @@ enum DataKind {
     Binary,
 }
 
-/// Per-connection decoding state. Idle, it holds no heap memory.
+/// Per-connection decoding state. Idle, it holds no heap memory, and it is small
+/// (32 bytes): a server keeps one per connection, so what only a message in progress
+/// needs lives in a box that exists only meanwhile.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     role: Role,
     limits: Limits,
     /// The kind of the fragmented message in progress, if any.
     assembling: Option<DataKind>,
+    /// A fragmented message or a partial text frame in progress.
+    work: Option<Box<Work>>,
+    closed: bool,
+}
+
+/// The state of a message in progress.
+#[derive(Debug, Clone, Default)]
+struct Work {
     /// Reassembly buffer for fragmented messages.
     message: Vec<u8>,
     /// UTF-8 state of the fragmented text message in progress.
@@ -74,7 +84,6 @@ pub struct Decoder {
     /// Early UTF-8 check of a text frame whose payload is still arriving: the
     /// validator state and how many payload bytes it has seen.
     probe: Option<(Utf8Validator, usize)>,
-    closed: bool,
 }
 
 /// Bytes unmasked at a time into a stack buffer when probing a partial text frame.
@@ -87,9 +96,7 @@ impl Decoder {
             role,
             limits,
             assembling: None,
-            message: Vec::new(),
-            utf8: Utf8Validator::new(),
-            probe: None,
+            work: None,
             closed: false,
         }
     }
@@ -125,9 +132,9 @@ impl Decoder {
         if self.closed {
             return Ok((!buf.is_empty()).then_some((Incoming::AfterClose, buf.len())));
         }
-        if self.assembling.is_none() && self.message.capacity() != 0 {
+        if self.assembling.is_none() && self.work.as_ref().is_some_and(|w| w.probe.is_none()) {
             // Release the last reassembled message: an idle connection holds no buffer.
-            self.message = Vec::new();
+            self.work = None;
         }
         // Sequencing needs only the first byte: fail before the rest of the header.
         if let Some(&b0) = buf.first()
@@ -144,7 +151,9 @@ impl Decoder {
             self.probe_partial(&h, &buf[hlen..])?;
             return Ok(None);
         }
-        self.probe = None;
+        if let Some(w) = &mut self.work {
+            w.probe = None;
+        }
         let payload = &mut buf[hlen..total];
         if let Some(key) = h.mask {
             apply_mask(payload, key);
@@ -156,7 +165,7 @@ impl Decoder {
                 let frame = parse_close_payload(payload)?;
                 self.closed = true;
                 self.assembling = None;
-                self.message = Vec::new();
+                self.work = None;
                 Incoming::Close(frame)
             }
             Opcode::Text if h.fin => Incoming::Text(
@@ -169,14 +178,15 @@ impl Decoder {
                 } else {
                     DataKind::Binary
                 };
-                self.message.clear();
-                self.append(payload)?;
-                self.utf8.reset();
+                let work = self.work.get_or_insert_with(Box::default);
+                work.message.clear();
+                work.utf8.reset();
                 if kind == DataKind::Text {
-                    self.utf8
+                    work.utf8
                         .feed(payload)
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
+                self.append(payload)?;
                 self.assembling = Some(kind);
                 Incoming::Fragment
             }
@@ -184,9 +194,10 @@ impl Decoder {
                 let kind = self
                     .assembling
                     .ok_or(ProtocolError::UnexpectedContinuation)?;
-                self.message.extend_from_slice(payload);
+                let work = self.work.get_or_insert_with(Box::default);
+                work.message.extend_from_slice(payload);
                 if kind == DataKind::Text {
-                    self.utf8
+                    work.utf8
                         .feed(payload)
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
@@ -195,11 +206,11 @@ impl Decoder {
                 } else {
                     self.assembling = None;
                     match kind {
-                        DataKind::Binary => Incoming::Binary(&self.message),
+                        DataKind::Binary => Incoming::Binary(&work.message),
                         DataKind::Text => {
-                            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                            work.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
                             Incoming::Text(
-                                simdutf8::basic::from_utf8(&self.message)
+                                simdutf8::basic::from_utf8(&work.message)
                                     .map_err(|_| ProtocolError::InvalidUtf8)?,
                             )
                         }
@@ -239,7 +250,10 @@ impl Decoder {
         let message_len = match h.opcode {
             Opcode::Ping | Opcode::Pong | Opcode::Close => 0,
             Opcode::Text | Opcode::Binary => h.payload_len,
-            Opcode::Continuation => (self.message.len() as u64).saturating_add(h.payload_len),
+            Opcode::Continuation => {
+                let held = self.work.as_ref().map_or(0, |w| w.message.len());
+                (held as u64).saturating_add(h.payload_len)
+            }
         };
         if message_len > max.max_message as u64 {
             return Err(ProtocolError::MessageTooLarge {
@@ -257,21 +271,22 @@ impl Decoder {
     /// (no doubling past the limit) and failing the message, not the process, if the
     /// memory cannot be had.
     fn append(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
-        let needed = self.message.len() + payload.len();
-        if needed > self.message.capacity() {
-            let max = self.limits.max_message;
+        let max = self.limits.max_message;
+        let message = &mut self.work.get_or_insert_with(Box::default).message;
+        let needed = message.len() + payload.len();
+        if needed > message.capacity() {
             let target = needed
-                .max(self.message.capacity().saturating_mul(2))
+                .max(message.capacity().saturating_mul(2))
                 .min(max)
                 .max(needed);
-            self.message
-                .try_reserve_exact(target - self.message.len())
+            message
+                .try_reserve_exact(target - message.len())
                 .map_err(|_| ProtocolError::MessageTooLarge {
                     len: needed as u64,
                     max,
                 })?;
         }
-        self.message.extend_from_slice(payload);
+        message.extend_from_slice(payload);
         Ok(())
     }
 
@@ -286,9 +301,10 @@ impl Decoder {
         if !text {
             return Ok(());
         }
-        let (mut validator, mut seen) = match self.probe.take() {
+        let work = self.work.get_or_insert_with(Box::default);
+        let (mut validator, mut seen) = match work.probe.take() {
             Some(p) => p,
-            None if h.opcode == Opcode::Continuation => (self.utf8.clone(), 0),
+            None if h.opcode == Opcode::Continuation => (work.utf8.clone(), 0),
             None => (Utf8Validator::new(), 0),
         };
         let mut scratch = [0u8; PROBE_CHUNK];
@@ -304,7 +320,57 @@ impl Decoder {
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
             seen += n;
         }
-        self.probe = Some((validator, seen));
+        work.probe = Some((validator, seen));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server holds one decoder per connection: what a message in progress needs is
+    /// boxed, so an idle decoder is a few words.
+    #[test]
+    fn an_idle_decoder_is_small_and_holds_no_heap() {
+        assert!(
+            std::mem::size_of::<Decoder>() <= 32,
+            "{}",
+            std::mem::size_of::<Decoder>()
+        );
+        let mut d = Decoder::server(Limits::default());
+        // A masked text frame split in two, then a fragmented binary message.
+        let mut frame = vec![0x81, 0x85, 1, 2, 3, 4];
+        frame.extend(
+            b"hello"
+                .iter()
+                .zip([1u8, 2, 3, 4].iter().cycle())
+                .map(|(b, k)| b ^ k),
+        );
+        let (head, tail) = frame.split_at(8);
+        let mut first = head.to_vec();
+        assert!(d.decode(&mut first).unwrap().is_none());
+        assert!(
+            d.work.is_some(),
+            "a partial text frame keeps its UTF-8 probe"
+        );
+        let mut whole = [head, tail].concat();
+        assert!(matches!(
+            d.decode(&mut whole).unwrap(),
+            Some((Incoming::Text("hello"), 11))
+        ));
+        let mut empty = [];
+        let _ = d.decode(&mut empty).unwrap();
+        assert!(d.work.is_none(), "released once the frame is done");
+        for (b0, payload) in [(0x02u8, b"ab"), (0x80, b"cd")] {
+            let mut f = vec![b0, 0x82, 0, 0, 0, 0];
+            f.extend_from_slice(payload);
+            let got = d.decode(&mut f).unwrap();
+            if b0 == 0x80 {
+                assert!(matches!(got, Some((Incoming::Binary(b"abcd"), 8))));
+            }
+        }
+        let _ = d.decode(&mut empty).unwrap();
+        assert!(d.work.is_none());
     }
 }

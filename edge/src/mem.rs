@@ -1,0 +1,67 @@
+//! Giving memory back after a burst: tables and queues sized by a peak (a connect
+//! storm's thousands of joins in flight, a mass close) keep that capacity for as long
+//! as the process lives unless told otherwise. Each worker trims its own once a tick;
+//! a table is only reallocated when it is mostly empty, so steady load never pays.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+
+/// Tables smaller than this are left alone.
+const MIN_CAPACITY: usize = 64;
+
+/// Shrink `m` to twice its length if it is less than a quarter full.
+pub fn trim_map<K: Eq + Hash, V, S: BuildHasher>(m: &mut HashMap<K, V, S>) {
+    if m.capacity() > MIN_CAPACITY && m.len() * 4 < m.capacity() {
+        m.shrink_to(m.len() * 2);
+    }
+}
+
+/// Shrink `v` to twice its length if it is less than a quarter full.
+pub fn trim_vec<T>(v: &mut Vec<T>) {
+    if v.capacity() > MIN_CAPACITY && v.len() * 4 < v.capacity() {
+        v.shrink_to(v.len() * 2);
+    }
+}
+
+/// Push onto `v`, growing from one element rather than `Vec`'s four: for the many
+/// small lists held per key (a group's members and watches), most of which hold one.
+pub fn push_tight<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(1));
+    }
+    v.push(x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tight_pushes_start_at_one_then_double() {
+        let mut v: Vec<[u8; 24]> = Vec::new();
+        push_tight(&mut v, [0; 24]);
+        assert_eq!(v.capacity(), 1);
+        push_tight(&mut v, [0; 24]);
+        assert_eq!(v.capacity(), 2);
+        push_tight(&mut v, [0; 24]);
+        assert_eq!(v.capacity(), 4);
+    }
+
+    #[test]
+    fn a_table_left_mostly_empty_by_a_burst_shrinks_and_a_busy_one_does_not() {
+        let mut m: HashMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
+        let peak = m.capacity();
+        m.retain(|&k, _| k < 100);
+        trim_map(&mut m);
+        assert!(m.capacity() < peak / 16, "{} of {peak}", m.capacity());
+        assert_eq!(m.len(), 100);
+        let mut busy: HashMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
+        let cap = busy.capacity();
+        trim_map(&mut busy);
+        assert_eq!(busy.capacity(), cap);
+        let mut v: Vec<u32> = (0..10_000).collect();
+        v.truncate(10);
+        trim_vec(&mut v);
+        assert!(v.capacity() <= 20);
+    }
+}
