@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE := --release
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup run cluster test lint gen gen-check bench fuzz fuzz-check seeds autobahn autobahn-full
+.PHONY: help setup run cluster test lint gen gen-check bench microbench fuzz fuzz-check seeds autobahn autobahn-full
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -44,7 +44,10 @@ gen: ## regenerate Rust code from schemas/*.fbs with the pinned flatc
 gen-check: ## fail if the committed generated code differs from a fresh generation
 	bash scripts/gen-schemas.sh --check
 
-bench: ## criterion microbenchmarks (figures in BENCHMARKS.md)
+bench: ## every side-by-side benchmark (echo vs peers, memory, fan-out, resume storm), tables into BENCHMARKS.md; BENCH_BIG=1 adds 1M connections
+	bash scripts/bench.sh
+
+microbench: ## criterion microbenchmarks (figures in BENCHMARKS.md)
 	$(CARGO) bench -p benches
 
 fuzz: ## run every fuzz target for FUZZ_SECONDS each (installs cargo-fuzz if missing)

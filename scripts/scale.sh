@@ -18,7 +18,10 @@ per_edge=16000
 dir="$(mktemp -d)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  # Edges first (they drain), the store last, so that no edge logs its link dropping.
+  for ((i = 1; i < ${#pids[@]}; i++)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+  for ((i = 1; i < ${#pids[@]}; i++)); do wait "${pids[i]}" 2>/dev/null || true; done
+  [ "${#pids[@]}" -gt 0 ] && kill -TERM "${pids[0]}" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$dir"
 }
