@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,8 @@ struct Follower {
     seen: HashMap<String, Vec<u64>>,
     tokens: HashMap<String, String>,
     reconnects: u32,
+    /// Reconnects of every follower, for the writer to see.
+    moved: Arc<AtomicUsize>,
 }
 
 impl Follower {
@@ -161,6 +163,7 @@ impl Follower {
                     if probing {
                         // Silent through a probe: the connection is gone.
                         self.reconnects += 1;
+                        self.moved.fetch_add(1, Ordering::Relaxed);
                         probing = false;
                         cl = self.connect();
                     } else {
@@ -207,6 +210,7 @@ fn spawn_followers(
     keys: &[String],
     last: &Arc<Mutex<HashMap<String, u64>>>,
     done: &Arc<AtomicBool>,
+    moved: &Arc<AtomicUsize>,
 ) -> Vec<std::thread::JoinHandle<Follower>> {
     (0..n)
         .map(|_| {
@@ -217,6 +221,7 @@ fn spawn_followers(
                 seen: HashMap::new(),
                 tokens: HashMap::new(),
                 reconnects: 0,
+                moved: Arc::clone(moved),
             };
             let (last, done) = (Arc::clone(last), Arc::clone(done));
             std::thread::spawn(move || f.run(last, done))
@@ -224,7 +229,7 @@ fn spawn_followers(
         .collect()
 }
 
-/// 5,000 sequenced puts and publishes to keys of both stores while `disrupt` hits
+/// At least 5,000 sequenced puts and publishes to keys of both stores while `disrupt` hits
 /// edge 0; followers through HAProxy must each end with every change exactly once.
 fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
     let keys = vec![
@@ -235,7 +240,8 @@ fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
     ];
     let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
-    let followers = spawn_followers(40, c.front, &keys, &last, &done);
+    let moved = Arc::new(AtomicUsize::new(0));
+    let followers = spawn_followers(40, c.front, &keys, &last, &done, &moved);
     // Let every follower subscribe (through HAProxy, over both edges).
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -245,9 +251,19 @@ fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
     // The writer talks to edge 1 directly: it survives edge 0's end.
     let mut w = Client::json(c.edges[1].addr);
     let mut counters: HashMap<String, u64> = HashMap::new();
-    for n in 0..5000u64 {
+    // At least 5,000 writes, and on until a follower has had to move (a drain closes
+    // its connections over seconds; the writes alone may be done sooner).
+    let mut disrupted: Option<Instant> = None;
+    for n in 0u64.. {
         if n == 2000 {
             disrupt(c);
+            disrupted = Some(Instant::now());
+        }
+        if n >= 5000
+            && (moved.load(Ordering::Relaxed) > 0
+                || disrupted.is_some_and(|t| t.elapsed() > Duration::from_secs(30)))
+        {
+            break;
         }
         let k = &keys[(n % 4) as usize];
         let v = counters.entry(k.clone()).or_default();
@@ -372,7 +388,7 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
     let keys = vec![key_of(0, "safe/", 0), key_of(1, "crash/", 0)];
     let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
-    let followers = spawn_followers(20, c.front, &keys, &last, &done);
+    let followers = spawn_followers(20, c.front, &keys, &last, &done, &Arc::default());
     std::thread::sleep(Duration::from_secs(2));
     // The writer: conditional puts (if_version), so that a write whose outcome is
     // unknown (its store died with it in flight) can be retried without landing twice.

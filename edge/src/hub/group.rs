@@ -119,7 +119,16 @@ pub(super) struct Group {
     /// The group's watches.
     wids: Vec<u64>,
     members: Vec<Member>,
+    /// Members by (connection, subscription id), once the group is large: a hot key's
+    /// subscribe and unsubscribe storms would otherwise search the members linearly
+    /// each time, quadratic in its watchers. Boxed: most groups have none, and an
+    /// inline table would add 40 bytes to every one of them.
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<(ConnRef, u64), u32>>>,
 }
+
+/// Members from which a group keeps an index.
+const INDEX_FROM: usize = 32;
 
 /// One partition of a group.
 #[derive(Debug, Clone, Copy)]
@@ -198,10 +207,57 @@ impl Group {
             .ok()
     }
 
+    /// Where member (`conn`, `id`) is in `members`.
+    fn find(&self, conn: ConnRef, id: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&(conn, id)).map(|&i| i as usize),
+            None => self
+                .members
+                .iter()
+                .position(|m| m.conn == conn && m.id == id),
+        }
+    }
+
     fn member(&mut self, conn: ConnRef, id: u64) -> Option<&mut Member> {
-        self.members
-            .iter_mut()
-            .find(|m| m.conn == conn && m.id == id)
+        let i = self.find(conn, id)?;
+        self.members.get_mut(i)
+    }
+
+    fn add_member(&mut self, m: Member) {
+        let key = (m.conn, m.id);
+        crate::mem::push_tight(&mut self.members, m);
+        let at = self.members.len() - 1;
+        match &mut self.index {
+            Some(index) => {
+                index.insert(key, at as u32);
+            }
+            None if self.members.len() >= INDEX_FROM => {
+                let index = self
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| ((m.conn, m.id), i as u32))
+                    .collect();
+                self.index = Some(Box::new(index));
+            }
+            None => {}
+        }
+    }
+
+    fn remove_member(&mut self, conn: ConnRef, id: u64) -> Option<Member> {
+        let i = self.find(conn, id)?;
+        let m = self.members.swap_remove(i);
+        if let Some(index) = &mut self.index {
+            index.remove(&(conn, id));
+            // The last member moved into the gap.
+            if let Some(moved) = self.members.get(i) {
+                index.insert((moved.conn, moved.id), i as u32);
+            }
+            if self.members.len() < INDEX_FROM / 2 {
+                self.index = None;
+            }
+        }
+        Some(m)
     }
 
     /// The group's positions, when known for every partition.
@@ -211,8 +267,11 @@ impl Group {
 
     /// Drop a member's own state once it matches the group's everywhere.
     fn try_sync(&mut self, conn: ConnRef, id: u64) {
+        let Some(i) = self.find(conn, id) else {
+            return;
+        };
         let Self { parts, members, .. } = self;
-        if let Some(m) = members.iter_mut().find(|m| m.conn == conn && m.id == id)
+        if let Some(m) = members.get_mut(i)
             && m.own.as_deref().is_some_and(|own| own.synced(parts))
         {
             m.own = None;
@@ -396,6 +455,7 @@ impl Hub {
                         .collect(),
                     wids: Vec::new(),
                     members: Vec::new(),
+                    index: None,
                 };
                 let g = match self.groups.free.pop() {
                     Some(g) => {
@@ -415,14 +475,11 @@ impl Hub {
         };
         let own = self.start_member(gid, conn, id, resume);
         if let Some(g) = self.groups.group(gid) {
-            crate::mem::push_tight(
-                &mut g.members,
-                Member {
-                    conn,
-                    id,
-                    own: Some(own),
-                },
-            );
+            g.add_member(Member {
+                conn,
+                id,
+                own: Some(own),
+            });
         }
         self.groups.subs.insert((conn, id), gid);
     }
@@ -537,12 +594,11 @@ impl Hub {
         let mut retired: Vec<u64> = Vec::new();
         let mut empty = false;
         if let Some(g) = self.groups.group(gid) {
-            if let Some(i) = g.members.iter().position(|m| m.conn == conn && m.id == id) {
-                let m = g.members.swap_remove(i);
-                if let Some(own) = m.own {
-                    unwatch.extend(own.joins);
-                    retired = own.retired;
-                }
+            if let Some(m) = g.remove_member(conn, id)
+                && let Some(own) = m.own
+            {
+                unwatch.extend(own.joins);
+                retired = own.retired;
             }
             if g.members.is_empty() {
                 empty = true;

@@ -614,3 +614,46 @@ fn a_connection_cannot_pile_up_requests_without_bound() {
     );
     assert!(sim.hub.out.is_empty());
 }
+
+#[test]
+fn a_large_group_keeps_finding_its_members_as_they_come_and_go() {
+    // Past `INDEX_FROM` members a group looks members up by index: every swap-remove
+    // must keep it right, or changes go to the wrong subscription or none.
+    let mut sim = Sim::new();
+    for conn in 0..120 {
+        sim.apply(&Op::Sub {
+            conn,
+            target: conn as usize % 2,
+            resume: false,
+        });
+        if conn % 7 == 0 {
+            sim.apply(&Op::Write(conn as usize % 3));
+        }
+    }
+    sim.settle();
+    sim.check();
+    for conn in (0..120).filter(|c| c % 3 != 1) {
+        sim.apply(&Op::Unsub {
+            conn,
+            target: conn as usize % 2,
+        });
+        if conn % 5 == 0 {
+            sim.apply(&Op::Write(0));
+            sim.apply(&Op::Pump { store: 1, n: 3 });
+        }
+    }
+    for conn in (0..120).filter(|c| c % 6 == 0) {
+        sim.apply(&Op::Sub {
+            conn,
+            target: conn as usize % 2,
+            resume: true,
+        });
+    }
+    sim.apply(&Op::Write(0));
+    sim.apply(&Op::Write(2));
+    sim.settle();
+    sim.check();
+    let live = sim.views.values().filter(|v| !v.gone).count();
+    assert_eq!(sim.hub.subscriptions(), live);
+    assert!(live > 40, "{live}");
+}
