@@ -9,6 +9,7 @@
 #                               `tuning/apply --connections 1000000 --processes 130`)
 #   BENCH_ROUNDS=N              echo rounds (default 7)
 #   BENCH_OUT=FILE              write the section to FILE instead of BENCHMARKS.md
+#   BENCH_SETTLE=S              seconds of quiet before each scale run (default 10)
 #
 # Needs a release build of the workspace (done here) and the tuning of tuning/check for
 # 100,000 connections.
@@ -54,6 +55,10 @@ step "echo: edge vs tokio-tungstenite vs fastwebsockets, $rounds rounds ..."
 scale() {
   local title="$1" note="$2"
   shift 2
+  # Let the host settle between runs: the last run's sockets leave TIME_WAIT entries
+  # and freed slab behind, and a storm measured straight after a 50k fan-out pays
+  # for them.
+  sleep "${BENCH_SETTLE:-10}"
   step "$title ..."
   {
     echo "### $title"
