@@ -21,9 +21,11 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
 use wire::client::{
     ChangeOp, Entry, ErrorCode, Position, Response, Target, decode_token, encode_token,
 };
@@ -36,8 +38,11 @@ use super::{ConnRef, Delivery, Hub, MAX_SUBS_PER_CONN, Out, newer};
 pub(super) struct Groups {
     slab: Vec<Option<Group>>,
     free: Vec<u32>,
-    /// Group by target: `k` or `p`, then the key or prefix.
-    by_target: HashMap<Box<str>, u32>,
+    /// Groups by target (key or prefix): ids only, found through each group's own
+    /// copy of its target, so that no key is held twice.
+    by_target: HashTable<u32>,
+    /// Hashes targets for `by_target`, randomly keyed (targets come from clients).
+    hasher: RandomState,
     /// Internal watches by id.
     watches: HashMap<u64, WatchRef>,
     /// Subscriptions: (connection, subscription id) → group. Ordered, so that one
@@ -63,8 +68,49 @@ impl Groups {
 
     pub(super) fn trim(&mut self) {
         crate::mem::trim_map(&mut self.watches);
-        crate::mem::trim_map(&mut self.by_target);
+        if self.by_target.capacity() > 64 && self.by_target.len() * 4 < self.by_target.capacity() {
+            let Self {
+                by_target,
+                slab,
+                hasher,
+                ..
+            } = self;
+            by_target.shrink_to(by_target.len() * 2, |&g| group_hash(hasher, slab, g));
+        }
         crate::mem::trim_vec(&mut self.free);
+    }
+
+    /// The group following `target`, if any.
+    fn find_group(&self, prefix: bool, target: &str) -> Option<u32> {
+        let h = self.hasher.hash_one((prefix, target));
+        self.by_target
+            .find(h, |&g| {
+                self.slab
+                    .get(g as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|x| x.prefix == prefix && &*x.target == target)
+            })
+            .copied()
+    }
+
+    /// Index group `gid`, already in the slab, by its target.
+    fn index_group(&mut self, gid: u32) {
+        let Self {
+            by_target,
+            slab,
+            hasher,
+            ..
+        } = self;
+        let h = group_hash(hasher, slab, gid);
+        by_target.insert_unique(h, gid, |&g| group_hash(hasher, slab, g));
+    }
+
+    /// Forget group `gid` (already out of the slab) following `target`.
+    fn unindex_group(&mut self, gid: u32, prefix: bool, target: &str) {
+        let h = self.hasher.hash_one((prefix, target));
+        if let Ok(e) = self.by_target.find_entry(h, |&g| g == gid) {
+            e.remove();
+        }
     }
 
     fn group(&mut self, gid: u32) -> Option<&mut Group> {
@@ -330,9 +376,11 @@ fn push_snapshot(
     ));
 }
 
-/// The key of `Groups::by_target`: `k` or `p`, then the key or prefix.
-fn group_key(prefix: bool, target: &str) -> Box<str> {
-    format!("{}{target}", if prefix { 'p' } else { 'k' }).into()
+/// The hash `Groups::by_target` files group `gid` under.
+fn group_hash(hasher: &RandomState, slab: &[Option<Group>], gid: u32) -> u64 {
+    slab.get(gid as usize)
+        .and_then(Option::as_ref)
+        .map_or(0, |x| hasher.hash_one((x.prefix, &*x.target)))
 }
 
 impl Hub {
@@ -408,8 +456,7 @@ impl Hub {
             Target::Key(k) => (false, &**k),
             Target::Prefix(p) => (true, &**p),
         };
-        let tkey = group_key(prefix, text);
-        let existing = self.groups.by_target.get(&tkey).copied();
+        let existing = self.groups.find_group(prefix, text);
         let parts: Vec<u32> = match existing.and_then(|g| self.groups.slab.get(g as usize)) {
             Some(Some(g)) => g.parts.iter().map(|x| x.partition).collect(),
             _ => self.target_parts(prefix, text),
@@ -469,7 +516,7 @@ impl Hub {
                         (self.groups.slab.len() - 1) as u32
                     }
                 };
-                self.groups.by_target.insert(tkey, g);
+                self.groups.index_group(g);
                 g
             }
         };
@@ -611,9 +658,7 @@ impl Hub {
         self.orphan(&retired);
         if empty && let Some(slot) = self.groups.slab.get_mut(gid as usize) {
             if let Some(g) = slot.take() {
-                self.groups
-                    .by_target
-                    .remove(&group_key(g.prefix, &g.target));
+                self.groups.unindex_group(gid, g.prefix, &g.target);
             }
             self.groups.free.push(gid);
         }
