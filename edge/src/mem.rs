@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 
+use hashbrown::HashTable;
+
 /// Tables smaller than this are left alone.
 const MIN_CAPACITY: usize = 64;
 
@@ -13,6 +15,13 @@ const MIN_CAPACITY: usize = 64;
 pub fn trim_map<K: Eq + Hash, V, S: BuildHasher>(m: &mut HashMap<K, V, S>) {
     if m.capacity() > MIN_CAPACITY && m.len() * 4 < m.capacity() {
         m.shrink_to(m.len() * 2);
+    }
+}
+
+/// [`trim_map`] for a `HashTable`, which rehashes its entries with `hash`.
+pub fn trim_table<T>(t: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
+    if t.capacity() > MIN_CAPACITY && t.len() * 4 < t.capacity() {
+        t.shrink_to(t.len() * 2, hash);
     }
 }
 

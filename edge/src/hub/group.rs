@@ -68,15 +68,13 @@ impl Groups {
 
     pub(super) fn trim(&mut self) {
         crate::mem::trim_map(&mut self.watches);
-        if self.by_target.capacity() > 64 && self.by_target.len() * 4 < self.by_target.capacity() {
-            let Self {
-                by_target,
-                slab,
-                hasher,
-                ..
-            } = self;
-            by_target.shrink_to(by_target.len() * 2, |&g| group_hash(hasher, slab, g));
-        }
+        let Self {
+            by_target,
+            slab,
+            hasher,
+            ..
+        } = self;
+        crate::mem::trim_table(by_target, |&g| group_hash(hasher, slab, g));
         crate::mem::trim_vec(&mut self.free);
     }
 
@@ -123,7 +121,7 @@ impl Groups {
 type Join = (u64, usize, Option<u32>, u32, Option<Position>);
 
 /// Which group a change reaches: (group, through one of its own watches, else the
-/// members whose joins carried it).
+/// members whose joins carried it; only those are visited).
 type Carried = (u32, bool, Vec<(ConnRef, u64)>);
 
 /// An internal watch on one store's link.
@@ -1199,6 +1197,14 @@ impl Hub {
             if !matches {
                 continue;
             }
+            // A join's change visits only its members, not the whole group: a hot key's
+            // resume storm would otherwise walk every member for every catch-up change.
+            let picked: Option<Vec<usize>> = (!via_group).then(|| {
+                let mut at: Vec<usize> = only.iter().filter_map(|&(c, id)| g.find(c, id)).collect();
+                at.sort_unstable();
+                at.dedup();
+                at
+            });
             let Group { parts, members, .. } = g;
             let advance = via_group
                 && parts
@@ -1208,7 +1214,12 @@ impl Hub {
                 gp.pos = Some(pos);
             }
             let mut shared: Option<Rc<Delivery>> = None;
-            for m in members.iter_mut() {
+            let visits = picked.as_ref().map_or(members.len(), Vec::len);
+            for k in 0..visits {
+                let at = picked.as_ref().map_or(Some(k), |p| p.get(k).copied());
+                let Some(m) = at.and_then(|at| members.get_mut(at)) else {
+                    continue;
+                };
                 let mut caught_up = false;
                 match &mut m.own {
                     None => {
@@ -1224,9 +1235,7 @@ impl Hub {
                         }
                     }
                     Some(own) => {
-                        if own.pending.get(i) != Some(&false)
-                            || (!via_group && !only.contains(&(m.conn, m.id)))
-                        {
+                        if own.pending.get(i) != Some(&false) {
                             continue;
                         }
                         // Past what it has, counting changes already held for it.

@@ -213,10 +213,7 @@ impl Hub {
     pub fn trim(&mut self) {
         crate::mem::trim_map(&mut self.requests);
         crate::mem::trim_map(&mut self.inflight);
-        crate::mem::trim_vec(&mut self.out);
-        for out in &mut self.link_out {
-            crate::mem::trim_vec(out);
-        }
+        // `out` and `link_out` need none: the worker takes them whole every round.
         self.groups.trim();
     }
 
