@@ -35,8 +35,6 @@ def read(key):
     try:
         with open(path_of(key)) as f:
             return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError):
         return None
 

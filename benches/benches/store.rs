@@ -136,9 +136,9 @@ fn resume_path(c: &mut Criterion) {
     g.finish();
 }
 
-/// The whole write path through the core (on a thread of its own here): 64 writes committed as one batch,
-/// a reply each, and one `Changes` frame to each of two links watching every key
-/// (measured until a ping queued after them is answered).
+/// The whole write path through the core (on a thread of its own here): 64 writes
+/// committed as one batch, a reply each, and one `Changes` frame to each of two links
+/// watching every key (measured until a ping queued after them is answered).
 fn write_path_with_dispatch(c: &mut Criterion) {
     use std::sync::atomic::AtomicUsize;
     use store::core::{CoreConfig, CoreMsg, Outbox, Req, spawn};

@@ -53,12 +53,7 @@ impl Ws {
         source: Option<IpAddr>,
     ) -> io::Result<Self> {
         let mut s = tcp(addr, source).await?;
-        let offer = protocol
-            .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-        );
+        let req = crate::ws::upgrade_request(&addr.to_string(), path, protocol);
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::with_capacity(512);
         let end = loop {

@@ -6,6 +6,17 @@ use std::net::{SocketAddr, TcpStream};
 
 use wire::frame::{Decoder, Incoming, Limits, Opcode, encode_client_frame};
 
+/// A client's upgrade request for `path` on `host`, offering `protocol` if any (a
+/// fixed key: the tools check the status line, not the accept value).
+pub fn upgrade_request(host: &str, path: &str, protocol: Option<&str>) -> String {
+    let offer = protocol
+        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    )
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub struct WsClient {
@@ -19,13 +30,7 @@ impl WsClient {
     pub fn connect(addr: SocketAddr, path: &str, protocol: Option<&str>) -> std::io::Result<Self> {
         let mut s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
-        let offer = protocol
-            .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-        )?;
+        s.write_all(upgrade_request("x", path, protocol).as_bytes())?;
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {

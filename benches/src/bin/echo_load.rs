@@ -108,10 +108,9 @@ fn fastwebsockets_server(addr: SocketAddr) {
     });
 }
 
-/// Read an upgrade request and answer 101 (RFC 6455 §4.2.2).
+/// Read an upgrade request and answer 101 (RFC 6455 §4.2.2), with `wire`'s accept
+/// key and response, as the edge does.
 async fn upgrade(s: &mut tokio::net::TcpStream) -> Option<()> {
-    use base64::Engine as _;
-    use sha1::Digest as _;
     let mut buf = Vec::with_capacity(1024);
     loop {
         if s.read_buf(&mut buf).await.ok()? == 0 {
@@ -125,14 +124,13 @@ async fn upgrade(s: &mut tokio::net::TcpStream) -> Option<()> {
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))?
                 .value;
-            let mut sha = sha1::Sha1::new();
-            sha.update(key);
-            sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-            let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-            let answer = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            let mut answer = Vec::new();
+            wire::handshake::write_switching_protocols(
+                &mut answer,
+                &wire::handshake::accept_key(key),
+                None,
             );
-            return s.write_all(answer.as_bytes()).await.ok();
+            return s.write_all(&answer).await.ok();
         }
     }
 }

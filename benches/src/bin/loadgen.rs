@@ -9,14 +9,14 @@
 //!   each received exactly the missed changes, in order.
 //!
 //! N beyond one process's open-file limit is spread over several worker processes
-//! (`--procs`, default: one per 15,000 connections), each connecting from its own
-//! loopback source address (127.1.x.y) when the target is on loopback, so that no
-//! address runs out of ports. Each worker reports its own CPU use: a generator that
+//! (`--procs`, default: one per 15,000 connections), each connecting from 250 loopback
+//! source addresses of its own (127.x.y.z, see `source`) when the target is on
+//! loopback, so that no address runs out of ports. Each worker reports its own CPU use: a generator that
 //! saturates a core says so in the table. With `--edge-pid`, the edges' CPU over the
 //! measured window is read from `/proc`, giving deliveries per edge core.
 //!
 //! `cargo run --release -p benches --bin loadgen -- fanout --target 127.0.0.1:8080
-//!  --subscribers 10000 --keys 1 --rate 40 --seconds 10 --edge-pid $(pgrep -x edge)`
+//!  --conns 10000 --keys 1 --rate 40 --seconds 10 --edge-pid $(pgrep -x edge)`
 #![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
 
 use std::io::{BufRead, BufReader, Write};
@@ -205,6 +205,13 @@ fn value(seq: u64, size: usize) -> String {
         v.push('x');
     }
     v
+}
+
+/// The time (µs) a worker's `GO <µs>` line carries, or now.
+fn go_time(line: Option<String>) -> u64 {
+    line.as_deref()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(now_us)
 }
 
 /// (send time µs, seq) from a value made by [`value`].
@@ -434,7 +441,7 @@ fn parent(args: &Args) {
         }
         Mode::Fanout => {
             let warm = 1.0;
-            tell(&mut workers, &format!("GO {} {}", now_us(), args.seconds));
+            tell(&mut workers, &format!("GO {}", now_us()));
             eprintln!(
                 "[loadgen] writing {}/s over {} key(s) for 1 + {} s ...",
                 args.rate, args.keys, args.seconds
@@ -666,8 +673,6 @@ async fn work(args: &Args, index: usize, first: usize, share: usize) -> WorkerRe
     local.run_until(work_local(args, index, first, share)).await
 }
 
-/// Open `share` connections (subscribing in `fanout` and `resume`), then follow the
-/// parent's lines.
 /// One open connection: its number, key, socket and the token of its snapshot.
 struct Conn {
     n: usize,
@@ -791,15 +796,12 @@ async fn fanout(
     conns: Vec<Conn>,
     r: &mut WorkerResult,
 ) {
-    let go = lines.recv().await.unwrap_or_default();
-    let start: u64 = go
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(now_us);
+    let start = go_time(lines.recv().await);
     let from = start + 1_000_000;
     let until = from + args.seconds * 1_000_000;
-    // The connections' tasks share this thread: plain shared cells, no locks.
+    // The connections' tasks share this thread: plain shared cells, no locks. One
+    // histogram per process, not per connection: a histogram is tens of KiB, and
+    // thousands of them cost the generator gigabytes and the CPU to fault them in.
     let hist = std::rc::Rc::new(std::cell::RefCell::new(histogram()));
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
     // This process's own CPU over the window: a generator that cannot keep up shows
@@ -819,9 +821,6 @@ async fn fanout(
     for Conn { mut ws, .. } in conns {
         let (hist, count) = (std::rc::Rc::clone(&hist), std::rc::Rc::clone(&count));
         tasks.push(tokio::task::spawn_local(async move {
-            // One histogram per process, not per connection: a histogram is tens of
-            // KiB, and thousands of them cost the generator gigabytes and the CPU to
-            // fault them in.
             let mut n = 0u64;
             // Stop a little after the window even if nothing more arrives.
             let stop_at = tokio::time::Instant::now()
@@ -883,12 +882,7 @@ async fn resume(
         conns.into_iter().map(|c| (c.n, c.k, c.token)).collect();
     opened.store(0, Ordering::Relaxed);
     say("DROPPED");
-    let go = lines.recv().await.unwrap_or_default();
-    let go_us: u64 = go
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(now_us);
+    let go_us = go_time(lines.recv().await);
     let missed = args.missed;
     // As many attempts in flight as when they first connected; each client's whole
     // catch-up is bounded, so a stuck one is reported rather than waited for.
