@@ -6,6 +6,12 @@
 //! round, the medians, and the edge's ratio to the faster of the two peers (rows count
 //! connections/s for the first workload, messages/s after).
 //!
+//! Closed-loop echo saturates both cores: the client's kernel work per message (its own
+//! send, which runs the server socket's receive path, and its receive) is as large as
+//! the server's, so the client's core caps every server alike. The last workload
+//! therefore offers a fixed rate below that cap and reads core 0's busy time from
+//! `/proc/stat`: messages per server core-second, the server's own efficiency.
+//!
 //! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
 
@@ -29,6 +35,10 @@ struct Args {
     /// Alternating rounds per workload.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Messages/s offered in all by the paced 100 × 20 B workload (below what the
+    /// client's core can drive, so that each server's own cost shows).
+    #[arg(long, default_value_t = 60_000.0)]
+    offered: f64,
     /// The edge binary [default: next to this one].
     #[arg(long)]
     edge: Option<PathBuf>,
@@ -141,6 +151,7 @@ async fn client_conn(
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
     ready: Arc<tokio::sync::Barrier>,
+    pace: Option<(Duration, Duration)>,
 ) {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
@@ -170,7 +181,17 @@ async fn client_conn(
     encode_client_frame(&mut frame, true, op, &payload, [1, 2, 3, 4]);
     let mut dec = Decoder::client(Limits::default());
     ready.wait().await;
+    // Paced: one message per `period`, this connection's first after `offset`, so that
+    // the connections' sends spread evenly over each period.
+    let mut ticks = pace.map(|(period, offset)| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     while !stop.load(Ordering::Relaxed) {
+        if let Some(t) = ticks.as_mut() {
+            t.tick().await;
+        }
         s.write_all(&frame).await.unwrap_or_else(|e| panic!("{e}"));
         loop {
             let got = match dec.decode(&mut buf) {
@@ -205,38 +226,80 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Messages per second echoed for `conns` connections of `size`-byte messages.
-fn measure(addr: SocketAddr, conns: usize, size: usize, seconds: u64) -> f64 {
+/// Busy and total jiffies of core 0 so far (`/proc/stat`; idle, iowait and steal
+/// count as not busy).
+fn core0() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu0 ")) else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0)
+        + v.get(4).copied().unwrap_or(0)
+        + v.get(7).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// What one measurement saw: the rate, and the share of core 0 (the server's) in use.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rate: f64,
+    busy: f64,
+}
+
+/// Messages per second echoed for `conns` connections of `size`-byte messages, each
+/// connection in a closed loop, or paced to `offered` messages/s in all.
+fn measure(
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    seconds: u64,
+    offered: Option<f64>,
+) -> Sample {
     runtime().block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let ready = Arc::new(tokio::sync::Barrier::new(conns + 1));
         let mut tasks = Vec::new();
-        for _ in 0..conns {
+        let period = offered.map(|r| Duration::from_secs_f64(conns as f64 / r));
+        for i in 0..conns {
+            let pace = period.map(|p| (p, p.mul_f64(i as f64 / conns as f64)));
             tasks.push(tokio::spawn(client_conn(
                 addr,
                 size,
                 Arc::clone(&stop),
                 Arc::clone(&done),
                 Arc::clone(&ready),
+                pace,
             )));
         }
         ready.wait().await;
+        // Half a second to settle into the pace, then count.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (b0, t0) = core0();
+        let n0 = done.load(Ordering::Relaxed);
         let t = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let n = done.load(Ordering::Relaxed);
+        let n = done.load(Ordering::Relaxed) - n0;
+        let (b1, t1) = core0();
         let rate = n as f64 / t.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.abort();
         }
-        rate
+        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+        Sample { rate, busy }
     })
 }
 
 /// Connections per second: `tasks` concurrent loops of connect, handshake, read the
 /// 101, reset (SO_LINGER 0, so no TIME_WAIT uses up the client's ports).
-fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> f64 {
+fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> Sample {
     runtime().block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
@@ -274,15 +337,18 @@ fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> f64 {
         }
         // Let the first connections settle, then count.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let (b0, t0) = core0();
         let before = done.load(Ordering::Relaxed);
         let t = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let rate = (done.load(Ordering::Relaxed) - before) as f64 / t.elapsed().as_secs_f64();
+        let (b1, t1) = core0();
         stop.store(true, Ordering::Relaxed);
         for h in handles {
             h.abort();
         }
-        rate
+        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+        Sample { rate, busy }
     })
 }
 
@@ -331,17 +397,27 @@ fn main() {
     );
     // Accept rate first (connections + handshakes per second, 64 at a time), then echo.
     let secs = args.seconds;
-    type Workload = (String, Box<dyn Fn(SocketAddr) -> f64>);
+    // Each workload: its label, whether its figure is per server core-second (else per
+    // second), and the measurement.
+    type Workload = (String, bool, Box<dyn Fn(SocketAddr) -> Sample>);
     let mut workloads: Vec<Workload> = vec![(
         "connect + handshake (64 at a time)".into(),
+        false,
         Box::new(move |addr| measure_accept(addr, 64, secs)),
     )];
     for (conns, size) in [(100usize, 20usize), (200, 16 * 1024)] {
         workloads.push((
             format!("{conns} × {size} B"),
-            Box::new(move |addr| measure(addr, conns, size, secs)),
+            false,
+            Box::new(move |addr| measure(addr, conns, size, secs, None)),
         ));
     }
+    let offered = args.offered;
+    workloads.push((
+        format!("100 × 20 B at {offered:.0}/s offered, per server core-second"),
+        true,
+        Box::new(move |addr| measure(addr, 100, 20, secs, Some(offered))),
+    ));
     // Each round measures the three servers in turn, so that the host's noise of the
     // moment falls on all of them; the ratio is the edge's over the faster peer's.
     let servers = [
@@ -350,8 +426,10 @@ fn main() {
         ("fastwebsockets", fast_addr),
     ];
     let mut rows = Vec::new();
-    for (label, run) in &workloads {
+    let mut loads = Vec::new();
+    for (label, per_core, run) in &workloads {
         let mut got: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
         let mut ratios = Vec::new();
         for round in 1..=args.rounds {
             let mut this = Vec::new();
@@ -360,13 +438,24 @@ fn main() {
                     "[echo_load] {label}, round {round}/{}: {name} ...",
                     args.rounds
                 );
-                let v = run(*addr);
-                eprintln!("[echo_load]   {name} {v:.0}/s");
+                let x = run(*addr);
+                let v = if *per_core {
+                    x.rate / x.busy.max(1e-9)
+                } else {
+                    x.rate
+                };
+                eprintln!(
+                    "[echo_load]   {name} {:.0}/s, core 0 {:.0}% busy",
+                    x.rate,
+                    x.busy * 100.0
+                );
                 got[i].push(v);
+                samples[i].push(x);
                 this.push(v);
             }
             ratios.push(this[0] / this[1].max(this[2]));
         }
+        loads.push((label, samples));
         rows.push((label, got, ratios));
     }
     println!(
@@ -388,6 +477,21 @@ fn main() {
             "| {label} | **median** | {e:.0} | {t:.0} | {f:.0} | **{:.2}** |",
             median(ratios)
         );
+    }
+    println!();
+    println!("Medians of the rate each server reached and of its core's busy share:");
+    println!();
+    println!(
+        "| workload | edge /s | busy | tokio-tungstenite /s | busy | fastwebsockets /s | busy |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, samples) in loads {
+        let cell = |i: usize| {
+            let rate = median(samples[i].iter().map(|x| x.rate).collect());
+            let busy = median(samples[i].iter().map(|x| x.busy).collect());
+            format!("{rate:.0} | {:.0}%", busy * 100.0)
+        };
+        println!("| {label} | {} | {} | {} |", cell(0), cell(1), cell(2));
     }
     let _ = edge.kill();
     let _ = tung.kill();

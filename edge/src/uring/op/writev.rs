@@ -1,4 +1,5 @@
-//! Vectored send: every frame queued for a connection goes out in one submission.
+//! Vectored send: every frame queued for a connection goes out in one submission
+//! (`send` for one frame, `writev` for more).
 //! The frames (owned or shared) and their iovec array move into the ring with the
 //! operation and come back with its completion ([`Ring::send_done`]).
 
@@ -58,8 +59,30 @@ impl InFlight {
 pub const MAX_IOV: usize = 1024;
 
 impl Ring {
-    /// Send `chunks` (at most [`MAX_IOV`]) on `fd` as one vectored write.
+    /// Send `chunks` (at most [`MAX_IOV`]) on `fd` as one vectored write; a single
+    /// chunk (the usual echo or delivery) goes as a plain `send`, which skips the
+    /// kernel's iovec import and needs no iovec array here.
     pub fn writev(&mut self, fd: RawFd, chunks: Vec<Chunk>, user_data: u64) -> io::Result<()> {
+        if let [one] = chunks.as_slice() {
+            let s = one.as_slice();
+            let e = opcode::Send::new(
+                types::Fd(fd),
+                s.as_ptr(),
+                u32::try_from(s.len()).unwrap_or(u32::MAX),
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data);
+            // As below: the chunk's heap memory stays put while `chunks` sits in the map.
+            self.sends.insert(
+                user_data,
+                InFlight {
+                    chunks,
+                    _iov: Vec::new(),
+                },
+            );
+            return self.push(e);
+        }
         let iov: Vec<libc::iovec> = chunks
             .iter()
             .map(|c| {
