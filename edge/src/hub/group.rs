@@ -43,8 +43,13 @@ pub(super) struct Groups {
     by_target: HashTable<u32>,
     /// Hashes targets for `by_target`, randomly keyed (targets come from clients).
     hasher: RandomState,
-    /// Internal watches by id.
+    /// Internal watches by id, but for the groups' own: joins in flight and retired
+    /// joins. A group's own watches live in the group (`Group::watches`), found through
+    /// the group id inside every watch id (see [`Hub::watch_id`]), so that a key's
+    /// steady state costs no entry here.
     watches: HashMap<u64, WatchRef>,
+    /// The groups' own watches, counted.
+    group_watches: usize,
     /// Subscriptions: (connection, subscription id) → group. Ordered, so that one
     /// connection's subscriptions are a range (no second index per connection).
     subs: BTreeMap<(ConnRef, u64), u32>,
@@ -52,7 +57,53 @@ pub(super) struct Groups {
 
 impl Groups {
     pub(super) fn watch_count(&self) -> usize {
-        self.watches.len()
+        self.watches.len() + self.group_watches
+    }
+
+    /// Watch `wid`: one of its group's own, or a join from the table.
+    fn watch(&self, wid: u64) -> Option<WatchRef> {
+        let gid = wid as u32;
+        if let Some(g) = self.slab.get(gid as usize).and_then(Option::as_ref)
+            && let Some(w) = g.watches.iter().find(|w| w.id == wid)
+        {
+            return Some(WatchRef {
+                gid,
+                store: w.store as usize,
+                role: Role::Group,
+                part: None,
+                left: 0,
+            });
+        }
+        self.watches.get(&wid).copied()
+    }
+
+    /// Forget watch `wid`, wherever it is kept.
+    fn remove_watch(&mut self, wid: u64) -> Option<WatchRef> {
+        let w = self.watch(wid)?;
+        if w.role == Role::Group {
+            if let Some(g) = self.group(w.gid) {
+                g.watches.retain(|x| x.id != wid);
+            }
+            self.group_watches -= 1;
+        } else {
+            self.watches.remove(&wid);
+        }
+        Some(w)
+    }
+
+    /// Make `wid` (a join in the table, or a new watch) one of its group's own.
+    fn own_watch(&mut self, wid: u64, store: usize) {
+        self.watches.remove(&wid);
+        if let Some(g) = self.group(wid as u32) {
+            crate::mem::push_tight(
+                &mut g.watches,
+                GWatch {
+                    id: wid,
+                    store: store as u32,
+                },
+            );
+            self.group_watches += 1;
+        }
     }
 
     pub(super) fn sub_count(&self) -> usize {
@@ -124,7 +175,8 @@ type Join = (u64, usize, Option<u32>, u32, Option<Position>);
 /// members whose joins carried it; only those are visited).
 type Carried = (u32, bool, Vec<(ConnRef, u64)>);
 
-/// An internal watch on one store's link.
+/// An internal watch on one store's link (a group's own ones are given out as
+/// `part: None, left: 0`: neither is read for them).
 #[derive(Debug, Clone, Copy)]
 struct WatchRef {
     gid: u32,
@@ -160,8 +212,8 @@ pub(super) struct Group {
     /// The partitions the target lives in, ascending (one allocation: a group is
     /// held per subscribed key, so its size is per-connection memory).
     parts: Box<[GPart]>,
-    /// The group's watches.
-    wids: Vec<u64>,
+    /// The group's own watches (role `Group`; not in the watch table).
+    watches: Vec<GWatch>,
     members: Vec<Member>,
     /// Members by (connection, subscription id), once the group is large: a hot key's
     /// subscribe and unsubscribe storms would otherwise search the members linearly
@@ -171,17 +223,56 @@ pub(super) struct Group {
     index: Option<Box<HashMap<(ConnRef, u64), u32>>>,
 }
 
+/// One of a group's own watches: its id and its store.
+#[derive(Debug, Clone, Copy)]
+struct GWatch {
+    id: u64,
+    store: u32,
+}
+
 /// Members from which a group keeps an index.
 const INDEX_FROM: usize = 32;
 
-/// One partition of a group.
+/// One partition of a group: 24 bytes, one per subscribed key (a `Position` inside
+/// would repeat the partition and need a tag of its own: 40).
 #[derive(Debug, Clone, Copy)]
 struct GPart {
     partition: u32,
     /// A group watch covers it (issued, on a live link).
     covered: bool,
-    /// Last position delivered through the group.
-    pos: Option<Position>,
+    /// `epoch` and `seq` hold the last position delivered through the group.
+    known: bool,
+    epoch: u64,
+    seq: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<GPart>() == 24);
+
+impl GPart {
+    fn new(partition: u32) -> Self {
+        Self {
+            partition,
+            covered: false,
+            known: false,
+            epoch: 0,
+            seq: 0,
+        }
+    }
+
+    /// The last position delivered through the group, if any.
+    fn pos(&self) -> Option<Position> {
+        self.known.then_some(Position {
+            partition: self.partition,
+            epoch: self.epoch,
+            seq: self.seq,
+        })
+    }
+
+    fn set_pos(&mut self, p: Position) {
+        self.known = true;
+        self.epoch = p.epoch;
+        self.seq = p.seq;
+    }
 }
 
 /// One client subscription.
@@ -240,7 +331,7 @@ impl Own {
             && self.retired.is_empty()
             && self.pending.iter().all(|p| !p)
             && self.pos.len() == parts.len()
-            && self.pos.iter().zip(parts).all(|(p, g)| g.pos == Some(*p))
+            && self.pos.iter().zip(parts).all(|(p, g)| g.pos() == Some(*p))
     }
 }
 
@@ -306,7 +397,7 @@ impl Group {
 
     /// The group's positions, when known for every partition.
     fn positions(&self) -> Option<Vec<Position>> {
-        self.parts.iter().map(|x| x.pos).collect()
+        self.parts.iter().map(GPart::pos).collect()
     }
 
     /// Drop a member's own state once it matches the group's everywhere.
@@ -492,13 +583,9 @@ impl Hub {
                     prefix,
                     parts: parts
                         .iter()
-                        .map(|&partition| GPart {
-                            partition,
-                            covered: false,
-                            pos: None,
-                        })
+                        .map(|&partition| GPart::new(partition))
                         .collect(),
-                    wids: Vec::new(),
+                    watches: Vec::new(),
                     members: Vec::new(),
                     index: None,
                 };
@@ -569,7 +656,7 @@ impl Hub {
             Some(positions) => {
                 for pos in positions {
                     joins.push((
-                        self.id(),
+                        self.watch_id(gid),
                         owner(pos.partition),
                         Some(pos.partition),
                         1,
@@ -579,12 +666,12 @@ impl Hub {
             }
             None if parts.len() == 1 => {
                 let p = parts.first().copied().unwrap_or(0);
-                joins.push((self.id(), owner(p), Some(p), 1, None));
+                joins.push((self.watch_id(gid), owner(p), Some(p), 1, None));
             }
             None => {
                 for &s in &stores {
                     let count = parts.iter().filter(|&&p| owner(p) == s).count() as u32;
-                    joins.push((self.id(), s, None, count, None));
+                    joins.push((self.watch_id(gid), s, None, count, None));
                 }
             }
         }
@@ -647,7 +734,7 @@ impl Hub {
             }
             if g.members.is_empty() {
                 empty = true;
-                unwatch.append(&mut g.wids);
+                unwatch.extend(g.watches.iter().map(|w| w.id));
             }
         }
         for wid in unwatch {
@@ -663,9 +750,22 @@ impl Hub {
         true
     }
 
+    /// A fresh id for a watch of group `gid`: the top bit set (request ids, from the
+    /// same sequence, never reach it), a sequence number in bits 32 to 62, the group in
+    /// bits 0 to 31. The sequence wraps after 2^31 watches: an id still in use is
+    /// skipped.
+    fn watch_id(&mut self, gid: u32) -> u64 {
+        loop {
+            let wid = 1 << 63 | (self.id() & 0x7FFF_FFFF) << 32 | u64::from(gid);
+            if self.groups.watch(wid).is_none() {
+                return wid;
+            }
+        }
+    }
+
     /// Forget watch `wid`, telling its store when the link is up.
     fn drop_watch(&mut self, wid: u64) {
-        if let Some(w) = self.groups.watches.remove(&wid)
+        if let Some(w) = self.groups.remove_watch(wid)
             && self.is_up(w.store)
             && let Some(out) = self.link_out.get_mut(w.store)
         {
@@ -705,7 +805,7 @@ impl Hub {
 
     /// The store answered the ping with `nonce`: a retired watch is gone for good.
     pub(crate) fn on_pong(&mut self, nonce: u64) {
-        if let Some(w) = self.groups.watches.get(&nonce).copied()
+        if let Some(w) = self.groups.watch(nonce)
             && matches!(w.role, Role::Retired(..) | Role::Orphan)
         {
             self.forget_retired(nonce, &w);
@@ -747,23 +847,25 @@ impl Hub {
         for (wid, w) in lost {
             self.groups.watches.remove(&wid);
             match w.role {
-                Role::Group => {
-                    if let Some(g) = self.groups.group(w.gid) {
-                        g.wids.retain(|&x| x != wid);
-                    }
-                }
+                // Groups keep their own watches (below).
+                Role::Group => {}
                 Role::Join(conn, id) => failed.push((conn, id)),
                 Role::Retired(..) | Role::Orphan => self.forget_retired(wid, &w),
             }
         }
         let map = Arc::clone(&self.map);
+        let mut gone = 0;
         for g in self.groups.slab.iter_mut().flatten() {
+            let before = g.watches.len();
+            g.watches.retain(|w| w.store as usize != s);
+            gone += before - g.watches.len();
             for gp in g.parts.iter_mut() {
                 if map.owner_index(gp.partition) == Some(s) {
                     gp.covered = false;
                 }
             }
         }
+        self.groups.group_watches -= gone;
         failed.sort_unstable();
         failed.dedup();
         for (conn, id) in failed {
@@ -781,14 +883,14 @@ impl Hub {
     /// position it delivered.
     pub(super) fn rewatch(&mut self, s: usize) {
         let map = Arc::clone(&self.map);
-        let mut issue: Vec<(u32, u32, Position, Box<str>, bool)> = Vec::new();
+        let mut issue: Vec<(u32, Position, Box<str>, bool)> = Vec::new();
         for (gid, g) in self.groups.slab.iter_mut().enumerate() {
             let Some(g) = g else { continue };
             for (i, gp) in g.parts.iter_mut().enumerate() {
                 if map.owner_index(gp.partition) != Some(s) || gp.covered {
                     continue;
                 }
-                let Some(mut from) = gp.pos else { continue };
+                let Some(mut from) = gp.pos() else { continue };
                 // A member still catching up through a watch the link took with it
                 // (a resume's retired join) is behind the group: resume from the
                 // oldest such position; the position filters keep everyone else from
@@ -802,36 +904,24 @@ impl Hub {
                         from = *mp;
                     }
                 }
-                issue.push((gid as u32, gp.partition, from, g.target.clone(), g.prefix));
+                issue.push((gid as u32, from, g.target.clone(), g.prefix));
                 gp.covered = true;
             }
         }
-        for (gid, p, pos, target, prefix) in issue {
-            let wid = self.id();
+        for (gid, pos, target, prefix) in issue {
+            let wid = self.watch_id(gid);
             if let Some(out) = self.link_out.get_mut(s) {
                 let _ = self
                     .enc
                     .watch(out, wid, wid, &target, prefix, Some(pos.into()));
             }
-            self.groups.watches.insert(
-                wid,
-                WatchRef {
-                    gid,
-                    store: s,
-                    role: Role::Group,
-                    part: Some(p),
-                    left: 1,
-                },
-            );
-            if let Some(g) = self.groups.group(gid) {
-                crate::mem::push_tight(&mut g.wids, wid);
-            }
+            self.groups.own_watch(wid, s);
         }
     }
 
     /// The store refused watch `wid` (request id = watch id).
     pub(super) fn watch_failed(&mut self, wid: u64, code: ErrorCode, message: &str) {
-        let Some(w) = self.groups.watches.get(&wid).copied() else {
+        let Some(w) = self.groups.watch(wid) else {
             return;
         };
         let victims: Vec<(ConnRef, u64)> = match w.role {
@@ -847,10 +937,7 @@ impl Hub {
             self.forget_retired(wid, &w);
             return;
         }
-        self.groups.watches.remove(&wid);
-        if let Some(g) = self.groups.group(w.gid) {
-            g.wids.retain(|&x| x != wid);
-        }
+        self.groups.remove_watch(wid);
         for (conn, id) in victims {
             self.fail(conn, id, code, message.to_owned());
             self.unsubscribe(conn, id);
@@ -874,7 +961,7 @@ impl Hub {
     /// A join watch has answered for all its partitions: adopt it as the group's watch
     /// where the group has none, else drop it.
     fn complete_join(&mut self, wid: u64, conn: ConnRef, id: u64) {
-        let Some(w) = self.groups.watches.get(&wid).copied() else {
+        let Some(w) = self.groups.watch(wid) else {
             return;
         };
         let Some(g) = self
@@ -898,12 +985,9 @@ impl Hub {
                     adopt = true;
                     if let Some(mp) = member_pos.as_ref().and_then(|v| v.get(i)) {
                         gp.covered = true;
-                        gp.pos = Some(*mp);
+                        gp.set_pos(*mp);
                     }
                 }
-            }
-            if adopt {
-                crate::mem::push_tight(&mut g.wids, wid);
             }
             if let Some(m) = g.member(conn, id)
                 && let Some(own) = &mut m.own
@@ -912,9 +996,7 @@ impl Hub {
             }
         }
         if adopt {
-            if let Some(wr) = self.groups.watches.get_mut(&wid) {
-                wr.role = Role::Group;
-            }
+            self.groups.own_watch(wid, w.store);
         } else {
             self.retire_watch(wid, conn, id);
         }
@@ -925,7 +1007,7 @@ impl Hub {
 
     pub(super) fn on_snapshot(&mut self, snap: &internal::Snapshot<'_>) {
         let wid = snap.watch_id();
-        let Some(w) = self.groups.watches.get(&wid).copied() else {
+        let Some(w) = self.groups.watch(wid) else {
             return;
         };
         let p = snap.partition();
@@ -1005,7 +1087,7 @@ impl Hub {
                         return;
                     };
                     if !more && let Some(gp) = g.parts.get_mut(i) {
-                        gp.pos = Some(pos);
+                        gp.set_pos(pos);
                     }
                     if g.parts.len() > 1 {
                         return;
@@ -1036,7 +1118,7 @@ impl Hub {
     }
 
     pub(super) fn on_resumed(&mut self, wid: u64, p: u32) {
-        let Some(w) = self.groups.watches.get(&wid).copied() else {
+        let Some(w) = self.groups.watch(wid) else {
             return;
         };
         let Role::Join(conn, id) = w.role else {
@@ -1077,7 +1159,7 @@ impl Hub {
     }
 
     pub(super) fn on_reset(&mut self, wid: u64, p: u32, reason: &str) {
-        let Some(w) = self.groups.watches.get(&wid).copied() else {
+        let Some(w) = self.groups.watch(wid) else {
             return;
         };
         let Some(g) = self.groups.group(w.gid) else {
@@ -1135,7 +1217,7 @@ impl Hub {
         let mut gids: Vec<Carried> = Vec::new();
         if let Some(ids) = ch.watch_ids() {
             for wid in ids {
-                let Some(w) = self.groups.watches.get(&wid) else {
+                let Some(w) = self.groups.watch(wid) else {
                     continue;
                 };
                 let (via_group, member) = match w.role {
@@ -1209,9 +1291,9 @@ impl Hub {
             let advance = via_group
                 && parts
                     .get(i)
-                    .is_some_and(|gp| gp.covered && gp.pos.is_none_or(|at| newer(&pos, &at)));
+                    .is_some_and(|gp| gp.covered && gp.pos().is_none_or(|at| newer(&pos, &at)));
             if advance && let Some(gp) = parts.get_mut(i) {
-                gp.pos = Some(pos);
+                gp.set_pos(pos);
             }
             let mut shared: Option<Rc<Delivery>> = None;
             let visits = picked.as_ref().map_or(members.len(), Vec::len);
@@ -1227,7 +1309,7 @@ impl Hub {
                             // Synced members exist only once every position is known.
                             let d = shared.get_or_insert_with(|| {
                                 let at: Vec<Position> =
-                                    parts.iter().filter_map(|x| x.pos).collect();
+                                    parts.iter().filter_map(GPart::pos).collect();
                                 Rc::new(Delivery::new(key, op.clone(), encode_token(&at)))
                             });
                             self.out.push(Out::Change(m.conn, m.id, Rc::clone(d)));

@@ -475,6 +475,13 @@ impl Sim {
     }
 
     fn check(&self) {
+        // Settled: every watch the hub keeps (its groups' own and joins) is one the
+        // stores hold, and no retired join is left waiting.
+        assert_eq!(
+            self.hub.watches(),
+            self.model.watches.iter().map(HashMap::len).sum::<usize>(),
+            "the hub's watches and the stores' differ"
+        );
         for ((conn, id), v) in &self.views {
             if v.gone {
                 continue;
