@@ -39,6 +39,9 @@ struct Args {
     /// client's core can drive, so that each server's own cost shows).
     #[arg(long, default_value_t = 60_000.0)]
     offered: f64,
+    /// Run only the workloads whose label contains this (e.g. `offered`).
+    #[arg(long)]
+    only: Option<String>,
     /// The edge binary [default: next to this one].
     #[arg(long)]
     edge: Option<PathBuf>,
@@ -418,6 +421,9 @@ fn main() {
         true,
         Box::new(move |addr| measure(addr, 100, 20, secs, Some(offered))),
     ));
+    if let Some(only) = &args.only {
+        workloads.retain(|(label, ..)| label.contains(only.as_str()));
+    }
     // Each round measures the three servers in turn, so that the host's noise of the
     // moment falls on all of them; the ratio is the edge's over the faster peer's.
     let servers = [
