@@ -751,13 +751,15 @@ impl Hub {
     }
 
     /// A fresh id for a watch of group `gid`: the top bit set (request ids, from the
-    /// same sequence, never reach it), a sequence number in bits 32 to 62, the group in
-    /// bits 0 to 31. The sequence wraps after 2^31 watches: an id still in use is
-    /// skipped.
+    /// same sequence, never reach it), a sequence number in bits 32 to 62, never zero
+    /// (the link's keep-alive ping nonces are the top bit and a tick below bit 32, so
+    /// that no pong of theirs names a watch), the group in bits 0 to 31. The sequence
+    /// wraps after 2^31 watches: an id still in use is skipped.
     fn watch_id(&mut self, gid: u32) -> u64 {
         loop {
-            let wid = 1 << 63 | (self.id() & 0x7FFF_FFFF) << 32 | u64::from(gid);
-            if self.groups.watch(wid).is_none() {
+            let seq = self.id() & 0x7FFF_FFFF;
+            let wid = 1 << 63 | seq << 32 | u64::from(gid);
+            if seq != 0 && self.groups.watch(wid).is_none() {
                 return wid;
             }
         }

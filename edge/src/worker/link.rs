@@ -407,7 +407,8 @@ impl Worker {
                 }
                 LinkState::Up if now.saturating_sub(link.last_ping) >= LINK_PING_TICKS => {
                     let mut ping = Vec::new();
-                    // Keep-alive nonces have the top bit set; the hub's are watch ids.
+                    // Keep-alive nonces: the top bit and the tick, with bits 32 to 62
+                    // zero, which no watch id (the hub's nonces) has.
                     let _ = self.link_enc.ping(&mut ping, 0, KEEPALIVE | u64::from(now));
                     if let Some(link) = self.links.get_mut(s) {
                         link.last_ping = now;
