@@ -11,23 +11,29 @@ use hashbrown::HashTable;
 /// Tables smaller than this are left alone.
 const MIN_CAPACITY: usize = 64;
 
-/// Shrink `m` to twice its length if it is less than a quarter full.
+/// The one rule: a table of more than [`MIN_CAPACITY`] that is less than a quarter
+/// full is shrunk to twice its length.
+fn worth_trimming(len: usize, capacity: usize) -> bool {
+    capacity > MIN_CAPACITY && len * 4 < capacity
+}
+
+/// Shrink `m` by the rule.
 pub fn trim_map<K: Eq + Hash, V, S: BuildHasher>(m: &mut HashMap<K, V, S>) {
-    if m.capacity() > MIN_CAPACITY && m.len() * 4 < m.capacity() {
+    if worth_trimming(m.len(), m.capacity()) {
         m.shrink_to(m.len() * 2);
     }
 }
 
 /// [`trim_map`] for a `HashTable`, which rehashes its entries with `hash`.
 pub fn trim_table<T>(t: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
-    if t.capacity() > MIN_CAPACITY && t.len() * 4 < t.capacity() {
+    if worth_trimming(t.len(), t.capacity()) {
         t.shrink_to(t.len() * 2, hash);
     }
 }
 
-/// Shrink `v` to twice its length if it is less than a quarter full.
+/// Shrink `v` by the rule.
 pub fn trim_vec<T>(v: &mut Vec<T>) {
-    if v.capacity() > MIN_CAPACITY && v.len() * 4 < v.capacity() {
+    if worth_trimming(v.len(), v.capacity()) {
         v.shrink_to(v.len() * 2);
     }
 }

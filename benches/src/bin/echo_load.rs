@@ -160,7 +160,7 @@ async fn client_conn(
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
     let _ = s.set_nodelay(true);
-    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    s.write_all(benches::ws::upgrade_request("x", "/echo", None).as_bytes())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut buf = Vec::with_capacity(size + 64);
@@ -255,6 +255,20 @@ struct Sample {
     busy: f64,
 }
 
+/// How fast `done` grows over the next `seconds`, and core 0's busy share meanwhile.
+async fn window(done: &AtomicU64, seconds: u64) -> Sample {
+    let (b0, t0) = core0();
+    let n0 = done.load(Ordering::Relaxed);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let n = done.load(Ordering::Relaxed) - n0;
+    let (b1, t1) = core0();
+    Sample {
+        rate: n as f64 / t.elapsed().as_secs_f64(),
+        busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64,
+    }
+}
+
 /// Messages per second echoed for `conns` connections of `size`-byte messages, each
 /// connection in a closed loop, or paced to `offered` messages/s in all.
 fn measure(
@@ -284,19 +298,12 @@ fn measure(
         ready.wait().await;
         // Half a second to settle into the pace, then count.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (b0, t0) = core0();
-        let n0 = done.load(Ordering::Relaxed);
-        let t = Instant::now();
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let n = done.load(Ordering::Relaxed) - n0;
-        let (b1, t1) = core0();
-        let rate = n as f64 / t.elapsed().as_secs_f64();
+        let sample = window(&done, seconds).await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.abort();
         }
-        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
-        Sample { rate, busy }
+        sample
     })
 }
 
@@ -310,6 +317,7 @@ fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> Sample {
         for _ in 0..tasks {
             let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
             handles.push(tokio::spawn(async move {
+                let req = benches::ws::upgrade_request("x", "/echo", None);
                 let mut buf = vec![0u8; 1024];
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
@@ -319,7 +327,7 @@ fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> Sample {
                     // TIME_WAIT), which is what a connection-rate test wants.
                     #[allow(deprecated)]
                     let _ = s.set_linger(Some(Duration::ZERO));
-                    if s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.is_err() {
+                    if s.write_all(req.as_bytes()).await.is_err() {
                         continue;
                     }
                     let mut got = 0;
@@ -340,18 +348,12 @@ fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> Sample {
         }
         // Let the first connections settle, then count.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (b0, t0) = core0();
-        let before = done.load(Ordering::Relaxed);
-        let t = Instant::now();
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let rate = (done.load(Ordering::Relaxed) - before) as f64 / t.elapsed().as_secs_f64();
-        let (b1, t1) = core0();
+        let sample = window(&done, seconds).await;
         stop.store(true, Ordering::Relaxed);
         for h in handles {
             h.abort();
         }
-        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
-        Sample { rate, busy }
+        sample
     })
 }
 

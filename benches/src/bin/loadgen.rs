@@ -151,23 +151,24 @@ fn cpu_secs(pid: &str) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// Resident bytes of process `pid`, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+/// The bytes a `/proc` file gives in kB on its line starting with `field` (0 if none).
+fn proc_kb_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The host's kernel slab bytes (`Slab:` in /proc/meminfo).
+/// Resident bytes of process `pid`.
+fn rss_bytes(pid: u32) -> u64 {
+    proc_kb_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The host's kernel slab bytes.
 fn slab_bytes() -> u64 {
-    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("Slab:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    proc_kb_field("/proc/meminfo", "Slab:")
 }
 
 fn histogram() -> Histogram<u64> {

@@ -778,10 +778,9 @@ impl Hub {
     /// Unwatch `wid` but keep routing its frames to its group until the store has
     /// answered a ping sent after the `Unwatch`.
     fn retire_watch(&mut self, wid: u64, conn: ConnRef, id: u64) {
-        let Some(w) = self.groups.watches.get_mut(&wid) else {
+        let Some(gid) = self.groups.watches.get(&wid).map(|w| w.gid) else {
             return;
         };
-        let gid = w.gid;
         let own = self
             .groups
             .group(gid)
