@@ -1,8 +1,9 @@
 //! Real clients against the real edge: Python `websockets` and Node `ws` exchange text,
-//! binary, fragmented and pipelined messages, pings and a clean close on `/echo`; a
-//! page in headless Chromium exchanges text and binary and closes cleanly. The same
-//! three subscribe, write and receive through `/ws` with a real store behind the edge
-//! (Python also resumes with a token).
+//! binary, fragmented and pipelined messages, a ping that must get the pong with its
+//! payload, and a clean close on `/echo`; a page in headless Chromium exchanges text
+//! and binary and closes cleanly. The same three subscribe, write and receive through
+//! `/ws` with a real store behind the edge (Python and Node also ping there; Python
+//! also resumes with a token).
 //! Their installation is `scripts/interop-setup.sh` (run by `make test`); a missing
 //! client fails the test with that instruction rather than skipping it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,13 +1,15 @@
-// Node `ws` against the edge's /echo: text, binary, ping/pong, 200 messages in
-// order, and a clean close. Exits 0 when every echo matches.
+// Node `ws` against the edge's /echo: text, binary, a ping that must get a pong with
+// its payload, 200 messages in order, and a clean close. Exits 0 when every echo
+// matches.
 const WebSocket = require('ws');
 const url = process.argv[2];
 const ws = new WebSocket(url);
 const fail = (m) => { console.error('node ws:', m); process.exit(1); };
 setTimeout(() => fail('timed out'), 20000);
 const expected = [];
+const PING = 'ping from node';
 ws.on('open', () => {
-  ws.ping('p');
+  ws.ping(PING);
   expected.push('héllo from node');
   ws.send('héllo from node');
   const blob = Buffer.alloc(70000, 7);
@@ -15,8 +17,13 @@ ws.on('open', () => {
   ws.send(blob);
   for (let i = 0; i < 200; i++) { expected.push(`m${i}`); ws.send(`m${i}`); }
 });
-let pong = false;
-ws.on('pong', () => { pong = true; });
+// Exactly one pong, carrying the ping's payload.
+let pongs = 0;
+ws.on('pong', (data) => {
+  pongs += 1;
+  if (data.toString() !== PING) fail(`pong with ${JSON.stringify(data.toString())}, wanted ${PING}`);
+  if (pongs > 1) fail('a second pong');
+});
 ws.on('message', (data, isBinary) => {
   const want = expected.shift();
   const ok = Buffer.isBuffer(want) ? isBinary && Buffer.compare(data, want) === 0
@@ -26,7 +33,7 @@ ws.on('message', (data, isBinary) => {
 });
 ws.on('close', (code) => {
   if (code !== 1000) fail(`closed with ${code}`);
-  if (!pong) fail('no pong');
+  if (pongs !== 1) fail('no pong');
   console.log('node ws: ok');
   process.exit(0);
 });

@@ -1,5 +1,6 @@
 """Python `websockets` against the edge's /echo: text, binary, a fragmented
-message, ping/pong, and a clean close. Exit 0 when every echo matches."""
+message, a ping that must get its matching pong, and a clean close. Exit 0 when
+every echo matches."""
 import sys
 
 from websockets.sync.client import connect
@@ -13,7 +14,9 @@ with connect(url, max_size=2**24) as ws:
     assert ws.recv() == blob
     ws.send(["frag", "ment", "ed"])  # one message in three frames
     assert ws.recv() == "fragmented"
-    ws.ping(b"p").wait(5)
+    # The event is set only by a pong carrying this ping's payload; a missing or
+    # mismatched pong leaves it unset and fails here.
+    assert ws.ping(b"ping from python").wait(10), "no matching pong within 10 s"
     for i in range(200):
         ws.send(f"m{i}")
     for i in range(200):

@@ -1,6 +1,7 @@
 // Node `ws` against the edge's /ws client protocol (ringline.v1.json): subscribe to a
 // prefix, write three keys under it (and one outside) from a second connection, and
-// receive exactly the three changes, in write order. Exits 0 when every check holds.
+// receive exactly the three changes, in write order; a ping on it must get a pong with
+// its payload. Exits 0 when every check holds.
 const WebSocket = require('ws');
 const url = process.argv[2];
 const fail = (m) => { console.error('node ws /ws:', m); process.exit(1); };
@@ -20,6 +21,15 @@ const open = () => new Promise((resolve, reject) => {
 const next = (ws) => new Promise((resolve) => {
   if (ws.queue.length) resolve(ws.queue.shift()); else ws.waiting.push(resolve);
 });
+// Ping `ws`; resolves on the pong, fails on a pong with another payload (a missing
+// pong ends in the time-out above).
+const pinged = (ws, payload) => new Promise((resolve) => {
+  ws.once('pong', (d) => {
+    if (d.toString() !== payload) fail(`pong with ${JSON.stringify(d.toString())}, wanted ${payload}`);
+    resolve();
+  });
+  ws.ping(payload);
+});
 (async () => {
   const a = await open();
   const w = await open();
@@ -27,6 +37,7 @@ const next = (ws) => new Promise((resolve) => {
   a.send(JSON.stringify({ op: 'sub', id: 1, prefix: 'node/{n}/' }));
   const snap = await next(a);
   if (snap.op !== 'snapshot' || snap.more) fail(`snapshot: ${JSON.stringify(snap)}`);
+  await pinged(a, 'ping on /ws');
   const keys = ['node/{n}/a', 'elsewhere', 'node/{n}/b', 'node/{n}/c'];
   for (const [i, key] of keys.entries()) {
     w.send(JSON.stringify({ op: 'put', id: i, key, value: { i } }));

@@ -1,7 +1,8 @@
 """Python `websockets` against the edge's /ws client protocol (ringline.v1.json):
-subscribe, write from a second connection, receive every change in order, get,
-publish, then leave, miss some writes, and resume with the last token to receive
-exactly the missed changes. Exit 0 when every check holds."""
+subscribe, ping (the matching pong must come), write from a second connection,
+receive every change in order, get, publish, then leave, miss some writes, and
+resume with the last token to receive exactly the missed changes. Exit 0 when every
+check holds."""
 import json
 import sys
 
@@ -21,6 +22,8 @@ with connect(url, subprotocols=["ringline.v1.json"]) as a, \
     assert a.subprotocol == "ringline.v1.json", a.subprotocol
     snap = call(a, {"op": "sub", "id": 1, "key": key})
     assert snap["op"] == "snapshot" and snap["id"] == 1, snap
+    # Set only by a pong carrying this payload: a missing or mismatched pong fails.
+    assert a.ping(b"ping on /ws").wait(10), "no matching pong within 10 s"
     for n in range(1, 21):
         ok = call(w, {"op": "put", "id": n, "key": key, "value": {"n": n, "s": "é"}})
         assert ok["op"] == "ok" and ok["id"] == n, ok
