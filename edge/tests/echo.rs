@@ -1,7 +1,9 @@
 //! Integration tests against the real `edge` binary: HTTP endpoints, the `/echo`
 //! WebSocket (text, binary, fragmented, ping, close handshake), size limits (1009),
-//! capacity (503 with Retry-After), the handshake deadline (slowloris), heartbeats,
-//! and the SIGTERM drain (healthz 503, close 1001, clean exit).
+//! capacity (503 with Retry-After), the handshake deadline (slowloris), heartbeats (a
+//! connection answering pings stays, a silent one is closed), the SIGTERM drain
+//! (healthz 503, close 1001, clean exit; the forced exit at `drain_secs`), and the
+//! slow-consumer close 4008.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -126,18 +128,64 @@ fn a_full_worker_answers_503_and_slow_handshakes_are_dropped() {
 #[test]
 fn heartbeats_ping_and_silence_is_closed() {
     let edge = Edge::start(&["--heartbeat-secs", "1"]);
-    let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
-    assert_eq!(ws.recv(), Msg::Ping(Vec::new()));
-    // Not answering: after two silent intervals the edge closes with 1001.
-    loop {
-        match ws.recv() {
+    let t0 = Instant::now();
+    let mut silent = Ws::connect(edge.addr, "/echo").unwrap();
+    let mut answering = Ws::connect(edge.addr, "/echo").unwrap();
+    // One connection answers every ping with its pong: it must stay open for several
+    // intervals (5 pings, at least 4 s), well past the two that close a silent one.
+    let pinged = std::thread::spawn(move || {
+        let mut pings = 0;
+        while pings < 5 {
+            match answering.recv() {
+                Msg::Ping(p) => {
+                    pings += 1;
+                    answering.send(true, Opcode::Pong, &p);
+                }
+                other => panic!(
+                    "the connection answering pings got {other:?} after {pings} pings, {:?} in",
+                    t0.elapsed()
+                ),
+            }
+        }
+        let open_for = t0.elapsed();
+        // Still served: an echo comes back (pings before it are answered).
+        answering.send(true, Opcode::Text, b"still here");
+        loop {
+            match answering.recv() {
+                Msg::Ping(p) => answering.send(true, Opcode::Pong, &p),
+                other => {
+                    assert_eq!(other, Msg::Text("still here".into()), "after {open_for:?}");
+                    break;
+                }
+            }
+        }
+        open_for
+    });
+    // The silent one is pinged, then closed with 1001 after two silent intervals.
+    assert_eq!(silent.recv(), Msg::Ping(Vec::new()));
+    let closed = loop {
+        match silent.recv() {
             Msg::Ping(_) => continue,
             other => {
                 assert_eq!(other, Msg::Close(Some(1001)));
-                break;
+                break t0.elapsed();
             }
         }
-    }
+    };
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_secs(8),
+        "the silent connection was closed after {closed:?} (two 1 s intervals)"
+    );
+    let open_for = pinged.join().expect("the answering connection was closed");
+    assert!(
+        open_for >= Duration::from_secs(4),
+        "5 pings in {open_for:?} at a 1 s heartbeat"
+    );
+    // Only the silent one was closed.
+    assert_eq!(
+        edge.metric("ringline_edge_close_frames_sent_total{code=\"1001\"}"),
+        1
+    );
 }
 
 #[test]
@@ -170,6 +218,68 @@ fn sigterm_drains_with_1001_and_exits() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_drain_that_cannot_finish_exits_at_drain_secs() {
+    let drain = Duration::from_secs(3);
+    let mut edge = Edge::start(&[
+        "--drain-secs",
+        "3",
+        "--workers",
+        "1",
+        "--max-outbound",
+        "268435456",
+    ]);
+    // A client that never reads: its echoes pile up in the edge (far below the 4008
+    // bound), so the close 1001 of the drain queues behind them and never goes out.
+    let mut stuck = Ws::connect(edge.addr, "/echo").unwrap();
+    let mut frame = Vec::new();
+    encode_client_frame(
+        &mut frame,
+        true,
+        Opcode::Binary,
+        &[7u8; 65536],
+        [1, 2, 3, 4],
+    );
+    stuck
+        .s
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..256 {
+        stuck.s.write_all(&frame).unwrap();
+    }
+    // The edge has read it all and holds megabytes it cannot send (published once a
+    // tick).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while edge.metric("ringline_edge_queued_bytes") < 4 << 20 {
+        assert!(Instant::now() < deadline, "the backlog never built up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = Instant::now();
+    edge.sigterm();
+    // The connection would hold the drain far longer (its close frame is abandoned
+    // only 5 s after it was queued, itself 2 s into the drain): the edge exits at
+    // drain_secs anyway, not earlier and not much later.
+    let status = loop {
+        if let Some(status) = edge.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t.elapsed() < drain + Duration::from_secs(15),
+            "the edge still runs {:?} after SIGTERM (drain_secs 3)",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = t.elapsed();
+    eprintln!("the edge exited {took:?} after SIGTERM");
+    assert!(status.success(), "edge exited with {status}");
+    assert!(
+        took >= drain && took < drain + Duration::from_millis(2500),
+        "exited {took:?} after SIGTERM, drain_secs 3"
+    );
+    drop(stuck);
 }
 
 #[test]
