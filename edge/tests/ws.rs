@@ -1,10 +1,15 @@
 //! The client protocol on `/ws` against the real `edge` and `store` binaries: reads and
 //! writes, subscriptions (snapshot, changes, resume exactly once, prefixes), grouping of
-//! many subscribers into one internal watch, both encodings, bad input, and a store
-//! killed with SIGKILL under live subscriptions.
+//! many subscribers into one internal watch, both encodings, bad input, a store killed
+//! with SIGKILL under live subscriptions, a store refused for its partition count, a
+//! silent (SIGSTOPped) store's link dropped by the keep-alive and back after SIGCONT,
+//! and a subscriber that stops reading closed with 4008 while the others carry on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -655,10 +660,93 @@ fn a_large_snapshot_comes_in_parts_of_at_most_64_kib() {
     assert_eq!(keys, want);
 }
 
+/// The lines an edge logged so far, kept as they come.
+#[derive(Clone)]
+struct EdgeLog(Arc<Mutex<Vec<String>>>);
+
+impl EdgeLog {
+    /// Wait up to `within` for a line that `pick` accepts, and return it.
+    fn wait_for(&self, within: Duration, pick: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.0.lock().unwrap().iter().find(|l| pick(l)) {
+                return Some(line.clone());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn any(&self, pick: impl Fn(&str) -> bool) -> bool {
+        self.0.lock().unwrap().iter().any(|l| pick(l))
+    }
+}
+
+/// [`Edge::start`] keeping the edge's log, to assert what it did and why.
+fn logged_edge(extra: &[&str]) -> (Edge, EdgeLog) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["--listen", "127.0.0.1:0", "--pin", "false"])
+        .args(if extra.contains(&"--workers") {
+            &[][..]
+        } else {
+            &["--workers", "2"][..]
+        })
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = EdgeLog(Arc::default());
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the edge exited before listening")
+            .unwrap();
+        log.0.lock().unwrap().push(line.clone());
+        if line.contains("edge listening")
+            && let Some(rest) = line.split("listen=").nth(1)
+        {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let show = std::env::var_os("EDGE_LOG").is_some();
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if show {
+                eprintln!("{line}");
+            }
+            keep.0.lock().unwrap().push(line);
+        }
+    });
+    (Edge { child, addr }, log)
+}
+
+/// The state `/metrics` shows for the edge's links, summed (one worker, one store:
+/// 0 down, 1 connecting, 2 up).
+fn link_state(edge: &Edge) -> u64 {
+    edge.metric("ringline_edge_link_state")
+}
+
+fn is_unavailable(r: &Response<'_>) -> bool {
+    matches!(
+        r,
+        Response::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        }
+    )
+}
+
 #[test]
 fn a_store_with_another_partition_count_is_refused_and_its_keys_are_unavailable() {
     let dir = tempfile::tempdir().unwrap();
-    // The store runs on its embedded default map; the edge's map says 16 partitions.
+    // The store runs on its embedded default map (256 partitions); the edge's map says
+    // 16.
     let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
     let map = dir.path().join("cluster.toml");
     let addr = store.addr.to_string();
@@ -667,38 +755,210 @@ fn a_store_with_another_partition_count_is_refused_and_its_keys_are_unavailable(
         wire::cluster::even_split_toml(1, 16, &[("store-1", &addr)]),
     )
     .unwrap();
-    let edge = Edge::start(&["--cluster", map.to_str().unwrap()]);
-    // Requests get a prompt answer (never a hang): unavailable, as for a store that is
-    // down, since the link is refused at its hello.
+    let (edge, log) = logged_edge(&["--cluster", map.to_str().unwrap(), "--workers", "1"]);
+    // The refusal itself: the store answered the hello, and the edge turned the link
+    // down for its partition count (not a link still connecting, nor one accepted).
+    let seen = log.wait_for(Duration::from_secs(20), |l| {
+        l.contains("store link up") || l.contains("store has 256 partitions")
+    });
+    let seen = seen.expect("the edge neither refused nor accepted the store within 20 s");
+    assert!(
+        seen.contains("the edge's cluster map 16"),
+        "the edge did not refuse the store: {seen}"
+    );
+    assert_ne!(link_state(&edge), 2, "the link is up");
+    // Its keys answer promptly (never a hang): unavailable, as for a store that is
+    // down; a subscription is refused, not left waiting.
     let mut c = Client::json(edge.addr);
-    std::thread::sleep(Duration::from_millis(300));
     for id in 1..=3 {
         let t = Instant::now();
         let r = c.call(&Request::Get {
             id,
             key: "k".into(),
         });
-        assert!(
-            matches!(
-                r,
-                Response::Error {
-                    code: ErrorCode::Unavailable,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert!(is_unavailable(&r), "{r:?}");
         assert!(t.elapsed() < Duration::from_secs(1));
     }
     c.sub(9, "k", None);
+    let r = c.recv();
     assert!(
-        matches!(
-            c.recv(),
-            Response::Error {
-                code: ErrorCode::Unavailable,
-                ..
-            }
-        ),
-        "a subscription must be refused, not left waiting"
+        is_unavailable(&r),
+        "a subscription must be refused, not left waiting: {r:?}"
     );
+    // Never accepted, on any attempt so far.
+    assert_ne!(link_state(&edge), 2, "the link is up");
+    assert!(
+        !log.any(|l| l.contains("store link up")),
+        "the link came up"
+    );
+}
+
+#[test]
+fn a_silent_store_link_is_dropped_after_15_s_then_comes_back_and_subscriptions_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
+    let map = store.cluster_file(dir.path());
+    // One worker: one link, whose state /metrics shows alone.
+    let (edge, log) = logged_edge(&["--cluster", map.to_str().unwrap(), "--workers", "1"]);
+    edge.wait_links_up();
+    let mut a = Client::json(edge.addr);
+    a.sub(1, "alive", None);
+    assert!(matches!(a.recv(), Response::Snapshot { id: 1, .. }));
+    let mut w = Client::json(edge.addr);
+    assert!(matches!(w.put(1, "alive", "1"), Response::Ok { .. }));
+    let (value, version, _) = change(&a.recv());
+    assert_eq!((value.as_str(), version), ("1", 1));
+    // A last answer from the store, then it freezes: SIGSTOP keeps its sockets open
+    // (the kernel even accepts new connections) but it says nothing more.
+    let r = w.call(&Request::Get {
+        id: 2,
+        key: "alive".into(),
+    });
+    assert!(matches!(r, Response::Value { id: 2, .. }), "{r:?}");
+    let t = Instant::now();
+    store.signal("STOP");
+    // The link stays up through the silence, then the keep-alive drops it 15 s after
+    // the last byte received. A request sent into the silence is answered
+    // `unavailable` when the link goes.
+    let mut in_flight = false;
+    let dropped = loop {
+        if link_state(&edge) != 2 {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the link is still up 30 s after the store went silent"
+        );
+        if !in_flight && t.elapsed() > Duration::from_secs(8) {
+            w.send(&Request::Get {
+                id: 3,
+                key: "alive".into(),
+            });
+            in_flight = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        dropped >= Duration::from_secs(13) && dropped < Duration::from_secs(20),
+        "the silent link was dropped {dropped:?} after the store's last answer (15 s)"
+    );
+    let why = log.wait_for(Duration::from_secs(5), |l| l.contains("store link down"));
+    assert!(
+        why.as_deref().is_some_and(|l| l.contains("silent")),
+        "{why:?}"
+    );
+    assert!(in_flight);
+    let r = w.recv();
+    assert!(
+        matches!(&r, Response::Error { id: Some(3), .. }) && is_unavailable(&r),
+        "the request in flight: {r:?}"
+    );
+    // Its keys now answer unavailable at once; a new subscription is refused.
+    let t = Instant::now();
+    let r = w.call(&Request::Get {
+        id: 4,
+        key: "alive".into(),
+    });
+    assert!(is_unavailable(&r), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    w.sub(5, "alive", None);
+    let r = w.recv();
+    assert!(is_unavailable(&r), "{r:?}");
+    // The store wakes up: the link comes back (backoff of at most 8 s, then a hello),
+    // and the subscription resumes where it was: the next writes arrive, each once,
+    // with nothing before them.
+    store.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while link_state(&edge) != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the link did not come back within 30 s of SIGCONT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for v in 2..=3u64 {
+        assert!(matches!(
+            w.put(10 + v, "alive", &v.to_string()),
+            Response::Ok { .. }
+        ));
+    }
+    for v in 2..=3u64 {
+        let (value, version, _) = change(&a.recv());
+        assert_eq!((value, version), (v.to_string(), v));
+    }
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_with_4008_and_the_others_keep_receiving() {
+    // One worker: both subscribers ride the same group watch.
+    let c = Cluster::start_with(&[
+        "--workers",
+        "1",
+        "--max-message",
+        "131072",
+        "--max-outbound",
+        "1048576",
+    ]);
+    let key = "hot";
+    let mut fast = Client::json(c.edge.addr);
+    let mut slow = Client::json(c.edge.addr);
+    for s in [&mut fast, &mut slow] {
+        s.sub(1, key, None);
+        assert!(matches!(s.recv(), Response::Snapshot { id: 1, .. }));
+    }
+    let mut w = Client::json(c.edge.addr);
+    let value = format!("\"{}\"", "x".repeat(32 * 1024));
+    let slow_consumer = "ringline_edge_close_frames_sent_total{code=\"4008\"}";
+    // Write 32 KiB changes, 4 at a time, while `fast` reads every one and `slow` reads
+    // nothing, until the edge gives up on `slow` (its queue passed 1 MiB once the
+    // kernel buffers were full). 32 MiB without that is a failure.
+    let mut version = 0u64;
+    let write = |w: &mut Client, fast: &mut Client, version: &mut u64| {
+        for i in 1..=4 {
+            w.send(&Request::Put {
+                id: *version + i,
+                key: key.into(),
+                value: Cow::Borrowed(value.as_bytes()),
+                if_version: None,
+            });
+        }
+        for _ in 0..4 {
+            let r = w.recv();
+            assert!(matches!(r, Response::Ok { .. }), "{r:?}");
+        }
+        for _ in 0..4 {
+            *version += 1;
+            let (got, v, _) = change(&fast.recv());
+            assert_eq!((got.len(), v), (value.len(), *version));
+        }
+    };
+    while c.edge.metric(slow_consumer) == 0 {
+        assert!(
+            version < 1024,
+            "no close 4008 after {version} changes of 32 KiB to a subscriber that reads none"
+        );
+        write(&mut w, &mut fast, &mut version);
+    }
+    // `slow` reads at last: changes in order (the ones the kernel and the edge had
+    // taken), then close 4008, well before the last change.
+    let mut got = 0u64;
+    let code = loop {
+        match slow.ws.recv() {
+            Msg::Text(t) => {
+                got += 1;
+                let r = wire::client::json::decode_response(t.as_bytes()).unwrap();
+                assert_eq!(change(&r).1, got);
+            }
+            Msg::Close(code) => break code,
+            Msg::Ping(_) => {}
+            other => panic!("after {got} changes: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4008), "after {got} changes");
+    assert!(got < version, "{got} of {version} changes");
+    // The others carry on: every change still reaches `fast`, in order.
+    for _ in 0..2 {
+        write(&mut w, &mut fast, &mut version);
+    }
+    assert_eq!(c.edge.metric(slow_consumer), 1);
 }

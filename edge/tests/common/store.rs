@@ -62,6 +62,18 @@ impl Store {
         let _ = self.child.wait();
     }
 
+    /// Send signal `name` (`STOP`, `CONT`...) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{name}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// Start again on the same address and data (after [`Store::kill`]).
     pub fn restart(&mut self) {
         let addr = self.addr.to_string();
