@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::client::{Client, change};
+use common::client::{Client, Event, change};
 use common::cluster::{LocalCluster, key_of, store_of};
 use wire::client::{ChangeOp, Request, Response};
 
@@ -71,12 +71,35 @@ fn five_hundred_watchers_of_one_key_are_one_watch_per_edge_worker() {
     }
 }
 
+/// How a follower's connection may end in a scenario; any other end fails the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// Never: every edge stays up.
+    Never,
+    /// Without a close frame (EOF or reset): its edge was SIGKILLed.
+    Abruptly,
+    /// With close 1001 (going away): its edge drained.
+    GoingAway,
+}
+
+/// A subscription's state on the follower's current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    /// Sent, not answered yet.
+    Pending,
+    /// Answered with its snapshot or `resumed`: its changes may flow.
+    Live,
+}
+
 /// A client that follows `keys` through HAProxy, reconnecting with its last tokens
-/// whenever its connection ends, and records every value it receives per key.
+/// whenever its connection ends as the scenario allows (`ends`), and records every
+/// value it receives per key.
 struct Follower {
     front: SocketAddr,
     keys: Vec<String>,
-    /// Per key: the value its subscription started from (snapshot), if any.
+    ends: Ends,
+    subs: Vec<Sub>,
+    /// Per key: the value its first snapshot held, if any.
     start: HashMap<String, Option<u64>>,
     /// Per key: every value received, in order.
     seen: HashMap<String, Vec<u64>>,
@@ -84,16 +107,23 @@ struct Follower {
     reconnects: u32,
     /// Reconnects of every follower, for the writer to see.
     moved: Arc<AtomicUsize>,
+    /// Followers holding every key's snapshot, for the writer to wait for.
+    ready: Arc<AtomicUsize>,
 }
+
+/// The request id of the follower's liveness probe (a `get`).
+const PROBE: u64 = 999;
 
 impl Follower {
     /// Subscribe to key `i`, from its last token if any.
-    fn sub(&self, cl: &mut Client, i: usize) {
+    fn sub(&mut self, cl: &mut Client, i: usize) {
         let k = &self.keys[i];
         cl.sub(i as u64, k, self.tokens.get(k).map(String::as_str));
+        self.subs[i] = Sub::Pending;
     }
 
     fn connect(&mut self) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(mut cl) = Client::try_json(self.front) {
                 cl.ws
@@ -105,133 +135,288 @@ impl Follower {
                 }
                 return cl;
             }
+            assert!(Instant::now() < deadline, "no connection through HAProxy");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// The key of subscription `id`.
+    fn key(&self, id: u64) -> String {
+        self.keys
+            .get(id as usize)
+            .unwrap_or_else(|| panic!("a message for subscription {id}, never made"))
+            .clone()
+    }
+
     /// Run until `done` says the writer finished and every key reached `last`.
     fn run(mut self, last: Arc<Mutex<HashMap<String, u64>>>, done: Arc<AtomicBool>) -> Self {
-        const PROBE: u64 = 999;
+        // Silence past this with the probe unanswered is a hung connection.
+        const PROBE_LIMIT: Duration = Duration::from_secs(10);
         let mut cl = self.connect();
-        let mut probing = false;
+        let mut probe: Option<Instant> = None;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            match cl.try_recv() {
-                Some(Response::Snapshot {
-                    id, entries, token, ..
-                }) => {
-                    let k = self.keys[id as usize].clone();
-                    let v = entries
-                        .iter()
-                        .find(|e| e.key == k)
-                        .map(|e| std::str::from_utf8(&e.value).unwrap().parse().unwrap());
-                    self.start.entry(k.clone()).or_insert(v);
-                    if let Some(t) = token {
-                        self.tokens.insert(k, t.into_owned());
+            match cl.next() {
+                Event::Msg(r) => {
+                    if matches!(
+                        r,
+                        Response::Value { id: PROBE, .. }
+                            | Response::Error {
+                                id: Some(PROBE),
+                                ..
+                            }
+                    ) {
+                        // The probe's answer (a value, or unavailable): the connection lives.
+                        probe = None;
+                    } else {
+                        self.on_message(&mut cl, r);
                     }
                 }
-                Some(Response::Change { id, op, token, .. }) => {
-                    let k = self.keys[id as usize].clone();
-                    let value = match op {
-                        ChangeOp::Put { value, .. } | ChangeOp::Publish { value } => value,
-                        ChangeOp::Delete { .. } => panic!("no deletes here"),
-                    };
-                    let v: u64 = std::str::from_utf8(&value).unwrap().parse().unwrap();
-                    self.seen.entry(k.clone()).or_default().push(v);
-                    self.tokens.insert(k, token.into_owned());
-                }
-                Some(Response::Resumed { .. }) => {}
-                // The probe's answer (a value, or unavailable: the connection lives).
-                Some(
-                    Response::Value { id: PROBE, .. }
-                    | Response::Error {
-                        id: Some(PROBE), ..
-                    },
-                ) => {
-                    probing = false;
-                }
-                // A subscription refused while its store was away: ask again shortly.
-                Some(Response::Error { id: Some(i), .. }) if (i as usize) < self.keys.len() => {
-                    std::thread::sleep(Duration::from_millis(100));
-                    self.sub(&mut cl, i as usize);
-                }
-                Some(other) => panic!("unexpected {other:?}"),
-                None => {
+                Event::Silent => {
                     if done.load(Ordering::Relaxed) && self.caught_up(&last.lock().unwrap()) {
                         return self;
                     }
-                    if probing {
-                        // Silent through a probe: the connection is gone.
-                        self.reconnects += 1;
-                        self.moved.fetch_add(1, Ordering::Relaxed);
-                        probing = false;
-                        cl = self.connect();
-                    } else {
-                        // Silent for a moment: is it still there?
-                        probing = true;
-                        cl.send(&Request::Get {
-                            id: PROBE,
-                            key: "probe".into(),
-                        });
+                    // Silent for a moment: is it still there?
+                    match probe {
+                        Some(at) => assert!(
+                            at.elapsed() < PROBE_LIMIT,
+                            "a connection silent for {:?} with its probe unanswered",
+                            at.elapsed()
+                        ),
+                        None => {
+                            probe = Some(Instant::now());
+                            cl.send(&Request::Get {
+                                id: PROBE,
+                                key: "probe".into(),
+                            });
+                        }
                     }
+                }
+                end @ (Event::Close(_) | Event::Ended) => {
+                    assert!(
+                        matches!(
+                            (self.ends, &end),
+                            (Ends::Abruptly, Event::Ended)
+                                | (Ends::GoingAway, Event::Close(Some(1001)))
+                        ),
+                        "the connection ended with {end:?}; this scenario allows {:?}",
+                        self.ends
+                    );
+                    self.reconnects += 1;
+                    self.moved.fetch_add(1, Ordering::Relaxed);
+                    probe = None;
+                    cl = self.connect();
                 }
             }
             assert!(Instant::now() < deadline, "follower never caught up");
         }
     }
 
-    fn caught_up(&self, last: &HashMap<String, u64>) -> bool {
-        last.iter().all(|(k, v)| {
-            self.seen.get(k).and_then(|s| s.last()) == Some(v)
-                || (!self.seen.contains_key(k) && self.start.get(k) == Some(&Some(*v)))
-        })
+    fn on_message(&mut self, cl: &mut Client, r: Response<'static>) {
+        match r {
+            Response::Snapshot {
+                id,
+                entries,
+                token,
+                more,
+            } => {
+                let k = self.key(id);
+                // A subscription from a token resumes or resets (the latter fails
+                // below): a snapshot comes only for the first one.
+                assert!(
+                    self.subs[id as usize] == Sub::Pending && !self.tokens.contains_key(&k),
+                    "{k}: a snapshot for a subscription that is {:?} (token {:?})",
+                    self.subs[id as usize],
+                    self.tokens.get(&k)
+                );
+                let v = entries
+                    .iter()
+                    .find(|e| e.key == k)
+                    .map(|e| std::str::from_utf8(&e.value).unwrap().parse().unwrap());
+                let start = self.start.entry(k.clone()).or_default();
+                if v.is_some() {
+                    *start = v;
+                }
+                if !more {
+                    let t = token.unwrap_or_else(|| panic!("{k}: a last snapshot without token"));
+                    self.tokens.insert(k, t.into_owned());
+                    self.subs[id as usize] = Sub::Live;
+                    if self.subs.iter().all(|s| *s == Sub::Live) {
+                        self.ready.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Response::Resumed { id, token } => {
+                let k = self.key(id);
+                assert!(
+                    self.subs[id as usize] == Sub::Pending && self.tokens.contains_key(&k),
+                    "{k}: resumed, on a subscription that is {:?} (token {:?})",
+                    self.subs[id as usize],
+                    self.tokens.get(&k)
+                );
+                self.subs[id as usize] = Sub::Live;
+                self.tokens.insert(k, token.into_owned());
+            }
+            Response::Change { id, key, op, token } => {
+                let k = self.key(id);
+                assert_eq!(key, k, "a change of another key on subscription {id}");
+                assert_eq!(
+                    self.subs[id as usize],
+                    Sub::Live,
+                    "{k}: a change before its subscription's snapshot or resumed"
+                );
+                let value = match op {
+                    ChangeOp::Put { value, .. } | ChangeOp::Publish { value } => value,
+                    ChangeOp::Delete { .. } => panic!("{k}: no deletes here"),
+                };
+                let v: u64 = std::str::from_utf8(&value).unwrap().parse().unwrap();
+                self.seen.entry(k.clone()).or_default().push(v);
+                self.tokens.insert(k, token.into_owned());
+            }
+            // A subscription refused while its store was away (when made, or while it
+            // was starting when the link dropped): ask again shortly. An established
+            // one is never failed: the edge resumes it when the link is back.
+            Response::Error {
+                id: Some(id),
+                code: wire::client::ErrorCode::Unavailable,
+                ..
+            } if self.subs.get(id as usize) == Some(&Sub::Pending) => {
+                std::thread::sleep(Duration::from_millis(100));
+                self.sub(cl, id as usize);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
-    /// Every value after the start, each once, in order (checked by sequence).
+    fn caught_up(&self, last: &HashMap<String, u64>) -> bool {
+        last.iter()
+            .all(|(k, &v)| v == 0 || self.seen.get(k).and_then(|s| s.last()) == Some(&v))
+    }
+
+    /// Every value from the first written, each once, in order (checked by
+    /// sequence): each follower held an empty snapshot of every key before the first
+    /// write, so nothing may be missing at the start either.
     fn check(&self, last: &HashMap<String, u64>) {
         for (k, &end) in last {
-            let seen = self.seen.get(k).cloned().unwrap_or_default();
-            let first = match self.start.get(k).copied().flatten() {
-                Some(v) => v + 1,
-                // No value at subscription (a new key, or log-only messages): from
-                // the first one received.
-                None => seen.first().copied().unwrap_or(end + 1),
-            };
-            let want: Vec<u64> = (first..=end).collect();
-            assert_eq!(seen, want, "{k}: every change once, in order");
+            assert_eq!(
+                self.start.get(k),
+                Some(&None),
+                "{k}: the snapshot, taken before any write, holds a value"
+            );
+            let seen = self.seen.get(k).map(Vec::as_slice).unwrap_or_default();
+            let want: Vec<u64> = (1..=end).collect();
+            if let Some(diff) = difference(seen, &want) {
+                panic!(
+                    "{k}: every change once, in order, from the first: {diff} ({} reconnects)",
+                    self.reconnects
+                );
+            }
         }
     }
 }
 
-/// `n` followers of `keys` through `front`, each on its own thread.
+/// Where `got` parts from `want`, briefly; `None` if they are equal.
+fn difference(got: &[u64], want: &[u64]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let around = |v: &[u64]| v[at.saturating_sub(2).min(v.len())..(at + 3).min(v.len())].to_vec();
+    Some(format!(
+        "{} values for {} written; from #{at} got {:?}, want {:?}",
+        got.len(),
+        want.len(),
+        around(got),
+        around(want)
+    ))
+}
+
+/// Start `n` followers of `keys` through `front`, each on its own thread, and wait
+/// until each holds every key's snapshot (so none can miss the first write).
 fn spawn_followers(
     n: usize,
     front: SocketAddr,
     keys: &[String],
+    ends: Ends,
     last: &Arc<Mutex<HashMap<String, u64>>>,
     done: &Arc<AtomicBool>,
     moved: &Arc<AtomicUsize>,
 ) -> Vec<std::thread::JoinHandle<Follower>> {
-    (0..n)
+    let ready = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..n)
         .map(|_| {
             let f = Follower {
                 front,
                 keys: keys.to_vec(),
+                ends,
+                subs: vec![Sub::Pending; keys.len()],
                 start: HashMap::new(),
                 seen: HashMap::new(),
                 tokens: HashMap::new(),
                 reconnects: 0,
                 moved: Arc::clone(moved),
+                ready: Arc::clone(&ready),
             };
             let (last, done) = (Arc::clone(last), Arc::clone(done));
             std::thread::spawn(move || f.run(last, done))
         })
-        .collect()
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready.load(Ordering::Relaxed) < n {
+        assert!(
+            !handles.iter().any(std::thread::JoinHandle::is_finished),
+            "a follower ended before the first write (its panic is above)"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} followers got their snapshots",
+            ready.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    handles
+}
+
+/// Wait for `followers` to catch up and check each (see [`Follower::check`]).
+fn join_followers(
+    followers: Vec<std::thread::JoinHandle<Follower>>,
+    last: &HashMap<String, u64>,
+) -> Vec<Follower> {
+    let followers: Vec<Follower> = followers
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| panic!("a follower failed (its panic is above)"))
+        })
+        .collect();
+    for f in &followers {
+        f.check(last);
+    }
+    followers
+}
+
+/// Poll edge `e`'s metric `name` (published once a second) until `ok` holds it.
+fn wait_metric(e: &common::Edge, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = e.metric(name);
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// At least 5,000 sequenced puts and publishes to keys of both stores while `disrupt` hits
-/// edge 0; followers through HAProxy must each end with every change exactly once.
-fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
+/// edge 0 (ending its connections as `ends` says); followers through HAProxy, each
+/// holding every key's snapshot before the first write, must each end with every
+/// change exactly once, from the first.
+fn survive(c: &LocalCluster, ends: Ends, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
     let keys = vec![
         key_of(0, "put/", 0),
         key_of(1, "put/", 0),
@@ -241,13 +426,9 @@ fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
     let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(AtomicUsize::new(0));
-    let followers = spawn_followers(40, c.front, &keys, &last, &done, &moved);
-    // Let every follower subscribe (through HAProxy, over both edges).
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        c.edges[0].metric("ringline_edge_subscriptions") > 0,
-        "no follower on edge 0"
-    );
+    let followers = spawn_followers(40, c.front, &keys, ends, &last, &done, &moved);
+    // Followers went through HAProxy to both edges.
+    wait_metric(&c.edges[0], "ringline_edge_subscriptions", |n| n > 0);
     // The writer talks to edge 1 directly: it survives edge 0's end.
     let mut w = Client::json(c.edges[1].addr);
     let mut counters: HashMap<String, u64> = HashMap::new();
@@ -282,10 +463,7 @@ fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
     }
     *last.lock().unwrap() = counters.clone();
     done.store(true, Ordering::Relaxed);
-    let followers: Vec<Follower> = followers.into_iter().map(|h| h.join().unwrap()).collect();
-    for f in &followers {
-        f.check(&counters);
-    }
+    let followers = join_followers(followers, &counters);
     assert!(
         followers.iter().any(|f| f.reconnects > 0),
         "no follower had to move: the disruption did not happen"
@@ -296,7 +474,7 @@ fn survive(c: &LocalCluster, disrupt: fn(&LocalCluster)) -> Vec<Follower> {
 #[test]
 fn an_edge_killed_mid_stream_loses_nothing_for_its_clients() {
     let c = LocalCluster::start(&[]);
-    let followers = survive(&c, |c| c.edges[0].signal("KILL"));
+    let followers = survive(&c, Ends::Abruptly, |c| c.edges[0].signal("KILL"));
     let moved = followers.iter().filter(|f| f.reconnects > 0).count();
     eprintln!(
         "edge SIGKILL: {moved} of {} followers moved to the other edge",
@@ -308,7 +486,7 @@ fn an_edge_killed_mid_stream_loses_nothing_for_its_clients() {
 fn an_edge_drained_mid_stream_loses_nothing_for_its_clients() {
     let mut c = LocalCluster::start(&[]);
     let t = Instant::now();
-    let followers = survive(&c, |c| c.edges[0].sigterm());
+    let followers = survive(&c, Ends::GoingAway, |c| c.edges[0].sigterm());
     let moved = followers.iter().filter(|f| f.reconnects > 0).count();
     eprintln!(
         "edge SIGTERM: {moved} of {} followers moved to the other edge",
@@ -388,8 +566,16 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
     let keys = vec![key_of(0, "safe/", 0), key_of(1, "crash/", 0)];
     let last: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
-    let followers = spawn_followers(20, c.front, &keys, &last, &done, &Arc::default());
-    std::thread::sleep(Duration::from_secs(2));
+    // The edges stay up: no follower's connection may end.
+    let followers = spawn_followers(
+        20,
+        c.front,
+        &keys,
+        Ends::Never,
+        &last,
+        &done,
+        &Arc::default(),
+    );
     // The writer: conditional puts (if_version), so that a write whose outcome is
     // unknown (its store died with it in flight) can be retried without landing twice.
     let mut w = Client::json(c.edges[1].addr);
@@ -491,9 +677,7 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
     }
     *last.lock().unwrap() = acked.clone();
     done.store(true, Ordering::Relaxed);
-    for f in followers {
-        f.join().unwrap().check(&acked);
-    }
+    join_followers(followers, &acked);
     eprintln!("store SIGKILL: {refused} writes refused as unavailable, slowest answer {slowest:?}");
 }
 

@@ -120,6 +120,7 @@ impl LocalCluster {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/haproxy/haproxy.cfg"),
         )
         .unwrap();
+        let sock = dir.join("haproxy.sock");
         let mut servers = String::new();
         for (i, e) in edges.iter().enumerate() {
             servers.push_str(&format!("    server edge{} {} check\n", i + 1, e.addr));
@@ -128,6 +129,8 @@ impl LocalCluster {
             .lines()
             .filter(|l| !l.trim_start().starts_with("server edge"))
             .map(|l| match l.trim() {
+                // Its runtime API, to see its servers' health.
+                "global" => format!("global\n    stats socket {}\n", sock.display()),
                 "bind :8080" => format!("    bind {front}\n"),
                 "maxconn 1000000" => "    maxconn 9000\n".to_owned(),
                 "log stderr format short local0 notice" => String::new(),
@@ -163,8 +166,22 @@ impl LocalCluster {
             assert!(Instant::now() < deadline, "haproxy never came up");
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Give the second edge's checks time to pass too (rise 2, inter 1 s).
-        std::thread::sleep(Duration::from_millis(2500));
+        // And once each edge has passed a health check (its traffic goes to both).
+        loop {
+            let servers = haproxy_servers(&sock);
+            if servers.len() == edges.len()
+                && servers
+                    .iter()
+                    .all(|(_, status, check)| status == "UP" && check == "L7OK")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "haproxy's edges never passed their checks: {servers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         child
     }
 
@@ -172,6 +189,39 @@ impl LocalCluster {
     pub fn store_metric(&self, s: usize, name: &str) -> u64 {
         super::metric_sum(&super::http_get(self.admin[s], "/metrics").1, name)
     }
+}
+
+/// Each server of HAProxy's backend `edges`: (name, status, last check's status), from
+/// `show stat` on its runtime API at `sock` (empty while it is not up).
+fn haproxy_servers(sock: &Path) -> Vec<(String, String, String)> {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return Vec::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut csv = String::new();
+    if s.write_all(b"show stat\n").is_err() || s.read_to_string(&mut csv).is_err() {
+        return Vec::new();
+    }
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(status), Some(check)) = (col("status"), col("check_status")) else {
+        return Vec::new();
+    };
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.first() == Some(&"edges") && f.get(1).is_some_and(|s| s.starts_with("edge")))
+        .map(|f| {
+            let field = |i: usize| f.get(i).copied().unwrap_or_default().to_owned();
+            (field(1), field(status), field(check))
+        })
+        .collect()
 }
 
 impl Drop for LocalCluster {
