@@ -765,10 +765,12 @@ impl Hub {
         }
     }
 
-    /// Forget watch `wid`, telling its store when the link is up.
+    /// Forget watch `wid`, telling its store whatever the link's state: a watch the hub
+    /// still holds while its link is down was issued since the drop (a member starting
+    /// over), and its `Watch` waits in `link_out` for the link to come back; the
+    /// `Unwatch` must follow it there, or the store would keep a watch nobody reads.
     fn drop_watch(&mut self, wid: u64) {
         if let Some(w) = self.groups.remove_watch(wid)
-            && self.is_up(w.store)
             && let Some(out) = self.link_out.get_mut(w.store)
         {
             let _ = self.enc.unwatch(out, wid, wid);

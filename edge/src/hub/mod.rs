@@ -12,6 +12,8 @@
 mod group;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_model;
 
 use std::borrow::Cow;
 use std::cell::OnceCell;

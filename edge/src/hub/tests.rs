@@ -1,26 +1,32 @@
-//! The hub against a model store, under random interleavings: subscriptions (keys,
-//! tagged and untagged prefixes, fresh or resumed from an earlier token), unsubscribes,
-//! writes, partial delivery of the stores' frames, and links dropped and re-established.
-//! Whatever happens, every live subscription must receive, per partition, exactly the
-//! log entries matching its target after its starting position: in order, none twice,
-//! none missing.
+//! The hub against a model store ([`super::tests_model`]), under random interleavings:
+//! subscriptions (keys, tagged and untagged prefixes, fresh or resumed from an earlier
+//! token with the state the client kept), unsubscribes, connections closing, puts,
+//! deletes and publishes (some landing while a watch starts), snapshots paged with
+//! `more` while writes land, partial delivery of the stores' frames, links dropped and
+//! kept down across operations, and logs trimmed or recreated (a new epoch) while a
+//! link is down, so that groups come back through `reset` and a fresh snapshot.
+//!
+//! Whatever happens, every live subscription must:
+//! - start from a snapshot equal to the model's values at the snapshot's token, or from
+//!   `resumed` with exactly the token the client sent;
+//! - then receive, per partition, exactly the log entries matching its target after its
+//!   start (in order, none twice, none missing), each equal to the model's entry;
+//! - so that its replica (snapshot plus changes) ends equal to the model's values;
+//! - and fail only when it must: a `sub` while a store of its target is down (which
+//!   must fail), or a join still pending on a link that dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use wire::client::{Request, Response, Target, decode_token};
-use wire::cluster::ClusterMap;
-use wire::link::{
-    ChangeKind, ChangeRef, EntryRef, LinkEncoder, LinkLimits, LinkMessage, Position, decode_frame,
-};
+use wire::client::{ChangeOp, ErrorCode, Request, Response, Target, decode_token};
+use wire::link::{LinkLimits, LinkMessage, decode_frame};
 use wire::partition::{partition_of, prefix_partition};
 
+use super::tests_model::{Kind, Model, PARTITIONS, map, matches};
 use super::{ConnRef, Hub, Out};
 
-const PARTITIONS: u32 = 8;
-const EPOCH: u64 = 1;
 const KEYS: [&str; 6] = ["a", "b", "{t}x", "{t}y", "p/1", "p/2"];
 /// (target, prefix)
 const TARGETS: [(&str, bool); 5] = [
@@ -30,232 +36,63 @@ const TARGETS: [(&str, bool); 5] = [
     ("{t}", true),
     ("b", false),
 ];
+const CONNS: u32 = 3;
 
-fn map() -> ClusterMap {
-    ClusterMap::from_toml(
-        r#"
-version = 1
-partitions = 8
-[[store]]
-id = "s1"
-addr = "127.0.0.1:1"
-partitions = ["0-3"]
-[[store]]
-id = "s2"
-addr = "127.0.0.1:2"
-partitions = ["4-7"]
-"#,
-    )
-    .unwrap()
-}
+/// A client's copy of its target's values: key → (value, version).
+type Replica = BTreeMap<String, (Vec<u8>, u64)>;
 
-fn matches(key: &str, target: &str, prefix: bool) -> bool {
-    if prefix {
-        key.starts_with(target)
-    } else {
-        key == target
-    }
-}
+/// A position as a client reads it from a token: partition → (epoch, seq).
+type Positions = HashMap<u32, (u64, u64)>;
 
-/// A watch as the model store keeps it: (target, prefix, bound partition).
-type ModelWatch = (String, bool, Option<u32>);
-
-/// Every store of the map in one model: the log per partition, and each link's
-/// watches and frames in flight to the hub.
-struct Model {
-    map: ClusterMap,
-    /// Per partition: (key, seq) of each write, seq = index + 1.
-    log: Vec<Vec<String>>,
-    /// Per store: watch id → (target, prefix, bound partition).
-    watches: Vec<HashMap<u64, ModelWatch>>,
-    /// Per store: frames sent to the hub, not yet delivered.
-    inbox: Vec<VecDeque<Vec<u8>>>,
-    /// Writes committed to the log but not yet dispatched to watches (a batch landing
-    /// while a watch starts: the real store's snapshots and resumes read them, and its
-    /// dispatch then skips the watches that already read past them).
-    held: Vec<(String, u32, u64)>,
-    /// (watch, partition) → the seq its snapshot or resume read up to.
-    read: HashMap<(u64, u32), u64>,
-    enc: LinkEncoder,
-}
-
-impl Model {
-    fn new() -> Self {
-        Self {
-            map: map(),
-            log: vec![Vec::new(); PARTITIONS as usize],
-            watches: vec![HashMap::new(); 2],
-            inbox: vec![VecDeque::new(); 2],
-            held: Vec::new(),
-            read: HashMap::new(),
-            enc: LinkEncoder::new(&LinkLimits::default()),
-        }
-    }
-
-    fn last(&self, p: u32) -> u64 {
-        self.log[p as usize].len() as u64
-    }
-
-    fn frame(&mut self, s: usize, f: impl FnOnce(&mut LinkEncoder, &mut Vec<u8>)) {
-        let mut out = Vec::new();
-        f(&mut self.enc, &mut out);
-        self.inbox[s].push_back(out);
-    }
-
-    fn snapshot(&mut self, s: usize, wid: u64, p: u32, target: &str, prefix: bool) {
-        let keys: BTreeMap<String, u64> = self.log[p as usize]
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| matches(k, target, prefix))
-            .map(|(i, k)| (k.clone(), i as u64 + 1))
-            .collect();
-        let at = Position::new(p, EPOCH, self.last(p));
-        self.read.insert((wid, p), self.last(p));
-        let entries: Vec<EntryRef<'_>> = keys
-            .iter()
-            .map(|(k, v)| EntryRef {
-                key: k,
-                value: b"1",
-                version: *v,
-            })
-            .collect();
-        let mut out = Vec::new();
-        self.enc
-            .snapshot(&mut out, wid, wid, p, &entries, at, false)
-            .unwrap();
-        self.inbox[s].push_back(out);
-    }
-
-    /// What the hub sent store `s`.
-    fn receive(&mut self, s: usize, bytes: &[u8]) {
-        let mut at = 0;
-        while at < bytes.len() {
-            let (frame, used) = decode_frame(&bytes[at..], &LinkLimits::default())
-                .unwrap()
-                .unwrap();
-            at += used;
-            match frame.message {
-                LinkMessage::Watch(w) => {
-                    let (wid, target, prefix) = (w.watch_id(), w.key().to_owned(), w.prefix());
-                    let home = if prefix {
-                        prefix_partition(target.as_bytes(), PARTITIONS)
-                    } else {
-                        Some(partition_of(target.as_bytes(), PARTITIONS))
-                    };
-                    match w.from().copied() {
-                        Some(from) => {
-                            let p = from.partition();
-                            assert_eq!(self.map.owner_index(p), Some(s));
-                            if from.epoch() == EPOCH && from.seq() <= self.last(p) {
-                                self.frame(s, |e, o| {
-                                    e.resumed(o, wid, wid, p).unwrap();
-                                });
-                                self.read.insert((wid, p), self.last(p));
-                                let ids = [wid];
-                                let log = self.log[p as usize].clone();
-                                for (i, k) in log.iter().enumerate().skip(from.seq() as usize) {
-                                    if matches(k, &target, prefix) {
-                                        let c = ChangeRef {
-                                            watch_ids: &ids,
-                                            position: Position::new(p, EPOCH, i as u64 + 1),
-                                            key: k,
-                                            kind: ChangeKind::Put,
-                                            value: Some(b"1"),
-                                            version: i as u64 + 1,
-                                        };
-                                        self.frame(s, |e, o| e.changes(o, wid, &[c]).unwrap());
-                                    }
-                                }
-                            } else {
-                                self.frame(s, |e, o| {
-                                    e.reset(o, wid, wid, p, EPOCH, "gone").unwrap();
-                                });
-                                self.snapshot(s, wid, p, &target, prefix);
-                            }
-                            self.watches[s].insert(wid, (target, prefix, Some(p)));
-                        }
-                        None => {
-                            let parts: Vec<u32> = match home {
-                                Some(p) => vec![p],
-                                None => (0..PARTITIONS)
-                                    .filter(|&p| self.map.owner_index(p) == Some(s))
-                                    .collect(),
-                            };
-                            for &p in &parts {
-                                self.snapshot(s, wid, p, &target, prefix);
-                            }
-                            self.watches[s].insert(wid, (target, prefix, home));
-                        }
-                    }
-                }
-                LinkMessage::Unwatch(u) => {
-                    self.watches[s].remove(&u.watch_id());
-                }
-                LinkMessage::Ping(p) => {
-                    let nonce = p.nonce();
-                    self.frame(s, |e, o| e.pong(o, frame.request_id, nonce).unwrap());
-                }
-                other => panic!("unexpected {:?}", other.kind()),
-            }
-        }
-    }
-
-    /// Commit a write; dispatch it now unless `hold` (or earlier writes are held).
-    fn write(&mut self, key: &str, hold: bool) {
-        let p = partition_of(key.as_bytes(), PARTITIONS);
-        self.log[p as usize].push(key.to_owned());
-        let seq = self.last(p);
-        if hold || !self.held.is_empty() {
-            self.held.push((key.to_owned(), p, seq));
-        } else {
-            self.dispatch(key, p, seq);
-        }
-    }
-
-    /// Dispatch the held writes, in order.
-    fn release(&mut self) {
-        for (key, p, seq) in std::mem::take(&mut self.held) {
-            self.dispatch(&key, p, seq);
-        }
-    }
-
-    fn dispatch(&mut self, key: &str, p: u32, seq: u64) {
-        let s = self.map.owner_index(p).unwrap();
-        let read = &self.read;
-        let mut ids: Vec<u64> = self.watches[s]
-            .iter()
-            .filter(|(_, (t, pre, bound))| matches(key, t, *pre) && bound.is_none_or(|b| b == p))
-            .map(|(&w, _)| w)
-            .filter(|w| read.get(&(*w, p)).is_none_or(|&r| r < seq))
-            .collect();
-        ids.sort_unstable();
-        if ids.is_empty() {
-            return;
-        }
-        let c = ChangeRef {
-            watch_ids: &ids,
-            position: Position::new(p, EPOCH, seq),
-            key,
-            kind: ChangeKind::Put,
-            value: Some(b"1"),
-            version: seq,
-        };
-        let mut out = Vec::new();
-        self.enc.changes(&mut out, 0, &[c]).unwrap();
-        self.inbox[s].push_back(out);
-    }
+/// One change as a subscription received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Got {
+    partition: u32,
+    seq: u64,
+    key: String,
+    op: ChangeOp<'static>,
 }
 
 /// What one client subscription has seen.
 #[derive(Debug, Default)]
 struct View {
     target: (String, bool),
-    /// Start position per partition (from the completed snapshot or the resume).
+    /// The positions its `sub` asked to resume from, and the replica that went with them.
+    sent: Option<(Positions, Replica)>,
+    /// Start seq per partition (from the completed snapshot or the resume).
     start: Option<HashMap<u32, u64>>,
-    /// (partition, seq) of each change received since the start.
-    got: Vec<(u32, u64)>,
+    /// Each change received since the start.
+    got: Vec<Got>,
+    /// Snapshot entries received since the last complete snapshot.
+    snap: Replica,
+    /// The client's copy of the values, and the token it is consistent with.
+    replica: Replica,
     last_token: Option<String>,
+    /// Resume joins its `sub` opened: (watch id, store).
+    joins: Vec<(u64, usize)>,
+    /// An `unavailable` error is allowed (a join was pending on a link that dropped).
+    may_fail: bool,
+    /// An `unavailable` error must come at once (a store of its target was down).
+    must_fail: bool,
     gone: bool,
+}
+
+impl View {
+    fn parts(&self) -> Vec<u32> {
+        let (t, prefix) = &self.target;
+        target_parts(t, *prefix)
+    }
+}
+
+fn target_parts(t: &str, prefix: bool) -> Vec<u32> {
+    if prefix {
+        match prefix_partition(t.as_bytes(), PARTITIONS) {
+            Some(p) => vec![p],
+            None => (0..PARTITIONS).collect(),
+        }
+    } else {
+        vec![partition_of(t.as_bytes(), PARTITIONS)]
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -269,27 +106,67 @@ enum Op {
         conn: u32,
         target: usize,
     },
-    Write(usize),
-    /// A write whose dispatch lands later (with `Release`).
-    WriteHeld(usize),
+    /// The connection closes (its subscriptions end; it comes back as a new one).
+    Close(u32),
+    /// The connection closes and comes back at once, resuming every subscription it
+    /// had with its last token (a client's reconnect).
+    Reconnect(u32),
+    /// A write; `hold`: its dispatch lands later (with `Release`).
+    Write {
+        key: usize,
+        kind: Kind,
+        hold: bool,
+    },
     Release,
     Pump {
         store: usize,
         n: usize,
     },
+    /// The link drops and comes back at once.
     Bounce(usize),
+    /// The link drops and stays down until `LinkUp`.
+    LinkDown(usize),
+    LinkUp(usize),
+    /// The store trims its logs to the last `keep` entries per partition.
+    Trim {
+        store: usize,
+        keep: u64,
+    },
+    /// The store lost its logs (only while its link is down: a restarted store).
+    NewEpoch {
+        store: usize,
+        epoch: u64,
+    },
+}
+
+fn put(key: usize) -> Op {
+    Op::Write {
+        key,
+        kind: Kind::Put,
+        hold: false,
+    }
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![3 => Just(Kind::Put), 1 => Just(Kind::Delete), 1 => Just(Kind::Publish)]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (0..4u32, 0..TARGETS.len(), any::<bool>())
+        4 => (0..CONNS, 0..TARGETS.len(), any::<bool>())
             .prop_map(|(conn, target, resume)| Op::Sub { conn, target, resume }),
-        1 => (0..4u32, 0..TARGETS.len()).prop_map(|(conn, target)| Op::Unsub { conn, target }),
-        3 => (0..KEYS.len()).prop_map(Op::Write),
-        1 => (0..KEYS.len()).prop_map(Op::WriteHeld),
+        2 => (0..CONNS, 0..TARGETS.len()).prop_map(|(conn, target)| Op::Unsub { conn, target }),
+        1 => (0..CONNS).prop_map(Op::Close),
+        1 => (0..CONNS).prop_map(Op::Reconnect),
+        5 => (0..KEYS.len(), kind(), prop::bool::weighted(0.25))
+            .prop_map(|(key, kind, hold)| Op::Write { key, kind, hold }),
         1 => Just(Op::Release),
-        3 => (0..2usize, 1..6usize).prop_map(|(store, n)| Op::Pump { store, n }),
+        5 => (0..2usize, 1..6usize).prop_map(|(store, n)| Op::Pump { store, n }),
         1 => (0..2usize).prop_map(Op::Bounce),
+        1 => (0..2usize).prop_map(Op::LinkDown),
+        4 => (0..2usize).prop_map(Op::LinkUp),
+        1 => (0..2usize, 0..16u64).prop_map(|(store, keep)| Op::Trim { store, keep }),
+        1 => (0..2usize, any::<u64>()).prop_map(|(store, epoch)| Op::NewEpoch { store, epoch }),
     ]
 }
 
@@ -297,30 +174,40 @@ struct Sim {
     hub: Hub,
     model: Model,
     views: HashMap<(ConnRef, u64), View>,
-    /// Last token seen per (conn, target), for resuming.
-    tokens: HashMap<(u32, usize), String>,
-    next_id: u64,
+    /// Each connection's current generation (a closed one comes back as the next).
+    gens: HashMap<u32, u32>,
+    /// Last token seen per (conn, target), with the replica it goes with, for resuming.
+    tokens: HashMap<(u32, usize), (String, Replica)>,
+    /// Join watches whose answer (`resumed`, or a snapshot's last part) the hub has had.
+    answered: HashSet<u64>,
 }
 
 impl Sim {
-    fn new() -> Self {
+    fn new(page: usize) -> Self {
         let mut hub = Hub::new(Arc::new(map()));
         hub.link_up(0);
         hub.link_up(1);
         Self {
             hub,
-            model: Model::new(),
+            model: Model::new(page),
             views: HashMap::new(),
+            gens: HashMap::new(),
             tokens: HashMap::new(),
-            next_id: 1,
+            answered: HashSet::new(),
         }
+    }
+
+    fn conn(&self, conn: u32) -> ConnRef {
+        (conn, self.gens.get(&conn).copied().unwrap_or(1))
     }
 
     /// Move the hub's frames to the model and its client messages to the views.
     fn sync(&mut self) {
+        // As the worker does: what the hub queues for a link that is down waits there
+        // until the link is up again (the hub clears it when the link drops).
         for s in 0..2 {
-            let out = std::mem::take(&mut self.hub.link_out[s]);
             if self.hub.is_up(s) {
+                let out = std::mem::take(&mut self.hub.link_out[s]);
                 self.model.receive(s, &out);
             }
         }
@@ -330,56 +217,15 @@ impl Sim {
                 Out::Change(c, id, d) => (*c, *id, d.response(*id).into_owned()),
             };
             let Some(v) = self.views.get_mut(&(conn, id)) else {
+                // Only the answer to an `unsub` goes to no subscription.
+                assert!(
+                    matches!(r, Response::Ok { .. } | Response::Error { .. }),
+                    "{r:?} for {conn:?}/{id}, which is not subscribed"
+                );
                 continue;
             };
             assert!(!v.gone, "message after the end of {conn:?}/{id}: {r:?}");
-            match r {
-                Response::Snapshot { token, more, .. } => {
-                    if !more {
-                        let t = token.expect("the last snapshot part has a token");
-                        // A complete snapshot: a real position for every partition.
-                        let all = decode_token(&t).unwrap();
-                        assert!(
-                            all.iter().all(|p| p.epoch == EPOCH),
-                            "placeholder in {all:?}"
-                        );
-                        let (tt, pre) = &v.target;
-                        let parts = if *pre {
-                            prefix_partition(tt.as_bytes(), PARTITIONS)
-                                .map_or(PARTITIONS as usize, |_| 1)
-                        } else {
-                            1
-                        };
-                        assert_eq!(all.len(), parts, "{tt}: snapshot token {all:?}");
-                        v.start = Some(positions(&t));
-                        v.got.clear();
-                        v.last_token = Some(t.into_owned());
-                    }
-                }
-                Response::Resumed { token, .. } => {
-                    v.start = Some(positions(&token));
-                    v.last_token = Some(token.into_owned());
-                }
-                Response::Reset { .. } => {
-                    v.start = None;
-                    v.got.clear();
-                }
-                Response::Change { key, token, .. } => {
-                    let (t, pre) = &v.target;
-                    assert!(matches(&key, t, *pre), "{key} delivered to {t}");
-                    let p = partition_of(key.as_bytes(), PARTITIONS);
-                    let seq = positions(&token)[&p];
-                    assert!(
-                        v.start.is_some(),
-                        "{t}: a change before its snapshot or resume"
-                    );
-                    v.got.push((p, seq));
-                    v.last_token = Some(token.into_owned());
-                }
-                Response::Error { .. } => v.gone = true,
-                Response::Ok { .. } => {}
-                other => panic!("unexpected {other:?}"),
-            }
+            on_response(&self.model, v, r, (conn, id));
         }
     }
 
@@ -389,80 +235,186 @@ impl Sim {
                 conn,
                 target,
                 resume,
-            } => {
-                let c = (conn, 1);
-                let id = target as u64;
-                if self.views.get(&(c, id)).is_some_and(|v| !v.gone) {
-                    return;
-                }
-                let (t, prefix) = TARGETS[target];
-                let from = if resume {
-                    self.tokens.get(&(conn, target)).cloned()
-                } else {
-                    None
-                };
-                self.views.insert(
-                    (c, id),
-                    View {
-                        target: (t.to_owned(), prefix),
-                        ..View::default()
-                    },
-                );
-                let target = if prefix {
-                    Target::Prefix(t.into())
-                } else {
-                    Target::Key(t.into())
-                };
-                self.hub.request(
-                    c,
-                    Request::Sub {
-                        id,
-                        target,
-                        from: from.map(Into::into),
-                    },
-                );
-            }
+            } => self.subscribe(conn, target, resume),
             Op::Unsub { conn, target } => {
-                let key = ((conn, 1), target as u64);
-                if let Some(v) = self.views.remove(&key)
-                    && let Some(t) = v.last_token
-                {
-                    self.tokens.insert((conn, target), t);
+                let key = (self.conn(conn), target as u64);
+                if let Some(v) = self.views.remove(&key) {
+                    self.keep_token(conn, target, v);
                 }
                 self.hub.request(key.0, Request::Unsub { id: key.1 });
                 // Its answer (ok or error) has no view to go to.
             }
-            Op::Write(k) => self.model.write(KEYS[k], false),
-            Op::WriteHeld(k) => self.model.write(KEYS[k], true),
-            Op::Release => self.model.release(),
-            Op::Pump { store, n } => {
-                for _ in 0..n {
-                    let Some(f) = self.model.inbox[store].pop_front() else {
-                        break;
-                    };
-                    let (frame, _) = decode_frame(&f, &LinkLimits::default()).unwrap().unwrap();
-                    match frame.message {
-                        LinkMessage::Pong(p) => self.hub.on_pong(p.nonce()),
-                        _ => self.hub.on_frame(&frame),
-                    }
-                    self.sync();
+            Op::Close(conn) => {
+                self.close(conn);
+            }
+            Op::Reconnect(conn) => {
+                for target in self.close(conn) {
+                    self.subscribe(conn, target, true);
                 }
             }
+            Op::Write { key, kind, hold } => self.model.write(KEYS[key], kind, hold),
+            Op::Release => self.model.release(),
+            Op::Pump { store, n } => self.pump(store, n),
             Op::Bounce(s) => {
-                self.hub.link_down(s);
-                self.model.inbox[s].clear();
-                self.model.watches[s].clear();
-                self.sync();
-                self.hub.link_up(s);
+                self.link_down(s);
+                self.link_up(s);
+            }
+            Op::LinkDown(s) => self.link_down(s),
+            Op::LinkUp(s) => self.link_up(s),
+            Op::Trim { store, keep } => self.model.trim(store, keep),
+            Op::NewEpoch { store, epoch } => {
+                if !self.hub.is_up(store) {
+                    self.model.new_epoch(store, epoch);
+                }
             }
         }
-        self.next_id += 1;
         self.sync();
     }
 
-    /// Deliver everything in flight.
+    fn subscribe(&mut self, conn: u32, target: usize, resume: bool) {
+        let c = self.conn(conn);
+        let id = target as u64;
+        if self.views.get(&(c, id)).is_some_and(|v| !v.gone) {
+            return;
+        }
+        let (t, prefix) = TARGETS[target];
+        let sent = if resume {
+            self.tokens.get(&(conn, target)).cloned()
+        } else {
+            None
+        };
+        let parts = target_parts(t, prefix);
+        let must_fail = parts
+            .iter()
+            .any(|&p| !self.hub.is_up(self.model.map.owner_index(p).unwrap()));
+        let mut view = View {
+            target: (t.to_owned(), prefix),
+            must_fail,
+            ..View::default()
+        };
+        if let Some((token, replica)) = &sent {
+            let mut at = positions(token);
+            at.retain(|p, _| parts.contains(p));
+            view.sent = Some((at, replica.clone()));
+        }
+        self.views.insert((c, id), view);
+        let target = if prefix {
+            Target::Prefix(t.into())
+        } else {
+            Target::Key(t.into())
+        };
+        self.hub.request(
+            c,
+            Request::Sub {
+                id,
+                target,
+                from: sent.map(|(token, _)| token.into()),
+            },
+        );
+        // The join watches it opened, read before they go to the stores.
+        let joins = resume_joins(&self.hub.link_out);
+        let v = self.views.get_mut(&(c, id)).unwrap();
+        v.joins = joins;
+        self.sync();
+        if must_fail {
+            let v = &self.views[&(c, id)];
+            assert!(
+                v.gone,
+                "{t}: a sub while its store is down must fail at once"
+            );
+        }
+        if let Some(v) = self.views.get_mut(&(c, id)) {
+            v.must_fail = false;
+        }
+    }
+
+    /// Close connection `conn`; returns the targets it was subscribed to.
+    fn close(&mut self, conn: u32) -> Vec<usize> {
+        let c = self.conn(conn);
+        self.hub.conn_closed(c);
+        let mut had = Vec::new();
+        for target in 0..TARGETS.len() {
+            if let Some(v) = self.views.remove(&(c, target as u64)) {
+                if !v.gone {
+                    had.push(target);
+                }
+                self.keep_token(conn, target, v);
+            }
+        }
+        *self.gens.entry(conn).or_insert(1) += 1;
+        had
+    }
+
+    fn keep_token(&mut self, conn: u32, target: usize, v: View) {
+        if let Some(t) = v.last_token {
+            self.tokens.insert((conn, target), (t, v.replica));
+        }
+    }
+
+    fn pump(&mut self, store: usize, n: usize) {
+        for _ in 0..n {
+            let Some(f) = self.model.inbox[store].pop_front() else {
+                break;
+            };
+            let (frame, _) = decode_frame(&f, &LinkLimits::default()).unwrap().unwrap();
+            match frame.message {
+                LinkMessage::Pong(p) => self.hub.on_pong(p.nonce()),
+                LinkMessage::Resumed(r) => {
+                    self.answered.insert(r.watch_id());
+                    self.hub.on_frame(&frame);
+                }
+                LinkMessage::Snapshot(s) => {
+                    if !s.more() {
+                        self.answered.insert(s.watch_id());
+                    }
+                    self.hub.on_frame(&frame);
+                }
+                _ => self.hub.on_frame(&frame),
+            }
+            self.sync();
+        }
+    }
+
+    fn link_down(&mut self, s: usize) {
+        if !self.hub.is_up(s) {
+            return;
+        }
+        // A subscription may fail only if it was still joining through this link.
+        let parts = self.model.owned(s);
+        for v in self.views.values_mut() {
+            let pending = if v.start.is_none() {
+                v.parts().iter().any(|p| parts.contains(p))
+            } else {
+                v.joins
+                    .iter()
+                    .any(|(wid, js)| *js == s && !self.answered.contains(wid))
+            };
+            v.may_fail |= pending;
+        }
+        self.hub.link_down(s);
+        self.model.link_lost(s);
+        self.sync();
+        // Those failures come at once; after it, nothing may fail.
+        for v in self.views.values_mut() {
+            v.may_fail = false;
+        }
+    }
+
+    fn link_up(&mut self, s: usize) {
+        if self.hub.is_up(s) {
+            return;
+        }
+        self.hub.link_up(s);
+        self.sync();
+    }
+
+    /// Bring every link up and deliver everything in flight.
     fn settle(&mut self) {
+        for s in 0..2 {
+            self.link_up(s);
+        }
         self.model.release();
+        self.sync();
         for _ in 0..1000 {
             if self.model.inbox.iter().all(VecDeque::is_empty) {
                 return;
@@ -479,48 +431,233 @@ impl Sim {
         // stores hold, and no retired join is left waiting.
         assert_eq!(
             self.hub.watches(),
-            self.model.watches.iter().map(HashMap::len).sum::<usize>(),
+            self.model.watch_count(),
             "the hub's watches and the stores' differ"
         );
+        let live = self.views.values().filter(|v| !v.gone).count();
+        assert_eq!(self.hub.subscriptions(), live, "the hub's subscriptions");
         for ((conn, id), v) in &self.views {
             if v.gone {
                 continue;
             }
-            let start = v
-                .start
-                .as_ref()
-                .unwrap_or_else(|| panic!("{conn:?}/{id} never started"));
-            let (t, prefix) = &v.target;
-            let mut expected: Vec<(u32, u64)> = Vec::new();
-            for (&p, &from) in start {
-                for (i, k) in self.model.log[p as usize].iter().enumerate() {
-                    let seq = i as u64 + 1;
-                    if seq > from && matches(k, t, *prefix) {
-                        expected.push((p, seq));
-                    }
+            self.check_view(*conn, *id, v);
+        }
+    }
+
+    fn check_view(&self, conn: ConnRef, id: u64, v: &View) {
+        let start = v
+            .start
+            .as_ref()
+            .unwrap_or_else(|| panic!("{conn:?}/{id} never started"));
+        let (t, prefix) = &v.target;
+        let mut expected: Vec<Got> = Vec::new();
+        for (&p, &from) in start {
+            let part = self.model.part(p);
+            for (i, e) in part.log.iter().enumerate() {
+                let seq = i as u64 + 1;
+                if seq > from && matches(&e.key, t, *prefix) {
+                    expected.push(Got {
+                        partition: p,
+                        seq,
+                        key: e.key.clone(),
+                        op: change_op(e.kind, &e.value, e.version(seq)),
+                    });
                 }
             }
-            let mut got = v.got.clone();
-            // Order matters within a partition only.
-            for p in 0..PARTITIONS {
-                let seqs: Vec<u64> = got.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
-                assert!(
-                    seqs.windows(2).all(|w| w[0] < w[1]),
-                    "{t}: partition {p} out of order or twice: {seqs:?}"
-                );
-            }
-            got.sort_unstable();
-            expected.sort_unstable();
-            assert_eq!(got, expected, "{conn:?}/{id} on {t}");
         }
+        let mut got = v.got.clone();
+        // Order matters within a partition only.
+        for p in 0..PARTITIONS {
+            let seqs: Vec<u64> = got
+                .iter()
+                .filter(|x| x.partition == p)
+                .map(|x| x.seq)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{t}: partition {p} out of order or twice: {seqs:?}"
+            );
+        }
+        got.sort_by_key(|g| (g.partition, g.seq));
+        expected.sort_by_key(|g| (g.partition, g.seq));
+        assert_eq!(got, expected, "{conn:?}/{id} on {t}");
+        // Snapshot (or the state it resumed with) plus changes: the model's values now.
+        let mut now = Replica::new();
+        for p in v.parts() {
+            now.extend(
+                self.model
+                    .state_at(p, self.model.part(p).last(), t, *prefix),
+            );
+        }
+        assert_eq!(v.replica, now, "{conn:?}/{id} on {t}: replica");
     }
 }
 
-fn positions(token: &str) -> HashMap<u32, u64> {
+/// One response for subscription view `v`.
+fn on_response(model: &Model, v: &mut View, r: Response<'static>, who: (ConnRef, u64)) {
+    let (t, pre) = v.target.clone();
+    match r {
+        Response::Snapshot {
+            entries,
+            token,
+            more,
+            ..
+        } => {
+            // A subscription that started is told `reset` before a fresh snapshot.
+            assert!(
+                v.start.is_none(),
+                "{who:?} on {t}: a snapshot without a reset"
+            );
+            for e in entries {
+                assert!(
+                    matches(&e.key, &t, pre),
+                    "{}: in the snapshot of {t}",
+                    e.key
+                );
+                let old = v
+                    .snap
+                    .insert(e.key.into_owned(), (e.value.into_owned(), e.version));
+                assert!(old.is_none(), "{t}: a key twice in one snapshot");
+            }
+            if more {
+                return;
+            }
+            let token = token.expect("the last snapshot part has a token");
+            let at = positions(&token);
+            // A complete snapshot: a real position for every partition of the target,
+            // and exactly the model's values there.
+            let parts = v.parts();
+            assert_eq!(
+                at.keys().copied().collect::<HashSet<_>>(),
+                parts.iter().copied().collect::<HashSet<_>>(),
+                "{t}: snapshot token {at:?}"
+            );
+            let mut want = Replica::new();
+            for (&p, &(epoch, seq)) in &at {
+                let part = model.part(p);
+                assert!(
+                    part.epochs.contains(&epoch),
+                    "{t}: epoch {epoch} in a snapshot token of partition {p}"
+                );
+                assert!(seq <= part.last(), "{t}: snapshot past the log");
+                want.extend(model.state_at(p, seq, &t, pre));
+            }
+            let got = std::mem::take(&mut v.snap);
+            assert_eq!(got, want, "{who:?} on {t}: snapshot at {at:?}");
+            v.replica = got;
+            v.start = Some(at.iter().map(|(&p, &(_, s))| (p, s)).collect());
+            v.got.clear();
+            v.last_token = Some(token.into_owned());
+        }
+        Response::Resumed { token, .. } => {
+            // The hub resumes from exactly what the client sent.
+            let (sent, replica) = v
+                .sent
+                .clone()
+                .unwrap_or_else(|| panic!("{t}: resumed without a token sent"));
+            assert_eq!(positions(&token), sent, "{who:?} on {t}: resumed token");
+            assert!(v.start.is_none(), "{t}: resumed twice");
+            v.start = Some(sent.iter().map(|(&p, &(_, s))| (p, s)).collect());
+            v.replica = replica;
+            v.got.clear();
+            v.last_token = Some(token.into_owned());
+        }
+        Response::Reset { .. } => {
+            v.start = None;
+            v.got.clear();
+            v.snap.clear();
+        }
+        Response::Change { key, op, token, .. } => {
+            assert!(matches(&key, &t, pre), "{key} delivered to {t}");
+            assert!(
+                v.start.is_some(),
+                "{t}: a change before its snapshot or resume"
+            );
+            let p = partition_of(key.as_bytes(), PARTITIONS);
+            let (epoch, seq) = positions(&token)[&p];
+            let e = model
+                .part(p)
+                .log
+                .get(seq as usize - 1)
+                .unwrap_or_else(|| panic!("{t}: change at {p}/{seq}, past the log"));
+            assert_eq!(
+                (&*key, &op, epoch),
+                (
+                    &*e.key,
+                    &change_op(e.kind, &e.value, e.version(seq)),
+                    e.epoch
+                ),
+                "{t}: change {p}/{seq}"
+            );
+            match &op {
+                ChangeOp::Put { value, version } => {
+                    v.replica
+                        .insert(key.to_string(), (value.to_vec(), *version));
+                }
+                ChangeOp::Delete { .. } => {
+                    v.replica.remove(&*key);
+                }
+                ChangeOp::Publish { .. } => {}
+            }
+            v.got.push(Got {
+                partition: p,
+                seq,
+                key: key.into_owned(),
+                op: op.into_owned(),
+            });
+            v.last_token = Some(token.into_owned());
+        }
+        Response::Error { code, .. } => {
+            assert!(
+                v.must_fail || v.may_fail,
+                "{who:?} on {t}: an established subscription failed: {code:?}"
+            );
+            assert_eq!(code, ErrorCode::Unavailable, "{t}");
+            v.gone = true;
+        }
+        Response::Ok { .. } => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn change_op(kind: Kind, value: &[u8], version: u64) -> ChangeOp<'static> {
+    match kind {
+        Kind::Put => ChangeOp::Put {
+            value: value.to_vec().into(),
+            version,
+        },
+        Kind::Delete => ChangeOp::Delete { version },
+        Kind::Publish => ChangeOp::Publish {
+            value: value.to_vec().into(),
+        },
+    }
+}
+
+/// The resume watches in the hub's outgoing link frames: (watch id, store).
+fn resume_joins(link_out: &[Vec<u8>]) -> Vec<(u64, usize)> {
+    let mut joins = Vec::new();
+    for (s, bytes) in link_out.iter().enumerate() {
+        let mut at = 0;
+        while at < bytes.len() {
+            let (frame, used) = decode_frame(&bytes[at..], &LinkLimits::default())
+                .unwrap()
+                .unwrap();
+            at += used;
+            if let LinkMessage::Watch(w) = frame.message
+                && w.from().is_some()
+            {
+                joins.push((w.watch_id(), s));
+            }
+        }
+    }
+    joins
+}
+
+fn positions(token: &str) -> Positions {
     decode_token(token)
         .unwrap()
         .into_iter()
-        .map(|p| (p.partition, p.seq))
+        .map(|p| (p.partition, (p.epoch, p.seq)))
         .collect()
 }
 
@@ -529,9 +666,10 @@ proptest! {
 
     #[test]
     fn every_subscription_gets_each_matching_change_once_in_order(
-        ops in proptest::collection::vec(op(), 1..80)
+        page in 1..4usize,
+        ops in proptest::collection::vec(op(), 1..120)
     ) {
-        let mut sim = Sim::new();
+        let mut sim = Sim::new(page);
         for op in &ops {
             sim.apply(op);
         }
@@ -539,7 +677,7 @@ proptest! {
         sim.check();
         // Whatever is left subscribed: one more write to every key reaches it.
         for k in 0..KEYS.len() {
-            sim.apply(&Op::Write(k));
+            sim.apply(&put(k));
         }
         sim.settle();
         sim.check();
@@ -548,7 +686,7 @@ proptest! {
 
 #[test]
 fn one_watch_serves_many_subscribers() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::new(2);
     for conn in 0..4 {
         sim.apply(&Op::Sub {
             conn,
@@ -560,7 +698,7 @@ fn one_watch_serves_many_subscribers() {
     assert_eq!(sim.hub.subscriptions(), 4);
     // Joins are retired once answered: one group watch remains.
     assert_eq!(sim.hub.watches(), 1);
-    sim.apply(&Op::Write(0));
+    sim.apply(&put(0));
     sim.settle();
     sim.check();
     assert!(sim.views.values().all(|v| v.got.len() == 1));
@@ -568,7 +706,7 @@ fn one_watch_serves_many_subscribers() {
 
 #[test]
 fn a_connection_cannot_pile_up_requests_without_bound() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::new(2);
     let conn = (9, 1);
     let n = super::MAX_INFLIGHT_PER_CONN as u64 + 6;
     for id in 0..n {
@@ -626,7 +764,7 @@ fn a_connection_cannot_pile_up_requests_without_bound() {
 fn a_large_group_keeps_finding_its_members_as_they_come_and_go() {
     // Past `INDEX_FROM` members a group looks members up by index: every swap-remove
     // must keep it right, or changes go to the wrong subscription or none.
-    let mut sim = Sim::new();
+    let mut sim = Sim::new(2);
     for conn in 0..120 {
         sim.apply(&Op::Sub {
             conn,
@@ -634,7 +772,7 @@ fn a_large_group_keeps_finding_its_members_as_they_come_and_go() {
             resume: false,
         });
         if conn % 7 == 0 {
-            sim.apply(&Op::Write(conn as usize % 3));
+            sim.apply(&put(conn as usize % 3));
         }
     }
     sim.settle();
@@ -645,7 +783,7 @@ fn a_large_group_keeps_finding_its_members_as_they_come_and_go() {
             target: conn as usize % 2,
         });
         if conn % 5 == 0 {
-            sim.apply(&Op::Write(0));
+            sim.apply(&put(0));
             sim.apply(&Op::Pump { store: 1, n: 3 });
         }
     }
@@ -656,11 +794,39 @@ fn a_large_group_keeps_finding_its_members_as_they_come_and_go() {
             resume: true,
         });
     }
-    sim.apply(&Op::Write(0));
-    sim.apply(&Op::Write(2));
+    sim.apply(&put(0));
+    sim.apply(&put(2));
     sim.settle();
     sim.check();
     let live = sim.views.values().filter(|v| !v.gone).count();
     assert_eq!(sim.hub.subscriptions(), live);
     assert!(live > 40, "{live}");
+}
+
+#[test]
+fn a_multi_partition_reset_while_another_store_is_down_still_starts_over() {
+    // The group of an untagged prefix spans both stores. Store 0's log is recreated
+    // while both links are down; when store 0 is back its group watch gets `reset`, so
+    // the member starts over with a fresh snapshot of every partition, store 1's
+    // included, which is still down.
+    let mut sim = Sim::new(2);
+    sim.apply(&put(4));
+    sim.apply(&Op::Sub {
+        conn: 0,
+        target: 2,
+        resume: false,
+    });
+    sim.settle();
+    sim.check();
+    sim.apply(&Op::LinkDown(0));
+    sim.apply(&Op::LinkDown(1));
+    sim.apply(&put(4));
+    sim.apply(&put(5));
+    sim.apply(&Op::NewEpoch { store: 0, epoch: 7 });
+    sim.apply(&Op::LinkUp(0));
+    sim.apply(&Op::Pump { store: 0, n: 100 });
+    sim.apply(&Op::LinkUp(1));
+    sim.settle();
+    sim.check();
+    assert!(sim.views.values().all(|v| !v.gone));
 }
