@@ -177,7 +177,10 @@ enum Got {
     },
     Changes(Vec<Change>),
     Resumed,
-    Reset,
+    Reset {
+        epoch: u64,
+        reason: String,
+    },
     Pong,
     Other(Kind),
 }
@@ -270,7 +273,10 @@ impl Link {
                             .collect(),
                     ),
                     LinkMessage::Resumed(_) => Got::Resumed,
-                    LinkMessage::Reset(_) => Got::Reset,
+                    LinkMessage::Reset(r) => Got::Reset {
+                        epoch: r.epoch(),
+                        reason: r.reason().unwrap_or_default().to_owned(),
+                    },
                     LinkMessage::Pong(_) => Got::Pong,
                     other => Got::Other(other.kind()),
                 };
@@ -635,7 +641,11 @@ fn sigkill_during_synced_writes_loses_nothing_acknowledged() {
     let got = r.watch_once(2, "{t}/", true, Some(Position::new(partition, epoch, 0)));
     let Some(((2, Got::Resumed), pages)) = got.split_first().map(|(f, rest)| (f.clone(), rest))
     else {
-        panic!("resuming from the start of the log in epoch {epoch}: {got:?}")
+        panic!(
+            "resuming from the start of the log in epoch {epoch}: {:?} (and {} more frames)",
+            got.first(),
+            got.len().saturating_sub(1)
+        )
     };
     let log: Vec<Change> = pages
         .iter()
@@ -1031,7 +1041,12 @@ fn log_entries_older_than_the_retention_age_are_trimmed_and_newer_ones_kept() {
         id += 10;
         let got = l.watch_once(id, "{r}/", true, before_last_old);
         match got.first() {
-            Some((_, Got::Reset)) => {
+            Some((_, Got::Reset { epoch: e, reason })) => {
+                assert_eq!(*e, epoch);
+                assert!(
+                    reason.contains("older than the retained log"),
+                    "reset for another reason: {reason}"
+                );
                 assert!(
                     matches!(&got[1..], [(_, Got::Snapshot { more: false, .. })]),
                     "a reset is followed by one snapshot: {got:?}"
