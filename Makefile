@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE := --release
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup run cluster test lint gen gen-check bench microbench fuzz fuzz-check seeds autobahn autobahn-full
+.PHONY: help setup run cluster test lint gen gen-check bench microbench fuzz fuzz-check fuzz-seeds seeds autobahn autobahn-full
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -22,7 +22,7 @@ cluster: setup ## run a local cluster: 2 stores, 2 edges, HAProxy in front on 12
 	@bash scripts/interop-setup.sh
 	@bash scripts/run-cluster.sh
 
-test: setup gen-check lint fuzz-check ## everything CI runs: schema check, fmt, clippy, fuzz targets compile, all tests (real clients included), Autobahn 1.*-10.*
+test: setup gen-check lint fuzz-check fuzz-seeds ## everything CI runs: schema check, fmt, clippy, fuzz targets compile and pass their seeds, all tests (real clients included), Autobahn 1.*-10.*
 	bash scripts/interop-setup.sh
 	$(CARGO) test $(PROFILE) --workspace --doc
 	$(CARGO) test $(PROFILE) --workspace --all-targets
@@ -55,6 +55,9 @@ fuzz: ## run every fuzz target for FUZZ_SECONDS each (installs cargo-fuzz if mis
 
 fuzz-check: ## the fuzz targets still compile against wire
 	$(CARGO) check $(PROFILE) --manifest-path fuzz/Cargo.toml --bins
+
+fuzz-seeds: ## replay every fuzz target's seed corpus through the target's own checks (stable, no libFuzzer)
+	$(CARGO) test $(PROFILE) --manifest-path fuzz/Cargo.toml --test seeds
 
 seeds: ## rewrite the link/client fuzz seed corpora from the real encoders
 	$(CARGO) run $(PROFILE) -p wire --example fuzz_seeds -- fuzz/seeds

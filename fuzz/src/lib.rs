@@ -1,0 +1,205 @@
+//! The body of every fuzz target, one function per target, so that the targets
+//! (`fuzz_targets/`, run by cargo-fuzz) and the seed replay (`tests/seeds.rs`, run by
+//! `make test` on the stable toolchain) execute exactly the same checks. Each function
+//! takes the fuzzer's bytes and panics on a broken property.
+
+pub mod handshake {
+    use wire::handshake::{HandshakeLimits, parse_request};
+
+    /// Arbitrary request bytes, fed whole and cut in two: never a panic; a complete parse
+    /// consumes no more than it was given; the verdict does not depend on the cut.
+    pub fn run(data: &[u8]) {
+        let limits = HandshakeLimits::default();
+        let protos = ["ringline.v1.json", "ringline.v1.fb"];
+        let whole = parse_request(data, &limits, &protos);
+        if let Ok(Some((req, used))) = &whole {
+            assert!(*used <= data.len());
+            assert_eq!(req.rest.len(), data.len() - used);
+            if let Some(ws) = &req.websocket {
+                assert_eq!(ws.accept.as_str().len(), 28);
+            }
+            // Any prefix that ends before the head is complete needs more (or is refused
+            // for size), never a different request.
+            for cut in [used / 2, used.saturating_sub(1)] {
+                if let Ok(Some((_, n))) = parse_request(&data[..cut], &limits, &protos) {
+                    panic!(
+                        "prefix of {cut} bytes parsed as a {n}-byte head before the {used}-byte one"
+                    );
+                }
+            }
+        }
+        if let Err(e) = &whole {
+            let mut out = Vec::new();
+            e.write_response(&mut out);
+            assert!(out.starts_with(b"HTTP/1.1 4"));
+        }
+    }
+}
+
+pub mod frame {
+    use wire::frame::{Decoder, Incoming, Limits, ProtocolError};
+
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Msg(Vec<u8>, bool),
+        Close(Option<(u16, String)>),
+    }
+
+    fn decode_all(stream: &[u8], step: usize, limits: Limits) -> (Vec<Got>, Option<ProtocolError>) {
+        let mut d = Decoder::server(limits);
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let end = (at + step).min(stream.len());
+            pending.extend_from_slice(&stream[at..end]);
+            at = end;
+            loop {
+                let before = pending.clone();
+                let len = pending.len();
+                match d.decode(&mut pending) {
+                    Err(e) => return (out, Some(e)),
+                    Ok(None) => {
+                        assert_eq!(before, pending);
+                        break;
+                    }
+                    Ok(Some((item, used))) => {
+                        assert!(used > 0 && used <= len);
+                        match item {
+                            Incoming::Text(s) => out.push(Got::Msg(s.as_bytes().to_vec(), true)),
+                            Incoming::Binary(b) | Incoming::Ping(b) | Incoming::Pong(b) => {
+                                out.push(Got::Msg(b.to_vec(), false))
+                            }
+                            Incoming::Close(c) => {
+                                out.push(Got::Close(c.map(|c| (c.code.0, c.reason.to_owned()))))
+                            }
+                            Incoming::Fragment | Incoming::AfterClose => {}
+                        }
+                        pending.drain(..used);
+                    }
+                }
+            }
+        }
+        (out, None)
+    }
+
+    /// Arbitrary client bytes through the frame decoder, delivered in pieces chosen by the
+    /// input itself: never a panic, `Ok(None)` never consumes or alters the buffer, and the
+    /// same stream cut differently decodes to the same messages (or the same error).
+    pub fn run(data: &[u8]) {
+        let Some((&sel, stream)) = data.split_first() else {
+            return;
+        };
+        let limits = Limits {
+            max_frame: 4096,
+            max_message: 8192,
+        };
+        let whole = decode_all(stream, usize::MAX, limits);
+        let cut = decode_all(stream, usize::from(sel % 16) + 1, limits);
+        // Fail-fast UTF-8 may report an error earlier when cut, but messages delivered
+        // before it and the verdict itself match.
+        assert_eq!(whole.0, cut.0);
+        assert_eq!(whole.1.is_some(), cut.1.is_some());
+    }
+}
+
+pub mod link_frame {
+    use wire::link::{HEADER_LEN, LinkLimits, decode_frame, encode_frame};
+
+    /// Arbitrary link bytes: never a panic; `Ok(None)` only for a strict prefix of a
+    /// possible frame; a decoded frame re-encodes to exactly the bytes it came from.
+    pub fn run(data: &[u8]) {
+        let limits = LinkLimits {
+            max_frame: 1 << 16,
+            ..LinkLimits::default()
+        };
+        match decode_frame(data, &limits) {
+            Ok(Some((frame, used))) => {
+                assert!(used >= HEADER_LEN && used <= data.len());
+                let mut again = Vec::new();
+                encode_frame(
+                    &mut again,
+                    frame.message.kind(),
+                    frame.flags,
+                    frame.request_id,
+                    &data[HEADER_LEN..used],
+                    limits.max_frame,
+                )
+                .expect("a decoded frame fits the limit it was decoded under");
+                assert_eq!(again, &data[..used]);
+                // Every strict prefix needs more.
+                assert!(matches!(decode_frame(&data[..used - 1], &limits), Ok(None)));
+            }
+            Ok(None) => {}
+            Err(_) => {}
+        }
+    }
+}
+
+pub mod client_json {
+    use wire::client::{fb, json};
+
+    /// Arbitrary text through the JSON client codec (requests and responses): never a
+    /// panic; whatever decodes re-encodes (JSON, and flatbuffers) to an equal value.
+    pub fn run(data: &[u8]) {
+        if let Ok(req) = json::decode_request(data) {
+            let mut out = Vec::new();
+            json::encode_request(&req, &mut out);
+            assert_eq!(
+                json::decode_request(&out).as_ref(),
+                Ok(&req),
+                "json re-encode: {}",
+                String::from_utf8_lossy(&out)
+            );
+            out.clear();
+            fb::encode_request(&req, &mut out);
+            assert_eq!(fb::decode_request(&out).as_ref(), Ok(&req), "fb encode");
+        }
+        if let Ok(resp) = json::decode_response(data) {
+            let mut out = Vec::new();
+            json::encode_response(&resp, &mut out);
+            assert_eq!(
+                json::decode_response(&out).as_ref(),
+                Ok(&resp),
+                "json re-encode: {}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+}
+
+pub mod client_fb {
+    use wire::client::fb;
+
+    /// Arbitrary bytes through the flatbuffers client codec (requests and responses):
+    /// never a panic (the verifier runs before any field is read); whatever decodes
+    /// re-encodes to an equal value.
+    pub fn run(data: &[u8]) {
+        if let Ok(req) = fb::decode_request(data) {
+            let mut out = Vec::new();
+            fb::encode_request(&req, &mut out);
+            assert_eq!(fb::decode_request(&out).as_ref(), Ok(&req));
+        }
+        if let Ok(resp) = fb::decode_response(data) {
+            let mut out = Vec::new();
+            fb::encode_response(&resp, &mut out);
+            assert_eq!(fb::decode_response(&out).as_ref(), Ok(&resp));
+        }
+    }
+}
+
+pub mod token {
+    use wire::client::{decode_token, encode_token};
+
+    /// Arbitrary strings as resume tokens (they come back from clients): never a panic;
+    /// whatever decodes re-encodes to the same positions.
+    pub fn run(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        if let Ok(positions) = decode_token(text) {
+            let again = encode_token(&positions);
+            assert_eq!(decode_token(&again).as_ref(), Ok(&positions));
+        }
+    }
+}
