@@ -284,6 +284,14 @@ impl Follower {
                 std::thread::sleep(Duration::from_millis(100));
                 self.sub(cl, id as usize);
             }
+            Response::Error { id: Some(id), .. }
+                if self.subs.get(id as usize) == Some(&Sub::Live) =>
+            {
+                panic!(
+                    "{}: an established subscription failed: {r:?}",
+                    self.keys[id as usize]
+                )
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
