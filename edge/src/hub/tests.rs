@@ -24,7 +24,7 @@ use wire::client::{ChangeOp, ErrorCode, Request, Response, Target, decode_token}
 use wire::link::{LinkLimits, LinkMessage, decode_frame};
 use wire::partition::{partition_of, prefix_partition};
 
-use super::tests_model::{Kind, Model, PARTITIONS, map, matches};
+use super::tests_model::{Kind, Model, PARTITIONS, frames, map, matches};
 use super::{ConnRef, Hub, Out};
 
 const KEYS: [&str; 6] = ["a", "b", "{t}x", "{t}y", "p/1", "p/2"];
@@ -637,12 +637,7 @@ fn change_op(kind: Kind, value: &[u8], version: u64) -> ChangeOp<'static> {
 fn resume_joins(link_out: &[Vec<u8>]) -> Vec<(u64, usize)> {
     let mut joins = Vec::new();
     for (s, bytes) in link_out.iter().enumerate() {
-        let mut at = 0;
-        while at < bytes.len() {
-            let (frame, used) = decode_frame(&bytes[at..], &LinkLimits::default())
-                .unwrap()
-                .unwrap();
-            at += used;
+        for frame in frames(bytes) {
             if let LinkMessage::Watch(w) = frame.message
                 && w.from().is_some()
             {

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use wire::cluster::ClusterMap;
 use wire::link::{
-    ChangeKind, ChangeRef, EntryRef, LinkEncoder, LinkLimits, LinkMessage, Position, decode_frame,
+    ChangeKind, ChangeRef, EntryRef, LinkEncoder, LinkFrame, LinkLimits, LinkMessage, Position,
+    decode_frame,
 };
 use wire::partition::{partition_of, prefix_partition};
 
@@ -35,6 +36,20 @@ partitions = ["4-7"]
 "#,
     )
     .unwrap()
+}
+
+/// Every link frame in `bytes` (all of them whole: the hub only queues whole frames).
+pub(super) fn frames(bytes: &[u8]) -> Vec<LinkFrame<'_>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (frame, used) = decode_frame(&bytes[at..], &LinkLimits::default())
+            .unwrap()
+            .unwrap();
+        at += used;
+        out.push(frame);
+    }
+    out
 }
 
 pub(super) fn matches(key: &str, target: &str, prefix: bool) -> bool {
@@ -278,12 +293,7 @@ impl Model {
 
     /// What the hub sent store `s`.
     pub fn receive(&mut self, s: usize, bytes: &[u8]) {
-        let mut at = 0;
-        while at < bytes.len() {
-            let (frame, used) = decode_frame(&bytes[at..], &LinkLimits::default())
-                .unwrap()
-                .unwrap();
-            at += used;
+        for frame in frames(bytes) {
             match frame.message {
                 LinkMessage::Watch(w) => {
                     let (wid, target, prefix) = (w.watch_id(), w.key().to_owned(), w.prefix());
