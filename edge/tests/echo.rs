@@ -234,14 +234,7 @@ fn a_drain_that_cannot_finish_exits_at_drain_secs() {
     // A client that never reads: its echoes pile up in the edge (far below the 4008
     // bound), so the close 1001 of the drain queues behind them and never goes out.
     let mut stuck = Ws::connect(edge.addr, "/echo").unwrap();
-    let mut frame = Vec::new();
-    encode_client_frame(
-        &mut frame,
-        true,
-        Opcode::Binary,
-        &[7u8; 65536],
-        [1, 2, 3, 4],
-    );
+    let frame = binary_64k();
     stuck
         .s
         .set_write_timeout(Some(Duration::from_secs(10)))
@@ -295,14 +288,7 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     let mut ws = Ws::connect(edge.addr, "/echo").unwrap();
     // Send far more than kernel buffers and the 1 MiB outbound bound can hold, never
     // reading: the edge must give up on this client, not buffer without bound.
-    let mut frame = Vec::new();
-    encode_client_frame(
-        &mut frame,
-        true,
-        Opcode::Binary,
-        &[7u8; 65536],
-        [1, 2, 3, 4],
-    );
+    let frame = binary_64k();
     ws.s.set_write_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut sent = 0usize;
@@ -323,4 +309,17 @@ fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     assert_eq!(code, Some(CloseCode::SLOW_CONSUMER.0));
     let (_, metrics) = edge.http("/metrics");
     assert!(metrics.contains("code=\"4008\"} 1"), "{metrics}");
+}
+
+/// One masked 64 KiB binary frame, for the tests that flood a client's echoes.
+fn binary_64k() -> Vec<u8> {
+    let mut frame = Vec::new();
+    encode_client_frame(
+        &mut frame,
+        true,
+        Opcode::Binary,
+        &[7u8; 65536],
+        [1, 2, 3, 4],
+    );
+    frame
 }

@@ -16,11 +16,13 @@
 //!   must fail), or a join still pending on a link that dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use wire::client::{ChangeOp, ErrorCode, Request, Response, Target, decode_token};
+
+use wire::client::{ChangeOp, Entry, ErrorCode, Request, Response, Target, decode_token};
 use wire::link::{LinkLimits, LinkMessage, decode_frame};
 use wire::partition::{partition_of, prefix_partition};
 
@@ -495,60 +497,14 @@ impl Sim {
 
 /// One response for subscription view `v`.
 fn on_response(model: &Model, v: &mut View, r: Response<'static>, who: (ConnRef, u64)) {
-    let (t, pre) = v.target.clone();
+    let t = v.target.0.clone();
     match r {
         Response::Snapshot {
             entries,
             token,
             more,
             ..
-        } => {
-            // A subscription that started is told `reset` before a fresh snapshot.
-            assert!(
-                v.start.is_none(),
-                "{who:?} on {t}: a snapshot without a reset"
-            );
-            for e in entries {
-                assert!(
-                    matches(&e.key, &t, pre),
-                    "{}: in the snapshot of {t}",
-                    e.key
-                );
-                let old = v
-                    .snap
-                    .insert(e.key.into_owned(), (e.value.into_owned(), e.version));
-                assert!(old.is_none(), "{t}: a key twice in one snapshot");
-            }
-            if more {
-                return;
-            }
-            let token = token.expect("the last snapshot part has a token");
-            let at = positions(&token);
-            // A complete snapshot: a real position for every partition of the target,
-            // and exactly the model's values there.
-            let parts = v.parts();
-            assert_eq!(
-                at.keys().copied().collect::<HashSet<_>>(),
-                parts.iter().copied().collect::<HashSet<_>>(),
-                "{t}: snapshot token {at:?}"
-            );
-            let mut want = Replica::new();
-            for (&p, &(epoch, seq)) in &at {
-                let part = model.part(p);
-                assert!(
-                    part.epochs.contains(&epoch),
-                    "{t}: epoch {epoch} in a snapshot token of partition {p}"
-                );
-                assert!(seq <= part.last(), "{t}: snapshot past the log");
-                want.extend(model.state_at(p, seq, &t, pre));
-            }
-            let got = std::mem::take(&mut v.snap);
-            assert_eq!(got, want, "{who:?} on {t}: snapshot at {at:?}");
-            v.replica = got;
-            v.start = Some(at.iter().map(|(&p, &(_, s))| (p, s)).collect());
-            v.got.clear();
-            v.last_token = Some(token.into_owned());
-        }
+        } => on_snapshot(model, v, who, entries, token, more),
         Response::Resumed { token, .. } => {
             // The hub resumes from exactly what the client sent.
             let (sent, replica) = v
@@ -567,46 +523,7 @@ fn on_response(model: &Model, v: &mut View, r: Response<'static>, who: (ConnRef,
             v.got.clear();
             v.snap.clear();
         }
-        Response::Change { key, op, token, .. } => {
-            assert!(matches(&key, &t, pre), "{key} delivered to {t}");
-            assert!(
-                v.start.is_some(),
-                "{t}: a change before its snapshot or resume"
-            );
-            let p = partition_of(key.as_bytes(), PARTITIONS);
-            let (epoch, seq) = positions(&token)[&p];
-            let e = model
-                .part(p)
-                .log
-                .get(seq as usize - 1)
-                .unwrap_or_else(|| panic!("{t}: change at {p}/{seq}, past the log"));
-            assert_eq!(
-                (&*key, &op, epoch),
-                (
-                    &*e.key,
-                    &change_op(e.kind, &e.value, e.version(seq)),
-                    e.epoch
-                ),
-                "{t}: change {p}/{seq}"
-            );
-            match &op {
-                ChangeOp::Put { value, version } => {
-                    v.replica
-                        .insert(key.to_string(), (value.to_vec(), *version));
-                }
-                ChangeOp::Delete { .. } => {
-                    v.replica.remove(&*key);
-                }
-                ChangeOp::Publish { .. } => {}
-            }
-            v.got.push(Got {
-                partition: p,
-                seq,
-                key: key.into_owned(),
-                op: op.into_owned(),
-            });
-            v.last_token = Some(token.into_owned());
-        }
+        Response::Change { key, op, token, .. } => on_change(model, v, key, op, token),
         Response::Error { code, .. } => {
             assert!(
                 v.must_fail || v.may_fail,
@@ -618,6 +535,112 @@ fn on_response(model: &Model, v: &mut View, r: Response<'static>, who: (ConnRef,
         Response::Ok { .. } => {}
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// A snapshot part for view `v`: checked against the model once complete.
+fn on_snapshot(
+    model: &Model,
+    v: &mut View,
+    who: (ConnRef, u64),
+    entries: Vec<Entry<'static>>,
+    token: Option<Cow<'static, str>>,
+    more: bool,
+) {
+    let (t, pre) = v.target.clone();
+    // A subscription that started is told `reset` before a fresh snapshot.
+    assert!(
+        v.start.is_none(),
+        "{who:?} on {t}: a snapshot without a reset"
+    );
+    for e in entries {
+        assert!(
+            matches(&e.key, &t, pre),
+            "{}: in the snapshot of {t}",
+            e.key
+        );
+        let old = v
+            .snap
+            .insert(e.key.into_owned(), (e.value.into_owned(), e.version));
+        assert!(old.is_none(), "{t}: a key twice in one snapshot");
+    }
+    if more {
+        return;
+    }
+    let token = token.expect("the last snapshot part has a token");
+    let at = positions(&token);
+    // A complete snapshot: a real position for every partition of the target,
+    // and exactly the model's values there.
+    let parts = v.parts();
+    assert_eq!(
+        at.keys().copied().collect::<HashSet<_>>(),
+        parts.iter().copied().collect::<HashSet<_>>(),
+        "{t}: snapshot token {at:?}"
+    );
+    let mut want = Replica::new();
+    for (&p, &(epoch, seq)) in &at {
+        let part = model.part(p);
+        assert!(
+            part.epochs.contains(&epoch),
+            "{t}: epoch {epoch} in a snapshot token of partition {p}"
+        );
+        assert!(seq <= part.last(), "{t}: snapshot past the log");
+        want.extend(model.state_at(p, seq, &t, pre));
+    }
+    let got = std::mem::take(&mut v.snap);
+    assert_eq!(got, want, "{who:?} on {t}: snapshot at {at:?}");
+    v.replica = got;
+    v.start = Some(at.iter().map(|(&p, &(_, s))| (p, s)).collect());
+    v.got.clear();
+    v.last_token = Some(token.into_owned());
+}
+
+/// A change for view `v`: the model's log entry at its position, applied to the replica.
+fn on_change(
+    model: &Model,
+    v: &mut View,
+    key: Cow<'static, str>,
+    op: ChangeOp<'static>,
+    token: Cow<'static, str>,
+) {
+    let (t, pre) = v.target.clone();
+    assert!(matches(&key, &t, pre), "{key} delivered to {t}");
+    assert!(
+        v.start.is_some(),
+        "{t}: a change before its snapshot or resume"
+    );
+    let p = partition_of(key.as_bytes(), PARTITIONS);
+    let (epoch, seq) = positions(&token)[&p];
+    let e = model
+        .part(p)
+        .log
+        .get(seq as usize - 1)
+        .unwrap_or_else(|| panic!("{t}: change at {p}/{seq}, past the log"));
+    assert_eq!(
+        (&*key, &op, epoch),
+        (
+            &*e.key,
+            &change_op(e.kind, &e.value, e.version(seq)),
+            e.epoch
+        ),
+        "{t}: change {p}/{seq}"
+    );
+    match &op {
+        ChangeOp::Put { value, version } => {
+            v.replica
+                .insert(key.to_string(), (value.to_vec(), *version));
+        }
+        ChangeOp::Delete { .. } => {
+            v.replica.remove(&*key);
+        }
+        ChangeOp::Publish { .. } => {}
+    }
+    v.got.push(Got {
+        partition: p,
+        seq,
+        key: key.into_owned(),
+        op: op.into_owned(),
+    });
+    v.last_token = Some(token.into_owned());
 }
 
 fn change_op(kind: Kind, value: &[u8], version: u64) -> ChangeOp<'static> {

@@ -45,6 +45,18 @@ pub fn spawn_listening(cmd: &mut Command, marker: &str, show: &str) -> (Child, S
 }
 
 /// `GET path` on `addr`: (head, body).
+/// Send signal `name` (`TERM`, `KILL`, `STOP`, `CONT`...) to a child process.
+pub fn send_signal(child: &Child, name: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -129,14 +141,7 @@ impl Edge {
 
     /// Send signal `name` (`TERM`, `KILL`...) to the process.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([&format!("-{name}"), &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        send_signal(&self.child, name);
     }
 }
 

@@ -64,14 +64,7 @@ impl Store {
 
     /// Send signal `name` (`STOP`, `CONT`...) to the process.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([&format!("-{name}"), &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        super::send_signal(&self.child, name);
     }
 
     /// Start again on the same address and data (after [`Store::kill`]).
