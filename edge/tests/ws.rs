@@ -7,8 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::borrow::Cow;
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -686,43 +685,17 @@ impl EdgeLog {
 
 /// [`Edge::start`] keeping the edge's log, to assert what it did and why.
 fn logged_edge(extra: &[&str]) -> (Edge, EdgeLog) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge"))
-        .args(["--listen", "127.0.0.1:0", "--pin", "false"])
+    let log = EdgeLog(Arc::default());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge"));
+    cmd.args(["--listen", "127.0.0.1:0", "--pin", "false"])
         .args(if extra.contains(&"--workers") {
             &[][..]
         } else {
             &["--workers", "2"][..]
         })
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = EdgeLog(Arc::default());
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the edge exited before listening")
-            .unwrap();
-        log.0.lock().unwrap().push(line.clone());
-        if line.contains("edge listening")
-            && let Some(rest) = line.split("listen=").nth(1)
-        {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    let show = std::env::var_os("EDGE_LOG").is_some();
-    let keep = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if show {
-                eprintln!("{line}");
-            }
-            keep.0.lock().unwrap().push(line);
-        }
-    });
+        .args(extra);
+    let (child, addr) =
+        common::spawn_logged(&mut cmd, "edge listening", "EDGE_LOG", Some(log.0.clone()));
     (Edge { child, addr }, log)
 }
 

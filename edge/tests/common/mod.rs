@@ -4,6 +4,7 @@
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod client;
@@ -15,6 +16,16 @@ pub mod ws;
 /// from its `listen=ADDR` field. The rest of its log is drained in the background
 /// (shown when the environment variable `show` is set, for debugging a test).
 pub fn spawn_listening(cmd: &mut Command, marker: &str, show: &str) -> (Child, SocketAddr) {
+    spawn_logged(cmd, marker, show, None)
+}
+
+/// [`spawn_listening`], also keeping every log line in `keep` when given.
+pub fn spawn_logged(
+    cmd: &mut Command,
+    marker: &str,
+    show: &str,
+    keep: Option<Arc<Mutex<Vec<String>>>>,
+) -> (Child, SocketAddr) {
     let mut child = cmd
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -22,11 +33,17 @@ pub fn spawn_listening(cmd: &mut Command, marker: &str, show: &str) -> (Child, S
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let record = move |line: &str| {
+        if let Some(k) = &keep {
+            k.lock().unwrap().push(line.to_owned());
+        }
+    };
     let addr = loop {
         let line = lines
             .next()
             .unwrap_or_else(|| panic!("exited before logging {marker:?}"))
             .unwrap();
+        record(&line);
         if line.contains(marker)
             && let Some(rest) = line.split("listen=").nth(1)
         {
@@ -39,6 +56,7 @@ pub fn spawn_listening(cmd: &mut Command, marker: &str, show: &str) -> (Child, S
             if show {
                 eprintln!("{line}");
             }
+            record(&line);
         }
     });
     (child, addr)
