@@ -1,31 +1,40 @@
 //! Everything `unsafe` in the edge lives under this module: the io_uring ring, the
 //! provided-buffer ring, and the few system calls the standard library lacks. Each
-//! operation is pushed by its own file under [`op`]; a buffer handed to the kernel
-//! belongs to its operation until the completion comes back, and is kept here (not by
-//! the caller) until then. Callers see safe functions only.
+//! operation is pushed by its own file under [`op`] with a [`Token`] as its user data.
+//! The ring keeps a table of the tokens in flight: memory handed to the kernel (a
+//! send's frames, a connect's address) is held there, under the operation's token,
+//! until the completion that ends the operation comes back, and it comes back to the
+//! caller inside that completion. A token already in flight is refused, so no two
+//! operations can share one entry of the table. Callers see safe functions only.
 #![allow(unsafe_code)]
 
 mod bufring;
 pub mod net;
 pub mod op;
+pub mod token;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 
 use io_uring::{IoUring, cqueue, squeue};
 
 pub use bufring::BufRing;
 pub use op::writev::Chunk;
+pub use token::{Gen, OpKind, Token};
 
 /// One completion, copied out of the completion queue.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Cqe {
-    /// The operation's user data.
-    pub user_data: u64,
+    /// The operation's token (`None`: user data no token makes, ignored).
+    pub token: Option<Token>,
     /// Its result (negative: `-errno`).
     pub result: i32,
     /// Its flags (buffer id, more).
     pub flags: u32,
+    /// A finished send's frames, back from the kernel (what it did not take is for the
+    /// caller to queue again).
+    pub sent: Vec<Chunk>,
 }
 
 impl Cqe {
@@ -43,13 +52,57 @@ impl Cqe {
 /// A named set of ring setup flags.
 type SetupTry = (&'static str, fn(&mut io_uring::Builder));
 
+/// What an operation in flight holds for the kernel.
+enum Held {
+    /// Nothing (receives use the provided-buffer ring, polls and accepts no memory).
+    Nothing,
+    /// A send's frames and iovecs.
+    Send(op::writev::InFlight),
+    /// A connect's address.
+    Addr(#[allow(dead_code)] Box<op::connect::RawAddr>),
+}
+
+/// Tokens are spread over their low bits already (slot) and high bits (kind,
+/// generation): one multiply mixes them enough for the table.
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (x ^ x >> 32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Memory held for operations in flight, by encoded token.
+type HeldTable = HashMap<u64, Held, BuildHasherDefault<TokenHasher>>;
+
+/// The operation `token` ended: its bit in `inflight` clears and what it held in
+/// `held` comes back.
+fn end(inflight: &mut [u8], held: &mut HeldTable, token: Token) -> Option<Held> {
+    if let (Some(bit), Some(bits)) = (token.kind.bit(), inflight.get_mut(token.slot as usize)) {
+        *bits &= !bit;
+    }
+    held.remove(&token.encode())
+}
+
 /// A ring for one worker thread.
 pub struct Ring {
     ring: IoUring,
-    /// Buffers of sends in flight, by user data: they go back with the completion.
-    sends: HashMap<u64, op::writev::InFlight>,
-    /// Addresses of connects in flight, by user data.
-    addrs: HashMap<u64, Box<op::connect::RawAddr>>,
+    /// Which kinds of operation are in flight, a bit per kind ([`OpKind::bit`]) for
+    /// each slot: one byte per slot, so that the multishot receive armed on every
+    /// idle connection costs no table entry.
+    inflight: Vec<u8>,
+    /// The memory of sends and connects in flight, by token: it goes back with the
+    /// completion that ends the operation.
+    held: HeldTable,
     /// The timespec of the tick timeout in flight.
     tick: Box<io_uring::types::Timespec>,
     /// Which setup flags the kernel took.
@@ -60,7 +113,7 @@ impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("flags", &self.flags)
-            .field("sends_in_flight", &self.sends.len())
+            .field("held", &self.held.len())
             .finish()
     }
 }
@@ -92,8 +145,8 @@ impl Ring {
                     let _ = ring.submitter().register_iowq_max_workers(&mut max);
                     return Ok(Self {
                         ring,
-                        sends: HashMap::new(),
-                        addrs: HashMap::new(),
+                        inflight: Vec::new(),
+                        held: HeldTable::default(),
                         tick: Box::new(io_uring::types::Timespec::new()),
                         flags: name,
                     });
@@ -104,14 +157,65 @@ impl Ring {
         Err(last.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
     }
 
+    /// Submit `entry` as the operation `token`, holding `held` for it until the
+    /// completion that ends it. An operation of the same kind on the same slot still
+    /// in flight (of any generation) makes this one refused: nothing is submitted and
+    /// `held` is dropped, so memory the kernel may be using is never replaced.
+    fn push_op(&mut self, token: Token, entry: squeue::Entry, held: Held) -> io::Result<()> {
+        let key = token.encode();
+        let entry = entry.user_data(key);
+        let Some(bit) = token.kind.bit() else {
+            return self.push(entry);
+        };
+        let i = token.slot as usize;
+        if self.inflight.len() <= i {
+            self.inflight.resize(i + 1, 0);
+        }
+        let Some(bits) = self.inflight.get_mut(i) else {
+            return Err(io::Error::other("no in-flight entry"));
+        };
+        if *bits & bit != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "an operation of this kind is in flight on this slot",
+            ));
+        }
+        *bits |= bit;
+        if !matches!(held, Held::Nothing) {
+            self.held.insert(key, held);
+        }
+        let pushed = self.push(entry);
+        if pushed.is_err() {
+            // Not submitted: the kernel never saw the memory.
+            self.end(token);
+        }
+        pushed
+    }
+
+    /// The operation `token` ended: its bit clears and what it held comes back.
+    fn end(&mut self, token: Token) -> Option<Held> {
+        end(&mut self.inflight, &mut self.held, token)
+    }
+
+    /// Whether an operation of `kind` is in flight on `slot`.
+    pub fn in_flight(&self, slot: u32, kind: OpKind) -> bool {
+        kind.bit().is_some_and(|bit| {
+            self.inflight
+                .get(slot as usize)
+                .is_some_and(|b| b & bit != 0)
+        })
+    }
+
     /// Queue `entry`, submitting first if the submission queue is full.
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: every entry pushed here references only memory that outlives its
-            // operation: buffers of sends are held in `self.sends`, the tick timespec
-            // in `self.tick`, connect addresses in `self.addrs`, provided buffers in
-            // the registered `BufRing`; other
-            // operations reference no memory.
+            // SAFETY: every entry pushed here (through `push_op`) references only memory
+            // that outlives its operation: a send's frames and iovecs and a connect's
+            // address are held in `self.inflight` under the operation's token until the
+            // completion that ends it (a token in flight is never submitted twice, so
+            // no entry is replaced early); the tick timespec lives in `self.tick` and
+            // only one tick (a tracked token) is ever in flight; provided buffers live
+            // in the registered `BufRing`; other operations reference no memory.
             match unsafe { self.ring.submission().push(&entry) } {
                 Ok(()) => return Ok(()),
                 Err(_) => {
@@ -130,27 +234,32 @@ impl Ring {
         }
     }
 
-    /// Move every ready completion into `out`.
+    /// Move every ready completion into `out`. A completion without `more` ends its
+    /// operation: its token leaves the in-flight table and what the operation held
+    /// comes back with it.
     pub fn completions(&mut self, out: &mut Vec<Cqe>) {
         for c in self.ring.completion() {
+            let (user_data, flags) = (c.user_data(), c.flags());
+            let token = Token::decode(user_data);
+            let mut sent = Vec::new();
+            if let Some(t) = token
+                && !cqueue::more(flags)
+                && let Some(Held::Send(s)) = end(&mut self.inflight, &mut self.held, t)
+            {
+                sent = s.into_chunks();
+            }
             out.push(Cqe {
-                user_data: c.user_data(),
+                token,
                 result: c.result(),
-                flags: c.flags(),
+                flags,
+                sent,
             });
         }
     }
 
-    /// The buffers of a send whose completion arrived (`user_data` of that send).
-    pub fn send_done(&mut self, user_data: u64) -> Option<Vec<Chunk>> {
-        self.sends
-            .remove(&user_data)
-            .map(op::writev::InFlight::into_chunks)
-    }
-
     /// Give back the room a burst of sends left in the in-flight table.
     pub fn trim(&mut self) {
-        crate::mem::trim_map(&mut self.sends);
+        crate::mem::trim_map(&mut self.held);
     }
 
     /// Register a provided-buffer ring with this ring.

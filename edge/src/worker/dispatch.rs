@@ -11,8 +11,9 @@ use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
 use wire::frame::{Opcode, encode_frame, encode_header};
 
-use super::conn::{Conn, Phase, Proto};
-use super::{Worker, slot};
+use super::conn::{Conn, Proto};
+use super::slab::Key;
+use super::{Worker, key_of};
 use crate::hub::Out;
 use crate::metrics::WorkerMetrics;
 
@@ -52,20 +53,21 @@ impl Worker {
             return;
         }
         let out = std::mem::take(&mut self.hub.out);
-        let mut touched: Vec<(u32, u32)> = Vec::new();
+        let mut touched: Vec<Key> = Vec::new();
         let mut messages = 0u64;
         let Encoders { fb, scratch } = &mut self.delivery;
         for o in &out {
             let me = match o {
                 Out::Msg(c, _) | Out::Change(c, _, _) => *c,
             };
-            let Some(conn) = slot(&mut self.conns, me.0, me.1) else {
+            let key = key_of(me);
+            let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if !matches!(conn.phase, Phase::Ws { .. }) {
+            if !conn.is_open() {
                 continue;
             }
-            let proto = conn.proto;
+            let proto = conn.proto();
             scratch.clear();
             match (o, proto) {
                 (Out::Msg(_, msg), Proto::Fb) => {
@@ -98,16 +100,16 @@ impl Worker {
                 }
             }
             messages += 1;
-            if touched.last() != Some(&me) {
-                touched.push(me);
+            if touched.last() != Some(&key) {
+                touched.push(key);
             }
         }
         WorkerMetrics::add(&self.metrics.messages_out, messages);
         self.metrics
             .deliveries
             .store(self.hub.stats.deliveries, Ordering::Relaxed);
-        for (idx, generation) in touched {
-            self.after_event(idx, generation);
+        for key in touched {
+            self.drive(key);
         }
     }
 
@@ -118,7 +120,7 @@ impl Worker {
             .store(self.hub.watches() as u64, Ordering::Relaxed);
         m.subscriptions
             .store(self.hub.subscriptions() as u64, Ordering::Relaxed);
-        let queued: usize = self.conns.iter().flatten().map(|c| c.out_bytes).sum();
+        let queued: usize = self.conns.iter().map(|(_, c)| c.queued_bytes()).sum();
         m.queued_bytes.store(queued as u64, Ordering::Relaxed);
     }
 }

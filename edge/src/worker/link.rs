@@ -13,8 +13,8 @@ use tracing::{info, warn};
 use wire::link::{LinkLimits, LinkMessage, decode_frame};
 
 use super::timer::Tick;
-use super::{Op, Worker, requeue, ud};
-use crate::uring::{Chunk, Cqe, net};
+use super::{Worker, requeue};
+use crate::uring::{Chunk, Cqe, Gen, OpKind, Token, net};
 
 /// Ticks between pings on an idle link.
 const LINK_PING_TICKS: Tick = 5;
@@ -61,7 +61,7 @@ pub struct Link {
     /// Where it is.
     pub state: LinkState,
     /// Bumped on every reconnect: completions of an earlier socket are told apart.
-    generation: u32,
+    generation: Gen,
     inbuf: Vec<u8>,
     out: VecDeque<Chunk>,
     sending: bool,
@@ -80,7 +80,7 @@ impl Link {
             addr,
             fd: None,
             state: LinkState::Down,
-            generation: 0,
+            generation: Gen::default(),
             inbuf: Vec::new(),
             out: VecDeque::new(),
             sending: false,
@@ -110,7 +110,7 @@ impl Worker {
         let Some(link) = self.links.get_mut(s) else {
             return;
         };
-        link.generation = (link.generation + 1) & 0xFF_FFFF;
+        link.generation = link.generation.next();
         link.since = now;
         link.last_rx = now;
         let fd = match net::link_socket(link.addr) {
@@ -126,7 +126,11 @@ impl Worker {
         link.state = LinkState::Connecting;
         if self
             .ring
-            .connect(raw, addr, ud(Op::LinkConnect, s as u32, generation))
+            .connect(
+                raw,
+                addr,
+                Token::new(OpKind::LinkConnect, s as u32, generation),
+            )
             .is_ok()
         {
             self.link_ops += 1;
@@ -136,8 +140,7 @@ impl Worker {
         self.publish_link(s);
     }
 
-    pub(super) fn on_link_connect(&mut self, s: usize, generation: u32, c: Cqe) {
-        self.ring.connect_done(c.user_data);
+    pub(super) fn on_link_connect(&mut self, s: usize, generation: Gen, c: &Cqe) {
         self.link_ops -= 1;
         let Some(link) = self.links.get_mut(s).filter(|l| l.generation == generation) else {
             return;
@@ -166,7 +169,7 @@ impl Worker {
     }
 
     /// Keep a multishot receive armed on a live link (of `generation`).
-    fn link_arm_recv(&mut self, s: usize, generation: u32) {
+    fn link_arm_recv(&mut self, s: usize, generation: Gen) {
         let Some(link) = self.links.get_mut(s).filter(|l| l.generation == generation) else {
             return;
         };
@@ -178,7 +181,7 @@ impl Worker {
         };
         if self
             .ring
-            .recv_multi(raw, ud(Op::LinkRecv, s as u32, generation))
+            .recv_multi(raw, Token::new(OpKind::LinkRecv, s as u32, generation))
             .is_ok()
         {
             self.link_ops += 1;
@@ -190,7 +193,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_link_recv(&mut self, s: usize, generation: u32, c: Cqe) {
+    pub(super) fn on_link_recv(&mut self, s: usize, generation: Gen, c: &Cqe) {
         let bid = c.buffer();
         let now = self.wheel.now();
         if !c.more() {
@@ -227,7 +230,7 @@ impl Worker {
     }
 
     /// Cut the link's received bytes into frames and act on each.
-    fn link_frames(&mut self, s: usize, generation: u32) {
+    fn link_frames(&mut self, s: usize, generation: Gen) {
         let limits = LinkLimits::default();
         let Some(link) = self.links.get_mut(s) else {
             return;
@@ -305,8 +308,8 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_link_send(&mut self, s: usize, generation: u32, c: Cqe) {
-        let chunks = self.ring.send_done(c.user_data).unwrap_or_default();
+    pub(super) fn on_link_send(&mut self, s: usize, generation: Gen, c: Cqe) {
+        let chunks = c.sent;
         self.link_ops -= 1;
         let Some(link) = self.links.get_mut(s).filter(|l| l.generation == generation) else {
             return;
@@ -336,7 +339,7 @@ impl Worker {
             // completions carry the old generation and only release buffers.
             net::shutdown_both(&fd);
         }
-        link.generation = (link.generation + 1) & 0xFF_FFFF;
+        link.generation = link.generation.next();
         link.state = LinkState::Down;
         link.inbuf = Vec::new();
         link.out.clear();
@@ -379,7 +382,11 @@ impl Worker {
             let generation = link.generation;
             if self
                 .ring
-                .writev(raw, chunks, ud(Op::LinkSend, s as u32, generation))
+                .writev(
+                    raw,
+                    chunks,
+                    Token::new(OpKind::LinkSend, s as u32, generation),
+                )
                 .is_ok()
             {
                 self.link_ops += 1;

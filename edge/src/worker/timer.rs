@@ -6,21 +6,18 @@
 /// Ticks the wheel spans; later deadlines wait in their slot for another turn.
 const SLOTS: usize = 256;
 
-/// A connection reference: slab index and generation.
-pub type Entry = (u32, u32);
-
 /// A tick count (one per second since the worker started: a `u32` lasts 136 years,
 /// and keeps the per-connection fields and wheel entries small).
 pub type Tick = u32;
 
-/// The wheel.
+/// The wheel, holding entries `E` (a connection's slab key).
 #[derive(Debug)]
-pub struct Wheel {
-    slots: Vec<Vec<(Entry, Tick)>>,
+pub struct Wheel<E> {
+    slots: Vec<Vec<(E, Tick)>>,
     now: Tick,
 }
 
-impl Default for Wheel {
+impl<E> Default for Wheel<E> {
     fn default() -> Self {
         Self {
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
@@ -29,14 +26,14 @@ impl Default for Wheel {
     }
 }
 
-impl Wheel {
+impl<E> Wheel<E> {
     /// The current tick.
     pub fn now(&self) -> Tick {
         self.now
     }
 
     /// Look at `e` on tick `at` (at least the next tick).
-    pub fn schedule(&mut self, e: Entry, at: Tick) {
+    pub fn schedule(&mut self, e: E, at: Tick) {
         let at = at.max(self.now + 1);
         if let Some(slot) = self.slots.get_mut(at as usize % SLOTS) {
             slot.push((e, at));
@@ -44,7 +41,7 @@ impl Wheel {
     }
 
     /// Advance one tick; returns the entries due on it.
-    pub fn advance(&mut self, out: &mut Vec<Entry>) {
+    pub fn advance(&mut self, out: &mut Vec<E>) {
         self.now += 1;
         let now = self.now;
         let i = now as usize % SLOTS;
@@ -69,7 +66,7 @@ mod tests {
 
     #[test]
     fn entries_fire_on_their_tick_even_beyond_one_turn() {
-        let mut w = Wheel::default();
+        let mut w: Wheel<(u32, u32)> = Wheel::default();
         w.schedule((1, 0), 3);
         w.schedule((2, 0), 3 + SLOTS as Tick);
         w.schedule((3, 0), 0); // the past means the next tick

@@ -6,15 +6,14 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use crate::uring::Ring;
+use crate::uring::{Held, Ring, Token};
 
 impl Ring {
     /// Arm a multishot accept on `listener`; new sockets are non-blocking and close-on-exec.
-    pub fn accept_multi(&mut self, listener: RawFd, user_data: u64) -> io::Result<()> {
+    pub fn accept_multi(&mut self, listener: RawFd, token: Token) -> io::Result<()> {
         let e = opcode::AcceptMulti::new(types::Fd(listener))
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data);
-        self.push(e)
+            .build();
+        self.push_op(token, e, Held::Nothing)
     }
 }

@@ -5,15 +5,15 @@ use std::io;
 
 use io_uring::{opcode, types};
 
-use crate::uring::Ring;
+use crate::uring::{Held, OpKind, Ring, Token};
 
 impl Ring {
-    /// Cancel every operation whose user data is `target`. The kernel finds it by
-    /// hash; cancelling by descriptor instead walks every pending operation.
-    pub fn cancel(&mut self, target: u64, user_data: u64) -> io::Result<()> {
-        let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target).all())
-            .build()
-            .user_data(user_data);
-        self.push(e)
+    /// Cancel every operation whose token is `target`. The kernel finds it by hash;
+    /// cancelling by descriptor instead walks every pending operation. The
+    /// cancellation's own completion (kind [`OpKind::Cancel`]) carries nothing.
+    pub fn cancel(&mut self, target: Token) -> io::Result<()> {
+        let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target.encode()).all())
+            .build();
+        self.push_op(target.with_kind(OpKind::Cancel), e, Held::Nothing)
     }
 }

@@ -1,5 +1,5 @@
 //! Connect a socket (an edge→store link). The socket address is copied into a box the
-//! ring keeps until the operation's completion ([`Ring::connect_done`]).
+//! ring keeps until the operation's completion.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use crate::uring::Ring;
+use crate::uring::{Held, Ring, Token};
 
 /// A socket address in the kernel's layout.
 pub(crate) struct RawAddr {
@@ -61,22 +61,15 @@ impl RawAddr {
 
 impl Ring {
     /// Connect `fd` to `addr`.
-    pub fn connect(&mut self, fd: RawFd, addr: SocketAddr, user_data: u64) -> io::Result<()> {
+    pub fn connect(&mut self, fd: RawFd, addr: SocketAddr, token: Token) -> io::Result<()> {
         let raw = RawAddr::new(addr);
         let e = opcode::Connect::new(
             types::Fd(fd),
             (&raw const raw.storage).cast::<libc::sockaddr>(),
             raw.len,
         )
-        .build()
-        .user_data(user_data);
-        // The box's heap memory does not move when it moves into the map.
-        self.addrs.insert(user_data, raw);
-        self.push(e)
-    }
-
-    /// The completion of the connect with `user_data` arrived: release its address.
-    pub fn connect_done(&mut self, user_data: u64) {
-        self.addrs.remove(&user_data);
+        .build();
+        // The box's heap memory does not move when it moves into the table.
+        self.push_op(token, e, Held::Addr(raw))
     }
 }

@@ -7,15 +7,14 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use crate::uring::Ring;
+use crate::uring::{Held, Ring, Token};
 
 impl Ring {
     /// Arm a multishot readability poll on `fd`.
-    pub fn poll_multi(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
+    pub fn poll_multi(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
         let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
             .multi(true)
-            .build()
-            .user_data(user_data);
-        self.push(e)
+            .build();
+        self.push_op(token, e, Held::Nothing)
     }
 }

@@ -6,27 +6,24 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, types};
 
-use crate::uring::Ring;
 use crate::uring::bufring::GROUP;
+use crate::uring::{Held, Ring, Token};
 
 impl Ring {
     /// Arm a multishot receive on `fd`.
-    pub fn recv_multi(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
-        let e = opcode::RecvMulti::new(types::Fd(fd), GROUP)
-            .build()
-            .user_data(user_data);
-        self.push(e)
+    pub fn recv_multi(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
+        let e = opcode::RecvMulti::new(types::Fd(fd), GROUP).build();
+        self.push_op(token, e, Held::Nothing)
     }
 }
 
 impl Ring {
     /// One receive into a provided buffer (after a readiness event, in poll mode).
-    pub fn recv_once(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
+    pub fn recv_once(&mut self, fd: RawFd, token: Token) -> io::Result<()> {
         let e = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
             .buf_group(GROUP)
             .build()
-            .flags(io_uring::squeue::Flags::BUFFER_SELECT)
-            .user_data(user_data);
-        self.push(e)
+            .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+        self.push_op(token, e, Held::Nothing)
     }
 }

@@ -1,7 +1,7 @@
 //! Vectored send: every frame queued for a connection goes out in one submission
 //! (`send` for one frame, `writev` for more).
 //! The frames (owned or shared) and their iovec array move into the ring with the
-//! operation and come back with its completion ([`Ring::send_done`]).
+//! operation and come back with its completion ([`Cqe::sent`](crate::uring::Cqe::sent)).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use bytes::Bytes;
 use io_uring::{opcode, types};
 
-use crate::uring::Ring;
+use crate::uring::{Held, Ring, Token};
 
 /// Bytes queued for a connection: its own, or a frame shared with other connections.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ impl Ring {
     /// Send `chunks` (at most [`MAX_IOV`]) on `fd` as one vectored write; a single
     /// chunk (the usual echo or delivery) goes as a plain `send`, which skips the
     /// kernel's iovec import and needs no iovec array here.
-    pub fn writev(&mut self, fd: RawFd, chunks: Vec<Chunk>, user_data: u64) -> io::Result<()> {
+    pub fn writev(&mut self, fd: RawFd, chunks: Vec<Chunk>, token: Token) -> io::Result<()> {
         if let [one] = chunks.as_slice() {
             let s = one.as_slice();
             let e = opcode::Send::new(
@@ -71,17 +71,13 @@ impl Ring {
                 u32::try_from(s.len()).unwrap_or(u32::MAX),
             )
             .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(user_data);
-            // As below: the chunk's heap memory stays put while `chunks` sits in the map.
-            self.sends.insert(
-                user_data,
-                InFlight {
-                    chunks,
-                    _iov: Vec::new(),
-                },
-            );
-            return self.push(e);
+            .build();
+            // As below: the chunk's heap memory stays put while `chunks` sits in the table.
+            let held = InFlight {
+                chunks,
+                _iov: Vec::new(),
+            };
+            return self.push_op(token, e, Held::Send(held));
         }
         let iov: Vec<libc::iovec> = chunks
             .iter()
@@ -93,12 +89,9 @@ impl Ring {
                 }
             })
             .collect();
-        let e = opcode::Writev::new(types::Fd(fd), iov.as_ptr(), iov.len() as u32)
-            .build()
-            .user_data(user_data);
+        let e = opcode::Writev::new(types::Fd(fd), iov.as_ptr(), iov.len() as u32).build();
         // The heap memory of `chunks` and `iov` does not move when they move into the
-        // map, so the pointers in the entry stay valid until the completion.
-        self.sends.insert(user_data, InFlight { chunks, _iov: iov });
-        self.push(e)
+        // table, so the pointers in the entry stay valid until the completion.
+        self.push_op(token, e, Held::Send(InFlight { chunks, _iov: iov }))
     }
 }

@@ -1,0 +1,165 @@
+//! The request head of a new connection, answered: `/healthz`, `/metrics` and the demo
+//! page in plain HTTP, `/echo` and `/ws` upgraded to a WebSocket (or refused: 503 when
+//! full or draining, 400 for a bad request or an unsupported subprotocol), anything
+//! else 404. A plain answer is the connection's last: it closes once that is flushed.
+
+use wire::frame::{Decoder, Limits};
+use wire::handshake::{
+    HandshakeLimits, Request, Status, parse_request, write_response, write_switching_protocols,
+};
+
+use super::{Conn, Ctx, PROTOCOL_FB, PROTOCOLS, Proto};
+use crate::metrics::WorkerMetrics;
+use crate::uring::Chunk;
+use crate::worker::conn::life::Life;
+use crate::worker::timer::Tick;
+
+/// The page served at `/`.
+const DEMO_PAGE: &str = include_str!("../../../assets/index.html");
+
+/// Where a request goes.
+enum Route {
+    /// Answered in plain HTTP, then closed.
+    Answered,
+    /// Upgraded: the bytes after the head, and what its messages are.
+    Upgraded(Vec<u8>, Proto),
+}
+
+impl Conn {
+    /// The head so far may be complete: answer it.
+    pub(super) fn on_head(&mut self, now: Tick, ctx: &mut Ctx<'_>) {
+        let Life::Handshake { head } = &mut self.life else {
+            return;
+        };
+        let limits = HandshakeLimits::default();
+        // Parse only once the head can be complete (or too big).
+        if !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < limits.max_header_bytes {
+            return;
+        }
+        let head = std::mem::take(head);
+        let mut reply = Vec::new();
+        let route = match parse_request(&head, &limits, &PROTOCOLS) {
+            Ok(None) => {
+                self.life = Life::Handshake { head };
+                return;
+            }
+            Err(e) => {
+                WorkerMetrics::add(&ctx.metrics.rejected_bad, 1);
+                e.write_response(&mut reply);
+                Route::Answered
+            }
+            Ok(Some((req, _))) => route(&req, &mut reply, ctx),
+        };
+        self.out.push_owned(reply);
+        match route {
+            Route::Upgraded(mut rest, proto) => {
+                self.upgrade(proto, now, ctx);
+                if !rest.is_empty() {
+                    self.on_frames(&mut rest, now, ctx);
+                }
+            }
+            Route::Answered => self.closing(false, now),
+        }
+    }
+
+    /// The handshake is done: frames from now on, and the heartbeat instead of the
+    /// handshake deadline.
+    fn upgrade(&mut self, proto: Proto, now: Tick, ctx: &Ctx<'_>) {
+        let limits = Limits {
+            max_frame: ctx.cfg.max_message,
+            max_message: ctx.cfg.max_message,
+        };
+        self.life = Life::Open {
+            dec: Decoder::server(limits),
+            partial: None,
+        };
+        self.proto = proto;
+        // The first ping comes up to half a heartbeat early, spread by slot, so that
+        // connections accepted in one burst are not all pinged on one tick (one burst
+        // of sends, and of the memory they take, every heartbeat).
+        let hb = crate::worker::secs(ctx.cfg.heartbeat);
+        let spread = ctx.me.0.wrapping_mul(0x9E37_79B9).rotate_left(16) % (hb / 2 + 1);
+        self.last_ping = now.saturating_sub(spread);
+        self.set_due(self.last_ping + hb);
+    }
+}
+
+/// Answer a parsed request into `reply`, or accept its upgrade.
+fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
+    let m = ctx.metrics;
+    let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
+    let Some(up) = req.websocket.as_ref() else {
+        WorkerMetrics::add(&m.http_requests, 1);
+        let (status, kind, body): (_, _, &[u8]) = match path {
+            "/healthz" if ctx.draining => (Status::ServiceUnavailable, "text/plain", b"draining\n"),
+            "/healthz" => (Status::Ok, "text/plain", b"ok\n"),
+            // A small page to try Ringline by hand (it speaks `/ws`).
+            "/" => (Status::Ok, "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
+            "/metrics" => {
+                let text = crate::metrics::render(ctx.all);
+                write_response(
+                    reply,
+                    Status::Ok,
+                    "text/plain; version=0.0.4",
+                    text.as_bytes(),
+                    None,
+                );
+                return Route::Answered;
+            }
+            _ => (Status::NotFound, "text/plain", b"not found\n"),
+        };
+        write_response(reply, status, kind, body, None);
+        return Route::Answered;
+    };
+    let proto = match path {
+        "/echo" | "/ws" if ctx.refuse => {
+            WorkerMetrics::add(&m.rejected_full, 1);
+            write_response(
+                reply,
+                Status::ServiceUnavailable,
+                "text/plain",
+                b"full\n",
+                Some(5),
+            );
+            return Route::Answered;
+        }
+        "/echo" if ctx.cfg.echo => Proto::Echo,
+        "/ws" => match up.protocol {
+            Some(PROTOCOL_FB) => Proto::Fb,
+            Some(_) => Proto::Json,
+            None if !up.protocols_offered => Proto::Json,
+            None => {
+                WorkerMetrics::add(&m.rejected_bad, 1);
+                write_response(
+                    reply,
+                    Status::BadRequest,
+                    "text/plain",
+                    b"unsupported subprotocol: offer ringline.v1.json or ringline.v1.fb\n",
+                    None,
+                );
+                return Route::Answered;
+            }
+        },
+        _ => {
+            WorkerMetrics::add(&m.http_requests, 1);
+            write_response(reply, Status::NotFound, "text/plain", b"not found\n", None);
+            return Route::Answered;
+        }
+    };
+    WorkerMetrics::add(&m.handshakes, 1);
+    let protocol = if proto == Proto::Echo {
+        None
+    } else {
+        up.protocol
+    };
+    write_switching_protocols(reply, &up.accept, protocol);
+    Route::Upgraded(req.rest.to_vec(), proto)
+}
+
+impl super::SendQueue {
+    /// Append a buffer of this connection's own as one chunk.
+    fn push_owned(&mut self, v: Vec<u8>) {
+        self.bytes += v.len();
+        self.chunks.push_back(Chunk::Owned(v));
+    }
+}

@@ -1,0 +1,224 @@
+//! One connection as a state machine that does no I/O (quinn-proto's `Connection` is
+//! the model). Received bytes, completions and timer ticks come in through
+//! `handle_*`; the I/O it wants (arm, cancel, shut down, release), the frames of its
+//! next send and its next deadline come out through `poll_*`. Its life is one enum,
+//! [`Life`], whose transitions are all in [`life`]; [`http`] answers the request head
+//! (plain HTTP, or the upgrade to a WebSocket) and [`ws`] runs the frame loop (echo on
+//! `/echo`, client requests for the [`Hub`](crate::hub::Hub) on `/ws`).
+
+mod http;
+pub mod life;
+#[cfg(test)]
+mod tests;
+mod ws;
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use crate::hub::{ConnRef, Hub};
+use crate::metrics::WorkerMetrics;
+use crate::uring::Chunk;
+use crate::worker::timer::Tick;
+use life::Pending;
+pub use life::{Armed, IoAction, Life, RecvStyle};
+
+/// The subprotocols `/ws` speaks, in order of preference when a client offers both.
+pub const PROTOCOLS: [&str; 2] = [PROTOCOL_JSON, PROTOCOL_FB];
+/// The client protocol in JSON text frames.
+pub const PROTOCOL_JSON: &str = "ringline.v1.json";
+/// The client protocol in flatbuffers binary frames.
+pub const PROTOCOL_FB: &str = "ringline.v1.fb";
+
+/// What a WebSocket's messages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// `/echo`: sent back as they came.
+    Echo,
+    /// `/ws`, JSON text frames.
+    Json,
+    /// `/ws`, flatbuffers binary frames.
+    Fb,
+}
+
+/// Frames queued for a connection and not yet handed to the kernel.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+}
+
+impl SendQueue {
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Drop everything queued.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+
+    /// Append bytes built by `write`, coalescing small frames into the last owned chunk.
+    pub fn push_with(&mut self, write: &mut dyn FnMut(&mut Vec<u8>)) {
+        match self.chunks.back_mut() {
+            Some(Chunk::Owned(v)) if v.len() < COALESCE => {
+                let n = v.len();
+                write(v);
+                self.bytes += v.len() - n;
+            }
+            _ => {
+                let mut v = Vec::new();
+                write(&mut v);
+                self.bytes += v.len();
+                self.chunks.push_back(Chunk::Owned(v));
+            }
+        }
+    }
+
+    /// Append a frame encoded once and shared with other connections.
+    pub fn push_shared(&mut self, frame: bytes::Bytes) {
+        self.bytes += frame.len();
+        self.chunks.push_back(Chunk::Shared(frame));
+    }
+
+    /// The frames of one send (at most [`MAX_IOV`](crate::uring::op::writev::MAX_IOV)).
+    /// All of them, the usual case, takes the queue's own buffer with the send, so an
+    /// idle connection keeps no allocation behind.
+    fn take_batch(&mut self) -> Vec<Chunk> {
+        let n = self.chunks.len().min(crate::uring::op::writev::MAX_IOV);
+        let batch: Vec<Chunk> = if n == self.chunks.len() {
+            std::mem::take(&mut self.chunks).into()
+        } else {
+            self.chunks.drain(..n).collect()
+        };
+        self.bytes -= batch.iter().map(|c| c.as_slice().len()).sum::<usize>();
+        batch
+    }
+
+    /// What a send did not take of `chunks` (`sent` bytes went out) goes back to the
+    /// front, in order.
+    fn requeue(&mut self, chunks: Vec<Chunk>, sent: usize) {
+        let unsent = crate::worker::requeue(chunks, sent);
+        self.bytes += unsent.iter().map(|c| c.as_slice().len()).sum::<usize>();
+        for ch in unsent.into_iter().rev() {
+            self.chunks.push_front(ch);
+        }
+    }
+}
+
+/// A connection: its socket and its state machine ([`life`]).
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    fd: OwnedFd,
+    /// Where it is.
+    life: Life,
+    /// Frames queued and not yet handed to the kernel.
+    out: SendQueue,
+    /// Tick of the last bytes received.
+    last_rx: Tick,
+    /// Tick of the last ping sent.
+    last_ping: Tick,
+    /// The tick its timer looks at it.
+    due: Tick,
+    /// Operations in flight.
+    armed: Armed,
+    /// Asked for and not yet polled.
+    pending: Pending,
+    /// How its receives are armed.
+    style: RecvStyle,
+    /// What its WebSocket messages are (kept here, not in `Life::Open`, where it would
+    /// cost the slot 8 bytes of padding).
+    proto: Proto,
+}
+
+/// What a connection may see of its worker while handling bytes.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Where client requests go.
+    pub hub: &'a mut Hub,
+    /// This connection, as the hub names it.
+    pub me: ConnRef,
+    /// The edge's configuration.
+    pub cfg: &'a crate::config::Config,
+    /// This worker's figures.
+    pub metrics: &'a WorkerMetrics,
+    /// New WebSockets are refused (503): worker full or draining.
+    pub refuse: bool,
+    /// Draining: `/healthz` answers 503.
+    pub draining: bool,
+    /// Every worker's figures, for `/metrics`.
+    pub all: &'a [std::sync::Arc<WorkerMetrics>],
+}
+
+/// Largest owned chunk small frames are coalesced into.
+const COALESCE: usize = 64 * 1024;
+
+impl Conn {
+    /// A new connection, reading its request head; its handshake must complete by
+    /// `deadline`.
+    pub fn new(fd: OwnedFd, style: RecvStyle, now: Tick, deadline: Tick) -> Self {
+        let mut c = Self {
+            fd,
+            life: Life::Handshake { head: Vec::new() },
+            out: SendQueue::default(),
+            last_rx: now,
+            last_ping: now,
+            due: 0,
+            armed: Armed::default(),
+            pending: Pending::default(),
+            style,
+            proto: Proto::Echo,
+        };
+        c.set_due(deadline);
+        // The request head is on its way: receive it at once (in poll mode too).
+        c.pending.put(Pending::RECV);
+        c
+    }
+
+    /// The socket.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// What its WebSocket messages are.
+    pub fn proto(&self) -> Proto {
+        self.proto
+    }
+
+    /// Bytes queued for sending.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.bytes()
+    }
+
+    /// Queue bytes built by `write`, coalescing small frames into one chunk.
+    pub fn queue_with(&mut self, mut write: impl FnMut(&mut Vec<u8>)) {
+        self.out.push_with(&mut write);
+    }
+
+    /// Queue a frame encoded once and shared with other connections.
+    pub fn queue_shared(&mut self, frame: bytes::Bytes) {
+        self.out.push_shared(frame);
+    }
+
+    /// Bytes arrived (`data` may be modified: frames are unmasked in place).
+    pub fn handle_recv(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
+        self.last_rx = now;
+        WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
+        match &mut self.life {
+            Life::Handshake { head } => {
+                head.extend_from_slice(data);
+                self.on_head(now, ctx);
+            }
+            Life::Open { .. } => self.on_frames(data, now, ctx),
+            // Closing: read and dropped.
+            Life::Closing { .. } | Life::Lingering { .. } | Life::Cancelling => {}
+        }
+    }
+}

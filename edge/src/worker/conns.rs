@@ -1,0 +1,255 @@
+//! The worker's side of its connections: accepted sockets become [`Conn`]s in the
+//! slab; each completion for one (receive, poll, send) is handed to its `handle_*`;
+//! then [`Worker::drive`] turns what the connection polls into ring operations, its
+//! deadline into a wheel entry, and its release into a free slot. At the end of a round
+//! [`Worker::flush`] gives each connection with frames queued one vectored send.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use tracing::{debug, warn};
+
+use super::conn::{Armed, Conn, Ctx, IoAction, RecvStyle};
+use super::slab::Key;
+use super::{BUFFER_SIZE, Worker, conn_ref, grow_buffers, secs};
+use crate::config::RecvMode;
+use crate::metrics::WorkerMetrics;
+use crate::uring::{Cqe, OpKind, Token, net};
+
+/// The token of `kind` for the connection at `key`.
+fn token(kind: OpKind, key: Key) -> Token {
+    Token::new(kind, key.slot, key.generation)
+}
+
+impl Worker {
+    pub(super) fn arm_accept(&mut self) -> std::io::Result<()> {
+        if let Some(l) = &self.listener {
+            self.ring
+                .accept_multi(l.as_raw_fd(), Token::worker(OpKind::Accept))?;
+            self.accepting = true;
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_accept(&mut self, c: &Cqe) {
+        if !c.more() {
+            self.accepting = false;
+        }
+        if let Some(fd) = net::adopt(c.result) {
+            WorkerMetrics::add(&self.metrics.accepted, 1);
+            net::nodelay(&fd);
+            self.add_conn(fd);
+        } else if c.result != -libc::ECANCELED {
+            debug!(worker = self.id, errno = -c.result, "accept failed");
+        }
+        if !self.accepting {
+            if self.drain.is_some() {
+                // Cancelled for the drain: the listener can go now.
+                self.listener = None;
+            } else if let Err(e) = self.arm_accept() {
+                warn!(worker = self.id, error = %e, "cannot re-arm accept");
+            }
+        }
+    }
+
+    fn add_conn(&mut self, fd: OwnedFd) {
+        let now = self.wheel.now();
+        let style = match self.cfg.recv_mode {
+            RecvMode::Multishot => RecvStyle::Multishot,
+            RecvMode::Poll => RecvStyle::Poll,
+        };
+        let deadline = now + secs(self.cfg.handshake_timeout);
+        let key = self.conns.insert(Conn::new(fd, style, now, deadline));
+        WorkerMetrics::add(&self.metrics.connections, 1);
+        self.drive(key);
+    }
+
+    /// Whether new WebSockets are refused, and whether draining.
+    fn refuse_draining(&self) -> (bool, bool) {
+        let draining = self.drain.is_some();
+        let refuse = draining || self.conns.len() > self.cfg.max_connections;
+        (refuse, draining)
+    }
+
+    pub(super) fn on_recv(&mut self, key: Key, c: &Cqe) {
+        let now = self.wheel.now();
+        let (refuse, draining) = self.refuse_draining();
+        // Borrowed field by field: no reference-count traffic per completion.
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            metrics: &self.metrics,
+            refuse,
+            draining,
+            all: &self.all,
+            hub: &mut self.hub,
+            me: conn_ref(key),
+        };
+        let bid = c.buffer();
+        let Some(conn) = self.conns.get_mut(key) else {
+            if let Some(b) = bid {
+                self.bufs.recycle(b);
+            }
+            return;
+        };
+        if !c.more() {
+            conn.handle_op_done(Armed::RECV);
+        }
+        if c.result > 0 {
+            if let Some(b) = bid {
+                if let Some(data) = self.bufs.get(b, c.result as usize) {
+                    conn.handle_recv(data, now, &mut ctx);
+                }
+                self.bufs.recycle(b);
+            }
+            if c.result == BUFFER_SIZE as i32 {
+                // Poll mode: it filled its buffer, more is likely waiting.
+                conn.handle_readable();
+            }
+        } else if c.result == 0 {
+            conn.handle_eof();
+        } else if c.result == -libc::ENOBUFS {
+            // Every buffer was in use: receive again (this round's are back now),
+            // with more buffers if there is room.
+            grow_buffers(&mut self.bufs, self.id);
+            conn.handle_readable();
+        } else if c.result != -libc::ECANCELED {
+            conn.handle_io_error();
+        }
+        self.drive(key);
+    }
+
+    /// Poll mode: the socket became readable (or the poll ended).
+    pub(super) fn on_poll(&mut self, key: Key, c: &Cqe) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !c.more() {
+            conn.handle_op_done(Armed::POLL);
+        }
+        if c.result >= 0 {
+            conn.handle_readable();
+        } else if c.result != -libc::ECANCELED {
+            conn.handle_io_error();
+        }
+        self.drive(key);
+    }
+
+    pub(super) fn on_send(&mut self, key: Key, c: Cqe) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let sent = if c.result < 0 {
+            Err(c.result)
+        } else {
+            WorkerMetrics::add(&self.metrics.bytes_out, c.result as u64);
+            Ok(c.result as usize)
+        };
+        conn.handle_sent(c.sent, sent);
+        self.drive(key);
+    }
+
+    /// After any input to the connection at `key`: carry out what it now wants, and
+    /// queue it for this round's sends if it has frames waiting.
+    pub(super) fn drive(&mut self, key: Key) {
+        let now = self.wheel.now();
+        let max_outbound = self.cfg.max_outbound;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.enforce_outbound(max_outbound, now, &self.metrics);
+        while let Some(action) = conn.poll_io(now) {
+            let raw = conn.fd().as_raw_fd();
+            let (op, submitted) = match action {
+                IoAction::RecvMulti => (
+                    Armed::RECV,
+                    self.ring.recv_multi(raw, token(OpKind::Recv, key)),
+                ),
+                IoAction::RecvOnce => (
+                    Armed::RECV,
+                    self.ring.recv_once(raw, token(OpKind::Recv, key)),
+                ),
+                IoAction::Poll => (
+                    Armed::POLL,
+                    self.ring.poll_multi(raw, token(OpKind::Poll, key)),
+                ),
+                IoAction::Cancel(armed) => {
+                    // Each by its token: the kernel finds it in its hash at once
+                    // (cancelling by descriptor walks every pending operation of the
+                    // ring, which made mass closes quadratic). Their completions
+                    // disarm them; then the slot goes.
+                    for (bit, kind) in [
+                        (Armed::POLL, OpKind::Poll),
+                        (Armed::RECV, OpKind::Recv),
+                        (Armed::SEND, OpKind::Send),
+                    ] {
+                        if armed.has(bit) {
+                            let _ = self.ring.cancel(token(kind, key));
+                        }
+                    }
+                    continue;
+                }
+                IoAction::ShutdownWrite => {
+                    net::shutdown_write(conn.fd());
+                    continue;
+                }
+                IoAction::Release => {
+                    self.release(key);
+                    return;
+                }
+            };
+            if submitted.is_err() {
+                conn.handle_submit_failed(op);
+            }
+        }
+        if let Some(at) = conn.poll_timeout() {
+            self.wheel.schedule(key, at);
+        }
+        if conn.wants_transmit() {
+            self.dirty.push(key);
+        }
+    }
+
+    /// The connection at `key` is done: its socket closes and its slot is free.
+    fn release(&mut self, key: Key) {
+        for kind in [OpKind::Recv, OpKind::Poll, OpKind::Send] {
+            if self.ring.in_flight(key.slot, kind) {
+                // The state machine releases only when nothing is armed; the ring
+                // disagreeing is a bug, and reusing the slot would refuse its next
+                // operation of that kind: keep the slot.
+                warn!(
+                    worker = self.id,
+                    slot = key.slot,
+                    ?kind,
+                    "released with an operation in flight"
+                );
+                return;
+            }
+        }
+        // Dropping the descriptor closes the socket.
+        if self.conns.remove(key).is_some() {
+            self.hub.conn_closed(conn_ref(key));
+            WorkerMetrics::sub(&self.metrics.connections, 1);
+        }
+    }
+
+    /// One vectored send per connection with queued frames and none in flight.
+    pub(super) fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for key in dirty {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let Some(chunks) = conn.poll_transmit() else {
+                continue;
+            };
+            let raw = conn.fd().as_raw_fd();
+            if self
+                .ring
+                .writev(raw, chunks, token(OpKind::Send, key))
+                .is_err()
+            {
+                conn.handle_submit_failed(Armed::SEND);
+                self.drive(key);
+            }
+        }
+    }
+}
