@@ -57,11 +57,6 @@ pub struct Delivery {
     fb: OnceCell<Option<(Bytes, usize)>>,
 }
 
-/// Two ids whose every byte differs: encoding a message with each and comparing the two
-/// finds where the id sits.
-const PROBE_A: u64 = 0x0101_0101_0101_0101;
-const PROBE_B: u64 = 0x0202_0202_0202_0202;
-
 impl Delivery {
     fn new(key: &str, op: ChangeOp<'static>, token: String) -> Self {
         Self {
@@ -82,23 +77,14 @@ impl Delivery {
     }
 
     /// The binary-form message, encoded once, with the offset of its subscription id:
-    /// each subscriber's copy differs from it only in those 8 (little-endian) bytes.
-    /// `None` if the encoder ever stops placing the id identically (then each subscriber
-    /// gets its own encoding).
+    /// each subscriber's copy differs from it only in those 8 (little-endian) bytes, as
+    /// the encoder reports. (`None` only if the encoder placed no id.)
     pub fn fb_template(&self, enc: &mut FbEncoder) -> Option<&(Bytes, usize)> {
         self.fb
             .get_or_init(|| {
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                enc.encode_response(&self.response(PROBE_A), &mut a);
-                enc.encode_response(&self.response(PROBE_B), &mut b);
-                if a.len() != b.len() {
-                    return None;
-                }
-                let diff: Vec<usize> = (0..a.len()).filter(|&i| a.get(i) != b.get(i)).collect();
-                let at = *diff.first()?;
-                let contiguous = diff.len() == 8 && diff.last() == Some(&(at + 7));
-                (contiguous && a.get(at..at + 8) == Some(&PROBE_A.to_le_bytes()[..]))
-                    .then(|| (Bytes::from(a), at))
+                let mut tpl = Vec::new();
+                let at = enc.encode_response_locating_id(&self.response(0), &mut tpl)?;
+                Some((Bytes::from(tpl), at))
             })
             .as_ref()
     }
