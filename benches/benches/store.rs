@@ -171,7 +171,7 @@ fn write_path_with_dispatch(c: &mut Criterion) {
     }
     for link in [1u64, 2] {
         let req = Req::Watch {
-            watch_id: 1,
+            watch_id: wire::link::WatchId::from_raw(1),
             target: "room/".into(),
             prefix: true,
             from: None,

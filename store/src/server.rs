@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
-use wire::link::{LinkLimits, LinkMessage, decode_frame};
+use wire::link::{LinkLimits, LinkMessage, WatchId, decode_frame};
 
 use crate::changelog::{ChangeLog, Position, Write};
 use crate::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req};
@@ -145,12 +145,12 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
             value: p.value().map(|v| v.bytes().to_vec()).unwrap_or_default(),
         }),
         LinkMessage::Watch(w) => Req::Watch {
-            watch_id: w.watch_id(),
+            watch_id: WatchId::from_raw(w.watch_id()),
             target: w.key().to_owned(),
             prefix: w.prefix(),
             from: w.from().map(pos),
         },
-        LinkMessage::Unwatch(u) => Req::Unwatch(u.watch_id()),
+        LinkMessage::Unwatch(u) => Req::Unwatch(WatchId::from_raw(u.watch_id())),
         // Replies and pushes are the store's to send, not to receive.
         _ => return None,
     })

@@ -20,7 +20,7 @@ use proptest::test_runner::TestCaseError;
 use store::changelog::{ChangeLog, Position, Retention, Write};
 use store::core::{CoreConfig, CoreMsg, Outbox, Req, spawn};
 use store::engine::memory::MemoryEngine;
-use wire::link::{ChangeKind, LinkLimits, LinkMessage, decode_frame};
+use wire::link::{ChangeKind, LinkLimits, LinkMessage, WatchId, decode_frame};
 
 const PARTITIONS: u32 = 4;
 const EPOCH: u64 = 5;
@@ -219,14 +219,14 @@ proptest! {
                     }));
                     let id = next_id;
                     next_id += 1;
-                    core.send(CoreMsg::Request { link, request_id: id, req: Req::Watch { watch_id: id, target: target.clone(), prefix, from } }).unwrap();
+                    core.send(CoreMsg::Request { link, request_id: id, req: Req::Watch { watch_id: WatchId::from_raw(id), target: target.clone(), prefix, from } }).unwrap();
                     watches.push(ModelWatch { link, id, target, prefix, from, removed_at: None });
                 }
                 Op::Unwatch { link, nth } => {
                     let live: Vec<usize> = (0..watches.len()).filter(|&i| watches[i].link == link && watches[i].removed_at.is_none()).collect();
                     if let Some(&i) = live.get(nth % live.len().max(1)) {
                         watches[i].removed_at = Some(writes.len());
-                        core.send(CoreMsg::Request { link, request_id: 0, req: Req::Unwatch(watches[i].id) }).unwrap();
+                        core.send(CoreMsg::Request { link, request_id: 0, req: Req::Unwatch(WatchId::from_raw(watches[i].id)) }).unwrap();
                     }
                 }
             }

@@ -15,7 +15,7 @@ use store::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req, spawn};
 use store::engine::memory::MemoryEngine;
 use store::engine::{Engine, EngineError, Pair, Read, WriteBatch};
 use tokio::sync::mpsc::UnboundedReceiver;
-use wire::link::{LinkLimits, LinkMessage, decode_frame};
+use wire::link::{LinkLimits, LinkMessage, WatchId, decode_frame};
 
 /// Applies each batch at once, then holds the writer until the test lets it go.
 struct Gated {
@@ -207,7 +207,7 @@ fn a_stalled_commit_holds_only_its_writes() {
         b,
         4,
         Req::Watch {
-            watch_id: 40,
+            watch_id: WatchId::from_raw(40),
             target: "k".into(),
             prefix: false,
             from: None,

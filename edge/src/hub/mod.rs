@@ -3,33 +3,80 @@
 //! frames, appended per store to [`Hub::link_out`], and client messages, appended to
 //! [`Hub::out`]. The worker moves bytes; everything about who gets what lives here.
 //!
-//! - Reads and writes go to the store owning the key's partition; the reply goes back to
-//!   the request's connection. A request for a store whose link is down gets
+//! - Reads and writes (this file) go to the store owning the key's partition; the reply
+//!   goes back to the request's connection. A request for a store whose link is down gets
 //!   `unavailable` at once.
-//! - Subscriptions are grouped ([`group`]): one internal watch per (worker, key or prefix)
-//!   however many local clients follow it.
+//! - Subscriptions are grouped: one group per (worker, key or prefix) however many local
+//!   clients follow it. Every client subscription is a member of its target's group; the
+//!   group holds the internal watch(es) whose changes are fanned out to its members, each
+//!   change encoded once ([`Delivery`]).
+//!
+//! How a member starts: it gets its own *join* watch on the store (a snapshot, or a resume
+//! from its token), so that what it receives is exactly consistent with its own position.
+//! When the join has answered for all of its partitions, it is either adopted as the
+//! group's watch (if the group had none there yet) or retired (`Unwatch`, then a ping
+//! whose pong proves its last frames are in): the group's watch carries the member from
+//! then on. Changes are delivered to a member only past its own position, so a change
+//! arriving through both watches, or one the member's snapshot already includes, is never
+//! delivered twice.
+//!
+//! Positions: the group keeps the position it delivered per partition; a member whose
+//! positions equal the group's ("synced", the normal state) shares the group's frame and
+//! token; a member that is ahead somewhere (it joined after a newer snapshot) keeps its
+//! own positions until the group catches up.
+//!
+//! Link loss: group watches on the lost link are re-established from the group's
+//! positions when the link is back (the store answers `Resumed`, or `Reset` + snapshot);
+//! members still joining through it get `unavailable` and must subscribe again.
+//!
+//! The files, by concern:
+//! - `index`: where groups (`GroupId`), subscriptions ([`SubRef`]) and watches
+//!   are found.
+//! - `group`: one group: its partitions' positions (24 bytes each), its own watches, its
+//!   members.
+//! - `members`: one member's own state while it starts or is ahead, and its transitions
+//!   (a change, a snapshot page, a resume answer), each returning what to deliver.
+//! - `join`: subscribe and unsubscribe; the join watches that start a member, adopted or
+//!   retired when complete.
+//! - `watches`: watch roles and watch ids ([`wire::link::WatchId`]); retiring, pongs,
+//!   refusals, a link's loss and return.
+//! - `delivery`: changes, snapshot pages, resumes and resets from the stores, to the
+//!   members they concern.
+//! - `snapshot`: a store's snapshot page cut into client messages.
 
+mod delivery;
 mod group;
+mod index;
+mod join;
+mod members;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_model;
+mod watches;
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use wire::client::fb::FbEncoder;
-use wire::client::json::PreparedChange;
-use wire::client::{ChangeOp, ErrorCode, Position, Request, Response, encode_token};
+use wire::client::{ErrorCode, Position, Request, Response, encode_token};
 use wire::cluster::ClusterMap;
-use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage};
+use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, WatchId};
+
+pub use delivery::Delivery;
 
 /// A connection of this worker: (slab index, generation).
 pub type ConnRef = (u32, u32);
+
+/// One client subscription: its connection and the id the client gave it. Ordered by
+/// connection first, so that one connection's subscriptions are a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SubRef {
+    pub(crate) conn: ConnRef,
+    pub(crate) id: u64,
+}
 
 /// A message for a client connection.
 #[derive(Debug)]
@@ -39,92 +86,6 @@ pub enum Out {
     /// A change for subscription `id` of a connection; the change is shared by every
     /// subscriber it goes to.
     Change(ConnRef, u64, Rc<Delivery>),
-}
-
-/// One change as delivered to subscribers, encoded once per form.
-#[derive(Debug)]
-pub struct Delivery {
-    /// The key.
-    pub key: Box<str>,
-    /// What happened.
-    pub op: ChangeOp<'static>,
-    /// Resume token after it.
-    pub token: String,
-    /// The JSON message after its subscription id, built on first use.
-    json: OnceCell<Bytes>,
-    /// The flatbuffers message, built on first use, and the offset of its 8-byte
-    /// subscription id (patched per subscriber).
-    fb: OnceCell<Option<(Bytes, usize)>>,
-}
-
-/// Two ids whose every byte differs: encoding a message with each and comparing the two
-/// finds where the id sits.
-const PROBE_A: u64 = 0x0101_0101_0101_0101;
-const PROBE_B: u64 = 0x0202_0202_0202_0202;
-
-impl Delivery {
-    fn new(key: &str, op: ChangeOp<'static>, token: String) -> Self {
-        Self {
-            key: key.into(),
-            op,
-            token,
-            json: OnceCell::new(),
-            fb: OnceCell::new(),
-        }
-    }
-
-    /// The JSON message after its subscription id, encoded once (each subscriber's
-    /// message is its own head, then this).
-    pub fn json_tail(&self) -> &Bytes {
-        self.json.get_or_init(|| {
-            Bytes::from(PreparedChange::new(&self.key, &self.op_ref(), &self.token).into_tail())
-        })
-    }
-
-    /// The binary-form message, encoded once, with the offset of its subscription id:
-    /// each subscriber's copy differs from it only in those 8 (little-endian) bytes.
-    /// `None` if the encoder ever stops placing the id identically (then each subscriber
-    /// gets its own encoding).
-    pub fn fb_template(&self, enc: &mut FbEncoder) -> Option<&(Bytes, usize)> {
-        self.fb
-            .get_or_init(|| {
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                enc.encode_response(&self.response(PROBE_A), &mut a);
-                enc.encode_response(&self.response(PROBE_B), &mut b);
-                if a.len() != b.len() {
-                    return None;
-                }
-                let diff: Vec<usize> = (0..a.len()).filter(|&i| a.get(i) != b.get(i)).collect();
-                let at = *diff.first()?;
-                let contiguous = diff.len() == 8 && diff.last() == Some(&(at + 7));
-                (contiguous && a.get(at..at + 8) == Some(&PROBE_A.to_le_bytes()[..]))
-                    .then(|| (Bytes::from(a), at))
-            })
-            .as_ref()
-    }
-
-    /// The change as a protocol response for subscription `id` (borrowing its value).
-    pub fn response(&self, id: u64) -> Response<'_> {
-        Response::Change {
-            id,
-            key: Cow::Borrowed(&self.key),
-            op: self.op_ref(),
-            token: Cow::Borrowed(&self.token),
-        }
-    }
-
-    fn op_ref(&self) -> ChangeOp<'_> {
-        match &self.op {
-            ChangeOp::Put { value, version } => ChangeOp::Put {
-                value: Cow::Borrowed(value),
-                version: *version,
-            },
-            ChangeOp::Delete { version } => ChangeOp::Delete { version: *version },
-            ChangeOp::Publish { value } => ChangeOp::Publish {
-                value: Cow::Borrowed(value),
-            },
-        }
-    }
 }
 
 /// A read or write waiting for its store's reply.
@@ -168,7 +129,7 @@ pub struct Hub {
     requests: HashMap<u64, Pending>,
     /// Requests waiting, per connection (absent: none).
     inflight: HashMap<ConnRef, u32>,
-    groups: group::Groups,
+    groups: index::Groups,
     /// Counters.
     pub stats: HubStats,
 }
@@ -186,7 +147,7 @@ impl Hub {
             next_id: 1,
             requests: HashMap::new(),
             inflight: HashMap::new(),
-            groups: group::Groups::default(),
+            groups: index::Groups::default(),
             stats: HubStats::default(),
         }
     }
@@ -257,7 +218,7 @@ impl Hub {
         match req {
             Request::Sub { id, target, from } => self.subscribe(conn, id, &target, from.as_deref()),
             Request::Unsub { id } => {
-                if self.unsubscribe(conn, id) {
+                if self.unsubscribe(SubRef { conn, id }) {
                     self.reply(
                         conn,
                         Response::Ok {
@@ -366,7 +327,7 @@ impl Hub {
     pub fn conn_closed(&mut self, conn: ConnRef) {
         self.inflight.remove(&conn);
         for id in self.groups.subs_of(conn) {
-            self.unsubscribe(conn, id);
+            self.unsubscribe(SubRef { conn, id });
         }
     }
 
@@ -456,13 +417,16 @@ impl Hub {
                         },
                     );
                 } else {
-                    self.watch_failed(rid, code, &message);
+                    self.watch_failed(WatchId::from_raw(rid), code, &message);
                 }
             }
             LinkMessage::Snapshot(snap) => self.on_snapshot(&snap),
-            LinkMessage::Resumed(r) => self.on_resumed(r.watch_id(), r.partition()),
+            LinkMessage::Resumed(r) => {
+                self.on_resumed(WatchId::from_raw(r.watch_id()), r.partition());
+            }
             LinkMessage::Reset(r) => {
-                self.on_reset(r.watch_id(), r.partition(), r.reason().unwrap_or("reset"));
+                let wid = WatchId::from_raw(r.watch_id());
+                self.on_reset(wid, r.partition(), r.reason().unwrap_or("reset"));
             }
             LinkMessage::Changes(c) => {
                 if let Some(changes) = c.changes() {
@@ -494,30 +458,4 @@ fn map_code(code: wire::link::ErrorCode) -> ErrorCode {
 /// `a` is later in its partition's log than `b`.
 fn newer(a: &Position, b: &Position) -> bool {
     (a.epoch, a.seq) > (b.epoch, b.seq)
-}
-
-#[cfg(test)]
-mod delivery_tests {
-    use super::*;
-
-    #[test]
-    fn the_binary_template_patched_with_an_id_is_that_ids_encoding() {
-        let d = Delivery::new(
-            "room/{1}/k",
-            ChangeOp::Put {
-                value: Cow::Owned(vec![7; 3000]),
-                version: 9,
-            },
-            "tok".into(),
-        );
-        let mut enc = FbEncoder::new();
-        let (tpl, at) = d.fb_template(&mut enc).cloned().unwrap();
-        for id in [0, 1, 255, 1 << 40, u64::MAX] {
-            let mut patched = tpl.to_vec();
-            patched[at..at + 8].copy_from_slice(&id.to_le_bytes());
-            let mut direct = Vec::new();
-            enc.encode_response(&d.response(id), &mut direct);
-            assert_eq!(patched, direct, "id {id}");
-        }
-    }
 }

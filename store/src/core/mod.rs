@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use tracing::{debug, info, warn};
-use wire::link::{ChangeRef, ErrorCode, LinkEncoder, LinkLimits};
+use wire::link::{ChangeRef, ErrorCode, LinkEncoder, LinkLimits, WatchId};
 
 use crate::changelog::{Change, ChangeLog, Position, Prepared, Retention, Write, WriteError};
 use crate::engine::Engine;
@@ -66,7 +66,7 @@ pub enum Req {
     /// Start watching.
     Watch {
         /// The edge's id for this watch.
-        watch_id: u64,
+        watch_id: WatchId,
         /// Key or prefix.
         target: String,
         /// True for a prefix.
@@ -75,7 +75,7 @@ pub enum Req {
         from: Option<Position>,
     },
     /// Stop watching.
-    Unwatch(u64),
+    Unwatch(WatchId),
 }
 
 /// What reaches the core.
@@ -686,7 +686,7 @@ impl<E: Engine> Core<E> {
                 from,
             } => self.watch(link, request_id, watch_id, &target, prefix, from),
             Req::Unwatch(watch_id) => {
-                self.watchers.remove(link, watch_id);
+                self.watchers.remove(link, watch_id.get());
                 Metrics::set(&self.cfg.metrics.watches, self.watchers.len() as u64);
             }
         }

@@ -4,7 +4,7 @@
 //! that position is past the committed one (a batch was landing), the watch records a
 //! skip so the batch's dispatch does not send those changes a second time.
 
-use wire::link::{ChangeRef, EntryRef, ErrorCode};
+use wire::link::{ChangeRef, EntryRef, ErrorCode, WatchId};
 
 use crate::changelog::{Position, Resume, Target};
 use crate::engine::Engine;
@@ -16,9 +16,9 @@ use super::{Core, change_ref, change_size, pages, text, wire_pos};
 impl<E: Engine> Core<E> {
     /// Remember that watch `watch_id` of `link` has already seen partition `p` up to
     /// `read`; forget any such note from an earlier watch with the same id.
-    fn note_read(&mut self, link: LinkId, watch_id: u64, read: Position) {
+    fn note_read(&mut self, link: LinkId, watch_id: WatchId, read: Position) {
         let committed = self.log.position(read.partition).map_or(0, |p| p.seq);
-        let key = (link, watch_id, read.partition);
+        let key = (link, watch_id.get(), read.partition);
         if read.seq > committed {
             self.skips.insert(key, read.seq);
         } else {
@@ -30,7 +30,7 @@ impl<E: Engine> Core<E> {
         &mut self,
         link: LinkId,
         request_id: u64,
-        watch_id: u64,
+        watch_id: WatchId,
         target: &str,
         prefix: bool,
         from: Option<Position>,
@@ -85,8 +85,8 @@ impl<E: Engine> Core<E> {
                     Ok(Resume::Changes { changes, upto }) => {
                         Metrics::add(&metrics.watch_resumed, 1);
                         let buf = self.pending.entry(link).or_default();
-                        let _ = self.enc.resumed(buf, request_id, watch_id, p);
-                        let ids = [watch_id];
+                        let _ = self.enc.resumed(buf, request_id, watch_id.get(), p);
+                        let ids = [watch_id.get()];
                         let refs: Vec<ChangeRef<'_>> =
                             changes.iter().map(|c| change_ref(c, &ids)).collect();
                         for page in pages(&refs, change_size) {
@@ -98,9 +98,9 @@ impl<E: Engine> Core<E> {
                     Ok(Resume::Reset { reason, now }) => {
                         Metrics::add(&metrics.watch_reset, 1);
                         let buf = self.pending.entry(link).or_default();
-                        let _ = self
-                            .enc
-                            .reset(buf, request_id, watch_id, p, now.epoch, reason);
+                        let _ =
+                            self.enc
+                                .reset(buf, request_id, watch_id.get(), p, now.epoch, reason);
                         false
                     }
                     Err(e) => {
@@ -118,7 +118,9 @@ impl<E: Engine> Core<E> {
                 let epoch = self.log.position(p).map_or(0, |pos| pos.epoch);
                 let reason = "position belongs to another partition";
                 let buf = self.pending.entry(link).or_default();
-                let _ = self.enc.reset(buf, request_id, watch_id, p, epoch, reason);
+                let _ = self
+                    .enc
+                    .reset(buf, request_id, watch_id.get(), p, epoch, reason);
             }
             Metrics::add(&metrics.watch_snapshot, 1);
             match self.log.snapshot(p, t) {
@@ -144,7 +146,7 @@ impl<E: Engine> Core<E> {
                         let _ = self.enc.snapshot(
                             buf,
                             request_id,
-                            watch_id,
+                            watch_id.get(),
                             p,
                             page,
                             wire_pos(at),
@@ -160,7 +162,8 @@ impl<E: Engine> Core<E> {
                 }
             }
         }
-        self.watchers.add(link, watch_id, bytes, prefix, bound);
+        self.watchers
+            .add(link, watch_id.get(), bytes, prefix, bound);
         Metrics::set(&metrics.watches, self.watchers.len() as u64);
     }
 }

@@ -32,6 +32,20 @@ fn via_fb_response(r: &Response<'_>) -> Result<Response<'static>, ClientError> {
     fb::decode_response(&out).map(Response::into_owned)
 }
 
+/// `response` answering `new` instead (an error without an id keeps none).
+fn with_id(mut response: Response<'static>, new: u64) -> Response<'static> {
+    match &mut response {
+        Response::Snapshot { id, .. }
+        | Response::Change { id, .. }
+        | Response::Resumed { id, .. }
+        | Response::Reset { id, .. }
+        | Response::Value { id, .. }
+        | Response::Ok { id, .. } => *id = new,
+        Response::Error { id, .. } => *id = id.map(|_| new),
+    }
+    response
+}
+
 fn value(bytes: &'static [u8]) -> Cow<'static, [u8]> {
     Cow::Borrowed(bytes)
 }
@@ -208,6 +222,24 @@ proptest! {
             fb::encode_response(response, &mut fresh);
             prop_assert_eq!(reused, fresh);
         }
+    }
+
+    #[test]
+    fn the_located_id_is_the_only_difference_between_ids(
+        response in arbitrary::response(),
+        other in any::<u64>(),
+        before in proptest::collection::vec(any::<u8>(), 0..9),
+    ) {
+        let mut encoder = fb::FbEncoder::new();
+        let mut located = before.clone();
+        let at = encoder.encode_response_locating_id(&response, &mut located);
+        prop_assert_eq!(at.is_some(), response.id().is_some());
+        let Some(at) = at else { return Ok(()) };
+        prop_assert_eq!(&located[at..at + 8], &response.id().unwrap().to_le_bytes()[..]);
+        located[at..at + 8].copy_from_slice(&other.to_le_bytes());
+        let mut direct = before;
+        encoder.encode_response(&with_id(response, other), &mut direct);
+        prop_assert_eq!(located, direct);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   can be read, and hands out a [`LinkFrame`] whose [`LinkMessage`] holds the accessor.
 //! - [`encode_frame`] writes a header and a ready payload; [`LinkEncoder`] builds the
 //!   payload of every kind with one reused `FlatBufferBuilder`.
+//! - [`WatchId`] and [`KeepAliveNonce`]: the edge's names for its watches and its idle
+//!   pings, which both come back in a `Pong`; their ranges never overlap.
 //!
 //! Every [`LinkError`] means the peer broke the protocol: the link should be dropped.
 
@@ -15,6 +17,7 @@ mod decode;
 mod encode;
 mod error;
 mod header;
+mod ids;
 
 #[cfg(test)]
 mod tests;
@@ -23,6 +26,7 @@ pub use decode::{LinkFrame, LinkLimits, LinkMessage, decode_frame};
 pub use encode::{ChangeRef, EntryRef, LinkEncoder, encode_frame};
 pub use error::{FrameTooLarge, LinkError};
 pub use header::{HEADER_LEN, LinkHeader, MAGIC, VERSION};
+pub use ids::{KeepAliveNonce, WatchId};
 
 /// The generated payload tables (`ringline.internal`), for reading [`LinkMessage`]s.
 pub use crate::generated::internal;

@@ -105,17 +105,37 @@ impl FbEncoder {
 
     /// Appends `response` as one `Response` flatbuffer.
     pub fn encode_response(&mut self, response: &Response<'_>, out: &mut Vec<u8>) {
+        self.encode_response_locating_id(response, out);
+    }
+
+    /// Appends `response` as one `Response` flatbuffer and returns where in `out` its id
+    /// sits (8 bytes, little-endian; `None` for a response without an id). Every response
+    /// that differs only in its id is this one with those 8 bytes replaced.
+    pub fn encode_response_locating_id(
+        &mut self,
+        response: &Response<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
         self.fbb.reset();
         let (body_type, body) = self.response_body(response);
         let fbb = &mut self.fbb;
-        let args = fb::ResponseArgs {
-            id: response.id(),
-            body_type,
-            body: Some(body),
-        };
-        let root = fb::Response::create(fbb, &args);
+        // `fb::Response::create`, field by field, noting where the id lands: a builder
+        // writes back to front, so the id's distance from the buffer's end is the
+        // builder's used space right after it is pushed, and stays so when finished.
+        let start = fbb.start_table();
+        let id_from_end = response.id().map(|id| {
+            fbb.push_slot_always::<u64>(fb::Response::VT_ID, id);
+            fbb.unfinished_data().len()
+        });
+        fbb.push_slot_always::<WIPOffset<_>>(fb::Response::VT_BODY, body);
+        fbb.push_slot::<fb::Reply>(fb::Response::VT_BODY_TYPE, body_type, fb::Reply::NONE);
+        let root: WIPOffset<fb::Response<'_>> = WIPOffset::new(fbb.end_table(start).value());
         fbb.finish_minimal(root);
-        out.extend_from_slice(fbb.finished_data());
+        let data = fbb.finished_data();
+        let at = id_from_end.and_then(|from_end| data.len().checked_sub(from_end));
+        let base = out.len();
+        out.extend_from_slice(data);
+        at.map(|at| base + at)
     }
 
     fn response_body(&mut self, response: &Response<'_>) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
