@@ -152,11 +152,6 @@ impl Hub {
         }
     }
 
-    /// The cluster map.
-    pub fn map(&self) -> &ClusterMap {
-        &self.map
-    }
-
     /// Whether the link to store `s` is up.
     pub fn is_up(&self, s: usize) -> bool {
         self.up.get(s).copied().unwrap_or(false)

@@ -11,6 +11,7 @@ pub mod conn;
 mod conns;
 mod dispatch;
 pub mod link;
+mod links;
 pub mod slab;
 mod tick;
 pub mod timer;
@@ -24,14 +25,12 @@ use std::time::Duration;
 use tracing::{debug, info};
 use wire::cluster::ClusterMap;
 use wire::frame::{Opcode, SharedFrame};
-use wire::link::{LinkEncoder, LinkLimits};
 
 use crate::config::Config;
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
 use crate::uring::{BufRing, Chunk, Cqe, Gen, OpKind, Ring, Token};
 use conn::Conn;
-use link::Link;
 use slab::{Key, Slab};
 use timer::{Tick, Wheel};
 
@@ -64,13 +63,7 @@ pub struct Worker {
     /// Routing, subscriptions and fan-out.
     hub: Hub,
     /// One link per store, indexed as the cluster map's stores.
-    links: Vec<Link>,
-    /// Encoder for the links' own frames (hello, ping, pong).
-    link_enc: LinkEncoder,
-    /// Link operations in flight (including those of closed sockets).
-    link_ops: usize,
-    /// Jitter source.
-    rng: u64,
+    links: links::LinkSet,
     /// Client messages to deliver, encoded by `dispatch`.
     delivery: dispatch::Encoders,
 }
@@ -141,13 +134,14 @@ impl Worker {
             drain: None,
             accepting: false,
             ping: SharedFrame::new(Opcode::Ping, b"").into_bytes(),
-            links: map.stores.iter().map(|s| Link::new(s.addr)).collect(),
+            links: links::LinkSet::new(
+                &map,
+                id,
+                0x9E37_79B9_7F4A_7C15
+                    ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
+                    ^ u64::from(std::process::id()),
+            ),
             hub: Hub::new(map),
-            link_enc: LinkEncoder::new(&LinkLimits::default()),
-            link_ops: 0,
-            rng: 0x9E37_79B9_7F4A_7C15
-                ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
-                ^ u64::from(std::process::id()),
             delivery: dispatch::Encoders::default(),
         })
     }
@@ -182,7 +176,7 @@ impl Worker {
                     links_closed = true;
                     self.close_links();
                 }
-                if self.link_ops == 0 {
+                if !self.link_ops_in_flight() {
                     info!(worker = self.id, left = self.conns.len(), "worker drained");
                     return Ok(());
                 }

@@ -1,0 +1,379 @@
+//! The link state machine driven by random interleavings of what the kernel and the
+//! store can do (connects that succeed or fail, the hello's answer, pings, garbage,
+//! EOF, failed receives, send completions whole, partial and failed, ticks, frames
+//! from the hub). A model kernel carries out what the link polls, per socket. Checked:
+//! - never two operations of a kind in flight, whatever socket they are for, and no
+//!   new attempt while an earlier socket's operation is in flight;
+//! - the first bytes on every socket are a hello, and nothing is sent on a socket after
+//!   the link gave it up;
+//! - up is reported only after the hello's answer; up and down alternate, and a down
+//!   says whether it had been up;
+//! - a silent link goes down within [`LINK_DEAD_TICKS`], a slow attempt within
+//!   [`LINK_CONNECT_TICKS`], and a down link tries again within its backoff;
+//! - once the store behaves, the link comes up again.
+
+use proptest::prelude::*;
+use wire::link::{LinkEncoder, LinkLimits, LinkMessage, decode_frame};
+
+use super::backoff::MAX_BACKOFF_TICKS;
+use super::{
+    Change, LINK_CONNECT_TICKS, LINK_DEAD_TICKS, Link, LinkCtx, LinkOps, LinkState, RecvEnd,
+};
+use crate::uring::{Chunk, Gen};
+use crate::worker::timer::Tick;
+
+#[derive(Debug, Clone)]
+enum Ev {
+    ConnectDone { ok: bool },
+    Ack,
+    WrongAck,
+    Ping,
+    Garbage,
+    Eof,
+    RecvFailed,
+    Cancelled,
+    Sent { part: u8, fail: bool },
+    Tick,
+    HubFrames,
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        3 => any::<bool>().prop_map(|ok| Ev::ConnectDone { ok }),
+        3 => Just(Ev::Ack),
+        1 => Just(Ev::WrongAck),
+        2 => Just(Ev::Ping),
+        1 => Just(Ev::Garbage),
+        1 => Just(Ev::Eof),
+        1 => Just(Ev::RecvFailed),
+        1 => Just(Ev::Cancelled),
+        4 => (0u8..5, prop::bool::weighted(0.1)).prop_map(|(part, fail)| Ev::Sent { part, fail }),
+        4 => Just(Ev::Tick),
+        2 => Just(Ev::HubFrames),
+    ]
+}
+
+const PARTITIONS: u32 = 16;
+
+/// The kernel's view: one entry per operation in flight, with its socket's generation.
+#[derive(Default)]
+struct Kernel {
+    connect: Option<Gen>,
+    recv: Option<Gen>,
+    send: Option<(Gen, Vec<Chunk>)>,
+}
+
+struct Sim {
+    link: Link,
+    k: Kernel,
+    enc: LinkEncoder,
+    now: Tick,
+    /// The socket the store sees, and the bytes it got on it.
+    socket: Option<Gen>,
+    got: Vec<u8>,
+    up: bool,
+    /// Since when the link has been in its current state.
+    since: Tick,
+    retry_by: Option<Tick>,
+    ups: u32,
+    frames_to_hub: u32,
+    /// The store answered this socket's hello.
+    acked: bool,
+}
+
+impl Sim {
+    fn new() -> Self {
+        let mut s = Self {
+            link: Link::new("127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!())),
+            k: Kernel::default(),
+            enc: LinkEncoder::new(&LinkLimits::default()),
+            now: 0,
+            socket: None,
+            got: Vec::new(),
+            up: false,
+            since: 0,
+            retry_by: Some(0),
+            ups: 0,
+            frames_to_hub: 0,
+            acked: false,
+        };
+        s.tick_only();
+        s
+    }
+
+    fn ctx<'a>(enc: &'a mut LinkEncoder, jitter: u64) -> LinkCtx<'a> {
+        LinkCtx {
+            enc,
+            partitions: PARTITIONS,
+            map_version: 1,
+            edge_id: "edge-test",
+            worker: 0,
+            jitter,
+        }
+    }
+
+    fn on_change(&mut self, c: Option<Change>) {
+        match c {
+            Some(Change::Up { .. }) => {
+                assert!(!self.up, "up twice");
+                assert_eq!(self.link.state(), LinkState::Up);
+                self.up = true;
+                self.ups += 1;
+                self.since = self.now;
+            }
+            Some(Change::Down { was_up, .. }) => {
+                assert_eq!(was_up, self.up, "down must say whether it had been up");
+                self.up = false;
+                self.socket = None;
+                self.since = self.now;
+                if let LinkState::Down { retry_at } = self.link.state() {
+                    assert!(retry_at > self.now, "a retry needs a pause");
+                    assert!(retry_at <= self.now + MAX_BACKOFF_TICKS / 2 + MAX_BACKOFF_TICKS);
+                    self.retry_by = Some(retry_at);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// What the worker does after every input: arm what is polled, send what is queued.
+    fn drive(&mut self) {
+        if let Some((_, g)) = self.link.poll_recv() {
+            assert!(self.k.recv.is_none(), "a second receive in flight");
+            self.k.recv = Some(g);
+        }
+        if let Some((_, g, chunks)) = self.link.poll_transmit() {
+            assert!(self.k.send.is_none(), "a second send in flight");
+            assert_eq!(Some(g), self.socket, "a send on a socket given up");
+            self.k.send = Some((g, chunks));
+        }
+    }
+
+    fn tick_only(&mut self) {
+        let mut ctx = Self::ctx(&mut self.enc, u64::from(self.now) * 7919);
+        let c = self.link.handle_tick(self.now, &mut ctx);
+        self.on_change(c);
+        if let Some(g) = self.link.poll_connect(self.now) {
+            assert!(
+                self.k.connect.is_none() && self.k.recv.is_none() && self.k.send.is_none(),
+                "an attempt while an earlier socket's operation is in flight"
+            );
+            let fd: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").expect("null").into();
+            self.link.handle_socket(fd);
+            self.k.connect = Some(g);
+            self.socket = Some(g);
+            self.got.clear();
+            self.acked = false;
+            self.since = self.now;
+            self.retry_by = None;
+        }
+    }
+
+    fn store_sends(&mut self, bytes: &[u8]) {
+        let Some(g) = self.k.recv else { return };
+        let mut ctx = Self::ctx(&mut self.enc, 3);
+        let hub = &mut self.frames_to_hub;
+        let c = self
+            .link
+            .handle_recv(g, bytes, self.now, &mut ctx, &mut |_| *hub += 1);
+        if Some(g) == self.socket && self.up {
+            // Traffic: silence counts from here.
+            self.since = self.now;
+        }
+        self.on_change(c);
+    }
+
+    fn step(&mut self, e: &Ev) {
+        match *e {
+            Ev::ConnectDone { ok } => {
+                if let Some(g) = self.k.connect.take() {
+                    let mut ctx = Self::ctx(&mut self.enc, 5);
+                    let r = if ok { Ok(()) } else { Err(-libc::ECONNREFUSED) };
+                    let c = self.link.handle_connected(g, r, self.now, &mut ctx);
+                    self.on_change(c);
+                }
+            }
+            Ev::Ack | Ev::WrongAck => {
+                // The store answers once, and only a hello it got whole.
+                if !self.acked
+                    && decode_frame(&self.got, &LinkLimits::default())
+                        .ok()
+                        .flatten()
+                        .is_some_and(|(f, _)| matches!(f.message, LinkMessage::Hello(_)))
+                {
+                    let parts = if matches!(e, Ev::Ack) {
+                        PARTITIONS
+                    } else {
+                        PARTITIONS + 1
+                    };
+                    let mut v = Vec::new();
+                    let _ = self.enc.hello_ack(&mut v, 0, "store-a", 1, parts);
+                    self.acked = self.k.recv.is_some();
+                    self.store_sends(&v);
+                }
+            }
+            Ev::Ping => {
+                let mut v = Vec::new();
+                let _ = self.enc.ping(&mut v, 0, 42);
+                self.store_sends(&v);
+            }
+            Ev::Garbage => self.store_sends(&[0xFF; 40]),
+            Ev::Eof | Ev::RecvFailed | Ev::Cancelled => {
+                if let Some(g) = self.k.recv.take() {
+                    let end = match e {
+                        Ev::Eof => RecvEnd::Eof,
+                        Ev::RecvFailed => RecvEnd::Failed,
+                        _ => RecvEnd::Rearm,
+                    };
+                    let c = self.link.handle_recv_end(g, end, self.now, 11);
+                    self.on_change(c);
+                }
+            }
+            Ev::Sent { part, fail } => self.sent(part, fail),
+            Ev::Tick => {
+                self.now += 1;
+                self.tick_only();
+            }
+            Ev::HubFrames => self.link.queue(vec![1, 2, 3]),
+        }
+        self.drive();
+        self.check_deadlines();
+    }
+
+    fn sent(&mut self, part: u8, fail: bool) {
+        let Some((g, chunks)) = self.k.send.take() else {
+            return;
+        };
+        let total: usize = chunks.iter().map(|c| c.as_slice().len()).sum();
+        let n = if part >= 4 {
+            total
+        } else {
+            total * usize::from(part) / 4
+        };
+        if !fail && Some(g) == self.socket {
+            let mut left = n;
+            for c in &chunks {
+                let s = c.as_slice();
+                let k = left.min(s.len());
+                self.got.extend_from_slice(&s[..k]);
+                left -= k;
+            }
+            if !self.got.is_empty() {
+                let first = decode_frame(&self.got, &LinkLimits::default());
+                if let Ok(Some((f, _))) = first {
+                    assert!(
+                        matches!(f.message, LinkMessage::Hello(_)),
+                        "the first frame is a hello"
+                    );
+                }
+            }
+        }
+        let r = if fail { Err(-libc::EPIPE) } else { Ok(n) };
+        let c = self.link.handle_sent(g, chunks, r, self.now, 13);
+        self.on_change(c);
+    }
+
+    fn check_deadlines(&mut self) {
+        match self.link.state() {
+            LinkState::Up => assert!(self.now <= self.since + LINK_DEAD_TICKS, "silent but up"),
+            LinkState::Connecting { .. } | LinkState::Hello { .. } => {
+                assert!(
+                    self.now <= self.since + LINK_CONNECT_TICKS,
+                    "attempt past its time"
+                )
+            }
+            LinkState::Down { .. } => {
+                // An attempt waits for an earlier socket's operations to end, then
+                // comes on the next tick at the latest.
+                if !self.link.ops().is_empty() {
+                    self.retry_by = self.retry_by.map(|by| by.max(self.now + 1));
+                }
+                if let Some(by) = self.retry_by {
+                    assert!(self.now <= by, "no retry by {by}");
+                }
+            }
+            LinkState::Closed => {}
+        }
+    }
+
+    /// The kernel finishes what it holds and the store behaves: the link comes up.
+    fn settle(&mut self) {
+        for _ in 0..(4 * MAX_BACKOFF_TICKS + 10) {
+            if self.up {
+                break;
+            }
+            // Old sockets' receives end once shut down (a current one is armed again).
+            for e in [
+                Ev::Cancelled,
+                Ev::ConnectDone { ok: true },
+                Ev::Sent {
+                    part: 4,
+                    fail: false,
+                },
+                Ev::Ack,
+                Ev::Tick,
+            ] {
+                self.step(&e);
+            }
+        }
+        assert!(self.up, "never up again: {:?}", self.link.state());
+        assert!(self.link.ops().has(LinkOps::RECV));
+    }
+
+    /// The store stops answering (its keep-alive pings go out, nothing comes back):
+    /// the link must go down by [`LINK_DEAD_TICKS`].
+    fn go_silent(&mut self) {
+        for _ in 0..=LINK_DEAD_TICKS {
+            self.step(&Ev::Sent {
+                part: 4,
+                fail: false,
+            });
+            self.step(&Ev::Tick);
+        }
+        assert!(!self.up, "a silent store's link stayed up");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_link_keeps_its_promises(evs in prop::collection::vec(ev(), 0..150)) {
+        let mut sim = Sim::new();
+        for e in &evs {
+            sim.step(e);
+        }
+        sim.settle();
+        sim.go_silent();
+    }
+}
+
+#[test]
+fn a_link_comes_up_after_its_hello_is_answered_and_passes_frames_on() {
+    let mut sim = Sim::new();
+    for e in [
+        Ev::ConnectDone { ok: true },
+        Ev::Sent {
+            part: 4,
+            fail: false,
+        },
+    ] {
+        sim.step(&e);
+    }
+    assert!(!sim.up);
+    sim.step(&Ev::Ack);
+    assert!(sim.up && sim.ups == 1);
+    let mut v = Vec::new();
+    let _ = sim.enc.pong(&mut v, 0, 7);
+    sim.store_sends(&v);
+    assert_eq!(sim.frames_to_hub, 1, "a watch pong goes to the hub");
+    v.clear();
+    let _ = sim
+        .enc
+        .pong(&mut v, 0, wire::link::KeepAliveNonce::new(3).get());
+    sim.store_sends(&v);
+    assert_eq!(
+        sim.frames_to_hub, 1,
+        "a keep-alive pong stays with the link"
+    );
+}

@@ -1,0 +1,288 @@
+//! The worker's side of its links to the stores: it makes each attempt's socket and
+//! carries out what each [`Link`] polls (connect, receive, send) as ring operations,
+//! hands completions back to it, gives the hub's frames for a store to its link once a
+//! round, and tells the hub (and `/metrics`) when a link goes up or down.
+
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+use wire::cluster::ClusterMap;
+use wire::link::{LinkEncoder, LinkLimits, LinkMessage};
+
+use super::Worker;
+use super::link::backoff::Jitter;
+use super::link::{Change, Link, LinkCtx, LinkOps, RecvEnd};
+use super::timer::Tick;
+use crate::uring::{Cqe, Gen, OpKind, Token, net};
+
+/// The token of `kind` for link `s`'s socket of `generation`.
+fn token(kind: OpKind, s: usize, generation: Gen) -> Token {
+    Token::new(kind, s as u32, generation)
+}
+
+/// The worker's links and what they share: the encoder of their own frames, the
+/// jitter source, and what goes into every hello.
+#[derive(Debug)]
+pub(super) struct LinkSet {
+    links: Vec<Link>,
+    enc: LinkEncoder,
+    jitter: Jitter,
+    edge_id: String,
+    worker: u16,
+    partitions: u32,
+    map_version: u64,
+}
+
+impl LinkSet {
+    /// One link per store of `map`, all down and due at once.
+    pub(super) fn new(map: &ClusterMap, worker: usize, seed: u64) -> Self {
+        Self {
+            links: map.stores.iter().map(|s| Link::new(s.addr)).collect(),
+            enc: LinkEncoder::new(&LinkLimits::default()),
+            jitter: Jitter::new(seed),
+            edge_id: format!("edge-{}", std::process::id()),
+            worker: worker as u16,
+            partitions: map.partitions,
+            map_version: map.version,
+        }
+    }
+
+    /// Run `f` on link `s` with its context.
+    fn with<R>(&mut self, s: usize, f: impl FnOnce(&mut Link, &mut LinkCtx<'_>) -> R) -> Option<R> {
+        let jitter = self.jitter.next();
+        let link = self.links.get_mut(s)?;
+        let mut ctx = LinkCtx {
+            enc: &mut self.enc,
+            partitions: self.partitions,
+            map_version: self.map_version,
+            edge_id: &self.edge_id,
+            worker: self.worker,
+            jitter,
+        };
+        Some(f(link, &mut ctx))
+    }
+
+    fn len(&self) -> usize {
+        self.links.len()
+    }
+}
+
+impl Worker {
+    /// Start an attempt on every link that is due.
+    fn links_connect(&mut self, now: Tick) {
+        for s in 0..self.links.len() {
+            let due = self
+                .links
+                .with(s, |l, _| l.poll_connect(now).map(|g| (g, l.addr())))
+                .flatten();
+            let Some((generation, addr)) = due else {
+                continue;
+            };
+            let change = match net::link_socket(addr) {
+                Err(e) => {
+                    warn!(worker = self.id, store = s, error = %e, "cannot create a link socket");
+                    self.link_submit_failed(s, 0, now)
+                }
+                Ok(fd) => {
+                    let Some(raw) = self.links.with(s, |l, _| l.handle_socket(fd)) else {
+                        continue;
+                    };
+                    let t = token(OpKind::LinkConnect, s, generation);
+                    match self.ring.connect(raw, addr, t) {
+                        Ok(()) => None,
+                        Err(_) => self.link_submit_failed(s, LinkOps::CONNECT, now),
+                    }
+                }
+            };
+            self.link_changed(s, change);
+        }
+    }
+
+    fn link_submit_failed(&mut self, s: usize, op: u8, now: Tick) -> Option<Change> {
+        self.links
+            .with(s, |l, ctx| l.handle_submit_failed(op, now, ctx))
+            .flatten()
+    }
+
+    pub(super) fn on_link_connect(&mut self, s: usize, generation: Gen, c: &Cqe) {
+        let now = self.wheel.now();
+        let result = if c.result < 0 { Err(c.result) } else { Ok(()) };
+        let change = self
+            .links
+            .with(s, |l, ctx| l.handle_connected(generation, result, now, ctx))
+            .flatten();
+        self.link_changed(s, change);
+        self.link_arm_recv(s);
+    }
+
+    /// Keep a multishot receive armed on a connected link.
+    fn link_arm_recv(&mut self, s: usize) {
+        let Some((raw, generation)) = self.links.with(s, |l, _| l.poll_recv()).flatten() else {
+            return;
+        };
+        let t = token(OpKind::LinkRecv, s, generation);
+        if self.ring.recv_multi(raw, t).is_err() {
+            let now = self.wheel.now();
+            let change = self.link_submit_failed(s, LinkOps::RECV, now);
+            self.link_changed(s, change);
+        }
+    }
+
+    pub(super) fn on_link_recv(&mut self, s: usize, generation: Gen, c: &Cqe) {
+        let bid = c.buffer();
+        let now = self.wheel.now();
+        if c.result > 0
+            && let Some(b) = bid
+            && let Some(data) = self.bufs.get(b, c.result as usize)
+        {
+            let hub = &mut self.hub;
+            let change = self
+                .links
+                .with(s, |l, ctx| {
+                    l.handle_recv(generation, data, now, ctx, &mut |f| match &f.message {
+                        LinkMessage::Pong(p) => hub.on_pong(p.nonce()),
+                        _ => hub.on_frame(f),
+                    })
+                })
+                .flatten();
+            self.link_changed(s, change);
+        }
+        if let Some(b) = bid {
+            self.bufs.recycle(b);
+        }
+        let end = match c.result {
+            _ if c.more() => RecvEnd::More,
+            0 => RecvEnd::Eof,
+            r if r > 0 || r == -libc::ECANCELED => RecvEnd::Rearm,
+            r if r == -libc::ENOBUFS => {
+                super::grow_buffers(&mut self.bufs, self.id);
+                RecvEnd::Rearm
+            }
+            _ => RecvEnd::Failed,
+        };
+        let change = self
+            .links
+            .with(s, |l, ctx| {
+                l.handle_recv_end(generation, end, now, ctx.jitter)
+            })
+            .flatten();
+        self.link_changed(s, change);
+        self.link_arm_recv(s);
+    }
+
+    pub(super) fn on_link_send(&mut self, s: usize, generation: Gen, c: Cqe) {
+        let now = self.wheel.now();
+        let sent = if c.result < 0 {
+            Err(c.result)
+        } else {
+            Ok(c.result as usize)
+        };
+        let change = self
+            .links
+            .with(s, |l, ctx| {
+                l.handle_sent(generation, c.sent, sent, now, ctx.jitter)
+            })
+            .flatten();
+        self.link_changed(s, change);
+    }
+
+    /// Tell the hub, the log and `/metrics` what happened to link `s`.
+    fn link_changed(&mut self, s: usize, change: Option<Change>) {
+        let Some(change) = change else {
+            return;
+        };
+        match change {
+            Change::Up {
+                store_id,
+                map_version,
+            } => {
+                if let Some(theirs) = map_version {
+                    let ours = self.links.map_version;
+                    warn!(
+                        worker = self.id,
+                        store = s,
+                        ours,
+                        theirs,
+                        "store serves another partition map version"
+                    );
+                }
+                info!(worker = self.id, store = s, id = %store_id, "store link up");
+                self.hub.link_up(s);
+            }
+            Change::Down { was_up, why, fd } => {
+                if let Some(fd) = fd {
+                    // Operations still armed on it complete once it is shut down;
+                    // their completions carry the old generation.
+                    net::shutdown_both(&fd);
+                }
+                let link = self.links.links.get(s);
+                let addr = link.map(Link::addr);
+                let attempts = link.map_or(0, Link::attempts);
+                if was_up {
+                    warn!(worker = self.id, store = s, addr = ?addr, "store link down: {why}");
+                } else if attempts == 1 || !why.starts_with("connect failed") {
+                    warn!(worker = self.id, store = s, addr = ?addr, "store link: {why}");
+                }
+                self.hub.link_down(s);
+            }
+        }
+        self.publish_link(s);
+    }
+
+    /// Every round: frames the hub queued go to their links, one send per link.
+    pub(super) fn flush_links(&mut self) {
+        for s in 0..self.links.len() {
+            let Some(link) = self.links.links.get_mut(s) else {
+                continue;
+            };
+            if link.is_up()
+                && let Some(out) = self.hub.link_out.get_mut(s)
+            {
+                link.queue(std::mem::take(out));
+            }
+            let Some((raw, generation, chunks)) = link.poll_transmit() else {
+                continue;
+            };
+            let t = token(OpKind::LinkSend, s, generation);
+            if self.ring.writev(raw, chunks, t).is_err() {
+                let now = self.wheel.now();
+                let change = self.link_submit_failed(s, LinkOps::SEND, now);
+                self.link_changed(s, change);
+            }
+        }
+    }
+
+    /// Every tick: drop what is silent or slow to answer, ping what is idle, then
+    /// start the attempts that are due.
+    pub(super) fn links_tick(&mut self, now: Tick) {
+        for s in 0..self.links.len() {
+            let change = self
+                .links
+                .with(s, |l, ctx| l.handle_tick(now, ctx))
+                .flatten();
+            self.link_changed(s, change);
+        }
+        self.links_connect(now);
+    }
+
+    /// Stopping: close every link for good.
+    pub(super) fn close_links(&mut self) {
+        for link in &mut self.links.links {
+            if let Some(fd) = link.close() {
+                net::shutdown_both(&fd);
+            }
+        }
+    }
+
+    /// Whether any link operation is still in flight (the ring must outlive them).
+    pub(super) fn link_ops_in_flight(&self) -> bool {
+        self.links.links.iter().any(|l| !l.ops().is_empty())
+    }
+
+    /// Show a link's state in `/metrics`.
+    fn publish_link(&self, s: usize) {
+        if let (Some(link), Some(m)) = (self.links.links.get(s), self.metrics.links.get(s)) {
+            m.store(link.state().metric(), Ordering::Relaxed);
+        }
+    }
+}
