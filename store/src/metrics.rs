@@ -95,6 +95,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Reads answered (get).
     pub gets: AtomicU64,
+    /// Reads (gets, watch starts) refused (wrong partition) or failed.
+    pub read_errors: AtomicU64,
     /// Watches started, by how: snapshot, resumed, reset.
     pub watch_snapshot: AtomicU64,
     /// Watches resumed from a position.
@@ -131,6 +133,7 @@ impl Default for Metrics {
             commit_writes: Histogram::new(SIZE_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
             gets: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
             watch_snapshot: AtomicU64::new(0),
             watch_resumed: AtomicU64::new(0),
             watch_reset: AtomicU64::new(0),
@@ -234,6 +237,13 @@ impl Metrics {
             "Reads answered.",
             c,
             &self.gets,
+        );
+        counter(
+            &mut o,
+            "ringline_store_read_errors_total",
+            "Reads (gets, watch starts) refused or failed.",
+            c,
+            &self.read_errors,
         );
         labeled(
             &mut o,

@@ -43,8 +43,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info, warn};
 use wire::link::{ChangeRef, ErrorCode, LinkEncoder, LinkLimits};
 
-use crate::changelog::{Change, ChangeLog, Position, Prepared, Retention, Write, WriteError};
+use crate::changelog::{Change, ChangeLog, Position, Prepared, Retention, Write};
 use crate::engine::Engine;
+use crate::error::{Failure, Fault, StoreError};
 use crate::metrics::{Metrics, PartitionLog};
 use crate::records::ChangeKind;
 use crate::watchers::{LinkId, Watchers};
@@ -365,19 +366,25 @@ impl<E: Engine> Core<E> {
         );
     }
 
-    fn write_error(&mut self, link: LinkId, request_id: u64, e: &WriteError) {
+    /// Answer a request that failed with `e` (a store failure is logged as `what`).
+    fn fail(&mut self, link: LinkId, request_id: u64, e: &StoreError, what: &str) {
+        if e.fault() == Fault::Store {
+            warn!(error = %e, "{what} failed");
+        }
+        let a = e.answer();
+        self.error(link, request_id, a.code, &a.message, a.current);
+    }
+
+    /// A write failed or was refused.
+    fn write_error(&mut self, link: LinkId, request_id: u64, e: &StoreError) {
         Metrics::add(&self.cfg.metrics.write_errors, 1);
-        let (code, current) = match e {
-            WriteError::Conflict { current } => (ErrorCode::Conflict, *current),
-            WriteError::WrongPartition(_) => (ErrorCode::WrongPartition, 0),
-            WriteError::TooLarge { .. } => (ErrorCode::TooLarge, 0),
-            WriteError::Engine(_) => {
-                warn!(error = %e, "write failed");
-                self.error(link, request_id, ErrorCode::Internal, "storage failure", 0);
-                return;
-            }
-        };
-        self.error(link, request_id, code, &e.to_string(), current);
+        self.fail(link, request_id, e, "write");
+    }
+
+    /// A read (a get, a watch's start) failed or was refused.
+    fn read_error(&mut self, link: LinkId, request_id: u64, e: &StoreError) {
+        Metrics::add(&self.cfg.metrics.read_errors, 1);
+        self.fail(link, request_id, e, "read");
     }
 
     /// A request arrives: queue a write, hold anything behind the link's own
@@ -520,8 +527,7 @@ impl<E: Engine> Core<E> {
         if self.committer.send(job).is_err() {
             warn!("the committer is gone");
             self.log.abort();
-            let e = Arc::new(crate::engine::EngineError("committer stopped".into()));
-            b.prepared.results = crate::changelog::fail_all(b.prepared.results, &e);
+            b.prepared.results = crate::changelog::fail_all(b.prepared.results, &Failure::Stopped);
             self.answer(b);
             return;
         }
@@ -554,6 +560,7 @@ impl<E: Engine> Core<E> {
             }
             Err(e) => {
                 warn!(error = %e, "commit failed: the batch and the one prepared after it fail");
+                let e = Failure::Engine(e);
                 self.log.abort();
                 self.trimming = false;
                 let results = std::mem::take(&mut done.prepared.results);
@@ -676,7 +683,7 @@ impl<E: Engine> Core<E> {
                         self.enc
                             .get_reply(buf, request_id, &key, value, version, wire_pos(pos));
                 }
-                Err(e) => self.write_error(link, request_id, &e),
+                Err(e) => self.read_error(link, request_id, &e),
             },
             Req::Write(w) => self.enqueue(link, request_id, w),
             Req::Watch {

@@ -4,11 +4,12 @@
 //! that position is past the committed one (a batch was landing), the watch records a
 //! skip so the batch's dispatch does not send those changes a second time.
 
-use wire::link::{ChangeRef, EntryRef, ErrorCode};
+use wire::link::{ChangeRef, EntryRef};
 use wire::partition::Partitions;
 
 use crate::changelog::{Position, Resume, Target};
 use crate::engine::Engine;
+use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::watchers::LinkId;
 
@@ -48,13 +49,7 @@ impl<E: Engine> Core<E> {
             .iter()
             .find(|&&p| self.log.position(p).is_none())
         {
-            self.error(
-                link,
-                request_id,
-                ErrorCode::WrongPartition,
-                &format!("partition {p} is not served here"),
-                0,
-            );
+            self.read_error(link, request_id, &StoreError::WrongPartition(p));
             return;
         }
         let start = Start {
@@ -155,14 +150,7 @@ impl<E: Engine> Core<E> {
         let (entries, at) = match self.log.snapshot(p, t) {
             Ok(read) => read,
             Err(e) => {
-                tracing::warn!(error = %e, "snapshot failed");
-                self.error(
-                    s.link,
-                    s.request_id,
-                    ErrorCode::Internal,
-                    "storage failure",
-                    0,
-                );
+                self.read_error(s.link, s.request_id, &e);
                 return false;
             }
         };
