@@ -301,8 +301,9 @@ pub async fn run<E: Engine>(
                     req,
                 } => core.arrive(link, request_id, req),
                 CoreMsg::Committed(outcome) => core.committed(outcome),
+                CoreMsg::Open { link, outbox } => core.open(link, outbox),
+                CoreMsg::Closed { link } => core.drop_link(link, "closed by peer"),
                 CoreMsg::Shutdown => stopping = true,
-                other => core.handle(other),
             }
         }
         core.pump();
@@ -387,23 +388,23 @@ impl<E: Engine> Core<E> {
         self.fail(link, request_id, e, "read");
     }
 
-    /// A request arrives: queue a write, hold anything behind the link's own
-    /// uncommitted writes, answer the rest now.
+    /// A request arrives: it waits behind the link's requests already waiting, and
+    /// (unless a write) behind the link's own uncommitted writes; else it runs now.
     fn arrive(&mut self, link: LinkId, request_id: u64, req: Req) {
-        if let Some(d) = self.deferred.get_mut(&link) {
-            d.push_back((request_id, req));
-            return;
+        if self.deferred.contains_key(&link) || self.behind_writes(link, &req) {
+            self.deferred
+                .entry(link)
+                .or_default()
+                .push_back((request_id, req));
+        } else {
+            self.request(link, request_id, req);
         }
-        match req {
-            Req::Write(w) => self.enqueue(link, request_id, w),
-            other if self.outstanding.get(&link).is_some_and(|&n| n > 0) => {
-                self.deferred
-                    .entry(link)
-                    .or_default()
-                    .push_back((request_id, other));
-            }
-            other => self.request(link, request_id, other),
-        }
+    }
+
+    /// Whether `req` must wait for `link`'s uncommitted writes: anything but another
+    /// write does, so that the link reads its own writes.
+    fn behind_writes(&self, link: LinkId, req: &Req) -> bool {
+        !matches!(req, Req::Write(_)) && self.outstanding.get(&link).is_some_and(|&n| n > 0)
     }
 
     fn enqueue(&mut self, link: LinkId, request_id: u64, w: Write) {
@@ -428,15 +429,12 @@ impl<E: Engine> Core<E> {
             return;
         };
         while let Some((request_id, req)) = waiting.pop_front() {
-            match req {
-                Req::Write(w) => self.enqueue(link, request_id, w),
-                other if self.outstanding.contains_key(&link) => {
-                    waiting.push_front((request_id, other));
-                    self.deferred.insert(link, waiting);
-                    return;
-                }
-                other => self.request(link, request_id, other),
+            if self.behind_writes(link, &req) {
+                waiting.push_front((request_id, req));
+                self.deferred.insert(link, waiting);
+                return;
             }
+            self.request(link, request_id, req);
         }
     }
 
@@ -638,24 +636,13 @@ impl<E: Engine> Core<E> {
         Metrics::add(&self.cfg.metrics.deliveries, delivered as u64);
     }
 
-    /// Handle a message that is not a write nor a commit outcome.
-    fn handle(&mut self, msg: CoreMsg) {
-        match msg {
-            CoreMsg::Open { link, outbox } => {
-                debug!(link, "link open");
-                self.links.insert(link, outbox);
-                Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
-            }
-            CoreMsg::Closed { link } => self.drop_link(link, "closed by peer"),
-            CoreMsg::Request {
-                link,
-                request_id,
-                req,
-            } => self.request(link, request_id, req),
-            CoreMsg::Shutdown | CoreMsg::Committed(_) => {}
-        }
+    fn open(&mut self, link: LinkId, outbox: Outbox) {
+        debug!(link, "link open");
+        self.links.insert(link, outbox);
+        Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
     }
 
+    /// Run a request whose turn has come: queue a write, answer anything else now.
     fn request(&mut self, link: LinkId, request_id: u64, req: Req) {
         match req {
             Req::Hello => {
