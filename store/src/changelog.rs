@@ -1,16 +1,23 @@
 //! The partitions a store owns and their change logs. Writes flow in through
-//! [`ChangeLog::prepare`], many at a time: each is checked (limits, conditional
-//! versions), given the next seq of its partition, and turned into records (current
-//! value, log entry, per-key index entry, last-seq counter) of **one** engine batch.
-//! The caller commits the batch (one fsync when `sync`), possibly on another thread,
-//! and reports the outcome with [`ChangeLog::committed`] or [`ChangeLog::abort`]; only
-//! then does the committed position advance. A second batch may be prepared while the
-//! first is being committed (its seqs follow the first's), which is how the core keeps
-//! the engine busy. [`ChangeLog::apply`] does all three in one call.
+//! [`ChangeLog::prepare`], many at a time: each is checked (limits, partition served
+//! here, conditional version), given the next seq of its partition, and turned into two
+//! records of **one** engine batch: its log entry, which points at the previous change
+//! of its key's chain, and the chain's new head (the key's value, or tombstone, for a
+//! put or delete; its publish head for a publish). The heads of recently written keys
+//! are kept in memory, so a write rarely reads. The caller commits the batch (one fsync
+//! when `sync`), possibly on another thread, and reports the outcome with
+//! [`ChangeLog::committed`] or [`ChangeLog::abort`]; only then does the committed
+//! position advance. A second batch may be prepared while the first is being committed
+//! (its seqs follow the first's), which is how the core keeps the engine busy.
+//! [`ChangeLog::apply`] does all three in one call. [`ChangeLog::prepare_trim`] adds the
+//! removal of a partition's oldest entries to a batch the same way.
 //!
-//! Reads (`get`, `snapshot`, `resume`) each run against one engine snapshot and also
-//! read the partition's last-seq counter in it, so the position they report is exactly
-//! the state they read, even while a batch is landing.
+//! Reads (`get`, `snapshot`, `resume`) each run against one engine snapshot and take
+//! the partition's position in it (its last log entry, or the last-seq counter written
+//! at creation and by trims when that is higher), so the position they report is
+//! exactly the state they read, even while a batch is landing. A resume walks the
+//! target's chains back from their heads: it reads what it returns. A failure says who
+//! is at fault ([`StoreError`]).
 //!
 //! A position `(partition, epoch, seq)` means "every change of the partition up to
 //! `seq` in this epoch". It can be resumed when its epoch is the partition's and the
@@ -138,6 +145,71 @@ fn check_limits(w: &Write) -> Result<(), Refused> {
         });
     }
     Ok(())
+}
+
+/// The heads of every chain `target` covers in partition `p`: one key's two, or those
+/// of every key under the prefix (tombstones included: a delete is a change).
+fn chain_heads(r: &dyn Read, p: u32, target: Target<'_>) -> Result<Vec<u64>, Failure> {
+    let mut heads: Vec<u64> = Vec::new();
+    match target {
+        Target::Key(k) => {
+            let value = read_record(r, &keys::value(p, k), records::decode_current)?;
+            heads.extend(value.map(|s| s.version));
+            heads.extend(read_record(
+                r,
+                &keys::publish_head(p, k),
+                records::decode_u64,
+            )?);
+        }
+        Target::Prefix(prefix) => {
+            let (vs, ve) = keys::value_prefix_range(p, prefix);
+            scan_all(r, vs, &ve, |_, v| {
+                heads.push(records::decode_current(v)?.version);
+                Ok(())
+            })?;
+            let (hs, he) = keys::publish_prefix_range(p, prefix);
+            scan_all(r, hs, &he, |_, v| {
+                heads.push(records::decode_u64(v)?);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(heads)
+}
+
+/// The changes on the chains starting at `heads` after seq `after`, up to `now`
+/// (unordered). Each chain is walked back to `after`: every entry read is one returned,
+/// and the entry at or before `after` is never read (its successor's `prev` says so).
+/// `None` when an entry is missing (trimmed since `now` was read).
+fn walk_chains(
+    r: &dyn Read,
+    heads: Vec<u64>,
+    after: u64,
+    now: Position,
+) -> Result<Option<Vec<Change>>, Failure> {
+    let p = now.partition;
+    let mut changes = Vec::new();
+    for mut seq in heads {
+        while seq > after {
+            let Some(bytes) = r.get(&keys::log(p, seq))? else {
+                return Ok(None);
+            };
+            let entry = records::decode_entry(&bytes)?;
+            let prev = entry.prev;
+            if seq <= now.seq {
+                changes.push(Change::logged(Position { seq, ..now }, entry));
+            }
+            if prev >= seq {
+                return Err(Corrupt::new(
+                    "log",
+                    format!("entry {seq} of partition {p} points forward to {prev}"),
+                )
+                .into());
+            }
+            seq = prev;
+        }
+    }
+    Ok(Some(changes))
 }
 
 /// A key and its current value, as a snapshot returns them.
@@ -862,73 +934,20 @@ impl<E: Engine> ChangeLog<E> {
         if let Some(reason) = reason {
             return Ok(Resume::Reset { reason, now });
         }
-        // The heads of every chain the target covers: one key's two, or those of
-        // every key under the prefix (tombstones included: a delete is a change).
-        let mut heads: Vec<u64> = Vec::new();
-        match target {
-            Target::Key(k) => {
-                heads.extend(
-                    read_record(r, &keys::value(p, k), records::decode_current)?.map(|s| s.version),
-                );
-                heads.extend(read_record(
-                    r,
-                    &keys::publish_head(p, k),
-                    records::decode_u64,
-                )?);
-            }
-            Target::Prefix(prefix) => {
-                let (vs, ve) = keys::value_prefix_range(p, prefix);
-                scan_all(r, vs, &ve, |_, v| {
-                    heads.push(records::decode_current(v)?.version);
-                    Ok(())
-                })?;
-                let (hs, he) = keys::publish_prefix_range(p, prefix);
-                scan_all(r, hs, &he, |_, v| {
-                    heads.push(records::decode_u64(v)?);
-                    Ok(())
-                })?;
-            }
-        }
-        // Walk each chain back to `from`: every entry read is one returned, and the
-        // entry at or before `from` is never read (its successor's `prev` says so).
-        let mut changes = Vec::new();
-        for mut seq in heads {
-            while seq > from.seq {
-                let Some(bytes) = r.get(&keys::log(p, seq))? else {
-                    // Trimmed while this read began: the caller must reset.
-                    return Ok(Resume::Reset {
-                        reason: "position is older than the retained log",
-                        now,
-                    });
-                };
-                let entry = records::decode_entry(&bytes)?;
-                let prev = entry.prev;
-                if seq <= now.seq {
-                    changes.push(Change::logged(
-                        Position {
-                            partition: p,
-                            epoch: state.epoch,
-                            seq,
-                        },
-                        entry,
-                    ));
-                }
-                if prev >= seq {
-                    return Err(Corrupt::new(
-                        "log",
-                        format!("entry {seq} of partition {p} points forward to {prev}"),
-                    )
-                    .into());
-                }
-                seq = prev;
-            }
-        }
+        let heads = chain_heads(r, p, target)?;
+        let Some(mut changes) = walk_chains(r, heads, from.seq, now)? else {
+            // An entry was trimmed while this read began: the caller must reset.
+            return Ok(Resume::Reset {
+                reason: "position is older than the retained log",
+                now,
+            });
+        };
         changes.sort_unstable_by_key(|c| c.position.seq);
         Ok(Resume::Changes { changes, upto: now })
     }
 
     /// Up to `limit` log entries of partition `p` after `after`, in seq order: the raw
-    /// log, for replication-style readers and for comparing against the index.
+    /// log, for replication-style readers and for checking resumes against it.
     pub fn log_after(&self, p: u32, after: u64, limit: usize) -> Result<Vec<Change>, Failure> {
         let Some(state) = self.parts.get(&p) else {
             return Ok(Vec::new());

@@ -10,12 +10,15 @@
 //! fsync therefore delays only the writes that must wait for it; links that read or
 //! watch are answered at once, and the batch behind it just grows. Only when a batch
 //! is reported committed are its writes acknowledged and its changes dispatched: one
-//! `Changes` frame per interested link for the whole batch, in seq order per partition.
+//! `Changes` frame per interested link for the whole batch (a few if it is big), in seq
+//! order per partition.
 //!
-//! Requests of one link take effect in the order it sent them: a read, watch or
-//! unwatch that follows a link's own uncommitted write waits for that write (and
-//! so do that link's later requests), so a link always reads its own writes. Other
-//! links are not held up by it.
+//! Requests of one link take effect in the order it sent them: any request but a write
+//! (a read, watch, unwatch, ping) that follows a link's own uncommitted write waits for
+//! that write (and so do that link's later requests), so a link always reads its own
+//! writes. Other links are not held up by it. A request that fails is answered with
+//! the error code of who is at fault ([`crate::error`]), and counted as a read or a
+//! write error.
 //!
 //! Reads run on the core against one engine snapshot each and report the exact
 //! position they saw (see [`crate::changelog`]). A watch whose snapshot or resume
@@ -281,18 +284,9 @@ pub async fn run<E: Engine>(
         // Wake at least once a second, so an idle store still trims and publishes.
         let wait =
             Duration::from_millis(1000u64.saturating_sub(now_ms().saturating_sub(last_tick)));
-        let mut msgs = Vec::new();
-        match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(Some(m)) => msgs.push(m),
-            Ok(None) => break,
-            Err(_elapsed) => {}
-        }
-        while msgs.len() < core.cfg.max_drain {
-            match rx.try_recv() {
-                Ok(m) => msgs.push(m),
-                Err(_) => break,
-            }
-        }
+        let Some(msgs) = drain(&mut rx, wait, core.cfg.max_drain).await else {
+            break;
+        };
         for msg in msgs {
             match msg {
                 CoreMsg::Request {
@@ -324,25 +318,52 @@ pub async fn run<E: Engine>(
         }
     }
     let clean = stopping && core.idle();
-    // The committer stops when its job sender is dropped; wait for it, so that the
-    // engine is closed by this thread and not torn down under it at process exit.
-    let Core {
-        mut log, committer, ..
-    } = core;
-    drop(committer);
-    if committer_thread.join().is_err() {
-        warn!("the committer thread panicked");
-    }
-    if clean {
-        match log.end_run() {
-            Ok(()) => info!("core stopped cleanly"),
-            Err(e) => warn!(error = %e, "could not record the clean stop"),
-        }
-    }
+    core.stop(committer_thread, clean);
     Ok(())
 }
 
+/// What reached the core within `wait`, at most `max` messages (none on a timeout);
+/// `None` once every sender is gone.
+async fn drain(
+    rx: &mut UnboundedReceiver<CoreMsg>,
+    wait: Duration,
+    max: usize,
+) -> Option<Vec<CoreMsg>> {
+    let mut msgs = Vec::new();
+    match tokio::time::timeout(wait, rx.recv()).await {
+        Ok(Some(m)) => msgs.push(m),
+        Ok(None) => return None,
+        Err(_elapsed) => {}
+    }
+    while msgs.len() < max {
+        match rx.try_recv() {
+            Ok(m) => msgs.push(m),
+            Err(_) => break,
+        }
+    }
+    Some(msgs)
+}
+
 impl<E: Engine> Core<E> {
+    /// Stop the committer (it stops when its job sender is dropped) and wait for it,
+    /// so that the engine is closed by this thread and not torn down under it at
+    /// process exit; record a `clean` stop.
+    fn stop(self, committer_thread: std::thread::JoinHandle<()>, clean: bool) {
+        let Core {
+            mut log, committer, ..
+        } = self;
+        drop(committer);
+        if committer_thread.join().is_err() {
+            warn!("the committer thread panicked");
+        }
+        if clean {
+            match log.end_run() {
+                Ok(()) => info!("core stopped cleanly"),
+                Err(e) => warn!(error = %e, "could not record the clean stop"),
+            }
+        }
+    }
+
     /// Nothing queued, in flight or held.
     fn idle(&self) -> bool {
         self.queue.is_empty() && self.inflight.is_none() && self.held.is_none()

@@ -1,5 +1,10 @@
-//! Starting a watch: a snapshot (no position), the retained changes after a position
-//! (resume), or a reset followed by a snapshot when the position cannot be resumed.
+//! Starting a watch, in each partition its target lives on
+//! ([`wire::partition::target_partitions`]; of a prefix spread over every partition,
+//! those served here), or in its position's partition: a snapshot (no position), the
+//! retained changes after a position (resume), or a reset followed by a snapshot when
+//! the position cannot be resumed or lies in a partition the target does not live in.
+//! A partition not served here refuses the watch (`wrong_partition`), and a failed
+//! snapshot fails it; neither registers it.
 //! Each runs against one engine snapshot and reports the exact position it read; if
 //! that position is past the committed one (a batch was landing), the watch records a
 //! skip so the batch's dispatch does not send those changes a second time.

@@ -1,5 +1,6 @@
 //! The storage engine behind a small trait: atomic write batches (optionally
-//! durable), point reads and bounded range scans. [`rocks::RocksEngine`] is the real
+//! durable), point reads, bounded range scans and the last key of a range, on the
+//! latest state or on one consistent snapshot. [`rocks::RocksEngine`] is the real
 //! one (RocksDB is imported there and nowhere else); [`memory::MemoryEngine`] is a
 //! model with the same semantics for tests.
 
