@@ -1,7 +1,8 @@
 //! The admin port: plain HTTP/1.1 on its own thread, away from the link server and
 //! the core. `GET /metrics` answers the Prometheus text of [`Metrics`]; `GET /health`
-//! answers `ok`. Anything else is a 404 or 405; a request that is malformed, too big or
-//! too slow is closed. One short-lived thread per connection: scrapes are rare.
+//! answers `ok`. Anything else is a 404 or 405; a request head that is malformed or over
+//! 8 KiB gets a 400, one that does not arrive within 5 s is closed. One short-lived
+//! thread per connection: scrapes are rare.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,16 +1,23 @@
 //! The partitions a store owns and their change logs. Writes flow in through
-//! [`ChangeLog::prepare`], many at a time: each is checked (limits, conditional
-//! versions), given the next seq of its partition, and turned into records (current
-//! value, log entry, per-key index entry, last-seq counter) of **one** engine batch.
-//! The caller commits the batch (one fsync when `sync`), possibly on another thread,
-//! and reports the outcome with [`ChangeLog::committed`] or [`ChangeLog::abort`]; only
-//! then does the committed position advance. A second batch may be prepared while the
-//! first is being committed (its seqs follow the first's), which is how the core keeps
-//! the engine busy. [`ChangeLog::apply`] does all three in one call.
+//! [`ChangeLog::prepare`], many at a time: each is checked (limits, partition served
+//! here, conditional version), given the next seq of its partition, and turned into two
+//! records of **one** engine batch: its log entry, which points at the previous change
+//! of its key's chain, and the chain's new head (the key's value, or tombstone, for a
+//! put or delete; its publish head for a publish). The heads of recently written keys
+//! are kept in memory, so a write rarely reads. The caller commits the batch (one fsync
+//! when `sync`), possibly on another thread, and reports the outcome with
+//! [`ChangeLog::committed`] or [`ChangeLog::abort`]; only then does the committed
+//! position advance. A second batch may be prepared while the first is being committed
+//! (its seqs follow the first's), which is how the core keeps the engine busy.
+//! [`ChangeLog::apply`] does all three in one call. [`ChangeLog::prepare_trim`] adds the
+//! removal of a partition's oldest entries to a batch the same way.
 //!
-//! Reads (`get`, `snapshot`, `resume`) each run against one engine snapshot and also
-//! read the partition's last-seq counter in it, so the position they report is exactly
-//! the state they read, even while a batch is landing.
+//! Reads (`get`, `snapshot`, `resume`) each run against one engine snapshot and take
+//! the partition's position in it (its last log entry, or the last-seq counter written
+//! at creation and by trims when that is higher), so the position they report is
+//! exactly the state they read, even while a batch is landing. A resume walks the
+//! target's chains back from their heads: it reads what it returns. A failure says who
+//! is at fault ([`StoreError`]).
 //!
 //! A position `(partition, epoch, seq)` means "every change of the partition up to
 //! `seq` in this epoch". It can be resumed when its epoch is the partition's and the
@@ -20,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::engine::{Engine, EngineError, Read, WriteBatch};
+use crate::error::{Corrupt, Failure, Refused, StoreError};
 use crate::keys;
 use crate::records::{self, ChangeKind, Current};
 
@@ -74,13 +82,22 @@ fn logged_upto(r: &dyn Read, p: u32) -> Result<u64, EngineError> {
         .map_or(0, |(k, _)| keys::seq_of_log(&k)))
 }
 
+/// The record at `key` decoded by `decode` (`None`: absent), as `r` sees it.
+fn read_record<T>(
+    r: &dyn Read,
+    key: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, Corrupt>,
+) -> Result<Option<T>, Failure> {
+    Ok(r.get(key)?.map(|b| decode(&b)).transpose()?)
+}
+
 /// Visit every pair in `[start, end)`, reading `SCAN_PAGE` at a time.
 fn scan_all(
     engine: &dyn Read,
     mut start: Vec<u8>,
     end: &[u8],
-    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), EngineError>,
-) -> Result<(), EngineError> {
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), Failure>,
+) -> Result<(), Failure> {
     loop {
         let page = engine.scan(&start, end, SCAN_PAGE)?;
         for (k, v) in &page {
@@ -98,19 +115,19 @@ fn scan_all(
 
 /// Every accepted write in `results` failed with `e` (its batch was not committed).
 pub fn fail_all(
-    results: Vec<Result<Change, WriteError>>,
-    e: &Arc<EngineError>,
-) -> Vec<Result<Change, WriteError>> {
+    results: Vec<Result<Change, StoreError>>,
+    e: &Failure,
+) -> Vec<Result<Change, StoreError>> {
     results
         .into_iter()
-        .map(|r| r.and_then(|_| Err(WriteError::Engine(Arc::clone(e)))))
+        .map(|r| r.and_then(|_| Err(StoreError::Failed(e.clone()))))
         .collect()
 }
 
-fn check_limits(w: &Write) -> Result<(), WriteError> {
+fn check_limits(w: &Write) -> Result<(), Refused> {
     let key = w.key().len();
     if key > MAX_KEY_BYTES {
-        return Err(WriteError::TooLarge {
+        return Err(Refused::TooLarge {
             what: "key",
             len: key,
             max: MAX_KEY_BYTES,
@@ -121,7 +138,7 @@ fn check_limits(w: &Write) -> Result<(), WriteError> {
         Write::Delete { .. } => 0,
     };
     if value > MAX_VALUE_BYTES {
-        return Err(WriteError::TooLarge {
+        return Err(Refused::TooLarge {
             what: "value",
             len: value,
             max: MAX_VALUE_BYTES,
@@ -130,15 +147,80 @@ fn check_limits(w: &Write) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// The heads of every chain `target` covers in partition `p`: one key's two, or those
+/// of every key under the prefix (tombstones included: a delete is a change).
+fn chain_heads(r: &dyn Read, p: u32, target: Target<'_>) -> Result<Vec<u64>, Failure> {
+    let mut heads: Vec<u64> = Vec::new();
+    match target {
+        Target::Key(k) => {
+            let value = read_record(r, &keys::value(p, k), records::decode_current)?;
+            heads.extend(value.map(|s| s.version));
+            heads.extend(read_record(
+                r,
+                &keys::publish_head(p, k),
+                records::decode_u64,
+            )?);
+        }
+        Target::Prefix(prefix) => {
+            let (vs, ve) = keys::value_prefix_range(p, prefix);
+            scan_all(r, vs, &ve, |_, v| {
+                heads.push(records::decode_current(v)?.version);
+                Ok(())
+            })?;
+            let (hs, he) = keys::publish_prefix_range(p, prefix);
+            scan_all(r, hs, &he, |_, v| {
+                heads.push(records::decode_u64(v)?);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(heads)
+}
+
+/// The changes on the chains starting at `heads` after seq `after`, up to `now`
+/// (unordered). Each chain is walked back to `after`: every entry read is one returned,
+/// and the entry at or before `after` is never read (its successor's `prev` says so).
+/// `None` when an entry is missing (trimmed since `now` was read).
+fn walk_chains(
+    r: &dyn Read,
+    heads: Vec<u64>,
+    after: u64,
+    now: Position,
+) -> Result<Option<Vec<Change>>, Failure> {
+    let p = now.partition;
+    let mut changes = Vec::new();
+    for mut seq in heads {
+        while seq > after {
+            let Some(bytes) = r.get(&keys::log(p, seq))? else {
+                return Ok(None);
+            };
+            let entry = records::decode_entry(&bytes)?;
+            let prev = entry.prev;
+            if seq <= now.seq {
+                changes.push(Change::logged(Position { seq, ..now }, entry));
+            }
+            if prev >= seq {
+                return Err(Corrupt::new(
+                    "log",
+                    format!("entry {seq} of partition {p} points forward to {prev}"),
+                )
+                .into());
+            }
+            seq = prev;
+        }
+    }
+    Ok(Some(changes))
+}
+
 /// A key and its current value, as a snapshot returns them.
 pub type Entry = (Vec<u8>, Current);
 
 /// `Ok` when a write's `if_version` holds for a key whose put/delete chain ends at
 /// `head` (`exists`: with a value). A deleted or absent key has version 0.
-fn check_version(want: Option<u64>, head: u64, exists: bool) -> Result<(), WriteError> {
+fn check_version(want: Option<u64>, head: u64, exists: bool) -> Result<(), Refused> {
     let current = if exists { head } else { 0 };
     match want {
-        Some(want) if want != current => Err(WriteError::Conflict { current }),
+        Some(want) if want != current => Err(Refused::Conflict { current }),
         _ => Ok(()),
     }
 }
@@ -270,33 +352,6 @@ impl Write {
     }
 }
 
-/// Why a write was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// `if_version` did not match (client's fault, answered `conflict`).
-    #[error("version conflict: current version is {current}")]
-    Conflict {
-        /// The key's current version (0: absent).
-        current: u64,
-    },
-    /// The key's partition is not owned by this store (answered `wrong_partition`).
-    #[error("partition {0} is not served by this store")]
-    WrongPartition(u32),
-    /// The key or value is over the store's limits (answered `too_large`).
-    #[error("{what} is {len} bytes; the limit is {max}")]
-    TooLarge {
-        /// "key" or "value".
-        what: &'static str,
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The engine failed: nothing in the batch was written (store's fault).
-    #[error(transparent)]
-    Engine(#[from] Arc<EngineError>),
-}
-
 /// The longest key the store accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
 /// The largest value the store accepts, in bytes. With the key and framing it stays far
@@ -309,7 +364,7 @@ pub struct Prepared {
     /// The engine batch: every record of every accepted write, plus trimming.
     pub batch: WriteBatch,
     /// One result per write, in order; accepted writes hold the change they make.
-    pub results: Vec<Result<Change, WriteError>>,
+    pub results: Vec<Result<Change, StoreError>>,
     /// The last seq given out per partition by this batch.
     pub last_seqs: Vec<(u32, u64)>,
     /// The new first retained seq of partitions this batch trims.
@@ -433,25 +488,16 @@ impl<E: Engine> ChangeLog<E> {
         partitions: u32,
         owned: &[u32],
         mut new_epoch: impl FnMut() -> u64,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Self, Failure> {
         let mut parts = HashMap::with_capacity(owned.len());
         let mut init = WriteBatch::default();
         for &p in owned {
-            let epoch = engine
-                .get(&keys::epoch(p))?
-                .map(|b| records::decode_u64(&b))
-                .transpose()?;
+            let epoch = read_record(&*engine, &keys::epoch(p), records::decode_u64)?;
             // The counter is only written at creation and by trims; the log's last
             // entry says how far writes went since.
-            let last = engine
-                .get(&keys::last_seq(p))?
-                .map(|b| records::decode_u64(&b))
-                .transpose()?
+            let last = read_record(&*engine, &keys::last_seq(p), records::decode_u64)?
                 .map(|m| m.max(logged_upto(&*engine, p).unwrap_or(0)));
-            let first = engine
-                .get(&keys::first_seq(p))?
-                .map(|b| records::decode_u64(&b))
-                .transpose()?;
+            let first = read_record(&*engine, &keys::first_seq(p), records::decode_u64)?;
             let state = match (epoch, last, first) {
                 (Some(epoch), Some(last_seq), Some(first_seq)) => PartState {
                     epoch,
@@ -593,7 +639,7 @@ impl<E: Engine> ChangeLog<E> {
         writes: &[Write],
         now_ms: u64,
         sync: bool,
-    ) -> Vec<Result<Change, WriteError>> {
+    ) -> Vec<Result<Change, StoreError>> {
         let prepared = self.prepare(writes, now_ms);
         self.commit_here(prepared, sync)
     }
@@ -603,7 +649,7 @@ impl<E: Engine> ChangeLog<E> {
         &mut self,
         prepared: Prepared,
         sync: bool,
-    ) -> Vec<Result<Change, WriteError>> {
+    ) -> Vec<Result<Change, StoreError>> {
         let Prepared {
             batch,
             results,
@@ -620,7 +666,7 @@ impl<E: Engine> ChangeLog<E> {
             }
             Err(e) => {
                 self.abort();
-                fail_all(results, &Arc::new(e))
+                fail_all(results, &Failure::Engine(e))
             }
         }
     }
@@ -662,77 +708,10 @@ impl<E: Engine> ChangeLog<E> {
     /// uncommitted (the core holds such writes back).
     pub fn prepare(&mut self, writes: &[Write], now_ms: u64) -> Prepared {
         let mut batch = WriteBatch::default();
-        let mut results: Vec<Result<Change, WriteError>> = Vec::with_capacity(writes.len());
+        let mut results: Vec<Result<Change, StoreError>> = Vec::with_capacity(writes.len());
         let mut last_seqs: HashMap<u32, u64> = HashMap::new();
         for w in writes {
-            let key = w.key();
-            if let Err(e) = check_limits(w) {
-                results.push(Err(e));
-                continue;
-            }
-            let p = self.partition_of(key);
-            let Some(state) = self.parts.get(&p).copied() else {
-                results.push(Err(WriteError::WrongPartition(p)));
-                continue;
-            };
-            let seq = last_seqs.get(&p).copied().unwrap_or(state.assigned) + 1;
-            // The head of the chain this write extends; a conditional write checks
-            // the key's version against it.
-            let head = match w {
-                Write::Put { if_version, .. } | Write::Delete { if_version, .. } => self
-                    .version_head(p, key)
-                    .map_err(|e| WriteError::Engine(Arc::new(e)))
-                    .and_then(|(head, exists)| {
-                        check_version(*if_version, head, exists).map(|()| head)
-                    }),
-                Write::Publish { .. } => self
-                    .publish_head(p, key)
-                    .map_err(|e| WriteError::Engine(Arc::new(e))),
-            };
-            let prev = match head {
-                Ok(h) => h,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
-            let (kind, value, version) = match w {
-                Write::Put { value, .. } => {
-                    batch.put(
-                        keys::value(p, key),
-                        records::encode_current(seq, Some(value)),
-                    );
-                    self.heads.set_version(p, key, seq, true);
-                    (ChangeKind::Put, Some(value.clone()), seq)
-                }
-                Write::Delete { .. } => {
-                    // A tombstone keeps the head of the key's chain.
-                    batch.put(keys::value(p, key), records::encode_current(seq, None));
-                    self.heads.set_version(p, key, seq, false);
-                    (ChangeKind::Delete, None, seq)
-                }
-                Write::Publish { value, .. } => {
-                    batch.put(keys::publish_head(p, key), records::encode_u64(seq));
-                    self.heads.set_publish(p, key, seq);
-                    (ChangeKind::Publish, Some(value.clone()), 0)
-                }
-            };
-            last_seqs.insert(p, seq);
-            batch.put(
-                keys::log(p, seq),
-                records::encode_entry(kind, key, value.as_deref(), now_ms, prev),
-            );
-            results.push(Ok(Change {
-                position: Position {
-                    partition: p,
-                    epoch: state.epoch,
-                    seq,
-                },
-                key: key.to_vec(),
-                kind,
-                value,
-                version,
-            }));
+            results.push(self.prepare_one(w, now_ms, &mut batch, &mut last_seqs));
         }
         for (&p, &seq) in &last_seqs {
             if let Some(s) = self.parts.get_mut(&p) {
@@ -750,63 +729,131 @@ impl<E: Engine> ChangeLog<E> {
         }
     }
 
+    /// Check `w` and add its records to `batch` under the next seq of its partition
+    /// (`last_seqs`: the last seq this batch gave out per partition, updated).
+    fn prepare_one(
+        &mut self,
+        w: &Write,
+        now_ms: u64,
+        batch: &mut WriteBatch,
+        last_seqs: &mut HashMap<u32, u64>,
+    ) -> Result<Change, StoreError> {
+        check_limits(w)?;
+        let key = w.key();
+        let p = self.partition_of(key);
+        let state = self
+            .parts
+            .get(&p)
+            .copied()
+            .ok_or(StoreError::WrongPartition(p))?;
+        let seq = last_seqs.get(&p).copied().unwrap_or(state.assigned) + 1;
+        let prev = self.chain_head(p, w)?;
+        let position = Position {
+            partition: p,
+            epoch: state.epoch,
+            seq,
+        };
+        let c = self.extend_chain(batch, position, w);
+        last_seqs.insert(p, seq);
+        batch.put(
+            keys::log(p, seq),
+            records::encode_entry(c.kind, key, c.value.as_deref(), now_ms, prev),
+        );
+        Ok(c)
+    }
+
+    /// The head of the chain `w` extends (its log entry's `prev`); a conditional write
+    /// is checked against the key's version there.
+    fn chain_head(&mut self, p: u32, w: &Write) -> Result<u64, StoreError> {
+        match w {
+            Write::Put { if_version, .. } | Write::Delete { if_version, .. } => {
+                let (head, exists) = self.version_head(p, w.key())?;
+                check_version(*if_version, head, exists)?;
+                Ok(head)
+            }
+            Write::Publish { .. } => Ok(self.publish_head(p, w.key())?),
+        }
+    }
+
+    /// Add to `batch` the record that now heads `w`'s chain at `at` (the key's value
+    /// or tombstone, or its publish head), remember it, and return the change.
+    fn extend_chain(&mut self, batch: &mut WriteBatch, at: Position, w: &Write) -> Change {
+        let (p, seq, key) = (at.partition, at.seq, w.key());
+        let (kind, value, version) = match w {
+            Write::Put { value, .. } => {
+                batch.put(
+                    keys::value(p, key),
+                    records::encode_current(seq, Some(value)),
+                );
+                self.heads.set_version(p, key, seq, true);
+                (ChangeKind::Put, Some(value.clone()), seq)
+            }
+            Write::Delete { .. } => {
+                // A tombstone keeps the head of the key's chain.
+                batch.put(keys::value(p, key), records::encode_current(seq, None));
+                self.heads.set_version(p, key, seq, false);
+                (ChangeKind::Delete, None, seq)
+            }
+            Write::Publish { value, .. } => {
+                batch.put(keys::publish_head(p, key), records::encode_u64(seq));
+                self.heads.set_publish(p, key, seq);
+                (ChangeKind::Publish, Some(value.clone()), 0)
+            }
+        };
+        Change {
+            position: at,
+            key: key.to_vec(),
+            kind,
+            value,
+            version,
+        }
+    }
+
     /// The head of `key`'s put/delete chain and whether it has a value, as prepared
     /// batches leave it (read from the engine when not known).
-    fn version_head(&mut self, p: u32, key: &[u8]) -> Result<(u64, bool), EngineError> {
+    fn version_head(&mut self, p: u32, key: &[u8]) -> Result<(u64, bool), Failure> {
         if let Some(h) = self.heads.get(p, key).and_then(|h| h.version) {
             return Ok(h);
         }
-        let stored = self
-            .engine
-            .get(&keys::value(p, key))?
-            .map(|b| records::decode_current(&b))
-            .transpose()?;
+        let stored = read_record(&*self.engine, &keys::value(p, key), records::decode_current)?;
         let h = stored.map_or((0, false), |s| (s.version, s.value.is_some()));
         self.heads.set_version(p, key, h.0, h.1);
         Ok(h)
     }
 
     /// The head of `key`'s publish chain, as prepared batches leave it.
-    fn publish_head(&mut self, p: u32, key: &[u8]) -> Result<u64, EngineError> {
+    fn publish_head(&mut self, p: u32, key: &[u8]) -> Result<u64, Failure> {
         if let Some(h) = self.heads.get(p, key).and_then(|h| h.publish) {
             return Ok(h);
         }
-        let h = self
-            .engine
-            .get(&keys::publish_head(p, key))?
-            .map(|b| records::decode_u64(&b))
-            .transpose()?
-            .unwrap_or(0);
+        let h = read_record(
+            &*self.engine,
+            &keys::publish_head(p, key),
+            records::decode_u64,
+        )?
+        .unwrap_or(0);
         self.heads.set_publish(p, key, h);
         Ok(h)
     }
 
     /// The partition's last committed seq as `r` sees it: its last log entry, or the
     /// counter (written at creation and by trims) if that is higher.
-    fn seq_in(r: &dyn Read, p: u32) -> Result<u64, EngineError> {
-        let counter = r
-            .get(&keys::last_seq(p))?
-            .map(|b| records::decode_u64(&b))
-            .transpose()?
-            .unwrap_or(0);
+    fn seq_in(r: &dyn Read, p: u32) -> Result<u64, Failure> {
+        let counter = read_record(r, &keys::last_seq(p), records::decode_u64)?.unwrap_or(0);
         Ok(counter.max(logged_upto(r, p)?))
     }
 
     /// The current value of `key`, if its partition is owned here, and the position it
     /// was read at.
-    pub fn get(&self, key: &[u8]) -> Result<(Option<Current>, Position), WriteError> {
+    pub fn get(&self, key: &[u8]) -> Result<(Option<Current>, Position), StoreError> {
         let p = self.partition_of(key);
-        let state = self.parts.get(&p).ok_or(WriteError::WrongPartition(p))?;
-        let read = self.engine.snapshot_read(|r| {
+        let state = self.parts.get(&p).ok_or(StoreError::WrongPartition(p))?;
+        let (cur, seq) = self.engine.snapshot_read(|r| {
             let seq = Self::seq_in(r, p)?;
-            let cur = r
-                .get(&keys::value(p, key))?
-                .map(|b| records::decode_current(&b))
-                .transpose()?
+            let cur = read_record(r, &keys::value(p, key), records::decode_current)?
                 .and_then(records::Stored::live);
-            Ok::<_, EngineError>((cur, seq))
-        });
-        let (cur, seq) = read.map_err(Arc::new)?;
+            Ok::<_, Failure>((cur, seq))
+        })?;
         Ok((
             cur,
             Position {
@@ -823,11 +870,8 @@ impl<E: Engine> ChangeLog<E> {
         &self,
         p: u32,
         target: Target<'_>,
-    ) -> Result<(Vec<Entry>, Position), EngineError> {
-        let state = self
-            .parts
-            .get(&p)
-            .ok_or_else(|| EngineError(format!("partition {p} is not owned here")))?;
+    ) -> Result<(Vec<Entry>, Position), StoreError> {
+        let state = self.parts.get(&p).ok_or(StoreError::WrongPartition(p))?;
         let (start, end) = match target {
             Target::Key(k) => {
                 let start = keys::value(p, k);
@@ -837,7 +881,7 @@ impl<E: Engine> ChangeLog<E> {
             }
             Target::Prefix(prefix) => keys::value_prefix_range(p, prefix),
         };
-        self.engine.snapshot_read(|r| {
+        let read = self.engine.snapshot_read(|r| {
             let seq = Self::seq_in(r, p)?;
             let mut out = Vec::new();
             scan_all(r, start, &end, |k, v| {
@@ -852,14 +896,15 @@ impl<E: Engine> ChangeLog<E> {
                 epoch: state.epoch,
                 seq,
             };
-            Ok((out, at))
-        })
+            Ok::<_, Failure>((out, at))
+        });
+        Ok(read?)
     }
 
     /// The changes of `target` after `from`, if `from` can still be resumed. The cost
     /// is proportional to what is returned (plus, for a prefix, one seek per key under
     /// it), not to the partition's log length nor to the keys' older history.
-    pub fn resume(&self, from: Position, target: Target<'_>) -> Result<Resume, WriteError> {
+    pub fn resume(&self, from: Position, target: Target<'_>) -> Result<Resume, StoreError> {
         self.engine
             .snapshot_read(|r| self.resume_in(r, from, target))
     }
@@ -869,13 +914,13 @@ impl<E: Engine> ChangeLog<E> {
         r: &dyn Read,
         from: Position,
         target: Target<'_>,
-    ) -> Result<Resume, WriteError> {
+    ) -> Result<Resume, StoreError> {
         let p = from.partition;
-        let state = self.parts.get(&p).ok_or(WriteError::WrongPartition(p))?;
+        let state = self.parts.get(&p).ok_or(StoreError::WrongPartition(p))?;
         let now = Position {
             partition: p,
             epoch: state.epoch,
-            seq: Self::seq_in(r, p).map_err(Arc::new)?,
+            seq: Self::seq_in(r, p)?,
         };
         let reason = if from.epoch != state.epoch {
             Some("the partition's log was recreated (new epoch)")
@@ -889,73 +934,21 @@ impl<E: Engine> ChangeLog<E> {
         if let Some(reason) = reason {
             return Ok(Resume::Reset { reason, now });
         }
-        // The heads of every chain the target covers: one key's two, or those of
-        // every key under the prefix (tombstones included: a delete is a change).
-        let mut heads: Vec<u64> = Vec::new();
-        let e = |e: EngineError| WriteError::Engine(Arc::new(e));
-        match target {
-            Target::Key(k) => {
-                if let Some(b) = r.get(&keys::value(p, k)).map_err(e)? {
-                    heads.push(records::decode_current(&b).map_err(e)?.version);
-                }
-                if let Some(b) = r.get(&keys::publish_head(p, k)).map_err(e)? {
-                    heads.push(records::decode_u64(&b).map_err(e)?);
-                }
-            }
-            Target::Prefix(prefix) => {
-                let (vs, ve) = keys::value_prefix_range(p, prefix);
-                scan_all(r, vs, &ve, |_, v| {
-                    heads.push(records::decode_current(v)?.version);
-                    Ok(())
-                })
-                .map_err(e)?;
-                let (hs, he) = keys::publish_prefix_range(p, prefix);
-                scan_all(r, hs, &he, |_, v| {
-                    heads.push(records::decode_u64(v)?);
-                    Ok(())
-                })
-                .map_err(e)?;
-            }
-        }
-        // Walk each chain back to `from`: every entry read is one returned, and the
-        // entry at or before `from` is never read (its successor's `prev` says so).
-        let mut changes = Vec::new();
-        for mut seq in heads {
-            while seq > from.seq {
-                let Some(bytes) = r.get(&keys::log(p, seq)).map_err(e)? else {
-                    // Trimmed while this read began: the caller must reset.
-                    return Ok(Resume::Reset {
-                        reason: "position is older than the retained log",
-                        now,
-                    });
-                };
-                let entry = records::decode_entry(&bytes).map_err(e)?;
-                let prev = entry.prev;
-                if seq <= now.seq {
-                    changes.push(Change::logged(
-                        Position {
-                            partition: p,
-                            epoch: state.epoch,
-                            seq,
-                        },
-                        entry,
-                    ));
-                }
-                if prev >= seq {
-                    return Err(e(EngineError(format!(
-                        "corrupt log: entry {seq} of partition {p} points forward to {prev}"
-                    ))));
-                }
-                seq = prev;
-            }
-        }
+        let heads = chain_heads(r, p, target)?;
+        let Some(mut changes) = walk_chains(r, heads, from.seq, now)? else {
+            // An entry was trimmed while this read began: the caller must reset.
+            return Ok(Resume::Reset {
+                reason: "position is older than the retained log",
+                now,
+            });
+        };
         changes.sort_unstable_by_key(|c| c.position.seq);
         Ok(Resume::Changes { changes, upto: now })
     }
 
     /// Up to `limit` log entries of partition `p` after `after`, in seq order: the raw
-    /// log, for replication-style readers and for comparing against the index.
-    pub fn log_after(&self, p: u32, after: u64, limit: usize) -> Result<Vec<Change>, EngineError> {
+    /// log, for replication-style readers and for checking resumes against it.
+    pub fn log_after(&self, p: u32, after: u64, limit: usize) -> Result<Vec<Change>, Failure> {
         let Some(state) = self.parts.get(&p) else {
             return Ok(Vec::new());
         };
@@ -985,7 +978,7 @@ impl<E: Engine> ChangeLog<E> {
         retention: Retention,
         now_ms: u64,
         max_entries: usize,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<u64, Failure> {
         let before = self.first_seq(p).unwrap_or(0);
         let mut prepared = Prepared::default();
         self.prepare_trim(p, retention, now_ms, max_entries, &mut prepared)?;
@@ -1010,7 +1003,7 @@ impl<E: Engine> ChangeLog<E> {
         now_ms: u64,
         max_entries: usize,
         prepared: &mut Prepared,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<bool, Failure> {
         let Some(state) = self.parts.get(&p).copied() else {
             return Ok(false);
         };
@@ -1062,26 +1055,18 @@ impl<E: Engine> ChangeLog<E> {
         kind: ChangeKind,
         committed: u64,
         prepared: &mut Prepared,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), Failure> {
         if self.heads.uncommitted(p, key, committed) {
             return Ok(());
         }
         let (record, last) = if kind == ChangeKind::Delete {
             let k = keys::value(p, key);
-            let stored = self
-                .engine
-                .get(&k)?
-                .map(|b| records::decode_current(&b))
-                .transpose()?;
+            let stored = read_record(&*self.engine, &k, records::decode_current)?;
             let tombstone = stored.is_some_and(|s| s.value.is_none() && s.version == seq);
             (k, tombstone)
         } else {
             let k = keys::publish_head(p, key);
-            let head = self
-                .engine
-                .get(&k)?
-                .map(|b| records::decode_u64(&b))
-                .transpose()?;
+            let head = read_record(&*self.engine, &k, records::decode_u64)?;
             (k, head == Some(seq))
         };
         if last {
@@ -1089,5 +1074,56 @@ impl<E: Engine> ChangeLog<E> {
             self.heads.remove(p, key);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::memory::MemoryEngine;
+    use crate::error::Fault;
+
+    /// A read says who is at fault: the edge for a partition served elsewhere, the
+    /// store for a record it cannot decode; never a write error.
+    #[test]
+    fn a_failed_read_blames_the_edge_or_the_store() {
+        let engine = Arc::new(MemoryEngine::new());
+        let key = b"room/{1}/title";
+        let p = crate::partition::partition_of(key, 8);
+        let mut log = ChangeLog::open(Arc::clone(&engine), 8, &[p], || 1).unwrap();
+        let put = Write::Put {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            if_version: None,
+        };
+        let at = log.apply(&[put], 1, true).remove(0).unwrap().position;
+        let foreign = (0..)
+            .map(|i| format!("k/{i}"))
+            .find(|k| crate::partition::partition_of(k.as_bytes(), 8) != p)
+            .unwrap();
+        let e = log.get(foreign.as_bytes()).unwrap_err();
+        assert!(matches!(e, StoreError::WrongPartition(q) if q != p), "{e}");
+        assert_eq!(e.fault(), Fault::Edge);
+
+        let mut damage = WriteBatch::default();
+        damage.put(keys::value(p, key), b"not a record".to_vec());
+        engine.write(damage, true).unwrap();
+        let corrupt_value = |e: &StoreError| {
+            matches!(
+                e,
+                StoreError::Failed(Failure::Corrupt(Corrupt {
+                    what: "value record",
+                    ..
+                }))
+            )
+        };
+        let e = log.get(key).unwrap_err();
+        assert!(corrupt_value(&e), "get: {e}");
+        assert_eq!(e.fault(), Fault::Store);
+        let e = log.snapshot(p, Target::Key(key)).unwrap_err();
+        assert!(corrupt_value(&e), "snapshot: {e}");
+        let before = Position { seq: 0, ..at };
+        let e = log.resume(before, Target::Key(key)).unwrap_err();
+        assert!(corrupt_value(&e), "resume: {e}");
     }
 }

@@ -4,9 +4,9 @@
 //! | key | value | what |
 //! |---|---|---|
 //! | `M p:u32 0x01` | epoch:u64 | the partition's epoch (random; changes only if its log is lost) |
-//! | `M p:u32 0x02` | seq:u64 | the last seq assigned (written in every write batch) |
+//! | `M p:u32 0x02` | seq:u64 | the last seq when the partition was created or last trimmed |
 //! | `M p:u32 0x03` | seq:u64 | the first seq still retained (advanced by trimming) |
-//! | `V p:u32 key` | `storage.fbs` `Current` | current value and version of `key` |
+//! | `V p:u32 key` | `storage.fbs` `Current` | current value and version of `key`, or a deleted key's tombstone |
 //! | `L p:u32 seq:u64` | `storage.fbs` `LogEntry` | the change log |
 //! | `H p:u32 key` | seq:u64 | the key's last publish (head of its publish chain; see `LogEntry.prev`) |
 //! | `R` | `clean` / `sync` / `async` | how the store last ran: stopped cleanly, or running with or without fsync |
@@ -20,7 +20,7 @@
 
 /// Meta tag: the partition's epoch.
 const META_EPOCH: u8 = 0x01;
-/// Meta tag: the last seq assigned.
+/// Meta tag: the last seq at creation or at the last trim.
 const META_LAST_SEQ: u8 = 0x02;
 /// Meta tag: the first retained seq.
 const META_FIRST_SEQ: u8 = 0x03;
@@ -48,7 +48,7 @@ pub fn epoch(p: u32) -> Vec<u8> {
     meta(p, META_EPOCH)
 }
 
-/// The key holding partition `p`'s last assigned seq.
+/// The key holding partition `p`'s last seq at creation or at its last trim.
 pub fn last_seq(p: u32) -> Vec<u8> {
     meta(p, META_LAST_SEQ)
 }

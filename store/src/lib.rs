@@ -5,9 +5,12 @@
 //! - [`cluster`]: the cluster map (`cluster.toml`, or the embedded default).
 //! - [`keys`]: every storage key; [`records`]: every stored value (`schemas/storage.fbs`).
 //! - [`engine`]: the storage engine trait, RocksDB and an in-memory model.
+//! - [`error`]: why a request fails, by who is at fault, and its link error code.
 //! - [`changelog`]: owned partitions, their change logs, conditional writes, resume, trim.
-//! - [`core`]: the core task (state, watcher tables, dispatch) and the committer thread.
+//! - [`core`]: the core task (requests, batches, dispatch) and the committer thread;
+//!   [`watchers`]: its tables of who watches which key or prefix.
 //! - [`server`]: the edge-link server; [`admin`] and [`metrics`]: `/metrics`.
+//! - [`config`]: file and flags resolved; [`generated`]: `flatc`'s code for the records.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -15,6 +18,7 @@ pub mod changelog;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod error;
 pub mod generated;
 pub mod keys;
 pub mod metrics;

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Reads answered (get).
     pub gets: AtomicU64,
+    /// Reads (gets, watch starts) refused (wrong partition) or failed.
+    pub read_errors: AtomicU64,
     /// Watches started, by how: snapshot, resumed, reset.
     pub watch_snapshot: AtomicU64,
     /// Watches resumed from a position.
@@ -131,6 +133,7 @@ impl Default for Metrics {
             commit_writes: Histogram::new(SIZE_BOUNDS),
             commit_seconds: Histogram::new(SECONDS_BOUNDS),
             gets: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
             watch_snapshot: AtomicU64::new(0),
             watch_resumed: AtomicU64::new(0),
             watch_reset: AtomicU64::new(0),
@@ -188,55 +191,75 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(16 * 1024);
+        self.render_writes(&mut o);
+        self.render_reads(&mut o);
+        self.render_links(&mut o);
+        self.render_partitions(&mut o);
+        o
+    }
+
+    /// Writes, their errors and their commits.
+    fn render_writes(&self, o: &mut String) {
         let c = "counter";
-        let g = "gauge";
         counter(
-            &mut o,
+            o,
             "ringline_store_writes_total",
             "Writes committed.",
             c,
             &self.writes,
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_write_errors_total",
             "Writes refused or failed.",
             c,
             &self.write_errors,
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_commits_total",
             "Engine batches committed (group commits).",
             c,
             &self.commits,
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_fsyncs_total",
             "Batches committed with fsync.",
             c,
             &self.fsyncs,
         );
         self.commit_writes.render(
-            &mut o,
+            o,
             "ringline_store_commit_writes",
             "Writes per committed batch (group-commit size).",
         );
         self.commit_seconds.render(
-            &mut o,
+            o,
             "ringline_store_commit_seconds",
             "Time to commit one batch, fsync included.",
         );
+    }
+
+    /// Reads, watch starts and what the watches were sent.
+    fn render_reads(&self, o: &mut String) {
+        let c = "counter";
         counter(
-            &mut o,
+            o,
             "ringline_store_gets_total",
             "Reads answered.",
             c,
             &self.gets,
         );
+        counter(
+            o,
+            "ringline_store_read_errors_total",
+            "Reads (gets, watch starts) refused or failed.",
+            c,
+            &self.read_errors,
+        );
         labeled(
-            &mut o,
+            o,
             "ringline_store_watch_starts_total",
             "Watches started, by how they started.",
             "how",
@@ -247,28 +270,33 @@ impl Metrics {
             ],
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_deliveries_total",
             "Change entries sent to links.",
             c,
             &self.deliveries,
         );
+    }
+
+    /// Links, their watches and their queues.
+    fn render_links(&self, o: &mut String) {
+        let (c, g) = ("counter", "gauge");
         counter(
-            &mut o,
+            o,
             "ringline_store_links",
             "Edge links open.",
             g,
             &self.links,
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_links_accepted_total",
             "Edge links accepted.",
             c,
             &self.links_accepted,
         );
         labeled(
-            &mut o,
+            o,
             "ringline_store_links_dropped_total",
             "Links the store dropped, by reason.",
             "reason",
@@ -278,26 +306,30 @@ impl Metrics {
             ],
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_watches",
             "Watches registered.",
             g,
             &self.watches,
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_queued_writes",
             "Writes waiting for the next batch.",
             g,
             &self.queued_writes,
         );
         counter(
-            &mut o,
+            o,
             "ringline_store_link_queue_bytes",
             "Bytes queued for links and not yet written.",
             g,
             &self.link_queue_bytes,
         );
+    }
+
+    /// Per owned partition: its retained log, as last published.
+    fn render_partitions(&self, o: &mut String) {
         let parts = self
             .partitions
             .lock()
@@ -338,7 +370,6 @@ impl Metrics {
                 p.first_seq.saturating_sub(1)
             );
         }
-        o
     }
 }
 

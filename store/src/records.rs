@@ -1,10 +1,11 @@
-//! Encoding and decoding of stored record values (`schemas/storage.fbs`): a log
-//! entry or a current value in, bytes out, and back. Reads verify the flatbuffer first,
-//! so a corrupt record is an error, never a panic.
+//! Encoding and decoding of stored record values: a log entry or a current value
+//! (`schemas/storage.fbs`), or a big-endian u64 (meta counters, publish heads), in,
+//! bytes out, and back. Decoding verifies the flatbuffer first, so a corrupt record is
+//! a [`Corrupt`] error, never a panic.
 
 use flatbuffers::FlatBufferBuilder;
 
-use crate::engine::EngineError;
+use crate::error::Corrupt;
 use crate::generated::storage as fb;
 
 /// What a change did.
@@ -59,10 +60,6 @@ impl Stored {
     }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError(format!("corrupt {what} record: {e}"))
-}
-
 /// Encode a log entry.
 pub fn encode_entry(
     kind: ChangeKind,
@@ -94,13 +91,18 @@ pub fn encode_entry(
 }
 
 /// Decode a log entry.
-pub fn decode_entry(bytes: &[u8]) -> Result<LogEntry, EngineError> {
-    let e = flatbuffers::root::<fb::LogEntry>(bytes).map_err(|e| corrupt("log", e))?;
+pub fn decode_entry(bytes: &[u8]) -> Result<LogEntry, Corrupt> {
+    let e = flatbuffers::root::<fb::LogEntry>(bytes).map_err(|e| Corrupt::new("log record", e))?;
     let kind = match e.kind() {
         fb::EntryKind::Put => ChangeKind::Put,
         fb::EntryKind::Delete => ChangeKind::Delete,
         fb::EntryKind::Publish => ChangeKind::Publish,
-        other => return Err(corrupt("log", format!("unknown kind {}", other.0))),
+        other => {
+            return Err(Corrupt::new(
+                "log record",
+                format!("unknown kind {}", other.0),
+            ));
+        }
     };
     Ok(LogEntry {
         kind,
@@ -121,8 +123,8 @@ pub fn encode_current(version: u64, value: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// Decode a `V` record.
-pub fn decode_current(bytes: &[u8]) -> Result<Stored, EngineError> {
-    let c = flatbuffers::root::<fb::Current>(bytes).map_err(|e| corrupt("value", e))?;
+pub fn decode_current(bytes: &[u8]) -> Result<Stored, Corrupt> {
+    let c = flatbuffers::root::<fb::Current>(bytes).map_err(|e| Corrupt::new("value record", e))?;
     Ok(Stored {
         version: c.version(),
         value: c.value().map(|v| v.bytes().to_vec()),
@@ -135,11 +137,11 @@ pub fn encode_u64(v: u64) -> Vec<u8> {
 }
 
 /// Decode a big-endian u64 meta value.
-pub fn decode_u64(bytes: &[u8]) -> Result<u64, EngineError> {
+pub fn decode_u64(bytes: &[u8]) -> Result<u64, Corrupt> {
     bytes
         .try_into()
         .map(u64::from_be_bytes)
-        .map_err(|_| corrupt("meta", "not 8 bytes"))
+        .map_err(|_| Corrupt::new("u64 record", "not 8 bytes"))
 }
 
 #[cfg(test)]

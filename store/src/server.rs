@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
 use wire::link::{LinkLimits, LinkMessage, WatchId, decode_frame};
 
@@ -156,6 +158,69 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
     })
 }
 
+/// The link's writer: the core's frames for `link`, coalesced, to the socket;
+/// `queued` counts down what is written.
+fn spawn_writer(
+    link: u64,
+    mut wr: OwnedWriteHalf,
+    mut rx: UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        while let Some(mut buf) = rx.recv().await {
+            // Coalesce whatever else is queued into one write.
+            while let Ok(more) = rx.try_recv() {
+                buf.extend_from_slice(&more);
+            }
+            let res = wr.write_all(&buf).await;
+            queued.fetch_sub(buf.len(), Ordering::AcqRel);
+            if let Err(e) = res {
+                warn!(link, error = %e, "link write failed");
+                break;
+            }
+        }
+    })
+}
+
+/// Hand the core every complete frame at the start of `pending` as a request of
+/// `link`: the bytes used, or why the link must close.
+fn forward(
+    link: u64,
+    pending: &[u8],
+    limits: &LinkLimits,
+    core: &CoreTx,
+    metrics: &Metrics,
+) -> Result<usize, String> {
+    let mut at = 0;
+    loop {
+        match decode_frame(&pending[at..], limits) {
+            Ok(Some((frame, used))) => {
+                at += used;
+                let Some(req) = to_req(&frame.message) else {
+                    return Err(format!(
+                        "unexpected {:?} frame from an edge",
+                        frame.message.kind()
+                    ));
+                };
+                let msg = CoreMsg::Request {
+                    link,
+                    request_id: frame.request_id,
+                    req,
+                };
+                if core.send(msg).is_err() {
+                    return Err("store shutting down".to_string());
+                }
+            }
+            Ok(None) => return Ok(at),
+            // A malformed frame: this link is dropped, the node keeps serving.
+            Err(e) => {
+                Metrics::add(&metrics.links_dropped_malformed, 1);
+                return Err(format!("malformed frame: {e}"));
+            }
+        }
+    }
+}
+
 async fn run_link(
     link: u64,
     peer: SocketAddr,
@@ -169,8 +234,8 @@ async fn run_link(
     if let Err(e) = stream.set_nodelay(true) {
         warn!(link, error = %e, "cannot set TCP_NODELAY");
     }
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(tokio::sync::Notify::new());
     let outbox = Outbox {
@@ -181,20 +246,7 @@ async fn run_link(
     if core.send(CoreMsg::Open { link, outbox }).is_err() {
         return;
     }
-    let writer = tokio::task::spawn_local(async move {
-        while let Some(mut buf) = rx.recv().await {
-            // Coalesce whatever else is queued into one write.
-            while let Ok(more) = rx.try_recv() {
-                buf.extend_from_slice(&more);
-            }
-            let res = wr.write_all(&buf).await;
-            queued.fetch_sub(buf.len(), Ordering::AcqRel);
-            if let Err(e) = res {
-                warn!(link, error = %e, "link write failed");
-                break;
-            }
-        }
-    });
+    let writer = spawn_writer(link, wr, rx, queued);
 
     let limits = LinkLimits::default();
     let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -217,39 +269,12 @@ async fn run_link(
             // The node is stopping: no more requests from this link.
             _ = stop.changed() => break 'read STOPPING.to_string(),
         }
-        let mut at = 0;
-        loop {
-            match decode_frame(&pending[at..], &limits) {
-                Ok(Some((frame, used))) => {
-                    at += used;
-                    match to_req(&frame.message) {
-                        Some(req) => {
-                            let msg = CoreMsg::Request {
-                                link,
-                                request_id: frame.request_id,
-                                req,
-                            };
-                            if core.send(msg).is_err() {
-                                break 'read "store shutting down".to_string();
-                            }
-                        }
-                        None => {
-                            break 'read format!(
-                                "unexpected {:?} frame from an edge",
-                                frame.message.kind()
-                            );
-                        }
-                    }
-                }
-                Ok(None) => break,
-                // A malformed frame: this link is dropped, the node keeps serving.
-                Err(e) => {
-                    Metrics::add(&metrics.links_dropped_malformed, 1);
-                    break 'read format!("malformed frame: {e}");
-                }
+        match forward(link, &pending, &limits, &core, metrics) {
+            Ok(used) => {
+                pending.drain(..used);
             }
+            Err(why) => break 'read why,
         }
-        pending.drain(..at);
     };
     if why == STOPPING {
         // The core still answers what this link sent; the writer ends once the core

@@ -1,6 +1,8 @@
 //! Watcher tables: which links watch which keys and prefixes. One entry per (link,
 //! watch id) however many clients sit behind the edge; a committed change is matched
-//! once and yields each interested link with all of its matching watch ids.
+//! once and yields each interested link with all of its matching watch ids. A prefix
+//! watch may be bound to one partition (a resumed or hash-tagged one): it then matches
+//! changes of that partition only.
 
 use std::collections::HashMap;
 

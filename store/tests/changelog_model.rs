@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use store::changelog::{ChangeLog, Position, Resume, Retention, Target, Write, WriteError};
+use store::changelog::{ChangeLog, Position, Resume, Retention, Target, Write};
 use store::engine::Read as _;
 use store::engine::memory::MemoryEngine;
+use store::error::{Refused, StoreError};
 use store::records::ChangeKind;
 
 const PARTITIONS: u32 = 4;
@@ -103,7 +104,7 @@ proptest! {
                         let current = model.version(&key);
                         let want = match w { Write::Put { if_version, .. } | Write::Delete { if_version, .. } => *if_version, Write::Publish { .. } => None };
                         if let Some(want) = want && want != current {
-                            match r { Err(WriteError::Conflict { current: c }) => prop_assert_eq!(c, current), other => prop_assert!(false, "expected conflict, got {:?}", other) }
+                            match r { Err(StoreError::Refused(Refused::Conflict { current: c })) => prop_assert_eq!(c, current), other => prop_assert!(false, "expected conflict, got {:?}", other) }
                             continue;
                         }
                         let c = r.unwrap();

@@ -994,6 +994,76 @@ fn a_store_answers_wrong_partition_for_partitions_it_does_not_own() {
 }
 
 #[test]
+fn a_failed_read_is_answered_as_a_read_error_and_never_counted_as_a_write_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two stores of version 3; this one is s1 and owns partitions 0-127.
+    let map = dir.path().join("cluster.toml");
+    let text =
+        wire::cluster::even_split_toml(3, 256, &[("s1", "127.0.0.1:1"), ("s2", "127.0.0.1:2")]);
+    std::fs::write(&map, &text).unwrap();
+    let owned = wire::cluster::ClusterMap::from_toml(&text)
+        .unwrap()
+        .store("s1")
+        .unwrap()
+        .partitions
+        .clone();
+    let key_in = |mine: bool| {
+        (0..)
+            .map(|i| format!("k/{i}"))
+            .find(|k| owned.contains(&store::partition::partition_of(k.as_bytes(), 256)) == mine)
+            .unwrap()
+    };
+    let (mine, theirs) = (key_in(true), key_in(false));
+    let data = dir.path().join("data");
+    let flags: [&std::ffi::OsStr; 4] = [
+        "--cluster".as_ref(),
+        map.as_os_str(),
+        "--store-id".as_ref(),
+        "s1".as_ref(),
+    ];
+    let mut store = Store::start_with(&data, &flags);
+    let mut l = Link::connect(store.addr);
+    assert!(matches!(l.put(1, &mine, b"1"), Got::WriteReply { .. }));
+    drop(l);
+    store.sigterm_and_wait("after one write");
+    drop(store);
+    // The stored value of `mine` is damaged while the store is down.
+    {
+        use store::engine::Engine as _;
+        let engine = store::engine::rocks::RocksEngine::open(&data).unwrap();
+        let p = store::partition::partition_of(mine.as_bytes(), 256);
+        let mut batch = store::engine::WriteBatch::default();
+        batch.put(
+            store::keys::value(p, mine.as_bytes()),
+            b"not a record".to_vec(),
+        );
+        engine.write(batch, true).unwrap();
+    }
+    let store = Store::start_with(&data, &flags);
+    let mut l = Link::connect(store.addr);
+    let error = |code: &str| Got::Error {
+        code: code.into(),
+        map_version: 3,
+    };
+    // A read on a partition owned elsewhere is the edge's mistake; a read of a damaged
+    // record is the store's failure. Neither is a write error.
+    l.send(|e, o| e.get(o, 2, &theirs).unwrap());
+    assert_eq!(l.recv(), (2, error("WrongPartition")), "get {theirs:?}");
+    l.send(|e, o| e.get(o, 3, &mine).unwrap());
+    assert_eq!(l.recv(), (3, error("Internal")), "get the damaged {mine:?}");
+    // One refused write, for comparison.
+    assert_eq!(l.put(4, &theirs, b"1"), error("WrongPartition"));
+    // Every reply is in, so every figure is final.
+    assert_eq!(
+        store.metric("ringline_store_write_errors_total"),
+        1.0,
+        "only the refused put is a write error"
+    );
+    assert_eq!(store.metric("ringline_store_read_errors_total"), 2.0);
+    assert_eq!(store.metric("ringline_store_gets_total"), 0.0);
+}
+
+#[test]
 fn log_entries_older_than_the_retention_age_are_trimmed_and_newer_ones_kept() {
     // Retention: at least 2 entries and 4 s per partition. Five old writes, then five
     // young ones 2.5 s later: once the old ones are past 4 s (trimmed by the next

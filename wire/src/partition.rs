@@ -1,5 +1,7 @@
 //! The partition function, part of Ringline's public contract: every key flows
-//! through [`partition_of`] to find the partition (and so the store) that owns it.
+//! through [`partition_of`] to find the partition (and so the store) that owns it, and
+//! every watch target (a key or a prefix) through [`target_partitions`] to find the
+//! partitions it lives on.
 //!
 //! `partition = xxh3_64(routing_key) % partitions`, where the routing key is the part
 //! of the key inside its first `{...}` when that part is non-empty (the Redis Cluster
@@ -36,6 +38,62 @@ pub fn prefix_partition(prefix: &[u8], partitions: u32) -> Option<u32> {
     let open = prefix.iter().position(|&b| b == b'{')?;
     let close = prefix[open + 1..].iter().position(|&b| b == b'}')?;
     (close > 0).then(|| partition_of(prefix, partitions))
+}
+
+/// The partitions a watch target lives on, as [`target_partitions`] finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitions {
+    /// Exactly one: the target is a key, or a prefix with a complete non-empty hash tag.
+    One(u32),
+    /// Every partition of a cluster of `of`: keys under the prefix may hash anywhere.
+    All {
+        /// The cluster's number of partitions.
+        of: u32,
+    },
+}
+
+impl Partitions {
+    /// The one partition, when there is exactly one by construction (`All { of: 1 }`
+    /// is still `None`: such a target is not bound to a partition).
+    pub fn single(self) -> Option<u32> {
+        match self {
+            Self::One(p) => Some(p),
+            Self::All { .. } => None,
+        }
+    }
+}
+
+impl IntoIterator for Partitions {
+    type Item = u32;
+    type IntoIter = std::ops::Range<u32>;
+
+    /// The partitions in ascending order.
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            // A partition is below the cluster's count, so `p + 1` fits.
+            Self::One(p) => p..p.saturating_add(1),
+            Self::All { of } => 0..of,
+        }
+    }
+}
+
+/// Which partitions a watch target (a key, or a prefix when `prefix`) lives on, in a
+/// cluster of `partitions` partitions (> 0): the one contract the edge (which sends a
+/// watch to each owning store) and the store (which snapshots and binds the watch)
+/// share. A key lives on its [`partition_of`]; a prefix on its [`prefix_partition`] when
+/// that is known, else on every partition.
+pub fn target_partitions(target: &[u8], prefix: bool, partitions: u32) -> Partitions {
+    let one = if prefix {
+        prefix_partition(target, partitions)
+    } else {
+        Some(partition_of(target, partitions))
+    };
+    one.map_or(
+        Partitions::All {
+            of: partitions.max(1),
+        },
+        Partitions::One,
+    )
 }
 
 #[cfg(test)]
@@ -93,5 +151,28 @@ mod tests {
             let key = format!("room/{{42}}/{suffix}");
             assert_eq!(partition_of(key.as_bytes(), 256), 145);
         }
+    }
+
+    #[test]
+    fn a_target_lives_on_its_key_s_or_tagged_prefix_s_partition_or_on_all() {
+        let one = |t: &[u8], prefix| target_partitions(t, prefix, 256);
+        assert_eq!(one(b"room/{42}/title", false), Partitions::One(145));
+        assert_eq!(one(b"k", false), Partitions::One(29));
+        // A key is never spread, even when it looks like an untagged prefix.
+        assert_eq!(
+            one(b"room/", false),
+            Partitions::One(partition_of(b"room/", 256))
+        );
+        assert_eq!(one(b"room/{42}/", true), Partitions::One(145));
+        for spread in [&b"room/"[..], b"room/{42", b"room/{}/", b""] {
+            assert_eq!(one(spread, true), Partitions::All { of: 256 }, "{spread:?}");
+        }
+        assert_eq!(Partitions::One(145).into_iter().collect::<Vec<_>>(), [145]);
+        assert_eq!(Partitions::One(145).single(), Some(145));
+        assert_eq!(
+            Partitions::All { of: 4 }.into_iter().collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(Partitions::All { of: 1 }.single(), None);
     }
 }

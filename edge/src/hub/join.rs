@@ -33,14 +33,10 @@ impl Hub {
     /// The partitions `target` lives in: one for a key or a hash-tagged prefix, every
     /// partition for another prefix.
     fn target_parts(&self, prefix: bool, target: &str) -> Vec<u32> {
-        let n = self.map.partitions;
-        if !prefix {
-            return vec![self.map.partition_of(target.as_bytes())];
-        }
-        match wire::partition::prefix_partition(target.as_bytes(), n) {
-            Some(p) => vec![p],
-            None => (0..n).collect(),
-        }
+        // The one rule, shared with the store.
+        wire::partition::target_partitions(target.as_bytes(), prefix, self.map.partitions)
+            .into_iter()
+            .collect()
     }
 
     /// The stores owning `parts`, each once.

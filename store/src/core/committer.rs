@@ -43,9 +43,9 @@ fn run<E: Engine>(engine: &E, metrics: &Metrics, jobs: &Receiver<Job>, reply: &C
                 Metrics::add(&metrics.fsyncs, 1);
             }
         }
-        let _ = reply.send(CoreMsg::Committed(r.map_err(Arc::new)));
+        let _ = reply.send(CoreMsg::Committed(r));
     }
 }
 
 /// The outcome of a job, as the core receives it.
-pub type Outcome = Result<(), Arc<EngineError>>;
+pub type Outcome = Result<(), EngineError>;

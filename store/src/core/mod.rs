@@ -10,12 +10,15 @@
 //! fsync therefore delays only the writes that must wait for it; links that read or
 //! watch are answered at once, and the batch behind it just grows. Only when a batch
 //! is reported committed are its writes acknowledged and its changes dispatched: one
-//! `Changes` frame per interested link for the whole batch, in seq order per partition.
+//! `Changes` frame per interested link for the whole batch (a few if it is big), in seq
+//! order per partition.
 //!
-//! Requests of one link take effect in the order it sent them: a read, watch or
-//! unwatch that follows a link's own uncommitted write waits for that write (and
-//! so do that link's later requests), so a link always reads its own writes. Other
-//! links are not held up by it.
+//! Requests of one link take effect in the order it sent them: any request but a write
+//! (a read, watch, unwatch, ping) that follows a link's own uncommitted write waits for
+//! that write (and so do that link's later requests), so a link always reads its own
+//! writes. Other links are not held up by it. A request that fails is answered with
+//! the error code of who is at fault ([`crate::error`]), and counted as a read or a
+//! write error.
 //!
 //! Reads run on the core against one engine snapshot each and report the exact
 //! position they saw (see [`crate::changelog`]). A watch whose snapshot or resume
@@ -43,8 +46,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info, warn};
 use wire::link::{ChangeRef, ErrorCode, LinkEncoder, LinkLimits, WatchId};
 
-use crate::changelog::{Change, ChangeLog, Position, Prepared, Retention, Write, WriteError};
+use crate::changelog::{Change, ChangeLog, Position, Prepared, Retention, Write};
 use crate::engine::Engine;
+use crate::error::{Failure, Fault, StoreError};
 use crate::metrics::{Metrics, PartitionLog};
 use crate::records::ChangeKind;
 use crate::watchers::{LinkId, Watchers};
@@ -280,18 +284,9 @@ pub async fn run<E: Engine>(
         // Wake at least once a second, so an idle store still trims and publishes.
         let wait =
             Duration::from_millis(1000u64.saturating_sub(now_ms().saturating_sub(last_tick)));
-        let mut msgs = Vec::new();
-        match tokio::time::timeout(wait, rx.recv()).await {
-            Ok(Some(m)) => msgs.push(m),
-            Ok(None) => break,
-            Err(_elapsed) => {}
-        }
-        while msgs.len() < core.cfg.max_drain {
-            match rx.try_recv() {
-                Ok(m) => msgs.push(m),
-                Err(_) => break,
-            }
-        }
+        let Some(msgs) = drain(&mut rx, wait, core.cfg.max_drain).await else {
+            break;
+        };
         for msg in msgs {
             match msg {
                 CoreMsg::Request {
@@ -300,8 +295,9 @@ pub async fn run<E: Engine>(
                     req,
                 } => core.arrive(link, request_id, req),
                 CoreMsg::Committed(outcome) => core.committed(outcome),
+                CoreMsg::Open { link, outbox } => core.open(link, outbox),
+                CoreMsg::Closed { link } => core.drop_link(link, "closed by peer"),
                 CoreMsg::Shutdown => stopping = true,
-                other => core.handle(other),
             }
         }
         core.pump();
@@ -322,25 +318,52 @@ pub async fn run<E: Engine>(
         }
     }
     let clean = stopping && core.idle();
-    // The committer stops when its job sender is dropped; wait for it, so that the
-    // engine is closed by this thread and not torn down under it at process exit.
-    let Core {
-        mut log, committer, ..
-    } = core;
-    drop(committer);
-    if committer_thread.join().is_err() {
-        warn!("the committer thread panicked");
-    }
-    if clean {
-        match log.end_run() {
-            Ok(()) => info!("core stopped cleanly"),
-            Err(e) => warn!(error = %e, "could not record the clean stop"),
-        }
-    }
+    core.stop(committer_thread, clean);
     Ok(())
 }
 
+/// What reached the core within `wait`, at most `max` messages (none on a timeout);
+/// `None` once every sender is gone.
+async fn drain(
+    rx: &mut UnboundedReceiver<CoreMsg>,
+    wait: Duration,
+    max: usize,
+) -> Option<Vec<CoreMsg>> {
+    let mut msgs = Vec::new();
+    match tokio::time::timeout(wait, rx.recv()).await {
+        Ok(Some(m)) => msgs.push(m),
+        Ok(None) => return None,
+        Err(_elapsed) => {}
+    }
+    while msgs.len() < max {
+        match rx.try_recv() {
+            Ok(m) => msgs.push(m),
+            Err(_) => break,
+        }
+    }
+    Some(msgs)
+}
+
 impl<E: Engine> Core<E> {
+    /// Stop the committer (it stops when its job sender is dropped) and wait for it,
+    /// so that the engine is closed by this thread and not torn down under it at
+    /// process exit; record a `clean` stop.
+    fn stop(self, committer_thread: std::thread::JoinHandle<()>, clean: bool) {
+        let Core {
+            mut log, committer, ..
+        } = self;
+        drop(committer);
+        if committer_thread.join().is_err() {
+            warn!("the committer thread panicked");
+        }
+        if clean {
+            match log.end_run() {
+                Ok(()) => info!("core stopped cleanly"),
+                Err(e) => warn!(error = %e, "could not record the clean stop"),
+            }
+        }
+    }
+
     /// Nothing queued, in flight or held.
     fn idle(&self) -> bool {
         self.queue.is_empty() && self.inflight.is_none() && self.held.is_none()
@@ -365,38 +388,44 @@ impl<E: Engine> Core<E> {
         );
     }
 
-    fn write_error(&mut self, link: LinkId, request_id: u64, e: &WriteError) {
-        Metrics::add(&self.cfg.metrics.write_errors, 1);
-        let (code, current) = match e {
-            WriteError::Conflict { current } => (ErrorCode::Conflict, *current),
-            WriteError::WrongPartition(_) => (ErrorCode::WrongPartition, 0),
-            WriteError::TooLarge { .. } => (ErrorCode::TooLarge, 0),
-            WriteError::Engine(_) => {
-                warn!(error = %e, "write failed");
-                self.error(link, request_id, ErrorCode::Internal, "storage failure", 0);
-                return;
-            }
-        };
-        self.error(link, request_id, code, &e.to_string(), current);
+    /// Answer a request that failed with `e` (a store failure is logged as `what`).
+    fn fail(&mut self, link: LinkId, request_id: u64, e: &StoreError, what: &str) {
+        if e.fault() == Fault::Store {
+            warn!(error = %e, "{what} failed");
+        }
+        let a = e.answer();
+        self.error(link, request_id, a.code, &a.message, a.current);
     }
 
-    /// A request arrives: queue a write, hold anything behind the link's own
-    /// uncommitted writes, answer the rest now.
+    /// A write failed or was refused.
+    fn write_error(&mut self, link: LinkId, request_id: u64, e: &StoreError) {
+        Metrics::add(&self.cfg.metrics.write_errors, 1);
+        self.fail(link, request_id, e, "write");
+    }
+
+    /// A read (a get, a watch's start) failed or was refused.
+    fn read_error(&mut self, link: LinkId, request_id: u64, e: &StoreError) {
+        Metrics::add(&self.cfg.metrics.read_errors, 1);
+        self.fail(link, request_id, e, "read");
+    }
+
+    /// A request arrives: it waits behind the link's requests already waiting, and
+    /// (unless a write) behind the link's own uncommitted writes; else it runs now.
     fn arrive(&mut self, link: LinkId, request_id: u64, req: Req) {
-        if let Some(d) = self.deferred.get_mut(&link) {
-            d.push_back((request_id, req));
-            return;
+        if self.deferred.contains_key(&link) || self.behind_writes(link, &req) {
+            self.deferred
+                .entry(link)
+                .or_default()
+                .push_back((request_id, req));
+        } else {
+            self.request(link, request_id, req);
         }
-        match req {
-            Req::Write(w) => self.enqueue(link, request_id, w),
-            other if self.outstanding.get(&link).is_some_and(|&n| n > 0) => {
-                self.deferred
-                    .entry(link)
-                    .or_default()
-                    .push_back((request_id, other));
-            }
-            other => self.request(link, request_id, other),
-        }
+    }
+
+    /// Whether `req` must wait for `link`'s uncommitted writes: anything but another
+    /// write does, so that the link reads its own writes.
+    fn behind_writes(&self, link: LinkId, req: &Req) -> bool {
+        !matches!(req, Req::Write(_)) && self.outstanding.get(&link).is_some_and(|&n| n > 0)
     }
 
     fn enqueue(&mut self, link: LinkId, request_id: u64, w: Write) {
@@ -421,15 +450,12 @@ impl<E: Engine> Core<E> {
             return;
         };
         while let Some((request_id, req)) = waiting.pop_front() {
-            match req {
-                Req::Write(w) => self.enqueue(link, request_id, w),
-                other if self.outstanding.contains_key(&link) => {
-                    waiting.push_front((request_id, other));
-                    self.deferred.insert(link, waiting);
-                    return;
-                }
-                other => self.request(link, request_id, other),
+            if self.behind_writes(link, &req) {
+                waiting.push_front((request_id, req));
+                self.deferred.insert(link, waiting);
+                return;
             }
+            self.request(link, request_id, req);
         }
     }
 
@@ -520,8 +546,7 @@ impl<E: Engine> Core<E> {
         if self.committer.send(job).is_err() {
             warn!("the committer is gone");
             self.log.abort();
-            let e = Arc::new(crate::engine::EngineError("committer stopped".into()));
-            b.prepared.results = crate::changelog::fail_all(b.prepared.results, &e);
+            b.prepared.results = crate::changelog::fail_all(b.prepared.results, &Failure::Stopped);
             self.answer(b);
             return;
         }
@@ -554,6 +579,7 @@ impl<E: Engine> Core<E> {
             }
             Err(e) => {
                 warn!(error = %e, "commit failed: the batch and the one prepared after it fail");
+                let e = Failure::Engine(e);
                 self.log.abort();
                 self.trimming = false;
                 let results = std::mem::take(&mut done.prepared.results);
@@ -631,24 +657,13 @@ impl<E: Engine> Core<E> {
         Metrics::add(&self.cfg.metrics.deliveries, delivered as u64);
     }
 
-    /// Handle a message that is not a write nor a commit outcome.
-    fn handle(&mut self, msg: CoreMsg) {
-        match msg {
-            CoreMsg::Open { link, outbox } => {
-                debug!(link, "link open");
-                self.links.insert(link, outbox);
-                Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
-            }
-            CoreMsg::Closed { link } => self.drop_link(link, "closed by peer"),
-            CoreMsg::Request {
-                link,
-                request_id,
-                req,
-            } => self.request(link, request_id, req),
-            CoreMsg::Shutdown | CoreMsg::Committed(_) => {}
-        }
+    fn open(&mut self, link: LinkId, outbox: Outbox) {
+        debug!(link, "link open");
+        self.links.insert(link, outbox);
+        Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
     }
 
+    /// Run a request whose turn has come: queue a write, answer anything else now.
     fn request(&mut self, link: LinkId, request_id: u64, req: Req) {
         match req {
             Req::Hello => {
@@ -676,7 +691,7 @@ impl<E: Engine> Core<E> {
                         self.enc
                             .get_reply(buf, request_id, &key, value, version, wire_pos(pos));
                 }
-                Err(e) => self.write_error(link, request_id, &e),
+                Err(e) => self.read_error(link, request_id, &e),
             },
             Req::Write(w) => self.enqueue(link, request_id, w),
             Req::Watch {

@@ -1,14 +1,17 @@
 //! The storage engine behind a small trait: atomic write batches (optionally
-//! durable), point reads and bounded range scans. [`rocks::RocksEngine`] is the real
+//! durable), point reads, bounded range scans and the last key of a range, on the
+//! latest state or on one consistent snapshot. [`rocks::RocksEngine`] is the real
 //! one (RocksDB is imported there and nowhere else); [`memory::MemoryEngine`] is a
 //! model with the same semantics for tests.
 
 pub mod memory;
 pub mod rocks;
 
-/// A failure of the storage engine (I/O, corruption): the store's fault, never the
-/// client's; the request fails with `internal` and the write is not acknowledged.
-#[derive(Debug, thiserror::Error)]
+/// A failure of the storage engine itself (I/O, a lock poisoned): the store's fault,
+/// never the client's ([`crate::error::Failure::Engine`]); the request fails with
+/// `internal` and the write is not acknowledged. A record the engine returns intact
+/// but that does not decode is [`crate::error::Corrupt`] instead.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("storage engine: {0}")]
 pub struct EngineError(pub String);
 

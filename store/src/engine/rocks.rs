@@ -1,5 +1,6 @@
 //! The RocksDB engine: the only module that imports `rocksdb`. One database per store;
-//! batches map to RocksDB write batches (atomic, WAL-logged), `sync` to a WAL fsync.
+//! batches map to RocksDB write batches (atomic, WAL-logged), `sync` to a WAL fsync,
+//! and a snapshot read to a RocksDB snapshot.
 
 use std::path::Path;
 
