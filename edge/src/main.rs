@@ -44,91 +44,15 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     let mut cfg = Config::resolve(args).map_err(|e| e.to_string())?;
-    let nofile = uring::net::raise_nofile().map_err(|e| format!("open-file limit: {e}"))?;
-    let wanted = (cfg.max_connections as u64).saturating_mul(cfg.workers as u64) + 64;
-    if nofile < wanted {
-        warn!(
-            nofile,
-            wanted,
-            "the open-file limit is below workers × max_connections: raise it (tuning/check --connections N says what falls short; LimitNOFILE= in tuning/systemd/ringline-edge.service) or lower max_connections"
-        );
-    }
-    // The listen backlog asked for below is cut to this; a reconnect wave needs room.
-    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    let queue = (wanted / 16).clamp(4096, 65535);
-    if let Some(q) = somaxconn.filter(|&q| q < queue) {
-        warn!(
-            somaxconn = q,
-            wanted = queue,
-            "the accept queue is short for a reconnect wave: raise net.core.somaxconn (tuning/check --connections N)"
-        );
-    }
+    check_host_limits(&cfg)?;
     // Signals go to the main thread only: block them before any thread starts.
     uring::net::block_stop_signals().map_err(|e| format!("signals: {e}"))?;
-    // The first listener picks the port when it is 0; the others share it.
-    let mut listeners = Vec::with_capacity(cfg.workers);
-    for _ in 0..cfg.workers {
-        let l = uring::net::listener(cfg.listen, 65535)
-            .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
-        if cfg.listen.port() == 0 {
-            cfg.listen = uring::net::local_addr(&l).map_err(|e| e.to_string())?;
-        }
-        listeners.push(l);
-    }
-    let map = wire::cluster::ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
-    if map.partitions as usize > wire::client::token::MAX_TOKEN_POSITIONS {
-        return Err(format!(
-            "the cluster map has {} partitions; the edge supports at most {} (a resume token holds one position per partition)",
-            map.partitions,
-            wire::client::token::MAX_TOKEN_POSITIONS
-        ));
-    }
-    info!(
-        listen = %cfg.listen, workers = cfg.workers, max_connections = cfg.max_connections,
-        max_message = cfg.max_message, max_outbound = cfg.max_outbound,
-        heartbeat_secs = cfg.heartbeat.as_secs(), handshake_timeout_secs = cfg.handshake_timeout.as_secs(),
-        drain_secs = cfg.drain.as_secs(), echo = cfg.echo, pin = cfg.pin, recv_mode = ?cfg.recv_mode,
-        cluster = %cfg.cluster.as_ref().map_or_else(|| "embedded default".into(), |p| p.display().to_string()),
-        "configuration"
-    );
-    for s in &map.stores {
-        info!(
-            store = %s.id, addr = %s.addr, partitions = s.partitions.len(), map_version = map.version,
-            "store in the cluster map"
-        );
-    }
+    let listeners = bind_listeners(&mut cfg)?;
+    let map = load_map(&cfg)?;
     let map = Arc::new(map);
     let cfg = Arc::new(cfg);
-    let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();
-    let all: Arc<Vec<Arc<WorkerMetrics>>> = Arc::new(
-        (0..cfg.workers)
-            .map(|_| Arc::new(WorkerMetrics::for_stores(store_ids.clone())))
-            .collect(),
-    );
     let stop = Arc::new(AtomicBool::new(false));
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut handles = Vec::new();
-    for (id, listener) in listeners.into_iter().enumerate() {
-        let (cfg, all, stop) = (Arc::clone(&cfg), Arc::clone(&all), Arc::clone(&stop));
-        let map = Arc::clone(&map);
-        let metrics = Arc::clone(&all[id]);
-        let h = std::thread::Builder::new()
-            .name(format!("edge-worker-{id}"))
-            .spawn(move || -> Result<(), String> {
-                if cfg.pin
-                    && let Err(e) = uring::net::pin_to_cpu(id % cores)
-                {
-                    warn!(worker = id, error = %e, "cannot pin to a core");
-                }
-                let w = worker::Worker::new(id, listener, cfg, metrics, all, stop, map)
-                    .map_err(|e| format!("worker {id}: {e}"))?;
-                w.run().map_err(|e| format!("worker {id}: {e}"))
-            })
-            .map_err(|e| format!("cannot start worker {id}: {e}"))?;
-        handles.push(h);
-    }
+    let handles = start_workers(listeners, &cfg, &map, &stop)?;
     info!(
         listen = %cfg.listen, workers = cfg.workers, echo = cfg.echo,
         stores = map.stores.len(), partitions = map.partitions,
@@ -158,4 +82,111 @@ fn run(args: &Args) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Raise the open-file limit, and warn where the host falls short of the
+/// configuration (open files, accept queue).
+fn check_host_limits(cfg: &Config) -> Result<(), String> {
+    let nofile = uring::net::raise_nofile().map_err(|e| format!("open-file limit: {e}"))?;
+    let wanted = (cfg.max_connections as u64).saturating_mul(cfg.workers as u64) + 64;
+    if nofile < wanted {
+        warn!(
+            nofile,
+            wanted,
+            "the open-file limit is below workers × max_connections: raise it (tuning/check --connections N says what falls short; LimitNOFILE= in tuning/systemd/ringline-edge.service) or lower max_connections"
+        );
+    }
+    // The listen backlog asked for below is cut to this; a reconnect wave needs room.
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let queue = (wanted / 16).clamp(4096, 65535);
+    if let Some(q) = somaxconn.filter(|&q| q < queue) {
+        warn!(
+            somaxconn = q,
+            wanted = queue,
+            "the accept queue is short for a reconnect wave: raise net.core.somaxconn (tuning/check --connections N)"
+        );
+    }
+    Ok(())
+}
+
+/// One `SO_REUSEPORT` listener per worker. The first picks the port when it is 0 (and
+/// `cfg.listen` learns it); the others share it.
+fn bind_listeners(cfg: &mut Config) -> Result<Vec<std::os::fd::OwnedFd>, String> {
+    let mut listeners = Vec::with_capacity(cfg.workers);
+    for _ in 0..cfg.workers {
+        let l = uring::net::listener(cfg.listen, 65535)
+            .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+        if cfg.listen.port() == 0 {
+            cfg.listen = uring::net::local_addr(&l).map_err(|e| e.to_string())?;
+        }
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+/// The cluster map (checked against what a resume token can hold), logged with the
+/// configuration.
+fn load_map(cfg: &Config) -> Result<wire::cluster::ClusterMap, String> {
+    let map = wire::cluster::ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
+    if map.partitions as usize > wire::client::token::MAX_TOKEN_POSITIONS {
+        return Err(format!(
+            "the cluster map has {} partitions; the edge supports at most {} (a resume token holds one position per partition)",
+            map.partitions,
+            wire::client::token::MAX_TOKEN_POSITIONS
+        ));
+    }
+    info!(
+        listen = %cfg.listen, workers = cfg.workers, max_connections = cfg.max_connections,
+        max_message = cfg.max_message, max_outbound = cfg.max_outbound,
+        heartbeat_secs = cfg.heartbeat.as_secs(), handshake_timeout_secs = cfg.handshake_timeout.as_secs(),
+        drain_secs = cfg.drain.as_secs(), echo = cfg.echo, pin = cfg.pin, recv_mode = ?cfg.recv_mode,
+        cluster = %cfg.cluster.as_ref().map_or_else(|| "embedded default".into(), |p| p.display().to_string()),
+        "configuration"
+    );
+    for s in &map.stores {
+        info!(
+            store = %s.id, addr = %s.addr, partitions = s.partitions.len(), map_version = map.version,
+            "store in the cluster map"
+        );
+    }
+    Ok(map)
+}
+
+/// A worker thread on each listener (pinned to a core if configured).
+fn start_workers(
+    listeners: Vec<std::os::fd::OwnedFd>,
+    cfg: &Arc<Config>,
+    map: &Arc<wire::cluster::ClusterMap>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<std::thread::JoinHandle<Result<(), String>>>, String> {
+    let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();
+    let all: Arc<Vec<Arc<WorkerMetrics>>> = Arc::new(
+        (0..cfg.workers)
+            .map(|_| Arc::new(WorkerMetrics::for_stores(store_ids.clone())))
+            .collect(),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut handles = Vec::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let (cfg, all, stop) = (Arc::clone(cfg), Arc::clone(&all), Arc::clone(stop));
+        let map = Arc::clone(map);
+        let metrics = Arc::clone(&all[id]);
+        let h = std::thread::Builder::new()
+            .name(format!("edge-worker-{id}"))
+            .spawn(move || -> Result<(), String> {
+                if cfg.pin
+                    && let Err(e) = uring::net::pin_to_cpu(id % cores)
+                {
+                    warn!(worker = id, error = %e, "cannot pin to a core");
+                }
+                let w = worker::Worker::new(id, listener, cfg, metrics, all, stop, map)
+                    .map_err(|e| format!("worker {id}: {e}"))?;
+                w.run().map_err(|e| format!("worker {id}: {e}"))
+            })
+            .map_err(|e| format!("cannot start worker {id}: {e}"))?;
+        handles.push(h);
+    }
+    Ok(handles)
 }

@@ -89,102 +89,104 @@ type Series = (
     fn(&WorkerMetrics) -> &AtomicU64,
 );
 
+/// Every per-worker counter and gauge: name, type, help, and where it is kept.
+static SERIES: [Series; 15] = [
+    (
+        "ringline_edge_connections",
+        "gauge",
+        "Connections open.",
+        |m| &m.connections,
+    ),
+    (
+        "ringline_edge_accepted_total",
+        "counter",
+        "Connections accepted.",
+        |m| &m.accepted,
+    ),
+    (
+        "ringline_edge_rejected_full_total",
+        "counter",
+        "Handshakes refused with 503: worker full or draining.",
+        |m| &m.rejected_full,
+    ),
+    (
+        "ringline_edge_rejected_bad_total",
+        "counter",
+        "Requests refused as malformed.",
+        |m| &m.rejected_bad,
+    ),
+    (
+        "ringline_edge_rejected_timeout_total",
+        "counter",
+        "Connections dropped for a handshake not finished in time.",
+        |m| &m.rejected_timeout,
+    ),
+    (
+        "ringline_edge_handshakes_total",
+        "counter",
+        "WebSocket handshakes completed.",
+        |m| &m.handshakes,
+    ),
+    (
+        "ringline_edge_http_requests_total",
+        "counter",
+        "Plain HTTP requests answered.",
+        |m| &m.http_requests,
+    ),
+    (
+        "ringline_edge_messages_in_total",
+        "counter",
+        "WebSocket messages received.",
+        |m| &m.messages_in,
+    ),
+    (
+        "ringline_edge_messages_out_total",
+        "counter",
+        "WebSocket messages sent.",
+        |m| &m.messages_out,
+    ),
+    (
+        "ringline_edge_bytes_in_total",
+        "counter",
+        "Bytes received.",
+        |m| &m.bytes_in,
+    ),
+    (
+        "ringline_edge_bytes_out_total",
+        "counter",
+        "Bytes sent.",
+        |m| &m.bytes_out,
+    ),
+    (
+        "ringline_edge_queued_bytes",
+        "gauge",
+        "Bytes queued for connections and not yet sent.",
+        |m| &m.queued_bytes,
+    ),
+    (
+        "ringline_edge_deliveries_total",
+        "counter",
+        "Changes delivered to subscribers.",
+        |m| &m.deliveries,
+    ),
+    (
+        "ringline_edge_watches",
+        "gauge",
+        "Internal watches open on store links (one per key or prefix per worker).",
+        |m| &m.watches,
+    ),
+    (
+        "ringline_edge_subscriptions",
+        "gauge",
+        "Client subscriptions.",
+        |m| &m.subscriptions,
+    ),
+];
+
 /// Render every worker's figures.
 pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
     let mut o = String::with_capacity(4096);
-    let series: [Series; 15] = [
-        (
-            "ringline_edge_connections",
-            "gauge",
-            "Connections open.",
-            |m| &m.connections,
-        ),
-        (
-            "ringline_edge_accepted_total",
-            "counter",
-            "Connections accepted.",
-            |m| &m.accepted,
-        ),
-        (
-            "ringline_edge_rejected_full_total",
-            "counter",
-            "Handshakes refused with 503: worker full or draining.",
-            |m| &m.rejected_full,
-        ),
-        (
-            "ringline_edge_rejected_bad_total",
-            "counter",
-            "Requests refused as malformed.",
-            |m| &m.rejected_bad,
-        ),
-        (
-            "ringline_edge_rejected_timeout_total",
-            "counter",
-            "Connections dropped for a handshake not finished in time.",
-            |m| &m.rejected_timeout,
-        ),
-        (
-            "ringline_edge_handshakes_total",
-            "counter",
-            "WebSocket handshakes completed.",
-            |m| &m.handshakes,
-        ),
-        (
-            "ringline_edge_http_requests_total",
-            "counter",
-            "Plain HTTP requests answered.",
-            |m| &m.http_requests,
-        ),
-        (
-            "ringline_edge_messages_in_total",
-            "counter",
-            "WebSocket messages received.",
-            |m| &m.messages_in,
-        ),
-        (
-            "ringline_edge_messages_out_total",
-            "counter",
-            "WebSocket messages sent.",
-            |m| &m.messages_out,
-        ),
-        (
-            "ringline_edge_bytes_in_total",
-            "counter",
-            "Bytes received.",
-            |m| &m.bytes_in,
-        ),
-        (
-            "ringline_edge_bytes_out_total",
-            "counter",
-            "Bytes sent.",
-            |m| &m.bytes_out,
-        ),
-        (
-            "ringline_edge_queued_bytes",
-            "gauge",
-            "Bytes queued for connections and not yet sent.",
-            |m| &m.queued_bytes,
-        ),
-        (
-            "ringline_edge_deliveries_total",
-            "counter",
-            "Changes delivered to subscribers.",
-            |m| &m.deliveries,
-        ),
-        (
-            "ringline_edge_watches",
-            "gauge",
-            "Internal watches open on store links (one per key or prefix per worker).",
-            |m| &m.watches,
-        ),
-        (
-            "ringline_edge_subscriptions",
-            "gauge",
-            "Client subscriptions.",
-            |m| &m.subscriptions,
-        ),
-    ];
-    for (name, kind, help, get) in series {
+    for &(name, kind, help, get) in &SERIES {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (w, m) in workers.iter().enumerate() {
             let _ = writeln!(
@@ -194,6 +196,13 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             );
         }
     }
+    render_links(&mut o, workers);
+    render_closes(&mut o, workers);
+    o
+}
+
+/// Each worker's link to each store.
+fn render_links(o: &mut String, workers: &[std::sync::Arc<WorkerMetrics>]) {
     let name = "ringline_edge_link_state";
     let _ = writeln!(
         o,
@@ -208,6 +217,10 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             );
         }
     }
+}
+
+/// Close frames sent, by code.
+fn render_closes(o: &mut String, workers: &[std::sync::Arc<WorkerMetrics>]) {
     let name = "ringline_edge_close_frames_sent_total";
     let _ = writeln!(
         o,
@@ -225,5 +238,4 @@ pub fn render(workers: &[std::sync::Arc<WorkerMetrics>]) -> String {
             );
         }
     }
-    o
 }
