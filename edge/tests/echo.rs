@@ -125,6 +125,41 @@ fn a_full_worker_answers_503_and_slow_handshakes_are_dropped() {
     );
 }
 
+/// A handshake deadline is never shorter than configured: connections opened at eight
+/// moments spread over the edge's one-second tick are each dropped no sooner than the
+/// configured second after they connected (and at most a tick late, with slack for a
+/// loaded host).
+#[test]
+fn handshake_deadlines_never_fire_early() {
+    let edge = Edge::start(&["--handshake-timeout-secs", "1", "--workers", "1"]);
+    let mut waiters = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(edge.addr).unwrap();
+        let opened = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").unwrap();
+        waiters.push(std::thread::spawn(move || {
+            let mut b = [0u8; 16];
+            let r = s.read(&mut b);
+            assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+            opened.elapsed()
+        }));
+        // Spread the openings over the tick.
+        std::thread::sleep(Duration::from_millis(125));
+    }
+    for (i, w) in waiters.into_iter().enumerate() {
+        let after = w.join().unwrap();
+        assert!(
+            after >= Duration::from_secs(1),
+            "connection {i} dropped after {after:?}, before its 1 s deadline"
+        );
+        assert!(
+            after < Duration::from_millis(3500),
+            "connection {i} dropped after {after:?}"
+        );
+    }
+}
+
 #[test]
 fn heartbeats_ping_and_silence_is_closed() {
     let edge = Edge::start(&["--heartbeat-secs", "1"]);

@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use super::conn::{Armed, Conn, Ctx, IoAction, RecvStyle};
 use super::slab::Key;
+use super::timer::deadline_after;
 use super::{BUFFER_SIZE, Worker, conn_ref, grow_buffers, secs};
 use crate::config::RecvMode;
 use crate::metrics::WorkerMetrics;
@@ -57,7 +58,7 @@ impl Worker {
             RecvMode::Multishot => RecvStyle::Multishot,
             RecvMode::Poll => RecvStyle::Poll,
         };
-        let deadline = now + secs(self.cfg.handshake_timeout);
+        let deadline = deadline_after(now, secs(self.cfg.handshake_timeout));
         let key = self.conns.insert(Conn::new(fd, style, now, deadline));
         WorkerMetrics::add(&self.metrics.connections, 1);
         self.drive(key);

@@ -10,6 +10,14 @@ const SLOTS: usize = 256;
 /// and keeps the per-connection fields and wheel entries small).
 pub type Tick = u32;
 
+/// The first tick at which at least `ticks` whole ticks have passed since any moment
+/// of tick `now`. Something seen during tick `now` happened anywhere up to a tick after
+/// it began, so `now + ticks` could come up to a tick early; one more never does, and
+/// is late by at most a tick. Every deadline a user configures is set through this.
+pub fn deadline_after(now: Tick, ticks: Tick) -> Tick {
+    now.saturating_add(ticks).saturating_add(1)
+}
+
 /// The wheel, holding entries `E` (a connection's slab key).
 #[derive(Debug)]
 pub struct Wheel<E> {
@@ -63,6 +71,29 @@ impl<E> Wheel<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_fires_late_by_up_to_a_tick_never_early() {
+        // Tick `now` began at second `now`; the event came at `now + f`, f in [0, 1).
+        for now in [0, 1, 7, 1000] {
+            for ticks in [0, 1, 2, 10, 25] {
+                let at = deadline_after(now, ticks);
+                for tenths in 0..10 {
+                    let event = f64::from(now) + f64::from(tenths) / 10.0;
+                    let fires = f64::from(at);
+                    assert!(
+                        fires - event >= f64::from(ticks),
+                        "early: {now} {ticks} {tenths}"
+                    );
+                    assert!(
+                        fires - event <= f64::from(ticks) + 1.0,
+                        "more than a tick late"
+                    );
+                }
+            }
+        }
+        assert_eq!(deadline_after(Tick::MAX, 5), Tick::MAX);
+    }
 
     #[test]
     fn entries_fire_on_their_tick_even_beyond_one_turn() {

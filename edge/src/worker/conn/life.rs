@@ -18,11 +18,12 @@ use wire::frame::{CloseCode, Decoder, encode_close};
 use super::Conn;
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
-use crate::worker::timer::Tick;
+use crate::worker::timer::{Tick, deadline_after};
 
-/// Ticks a connection lingers after its close frame before it is closed anyway.
+/// Ticks a connection lingers after its close frame before it is closed anyway (at
+/// least; see [`deadline_after`]).
 pub const LINGER_TICKS: Tick = 2;
-/// Ticks a closing connection may take to flush its last answer.
+/// Ticks a closing connection may take to flush its last answer (at least).
 pub const CLOSE_TICKS: Tick = 5;
 
 /// Where a connection is in its life.
@@ -203,7 +204,7 @@ impl Conn {
 
     /// Flush what is queued (a last answer), then linger or release.
     pub(super) fn closing(&mut self, linger: bool, now: Tick) {
-        let deadline = now + CLOSE_TICKS;
+        let deadline = deadline_after(now, CLOSE_TICKS);
         self.life = Life::Closing {
             deadline,
             linger,
@@ -299,14 +300,17 @@ impl Conn {
                 self.cancel();
             }
             Life::Open { .. } => {
-                if now.saturating_sub(self.last_rx) >= 2 * hb {
+                // Two whole silent intervals, however late in its tick the last byte
+                // came.
+                let silent_at = deadline_after(self.last_rx, 2 * hb);
+                if now >= silent_at {
                     self.close(CloseCode::GOING_AWAY, "no heartbeat", now, m);
                 } else {
                     if now.saturating_sub(self.last_ping) >= hb {
                         self.queue_shared(ping.clone());
                         self.last_ping = now;
                     }
-                    let next = (self.last_ping + hb).min(self.last_rx + 2 * hb);
+                    let next = (self.last_ping + hb).min(silent_at);
                     self.set_due(next.max(now + 1));
                 }
             }
@@ -329,7 +333,7 @@ impl Conn {
         {
             // Flushed.
             if linger {
-                let until = now + LINGER_TICKS;
+                let until = deadline_after(now, LINGER_TICKS);
                 self.life = Life::Lingering { until };
                 self.set_due(until);
                 // Bytes may already be waiting (no new readiness event would come for

@@ -379,7 +379,7 @@ impl Sim {
             && matches!(c.life, Life::Closing { .. })
         {
             assert!(
-                self.now <= since + CLOSE_TICKS,
+                self.now <= since + CLOSE_TICKS + 1,
                 "still closing at tick {} (since {since})",
                 self.now
             );
@@ -387,7 +387,7 @@ impl Sim {
         if let Some(c) = &self.conn
             && let Life::Lingering { until } = c.life
         {
-            assert!(self.now <= until && until <= self.now + LINGER_TICKS);
+            assert!(self.now <= until && until <= self.now + LINGER_TICKS + 1);
         }
     }
 
@@ -484,6 +484,27 @@ proptest! {
     fn a_poll_mode_connection_keeps_its_promises(evs in prop::collection::vec(ev(), 0..120)) {
         run(RecvStyle::Poll, &evs);
     }
+}
+
+/// A silent peer is closed after two whole heartbeats, never sooner: its last byte may
+/// have come late in its tick.
+#[test]
+fn silence_closes_after_two_whole_heartbeats_never_sooner() {
+    let mut sim = Sim::new(RecvStyle::Multishot);
+    sim.step(&Ev::Recv { cut: 0 });
+    let rx = sim.now;
+    let closed_at = loop {
+        sim.step(&Ev::Sent {
+            part: 4,
+            fail: false,
+        });
+        if sim.conn.as_ref().is_none_or(|c| !c.is_open()) {
+            break sim.now;
+        }
+        sim.step(&Ev::Tick);
+        assert!(sim.now < 10 * HEARTBEAT_TICKS, "never closed");
+    };
+    assert_eq!(closed_at, rx + 2 * HEARTBEAT_TICKS + 1);
 }
 
 /// A peer that echoes politely and closes: everything owed comes back before the
