@@ -167,21 +167,25 @@ fn start_workers(
             .map(|_| Arc::new(WorkerMetrics::for_stores(store_ids.clone())))
             .collect(),
     );
+    let shared = Arc::new(worker::Shared::new(
+        Arc::clone(cfg),
+        Arc::clone(map),
+        Arc::clone(stop),
+        all,
+    ));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {
-        let (cfg, all, stop) = (Arc::clone(cfg), Arc::clone(&all), Arc::clone(stop));
-        let map = Arc::clone(map);
-        let metrics = Arc::clone(&all[id]);
+        let shared = Arc::clone(&shared);
         let h = std::thread::Builder::new()
             .name(format!("edge-worker-{id}"))
             .spawn(move || -> Result<(), String> {
-                if cfg.pin
+                if shared.cfg.pin
                     && let Err(e) = uring::net::pin_to_cpu(id % cores)
                 {
                     warn!(worker = id, error = %e, "cannot pin to a core");
                 }
-                let w = worker::Worker::new(id, listener, cfg, metrics, all, stop, map)
+                let w = worker::Worker::new(id, listener, shared)
                     .map_err(|e| format!("worker {id}: {e}"))?;
                 w.run().map_err(|e| format!("worker {id}: {e}"))
             })

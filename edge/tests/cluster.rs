@@ -841,3 +841,95 @@ fn the_shipped_nginx_config_proxies_websockets_to_both_edges() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The instant `edge`'s every worker link is up (each `ringline_edge_link_state` 2),
+/// polled every few milliseconds until `deadline`.
+fn links_up_at(edge: SocketAddr, deadline: Instant) -> Option<Instant> {
+    while Instant::now() < deadline {
+        let body = common::http_get(edge, "/metrics").1;
+        let states: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("ringline_edge_link_state{"))
+            .collect();
+        if !states.is_empty() && states.iter().all(|l| l.ends_with(" 2")) {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    None
+}
+
+#[test]
+fn after_a_store_restarts_every_worker_of_every_edge_relinks_within_250_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = common::store::Store::start(&dir.path().join("store"), "127.0.0.1:0");
+    let map = store.cluster_file(dir.path());
+    let m = map.to_str().unwrap();
+    let edges: Vec<common::Edge> = (0..2)
+        .map(|_| common::Edge::start(&["--cluster", m, "--workers", "2"]))
+        .collect();
+    for e in &edges {
+        e.wait_links_up();
+    }
+    for round in 0..2 {
+        store.kill();
+        for e in &edges {
+            wait_metric(e, "ringline_edge_link_state", |v| v < 4);
+        }
+        // A one-second outage: long enough for every link to back off as far as it goes.
+        std::thread::sleep(Duration::from_secs(1));
+        // The first instant the store's listener accepts, seen by a prober connecting
+        // every 2 ms; and the first instant each edge has every link up again.
+        let addr = store.addr;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let prober = std::thread::spawn(move || {
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        });
+        let pollers: Vec<_> = edges
+            .iter()
+            .map(|e| {
+                let a = e.addr;
+                std::thread::spawn(move || links_up_at(a, deadline))
+            })
+            .collect();
+        store.restart();
+        let accepting = prober.join().unwrap().expect("the store never accepted");
+        for (i, p) in pollers.into_iter().enumerate() {
+            let up = p.join().unwrap().expect("links never came back");
+            let took = up.saturating_duration_since(accepting);
+            eprintln!("round {round}: edge {i} linked {took:?} after the store accepted");
+            assert!(
+                took <= Duration::from_millis(250),
+                "edge {i}: every worker linked {took:?} after the store's listener accepted"
+            );
+        }
+        // From then on writes to its keys succeed, from connections on every worker.
+        for (i, e) in edges.iter().enumerate() {
+            for c in 0..8 {
+                let mut w = Client::json(e.addr);
+                let r = w.call(&Request::Put {
+                    id: 1,
+                    key: format!("relink/{round}/{i}/{c}").into(),
+                    value: Cow::Borrowed(b"v"),
+                    if_version: None,
+                });
+                assert!(
+                    matches!(
+                        r,
+                        Response::Ok {
+                            version: Some(_),
+                            ..
+                        }
+                    ),
+                    "edge {i}, connection {c}: {r:?}"
+                );
+            }
+        }
+    }
+}

@@ -60,6 +60,8 @@ enum Held {
     Send(op::writev::InFlight),
     /// A connect's address.
     Addr(#[allow(dead_code)] Box<op::connect::RawAddr>),
+    /// A timeout's timespec.
+    Time(#[allow(dead_code)] Box<io_uring::types::Timespec>),
 }
 
 /// Tokens are spread over their low bits already (slot) and high bits (kind,
@@ -100,11 +102,9 @@ pub struct Ring {
     /// each slot: one byte per slot, so that the multishot receive armed on every
     /// idle connection costs no table entry.
     inflight: Vec<u8>,
-    /// The memory of sends and connects in flight, by token: it goes back with the
-    /// completion that ends the operation.
+    /// The memory of sends, connects and timeouts in flight, by token: it goes back
+    /// with the completion that ends the operation.
     held: HeldTable,
-    /// The timespec of the tick timeout in flight.
-    tick: Box<io_uring::types::Timespec>,
     /// Which setup flags the kernel took.
     pub flags: &'static str,
 }
@@ -147,7 +147,6 @@ impl Ring {
                         ring,
                         inflight: Vec::new(),
                         held: HeldTable::default(),
-                        tick: Box::new(io_uring::types::Timespec::new()),
                         flags: name,
                     });
                 }
@@ -210,12 +209,13 @@ impl Ring {
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: every entry pushed here (through `push_op`) references only memory
-            // that outlives its operation: a send's frames and iovecs and a connect's
-            // address are held in `self.inflight` under the operation's token until the
-            // completion that ends it (a token in flight is never submitted twice, so
-            // no entry is replaced early); the tick timespec lives in `self.tick` and
-            // only one tick (a tracked token) is ever in flight; provided buffers live
-            // in the registered `BufRing`; other operations reference no memory.
+            // that outlives its operation: a send's frames and iovecs, a connect's
+            // address and a timeout's timespec are held in `self.held` under the
+            // operation's token until the completion that ends it (a tracked token in
+            // flight is never submitted twice, so no entry is replaced early); provided
+            // buffers live in the registered `BufRing`; other operations (receives,
+            // polls, accepts, cancellations, messages to other rings) reference no
+            // memory.
             match unsafe { self.ring.submission().push(&entry) } {
                 Ok(()) => return Ok(()),
                 Err(_) => {
@@ -265,5 +265,55 @@ impl Ring {
     /// Register a provided-buffer ring with this ring.
     pub fn register(&mut self, bufs: &BufRing) -> io::Result<()> {
         bufs.register(&self.ring)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_token_in_flight_is_refused_until_its_completion_ends_it() {
+        let mut ring = Ring::new(8).expect("ring");
+        let (a, _b) = UnixStream::pair().expect("socketpair");
+        let t = Token::new(OpKind::Recv, 3, Gen::default());
+        ring.recv_multi(a.as_raw_fd(), t).expect("first receive");
+        let again = ring.recv_multi(a.as_raw_fd(), t.with_kind(OpKind::Recv));
+        assert_eq!(
+            again.map_err(|e| e.kind()),
+            Err(io::ErrorKind::AlreadyExists),
+            "a second receive on the slot while the first is in flight"
+        );
+        let later = Token::new(OpKind::Recv, 3, Gen::default().next());
+        assert!(
+            ring.recv_multi(a.as_raw_fd(), later).is_err(),
+            "refused for any generation of the slot"
+        );
+        assert!(ring.in_flight(3, OpKind::Recv));
+        // Other kinds and slots are free; cancellations are never refused.
+        ring.recv_multi(a.as_raw_fd(), Token::new(OpKind::Recv, 4, Gen::default()))
+            .expect("another slot");
+        ring.cancel(t).expect("cancel");
+        ring.cancel(t).expect("a second cancel");
+
+        // A timeout ends with its completion; then the same token may go again.
+        let tick = Token::new(OpKind::Tick, 1, Gen::default());
+        ring.tick(Duration::from_millis(1), tick).expect("tick");
+        assert!(
+            ring.tick(Duration::from_millis(1), tick).is_err(),
+            "tick twice"
+        );
+        let mut cqes = Vec::new();
+        while !cqes.iter().any(|c: &Cqe| c.token == Some(tick)) {
+            ring.submit_and_wait(1).expect("wait");
+            ring.completions(&mut cqes);
+        }
+        assert!(!ring.in_flight(1, OpKind::Tick));
+        ring.tick(Duration::from_millis(1), tick)
+            .expect("tick again after its completion");
     }
 }

@@ -28,6 +28,12 @@ pub enum OpKind {
     LinkRecv = 8,
     /// A link's vectored send.
     LinkSend = 9,
+    /// A sibling worker's message: one of its links came up (the completion's result
+    /// names the store). Posted into this ring by the sibling; nothing is held.
+    Wake = 10,
+    /// This worker's message to a sibling's ring (its completion comes back only if it
+    /// failed).
+    Notify = 11,
 }
 
 impl OpKind {
@@ -42,15 +48,18 @@ impl OpKind {
             7 => Self::LinkConnect,
             8 => Self::LinkRecv,
             9 => Self::LinkSend,
+            10 => Self::Wake,
+            11 => Self::Notify,
             _ => return None,
         })
     }
 
-    /// Its bit in the ring's in-flight byte of a slot; `None` for cancellations, which
-    /// hold no memory (several may target one slot at once) and are not tracked.
+    /// Its bit in the ring's in-flight byte of a slot; `None` for cancellations and
+    /// messages between rings, which hold no memory (several may be in flight at once)
+    /// and are not tracked.
     pub(crate) fn bit(self) -> Option<u8> {
         Some(match self {
-            Self::Cancel => return None,
+            Self::Cancel | Self::Wake | Self::Notify => return None,
             Self::Accept => 1,
             Self::Recv => 1 << 1,
             Self::Send => 1 << 2,
@@ -156,6 +165,8 @@ mod tests {
             OpKind::LinkConnect,
             OpKind::LinkRecv,
             OpKind::LinkSend,
+            OpKind::Wake,
+            OpKind::Notify,
         ];
         let mut g = Gen::default();
         for _ in 0..5 {

@@ -80,7 +80,7 @@ impl Worker {
             metrics: &self.metrics,
             refuse,
             draining,
-            all: &self.all,
+            all: &self.shared.metrics,
             hub: &mut self.hub,
             me: conn_ref(key),
         };

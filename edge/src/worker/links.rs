@@ -1,19 +1,27 @@
 //! The worker's side of its links to the stores: it makes each attempt's socket and
 //! carries out what each [`Link`] polls (connect, receive, send) as ring operations,
 //! hands completions back to it, gives the hub's frames for a store to its link once a
-//! round, and tells the hub (and `/metrics`) when a link goes up or down.
+//! round, and tells the hub (and `/metrics`) when a link goes up or down. While a link
+//! is down a [`LINK_TIMER`] timeout runs so that its short backoff is kept; when a link
+//! comes up, the sibling workers are woken (a message to their rings) so that theirs
+//! to the same store try at once instead of waiting out their backoff.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wire::cluster::ClusterMap;
 use wire::link::{LinkEncoder, LinkLimits, LinkMessage};
 
 use super::Worker;
 use super::link::backoff::Jitter;
-use super::link::{Change, Link, LinkCtx, LinkOps, RecvEnd};
-use super::timer::Tick;
+use super::link::{Change, Link, LinkCtx, LinkOps, Millis, RecvEnd};
 use crate::uring::{Cqe, Gen, OpKind, Token, net};
+
+/// How often a worker with a link down looks for attempts that are due.
+pub(super) const LINK_TIMER: Duration = Duration::from_millis(25);
+/// The slot of the link timer's token (the one-second tick is on slot 0).
+pub(super) const LINK_TIMER_SLOT: u32 = 1;
 
 /// The token of `kind` for link `s`'s socket of `generation`.
 fn token(kind: OpKind, s: usize, generation: Gen) -> Token {
@@ -31,6 +39,8 @@ pub(super) struct LinkSet {
     worker: u16,
     partitions: u32,
     map_version: u64,
+    /// The start of the links' millisecond clock.
+    epoch: Instant,
 }
 
 impl LinkSet {
@@ -44,7 +54,18 @@ impl LinkSet {
             worker: worker as u16,
             partitions: map.partitions,
             map_version: map.version,
+            epoch: Instant::now(),
         }
+    }
+
+    /// Milliseconds since the worker started (the links' clock).
+    pub(super) fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    /// Whether any link is down (its next attempt is to be watched for).
+    fn any_down(&self) -> bool {
+        self.links.iter().any(|l| l.retry_at().is_some())
     }
 
     /// Run `f` on link `s` with its context.
@@ -69,7 +90,7 @@ impl LinkSet {
 
 impl Worker {
     /// Start an attempt on every link that is due.
-    fn links_connect(&mut self, now: Tick) {
+    fn links_connect(&mut self, now: Millis) {
         for s in 0..self.links.len() {
             let due = self
                 .links
@@ -98,14 +119,14 @@ impl Worker {
         }
     }
 
-    fn link_submit_failed(&mut self, s: usize, op: u8, now: Tick) -> Option<Change> {
+    fn link_submit_failed(&mut self, s: usize, op: u8, now: Millis) -> Option<Change> {
         self.links
             .with(s, |l, ctx| l.handle_submit_failed(op, now, ctx))
             .flatten()
     }
 
     pub(super) fn on_link_connect(&mut self, s: usize, generation: Gen, c: &Cqe) {
-        let now = self.wheel.now();
+        let now = self.links.now();
         let result = if c.result < 0 { Err(c.result) } else { Ok(()) };
         let change = self
             .links
@@ -122,7 +143,7 @@ impl Worker {
         };
         let t = token(OpKind::LinkRecv, s, generation);
         if self.ring.recv_multi(raw, t).is_err() {
-            let now = self.wheel.now();
+            let now = self.links.now();
             let change = self.link_submit_failed(s, LinkOps::RECV, now);
             self.link_changed(s, change);
         }
@@ -130,7 +151,7 @@ impl Worker {
 
     pub(super) fn on_link_recv(&mut self, s: usize, generation: Gen, c: &Cqe) {
         let bid = c.buffer();
-        let now = self.wheel.now();
+        let now = self.links.now();
         if c.result > 0
             && let Some(b) = bid
             && let Some(data) = self.bufs.get(b, c.result as usize)
@@ -171,7 +192,7 @@ impl Worker {
     }
 
     pub(super) fn on_link_send(&mut self, s: usize, generation: Gen, c: Cqe) {
-        let now = self.wheel.now();
+        let now = self.links.now();
         let sent = if c.result < 0 {
             Err(c.result)
         } else {
@@ -208,6 +229,7 @@ impl Worker {
                 }
                 info!(worker = self.id, store = s, id = %store_id, "store link up");
                 self.hub.link_up(s);
+                self.wake_siblings(s);
             }
             Change::Down { was_up, why, fd } => {
                 if let Some(fd) = fd {
@@ -224,6 +246,7 @@ impl Worker {
                     warn!(worker = self.id, store = s, addr = ?addr, "store link: {why}");
                 }
                 self.hub.link_down(s);
+                self.arm_link_timer();
             }
         }
         self.publish_link(s);
@@ -245,7 +268,7 @@ impl Worker {
             };
             let t = token(OpKind::LinkSend, s, generation);
             if self.ring.writev(raw, chunks, t).is_err() {
-                let now = self.wheel.now();
+                let now = self.links.now();
                 let change = self.link_submit_failed(s, LinkOps::SEND, now);
                 self.link_changed(s, change);
             }
@@ -254,7 +277,7 @@ impl Worker {
 
     /// Every tick: drop what is silent or slow to answer, ping what is idle, then
     /// start the attempts that are due.
-    pub(super) fn links_tick(&mut self, now: Tick) {
+    pub(super) fn links_tick(&mut self, now: Millis) {
         for s in 0..self.links.len() {
             let change = self
                 .links
@@ -263,6 +286,47 @@ impl Worker {
             self.link_changed(s, change);
         }
         self.links_connect(now);
+        self.arm_link_timer();
+    }
+
+    /// Keep the link timer running while a link is down.
+    fn arm_link_timer(&mut self) {
+        let t = Token::new(OpKind::Tick, LINK_TIMER_SLOT, Gen::default());
+        if self.links.any_down() && !self.ring.in_flight(t.slot, t.kind) {
+            let _ = self.ring.tick(LINK_TIMER, t);
+        }
+    }
+
+    /// The link timer fired: what is due is tried; it runs again while a link is down.
+    pub(super) fn on_link_timer(&mut self) {
+        let now = self.links.now();
+        self.links_tick(now);
+    }
+
+    /// A sibling's link to store `s` came up: ours tries now if it is down.
+    pub(super) fn on_wake(&mut self, s: usize) {
+        let now = self.links.now();
+        self.links.with(s, |l, _| l.handle_wake(now));
+        self.links_connect(now);
+    }
+
+    /// Link `s` came up: wake the siblings, whose links to the same store may be
+    /// waiting out a backoff.
+    fn wake_siblings(&mut self, s: usize) {
+        let Ok(store) = i32::try_from(s) else {
+            return;
+        };
+        for (i, fd) in self.shared.rings.iter().enumerate() {
+            let fd = fd.load(Ordering::Acquire);
+            if i == self.id || fd < 0 {
+                continue;
+            }
+            let wake = Token::worker(OpKind::Wake);
+            let own = Token::new(OpKind::Notify, i as u32, Gen::default());
+            if let Err(e) = self.ring.msg_ring(fd, store, wake, own) {
+                debug!(worker = self.id, sibling = i, error = %e, "cannot wake a sibling");
+            }
+        }
     }
 
     /// Stopping: close every link for good.

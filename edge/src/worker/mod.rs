@@ -5,7 +5,9 @@
 //! connections ([`dispatch`]), then give every connection and link with frames queued
 //! one vectored send. The state machines ([`conn`], [`link`]) do no I/O; the worker
 //! turns what they poll into ring operations. Nothing is shared with other workers but
-//! read-only configuration, the stop flag and the metrics atomics.
+//! [`Shared`]: read-only configuration and map, the stop flag, the metrics atomics and
+//! the workers' ring descriptors (a link that comes up wakes its siblings' links to the
+//! same store with a message to their rings).
 
 pub mod conn;
 mod conns;
@@ -19,7 +21,7 @@ pub mod timer;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use tracing::{debug, info};
@@ -41,6 +43,39 @@ const BUFFER_SIZE: usize = 4096;
 /// none free (see `BufRing::grow`).
 const INITIAL_BUFFERS: u16 = 64;
 
+/// What every worker of the process shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub map: Arc<ClusterMap>,
+    /// Set on SIGTERM: drain and stop.
+    pub stop: Arc<AtomicBool>,
+    /// Every worker's metrics, indexed by worker id (a `/metrics` answer sums them).
+    pub metrics: Arc<Vec<Arc<WorkerMetrics>>>,
+    /// Every worker's ring descriptor, indexed by worker id; -1 until it runs and
+    /// after it ends.
+    pub rings: Vec<AtomicI32>,
+}
+
+impl Shared {
+    /// What `workers` workers share, none running yet.
+    pub fn new(
+        cfg: Arc<Config>,
+        map: Arc<ClusterMap>,
+        stop: Arc<AtomicBool>,
+        metrics: Arc<Vec<Arc<WorkerMetrics>>>,
+    ) -> Self {
+        let rings = (0..cfg.workers).map(|_| AtomicI32::new(-1)).collect();
+        Self {
+            cfg,
+            map,
+            stop,
+            metrics,
+            rings,
+        }
+    }
+}
+
 /// Everything a worker thread owns. Field order is drop order: the ring goes before
 /// the buffers it was given.
 pub struct Worker {
@@ -52,8 +87,7 @@ pub struct Worker {
     cfg: Arc<Config>,
     id: usize,
     metrics: Arc<WorkerMetrics>,
-    all: Arc<Vec<Arc<WorkerMetrics>>>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     /// Connections with frames queued this round.
     dirty: Vec<Key>,
     drain: Option<tick::Drain>,
@@ -107,18 +141,21 @@ fn conn_ref(key: Key) -> ConnRef {
 impl Worker {
     /// A worker serving `listener`. Call on the worker's own thread: the ring accepts
     /// submissions only from the thread that created it.
-    pub fn new(
-        id: usize,
-        listener: OwnedFd,
-        cfg: Arc<Config>,
-        metrics: Arc<WorkerMetrics>,
-        all: Arc<Vec<Arc<WorkerMetrics>>>,
-        stop: Arc<AtomicBool>,
-        map: Arc<ClusterMap>,
-    ) -> io::Result<Self> {
+    pub fn new(id: usize, listener: OwnedFd, shared: Arc<Shared>) -> io::Result<Self> {
         let mut ring = Ring::new(4096)?;
         let bufs = BufRing::new(BUFFERS, BUFFER_SIZE, INITIAL_BUFFERS)?;
         ring.register(&bufs)?;
+        let metrics = shared
+            .metrics
+            .get(id)
+            .cloned()
+            .ok_or_else(|| io::Error::other(format!("no metrics for worker {id}")))?;
+        let ring_slot = shared
+            .rings
+            .get(id)
+            .ok_or_else(|| io::Error::other(format!("no ring slot for worker {id}")))?;
+        ring_slot.store(ring.fd(), Ordering::Release);
+        let (cfg, map) = (Arc::clone(&shared.cfg), Arc::clone(&shared.map));
         Ok(Self {
             ring,
             bufs,
@@ -128,8 +165,7 @@ impl Worker {
             cfg,
             id,
             metrics,
-            all,
-            stop,
+            shared,
             dirty: Vec::new(),
             drain: None,
             accepting: false,
@@ -153,7 +189,7 @@ impl Worker {
         self.arm_accept()?;
         self.ring
             .tick(Duration::from_secs(1), Token::worker(OpKind::Tick))?;
-        self.links_tick(0);
+        self.links_tick(self.links.now());
         let mut cqes: Vec<Cqe> = Vec::with_capacity(1024);
         let mut links_closed = false;
         loop {
@@ -198,11 +234,35 @@ impl Worker {
             OpKind::Recv => self.on_recv(key, &c),
             OpKind::Send => self.on_send(key, c),
             OpKind::Poll => self.on_poll(key, &c),
+            OpKind::Tick if t.slot == links::LINK_TIMER_SLOT => self.on_link_timer(),
             OpKind::Tick => self.on_tick(),
+            OpKind::Wake => {
+                if let Ok(s) = usize::try_from(c.result) {
+                    self.on_wake(s);
+                }
+            }
+            OpKind::Notify => {
+                if c.result < 0 {
+                    debug!(
+                        worker = self.id,
+                        error = c.result,
+                        "a sibling's ring refused a wake"
+                    );
+                }
+            }
             OpKind::LinkConnect => self.on_link_connect(t.slot as usize, t.generation, &c),
             OpKind::LinkRecv => self.on_link_recv(t.slot as usize, t.generation, &c),
             OpKind::LinkSend => self.on_link_send(t.slot as usize, t.generation, c),
             OpKind::Cancel => {}
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// The ring is about to close: siblings must not message it any more.
+    fn drop(&mut self) {
+        if let Some(slot) = self.shared.rings.get(self.id) {
+            slot.store(-1, Ordering::Release);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The worker's one-second tick: links are reconnected, pinged or dropped, the hub's
+//! The worker's one-second tick: links are reconnected, pinged or dropped (a link
+//! that is down also has its own 25 ms timer, see `links.rs`), the hub's
 //! figures published, spare memory given back, a SIGTERM drain advanced (health
 //! check says 503, the listener closes, connections are closed in a smooth wave), and
 //! every connection whose deadline is due gets [`Conn::handle_timer`](super::conn::Conn::handle_timer).
@@ -32,7 +33,7 @@ impl Worker {
         let mut due = Vec::new();
         self.wheel.advance(&mut due);
         let now = self.wheel.now();
-        self.links_tick(now);
+        self.links_tick(self.links.now());
         self.publish_hub();
         self.hub.trim();
         self.ring.trim();
@@ -49,7 +50,7 @@ impl Worker {
 
     /// Start a drain once the stop flag is set, then advance it.
     fn drain_tick(&mut self) {
-        if self.stop.load(Ordering::Relaxed) && self.drain.is_none() {
+        if self.shared.stop.load(Ordering::Relaxed) && self.drain.is_none() {
             info!(worker = self.id, connections = self.conns.len(), "draining");
             let spread = (self.cfg.drain.as_secs() / 2).max(1);
             self.drain = Some(Drain {

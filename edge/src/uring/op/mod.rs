@@ -5,6 +5,7 @@
 pub mod accept;
 pub mod cancel;
 pub mod connect;
+pub mod msg_ring;
 pub mod poll;
 pub mod recv;
 pub mod timeout;

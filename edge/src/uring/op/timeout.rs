@@ -1,5 +1,6 @@
-//! The worker's tick: a timeout that completes after a fixed interval. Its timespec is
-//! owned by the ring while it is in flight.
+//! A timeout that completes after a fixed interval (the worker's one-second tick, and
+//! the link timer that runs while a store link is down). Its timespec is held by the
+//! ring under the operation's token until the completion comes back.
 
 use std::io;
 use std::time::Duration;
@@ -9,19 +10,15 @@ use io_uring::{opcode, types};
 use crate::uring::{Held, Ring, Token};
 
 impl Ring {
-    /// Complete `token` after `after` (one tick of the worker's timer wheel). Refused
-    /// while a tick is in flight: its timespec is the one this would overwrite.
+    /// Complete `token` after `after`. Refused while a timeout of the same token's
+    /// kind and slot is in flight.
     pub fn tick(&mut self, after: Duration, token: Token) -> io::Result<()> {
-        if self.in_flight(token.slot, token.kind) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "a tick is in flight",
-            ));
-        }
-        *self.tick = types::Timespec::new()
-            .sec(after.as_secs())
-            .nsec(after.subsec_nanos());
-        let e = opcode::Timeout::new(&*self.tick as *const types::Timespec).build();
-        self.push_op(token, e, Held::Nothing)
+        let ts = Box::new(
+            types::Timespec::new()
+                .sec(after.as_secs())
+                .nsec(after.subsec_nanos()),
+        );
+        let e = opcode::Timeout::new(&raw const *ts).build();
+        self.push_op(token, e, Held::Time(ts))
     }
 }

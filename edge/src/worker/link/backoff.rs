@@ -1,18 +1,24 @@
 //! How long a link waits before its next connection attempt: exponential in the
-//! attempts made (1, 2, 4, 8 ticks, capped), with jitter so that the workers and edges
-//! that lost one store do not all knock at once when it returns. Pure: the randomness
-//! comes in as an argument.
+//! attempts made (50 ms, then 100 ms, capped), with jitter so that the workers and
+//! edges that lost one store do not all knock at once when it returns. Short on
+//! purpose: a refused connect costs the store's kernel one reset, and a store that
+//! restarts must find its edges linked again within a quarter of a second. Pure: the
+//! randomness comes in as an argument.
 
-use crate::worker::timer::Tick;
+/// Milliseconds (the link's clock).
+pub type Millis = u64;
 
-/// Longest pause between reconnect attempts, in ticks.
-pub const MAX_BACKOFF_TICKS: Tick = 8;
+/// The pause after the first failure, before jitter.
+pub const FIRST_BACKOFF_MS: Millis = 50;
+/// The longest pause between attempts, before jitter.
+pub const MAX_BACKOFF_MS: Millis = 100;
 
-/// Ticks to wait after `attempts` failed attempts (0: the link just went down), given
-/// a random number `r`: between half the base and one and a half times it, at least 1.
-pub fn backoff(attempts: u32, r: u64) -> Tick {
-    let base: Tick = (1 << attempts.min(3)).min(MAX_BACKOFF_TICKS);
-    base / 2 + 1 + (r % u64::from(base.max(1))) as Tick
+/// Milliseconds to wait after `attempts` failed attempts (0: the link just went down),
+/// given a random number `r`: between half the base and one and a half times it, at
+/// least 1.
+pub fn backoff(attempts: u32, r: u64) -> Millis {
+    let base = (FIRST_BACKOFF_MS << attempts.min(16)).min(MAX_BACKOFF_MS);
+    base / 2 + 1 + r % base.max(1)
 }
 
 /// A small, fast random source for jitter (xorshift64; not for anything secret).
@@ -47,22 +53,27 @@ mod tests {
     #[test]
     fn backoff_doubles_to_its_cap_and_jitters_within_half_either_side() {
         for attempts in 0..10u32 {
-            let base = (1u32 << attempts.min(3)).min(MAX_BACKOFF_TICKS);
+            let base = (FIRST_BACKOFF_MS << attempts).min(MAX_BACKOFF_MS);
             let mut seen = std::collections::BTreeSet::new();
             let mut j = Jitter::new(u64::from(attempts) + 1);
-            for _ in 0..1000 {
+            for _ in 0..20_000 {
                 let b = backoff(attempts, j.next());
-                assert!(b >= 1, "at least a tick");
+                assert!(b >= 1, "at least a millisecond");
                 assert!(b > base / 2 && b <= base / 2 + base, "{attempts}: {b}");
                 seen.insert(b);
             }
             assert_eq!(
-                seen.len() as u32,
+                seen.len() as u64,
                 base,
                 "{attempts}: every value of the spread is used"
             );
         }
-        assert_eq!(backoff(100, 0), MAX_BACKOFF_TICKS / 2 + 1, "capped");
+        assert_eq!(backoff(0, 0), FIRST_BACKOFF_MS / 2 + 1, "starts near 50 ms");
+        assert_eq!(backoff(u32::MAX, 0), MAX_BACKOFF_MS / 2 + 1, "capped");
+        assert!(
+            (0..1000).all(|r| backoff(u32::MAX, r) <= MAX_BACKOFF_MS * 3 / 2),
+            "never more than 150 ms"
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! verified frames: the hello's answer, keep-alive pings and pongs are handled here,
 //! every other frame goes to the caller (the hub). The link is the only owner of its
 //! up/down state; the hub hears of it through [`Change`]. A link that fails (connect
-//! refused, reset, malformed frame, silent for [`LINK_DEAD_TICKS`]) is down until its
-//! [`backoff`](backoff::backoff) passes.
+//! refused, reset, malformed frame, silent for [`LINK_DEAD_MS`]) is down until its
+//! [`backoff`](backoff::backoff) passes (tens of milliseconds, so that a store that
+//! restarts is relinked at once), or until a sibling worker's link to the same store
+//! comes up and [`handle_wake`](Link::handle_wake) says to try now. Its clock is in
+//! milliseconds ([`Millis`]).
 
 pub mod backoff;
 #[cfg(test)]
@@ -20,33 +23,34 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use wire::link::{KeepAliveNonce, LinkEncoder, LinkFrame, LinkLimits, LinkMessage, decode_frame};
 
-use crate::uring::{Chunk, Gen};
-use crate::worker::timer::Tick;
+pub use backoff::Millis;
 
-/// Ticks between pings on an idle link.
-pub const LINK_PING_TICKS: Tick = 5;
-/// Ticks of silence (a ping is answered) after which a link is declared dead.
-pub const LINK_DEAD_TICKS: Tick = 15;
-/// Ticks a connect plus hello may take.
-pub const LINK_CONNECT_TICKS: Tick = 5;
+use crate::uring::{Chunk, Gen};
+
+/// Milliseconds between pings on an idle link.
+pub const LINK_PING_MS: Millis = 5_000;
+/// Milliseconds of silence (a ping is answered) after which a link is declared dead.
+pub const LINK_DEAD_MS: Millis = 15_000;
+/// Milliseconds a connect plus hello may take.
+pub const LINK_CONNECT_MS: Millis = 5_000;
 
 /// Where a link is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
     /// Not connected; the next attempt is due at `retry_at`.
     Down {
-        /// The tick of the next attempt.
-        retry_at: Tick,
+        /// When the next attempt is due.
+        retry_at: Millis,
     },
     /// Connect in flight since `since`.
     Connecting {
         /// When the attempt started.
-        since: Tick,
+        since: Millis,
     },
     /// Connected, hello sent, waiting for its answer.
     Hello {
         /// When the attempt started.
-        since: Tick,
+        since: Millis,
     },
     /// Hello answered: requests flow.
     Up,
@@ -141,8 +145,8 @@ pub struct Link {
     /// (the ring takes one operation of a kind per link at a time).
     ops: LinkOps,
     attempts: u32,
-    last_rx: Tick,
-    last_ping: Tick,
+    last_rx: Millis,
+    last_ping: Millis,
 }
 
 /// What the link needs to build its own frames and check the hello's answer.
@@ -213,7 +217,7 @@ impl Link {
 
     /// An attempt is due (down, its backoff passed, nothing of an earlier socket in
     /// flight): it starts now; the caller creates a socket for it.
-    pub fn poll_connect(&mut self, now: Tick) -> Option<Gen> {
+    pub fn poll_connect(&mut self, now: Millis) -> Option<Gen> {
         match self.state {
             LinkState::Down { retry_at } if now >= retry_at && self.ops.is_empty() => {
                 self.generation = self.generation.next();
@@ -239,7 +243,7 @@ impl Link {
     pub fn handle_submit_failed(
         &mut self,
         op: u8,
-        now: Tick,
+        now: Millis,
         ctx: &mut LinkCtx<'_>,
     ) -> Option<Change> {
         self.ops.set(op, false);
@@ -252,7 +256,7 @@ impl Link {
         &mut self,
         generation: Gen,
         result: Result<(), i32>,
-        now: Tick,
+        now: Millis,
         ctx: &mut LinkCtx<'_>,
     ) -> Option<Change> {
         self.ops.set(LinkOps::CONNECT, false);
@@ -293,7 +297,7 @@ impl Link {
         &mut self,
         generation: Gen,
         end: RecvEnd,
-        now: Tick,
+        now: Millis,
         jitter: u64,
     ) -> Option<Change> {
         if end != RecvEnd::More {
@@ -315,7 +319,7 @@ impl Link {
         &mut self,
         generation: Gen,
         data: &[u8],
-        now: Tick,
+        now: Millis,
         ctx: &mut LinkCtx<'_>,
         on_frame: &mut dyn FnMut(&LinkFrame<'_>),
     ) -> Option<Change> {
@@ -416,7 +420,7 @@ impl Link {
         generation: Gen,
         chunks: Vec<Chunk>,
         sent: Result<usize, i32>,
-        now: Tick,
+        now: Millis,
         jitter: u64,
     ) -> Option<Change> {
         self.ops.set(LinkOps::SEND, false);
@@ -436,19 +440,20 @@ impl Link {
 
     /// Every tick: give up on an attempt that takes too long, drop a silent link,
     /// ping an idle one.
-    pub fn handle_tick(&mut self, now: Tick, ctx: &mut LinkCtx<'_>) -> Option<Change> {
+    pub fn handle_tick(&mut self, now: Millis, ctx: &mut LinkCtx<'_>) -> Option<Change> {
         match self.state {
             LinkState::Connecting { since } | LinkState::Hello { since }
-                if now.saturating_sub(since) >= LINK_CONNECT_TICKS =>
+                if now.saturating_sub(since) >= LINK_CONNECT_MS =>
             {
                 self.fail(now, "no answer in time", ctx.jitter)
             }
-            LinkState::Up if now.saturating_sub(self.last_rx) >= LINK_DEAD_TICKS => {
+            LinkState::Up if now.saturating_sub(self.last_rx) >= LINK_DEAD_MS => {
                 self.fail(now, "silent", ctx.jitter)
             }
-            LinkState::Up if now.saturating_sub(self.last_ping) >= LINK_PING_TICKS => {
+            LinkState::Up if now.saturating_sub(self.last_ping) >= LINK_PING_MS => {
                 let mut ping = Vec::new();
-                let _ = ctx.enc.ping(&mut ping, 0, KeepAliveNonce::new(now).get());
+                let nonce = KeepAliveNonce::new((now / 1000) as u32);
+                let _ = ctx.enc.ping(&mut ping, 0, nonce.get());
                 self.last_ping = now;
                 self.out.push_back(Chunk::Owned(ping));
                 None
@@ -458,7 +463,7 @@ impl Link {
     }
 
     /// Down: forget the socket's state and wait for the backoff.
-    fn fail(&mut self, now: Tick, why: &str, jitter: u64) -> Option<Change> {
+    fn fail(&mut self, now: Millis, why: &str, jitter: u64) -> Option<Change> {
         let was_up = self.state == LinkState::Up;
         if matches!(self.state, LinkState::Closed) {
             return None;
@@ -477,6 +482,22 @@ impl Link {
             why: why.to_string(),
             fd: self.fd.take(),
         })
+    }
+
+    /// A sibling worker's link to the same store just came up: the store is back, so
+    /// a down link tries now instead of waiting out its backoff.
+    pub fn handle_wake(&mut self, now: Millis) {
+        if let LinkState::Down { retry_at } = &mut self.state {
+            *retry_at = (*retry_at).min(now);
+        }
+    }
+
+    /// When the next attempt is due, if the link is down.
+    pub fn retry_at(&self) -> Option<Millis> {
+        match self.state {
+            LinkState::Down { retry_at } => Some(retry_at),
+            _ => None,
+        }
     }
 
     /// Stopping: closed for good; returns the socket to shut down.

@@ -8,19 +8,23 @@
 //!   the link gave it up;
 //! - up is reported only after the hello's answer; up and down alternate, and a down
 //!   says whether it had been up;
-//! - a silent link goes down within [`LINK_DEAD_TICKS`], a slow attempt within
-//!   [`LINK_CONNECT_TICKS`], and a down link tries again within its backoff;
+//! - a silent link goes down within [`LINK_DEAD_MS`], a slow attempt within
+//!   [`LINK_CONNECT_MS`], and a down link tries again within its backoff (at once when
+//!   woken by a sibling);
 //! - once the store behaves, the link comes up again.
 
 use proptest::prelude::*;
 use wire::link::{LinkEncoder, LinkLimits, LinkMessage, decode_frame};
 
-use super::backoff::MAX_BACKOFF_TICKS;
+use super::backoff::MAX_BACKOFF_MS;
 use super::{
-    Change, LINK_CONNECT_TICKS, LINK_DEAD_TICKS, Link, LinkCtx, LinkOps, LinkState, RecvEnd,
+    Change, LINK_CONNECT_MS, LINK_DEAD_MS, Link, LinkCtx, LinkOps, LinkState, Millis, RecvEnd,
 };
 use crate::uring::{Chunk, Gen};
-use crate::worker::timer::Tick;
+
+/// How far the clock moves per tick of the simulation (the worker's link timer while a
+/// link is down).
+const TICK_MS: Millis = 25;
 
 #[derive(Debug, Clone)]
 enum Ev {
@@ -34,6 +38,7 @@ enum Ev {
     Cancelled,
     Sent { part: u8, fail: bool },
     Tick,
+    Wake,
     HubFrames,
 }
 
@@ -49,6 +54,7 @@ fn ev() -> impl Strategy<Value = Ev> {
         1 => Just(Ev::Cancelled),
         4 => (0u8..5, prop::bool::weighted(0.1)).prop_map(|(part, fail)| Ev::Sent { part, fail }),
         4 => Just(Ev::Tick),
+        1 => Just(Ev::Wake),
         2 => Just(Ev::HubFrames),
     ]
 }
@@ -67,14 +73,14 @@ struct Sim {
     link: Link,
     k: Kernel,
     enc: LinkEncoder,
-    now: Tick,
+    now: Millis,
     /// The socket the store sees, and the bytes it got on it.
     socket: Option<Gen>,
     got: Vec<u8>,
     up: bool,
     /// Since when the link has been in its current state.
-    since: Tick,
-    retry_by: Option<Tick>,
+    since: Millis,
+    retry_by: Option<Millis>,
     ups: u32,
     frames_to_hub: u32,
     /// The store answered this socket's hello.
@@ -128,7 +134,7 @@ impl Sim {
                 self.since = self.now;
                 if let LinkState::Down { retry_at } = self.link.state() {
                     assert!(retry_at > self.now, "a retry needs a pause");
-                    assert!(retry_at <= self.now + MAX_BACKOFF_TICKS / 2 + MAX_BACKOFF_TICKS);
+                    assert!(retry_at <= self.now + MAX_BACKOFF_MS / 2 + MAX_BACKOFF_MS);
                     self.retry_by = Some(retry_at);
                 }
             }
@@ -150,7 +156,7 @@ impl Sim {
     }
 
     fn tick_only(&mut self) {
-        let mut ctx = Self::ctx(&mut self.enc, u64::from(self.now) * 7919);
+        let mut ctx = Self::ctx(&mut self.enc, self.now * 7919);
         let c = self.link.handle_tick(self.now, &mut ctx);
         self.on_change(c);
         if let Some(g) = self.link.poll_connect(self.now) {
@@ -231,7 +237,16 @@ impl Sim {
             }
             Ev::Sent { part, fail } => self.sent(part, fail),
             Ev::Tick => {
-                self.now += 1;
+                self.now += TICK_MS;
+                self.tick_only();
+            }
+            Ev::Wake => {
+                self.link.handle_wake(self.now);
+                if matches!(self.link.state(), LinkState::Down { .. }) {
+                    // Woken: the attempt comes now, or as soon as the old socket's
+                    // operations are done.
+                    self.retry_by = Some(self.now + TICK_MS);
+                }
                 self.tick_only();
             }
             Ev::HubFrames => self.link.queue(vec![1, 2, 3]),
@@ -275,10 +290,10 @@ impl Sim {
 
     fn check_deadlines(&mut self) {
         match self.link.state() {
-            LinkState::Up => assert!(self.now <= self.since + LINK_DEAD_TICKS, "silent but up"),
+            LinkState::Up => assert!(self.now <= self.since + LINK_DEAD_MS, "silent but up"),
             LinkState::Connecting { .. } | LinkState::Hello { .. } => {
                 assert!(
-                    self.now <= self.since + LINK_CONNECT_TICKS,
+                    self.now <= self.since + LINK_CONNECT_MS,
                     "attempt past its time"
                 )
             }
@@ -286,7 +301,7 @@ impl Sim {
                 // An attempt waits for an earlier socket's operations to end, then
                 // comes on the next tick at the latest.
                 if !self.link.ops().is_empty() {
-                    self.retry_by = self.retry_by.map(|by| by.max(self.now + 1));
+                    self.retry_by = self.retry_by.map(|by| by.max(self.now + TICK_MS));
                 }
                 if let Some(by) = self.retry_by {
                     assert!(self.now <= by, "no retry by {by}");
@@ -298,7 +313,7 @@ impl Sim {
 
     /// The kernel finishes what it holds and the store behaves: the link comes up.
     fn settle(&mut self) {
-        for _ in 0..(4 * MAX_BACKOFF_TICKS + 10) {
+        for _ in 0..(4 * MAX_BACKOFF_MS / TICK_MS + 10) {
             if self.up {
                 break;
             }
@@ -321,9 +336,9 @@ impl Sim {
     }
 
     /// The store stops answering (its keep-alive pings go out, nothing comes back):
-    /// the link must go down by [`LINK_DEAD_TICKS`].
+    /// the link must go down by [`LINK_DEAD_MS`].
     fn go_silent(&mut self) {
-        for _ in 0..=LINK_DEAD_TICKS {
+        for _ in 0..=LINK_DEAD_MS / TICK_MS {
             self.step(&Ev::Sent {
                 part: 4,
                 fail: false,
@@ -375,5 +390,30 @@ fn a_link_comes_up_after_its_hello_is_answered_and_passes_frames_on() {
     assert_eq!(
         sim.frames_to_hub, 1,
         "a keep-alive pong stays with the link"
+    );
+}
+
+#[test]
+fn a_refused_link_retries_within_150_ms_and_at_once_when_woken() {
+    let mut sim = Sim::new();
+    sim.step(&Ev::ConnectDone { ok: false });
+    let LinkState::Down { retry_at } = sim.link.state() else {
+        panic!(
+            "a refused connect leaves the link down: {:?}",
+            sim.link.state()
+        );
+    };
+    assert!(
+        retry_at > sim.now && retry_at <= sim.now + 150,
+        "{retry_at}"
+    );
+    assert!(
+        sim.link.poll_connect(sim.now).is_none(),
+        "not before its backoff"
+    );
+    sim.link.handle_wake(sim.now);
+    assert!(
+        sim.link.poll_connect(sim.now).is_some(),
+        "a sibling's link came up: try now"
     );
 }
