@@ -46,7 +46,7 @@ step "echo: edge vs tokio-tungstenite vs fastwebsockets, $rounds rounds ..."
 {
   echo "### Echo against the Rust peers"
   echo
-  echo "\`echo_load --rounds $rounds\`: the three servers take turns on core 0, the client on core 1; medians over the rounds. Closed-loop rows saturate both cores (the client's kernel work per message equals the server's); the paced row offers a fixed rate and divides by core 0's busy share from \`/proc/stat\`: messages per server core-second. Floor: edge ≥ 1.1 × the faster peer at 100 × 20 B."
+  echo "\`echo_load --rounds $rounds\`: the three servers take turns on core 0, the client on core 1; medians over the rounds. Closed-loop rows saturate both cores (the client's kernel work per message equals the server's); the paced rows offer a fixed rate and divide by the server process's CPU time (user + system, \`/proc/<pid>/stat\`): messages per server CPU-second. Floors: edge ≥ 1.1 × the faster peer at 100 × 20 B; ≥ 1.3 × fastwebsockets at 200 × 16 KiB."
   echo
   "$bin/echo_load" --seconds 3 --rounds "$rounds"
   echo

@@ -7,10 +7,13 @@
 #   scripts/scale.sh fanout [SUBS]       one key watched by SUBS connections
 #   scripts/scale.sh resume [CLIENTS]    a resume storm
 #
-# Needs a release build (`cargo build --release --workspace`).
+# Needs a release build (`cargo build --release --workspace`). EDGE_BIN runs another
+# edge binary (an older build, for a before/after ratio) with the same store and load
+# generator.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
+edge_bin="${EDGE_BIN:-$bin/edge}"
 scenario="${1:-memory}"
 n="${2:-}"
 port="${SCALE_PORT:-8080}"
@@ -41,7 +44,7 @@ pids+=($!)
 sleep 1
 edge_pids=()
 for _ in $(seq "$edges"); do
-  RUST_LOG=warn "$bin/edge" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 &
+  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 &
   pids+=($!); edge_pids+=($!)
 done
 for _ in $(seq 100); do

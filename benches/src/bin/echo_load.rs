@@ -9,8 +9,14 @@
 //! Closed-loop echo saturates both cores: the client's kernel work per message (its own
 //! send, which runs the server socket's receive path, and its receive) is as large as
 //! the server's, so the client's core caps every server alike. The last workload
-//! therefore offers a fixed rate below that cap and reads core 0's busy time from
-//! `/proc/stat`: messages per server core-second, the server's own efficiency.
+//! therefore offers a fixed rate below that cap and reads the server process's CPU
+//! time (user and system, `/proc/<pid>/stat`): messages per server CPU-second, the
+//! server's own efficiency (core 0's busy share is shown beside it). The
+//! last two workloads do this for small (100 × 20 B) and large (200 × 16 KiB)
+//! messages.
+//!
+//! `--against OLD_EDGE` measures another edge build in place of the two peers: a
+//! before/after ratio in one run, rounds alternating.
 //!
 //! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
@@ -39,12 +45,19 @@ struct Args {
     /// client's core can drive, so that each server's own cost shows).
     #[arg(long, default_value_t = 60_000.0)]
     offered: f64,
+    /// Messages/s offered in all by the paced 200 × 16 KiB workload.
+    #[arg(long, default_value_t = 40_000.0)]
+    offered_large: f64,
     /// Run only the workloads whose label contains this (e.g. `offered`).
     #[arg(long)]
     only: Option<String>,
     /// The edge binary [default: next to this one].
     #[arg(long)]
     edge: Option<PathBuf>,
+    /// Measure this edge binary (an older build, say) beside the edge instead of the
+    /// two peers: a before/after comparison, as a ratio in one run.
+    #[arg(long)]
+    against: Option<PathBuf>,
     /// The edge's `--recv-mode` (`multishot` or `poll`).
     #[arg(long, default_value = "multishot")]
     recv_mode: String,
@@ -253,19 +266,45 @@ fn core0() -> (u64, u64) {
 struct Sample {
     rate: f64,
     busy: f64,
+    /// CPU-seconds the server process used per second (user and system, all threads).
+    cpu: f64,
 }
 
-/// How fast `done` grows over the next `seconds`, and core 0's busy share meanwhile.
+/// The server process being measured (its CPU time is read around each window).
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// CPU seconds used so far by process `pid` (user + system, `/proc/<pid>/stat`).
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) end with `)`.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // USER_HZ, in which Linux reports these, is 100 on every architecture it runs.
+    ticks as f64 / 100.0
+}
+
+/// How fast `done` grows over the next `seconds`, core 0's busy share and the server
+/// process's CPU use meanwhile.
 async fn window(done: &AtomicU64, seconds: u64) -> Sample {
+    let pid = SERVER_PID.load(Ordering::Relaxed);
     let (b0, t0) = core0();
+    let c0 = process_cpu(pid);
     let n0 = done.load(Ordering::Relaxed);
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let n = done.load(Ordering::Relaxed) - n0;
     let (b1, t1) = core0();
+    let c1 = process_cpu(pid);
+    let wall = t.elapsed().as_secs_f64();
     Sample {
-        rate: n as f64 / t.elapsed().as_secs_f64(),
+        rate: n as f64 / wall,
         busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64,
+        cpu: (c1 - c0) / wall,
     }
 }
 
@@ -362,24 +401,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn main() {
-    let args = Args::parse();
-    if let Some(addr) = args.tungstenite_server {
-        tungstenite_server(addr);
-        return;
-    }
-    if let Some(addr) = args.fastwebsockets_server {
-        fastwebsockets_server(addr);
-        return;
-    }
-    pin(1);
-    let me = std::env::current_exe().unwrap_or_default();
-    let edge_bin = args
-        .edge
-        .clone()
-        .unwrap_or_else(|| me.with_file_name("edge"));
-    let (mut edge, edge_addr) = benches::spawn_listening(
-        Command::new(&edge_bin)
+/// Start the edge binary `bin` with one worker; its child and address.
+fn spawn_edge(bin: &std::path::Path, recv_mode: &str) -> (std::process::Child, SocketAddr) {
+    benches::spawn_listening(
+        Command::new(bin)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -388,23 +413,49 @@ fn main() {
                 "--max-message",
                 "1048576",
             ])
-            .args(["--recv-mode", &args.recv_mode])
+            .args(["--recv-mode", recv_mode])
             .env("RUST_LOG", "warn,edge=info"),
         "edge listening",
-    );
-    let (mut tung, tung_addr) = benches::spawn_listening(
-        Command::new(&me).args(["--tungstenite-server", "127.0.0.1:0"]),
-        "listening on",
-    );
-    let (mut fast, fast_addr) = benches::spawn_listening(
-        Command::new(&me).args(["--fastwebsockets-server", "127.0.0.1:0"]),
-        "listening on",
-    );
-    // Accept rate first (connections + handshakes per second, 64 at a time), then echo.
+    )
+}
+
+/// A server under test: its name, process and address.
+type Server = (String, std::process::Child, SocketAddr);
+
+/// The edge, then either the two peers or (`--against`) another edge build.
+fn start_servers(args: &Args) -> Vec<Server> {
+    let me = std::env::current_exe().unwrap_or_default();
+    let edge_bin = args
+        .edge
+        .clone()
+        .unwrap_or_else(|| me.with_file_name("edge"));
+    let (edge, edge_addr) = spawn_edge(&edge_bin, &args.recv_mode);
+    let mut servers = vec![("edge".to_owned(), edge, edge_addr)];
+    if let Some(other) = &args.against {
+        let (c, a) = spawn_edge(other, &args.recv_mode);
+        servers.push(("against".to_owned(), c, a));
+        return servers;
+    }
+    for (name, flag) in [
+        ("tokio-tungstenite", "--tungstenite-server"),
+        ("fastwebsockets", "--fastwebsockets-server"),
+    ] {
+        let (c, a) = benches::spawn_listening(
+            Command::new(&me).args([flag, "127.0.0.1:0"]),
+            "listening on",
+        );
+        servers.push((name.to_owned(), c, a));
+    }
+    servers
+}
+
+/// Each workload: its label, whether its figure is per server CPU-second (else per
+/// second), and the measurement.
+type Workload = (String, bool, Box<dyn Fn(SocketAddr) -> Sample>);
+
+/// Accept rate first (connections + handshakes per second, 64 at a time), then echo.
+fn workloads(args: &Args) -> Vec<Workload> {
     let secs = args.seconds;
-    // Each workload: its label, whether its figure is per server core-second (else per
-    // second), and the measurement.
-    type Workload = (String, bool, Box<dyn Fn(SocketAddr) -> Sample>);
     let mut workloads: Vec<Workload> = vec![(
         "connect + handshake (64 at a time)".into(),
         false,
@@ -419,92 +470,140 @@ fn main() {
     }
     let offered = args.offered;
     workloads.push((
-        format!("100 × 20 B at {offered:.0}/s offered, per server core-second"),
+        format!("100 × 20 B at {offered:.0}/s offered, per server CPU-second"),
         true,
         Box::new(move |addr| measure(addr, 100, 20, secs, Some(offered))),
+    ));
+    let large = args.offered_large;
+    workloads.push((
+        format!("200 × 16384 B at {large:.0}/s offered, per server CPU-second"),
+        true,
+        Box::new(move |addr| measure(addr, 200, 16 * 1024, secs, Some(large))),
     ));
     if let Some(only) = &args.only {
         workloads.retain(|(label, ..)| label.contains(only.as_str()));
     }
-    // Each round measures the three servers in turn, so that the host's noise of the
-    // moment falls on all of them; the ratio is the edge's over the faster peer's.
-    let servers = [
-        ("edge", edge_addr),
-        ("tokio-tungstenite", tung_addr),
-        ("fastwebsockets", fast_addr),
-    ];
-    let mut rows = Vec::new();
-    let mut loads = Vec::new();
-    for (label, per_core, run) in &workloads {
-        let mut got: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
-        let mut ratios = Vec::new();
-        for round in 1..=args.rounds {
-            let mut this = Vec::new();
-            for (i, (name, addr)) in servers.iter().enumerate() {
-                eprintln!(
-                    "[echo_load] {label}, round {round}/{}: {name} ...",
-                    args.rounds
-                );
-                let x = run(*addr);
-                let v = if *per_core {
-                    x.rate / x.busy.max(1e-9)
-                } else {
-                    x.rate
-                };
-                eprintln!(
-                    "[echo_load]   {name} {:.0}/s, core 0 {:.0}% busy",
-                    x.rate,
-                    x.busy * 100.0
-                );
-                got[i].push(v);
-                samples[i].push(x);
-                this.push(v);
-            }
-            ratios.push(this[0] / this[1].max(this[2]));
-        }
-        loads.push((label, samples));
-        rows.push((label, got, ratios));
-    }
-    println!(
-        "| workload | round | edge /s | tokio-tungstenite /s | fastwebsockets /s | edge / faster peer |"
-    );
-    println!("|---|---|---:|---:|---:|---:|");
-    for (label, got, ratios) in rows {
-        for (i, q) in ratios.iter().enumerate() {
-            println!(
-                "| {label} | {} | {:.0} | {:.0} | {:.0} | {q:.2} |",
-                i + 1,
-                got[0][i],
-                got[1][i],
-                got[2][i]
+    workloads
+}
+
+/// One workload's figures: per server, each round's figure and sample; each round's
+/// ratio of the edge to the best of the others.
+struct Row<'a> {
+    label: &'a str,
+    got: Vec<Vec<f64>>,
+    samples: Vec<Vec<Sample>>,
+    ratios: Vec<f64>,
+}
+
+/// Run `workload` for `rounds` rounds, each measuring every server in turn, so that
+/// the host's noise of the moment falls on all of them.
+fn run_workload<'a>(w: &'a Workload, servers: &[Server], rounds: usize) -> Row<'a> {
+    let (label, per_core, run) = w;
+    let mut row = Row {
+        label,
+        got: vec![Vec::new(); servers.len()],
+        samples: vec![Vec::new(); servers.len()],
+        ratios: Vec::new(),
+    };
+    for round in 1..=rounds {
+        let mut this = Vec::new();
+        for (i, (name, child, addr)) in servers.iter().enumerate() {
+            eprintln!("[echo_load] {label}, round {round}/{rounds}: {name} ...");
+            SERVER_PID.store(child.id(), Ordering::Relaxed);
+            let x = run(*addr);
+            let v = if *per_core {
+                x.rate / x.cpu.max(1e-9)
+            } else {
+                x.rate
+            };
+            eprintln!(
+                "[echo_load]   {name} {:.0}/s, core 0 {:.0}% busy, server {:.2} CPU-s/s",
+                x.rate,
+                x.busy * 100.0,
+                x.cpu
             );
+            row.got[i].push(v);
+            row.samples[i].push(x);
+            this.push(v);
         }
-        let [e, t, f] = [0, 1, 2].map(|i| median(got[i].clone()));
+        let best_other = this.iter().skip(1).copied().fold(f64::MIN, f64::max);
+        row.ratios.push(this[0] / best_other);
+    }
+    row
+}
+
+/// The tables: each round and the medians, then the medians of rate and busy share.
+fn print_tables(servers: &[Server], rows: Vec<Row<'_>>) {
+    let names: Vec<&str> = servers.iter().map(|(n, ..)| n.as_str()).collect();
+    let other = if names.len() == 2 {
+        "against"
+    } else {
+        "faster peer"
+    };
+    println!(
+        "| workload | round | {} /s | edge / {other} |",
+        names.join(" /s | ")
+    );
+    println!("|---|---|{}---:|", "---:|".repeat(names.len()));
+    for row in &rows {
+        let label = row.label;
+        for (i, q) in row.ratios.iter().enumerate() {
+            let cells: Vec<String> = row.got.iter().map(|g| format!("{:.0}", g[i])).collect();
+            println!("| {label} | {} | {} | {q:.2} |", i + 1, cells.join(" | "));
+        }
+        let cells: Vec<String> = row
+            .got
+            .iter()
+            .map(|g| format!("{:.0}", median(g.clone())))
+            .collect();
         println!(
-            "| {label} | **median** | {e:.0} | {t:.0} | {f:.0} | **{:.2}** |",
-            median(ratios)
+            "| {label} | **median** | {} | **{:.2}** |",
+            cells.join(" | "),
+            median(row.ratios.clone())
         );
     }
     println!();
-    println!("Medians of the rate each server reached and of its core's busy share:");
-    println!();
     println!(
-        "| workload | edge /s | busy | tokio-tungstenite /s | busy | fastwebsockets /s | busy |"
+        "Medians of the rate each server reached, of its core's busy share and of its process's CPU-seconds per second:"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (label, samples) in loads {
-        let cell = |i: usize| {
-            let rate = median(samples[i].iter().map(|x| x.rate).collect());
-            let busy = median(samples[i].iter().map(|x| x.busy).collect());
-            format!("{rate:.0} | {:.0}%", busy * 100.0)
-        };
-        println!("| {label} | {} | {} | {} |", cell(0), cell(1), cell(2));
+    println!();
+    println!("| workload | {} /s | busy | CPU |", names.join(" /s | busy | CPU | "));
+    println!("|---|{}", "---:|---:|---:|".repeat(names.len()));
+    for row in &rows {
+        let cells: Vec<String> = row
+            .samples
+            .iter()
+            .map(|s| {
+                let rate = median(s.iter().map(|x| x.rate).collect());
+                let busy = median(s.iter().map(|x| x.busy).collect());
+                let cpu = median(s.iter().map(|x| x.cpu).collect());
+                format!("{rate:.0} | {:.0}% | {cpu:.2}", busy * 100.0)
+            })
+            .collect();
+        println!("| {} | {} |", row.label, cells.join(" | "));
     }
-    let _ = edge.kill();
-    let _ = tung.kill();
-    let _ = fast.kill();
-    let _ = edge.wait();
-    let _ = tung.wait();
-    let _ = fast.wait();
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(addr) = args.tungstenite_server {
+        tungstenite_server(addr);
+        return;
+    }
+    if let Some(addr) = args.fastwebsockets_server {
+        fastwebsockets_server(addr);
+        return;
+    }
+    pin(1);
+    let mut servers = start_servers(&args);
+    let workloads = workloads(&args);
+    let rows: Vec<Row<'_>> = workloads
+        .iter()
+        .map(|w| run_workload(w, &servers, args.rounds))
+        .collect();
+    print_tables(&servers, rows);
+    for (_, child, _) in &mut servers {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
