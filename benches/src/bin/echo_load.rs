@@ -567,7 +567,10 @@ fn print_tables(servers: &[Server], rows: Vec<Row<'_>>) {
         "Medians of the rate each server reached, of its core's busy share and of its process's CPU-seconds per second:"
     );
     println!();
-    println!("| workload | {} /s | busy | CPU |", names.join(" /s | busy | CPU | "));
+    println!(
+        "| workload | {} /s | busy | CPU |",
+        names.join(" /s | busy | CPU | ")
+    );
     println!("|---|{}", "---:|---:|---:|".repeat(names.len()));
     for row in &rows {
         let cells: Vec<String> = row
