@@ -76,6 +76,64 @@ fn echo_round_trips(mode: &str) {
 }
 
 #[test]
+fn interleaved_connections_get_every_byte_back_with_multishot_receive() {
+    interleaved_echoes("multishot");
+}
+
+#[test]
+fn interleaved_connections_get_every_byte_back_with_poll_receive() {
+    interleaved_echoes("poll");
+}
+
+/// 24 connections on one worker at once, each sending 40 messages of 1 B to 100 KB in
+/// groups of four before reading their echoes: receives of many connections follow each
+/// other in shared receive buffers, messages cross buffer ends, and the worker runs out
+/// of buffers and grows; every echo must come back whole and in order.
+fn interleaved_echoes(mode: &str) {
+    let edge = Edge::start(&["--recv-mode", mode, "--workers", "1"]);
+    let addr = edge.addr;
+    let clients: Vec<_> = (0..24u64)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut ws = Ws::connect(addr, "/echo").unwrap();
+                let mut seed = c.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut next = move || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                for group in 0..10u64 {
+                    let msgs: Vec<Vec<u8>> = (0..4u64)
+                        .map(|i| {
+                            let len = 1 + (next() % 100_000) as usize;
+                            let tag = (c * 64 + group * 4 + i) as u8;
+                            (0..len).map(|b| (b as u8).wrapping_add(tag)).collect()
+                        })
+                        .collect();
+                    let mut burst = Vec::new();
+                    for m in &msgs {
+                        encode_client_frame(&mut burst, true, Opcode::Binary, m, [7, 1, 3, 5]);
+                    }
+                    ws.s.write_all(&burst).unwrap();
+                    for m in msgs {
+                        assert_eq!(ws.recv(), Msg::Binary(m), "connection {c}, group {group}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (_, metrics) = edge.http("/metrics");
+    assert_eq!(
+        common::metric_sum(&metrics, "ringline_edge_messages_in_total"),
+        24 * 40
+    );
+}
+
+#[test]
 fn protocol_errors_and_limits_close_with_the_right_code() {
     let edge = Edge::start(&["--max-message", "1000"]);
     let mut ws = Ws::connect(edge.addr, "/echo").unwrap();

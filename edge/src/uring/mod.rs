@@ -47,6 +47,12 @@ impl Cqe {
     pub fn more(&self) -> bool {
         cqueue::more(self.flags)
     }
+
+    /// True when the kernel keeps using the completion's buffer (incremental
+    /// consumption): the buffer is not to be handed back yet.
+    pub fn buffer_more(&self) -> bool {
+        cqueue::buffer_more(self.flags)
+    }
 }
 
 /// A named set of ring setup flags.

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::conn::{Armed, Conn, Ctx, IoAction, RecvStyle};
 use super::slab::Key;
 use super::timer::deadline_after;
-use super::{BUFFER_SIZE, Worker, conn_ref, grow_buffers, secs};
+use super::{Worker, conn_ref, grow_buffers, secs};
 use crate::config::RecvMode;
 use crate::metrics::WorkerMetrics;
 use crate::uring::{Cqe, OpKind, Token, net};
@@ -85,35 +85,38 @@ impl Worker {
             me: conn_ref(key),
         };
         let bid = c.buffer();
+        let len = usize::try_from(c.result).unwrap_or(0);
         let Some(conn) = self.conns.get_mut(key) else {
             if let Some(b) = bid {
-                self.bufs.recycle(b);
+                self.bufs.consumed(b, len, c.buffer_more());
             }
             return;
         };
         if !c.more() {
             conn.handle_op_done(Armed::RECV);
         }
-        if c.result > 0 {
-            if let Some(b) = bid {
-                if let Some(data) = self.bufs.get(b, c.result as usize) {
-                    conn.handle_recv(data, now, &mut ctx);
-                }
-                self.bufs.recycle(b);
+        if let Some(b) = bid {
+            if c.result > 0
+                && let Some(data) = self.bufs.get(b, len)
+            {
+                conn.handle_recv(data, now, &mut ctx);
             }
-            if c.result == BUFFER_SIZE as i32 {
-                // Poll mode: it filled its buffer, more is likely waiting.
+            if self.bufs.consumed(b, len, c.buffer_more()) && c.result > 0 {
+                // Poll mode: it ran to the end of its buffer, more is likely waiting.
                 conn.handle_readable();
             }
-        } else if c.result == 0 {
-            conn.handle_eof();
-        } else if c.result == -libc::ENOBUFS {
-            // Every buffer was in use: receive again (this round's are back now),
-            // with more buffers if there is room.
-            grow_buffers(&mut self.bufs, self.id);
-            conn.handle_readable();
-        } else if c.result != -libc::ECANCELED {
-            conn.handle_io_error();
+        }
+        match c.result {
+            r if r > 0 => {}
+            0 => conn.handle_eof(),
+            r if r == -libc::ENOBUFS => {
+                // Every buffer was in use: receive again (this round's are back now),
+                // with more buffers if there is room.
+                grow_buffers(&mut self.bufs, self.id);
+                conn.handle_readable();
+            }
+            r if r != -libc::ECANCELED => conn.handle_io_error(),
+            _ => {}
         }
         self.drive(key);
     }

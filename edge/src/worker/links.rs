@@ -151,10 +151,11 @@ impl Worker {
 
     pub(super) fn on_link_recv(&mut self, s: usize, generation: Gen, c: &Cqe) {
         let bid = c.buffer();
+        let len = usize::try_from(c.result).unwrap_or(0);
         let now = self.links.now();
         if c.result > 0
             && let Some(b) = bid
-            && let Some(data) = self.bufs.get(b, c.result as usize)
+            && let Some(data) = self.bufs.get(b, len)
         {
             let hub = &mut self.hub;
             let change = self
@@ -169,7 +170,7 @@ impl Worker {
             self.link_changed(s, change);
         }
         if let Some(b) = bid {
-            self.bufs.recycle(b);
+            self.bufs.consumed(b, len, c.buffer_more());
         }
         let end = match c.result {
             _ if c.more() => RecvEnd::More,

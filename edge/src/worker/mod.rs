@@ -36,11 +36,17 @@ use conn::Conn;
 use slab::{Key, Slab};
 use timer::{Tick, Wheel};
 
-/// Receive buffers per worker at most, and their size.
+/// Receive buffers per worker at most, their size, and how many are handed to the
+/// kernel at start (doubled whenever a receive finds none free, see `BufRing::grow`),
+/// when buffers are consumed incrementally: large, so that a 16 KiB message arrives
+/// whole, while small messages pack one after another into one buffer.
+const INC_BUFFERS: u16 = 128;
+const INC_BUFFER_SIZE: usize = 64 * 1024;
+const INC_INITIAL_BUFFERS: u16 = 4;
+/// The same where the kernel cannot consume buffers incrementally (before 6.12): each
+/// receive takes a whole buffer, so they are small.
 const BUFFERS: u16 = 1024;
 const BUFFER_SIZE: usize = 4096;
-/// Receive buffers handed to the kernel at start; doubled whenever a receive finds
-/// none free (see `BufRing::grow`).
 const INITIAL_BUFFERS: u16 = 64;
 
 /// What every worker of the process shares.
@@ -120,6 +126,17 @@ fn grow_buffers(bufs: &mut BufRing, worker: usize) {
     }
 }
 
+/// The ring's receive buffers: consumed incrementally where the kernel can.
+fn receive_buffers(ring: &mut Ring) -> io::Result<BufRing> {
+    let inc = BufRing::new(INC_BUFFERS, INC_BUFFER_SIZE, INC_INITIAL_BUFFERS, true)?;
+    if ring.register(&inc).is_ok() {
+        return Ok(inc);
+    }
+    let whole = BufRing::new(BUFFERS, BUFFER_SIZE, INITIAL_BUFFERS, false)?;
+    ring.register(&whole)?;
+    Ok(whole)
+}
+
 /// A configured duration in ticks (seconds).
 fn secs(d: Duration) -> Tick {
     Tick::try_from(d.as_secs()).unwrap_or(Tick::MAX / 2)
@@ -143,8 +160,10 @@ impl Worker {
     /// submissions only from the thread that created it.
     pub fn new(id: usize, listener: OwnedFd, shared: Arc<Shared>) -> io::Result<Self> {
         let mut ring = Ring::new(4096)?;
-        let bufs = BufRing::new(BUFFERS, BUFFER_SIZE, INITIAL_BUFFERS)?;
-        ring.register(&bufs)?;
+        let bufs = receive_buffers(&mut ring)?;
+        if id == 0 {
+            info!(?bufs, "receive buffers");
+        }
         let metrics = shared
             .metrics
             .get(id)
