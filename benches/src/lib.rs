@@ -14,6 +14,22 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
+/// CPU seconds (user + system, all threads) used so far by process `pid` ("self" for
+/// this one), from `/proc/<pid>/stat`; 0 if it cannot be read.
+pub fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here. Linux
+    // reports them in USER_HZ, which is 100 on every architecture it runs on.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
 /// Start a server process and wait for its log line containing `marker`; the address
 /// is read from that line's `listen=ADDR` field, or else its last word. The rest of
 /// its log is drained in the background so that it never blocks on a full pipe.

@@ -273,33 +273,18 @@ struct Sample {
 /// The server process being measured (its CPU time is read around each window).
 static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// CPU seconds used so far by process `pid` (user + system, `/proc/<pid>/stat`).
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which may hold spaces) end with `)`.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    // USER_HZ, in which Linux reports these, is 100 on every architecture it runs.
-    ticks as f64 / 100.0
-}
-
 /// How fast `done` grows over the next `seconds`, core 0's busy share and the server
 /// process's CPU use meanwhile.
 async fn window(done: &AtomicU64, seconds: u64) -> Sample {
     let pid = SERVER_PID.load(Ordering::Relaxed);
     let (b0, t0) = core0();
-    let c0 = process_cpu(pid);
+    let c0 = benches::cpu_secs(&pid.to_string());
     let n0 = done.load(Ordering::Relaxed);
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let n = done.load(Ordering::Relaxed) - n0;
     let (b1, t1) = core0();
-    let c1 = process_cpu(pid);
+    let c1 = benches::cpu_secs(&pid.to_string());
     let wall = t.elapsed().as_secs_f64();
     Sample {
         rate: n as f64 / wall,

@@ -138,19 +138,6 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// CPU seconds (user + system) of process `pid` ("self" for this one), from /proc.
-fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
 /// The bytes a `/proc` file gives in kB on its line starting with `field` (0 if none).
 fn proc_kb_field(path: &str, field: &str) -> u64 {
     std::fs::read_to_string(path)
@@ -411,7 +398,8 @@ fn parent(args: &Args) {
         _ => "subscribed",
     };
     wait_all(&workers, "READY", args.conns, &progress, what);
-    let edge_cpu = |pids: &[u32]| -> f64 { pids.iter().map(|p| cpu_secs(&p.to_string())).sum() };
+    let edge_cpu =
+        |pids: &[u32]| -> f64 { pids.iter().map(|p| benches::cpu_secs(&p.to_string())).sum() };
     let mut summary: Vec<(String, String)> = Vec::new();
     let mut edge_secs = None;
     match args.mode {
@@ -661,7 +649,7 @@ fn worker(args: &Args, index: usize, procs: usize) {
         .unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
     let mut r = rt.block_on(work(args, index, first, share));
-    r.cpu_secs = cpu_secs("self");
+    r.cpu_secs = benches::cpu_secs("self");
     r.wall_secs = started.elapsed().as_secs_f64();
     say(&format!(
         "RESULT {}",
@@ -814,9 +802,9 @@ async fn fanout(
             tokio::time::Instant::now() + Duration::from_micros(t.saturating_sub(now_us()))
         };
         tokio::time::sleep_until(at(from)).await;
-        let c0 = cpu_secs("self");
+        let c0 = benches::cpu_secs("self");
         tokio::time::sleep_until(at(until)).await;
-        wc.set(cpu_secs("self") - c0);
+        wc.set(benches::cpu_secs("self") - c0);
     });
     let mut tasks = Vec::new();
     for Conn { mut ws, .. } in conns {
