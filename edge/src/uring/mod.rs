@@ -2,7 +2,7 @@
 //! provided-buffer ring, and the few system calls the standard library lacks. Each
 //! operation is pushed by its own file under [`op`] with a [`Token`] as its user data.
 //! The ring keeps a table of the tokens in flight: memory handed to the kernel (a
-//! send's frames, a connect's address) is held there, under the operation's token,
+//! send's frames, a connect's address, a timeout's timespec) is held there, under the operation's token,
 //! until the completion that ends the operation comes back, and it comes back to the
 //! caller inside that completion. A token already in flight is refused, so no two
 //! operations can share one entry of the table. Callers see safe functions only.
