@@ -55,6 +55,38 @@ pub struct Args {
     /// [default: the embedded map, one store on 127.0.0.1:7400 owning every partition].
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
+    /// Client authentication: `off` (anyone may touch every key), `optional` (a token
+    /// if given must be valid; without one, the anonymous grant) or `required` (a
+    /// valid token on every `/ws` connection) [default: off].
+    #[arg(long, value_name = "MODE")]
+    pub auth: Option<AuthMode>,
+    /// File holding the HS256 shared secret (at least 32 bytes; trailing newline ignored).
+    #[arg(long, value_name = "FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+    /// JWKS file: RS256, ES256 and EdDSA keys, the token's `kid` picks one.
+    #[arg(long, value_name = "FILE")]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// The `aud` every token must carry [default: not checked].
+    #[arg(long, value_name = "AUD")]
+    pub auth_audience: Option<String>,
+    /// The `iss` every token must carry [default: not checked].
+    #[arg(long, value_name = "ISS")]
+    pub auth_issuer: Option<String>,
+    /// Clock skew allowed on a token's `exp`, `nbf` and `iat`, in seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub auth_skew_secs: Option<u64>,
+}
+
+/// Whether clients must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No tokens: every connection may touch every key.
+    Off,
+    /// A token, if given, must be valid; without one the connection is anonymous.
+    Optional,
+    /// Every `/ws` connection needs a valid token.
+    Required,
 }
 
 /// How a worker reads its sockets.
@@ -82,6 +114,12 @@ struct FileConfig {
     pin: Option<bool>,
     recv_mode: Option<RecvMode>,
     cluster: Option<PathBuf>,
+    auth: Option<AuthMode>,
+    auth_secret_file: Option<PathBuf>,
+    auth_jwks_file: Option<PathBuf>,
+    auth_audience: Option<String>,
+    auth_issuer: Option<String>,
+    auth_skew_secs: Option<u64>,
 }
 
 /// A resolved configuration.
@@ -111,6 +149,18 @@ pub struct Config {
     pub recv_mode: RecvMode,
     /// The cluster map file (`None`: the embedded default).
     pub cluster: Option<PathBuf>,
+    /// Client authentication.
+    pub auth: AuthMode,
+    /// The HS256 secret's file.
+    pub auth_secret_file: Option<PathBuf>,
+    /// The JWKS file.
+    pub auth_jwks_file: Option<PathBuf>,
+    /// Required `aud`.
+    pub auth_audience: Option<String>,
+    /// Required `iss`.
+    pub auth_issuer: Option<String>,
+    /// Clock skew allowed on token times.
+    pub auth_skew: Duration,
 }
 
 /// A configuration that could not be read.
@@ -158,12 +208,23 @@ impl Config {
             pin: args.pin.or(f.pin).unwrap_or(true),
             recv_mode: args.recv_mode.or(f.recv_mode).unwrap_or(RecvMode::Poll),
             cluster: args.cluster.clone().or(f.cluster),
+            auth: args.auth.or(f.auth).unwrap_or(AuthMode::Off),
+            auth_secret_file: args.auth_secret_file.clone().or(f.auth_secret_file),
+            auth_jwks_file: args.auth_jwks_file.clone().or(f.auth_jwks_file),
+            auth_audience: args.auth_audience.clone().or(f.auth_audience),
+            auth_issuer: args.auth_issuer.clone().or(f.auth_issuer),
+            auth_skew: Duration::from_secs(args.auth_skew_secs.or(f.auth_skew_secs).unwrap_or(30)),
         };
         // One message must always fit in a connection's outbound queue.
         let mut c = c;
         c.max_outbound = c.max_outbound.max(c.max_message + (64 << 10));
         if c.workers == 0 {
             return Err(ConfigError::Invalid("workers must be at least 1"));
+        }
+        if c.auth != AuthMode::Off && (c.auth_secret_file.is_some() == c.auth_jwks_file.is_some()) {
+            return Err(ConfigError::Invalid(
+                "auth needs exactly one of auth_secret_file and auth_jwks_file",
+            ));
         }
         if c.heartbeat.is_zero() || c.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid(

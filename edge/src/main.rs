@@ -3,8 +3,6 @@
 //! only starts them and waits for SIGTERM/SIGINT, which starts a graceful drain.
 #![deny(unsafe_code)]
 
-// Checked by its tests; the worker uses it once tokens are verified (issue 15).
-#[allow(dead_code)]
 mod auth;
 mod config;
 mod hub;
@@ -52,10 +50,11 @@ fn run(args: &Args) -> Result<(), String> {
     uring::net::block_stop_signals().map_err(|e| format!("signals: {e}"))?;
     let listeners = bind_listeners(&mut cfg)?;
     let map = load_map(&cfg)?;
+    let verifier = load_auth(&cfg)?;
     let map = Arc::new(map);
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = start_workers(listeners, &cfg, &map, &stop)?;
+    let handles = start_workers(listeners, &cfg, &map, &stop, verifier)?;
     info!(
         listen = %cfg.listen, workers = cfg.workers, echo = cfg.echo,
         stores = map.stores.len(), partitions = map.partitions,
@@ -157,12 +156,25 @@ fn load_map(cfg: &Config) -> Result<wire::cluster::ClusterMap, String> {
     Ok(map)
 }
 
+/// The token verifier, if auth is on; a loud warning if it is off.
+fn load_auth(cfg: &Config) -> Result<Option<auth::token::Verifier>, String> {
+    let verifier = auth::token::load(cfg)?;
+    match &verifier {
+        None => warn!(
+            "auth is off: every client may read, write and publish every key (set auth = \"required\" for anything reachable from a network)"
+        ),
+        Some(v) => info!(mode = ?cfg.auth, verifier = ?v, "client authentication"),
+    }
+    Ok(verifier)
+}
+
 /// A worker thread on each listener (pinned to a core if configured).
 fn start_workers(
     listeners: Vec<std::os::fd::OwnedFd>,
     cfg: &Arc<Config>,
     map: &Arc<wire::cluster::ClusterMap>,
     stop: &Arc<AtomicBool>,
+    verifier: Option<auth::token::Verifier>,
 ) -> Result<Vec<std::thread::JoinHandle<Result<(), String>>>, String> {
     let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();
     let all: Arc<Vec<Arc<WorkerMetrics>>> = Arc::new(
@@ -175,6 +187,7 @@ fn start_workers(
         Arc::clone(map),
         Arc::clone(stop),
         all,
+        verifier,
     ));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::new();

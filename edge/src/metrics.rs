@@ -20,6 +20,10 @@ pub struct WorkerMetrics {
     pub rejected_bad: AtomicU64,
     /// Connections dropped for not finishing their handshake in time.
     pub rejected_timeout: AtomicU64,
+    /// Handshakes refused with 401: no token where one is required, or a bad one.
+    pub rejected_unauthorized: AtomicU64,
+    /// Operations refused as `forbidden`: not granted by the connection's token.
+    pub denied: AtomicU64,
     /// WebSocket handshakes completed.
     pub handshakes: AtomicU64,
     /// Plain HTTP requests answered.
@@ -90,7 +94,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 15] = [
+static SERIES: [Series; 17] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -114,6 +118,18 @@ static SERIES: [Series; 15] = [
         "counter",
         "Requests refused as malformed.",
         |m| &m.rejected_bad,
+    ),
+    (
+        "ringline_edge_rejected_unauthorized_total",
+        "counter",
+        "Handshakes refused with 401: a token missing where required, or invalid.",
+        |m| &m.rejected_unauthorized,
+    ),
+    (
+        "ringline_edge_denied_total",
+        "counter",
+        "Operations refused as forbidden: not granted by the connection's token.",
+        |m| &m.denied,
     ),
     (
         "ringline_edge_rejected_timeout_total",

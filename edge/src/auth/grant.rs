@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use wire::client::Target;
+use wire::client::{Request, Target};
 
 /// What an operation does to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +158,13 @@ pub struct Grant {
     publish: Patterns,
 }
 
+/// A grant of nothing (an anonymous connection while auth is on).
+pub static NOTHING: Grant = Grant {
+    read: Patterns(Vec::new()),
+    write: Patterns(Vec::new()),
+    publish: Patterns(Vec::new()),
+};
+
 impl Grant {
     /// Compile `spec` for `subject` (the token's `sub`, empty if anonymous).
     pub fn compile(spec: &GrantSpec, subject: &str) -> Result<Self, PatternError> {
@@ -179,6 +186,18 @@ impl Grant {
     /// Whether `access` to `key` is granted.
     pub fn allows(&self, access: Access, key: &str) -> bool {
         self.patterns(access).allows_key(key.as_bytes())
+    }
+
+    /// Whether `req` is granted (an `unsub` always is: it only gives up what was
+    /// granted).
+    pub fn permits(&self, req: &Request<'_>) -> bool {
+        match req {
+            Request::Sub { target, .. } => self.allows_target(target),
+            Request::Unsub { .. } => true,
+            Request::Get { key, .. } => self.allows(Access::Read, key),
+            Request::Put { key, .. } | Request::Del { key, .. } => self.allows(Access::Write, key),
+            Request::Pub { key, .. } => self.allows(Access::Publish, key),
+        }
     }
 
     /// Whether a subscription to `target` is granted: a key if it is readable, a

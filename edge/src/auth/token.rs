@@ -11,9 +11,6 @@ use serde::Deserialize;
 
 use super::grant::{Grant, GrantSpec, PatternError};
 
-/// The claim that carries a token's permissions.
-pub const GRANT_CLAIM: &str = "rl";
-
 /// Why a token is refused. Every one is the client's doing (or its issuer's); none
 /// says which key or secret was tried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +37,54 @@ pub enum TokenError {
     Missing(String),
     #[error("bad permission pattern: {0}")]
     Grant(#[from] PatternError),
+}
+
+impl TokenError {
+    /// A short fixed phrase for the client (401's header, an error's message): never
+    /// the token, never a key.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed token",
+            Self::UnknownKey => "unknown key",
+            Self::Algorithm => "algorithm not allowed",
+            Self::Signature => "bad signature",
+            Self::Expired => "token expired",
+            Self::NotYetValid => "token not valid yet",
+            Self::IssuedInFuture => "token issued in the future",
+            Self::Audience => "wrong audience",
+            Self::Issuer => "wrong issuer",
+            Self::Missing(_) => "missing claim",
+            Self::Grant(_) => "bad permission pattern",
+        }
+    }
+}
+
+/// The verifier the configuration asks for: `None` when auth is off. Reads the key
+/// file; any problem stops the edge from starting.
+pub fn load(cfg: &crate::config::Config) -> Result<Option<Verifier>, String> {
+    use crate::config::AuthMode;
+    if cfg.auth == AuthMode::Off {
+        return Ok(None);
+    }
+    let v = match (&cfg.auth_secret_file, &cfg.auth_jwks_file) {
+        (Some(path), None) => {
+            let secret =
+                std::fs::read(path).map_err(|e| format!("auth secret {}: {e}", path.display()))?;
+            let secret = secret.trim_ascii_end();
+            Verifier::with_secret(secret).map_err(|e| format!("auth secret: {e}"))?
+        }
+        (None, Some(path)) => {
+            let json = std::fs::read_to_string(path)
+                .map_err(|e| format!("auth JWKS {}: {e}", path.display()))?;
+            Verifier::with_jwks(&json).map_err(|e| format!("auth JWKS {}: {e}", path.display()))?
+        }
+        _ => return Err("auth needs exactly one of auth_secret_file and auth_jwks_file".into()),
+    };
+    Ok(Some(
+        v.audience(cfg.auth_audience.clone())
+            .issuer(cfg.auth_issuer.clone())
+            .skew(cfg.auth_skew.as_secs()),
+    ))
 }
 
 /// Who a verified token says the connection is, and what it may do until when.

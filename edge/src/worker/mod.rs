@@ -61,6 +61,8 @@ pub struct Shared {
     /// Every worker's ring descriptor, indexed by worker id; -1 until it runs and
     /// after it ends.
     pub rings: Vec<AtomicI32>,
+    /// Client tokens are checked against this (`None`: auth is off).
+    pub verifier: Option<crate::auth::token::Verifier>,
 }
 
 impl Shared {
@@ -70,6 +72,7 @@ impl Shared {
         map: Arc<ClusterMap>,
         stop: Arc<AtomicBool>,
         metrics: Arc<Vec<Arc<WorkerMetrics>>>,
+        verifier: Option<crate::auth::token::Verifier>,
     ) -> Self {
         let rings = (0..cfg.workers).map(|_| AtomicI32::new(-1)).collect();
         Self {
@@ -78,6 +81,7 @@ impl Shared {
             stop,
             metrics,
             rings,
+            verifier,
         }
     }
 }

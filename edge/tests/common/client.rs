@@ -42,6 +42,14 @@ impl Client {
         Some(Self { ws, binary: false })
     }
 
+    /// A JSON client whose upgrade carries `Authorization: Bearer <token>`; `Err`
+    /// holds the response head of a refusal.
+    pub fn json_with_token(addr: SocketAddr, token: &str) -> Result<Self, String> {
+        let auth = format!("Authorization: Bearer {token}\r\n");
+        let ws = Ws::connect_headers(addr, "/ws", Some("ringline.v1.json"), &auth)?;
+        Ok(Self { ws, binary: false })
+    }
+
     pub fn fb(addr: SocketAddr) -> Self {
         let ws = Ws::connect_with(addr, "/ws", Some("ringline.v1.fb")).unwrap();
         Self { ws, binary: true }

@@ -35,6 +35,17 @@ impl Ws {
         path: &str,
         protocol: Option<&str>,
     ) -> Result<Self, String> {
+        Self::connect_headers(addr, path, protocol, "")
+    }
+
+    /// Connect offering subprotocol `protocol`, with `headers` (each line ending in
+    /// CRLF) added to the request; `Err` holds the response head of a refusal.
+    pub fn connect_headers(
+        addr: SocketAddr,
+        path: &str,
+        protocol: Option<&str>,
+        headers: &str,
+    ) -> Result<Self, String> {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let offer = protocol
@@ -42,7 +53,7 @@ impl Ws {
             .unwrap_or_default();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}{headers}\r\n"
         )
         .unwrap();
         let mut head = Vec::new();

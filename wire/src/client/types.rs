@@ -189,17 +189,23 @@ pub enum ErrorCode {
     Overloaded,
     /// An unexpected failure in the service.
     Internal,
+    /// The connection has no valid token (missing, expired, or refused).
+    Unauthorized,
+    /// The connection's token does not grant this operation on this key.
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, for tests and exhaustive tables.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::BadRequest,
         Self::TooLarge,
         Self::Conflict,
         Self::Unavailable,
         Self::Overloaded,
         Self::Internal,
+        Self::Unauthorized,
+        Self::Forbidden,
     ];
 
     /// The code's wire name, e.g. `"bad_request"`.
@@ -212,6 +218,8 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 

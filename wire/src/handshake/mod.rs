@@ -12,4 +12,4 @@ pub mod response;
 pub use accept::{AcceptKey, accept_key};
 pub use error::HandshakeError;
 pub use request::{HandshakeLimits, Request, Upgrade, parse_request};
-pub use response::{Status, write_response, write_switching_protocols};
+pub use response::{Status, write_response, write_switching_protocols, write_unauthorized};

@@ -11,6 +11,8 @@ pub enum Status {
     Ok,
     /// 400 Bad Request.
     BadRequest,
+    /// 401 Unauthorized (a missing or invalid token; see [`write_unauthorized`]).
+    Unauthorized,
     /// 404 Not Found.
     NotFound,
     /// 405 Method Not Allowed.
@@ -29,6 +31,7 @@ impl Status {
         match self {
             Self::Ok => 200,
             Self::BadRequest => 400,
+            Self::Unauthorized => 401,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UpgradeRequired => 426,
@@ -42,6 +45,7 @@ impl Status {
         match self {
             Self::Ok => "OK",
             Self::BadRequest => "Bad Request",
+            Self::Unauthorized => "Unauthorized",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::UpgradeRequired => "Upgrade Required",
@@ -63,6 +67,20 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &AcceptKey, protocol
         out.extend_from_slice(p.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Append `401 Unauthorized` for a missing or invalid bearer token, its `reason` (a
+/// short fixed phrase, never the token) in the RFC 6750 `WWW-Authenticate` header and
+/// in the body; `Connection: close`.
+pub fn write_unauthorized(out: &mut Vec<u8>, reason: &str) {
+    use std::io::Write;
+    let body = format!("unauthorized: {reason}\n");
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\nWWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"{reason}\"\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// Append a complete plain response with a body; `Connection: close`.
@@ -114,6 +132,25 @@ mod tests {
             })
             .collect();
         (r.code.unwrap(), hs, bytes[n..].to_vec())
+    }
+
+    #[test]
+    fn unauthorized_says_why_in_the_header_and_body() {
+        let mut out = Vec::new();
+        write_unauthorized(&mut out, "token expired");
+        let (code, headers, body) = parse(&out);
+        assert_eq!(code, 401);
+        let www = headers
+            .iter()
+            .find(|(n, _)| n == "WWW-Authenticate")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            www,
+            Some("Bearer error=\"invalid_token\", error_description=\"token expired\"")
+        );
+        assert_eq!(body, b"unauthorized: token expired\n");
+        let len = headers.iter().find(|(n, _)| n == "Content-Length");
+        assert_eq!(len.map(|(_, v)| v.as_str()), Some("28"));
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! The request head of a new connection, answered: `/healthz`, `/metrics` and the demo
 //! page in plain HTTP, `/echo` and `/ws` upgraded to a WebSocket (or refused: 503 when
 //! full or draining, 400 for a bad request or an unsupported subprotocol), anything
-//! else 404. A plain answer is the connection's last: it closes once that is flushed.
+//! else 404. With auth on, a `/ws` upgrade's `Authorization: Bearer` token is verified
+//! here: a bad one, or none where one is required, gets 401 with the reason. A plain
+//! answer is the connection's last: it closes once that is flushed.
 
 use wire::frame::{Decoder, Limits};
 use wire::handshake::{
     HandshakeLimits, Request, Status, parse_request, write_response, write_switching_protocols,
+    write_unauthorized,
 };
 
 use super::{Conn, Ctx, PROTOCOL_FB, PROTOCOLS, Proto};
+use crate::auth::token::Identity;
+use crate::config::AuthMode;
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
 use crate::worker::conn::life::Life;
@@ -21,8 +26,9 @@ const DEMO_PAGE: &str = include_str!("../../../assets/index.html");
 enum Route {
     /// Answered in plain HTTP, then closed.
     Answered,
-    /// Upgraded: the bytes after the head, and what its messages are.
-    Upgraded(Vec<u8>, Proto),
+    /// Upgraded: the bytes after the head, what its messages are, and who its token
+    /// says it is.
+    Upgraded(Vec<u8>, Proto, Option<Box<Identity>>),
 }
 
 impl Conn {
@@ -52,7 +58,8 @@ impl Conn {
         };
         self.out.push_owned(reply);
         match route {
-            Route::Upgraded(mut rest, proto) => {
+            Route::Upgraded(mut rest, proto, identity) => {
+                self.identity = identity;
                 self.upgrade(proto, now, ctx);
                 if !rest.is_empty() {
                     self.on_frames(&mut rest, now, ctx);
@@ -146,6 +153,18 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
             return Route::Answered;
         }
     };
+    let identity = if proto == Proto::Echo {
+        None
+    } else {
+        match authenticate(req, ctx) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                WorkerMetrics::add(&m.rejected_unauthorized, 1);
+                write_unauthorized(reply, reason);
+                return Route::Answered;
+            }
+        }
+    };
     WorkerMetrics::add(&m.handshakes, 1);
     let protocol = if proto == Proto::Echo {
         None
@@ -153,7 +172,28 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
         up.protocol
     };
     write_switching_protocols(reply, &up.accept, protocol);
-    Route::Upgraded(req.rest.to_vec(), proto)
+    Route::Upgraded(req.rest.to_vec(), proto, identity)
+}
+
+/// Who the upgrade's bearer token says the client is (`None`: anonymous, or auth is
+/// off); `Err` with the reason for a 401.
+fn authenticate(req: &Request<'_>, ctx: &Ctx<'_>) -> Result<Option<Box<Identity>>, &'static str> {
+    let (mode, Some(verifier)) = (ctx.cfg.auth, ctx.auth) else {
+        return Ok(None);
+    };
+    // RFC 6750 §2.1: `Bearer` then the token; the scheme is case-insensitive.
+    let token = req.authorization.and_then(|a| {
+        let (scheme, token) = a.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    match (token, mode) {
+        (Some(t), _) => verifier
+            .verify(t)
+            .map(|id| Some(Box::new(id)))
+            .map_err(|e| e.reason()),
+        (None, AuthMode::Required) => Err("token required"),
+        (None, _) => Ok(None),
+    }
 }
 
 impl super::SendQueue {

@@ -15,6 +15,7 @@ mod ws;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
+use crate::auth::token::{Identity, Verifier};
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
@@ -136,6 +137,9 @@ pub struct Conn {
     /// What its WebSocket messages are (kept here, not in `Life::Open`, where it would
     /// cost the slot 8 bytes of padding).
     proto: Proto,
+    /// Who its token says it is and what it may touch (`None`: anonymous, or auth is
+    /// off).
+    identity: Option<Box<Identity>>,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -155,6 +159,8 @@ pub struct Ctx<'a> {
     pub draining: bool,
     /// Every worker's figures, for `/metrics`.
     pub all: &'a [std::sync::Arc<WorkerMetrics>],
+    /// Client tokens are checked against this (`None`: auth is off).
+    pub auth: Option<&'a Verifier>,
 }
 
 /// Largest owned chunk small frames are coalesced into.
@@ -175,6 +181,7 @@ impl Conn {
             pending: Pending::default(),
             style,
             proto: Proto::Echo,
+            identity: None,
         };
         c.set_due(deadline);
         // The request head is on its way: receive it at once (in poll mode too).

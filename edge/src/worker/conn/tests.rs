@@ -128,6 +128,12 @@ fn config(style: RecvStyle) -> Config {
             RecvStyle::Poll => RecvMode::Poll,
         },
         cluster: None,
+        auth: crate::config::AuthMode::Off,
+        auth_secret_file: None,
+        auth_jwks_file: None,
+        auth_audience: None,
+        auth_issuer: None,
+        auth_skew: std::time::Duration::from_secs(30),
     }
 }
 
@@ -234,6 +240,7 @@ impl Sim {
         let mut ctx = Ctx {
             hub: &mut self.hub,
             me: (0, 1),
+            auth: None,
             cfg: &self.cfg,
             metrics: &self.metrics,
             refuse: false,

@@ -1,13 +1,15 @@
 //! The WebSocket frame loop of an open connection: received bytes are decoded into
 //! frames (unmasked in place; a frame cut by the end of a buffer waits in `partial`),
 //! and each message is echoed (`/echo`) or decoded into a client request for the hub
-//! (`/ws`; a request that does not decode gets its error answer). Pings are answered,
+//! (`/ws`; a request that does not decode gets its error answer, one its token does
+//! not grant gets `forbidden`). Pings are answered,
 //! a close is echoed, and a protocol error closes with its code.
 
-use wire::client::{fb as client_fb, json as client_json};
+use wire::client::{ErrorCode, Request, Response, fb as client_fb, json as client_json};
 use wire::frame::{CloseCode, Decoder, Incoming, Opcode, encode_close_reply, encode_frame};
 
 use super::{Conn, Ctx, Proto, SendQueue};
+use crate::auth::grant::{Grant, NOTHING};
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
 use crate::worker::conn::life::Life;
@@ -28,11 +30,15 @@ struct FrameLoop<'a> {
     proto: Proto,
     hub: &'a mut Hub,
     me: ConnRef,
+    /// What this connection may touch (`None`: auth is off, everything).
+    grant: Option<&'a Grant>,
     scratch: Vec<u8>,
     /// Messages received.
     messages: u64,
-    /// Error answers queued (a `/ws` request that did not decode).
+    /// Error answers queued (a `/ws` request that did not decode, or was denied).
     answered: u64,
+    /// Requests denied as `forbidden`.
+    denied: u64,
     stop: Option<Stop>,
 }
 
@@ -80,7 +86,7 @@ impl FrameLoop<'_> {
         match (self.proto, opcode) {
             (Proto::Echo, _) => self.out.push_with(&mut |v| encode_frame(v, opcode, body)),
             (Proto::Json, Opcode::Text) => match client_json::decode_request(body) {
-                Ok(req) => self.hub.request(self.me, req),
+                Ok(req) => self.request(req, Opcode::Text),
                 Err(e) => {
                     self.scratch.clear();
                     client_json::encode_response(&e.to_response(), &mut self.scratch);
@@ -88,7 +94,7 @@ impl FrameLoop<'_> {
                 }
             },
             (Proto::Fb, Opcode::Binary) => match client_fb::decode_request(body) {
-                Ok(req) => self.hub.request(self.me, req),
+                Ok(req) => self.request(req, Opcode::Binary),
                 Err(e) => {
                     self.scratch.clear();
                     client_fb::encode_response(&e.to_response(), &mut self.scratch);
@@ -99,6 +105,29 @@ impl FrameLoop<'_> {
             // error".
             _ => self.stop = Some(Stop::Error(CloseCode::UNSUPPORTED_DATA)),
         }
+    }
+
+    /// A decoded request: to the hub if granted, else answered `forbidden` (the
+    /// connection stays).
+    fn request(&mut self, req: Request<'_>, opcode: Opcode) {
+        if self.grant.is_none_or(|g| g.permits(&req)) {
+            self.hub.request(self.me, req);
+            return;
+        }
+        self.denied += 1;
+        let denied = Response::Error {
+            id: Some(req.id()),
+            code: ErrorCode::Forbidden,
+            message: "not granted by this connection's token".into(),
+            version: None,
+        };
+        self.scratch.clear();
+        if opcode == Opcode::Text {
+            client_json::encode_response(&denied, &mut self.scratch);
+        } else {
+            client_fb::encode_response(&denied, &mut self.scratch);
+        }
+        self.answer(opcode);
     }
 
     /// Queue the error answer in `scratch`.
@@ -113,8 +142,17 @@ impl Conn {
     /// Frames arrived on an open WebSocket.
     pub(super) fn on_frames(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
         let Self {
-            life, out, proto, ..
+            life,
+            out,
+            proto,
+            identity,
+            ..
         } = self;
+        let grant = match (ctx.auth, identity) {
+            (None, _) => None,
+            (Some(_), Some(id)) => Some(&id.grant),
+            (Some(_), None) => Some(&NOTHING),
+        };
         let Life::Open { dec, partial } = life else {
             return;
         };
@@ -123,9 +161,11 @@ impl Conn {
             proto: *proto,
             hub: &mut *ctx.hub,
             me: ctx.me,
+            grant,
             scratch: Vec::new(),
             messages: 0,
             answered: 0,
+            denied: 0,
             stop: None,
         };
         match partial {
@@ -150,6 +190,7 @@ impl Conn {
         let (messages, answered, stop) = (run.messages, run.answered, run.stop);
         let m = ctx.metrics;
         WorkerMetrics::add(&m.messages_in, messages);
+        WorkerMetrics::add(&m.denied, run.denied);
         let out = if *proto == Proto::Echo {
             messages
         } else {
