@@ -262,6 +262,32 @@ mod tests {
     }
 
     #[test]
+    fn auth_needs_exactly_one_key_source() {
+        let on = |secret: Option<&str>, jwks: Option<&str>| {
+            Config::resolve(&Args {
+                auth: Some(AuthMode::Required),
+                auth_secret_file: secret.map(PathBuf::from),
+                auth_jwks_file: jwks.map(PathBuf::from),
+                ..Args::default()
+            })
+        };
+        assert!(matches!(on(None, None), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            on(Some("s"), Some("j")),
+            Err(ConfigError::Invalid(_))
+        ));
+        let c = on(Some("s"), None).unwrap();
+        assert_eq!(c.auth, AuthMode::Required);
+        assert_eq!(c.auth_skew, Duration::from_secs(30));
+        assert!(on(None, Some("j")).is_ok());
+        // Off is the default and needs nothing.
+        assert_eq!(
+            Config::resolve(&Args::default()).unwrap().auth,
+            AuthMode::Off
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_zero_workers_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.toml");
