@@ -24,6 +24,8 @@ pub struct WorkerMetrics {
     pub rejected_unauthorized: AtomicU64,
     /// Operations refused as `forbidden`: not granted by the connection's token.
     pub denied: AtomicU64,
+    /// Browser handshakes refused with 403: an origin not on the allow-list.
+    pub rejected_origin: AtomicU64,
     /// WebSocket handshakes completed.
     pub handshakes: AtomicU64,
     /// Plain HTTP requests answered.
@@ -94,7 +96,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 17] = [
+static SERIES: [Series; 18] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -124,6 +126,12 @@ static SERIES: [Series; 17] = [
         "counter",
         "Handshakes refused with 401: a token missing where required, or invalid.",
         |m| &m.rejected_unauthorized,
+    ),
+    (
+        "ringline_edge_rejected_origin_total",
+        "counter",
+        "Browser handshakes refused with 403: an origin not on the allow-list.",
+        |m| &m.rejected_origin,
     ),
     (
         "ringline_edge_denied_total",

@@ -1104,3 +1104,39 @@ fn with_auth_off_every_op_goes_through_whatever_the_token() {
     assert!(matches!(r, Response::Ok { id: 1, .. }), "{r:?}");
     assert_eq!(c.edge.metric("ringline_edge_denied_total"), 0);
 }
+
+#[test]
+fn browser_handshakes_from_origins_off_the_allow_list_get_403() {
+    let c = Cluster::start_with(&[
+        "--allowed-origin",
+        "https://app.example.com",
+        "--allowed-origin",
+        "https://*.example.org",
+    ]);
+    let addr = c.edge.addr;
+    let open = |origin: Option<&str>| {
+        let header = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        Ws::connect_headers(addr, "/ws", Some("ringline.v1.json"), &header)
+    };
+    for o in [
+        "https://evil.example.net",
+        "https://app.example.com.evil.net",
+        "http://app.example.com",
+        "https://example.org",
+        "null",
+    ] {
+        let head = open(Some(o)).err().unwrap_or_else(|| panic!("{o} let in"));
+        assert!(head.starts_with("HTTP/1.1 403"), "{o}: {head}");
+    }
+    for o in [
+        Some("https://app.example.com"),
+        Some("HTTPS://APP.example.com"),
+        Some("https://eu.example.org"),
+        None, // not a browser
+    ] {
+        assert!(open(o).is_ok(), "{o:?} refused");
+    }
+    assert_eq!(c.edge.metric("ringline_edge_rejected_origin_total"), 5);
+}

@@ -13,6 +13,8 @@ pub enum Status {
     BadRequest,
     /// 401 Unauthorized (a missing or invalid token; see [`write_unauthorized`]).
     Unauthorized,
+    /// 403 Forbidden (a browser handshake from an origin not allowed).
+    Forbidden,
     /// 404 Not Found.
     NotFound,
     /// 405 Method Not Allowed.
@@ -32,6 +34,7 @@ impl Status {
             Self::Ok => 200,
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
+            Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UpgradeRequired => 426,
@@ -46,6 +49,7 @@ impl Status {
             Self::Ok => "OK",
             Self::BadRequest => "Bad Request",
             Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::UpgradeRequired => "Upgrade Required",

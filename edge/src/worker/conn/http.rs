@@ -1,8 +1,9 @@
 //! The request head of a new connection, answered: `/healthz`, `/metrics` and the demo
 //! page in plain HTTP, `/echo` and `/ws` upgraded to a WebSocket (or refused: 503 when
 //! full or draining, 400 for a bad request or an unsupported subprotocol), anything
-//! else 404. With auth on, a `/ws` upgrade's `Authorization: Bearer` token is verified
-//! here: a bad one, or none where one is required, gets 401 with the reason. A plain
+//! else 404. A `/ws` upgrade from a browser origin not on the allow-list gets 403; with
+//! auth on, its `Authorization: Bearer` token is verified here: a bad one, or none where
+//! one is required, gets 401 with the reason. A plain
 //! answer is the connection's last: it closes once that is flushed.
 
 use wire::frame::{Decoder, Limits};
@@ -12,6 +13,7 @@ use wire::handshake::{
 };
 
 use super::{Conn, Ctx, PROTOCOL_FB, PROTOCOLS, Proto};
+use crate::auth::origin::allowed as allowed_origin;
 use crate::auth::token::Identity;
 use crate::config::AuthMode;
 use crate::metrics::WorkerMetrics;
@@ -153,6 +155,17 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
             return Route::Answered;
         }
     };
+    if proto != Proto::Echo && !allowed_origin(&ctx.cfg.allowed_origins, req.origin) {
+        WorkerMetrics::add(&m.rejected_origin, 1);
+        write_response(
+            reply,
+            Status::Forbidden,
+            "text/plain",
+            b"origin not allowed\n",
+            None,
+        );
+        return Route::Answered;
+    }
     let identity = if proto == Proto::Echo {
         None
     } else {

@@ -134,6 +134,7 @@ fn config(style: RecvStyle) -> Config {
         auth_audience: None,
         auth_issuer: None,
         auth_skew: std::time::Duration::from_secs(30),
+        allowed_origins: Vec::new(),
     }
 }
 
