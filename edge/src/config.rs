@@ -82,6 +82,10 @@ pub struct Args {
     /// `Origin` is not among them gets 403 [default: none, any origin].
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
+    /// Serve with auth off on an address other than loopback (every key open to anyone
+    /// who can reach it); without this the edge refuses to start that way.
+    #[arg(long)]
+    pub allow_anonymous: bool,
 }
 
 /// Whether clients must authenticate.
@@ -128,6 +132,7 @@ struct FileConfig {
     auth_issuer: Option<String>,
     auth_skew_secs: Option<u64>,
     allowed_origins: Option<Vec<String>>,
+    allow_anonymous: Option<bool>,
 }
 
 /// A resolved configuration.
@@ -171,6 +176,8 @@ pub struct Config {
     pub auth_skew: Duration,
     /// Origins browsers may open `/ws` from (empty: any).
     pub allowed_origins: Vec<OriginPattern>,
+    /// Auth off on a non-loopback address was asked for explicitly.
+    pub allow_anonymous: bool,
 }
 
 /// A configuration that could not be read.
@@ -228,6 +235,7 @@ impl Config {
             auth_issuer: args.auth_issuer.clone().or(f.auth_issuer),
             auth_skew: Duration::from_secs(args.auth_skew_secs.or(f.auth_skew_secs).unwrap_or(30)),
             allowed_origins: origins(&args.allowed_origins, f.allowed_origins)?,
+            allow_anonymous: args.allow_anonymous || f.allow_anonymous.unwrap_or(false),
         };
         // One message must always fit in a connection's outbound queue.
         let mut c = c;
@@ -238,6 +246,11 @@ impl Config {
         if c.auth != AuthMode::Off && (c.auth_secret_file.is_some() == c.auth_jwks_file.is_some()) {
             return Err(ConfigError::Invalid(
                 "auth needs exactly one of auth_secret_file and auth_jwks_file",
+            ));
+        }
+        if c.auth == AuthMode::Off && !c.listen.ip().is_loopback() && !c.allow_anonymous {
+            return Err(ConfigError::Invalid(
+                "auth is off and the listener is not on loopback: anyone who can reach it could read and write every key; set auth (edge.example.toml), or pass --allow-anonymous to mean it",
             ));
         }
         if c.heartbeat.is_zero() || c.handshake_timeout.is_zero() {
@@ -311,6 +324,27 @@ mod tests {
             Config::resolve(&Args::default()).unwrap().auth,
             AuthMode::Off
         );
+    }
+
+    #[test]
+    fn auth_off_beyond_loopback_needs_allow_anonymous() {
+        let public = |allow: bool, auth: Option<AuthMode>| {
+            Config::resolve(&Args {
+                listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+                allow_anonymous: allow,
+                auth,
+                auth_secret_file: auth.map(|_| PathBuf::from("s")),
+                ..Args::default()
+            })
+        };
+        assert!(matches!(public(false, None), Err(ConfigError::Invalid(_))));
+        assert!(public(true, None).is_ok(), "asked for explicitly");
+        assert!(public(false, Some(AuthMode::Required)).is_ok(), "auth on");
+        let v6 = Config::resolve(&Args {
+            listen: Some("[::1]:8080".parse().unwrap()),
+            ..Args::default()
+        });
+        assert!(v6.is_ok(), "IPv6 loopback is loopback");
     }
 
     #[test]

@@ -416,3 +416,30 @@ fn binary_64k() -> Vec<u8> {
     );
     frame
 }
+
+#[test]
+fn auth_off_beyond_loopback_refuses_to_start_unless_asked() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["--listen", "0.0.0.0:0", "--workers", "1", "--pin", "false"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with every key open");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-anonymous"), "{err}");
+    // Asked for explicitly, it starts (and still warns).
+    let (mut child, _) = common::spawn_listening(
+        std::process::Command::new(env!("CARGO_BIN_EXE_edge")).args([
+            "--listen",
+            "0.0.0.0:0",
+            "--workers",
+            "1",
+            "--pin",
+            "false",
+            "--allow-anonymous",
+        ]),
+        "edge listening",
+        "EDGE_LOG",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -135,6 +135,7 @@ fn config(style: RecvStyle) -> Config {
         auth_issuer: None,
         auth_skew: std::time::Duration::from_secs(30),
         allowed_origins: Vec::new(),
+        allow_anonymous: false,
     }
 }
 
