@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::auth::grant::{Grant, GrantSpec};
 use crate::auth::origin::OriginPattern;
 
 /// Ringline edge node: WebSocket termination and fan-out on io_uring.
@@ -86,6 +87,16 @@ pub struct Args {
     /// who can reach it); without this the edge refuses to start that way.
     #[arg(long)]
     pub allow_anonymous: bool,
+    /// With `auth = "optional"`, a key pattern connections without a token may read
+    /// (`get`, `sub`); repeat for more [default: none].
+    #[arg(long = "anonymous-read", value_name = "PATTERN")]
+    pub anonymous_read: Vec<String>,
+    /// The same for writing (`put`, `del`).
+    #[arg(long = "anonymous-write", value_name = "PATTERN")]
+    pub anonymous_write: Vec<String>,
+    /// The same for publishing (`pub`).
+    #[arg(long = "anonymous-publish", value_name = "PATTERN")]
+    pub anonymous_publish: Vec<String>,
 }
 
 /// Whether clients must authenticate.
@@ -133,6 +144,9 @@ struct FileConfig {
     auth_skew_secs: Option<u64>,
     allowed_origins: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
+    anonymous_read: Option<Vec<String>>,
+    anonymous_write: Option<Vec<String>>,
+    anonymous_publish: Option<Vec<String>>,
 }
 
 /// A resolved configuration.
@@ -178,6 +192,8 @@ pub struct Config {
     pub allowed_origins: Vec<OriginPattern>,
     /// Auth off on a non-loopback address was asked for explicitly.
     pub allow_anonymous: bool,
+    /// What connections without a token may touch (with auth optional).
+    pub anonymous: Grant,
 }
 
 /// A configuration that could not be read.
@@ -192,9 +208,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
-    /// An allowed origin does not parse.
+    /// An allowed origin or an anonymous pattern does not parse.
     #[error("invalid setting: {0}")]
-    Origin(String),
+    Pattern(String),
 }
 
 impl Config {
@@ -205,6 +221,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let anonymous = anonymous_grant(args, &f)?;
         let c = Self {
             listen: args
                 .listen
@@ -234,6 +251,7 @@ impl Config {
             auth_audience: args.auth_audience.clone().or(f.auth_audience),
             auth_issuer: args.auth_issuer.clone().or(f.auth_issuer),
             auth_skew: Duration::from_secs(args.auth_skew_secs.or(f.auth_skew_secs).unwrap_or(30)),
+            anonymous,
             allowed_origins: origins(&args.allowed_origins, f.allowed_origins)?,
             allow_anonymous: args.allow_anonymous || f.allow_anonymous.unwrap_or(false),
         };
@@ -262,6 +280,24 @@ impl Config {
     }
 }
 
+/// The anonymous grant: each list from the flags if given, else from the file. A
+/// pattern with `{sub}` is refused (there is no subject).
+fn anonymous_grant(args: &Args, f: &FileConfig) -> Result<Grant, ConfigError> {
+    let pick = |flags: &[String], file: &Option<Vec<String>>| {
+        if flags.is_empty() {
+            file.clone().unwrap_or_default()
+        } else {
+            flags.to_vec()
+        }
+    };
+    let spec = GrantSpec {
+        read: pick(&args.anonymous_read, &f.anonymous_read),
+        write: pick(&args.anonymous_write, &f.anonymous_write),
+        publish: pick(&args.anonymous_publish, &f.anonymous_publish),
+    };
+    Grant::compile(&spec, "").map_err(|e| ConfigError::Pattern(format!("anonymous grant: {e}")))
+}
+
 /// The origin allow-list: the flags' if any, else the file's.
 fn origins(flags: &[String], file: Option<Vec<String>>) -> Result<Vec<OriginPattern>, ConfigError> {
     let list = if flags.is_empty() {
@@ -270,7 +306,7 @@ fn origins(flags: &[String], file: Option<Vec<String>>) -> Result<Vec<OriginPatt
         flags.to_vec()
     };
     list.iter()
-        .map(|p| OriginPattern::parse(p).map_err(|e| ConfigError::Origin(e.to_string())))
+        .map(|p| OriginPattern::parse(p).map_err(|e| ConfigError::Pattern(e.to_string())))
         .collect()
 }
 
@@ -284,6 +320,7 @@ fn read(path: &Path) -> Result<FileConfig, ConfigError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::auth::grant::Access;
 
     #[test]
     fn example_file_parses_and_flags_override_it() {
@@ -323,6 +360,26 @@ mod tests {
         assert_eq!(
             Config::resolve(&Args::default()).unwrap().auth,
             AuthMode::Off
+        );
+    }
+
+    #[test]
+    fn the_anonymous_grant_compiles_and_has_no_subject() {
+        let with = |read: &str| {
+            Config::resolve(&Args {
+                anonymous_read: vec![read.to_owned()],
+                ..Args::default()
+            })
+        };
+        let c = with("public/*").unwrap();
+        assert!(c.anonymous.allows(Access::Read, "public/x"));
+        assert!(!c.anonymous.allows(Access::Write, "public/x"));
+        assert!(matches!(with("user/{sub}/*"), Err(ConfigError::Pattern(_))));
+        assert!(matches!(with("a*b"), Err(ConfigError::Pattern(_))));
+        let none = Config::resolve(&Args::default()).unwrap();
+        assert!(
+            !none.anonymous.allows(Access::Read, "public/x"),
+            "empty by default"
         );
     }
 

@@ -1140,3 +1140,68 @@ fn browser_handshakes_from_origins_off_the_allow_list_get_403() {
     }
     assert_eq!(c.edge.metric("ringline_edge_rejected_origin_total"), 5);
 }
+
+#[test]
+fn with_auth_optional_a_connection_without_a_token_gets_the_anonymous_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, AUTH_SECRET).unwrap();
+    let c = Cluster::start_with(&[
+        "--auth",
+        "optional",
+        "--auth-secret-file",
+        secret.to_str().unwrap(),
+        "--anonymous-read",
+        "public/*",
+    ]);
+    let addr = c.edge.addr;
+    let get = |id: u64, key: &str| Request::Get {
+        id,
+        key: key.to_owned().into(),
+    };
+    let put = |id: u64, key: &str| Request::Put {
+        id,
+        key: key.to_owned().into(),
+        value: Cow::Borrowed(b"v"),
+        if_version: None,
+    };
+    // A token's holder writes a public key; an anonymous client reads it, and is
+    // refused everything else.
+    let writer = token("ops", &["*"], &["public/*"], 600, AUTH_SECRET);
+    let mut w = Client::json_with_token(addr, &writer).unwrap();
+    assert!(matches!(
+        w.call(&put(1, "public/news")),
+        Response::Ok { id: 1, .. }
+    ));
+    let mut anon = Client::json(addr);
+    let r = anon.call(&get(2, "public/news"));
+    assert!(
+        matches!(
+            r,
+            Response::Value {
+                id: 2,
+                value: Some(_),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    for req in [get(3, "private/x"), put(4, "public/news")] {
+        let r = anon.call(&req);
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
+            "{req:?}: {r:?}"
+        );
+    }
+    // A bad token is still refused, even though none is required.
+    let head = Client::json_with_token(addr, "not.a.token")
+        .err()
+        .expect("refused");
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}

@@ -158,13 +158,6 @@ pub struct Grant {
     publish: Patterns,
 }
 
-/// A grant of nothing (an anonymous connection while auth is on).
-pub static NOTHING: Grant = Grant {
-    read: Patterns(Vec::new()),
-    write: Patterns(Vec::new()),
-    publish: Patterns(Vec::new()),
-};
-
 impl Grant {
     /// Compile `spec` for `subject` (the token's `sub`, empty if anonymous).
     pub fn compile(spec: &GrantSpec, subject: &str) -> Result<Self, PatternError> {

@@ -136,6 +136,7 @@ fn config(style: RecvStyle) -> Config {
         auth_skew: std::time::Duration::from_secs(30),
         allowed_origins: Vec::new(),
         allow_anonymous: false,
+        anonymous: crate::auth::grant::Grant::default(),
     }
 }
 

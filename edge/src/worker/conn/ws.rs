@@ -9,7 +9,7 @@ use wire::client::{ErrorCode, Request, Response, fb as client_fb, json as client
 use wire::frame::{CloseCode, Decoder, Incoming, Opcode, encode_close_reply, encode_frame};
 
 use super::{Conn, Ctx, Proto, SendQueue};
-use crate::auth::grant::{Grant, NOTHING};
+use crate::auth::grant::Grant;
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
 use crate::worker::conn::life::Life;
@@ -151,7 +151,7 @@ impl Conn {
         let grant = match (ctx.auth, identity) {
             (None, _) => None,
             (Some(_), Some(id)) => Some(&id.grant),
-            (Some(_), None) => Some(&NOTHING),
+            (Some(_), None) => Some(&ctx.cfg.anonymous),
         };
         let Life::Open { dec, partial } = life else {
             return;
