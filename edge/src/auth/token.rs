@@ -242,15 +242,11 @@ impl Verifier {
 
     /// The key for a token whose header names `kid` and `alg`.
     fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<&Key, TokenError> {
-        let mut by_kid = self
-            .keys
-            .iter()
-            .filter(|k| kid.is_none() || k.kid.as_deref() == kid);
-        let key = match (kid, self.keys.len()) {
+        let key = match kid {
             // Without a kid, only a verifier with one key knows which to use.
-            (None, 1) => self.keys.first(),
-            (None, _) => None,
-            (Some(_), _) => by_kid.next(),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
         }
         .ok_or(TokenError::UnknownKey)?;
         if key.alg != alg {

@@ -98,26 +98,7 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
     let m = ctx.metrics;
     let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
     let Some(up) = req.websocket.as_ref() else {
-        WorkerMetrics::add(&m.http_requests, 1);
-        let (status, kind, body): (_, _, &[u8]) = match path {
-            "/healthz" if ctx.draining => (Status::ServiceUnavailable, "text/plain", b"draining\n"),
-            "/healthz" => (Status::Ok, "text/plain", b"ok\n"),
-            // A small page to try Ringline by hand (it speaks `/ws`).
-            "/" => (Status::Ok, "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
-            "/metrics" => {
-                let text = crate::metrics::render(ctx.all);
-                write_response(
-                    reply,
-                    Status::Ok,
-                    "text/plain; version=0.0.4",
-                    text.as_bytes(),
-                    None,
-                );
-                return Route::Answered;
-            }
-            _ => (Status::NotFound, "text/plain", b"not found\n"),
-        };
-        write_response(reply, status, kind, body, None);
+        answer_plain(path, reply, ctx);
         return Route::Answered;
     };
     let proto = match path {
@@ -155,28 +136,8 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
             return Route::Answered;
         }
     };
-    if proto != Proto::Echo && !allowed_origin(&ctx.cfg.allowed_origins, req.origin) {
-        WorkerMetrics::add(&m.rejected_origin, 1);
-        write_response(
-            reply,
-            Status::Forbidden,
-            "text/plain",
-            b"origin not allowed\n",
-            None,
-        );
+    let Some(identity) = admit(req, proto, reply, ctx) else {
         return Route::Answered;
-    }
-    let identity = if proto == Proto::Echo {
-        None
-    } else {
-        match authenticate(req, ctx) {
-            Ok(identity) => identity,
-            Err(reason) => {
-                WorkerMetrics::add(&m.rejected_unauthorized, 1);
-                write_unauthorized(reply, reason);
-                return Route::Answered;
-            }
-        }
     };
     WorkerMetrics::add(&m.handshakes, 1);
     let protocol = if proto == Proto::Echo {
@@ -186,6 +147,64 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
     };
     write_switching_protocols(reply, &up.accept, protocol);
     Route::Upgraded(req.rest.to_vec(), proto, identity)
+}
+
+/// A plain HTTP request (no upgrade), answered into `reply`.
+fn answer_plain(path: &str, reply: &mut Vec<u8>, ctx: &Ctx<'_>) {
+    WorkerMetrics::add(&ctx.metrics.http_requests, 1);
+    let (status, kind, body): (_, _, &[u8]) = match path {
+        "/healthz" if ctx.draining => (Status::ServiceUnavailable, "text/plain", b"draining\n"),
+        "/healthz" => (Status::Ok, "text/plain", b"ok\n"),
+        // A small page to try Ringline by hand (it speaks `/ws`).
+        "/" => (Status::Ok, "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
+        "/metrics" => {
+            let text = crate::metrics::render(ctx.all);
+            write_response(
+                reply,
+                Status::Ok,
+                "text/plain; version=0.0.4",
+                text.as_bytes(),
+                None,
+            );
+            return;
+        }
+        _ => (Status::NotFound, "text/plain", b"not found\n"),
+    };
+    write_response(reply, status, kind, body, None);
+}
+
+/// A `/ws` upgrade's origin and token checked: who it is (`Some(None)`: anonymous,
+/// or auth off, or `/echo`, which touches no key), or `None` with the 403 or 401
+/// written into `reply`.
+fn admit(
+    req: &Request<'_>,
+    proto: Proto,
+    reply: &mut Vec<u8>,
+    ctx: &Ctx<'_>,
+) -> Option<Option<Box<Identity>>> {
+    if proto == Proto::Echo {
+        return Some(None);
+    }
+    let m = ctx.metrics;
+    if !allowed_origin(&ctx.cfg.allowed_origins, req.origin) {
+        WorkerMetrics::add(&m.rejected_origin, 1);
+        write_response(
+            reply,
+            Status::Forbidden,
+            "text/plain",
+            b"origin not allowed\n",
+            None,
+        );
+        return None;
+    }
+    match authenticate(req, ctx) {
+        Ok(identity) => Some(identity),
+        Err(reason) => {
+            WorkerMetrics::add(&m.rejected_unauthorized, 1);
+            write_unauthorized(reply, reason);
+            None
+        }
+    }
 }
 
 /// Who the upgrade's bearer token says the client is (`None`: anonymous, or auth is
