@@ -78,6 +78,14 @@ pub struct Args {
     /// Clock skew allowed on a token's `exp`, `nbf` and `iat`, in seconds [default: 30].
     #[arg(long, value_name = "SECS")]
     pub auth_skew_secs: Option<u64>,
+    /// With auth required, seconds a `/ws` connection upgraded without a token has to
+    /// send its `auth` message before it is closed with 4408 [default: 5].
+    #[arg(long, value_name = "SECS")]
+    pub auth_timeout_secs: Option<u64>,
+    /// Also take the token from a `token` query parameter of the upgrade's URL (off:
+    /// URLs end up in logs and browser history) [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub auth_query_token: Option<bool>,
     /// An origin browsers may open `/ws` from (`https://app.example.com` or
     /// `https://*.example.com`); repeat for more. With any set, a handshake whose
     /// `Origin` is not among them gets 403 [default: none, any origin].
@@ -142,6 +150,8 @@ struct FileConfig {
     auth_audience: Option<String>,
     auth_issuer: Option<String>,
     auth_skew_secs: Option<u64>,
+    auth_timeout_secs: Option<u64>,
+    auth_query_token: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
     anonymous_read: Option<Vec<String>>,
@@ -188,6 +198,11 @@ pub struct Config {
     pub auth_issuer: Option<String>,
     /// Clock skew allowed on token times.
     pub auth_skew: Duration,
+    /// Time a connection upgraded without a token has to send its `auth` message
+    /// (auth required).
+    pub auth_timeout: Duration,
+    /// Tokens are also taken from the upgrade URL's `token` query parameter.
+    pub auth_query_token: bool,
     /// Origins browsers may open `/ws` from (empty: any).
     pub allowed_origins: Vec<OriginPattern>,
     /// Auth off on a non-loopback address was asked for explicitly.
@@ -251,6 +266,13 @@ impl Config {
             auth_audience: args.auth_audience.clone().or(f.auth_audience),
             auth_issuer: args.auth_issuer.clone().or(f.auth_issuer),
             auth_skew: Duration::from_secs(args.auth_skew_secs.or(f.auth_skew_secs).unwrap_or(30)),
+            auth_timeout: Duration::from_secs(
+                args.auth_timeout_secs.or(f.auth_timeout_secs).unwrap_or(5),
+            ),
+            auth_query_token: args
+                .auth_query_token
+                .or(f.auth_query_token)
+                .unwrap_or(false),
             anonymous,
             allowed_origins: origins(&args.allowed_origins, f.allowed_origins)?,
             allow_anonymous: args.allow_anonymous || f.allow_anonymous.unwrap_or(false),
@@ -271,9 +293,9 @@ impl Config {
                 "auth is off and the listener is not on loopback: anyone who can reach it could read and write every key; set auth (edge.example.toml), or pass --allow-anonymous to mean it",
             ));
         }
-        if c.heartbeat.is_zero() || c.handshake_timeout.is_zero() {
+        if c.heartbeat.is_zero() || c.handshake_timeout.is_zero() || c.auth_timeout.is_zero() {
             return Err(ConfigError::Invalid(
-                "heartbeat and handshake timeout must be ≥ 1 s",
+                "heartbeat, handshake and auth timeouts must be ≥ 1 s",
             ));
         }
         Ok(c)

@@ -50,11 +50,17 @@ fn run(args: &Args) -> Result<(), String> {
     uring::net::block_stop_signals().map_err(|e| format!("signals: {e}"))?;
     let listeners = bind_listeners(&mut cfg)?;
     let map = load_map(&cfg)?;
-    let verifier = load_auth(&cfg)?;
+    let keys = load_auth(&cfg)?;
     let map = Arc::new(map);
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = start_workers(listeners, &cfg, &map, &stop, verifier)?;
+    let keys = keys.map(|(keys, bytes)| {
+        let keys = Arc::new(keys);
+        let (cfg, keys2, stop) = (Arc::clone(&cfg), Arc::clone(&keys), Arc::clone(&stop));
+        std::thread::spawn(move || auth::keys::watch(cfg, keys2, bytes, stop));
+        keys
+    });
+    let handles = start_workers(listeners, &cfg, &map, &stop, keys)?;
     info!(
         listen = %cfg.listen, workers = cfg.workers, echo = cfg.echo,
         stores = map.stores.len(), partitions = map.partitions,
@@ -156,16 +162,17 @@ fn load_map(cfg: &Config) -> Result<wire::cluster::ClusterMap, String> {
     Ok(map)
 }
 
-/// The token verifier, if auth is on; a loud warning if it is off.
-fn load_auth(cfg: &Config) -> Result<Option<auth::token::Verifier>, String> {
-    let verifier = auth::token::load(cfg)?;
-    match &verifier {
+/// The token verifier and the key file's bytes, if auth is on; a loud warning if it
+/// is off.
+fn load_auth(cfg: &Config) -> Result<Option<(auth::keys::Keys, Vec<u8>)>, String> {
+    let keys = auth::keys::load(cfg)?;
+    match &keys {
         None => warn!(
             "auth is off: every client may read, write and publish every key (set auth = \"required\" for anything reachable from a network)"
         ),
-        Some(v) => info!(mode = ?cfg.auth, verifier = ?v, "client authentication"),
+        Some((k, _)) => info!(mode = ?cfg.auth, verifier = ?k.current(), "client authentication"),
     }
-    Ok(verifier)
+    Ok(keys)
 }
 
 /// A worker thread on each listener (pinned to a core if configured).
@@ -174,7 +181,7 @@ fn start_workers(
     cfg: &Arc<Config>,
     map: &Arc<wire::cluster::ClusterMap>,
     stop: &Arc<AtomicBool>,
-    verifier: Option<auth::token::Verifier>,
+    keys: Option<Arc<auth::keys::Keys>>,
 ) -> Result<Vec<std::thread::JoinHandle<Result<(), String>>>, String> {
     let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();
     let all: Arc<Vec<Arc<WorkerMetrics>>> = Arc::new(
@@ -187,7 +194,7 @@ fn start_workers(
         Arc::clone(map),
         Arc::clone(stop),
         all,
-        verifier,
+        keys,
     ));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::new();

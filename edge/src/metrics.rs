@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Close codes counted one by one; others go under "other".
-pub const CLOSE_CODES: [u16; 9] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4008];
+pub const CLOSE_CODES: [u16; 12] = [
+    1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4008, 4401, 4408, 4419,
+];
 
 /// One worker's figures.
 #[derive(Debug, Default)]
@@ -20,9 +22,12 @@ pub struct WorkerMetrics {
     pub rejected_bad: AtomicU64,
     /// Connections dropped for not finishing their handshake in time.
     pub rejected_timeout: AtomicU64,
-    /// Handshakes refused with 401: no token where one is required, or a bad one.
+    /// Tokens refused: handshakes answered 401, and `auth` messages answered
+    /// `unauthorized`.
     pub rejected_unauthorized: AtomicU64,
-    /// Operations refused as `forbidden`: not granted by the connection's token.
+    /// Operations refused: `forbidden` (not granted by the connection's token, or
+    /// a subscription a refresh no longer allows), or `unauthorized` (before the
+    /// first `auth`).
     pub denied: AtomicU64,
     /// Browser handshakes refused with 403: an origin not on the allow-list.
     pub rejected_origin: AtomicU64,
@@ -124,7 +129,7 @@ static SERIES: [Series; 18] = [
     (
         "ringline_edge_rejected_unauthorized_total",
         "counter",
-        "Handshakes refused with 401: a token missing where required, or invalid.",
+        "Tokens refused: handshakes answered 401, auth messages answered unauthorized.",
         |m| &m.rejected_unauthorized,
     ),
     (
@@ -136,7 +141,7 @@ static SERIES: [Series; 18] = [
     (
         "ringline_edge_denied_total",
         "counter",
-        "Operations refused as forbidden: not granted by the connection's token.",
+        "Operations refused: forbidden by the connection's grant, or before its first auth.",
         |m| &m.denied,
     ),
     (

@@ -182,11 +182,11 @@ impl Grant {
     }
 
     /// Whether `req` is granted (an `unsub` always is: it only gives up what was
-    /// granted).
+    /// granted; so is `auth`, which touches no key).
     pub fn permits(&self, req: &Request<'_>) -> bool {
         match req {
             Request::Sub { target, .. } => self.allows_target(target),
-            Request::Unsub { .. } => true,
+            Request::Unsub { .. } | Request::Auth { .. } => true,
             Request::Get { key, .. } => self.allows(Access::Read, key),
             Request::Put { key, .. } | Request::Del { key, .. } => self.allows(Access::Write, key),
             Request::Pub { key, .. } => self.allows(Access::Publish, key),

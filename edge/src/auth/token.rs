@@ -59,32 +59,31 @@ impl TokenError {
     }
 }
 
-/// The verifier the configuration asks for: `None` when auth is off. Reads the key
-/// file; any problem stops the edge from starting.
-pub fn load(cfg: &crate::config::Config) -> Result<Option<Verifier>, String> {
+/// The file the configured keys come from (the HS256 secret or the JWKS); `None`
+/// when auth is off.
+pub fn key_file(cfg: &crate::config::Config) -> Result<Option<&std::path::Path>, String> {
     use crate::config::AuthMode;
     if cfg.auth == AuthMode::Off {
         return Ok(None);
     }
-    let v = match (&cfg.auth_secret_file, &cfg.auth_jwks_file) {
-        (Some(path), None) => {
-            let secret =
-                std::fs::read(path).map_err(|e| format!("auth secret {}: {e}", path.display()))?;
-            let secret = secret.trim_ascii_end();
-            Verifier::with_secret(secret).map_err(|e| format!("auth secret: {e}"))?
-        }
-        (None, Some(path)) => {
-            let json = std::fs::read_to_string(path)
-                .map_err(|e| format!("auth JWKS {}: {e}", path.display()))?;
-            Verifier::with_jwks(&json).map_err(|e| format!("auth JWKS {}: {e}", path.display()))?
-        }
-        _ => return Err("auth needs exactly one of auth_secret_file and auth_jwks_file".into()),
+    match (&cfg.auth_secret_file, &cfg.auth_jwks_file) {
+        (Some(path), None) | (None, Some(path)) => Ok(Some(path)),
+        _ => Err("auth needs exactly one of auth_secret_file and auth_jwks_file".into()),
+    }
+}
+
+/// The verifier for the key file's contents `bytes`, with the configuration's
+/// audience, issuer and skew.
+pub fn from_key_file(cfg: &crate::config::Config, bytes: &[u8]) -> Result<Verifier, String> {
+    let v = if cfg.auth_jwks_file.is_some() {
+        let json = std::str::from_utf8(bytes).map_err(|_| "auth JWKS: not UTF-8".to_owned())?;
+        Verifier::with_jwks(json).map_err(|e| format!("auth JWKS: {e}"))?
+    } else {
+        Verifier::with_secret(bytes.trim_ascii_end()).map_err(|e| format!("auth secret: {e}"))?
     };
-    Ok(Some(
-        v.audience(cfg.auth_audience.clone())
-            .issuer(cfg.auth_issuer.clone())
-            .skew(cfg.auth_skew.as_secs()),
-    ))
+    Ok(v.audience(cfg.auth_audience.clone())
+        .issuer(cfg.auth_issuer.clone())
+        .skew(cfg.auth_skew.as_secs()))
 }
 
 /// Who a verified token says the connection is, and what it may do until when.
@@ -273,6 +272,14 @@ impl Verifier {
         }
         v.set_required_spec_claims(&required);
         v
+    }
+
+    /// Seconds from now that `id` stays valid: to its `exp`, plus the skew its check
+    /// allowed (a token let in within the skew is not then closed at once).
+    pub fn remaining(&self, id: &Identity) -> u64 {
+        id.expires
+            .saturating_add(self.skew)
+            .saturating_sub(jsonwebtoken::get_current_timestamp())
     }
 
     /// Verify `token` against the system clock.

@@ -80,6 +80,11 @@ impl Groups {
         self.subs_on(conn).collect()
     }
 
+    /// The group subscription `sub` is a member of.
+    pub(super) fn group_of(&self, sub: SubRef) -> Option<GroupId> {
+        self.subs.get(&sub).copied()
+    }
+
     pub(super) fn has_sub(&self, sub: SubRef) -> bool {
         self.subs.contains_key(&sub)
     }

@@ -3,6 +3,7 @@
 //! join's last answer; out: `Watch` frames for the joins (one per partition to resume,
 //! else one per store to snapshot), then, when a join is complete, its adoption as the
 //! group's watch or its retirement; `Unwatch` frames for what a leaving member leaves.
+//! A connection whose grant narrows leaves what it may no longer read (`forbidden`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -241,6 +242,39 @@ impl Hub {
         if let Some(m) = self.groups.group(gid).and_then(|g| g.member(sub)) {
             m.own = Some(own);
         }
+    }
+
+    /// Connection `conn`'s grant narrowed: each of its subscriptions whose target
+    /// `keep` refuses ends, answered `forbidden`. Returns how many ended.
+    pub fn narrow(&mut self, conn: ConnRef, keep: impl Fn(&Target<'_>) -> bool) -> u64 {
+        let mut ended = 0;
+        for id in self.groups.subs_of(conn) {
+            let sub = SubRef { conn, id };
+            let Some(g) = self
+                .groups
+                .group_of(sub)
+                .and_then(|gid| self.groups.get(gid))
+            else {
+                continue;
+            };
+            let target = if g.prefix {
+                Target::Prefix(Cow::Borrowed(&g.target))
+            } else {
+                Target::Key(Cow::Borrowed(&g.target))
+            };
+            if keep(&target) {
+                continue;
+            }
+            self.unsubscribe(sub);
+            self.fail(
+                conn,
+                id,
+                ErrorCode::Forbidden,
+                "no longer granted by this connection's token",
+            );
+            ended += 1;
+        }
+        ended
     }
 
     /// End subscription `sub`; false if there is none.

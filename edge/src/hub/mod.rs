@@ -251,6 +251,11 @@ impl Hub {
                     enc.publish(out, rid, &key, &value)
                 });
             }
+            // The connection answers `auth` itself; one that reached here is a bug,
+            // refused rather than forwarded.
+            Request::Auth { id, .. } => {
+                self.fail(conn, id, ErrorCode::Internal, "auth is not routed");
+            }
         }
     }
 

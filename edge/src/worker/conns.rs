@@ -81,7 +81,7 @@ impl Worker {
             refuse,
             draining,
             all: &self.shared.metrics,
-            auth: self.shared.verifier.as_ref(),
+            auth: self.verifier.as_deref(),
             hub: &mut self.hub,
             me: conn_ref(key),
         };

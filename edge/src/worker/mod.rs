@@ -61,8 +61,9 @@ pub struct Shared {
     /// Every worker's ring descriptor, indexed by worker id; -1 until it runs and
     /// after it ends.
     pub rings: Vec<AtomicI32>,
-    /// Client tokens are checked against this (`None`: auth is off).
-    pub verifier: Option<crate::auth::token::Verifier>,
+    /// Client tokens are checked against this (`None`: auth is off); it changes
+    /// when the key file does.
+    pub keys: Option<Arc<crate::auth::keys::Keys>>,
 }
 
 impl Shared {
@@ -72,7 +73,7 @@ impl Shared {
         map: Arc<ClusterMap>,
         stop: Arc<AtomicBool>,
         metrics: Arc<Vec<Arc<WorkerMetrics>>>,
-        verifier: Option<crate::auth::token::Verifier>,
+        keys: Option<Arc<crate::auth::keys::Keys>>,
     ) -> Self {
         let rings = (0..cfg.workers).map(|_| AtomicI32::new(-1)).collect();
         Self {
@@ -81,7 +82,7 @@ impl Shared {
             stop,
             metrics,
             rings,
-            verifier,
+            keys,
         }
     }
 }
@@ -110,6 +111,10 @@ pub struct Worker {
     links: links::LinkSet,
     /// Client messages to deliver, encoded by `dispatch`.
     delivery: dispatch::Encoders,
+    /// The verifier tokens are checked against (`None`: auth is off), and the
+    /// generation of [`Shared::keys`] it is.
+    verifier: Option<Arc<crate::auth::token::Verifier>>,
+    keys_seen: u64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -179,6 +184,8 @@ impl Worker {
             .ok_or_else(|| io::Error::other(format!("no ring slot for worker {id}")))?;
         ring_slot.store(ring.fd(), Ordering::Release);
         let (cfg, map) = (Arc::clone(&shared.cfg), Arc::clone(&shared.map));
+        let keys_seen = shared.keys.as_ref().map_or(0, |k| k.generation());
+        let verifier = shared.keys.as_ref().map(|k| k.current());
         Ok(Self {
             ring,
             bufs,
@@ -202,6 +209,8 @@ impl Worker {
             ),
             hub: Hub::new(map),
             delivery: dispatch::Encoders::default(),
+            verifier,
+            keys_seen,
         })
     }
 

@@ -1,8 +1,8 @@
 //! The worker's one-second tick: links are reconnected, pinged or dropped (a link
 //! that is down also has its own 25 ms timer, see `links.rs`), the hub's
 //! figures published, spare memory given back, a SIGTERM drain advanced (health
-//! check says 503, the listener closes, connections are closed in a smooth wave), and
-//! every connection whose deadline is due gets [`Conn::handle_timer`](super::conn::Conn::handle_timer).
+//! check says 503, the listener closes, connections are closed in a smooth wave), a
+//! reloaded token verifier taken, and every connection whose deadline is due gets [`Conn::handle_timer`](super::conn::Conn::handle_timer).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -40,12 +40,24 @@ impl Worker {
         self.conns.trim();
         crate::mem::trim_vec(&mut self.dirty);
         self.drain_tick();
+        self.reload_keys();
         for key in due {
             self.timer(key, now);
         }
         let _ = self
             .ring
             .tick(Duration::from_secs(1), Token::worker(OpKind::Tick));
+    }
+
+    /// Take the new verifier if the key file was reloaded since the last look.
+    fn reload_keys(&mut self) {
+        if let Some(keys) = &self.shared.keys {
+            let seen = keys.generation();
+            if seen != self.keys_seen {
+                self.verifier = Some(keys.current());
+                self.keys_seen = seen;
+            }
+        }
     }
 
     /// Start a drain once the stop flag is set, then advance it.

@@ -84,6 +84,7 @@ pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
             key,
             value
         }),
+        (any::<u64>(), text()).prop_map(|(id, token)| Request::Auth { id, token }),
     ]
 }
 

@@ -35,10 +35,11 @@ pub enum ClientErrorKind {
     /// A key or prefix is empty.
     #[error("`{0}` must not be empty")]
     Empty(&'static str),
-    /// A key or prefix is longer than [`super::MAX_KEY_LEN`].
+    /// A key or prefix is longer than [`super::MAX_KEY_LEN`], or an `auth` message's
+    /// token longer than [`super::MAX_JWT_LEN`].
     #[error("`{field}` is {len} bytes long, the limit is {max}")]
     KeyTooLong {
-        /// `key` or `prefix`.
+        /// `key`, `prefix` or `token`.
         field: &'static str,
         /// Its length in bytes.
         len: usize,

@@ -84,6 +84,10 @@ fn every_request_variant_round_trips_in_both_forms() {
             key: "room/{42}/chat".into(),
             value: value(b"\"hi\""),
         },
+        Request::Auth {
+            id: 8,
+            token: "eyJhbGciOiJIUzI1NiJ9.e30.c2ln".into(),
+        },
     ];
     for request in requests {
         assert_eq!(via_json_request(&request).unwrap(), request);

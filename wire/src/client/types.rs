@@ -57,6 +57,14 @@ pub enum Request<'a> {
         /// The message's bytes.
         value: Cow<'a, [u8]>,
     },
+    /// Authenticate (or refresh the token of) this connection: a browser's first
+    /// message, where no header can carry the token.
+    Auth {
+        /// Request id.
+        id: u64,
+        /// The JWT.
+        token: Cow<'a, str>,
+    },
 }
 
 /// What a subscription follows.
@@ -246,7 +254,8 @@ impl Request<'_> {
             | Self::Get { id, .. }
             | Self::Put { id, .. }
             | Self::Del { id, .. }
-            | Self::Pub { id, .. } => *id,
+            | Self::Pub { id, .. }
+            | Self::Auth { id, .. } => *id,
         }
     }
 
@@ -285,6 +294,10 @@ impl Request<'_> {
                 id,
                 key: own(key),
                 value: own(value),
+            },
+            Self::Auth { id, token } => Request::Auth {
+                id,
+                token: own(token),
             },
         }
     }

@@ -7,6 +7,9 @@ use super::ClientErrorKind;
 
 /// Longest key or prefix, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Longest JWT in an `auth` message, in bytes (as much as an upgrade request's whole
+/// head may hold, where the other form of it travels).
+pub const MAX_JWT_LEN: usize = 8 * 1024;
 /// Longest resume token, in bytes (room for about a thousand partition positions).
 pub const MAX_TOKEN_LEN: usize = 34 * 1024;
 
@@ -40,6 +43,23 @@ pub(super) fn token(token: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>,
     }
 }
 
+/// A present, non-empty JWT of at most [`MAX_JWT_LEN`] bytes (its content is the
+/// edge's to check).
+pub(super) fn jwt(jwt: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
+    let jwt = jwt.ok_or(ClientErrorKind::Missing("token"))?;
+    if jwt.is_empty() {
+        return Err(ClientErrorKind::Empty("token"));
+    }
+    if jwt.len() > MAX_JWT_LEN {
+        return Err(ClientErrorKind::KeyTooLong {
+            field: "token",
+            len: jwt.len(),
+            max: MAX_JWT_LEN,
+        });
+    }
+    Ok(jwt)
+}
+
 /// A present value.
 pub(super) fn value(value: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientErrorKind> {
     value.ok_or(ClientErrorKind::Missing("value"))
@@ -68,6 +88,18 @@ mod tests {
             Err(ClientErrorKind::KeyTooLong { len: 1025, .. })
         ));
         assert!(key("key", Some("x".repeat(MAX_KEY_LEN).into())).is_ok());
+    }
+
+    #[test]
+    fn jwts_are_present_non_empty_and_bounded() {
+        assert_eq!(jwt(Some("a.b.c".into())), Ok("a.b.c".into()));
+        assert_eq!(jwt(None), Err(ClientErrorKind::Missing("token")));
+        assert_eq!(jwt(Some("".into())), Err(ClientErrorKind::Empty("token")));
+        assert!(jwt(Some("x".repeat(MAX_JWT_LEN).into())).is_ok());
+        assert!(matches!(
+            jwt(Some("x".repeat(MAX_JWT_LEN + 1).into())),
+            Err(ClientErrorKind::KeyTooLong { field: "token", .. })
+        ));
     }
 
     #[test]

@@ -35,6 +35,15 @@ impl CloseCode {
     pub const TRY_AGAIN_LATER: Self = Self(1013);
     /// 4008 (Ringline): the client read too slowly and its outbound queue overflowed.
     pub const SLOW_CONSUMER: Self = Self(4008);
+    /// 4401 (Ringline): the token of an `auth` message was refused (bad signature,
+    /// wrong audience, expired, ...). Reconnecting with the same token will not help.
+    pub const UNAUTHORIZED: Self = Self(4401);
+    /// 4408 (Ringline): no `auth` message came within the authentication timeout of
+    /// a connection that needs one. Reconnect and authenticate at once.
+    pub const AUTH_TIMEOUT: Self = Self(4408);
+    /// 4419 (Ringline): the connection's token expired without a refresh. Get a
+    /// fresh token, then reconnect (this is not a reason to give up).
+    pub const TOKEN_EXPIRED: Self = Self(4419);
 
     /// True for codes an endpoint may put in a close frame: 1000-1003, 1007-1014
     /// (IANA-registered), and 3000-4999 (registered and private use). 1004, 1005,

@@ -13,10 +13,10 @@ pub mod client {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 6;
+pub const ENUM_MAX_OP: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 7] = [
+pub const ENUM_VALUES_OP: [Op; 8] = [
   Op::NONE,
   Op::Sub,
   Op::Unsub,
@@ -24,6 +24,7 @@ pub const ENUM_VALUES_OP: [Op; 7] = [
   Op::Put,
   Op::Del,
   Op::Pub,
+  Op::Auth,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -38,9 +39,10 @@ impl Op {
   pub const Put: Self = Self(4);
   pub const Del: Self = Self(5);
   pub const Pub: Self = Self(6);
+  pub const Auth: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Sub,
@@ -49,6 +51,7 @@ impl Op {
     Self::Put,
     Self::Del,
     Self::Pub,
+    Self::Auth,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -60,6 +63,7 @@ impl Op {
       Self::Put => Some("Put"),
       Self::Del => Some("Del"),
       Self::Pub => Some("Pub"),
+      Self::Auth => Some("Auth"),
       _ => None,
     }
   }
@@ -1238,6 +1242,104 @@ impl ::core::fmt::Debug for Pub<'_> {
       ds.finish()
   }
 }
+pub enum AuthOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Authenticate the connection with a JWT, or refresh its token (browsers, which
+/// cannot set a header on a WebSocket upgrade, send this first).
+pub struct Auth<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Auth<'a> {
+  type Inner = Auth<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Auth<'a> {
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Auth { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Auth<'bldr>> {
+    let mut builder = AuthBuilder::new(_fbb);
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Auth::VT_TOKEN, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Auth<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthArgs<'a> {
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AuthArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthArgs {
+      token: None,
+    }
+  }
+}
+
+pub struct AuthBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Auth::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Auth<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Auth<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Auth");
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1387,6 +1489,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_auth(&self) -> Option<Auth<'a>> {
+    if self.op_type() == Op::Auth {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Auth::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -1404,6 +1521,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Op::Put => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Put>>("Op::Put", pos),
           Op::Del => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Del>>("Op::Del", pos),
           Op::Pub => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pub>>("Op::Pub", pos),
+          Op::Auth => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Auth>>("Op::Auth", pos),
           _ => Ok(()),
         }
      })?
@@ -1502,6 +1620,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Op::Pub => {
           if let Some(x) = self.op_as_pub() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::Auth => {
+          if let Some(x) = self.op_as_auth() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")

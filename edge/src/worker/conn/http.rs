@@ -2,8 +2,9 @@
 //! page in plain HTTP, `/echo` and `/ws` upgraded to a WebSocket (or refused: 503 when
 //! full or draining, 400 for a bad request or an unsupported subprotocol), anything
 //! else 404. A `/ws` upgrade from a browser origin not on the allow-list gets 403; with
-//! auth on, its `Authorization: Bearer` token is verified here: a bad one, or none where
-//! one is required, gets 401 with the reason. A plain
+//! auth on, its token (`Authorization: Bearer`, or the `token` query parameter where
+//! the config allows it) is verified here: a bad one gets 401 with the reason; none
+//! where one is required opens the connection pending its `auth` message. A plain
 //! answer is the connection's last: it closes once that is flushed.
 
 use wire::frame::{Decoder, Limits};
@@ -19,7 +20,7 @@ use crate::config::AuthMode;
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
 use crate::worker::conn::life::Life;
-use crate::worker::timer::Tick;
+use crate::worker::timer::{Tick, deadline_after};
 
 /// The page served at `/`.
 const DEMO_PAGE: &str = include_str!("../../../assets/index.html");
@@ -30,7 +31,17 @@ enum Route {
     Answered,
     /// Upgraded: the bytes after the head, what its messages are, and who its token
     /// says it is.
-    Upgraded(Vec<u8>, Proto, Option<Box<Identity>>),
+    Upgraded(Vec<u8>, Proto, Admission),
+}
+
+/// How an upgrade stands with the verifier.
+enum Admission {
+    /// Auth is off, or optional and no token came (the anonymous grant), or `/echo`.
+    Free,
+    /// Auth required and no token came: only an `auth` message is taken, in time.
+    Pending,
+    /// A valid token, good for this many more seconds.
+    Verified(Box<Identity>, u64),
 }
 
 impl Conn {
@@ -60,9 +71,20 @@ impl Conn {
         };
         self.out.push_owned(reply);
         match route {
-            Route::Upgraded(mut rest, proto, identity) => {
-                self.identity = identity;
+            Route::Upgraded(mut rest, proto, admission) => {
                 self.upgrade(proto, now, ctx);
+                match admission {
+                    Admission::Free => {}
+                    Admission::Pending => {
+                        let secs = crate::worker::secs(ctx.cfg.auth_timeout);
+                        self.auth_by = deadline_after(now, secs);
+                    }
+                    Admission::Verified(identity, secs) => {
+                        self.identity = Some(identity);
+                        self.auth_by = super::auth::expiry(now, secs);
+                    }
+                }
+                self.watch_auth_by(now);
                 if !rest.is_empty() {
                     self.on_frames(&mut rest, now, ctx);
                 }
@@ -96,7 +118,7 @@ impl Conn {
 /// Answer a parsed request into `reply`, or accept its upgrade.
 fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
     let m = ctx.metrics;
-    let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
+    let path = req.path;
     let Some(up) = req.websocket.as_ref() else {
         answer_plain(path, reply, ctx);
         return Route::Answered;
@@ -136,7 +158,7 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
             return Route::Answered;
         }
     };
-    let Some(identity) = admit(req, proto, reply, ctx) else {
+    let Some(admission) = admit(req, proto, reply, ctx) else {
         return Route::Answered;
     };
     WorkerMetrics::add(&m.handshakes, 1);
@@ -146,7 +168,7 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
         up.protocol
     };
     write_switching_protocols(reply, &up.accept, protocol);
-    Route::Upgraded(req.rest.to_vec(), proto, identity)
+    Route::Upgraded(req.rest.to_vec(), proto, admission)
 }
 
 /// A plain HTTP request (no upgrade), answered into `reply`.
@@ -173,17 +195,11 @@ fn answer_plain(path: &str, reply: &mut Vec<u8>, ctx: &Ctx<'_>) {
     write_response(reply, status, kind, body, None);
 }
 
-/// A `/ws` upgrade's origin and token checked: who it is (`Some(None)`: anonymous,
-/// or auth off, or `/echo`, which touches no key), or `None` with the 403 or 401
-/// written into `reply`.
-fn admit(
-    req: &Request<'_>,
-    proto: Proto,
-    reply: &mut Vec<u8>,
-    ctx: &Ctx<'_>,
-) -> Option<Option<Box<Identity>>> {
+/// A `/ws` upgrade's origin and token checked: how it stands (`/echo` touches no
+/// key: free), or `None` with the 403 or 401 written into `reply`.
+fn admit(req: &Request<'_>, proto: Proto, reply: &mut Vec<u8>, ctx: &Ctx<'_>) -> Option<Admission> {
     if proto == Proto::Echo {
-        return Some(None);
+        return Some(Admission::Free);
     }
     let m = ctx.metrics;
     if !allowed_origin(&ctx.cfg.allowed_origins, req.origin) {
@@ -207,25 +223,69 @@ fn admit(
     }
 }
 
-/// Who the upgrade's bearer token says the client is (`None`: anonymous, or auth is
-/// off); `Err` with the reason for a 401.
-fn authenticate(req: &Request<'_>, ctx: &Ctx<'_>) -> Result<Option<Box<Identity>>, &'static str> {
+/// How the upgrade's token stands; `Err` with the reason for a 401.
+fn authenticate(req: &Request<'_>, ctx: &Ctx<'_>) -> Result<Admission, &'static str> {
     let (mode, Some(verifier)) = (ctx.cfg.auth, ctx.auth) else {
-        return Ok(None);
+        return Ok(Admission::Free);
     };
     // RFC 6750 §2.1: `Bearer` then the token; the scheme is case-insensitive.
-    let token = req.authorization.and_then(|a| {
+    let bearer = req.authorization.and_then(|a| {
         let (scheme, token) = a.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
+    let token = match bearer {
+        Some(t) => Some(std::borrow::Cow::Borrowed(t)),
+        None if ctx.cfg.auth_query_token => query_token(req.query)?,
+        None => None,
+    };
     match (token, mode) {
-        (Some(t), _) => verifier
-            .verify(t)
-            .map(|id| Some(Box::new(id)))
-            .map_err(|e| e.reason()),
-        (None, AuthMode::Required) => Err("token required"),
-        (None, _) => Ok(None),
+        (Some(t), _) => {
+            let id = verifier.verify(&t).map_err(|e| e.reason())?;
+            let secs = verifier.remaining(&id);
+            Ok(Admission::Verified(Box::new(id), secs))
+        }
+        (None, AuthMode::Required) => Ok(Admission::Pending),
+        (None, _) => Ok(Admission::Free),
     }
+}
+
+/// The `token` parameter of a request's query (RFC 6750 §2.3's `access_token` is
+/// taken too), percent-decoded; `Err` when it is there twice or does not decode.
+fn query_token(query: Option<&str>) -> Result<Option<std::borrow::Cow<'_, str>>, &'static str> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name == "token" || name == "access_token" {
+            if found.is_some() {
+                return Err("more than one token");
+            }
+            found = Some(percent_decode(value).ok_or("malformed token")?);
+        }
+    }
+    Ok(found)
+}
+
+/// `%XX` escapes decoded (a JWT needs none, but a client library may escape anyway);
+/// `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !s.contains('%') {
+        return Some(std::borrow::Cow::Borrowed(s));
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
 }
 
 impl super::SendQueue {
@@ -233,5 +293,31 @@ impl super::SendQueue {
     fn push_owned(&mut self, v: Vec<u8>) {
         self.bytes += v.len();
         self.chunks.push_back(Chunk::Owned(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_token_is_found_decoded_and_single() {
+        assert_eq!(query_token(None), Ok(None));
+        assert_eq!(query_token(Some("x=1")), Ok(None));
+        assert_eq!(
+            query_token(Some("token=a.b.c")).unwrap().as_deref(),
+            Some("a.b.c")
+        );
+        assert_eq!(
+            query_token(Some("x=1&access_token=a.b%2Dc"))
+                .unwrap()
+                .as_deref(),
+            Some("a.b-c")
+        );
+        assert_eq!(query_token(Some("token")), Ok(Some("".into())));
+        assert!(query_token(Some("token=a&token=b")).is_err());
+        assert!(query_token(Some("token=%zz")).is_err());
+        assert!(query_token(Some("token=%ff")).is_err());
+        assert!(query_token(Some("token=%4")).is_err());
     }
 }

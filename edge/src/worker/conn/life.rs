@@ -186,6 +186,13 @@ impl Conn {
         self.pending.put(Pending::TIMER);
     }
 
+    /// `auth_by` changed: the timer must look at the connection by then.
+    pub(super) fn watch_auth_by(&mut self, now: Tick) {
+        if self.auth_by != 0 && self.auth_by < self.due && self.is_open() {
+            self.set_due(self.auth_by.max(now + 1));
+        }
+    }
+
     /// Close with `code`: a WebSocket queues a close frame, then lingers once it is
     /// flushed; a connection still in its handshake flushes what is queued. Closing
     /// one that is already closing does nothing.
@@ -287,8 +294,8 @@ impl Conn {
         }
     }
 
-    /// The timer fired at `now`: the handshake deadline, the heartbeat, the flush or
-    /// linger deadline. An entry for an earlier deadline (moved since) does nothing.
+    /// The timer fired at `now`: the handshake deadline, the authentication deadline
+    /// or the token's expiry, the heartbeat, the flush or linger deadline. An entry for an earlier deadline (moved since) does nothing.
     pub fn handle_timer(&mut self, now: Tick, hb: Tick, ping: &bytes::Bytes, m: &WorkerMetrics) {
         if self.due != now {
             return;
@@ -298,6 +305,14 @@ impl Conn {
                 // Slowloris: no complete head in time.
                 WorkerMetrics::add(&m.rejected_timeout, 1);
                 self.cancel();
+            }
+            Life::Open { .. } if self.auth_by != 0 && now >= self.auth_by => {
+                let (code, reason) = if self.identity.is_none() {
+                    (CloseCode::AUTH_TIMEOUT, "authentication timeout")
+                } else {
+                    (CloseCode::TOKEN_EXPIRED, "token expired")
+                };
+                self.close(code, reason, now, m);
             }
             Life::Open { .. } => {
                 // Two whole silent intervals, however late in its tick the last byte
@@ -310,7 +325,10 @@ impl Conn {
                         self.queue_shared(ping.clone());
                         self.last_ping = now;
                     }
-                    let next = (self.last_ping + hb).min(silent_at);
+                    let mut next = (self.last_ping + hb).min(silent_at);
+                    if self.auth_by != 0 {
+                        next = next.min(self.auth_by);
+                    }
                     self.set_due(next.max(now + 1));
                 }
             }

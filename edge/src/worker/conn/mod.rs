@@ -6,6 +6,7 @@
 //! (plain HTTP, or the upgrade to a WebSocket) and [`ws`] runs the frame loop (echo on
 //! `/echo`, client requests for the [`Hub`](crate::hub::Hub) on `/ws`).
 
+mod auth;
 mod http;
 pub mod life;
 #[cfg(test)]
@@ -137,9 +138,12 @@ pub struct Conn {
     /// What its WebSocket messages are (kept here, not in `Life::Open`, where it would
     /// cost the slot 8 bytes of padding).
     proto: Proto,
-    /// Who its token says it is and what it may touch (`None`: anonymous, or auth is
-    /// off).
+    /// Who its token says it is and what it may touch (`None`: anonymous, not yet
+    /// authenticated, or auth is off).
     identity: Option<Box<Identity>>,
+    /// The tick it must authenticate by (no identity yet: closed with 4408) or
+    /// refresh its token by (closed with 4419); 0: never.
+    auth_by: Tick,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -182,6 +186,7 @@ impl Conn {
             style,
             proto: Proto::Echo,
             identity: None,
+            auth_by: 0,
         };
         c.set_due(deadline);
         // The request head is on its way: receive it at once (in poll mode too).

@@ -134,6 +134,8 @@ fn config(style: RecvStyle) -> Config {
         auth_audience: None,
         auth_issuer: None,
         auth_skew: std::time::Duration::from_secs(30),
+        auth_timeout: std::time::Duration::from_secs(5),
+        auth_query_token: false,
         allowed_origins: Vec::new(),
         allow_anonymous: false,
         anonymous: crate::auth::grant::Grant::default(),

@@ -1,15 +1,15 @@
 //! The WebSocket frame loop of an open connection: received bytes are decoded into
 //! frames (unmasked in place; a frame cut by the end of a buffer waits in `partial`),
-//! and each message is echoed (`/echo`) or decoded into a client request for the hub
-//! (`/ws`; a request that does not decode gets its error answer, one its token does
-//! not grant gets `forbidden`). Pings are answered,
-//! a close is echoed, and a protocol error closes with its code.
+//! and each message is echoed (`/echo`) or decoded into a client request (`/ws`: one
+//! that does not decode gets its error answer; `auth`, and whether the others may go on
+//! to the hub, are [`auth`](super::auth)'s). Pings are answered, a close is echoed, and
+//! a protocol error closes with its code.
 
-use wire::client::{ErrorCode, Request, Response, fb as client_fb, json as client_json};
+use wire::client::{Response, fb as client_fb, json as client_json};
 use wire::frame::{CloseCode, Decoder, Incoming, Opcode, encode_close_reply, encode_frame};
 
+use super::auth::Standing;
 use super::{Conn, Ctx, Proto, SendQueue};
-use crate::auth::grant::Grant;
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
 use crate::worker::conn::life::Life;
@@ -17,29 +17,35 @@ use crate::worker::timer::Tick;
 
 /// How a frame loop ended early.
 #[derive(Debug, Clone, Copy)]
-enum Stop {
+pub(super) enum Stop {
     /// The peer sent a close frame (ours, echoing its code, is queued).
     PeerClosed(CloseCode),
-    /// A protocol error: close with this code.
-    Error(CloseCode),
+    /// A protocol error, or a refused `auth`: close with this code and reason.
+    Error(CloseCode, &'static str),
 }
 
 /// Where the frames of one run over received bytes go: the queue or the hub.
-struct FrameLoop<'a> {
+pub(super) struct FrameLoop<'a> {
     out: &'a mut SendQueue,
     proto: Proto,
-    hub: &'a mut Hub,
-    me: ConnRef,
-    /// What this connection may touch (`None`: auth is off, everything).
-    grant: Option<&'a Grant>,
+    pub(super) hub: &'a mut Hub,
+    pub(super) me: ConnRef,
+    /// Who the connection is and what it may touch.
+    pub(super) standing: Standing<'a>,
+    pub(super) now: crate::worker::timer::Tick,
     scratch: Vec<u8>,
     /// Messages received.
     messages: u64,
-    /// Error answers queued (a `/ws` request that did not decode, or was denied).
+    /// Answers queued here (a `/ws` request that did not decode, was refused, or was
+    /// an `auth`).
     answered: u64,
-    /// Requests denied as `forbidden`.
-    denied: u64,
-    stop: Option<Stop>,
+    /// Requests refused: `forbidden`, or `unauthorized` before the first `auth`.
+    pub(super) denied: u64,
+    /// `auth` messages refused.
+    pub(super) unauthorized: u64,
+    /// Subscriptions ended by a refresh that narrowed the grant.
+    pub(super) narrowed: u64,
+    pub(super) stop: Option<Stop>,
 }
 
 impl FrameLoop<'_> {
@@ -57,7 +63,7 @@ impl FrameLoop<'_> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.stop = Some(Stop::Error(e.close_code()));
+                    self.stop = Some(Stop::Error(e.close_code(), ""));
                     at = buf.len();
                 }
             }
@@ -87,51 +93,26 @@ impl FrameLoop<'_> {
             (Proto::Echo, _) => self.out.push_with(&mut |v| encode_frame(v, opcode, body)),
             (Proto::Json, Opcode::Text) => match client_json::decode_request(body) {
                 Ok(req) => self.request(req, Opcode::Text),
-                Err(e) => {
-                    self.scratch.clear();
-                    client_json::encode_response(&e.to_response(), &mut self.scratch);
-                    self.answer(Opcode::Text);
-                }
+                Err(e) => self.reply(Opcode::Text, &e.to_response()),
             },
             (Proto::Fb, Opcode::Binary) => match client_fb::decode_request(body) {
                 Ok(req) => self.request(req, Opcode::Binary),
-                Err(e) => {
-                    self.scratch.clear();
-                    client_fb::encode_response(&e.to_response(), &mut self.scratch);
-                    self.answer(Opcode::Binary);
-                }
+                Err(e) => self.reply(Opcode::Binary, &e.to_response()),
             },
             // "a binary frame on a JSON connection (or the reverse) is a protocol
             // error".
-            _ => self.stop = Some(Stop::Error(CloseCode::UNSUPPORTED_DATA)),
+            _ => self.stop = Some(Stop::Error(CloseCode::UNSUPPORTED_DATA, "")),
         }
     }
 
-    /// A decoded request: to the hub if granted, else answered `forbidden` (the
-    /// connection stays).
-    fn request(&mut self, req: Request<'_>, opcode: Opcode) {
-        if self.grant.is_none_or(|g| g.permits(&req)) {
-            self.hub.request(self.me, req);
-            return;
-        }
-        self.denied += 1;
-        let denied = Response::Error {
-            id: Some(req.id()),
-            code: ErrorCode::Forbidden,
-            message: "not granted by this connection's token".into(),
-            version: None,
-        };
+    /// Queue an answer of the connection's own (not the hub's), in its encoding.
+    pub(super) fn reply(&mut self, opcode: Opcode, response: &Response<'_>) {
         self.scratch.clear();
         if opcode == Opcode::Text {
-            client_json::encode_response(&denied, &mut self.scratch);
+            client_json::encode_response(response, &mut self.scratch);
         } else {
-            client_fb::encode_response(&denied, &mut self.scratch);
+            client_fb::encode_response(response, &mut self.scratch);
         }
-        self.answer(opcode);
-    }
-
-    /// Queue the error answer in `scratch`.
-    fn answer(&mut self, opcode: Opcode) {
         self.answered += 1;
         let body = &self.scratch;
         self.out.push_with(&mut |v| encode_frame(v, opcode, body));
@@ -146,26 +127,32 @@ impl Conn {
             out,
             proto,
             identity,
+            auth_by,
             ..
         } = self;
-        let grant = match (ctx.auth, identity) {
-            (None, _) => None,
-            (Some(_), Some(id)) => Some(&id.grant),
-            (Some(_), None) => Some(&ctx.cfg.anonymous),
-        };
         let Life::Open { dec, partial } = life else {
             return;
         };
+        let was_due = *auth_by;
+        let echo = *proto == Proto::Echo;
         let mut run = FrameLoop {
             out,
             proto: *proto,
             hub: &mut *ctx.hub,
             me: ctx.me,
-            grant,
+            standing: Standing {
+                verifier: ctx.auth,
+                identity,
+                anonymous: &ctx.cfg.anonymous,
+                auth_by,
+            },
+            now,
             scratch: Vec::new(),
             messages: 0,
             answered: 0,
             denied: 0,
+            unauthorized: 0,
+            narrowed: 0,
             stop: None,
         };
         match partial {
@@ -190,20 +177,19 @@ impl Conn {
         let (messages, answered, stop) = (run.messages, run.answered, run.stop);
         let m = ctx.metrics;
         WorkerMetrics::add(&m.messages_in, messages);
-        WorkerMetrics::add(&m.denied, run.denied);
-        let out = if *proto == Proto::Echo {
-            messages
-        } else {
-            answered
-        };
-        WorkerMetrics::add(&m.messages_out, out);
+        WorkerMetrics::add(&m.denied, run.denied + run.narrowed);
+        WorkerMetrics::add(&m.rejected_unauthorized, run.unauthorized);
+        WorkerMetrics::add(&m.messages_out, if echo { messages } else { answered });
+        if self.auth_by != was_due {
+            self.watch_auth_by(now);
+        }
         match stop {
             Some(Stop::PeerClosed(code)) => {
                 // Our reply (echoing its code) is already queued.
                 m.close_sent(code.0);
                 self.closing(true, now);
             }
-            Some(Stop::Error(code)) => self.close(code, "", now, m),
+            Some(Stop::Error(code, reason)) => self.close(code, reason, now, m),
             None => {}
         }
     }

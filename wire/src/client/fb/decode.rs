@@ -94,6 +94,13 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 value: validate::value(bytes(publish.value()))?,
             }
         }
+        fb::Op::Auth => {
+            let auth = root.op_as_auth().ok_or(Missing("op"))?;
+            Request::Auth {
+                id,
+                token: validate::jwt(auth.token().map(Cow::Borrowed))?,
+            }
+        }
         fb::Op::NONE => return Err(Missing("op")),
         other => return Err(ClientErrorKind::UnknownOp(other.0.to_string())),
     })

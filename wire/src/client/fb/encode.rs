@@ -92,6 +92,13 @@ impl FbEncoder {
                     fb::Pub::create(fbb, &fb::PubArgs { key, value }).as_union_value(),
                 )
             }
+            Request::Auth { token, .. } => {
+                let token = Some(fbb.create_string(token));
+                (
+                    fb::Op::Auth,
+                    fb::Auth::create(fbb, &fb::AuthArgs { token }).as_union_value(),
+                )
+            }
         };
         let args = fb::RequestArgs {
             id: Some(request.id()),

@@ -42,6 +42,8 @@ struct WireRequest<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     value: Option<&'a RawValue>,
     if_version: Option<u64>,
+    #[serde(borrow)]
+    token: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +156,10 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
             id,
             key: validate::key("key", key)?,
             value: validate::value(value)?,
+        },
+        "auth" => Request::Auth {
+            id,
+            token: validate::jwt(cow(wire.token))?,
         },
         other => return Err(ClientErrorKind::UnknownOp(shorten(other))),
     })
@@ -290,7 +296,7 @@ mod tests {
 
     #[test]
     fn requests_decode() {
-        let cases: [(&str, Request<'_>); 9] = [
+        let cases: [(&str, Request<'_>); 10] = [
             (
                 r#"{"op":"sub","id":1,"key":"room/{42}/title"}"#,
                 Request::Sub {
@@ -357,6 +363,13 @@ mod tests {
                     value: Cow::Borrowed(b"\"hi\""),
                 },
             ),
+            (
+                r#"{"op":"auth","id":8,"token":"h.c.s"}"#,
+                Request::Auth {
+                    id: 8,
+                    token: "h.c.s".into(),
+                },
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(decode_request(text.as_bytes()).unwrap(), want, "{text}");
@@ -406,6 +419,10 @@ mod tests {
             r#"{"op":"pub","id":1,"key":"k"}"#,
             r#"{"op":"put","id":1,"key":"k","value":1,"if_version":-3}"#,
             r#"{"op":"nope","id":1}"#,
+            r#"{"op":"auth","id":1}"#,
+            r#"{"op":"auth","id":1,"token":""}"#,
+            r#"{"op":"auth","id":1,"token":7}"#,
+            r#"{"op":"auth","token":"h.c.s"}"#,
             r#"{"id":1}"#,
         ] {
             bad_request(text);

@@ -201,6 +201,10 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             str_field(out, "key", key);
             value_field(out, "value", value);
         }
+        Request::Auth { id, token } => {
+            head(out, "auth", *id);
+            str_field(out, "token", token);
+        }
     }
     out.push(b'}');
 }
