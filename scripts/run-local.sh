@@ -5,13 +5,29 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 cd "$root"
-"$bin/store" --data-dir data/store-1 &
+edge=""
+store=""
+# The edge first (its clients are closed with 1001), then the store it links to.
+stop() {
+  trap - INT TERM EXIT
+  if [ -n "$edge" ]; then kill -TERM "$edge" 2>/dev/null || true; wait "$edge" 2>/dev/null || true; fi
+  if [ -n "$store" ]; then kill -TERM "$store" 2>/dev/null || true; wait "$store" 2>/dev/null || true; fi
+}
+trap stop INT TERM EXIT
+# In a session of its own: Ctrl-C (SIGINT to the terminal's process group) reaches
+# the edge and this script, and the store is stopped only once the edge is gone.
+setsid "$bin/store" --data-dir data/store-1 &
 store=$!
+# The store first, and ready (/health says ok once it serves links), so the edge's
+# links come up at once instead of logging refused connections.
+for _ in $(seq 1 100); do
+  if curl -sf http://127.0.0.1:7401/health >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$store" 2>/dev/null; then echo "run-local: the store did not start" >&2; exit 1; fi
+  sleep 0.1
+done
 "$bin/edge" &
 edge=$!
-stop() { kill -TERM "$edge" "$store" 2>/dev/null || true; wait "$edge" "$store" 2>/dev/null || true; }
-trap stop INT TERM EXIT
-sleep 1
+sleep 0.5
 cat <<MSG
 
   Ringline is running:

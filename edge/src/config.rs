@@ -25,7 +25,8 @@ pub struct Args {
     /// Worker threads, one ring and one listener each [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Most connections per worker; past it handshakes get 503 [default: 250000].
+    /// Most connections per worker; past it handshakes get 503 [default: what the
+    /// open-file limit allows, shared by the workers, at most 250000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Largest WebSocket message in bytes (close 1009 above it) [default: 1048576].
@@ -246,7 +247,10 @@ impl Config {
             max_connections: args
                 .max_connections
                 .or(f.max_connections)
-                .unwrap_or(250_000),
+                .unwrap_or_else(|| {
+                    let workers = args.workers.or(f.workers).unwrap_or(cores);
+                    max_connections_for(crate::uring::net::nofile(), workers)
+                }),
             max_message: args.max_message.or(f.max_message).unwrap_or(1 << 20),
             max_outbound: args.max_outbound.or(f.max_outbound).unwrap_or(4 << 20),
             heartbeat: Duration::from_secs(args.heartbeat_secs.or(f.heartbeat_secs).unwrap_or(25)),
@@ -300,6 +304,19 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+/// Descriptors kept aside for links, listeners, rings and files.
+const RESERVED_FILES: u64 = 256;
+/// The default's ceiling per worker (the slab is sized for it up front).
+const MAX_CONNECTIONS_DEFAULT_CAP: usize = 250_000;
+
+/// Connections per worker that `nofile` open files allow for `workers` workers.
+fn max_connections_for(nofile: u64, workers: usize) -> usize {
+    let per = nofile.saturating_sub(RESERVED_FILES) / (workers.max(1) as u64);
+    usize::try_from(per).map_or(MAX_CONNECTIONS_DEFAULT_CAP, |p| {
+        p.clamp(1, MAX_CONNECTIONS_DEFAULT_CAP)
+    })
 }
 
 /// The anonymous grant: each list from the flags if given, else from the file. A
@@ -357,6 +374,34 @@ mod tests {
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(c.heartbeat, Duration::from_secs(25));
         assert!(c.echo);
+    }
+
+    #[test]
+    fn the_production_template_requires_auth_beyond_loopback() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tuning/config/edge.toml");
+        let args = Args {
+            config: Some(PathBuf::from(path)),
+            ..Args::default()
+        };
+        let c = Config::resolve(&args).unwrap();
+        assert_eq!(c.auth, AuthMode::Required);
+        assert!(!c.listen.ip().is_loopback());
+        assert!(c.auth_jwks_file.is_some() && c.auth_audience.is_some());
+        assert!(!c.auth_query_token && !c.echo && !c.allowed_origins.is_empty());
+        // Turned off there, it would not start.
+        let off = Args {
+            auth: Some(AuthMode::Off),
+            ..args
+        };
+        assert!(Config::resolve(&off).is_err());
+    }
+
+    #[test]
+    fn max_connections_defaults_to_what_the_open_file_limit_allows() {
+        assert_eq!(max_connections_for(20_000, 2), 9_872);
+        assert_eq!(max_connections_for(1_048_576, 1), 250_000);
+        assert_eq!(max_connections_for(u64::MAX, 3), 250_000);
+        assert_eq!(max_connections_for(100, 4), 1);
     }
 
     #[test]

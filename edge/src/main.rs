@@ -44,8 +44,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    // Raised first: the default max_connections is what the limit allows.
+    let nofile = uring::net::raise_nofile().map_err(|e| format!("open-file limit: {e}"))?;
     let mut cfg = Config::resolve(args).map_err(|e| e.to_string())?;
-    check_host_limits(&cfg)?;
+    check_host_limits(&cfg, nofile);
     // Signals go to the main thread only: block them before any thread starts.
     uring::net::block_stop_signals().map_err(|e| format!("signals: {e}"))?;
     let listeners = bind_listeners(&mut cfg)?;
@@ -92,10 +94,8 @@ fn run(args: &Args) -> Result<(), String> {
     }
 }
 
-/// Raise the open-file limit, and warn where the host falls short of the
-/// configuration (open files, accept queue).
-fn check_host_limits(cfg: &Config) -> Result<(), String> {
-    let nofile = uring::net::raise_nofile().map_err(|e| format!("open-file limit: {e}"))?;
+/// Warn where the host falls short of the configuration (open files, accept queue).
+fn check_host_limits(cfg: &Config, nofile: u64) {
     let wanted = (cfg.max_connections as u64).saturating_mul(cfg.workers as u64) + 64;
     if nofile < wanted {
         warn!(
@@ -116,7 +116,6 @@ fn check_host_limits(cfg: &Config) -> Result<(), String> {
             "the accept queue is short for a reconnect wave: raise net.core.somaxconn (tuning/check --connections N)"
         );
     }
-    Ok(())
 }
 
 /// One `SO_REUSEPORT` listener per worker. The first picks the port when it is 0 (and

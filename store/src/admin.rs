@@ -1,12 +1,14 @@
 //! The admin port: plain HTTP/1.1 on its own thread, away from the link server and
 //! the core. `GET /metrics` answers the Prometheus text of [`Metrics`]; `GET /health`
-//! answers `ok`. Anything else is a 404 or 405; a request head that is malformed or over
+//! answers `ok` once the link listener is up (503 `starting` before: a script or an
+//! orchestrator waits on it before starting edges). Anything else is a 404 or 405; a request head that is malformed or over
 //! 8 KiB gets a 400, one that does not arrive within 5 s is closed. One short-lived
 //! thread per connection: scrapes are rare.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::warn;
@@ -80,10 +82,39 @@ fn serve(mut s: TcpStream, metrics: &Metrics) {
             &metrics.render(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
-        ("GET", "/health") => respond(&mut s, "200 OK", "ok\n", text),
+        ("GET", "/health") if metrics.serving.load(Ordering::Acquire) => {
+            respond(&mut s, "200 OK", "ok\n", text);
+        }
+        ("GET", "/health") => respond(&mut s, "503 Service Unavailable", "starting\n", text),
         (_, "/metrics" | "/health") => {
             respond(&mut s, "405 Method Not Allowed", "GET only\n", text)
         }
         _ => respond(&mut s, "404 Not Found", "not found\n", text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn health_says_starting_until_links_are_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let metrics = Arc::new(Metrics::default());
+        spawn(listener, Arc::clone(&metrics)).expect("spawn");
+        assert_eq!(get(addr, "/health"), "HTTP/1.1 503 Service Unavailable");
+        metrics.serving.store(true, Ordering::Release);
+        assert_eq!(get(addr, "/health"), "HTTP/1.1 200 OK");
     }
 }

@@ -124,6 +124,9 @@ fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("listen on {listen}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         info!(listen = %bound, "serving edge links");
+        metrics
+            .serving
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let stop = async move {

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub link_queue_bytes: AtomicU64,
     /// Per owned partition: the retained log.
     pub partitions: Mutex<Vec<PartitionLog>>,
+    /// The link listener is up: `GET /health` says ok (503 before).
+    pub serving: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Metrics {
@@ -146,6 +148,7 @@ impl Default for Metrics {
             queued_writes: AtomicU64::new(0),
             link_queue_bytes: AtomicU64::new(0),
             partitions: Mutex::new(Vec::new()),
+            serving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

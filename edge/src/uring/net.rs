@@ -84,6 +84,12 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }
 
+/// The open-file limit now (soft), `u64::MAX` when unlimited.
+pub fn nofile() -> u64 {
+    use rustix::process::{Resource, getrlimit};
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// Block SIGTERM and SIGINT in the calling thread (and the threads it spawns later),
 /// so that [`wait_for_stop`] receives them.
 pub fn block_stop_signals() -> io::Result<()> {
