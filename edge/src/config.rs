@@ -25,7 +25,8 @@ pub struct Args {
     /// Worker threads, one ring and one listener each [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Most connections per worker; past it handshakes get 503 [default: what the
+    /// Most connections per worker; a new connection goes to the least-loaded worker,
+    /// and its handshake gets 503 only when every worker is full [default: what the
     /// open-file limit allows, shared by the workers, at most 250000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,

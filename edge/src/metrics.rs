@@ -14,9 +14,11 @@ pub const CLOSE_CODES: [u16; 12] = [
 pub struct WorkerMetrics {
     /// Connections open (gauge).
     pub connections: AtomicU64,
-    /// Connections accepted.
+    /// Connections accepted (by this worker's listener, wherever they were placed).
     pub accepted: AtomicU64,
-    /// Handshakes refused because the worker was full (503).
+    /// Of those, handed over to a less-loaded sibling worker.
+    pub handed_over: AtomicU64,
+    /// Handshakes refused because every worker was full, or draining (503).
     pub rejected_full: AtomicU64,
     /// Requests refused as malformed (4xx).
     pub rejected_bad: AtomicU64,
@@ -101,7 +103,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 18] = [
+static SERIES: [Series; 19] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -111,13 +113,19 @@ static SERIES: [Series; 18] = [
     (
         "ringline_edge_accepted_total",
         "counter",
-        "Connections accepted.",
+        "Connections accepted by this worker's listener, wherever they were placed.",
         |m| &m.accepted,
+    ),
+    (
+        "ringline_edge_handed_over_total",
+        "counter",
+        "Connections accepted here and handed over to a less-loaded worker.",
+        |m| &m.handed_over,
     ),
     (
         "ringline_edge_rejected_full_total",
         "counter",
-        "Handshakes refused with 503: worker full or draining.",
+        "Handshakes refused with 503: every worker full, or draining.",
         |m| &m.rejected_full,
     ),
     (

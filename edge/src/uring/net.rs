@@ -30,7 +30,9 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
 
 /// Take ownership of a descriptor an accept completion returned.
 pub fn adopt(raw: i32) -> Option<OwnedFd> {
-    // SAFETY: a non-negative accept result is a new descriptor that nothing else owns.
+    // SAFETY: callers pass a non-negative accept result (a new descriptor), a
+    // descriptor a sibling worker handed over and gave up (`Ring::hand_over`), or one
+    // whose handover came back refused: in every case one that nothing else owns.
     (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
 }
 

@@ -34,6 +34,13 @@ pub enum OpKind {
     /// This worker's message to a sibling's ring (its completion comes back only if it
     /// failed).
     Notify = 11,
+    /// A sibling's message: a connection it accepted is this worker's now (the
+    /// completion's result is the descriptor). Posted into this ring; nothing is held.
+    Handoff = 12,
+    /// This worker's handover of a connection to a sibling, whose completion comes
+    /// back only if the sibling's ring refused it: the slot field carries the
+    /// descriptor, the generation field the sibling's index.
+    HandBack = 13,
 }
 
 impl OpKind {
@@ -50,6 +57,8 @@ impl OpKind {
             9 => Self::LinkSend,
             10 => Self::Wake,
             11 => Self::Notify,
+            12 => Self::Handoff,
+            13 => Self::HandBack,
             _ => return None,
         })
     }
@@ -59,7 +68,9 @@ impl OpKind {
     /// and are not tracked.
     pub(crate) fn bit(self) -> Option<u8> {
         Some(match self {
-            Self::Cancel | Self::Wake | Self::Notify => return None,
+            Self::Cancel | Self::Wake | Self::Notify | Self::Handoff | Self::HandBack => {
+                return None;
+            }
             Self::Accept => 1,
             Self::Recv => 1 << 1,
             Self::Send => 1 << 2,
@@ -167,6 +178,8 @@ mod tests {
             OpKind::LinkSend,
             OpKind::Wake,
             OpKind::Notify,
+            OpKind::Handoff,
+            OpKind::HandBack,
         ];
         let mut g = Gen::default();
         for _ in 0..5 {

@@ -1,13 +1,16 @@
-//! The worker's side of its connections: accepted sockets become [`Conn`]s in the
-//! slab; each completion for one (receive, poll, send) is handed to its `handle_*`;
+//! The worker's side of its connections: accepted sockets are placed on the
+//! least-loaded worker ([`admission`](super::admission)), here or handed to a sibling,
+//! and become [`Conn`]s in the slab; each completion for one (receive, poll, send) is handed to its `handle_*`;
 //! then [`Worker::drive`] turns what the connection polls into ring operations, its
 //! deadline into a wheel entry, and its release into a free slot. At the end of a round
 //! [`Worker::flush`] gives each connection with frames queued one vectored send.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
+use super::admission::{self, Placement};
 use super::conn::{Armed, Conn, Ctx, IoAction, RecvStyle};
 use super::slab::Key;
 use super::timer::deadline_after;
@@ -38,7 +41,7 @@ impl Worker {
         if let Some(fd) = net::adopt(c.result) {
             WorkerMetrics::add(&self.metrics.accepted, 1);
             net::nodelay(&fd);
-            self.add_conn(fd);
+            self.admit(fd);
         } else if c.result != -libc::ECANCELED {
             debug!(worker = self.id, errno = -c.result, "accept failed");
         }
@@ -52,33 +55,101 @@ impl Worker {
         }
     }
 
-    fn add_conn(&mut self, fd: OwnedFd) {
+    /// A connection this worker accepted (or one handed back): here, to the
+    /// least-loaded sibling, or answered 503 here when every worker is full.
+    fn admit(&mut self, fd: OwnedFd) {
+        let (load, rings) = (&self.shared.load, &self.shared.rings);
+        let max = u32::try_from(self.cfg.max_connections).unwrap_or(u32::MAX);
+        match admission::place(load, rings, self.id, max) {
+            Placement::Here => self.add_conn(fd, true),
+            Placement::Full => {
+                admission::add(load, self.id);
+                self.add_conn(fd, false);
+            }
+            Placement::There(w) => self.hand_over(fd, w),
+        }
+    }
+
+    /// Hand `fd` to worker `w`, whose place is reserved; if its ring cannot be
+    /// messaged, place it again.
+    fn hand_over(&mut self, fd: OwnedFd, w: usize) {
+        let ring_fd = self
+            .shared
+            .rings
+            .get(w)
+            .map_or(-1, |r| r.load(Ordering::Acquire));
+        let sibling = u32::try_from(w).unwrap_or(u32::MAX);
+        let given = if ring_fd < 0 {
+            Err(fd)
+        } else {
+            self.ring
+                .hand_over(ring_fd, fd, Token::worker(OpKind::Handoff), sibling)
+        };
+        match given {
+            Ok(()) => WorkerMetrics::add(&self.metrics.handed_over, 1),
+            Err(fd) => {
+                admission::remove(&self.shared.load, w);
+                self.admit_here(fd);
+            }
+        }
+    }
+
+    /// A connection that could not be handed over: here if this worker has room,
+    /// else answered 503.
+    fn admit_here(&mut self, fd: OwnedFd) {
+        let load = &self.shared.load;
+        let room = load
+            .get(self.id)
+            .is_some_and(|l| (l.load(Ordering::Acquire) as usize) < self.cfg.max_connections);
+        admission::add(load, self.id);
+        self.add_conn(fd, room);
+    }
+
+    /// A sibling handed this worker a connection (its place is reserved here).
+    pub(super) fn on_handoff(&mut self, raw: i32) {
+        if let Some(fd) = net::adopt(raw) {
+            self.add_conn(fd, true);
+        }
+    }
+
+    /// A handover to sibling `w` was refused by its ring: the descriptor `slot` is
+    /// this worker's again.
+    pub(super) fn on_hand_back(&mut self, slot: u32, w: u32, result: i32) {
+        debug!(
+            worker = self.id,
+            sibling = w,
+            error = result,
+            "a handover was refused"
+        );
+        admission::remove(&self.shared.load, w as usize);
+        if let Some(fd) = i32::try_from(slot).ok().and_then(net::adopt) {
+            self.admit_here(fd);
+        }
+    }
+
+    /// A connection counted in this worker's load; `room`: false when every worker
+    /// was full (its upgrade gets 503).
+    fn add_conn(&mut self, fd: OwnedFd, room: bool) {
         let now = self.wheel.now();
         let style = match self.cfg.recv_mode {
             RecvMode::Multishot => RecvStyle::Multishot,
             RecvMode::Poll => RecvStyle::Poll,
         };
         let deadline = deadline_after(now, secs(self.cfg.handshake_timeout));
-        let key = self.conns.insert(Conn::new(fd, style, now, deadline));
+        let key = self
+            .conns
+            .insert(Conn::new(fd, style, now, deadline, !room));
         WorkerMetrics::add(&self.metrics.connections, 1);
         self.drive(key);
     }
 
-    /// Whether new WebSockets are refused, and whether draining.
-    fn refuse_draining(&self) -> (bool, bool) {
-        let draining = self.drain.is_some();
-        let refuse = draining || self.conns.len() > self.cfg.max_connections;
-        (refuse, draining)
-    }
-
     pub(super) fn on_recv(&mut self, key: Key, c: &Cqe) {
         let now = self.wheel.now();
-        let (refuse, draining) = self.refuse_draining();
+        let draining = self.drain.is_some();
         // Borrowed field by field: no reference-count traffic per completion.
         let mut ctx = Ctx {
             cfg: &self.cfg,
             metrics: &self.metrics,
-            refuse,
             draining,
             all: &self.shared.metrics,
             auth: self.verifier.as_deref(),
@@ -233,6 +304,7 @@ impl Worker {
         if self.conns.remove(key).is_some() {
             self.hub.conn_closed(conn_ref(key));
             WorkerMetrics::sub(&self.metrics.connections, 1);
+            admission::remove(&self.shared.load, self.id);
         }
     }
 

@@ -5,10 +5,13 @@
 //! connections ([`dispatch`]), then give every connection and link with frames queued
 //! one vectored send. The state machines ([`conn`], [`link`]) do no I/O; the worker
 //! turns what they poll into ring operations. Nothing is shared with other workers but
-//! [`Shared`]: read-only configuration and map, the stop flag, the metrics atomics and
-//! the workers' ring descriptors (a link that comes up wakes its siblings' links to the
-//! same store with a message to their rings).
+//! [`Shared`]: read-only configuration and map, the stop flag, the metrics atomics,
+//! the token verifier, the workers' ring descriptors (a link that comes up wakes its
+//! siblings' links to the same store with a message to their rings) and connection
+//! counts (a new connection goes to the least-loaded worker, [`admission`], handed
+//! over through its ring).
 
+mod admission;
 pub mod conn;
 mod conns;
 mod dispatch;
@@ -21,7 +24,7 @@ pub mod timer;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
 
 use tracing::{debug, info};
@@ -61,6 +64,8 @@ pub struct Shared {
     /// Every worker's ring descriptor, indexed by worker id; -1 until it runs and
     /// after it ends.
     pub rings: Vec<AtomicI32>,
+    /// Every worker's connections plus places reserved on it (see `admission`).
+    pub load: Vec<AtomicU32>,
     /// Client tokens are checked against this (`None`: auth is off); it changes
     /// when the key file does.
     pub keys: Option<Arc<crate::auth::keys::Keys>>,
@@ -76,12 +81,14 @@ impl Shared {
         keys: Option<Arc<crate::auth::keys::Keys>>,
     ) -> Self {
         let rings = (0..cfg.workers).map(|_| AtomicI32::new(-1)).collect();
+        let load = (0..cfg.workers).map(|_| AtomicU32::new(0)).collect();
         Self {
             cfg,
             map,
             stop,
             metrics,
             rings,
+            load,
             keys,
         }
     }
@@ -282,6 +289,8 @@ impl Worker {
                     );
                 }
             }
+            OpKind::Handoff => self.on_handoff(c.result),
+            OpKind::HandBack => self.on_hand_back(t.slot, t.generation.get(), c.result),
             OpKind::LinkConnect => self.on_link_connect(t.slot as usize, t.generation, &c),
             OpKind::LinkRecv => self.on_link_recv(t.slot as usize, t.generation, &c),
             OpKind::LinkSend => self.on_link_send(t.slot as usize, t.generation, c),

@@ -47,9 +47,10 @@ enum Admission {
 impl Conn {
     /// The head so far may be complete: answer it.
     pub(super) fn on_head(&mut self, now: Tick, ctx: &mut Ctx<'_>) {
-        let Life::Handshake { head } = &mut self.life else {
+        let Life::Handshake { head, full } = &mut self.life else {
             return;
         };
+        let full = *full;
         let limits = HandshakeLimits::default();
         // Parse only once the head can be complete (or too big).
         if !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < limits.max_header_bytes {
@@ -59,7 +60,7 @@ impl Conn {
         let mut reply = Vec::new();
         let route = match parse_request(&head, &limits, &PROTOCOLS) {
             Ok(None) => {
-                self.life = Life::Handshake { head };
+                self.life = Life::Handshake { head, full };
                 return;
             }
             Err(e) => {
@@ -67,7 +68,7 @@ impl Conn {
                 e.write_response(&mut reply);
                 Route::Answered
             }
-            Ok(Some((req, _))) => route(&req, &mut reply, ctx),
+            Ok(Some((req, _))) => route(&req, full, &mut reply, ctx),
         };
         self.out.push_owned(reply);
         match route {
@@ -115,8 +116,9 @@ impl Conn {
     }
 }
 
-/// Answer a parsed request into `reply`, or accept its upgrade.
-fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
+/// Answer a parsed request into `reply`, or accept its upgrade (`full`: every worker
+/// was full when it came, so an upgrade gets 503).
+fn route(req: &Request<'_>, full: bool, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
     let m = ctx.metrics;
     let path = req.path;
     let Some(up) = req.websocket.as_ref() else {
@@ -124,7 +126,7 @@ fn route(req: &Request<'_>, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
         return Route::Answered;
     };
     let proto = match path {
-        "/echo" | "/ws" if ctx.refuse => {
+        "/echo" | "/ws" if full || ctx.draining => {
             WorkerMetrics::add(&m.rejected_full, 1);
             write_response(
                 reply,

@@ -33,6 +33,8 @@ pub enum Life {
     Handshake {
         /// The head so far.
         head: Vec<u8>,
+        /// It came when every worker was full: an upgrade gets 503.
+        full: bool,
     },
     /// A WebSocket.
     Open {

@@ -157,9 +157,7 @@ pub struct Ctx<'a> {
     pub cfg: &'a crate::config::Config,
     /// This worker's figures.
     pub metrics: &'a WorkerMetrics,
-    /// New WebSockets are refused (503): worker full or draining.
-    pub refuse: bool,
-    /// Draining: `/healthz` answers 503.
+    /// Draining: `/healthz` answers 503, and so does an upgrade.
     pub draining: bool,
     /// Every worker's figures, for `/metrics`.
     pub all: &'a [std::sync::Arc<WorkerMetrics>],
@@ -172,11 +170,14 @@ const COALESCE: usize = 64 * 1024;
 
 impl Conn {
     /// A new connection, reading its request head; its handshake must complete by
-    /// `deadline`.
-    pub fn new(fd: OwnedFd, style: RecvStyle, now: Tick, deadline: Tick) -> Self {
+    /// `deadline`. `full`: it came when every worker was full (its upgrade gets 503).
+    pub fn new(fd: OwnedFd, style: RecvStyle, now: Tick, deadline: Tick, full: bool) -> Self {
         let mut c = Self {
             fd,
-            life: Life::Handshake { head: Vec::new() },
+            life: Life::Handshake {
+                head: Vec::new(),
+                full,
+            },
             out: SendQueue::default(),
             last_rx: now,
             last_ping: now,
@@ -224,7 +225,7 @@ impl Conn {
         self.last_rx = now;
         WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
         match &mut self.life {
-            Life::Handshake { head } => {
+            Life::Handshake { head, .. } => {
                 head.extend_from_slice(data);
                 self.on_head(now, ctx);
             }

@@ -153,7 +153,7 @@ impl Sim {
         let fd: OwnedFd = std::fs::File::open("/dev/null").expect("/dev/null").into();
         let map = Arc::new(wire::cluster::ClusterMap::embedded_default());
         let mut s = Self {
-            conn: Some(Conn::new(fd, style, 0, HANDSHAKE_TICKS)),
+            conn: Some(Conn::new(fd, style, 0, HANDSHAKE_TICKS, false)),
             style,
             now: 0,
             recv: false,
@@ -248,7 +248,6 @@ impl Sim {
             auth: None,
             cfg: &self.cfg,
             metrics: &self.metrics,
-            refuse: false,
             draining: false,
             all: &all,
         };
