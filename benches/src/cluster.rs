@@ -118,7 +118,9 @@ impl Cluster {
         for _ in 0..edges {
             let (child, addr) = crate::spawn_listening(
                 Command::new(bin_dir.join("edge"))
-                    .args(["--listen", "127.0.0.1:0", "--pin", "false", "--cluster"])
+                    .args(["--listen", "127.0.0.1:0", "--pin", "false"])
+                    // A benchmark's writer sends faster than a client may by default.
+                    .args(["--messages-per-sec", "0", "--cluster"])
                     .arg(&edge_map)
                     .args(edge_args)
                     .env("RUST_LOG", "warn,edge=info"),

@@ -97,6 +97,42 @@ pub struct Args {
     /// who can reach it); without this the edge refuses to start that way.
     #[arg(long)]
     pub allow_anonymous: bool,
+    /// Messages per second a `/ws` connection may send; past it they are refused
+    /// (`rate_limited`), and a connection over it for longer than the grace is closed
+    /// with 1008; 0: no limit [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub messages_per_sec: Option<u16>,
+    /// Messages a `/ws` connection may send at once above its rate [default: 2000].
+    #[arg(long, value_name = "N")]
+    pub messages_burst: Option<u16>,
+    /// Seconds in a row a connection may stay over its message rate before it is
+    /// closed with 1008 [default: 2].
+    #[arg(long, value_name = "SECS")]
+    pub rate_limit_grace_secs: Option<u8>,
+    /// Most subscriptions one connection may hold; past it `too_many_subscriptions`
+    /// [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+    /// WebSockets open at once per source address; past it an upgrade gets 429; 0: no
+    /// limit [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// New WebSockets per second per source address (429 past it); 0: no limit
+    /// [default: 100].
+    #[arg(long, value_name = "N")]
+    pub new_connections_per_ip_per_sec: Option<u32>,
+    /// New WebSockets at once per source address above that rate [default: 500].
+    #[arg(long, value_name = "N")]
+    pub new_connections_per_ip_burst: Option<u32>,
+    /// A balancer whose `X-Forwarded-For` is believed: for connections from it, the
+    /// limits apply to the first address of that header; repeat for more [default:
+    /// none].
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Apply the per-address limits to loopback sources too (off: a local balancer
+    /// or load generator is not limited) [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub limit_loopback: Option<bool>,
     /// With `auth = "optional"`, a key pattern connections without a token may read
     /// (`get`, `sub`); repeat for more [default: none].
     #[arg(long = "anonymous-read", value_name = "PATTERN")]
@@ -154,6 +190,15 @@ struct FileConfig {
     auth_skew_secs: Option<u64>,
     auth_timeout_secs: Option<u64>,
     auth_query_token: Option<bool>,
+    messages_per_sec: Option<u16>,
+    messages_burst: Option<u16>,
+    rate_limit_grace_secs: Option<u8>,
+    max_subscriptions: Option<usize>,
+    max_connections_per_ip: Option<u32>,
+    new_connections_per_ip_per_sec: Option<u32>,
+    new_connections_per_ip_burst: Option<u32>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    limit_loopback: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
     anonymous_read: Option<Vec<String>>,
@@ -205,6 +250,16 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// Tokens are also taken from the upgrade URL's `token` query parameter.
     pub auth_query_token: bool,
+    /// Each `/ws` connection's message budget.
+    pub messages: crate::worker::conn::rate::Limits,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Limits per source address.
+    pub per_ip: crate::worker::per_ip::IpLimits,
+    /// Balancers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Loopback sources are limited too.
+    pub limit_loopback: bool,
     /// Origins browsers may open `/ws` from (empty: any).
     pub allowed_origins: Vec<OriginPattern>,
     /// Auth off on a non-loopback address was asked for explicitly.
@@ -278,6 +333,40 @@ impl Config {
                 .auth_query_token
                 .or(f.auth_query_token)
                 .unwrap_or(false),
+            messages: crate::worker::conn::rate::Limits {
+                rate: args.messages_per_sec.or(f.messages_per_sec).unwrap_or(1000),
+                burst: args.messages_burst.or(f.messages_burst).unwrap_or(2000),
+                grace: args
+                    .rate_limit_grace_secs
+                    .or(f.rate_limit_grace_secs)
+                    .unwrap_or(2),
+            },
+            max_subscriptions: args
+                .max_subscriptions
+                .or(f.max_subscriptions)
+                .unwrap_or(crate::hub::MAX_SUBS_PER_CONN)
+                .max(1),
+            per_ip: crate::worker::per_ip::IpLimits {
+                connections: args
+                    .max_connections_per_ip
+                    .or(f.max_connections_per_ip)
+                    .unwrap_or(1000),
+                rate: args
+                    .new_connections_per_ip_per_sec
+                    .or(f.new_connections_per_ip_per_sec)
+                    .unwrap_or(100),
+                burst: args
+                    .new_connections_per_ip_burst
+                    .or(f.new_connections_per_ip_burst)
+                    .unwrap_or(500)
+                    .max(1),
+            },
+            trusted_proxies: if args.trusted_proxies.is_empty() {
+                f.trusted_proxies.clone().unwrap_or_default()
+            } else {
+                args.trusted_proxies.clone()
+            },
+            limit_loopback: args.limit_loopback.or(f.limit_loopback).unwrap_or(false),
             anonymous,
             allowed_origins: origins(&args.allowed_origins, f.allowed_origins)?,
             allow_anonymous: args.allow_anonymous || f.allow_anonymous.unwrap_or(false),
@@ -304,6 +393,13 @@ impl Config {
             ));
         }
         Ok(c)
+    }
+}
+
+impl Config {
+    /// Each `/ws` connection's message budget.
+    pub fn message_limits(&self) -> crate::worker::conn::rate::Limits {
+        self.messages
     }
 }
 

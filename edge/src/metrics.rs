@@ -33,6 +33,10 @@ pub struct WorkerMetrics {
     pub denied: AtomicU64,
     /// Browser handshakes refused with 403: an origin not on the allow-list.
     pub rejected_origin: AtomicU64,
+    /// Messages refused as `rate_limited` (over the connection's message rate).
+    pub rate_limited: AtomicU64,
+    /// Upgrades refused with 429: over the source address's connection limits.
+    pub rejected_rate: AtomicU64,
     /// WebSocket handshakes completed.
     pub handshakes: AtomicU64,
     /// Plain HTTP requests answered.
@@ -103,7 +107,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 19] = [
+static SERIES: [Series; 21] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -145,6 +149,18 @@ static SERIES: [Series; 19] = [
         "counter",
         "Browser handshakes refused with 403: an origin not on the allow-list.",
         |m| &m.rejected_origin,
+    ),
+    (
+        "ringline_edge_rate_limited_total",
+        "counter",
+        "Messages refused as rate_limited: over the connection's message rate.",
+        |m| &m.rate_limited,
+    ),
+    (
+        "ringline_edge_rejected_rate_total",
+        "counter",
+        "Upgrades refused with 429: over the source address's connection limits.",
+        |m| &m.rejected_rate,
     ),
     (
         "ringline_edge_denied_total",

@@ -749,21 +749,22 @@ fn bad_peers_are_closed_or_refused_while_the_others_keep_receiving() {
     still_fine(&mut good, &mut w);
     // A flood of subscriptions: past the per-connection limit, refused one by one.
     let mut flood = Client::json(edge.addr);
-    // The per-connection limit (4,096) and some more.
-    let total = 4096 + 100;
+    // The per-connection limit (1,000 by default) and some more.
+    let total = 1000 + 100;
     for i in 0..total {
         flood.sub(i, &format!("flood/{i}"), None);
     }
     let mut refused = 0;
     for _ in 0..total {
-        if let Response::Error { .. } = flood.recv() {
+        if let Response::Error { code, .. } = flood.recv() {
+            assert_eq!(code, wire::client::ErrorCode::TooManySubscriptions);
             refused += 1;
         }
     }
     assert_eq!(
         refused,
-        total - 4096,
-        "subscriptions past 4,096 are refused"
+        total - 1000,
+        "subscriptions past 1,000 are refused"
     );
     still_fine(&mut good, &mut w);
 }

@@ -15,7 +15,7 @@ use super::group::Group;
 use super::index::GroupId;
 use super::members::{Member, Own};
 use super::watches::{Role, WatchRef};
-use super::{ConnRef, Hub, MAX_SUBS_PER_CONN, SubRef};
+use super::{ConnRef, Hub, SubRef};
 
 /// A join watch to issue.
 #[derive(Debug)]
@@ -60,8 +60,8 @@ impl Hub {
         from: Option<&str>,
     ) {
         let sub = SubRef { conn, id };
-        if let Some(why) = self.refusal(sub) {
-            self.fail(conn, id, ErrorCode::BadRequest, why);
+        if let Some((code, why)) = self.refusal(sub) {
+            self.fail(conn, id, code, why);
             return;
         }
         let from = match from.map(decode_token).transpose() {
@@ -102,17 +102,20 @@ impl Hub {
     }
 
     /// Why subscription `sub` cannot be taken, if it cannot.
-    fn refusal(&self, sub: SubRef) -> Option<&'static str> {
+    fn refusal(&self, sub: SubRef) -> Option<(ErrorCode, &'static str)> {
         if self.groups.has_sub(sub) {
-            return Some("subscription id already in use");
+            return Some((ErrorCode::BadRequest, "subscription id already in use"));
         }
         if self
             .groups
             .subs_on(sub.conn)
-            .nth(MAX_SUBS_PER_CONN - 1)
+            .nth(self.max_subs.saturating_sub(1))
             .is_some()
         {
-            return Some("too many subscriptions on this connection");
+            return Some((
+                ErrorCode::TooManySubscriptions,
+                "this connection holds as many subscriptions as it may",
+            ));
         }
         None
     }

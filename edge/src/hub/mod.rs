@@ -98,8 +98,8 @@ struct Pending {
     publish: bool,
 }
 
-/// Most subscriptions one connection may hold.
-pub const MAX_SUBS_PER_CONN: usize = 4096;
+/// Most subscriptions one connection may hold, unless configured otherwise.
+pub const MAX_SUBS_PER_CONN: usize = 1000;
 
 /// Most reads and writes one connection may have waiting for their stores; past it a
 /// request gets `overloaded` (a client pipelining faster than the store answers cannot
@@ -130,6 +130,8 @@ pub struct Hub {
     /// Requests waiting, per connection (absent: none).
     inflight: HashMap<ConnRef, u32>,
     groups: index::Groups,
+    /// Most subscriptions one connection may hold.
+    max_subs: usize,
     /// Counters.
     pub stats: HubStats,
 }
@@ -148,8 +150,16 @@ impl Hub {
             requests: HashMap::new(),
             inflight: HashMap::new(),
             groups: index::Groups::default(),
+            max_subs: MAX_SUBS_PER_CONN,
             stats: HubStats::default(),
         }
+    }
+
+    /// At most `n` subscriptions per connection (at least 1).
+    #[must_use]
+    pub fn with_max_subs(mut self, n: usize) -> Self {
+        self.max_subs = n.max(1);
+        self
     }
 
     /// Whether the link to store `s` is up.

@@ -28,6 +28,12 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     SocketAddr::try_from(a).map_err(|_| io::Error::other("not an inet address"))
 }
 
+/// The peer's address of a connected socket (`None` if it has none, or is not inet).
+pub fn peer_ip(fd: &OwnedFd) -> Option<std::net::IpAddr> {
+    let a = rustix::net::getpeername(fd).ok()??;
+    SocketAddr::try_from(a).ok().map(|a| a.ip().to_canonical())
+}
+
 /// Take ownership of a descriptor an accept completion returned.
 pub fn adopt(raw: i32) -> Option<OwnedFd> {
     // SAFETY: callers pass a non-negative accept result (a new descriptor), a

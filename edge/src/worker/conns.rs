@@ -153,6 +153,8 @@ impl Worker {
             draining,
             all: &self.shared.metrics,
             auth: self.verifier.as_deref(),
+            per_ip: &self.shared.per_ip,
+            worker: self.id,
             hub: &mut self.hub,
             me: conn_ref(key),
         };
@@ -305,6 +307,8 @@ impl Worker {
             self.hub.conn_closed(conn_ref(key));
             WorkerMetrics::sub(&self.metrics.connections, 1);
             admission::remove(&self.shared.load, self.id);
+            let now = std::time::Instant::now();
+            self.shared.per_ip.release((self.id, conn_ref(key)), now);
         }
     }
 

@@ -17,6 +17,7 @@ mod conns;
 mod dispatch;
 pub mod link;
 mod links;
+pub mod per_ip;
 pub mod slab;
 mod tick;
 pub mod timer;
@@ -66,6 +67,8 @@ pub struct Shared {
     pub rings: Vec<AtomicI32>,
     /// Every worker's connections plus places reserved on it (see `admission`).
     pub load: Vec<AtomicU32>,
+    /// Connections and new connections per source address, across the workers.
+    pub per_ip: per_ip::PerIp,
     /// Client tokens are checked against this (`None`: auth is off); it changes
     /// when the key file does.
     pub keys: Option<Arc<crate::auth::keys::Keys>>,
@@ -82,6 +85,7 @@ impl Shared {
     ) -> Self {
         let rings = (0..cfg.workers).map(|_| AtomicI32::new(-1)).collect();
         let load = (0..cfg.workers).map(|_| AtomicU32::new(0)).collect();
+        let per_ip = per_ip::PerIp::new(cfg.per_ip);
         Self {
             cfg,
             map,
@@ -89,6 +93,7 @@ impl Shared {
             metrics,
             rings,
             load,
+            per_ip,
             keys,
         }
     }
@@ -191,6 +196,7 @@ impl Worker {
             .ok_or_else(|| io::Error::other(format!("no ring slot for worker {id}")))?;
         ring_slot.store(ring.fd(), Ordering::Release);
         let (cfg, map) = (Arc::clone(&shared.cfg), Arc::clone(&shared.map));
+        let max_subs = cfg.max_subscriptions;
         let keys_seen = shared.keys.as_ref().map_or(0, |k| k.generation());
         let verifier = shared.keys.as_ref().map(|k| k.current());
         Ok(Self {
@@ -214,7 +220,7 @@ impl Worker {
                     ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
                     ^ u64::from(std::process::id()),
             ),
-            hub: Hub::new(map),
+            hub: Hub::new(map).with_max_subs(max_subs),
             delivery: dispatch::Encoders::default(),
             verifier,
             keys_seen,

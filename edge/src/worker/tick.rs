@@ -2,7 +2,7 @@
 //! that is down also has its own 25 ms timer, see `links.rs`), the hub's
 //! figures published, spare memory given back, a SIGTERM drain advanced (health
 //! check says 503, the listener closes, connections are closed in a smooth wave), a
-//! reloaded token verifier taken, and every connection whose deadline is due gets [`Conn::handle_timer`](super::conn::Conn::handle_timer).
+//! reloaded token verifier taken, idle source addresses forgotten (worker 0), and every connection whose deadline is due gets [`Conn::handle_timer`](super::conn::Conn::handle_timer).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,6 +41,9 @@ impl Worker {
         crate::mem::trim_vec(&mut self.dirty);
         self.drain_tick();
         self.reload_keys();
+        if self.id == 0 {
+            self.shared.per_ip.sweep(Instant::now());
+        }
         for key in due {
             self.timer(key, now);
         }

@@ -46,7 +46,29 @@ impl Ws {
         protocol: Option<&str>,
         headers: &str,
     ) -> Result<Self, String> {
-        let mut s = TcpStream::connect(addr).unwrap();
+        Self::handshake(TcpStream::connect(addr).unwrap(), path, protocol, headers)
+    }
+
+    /// [`Ws::connect_headers`] from source address `from` (any 127.x.y.z on
+    /// loopback): per-address limits see it as another client.
+    pub fn connect_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+        path: &str,
+        headers: &str,
+    ) -> Result<Self, String> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        Self::handshake(s.into(), path, None, headers)
+    }
+
+    fn handshake(
+        mut s: TcpStream,
+        path: &str,
+        protocol: Option<&str>,
+        headers: &str,
+    ) -> Result<Self, String> {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let offer = protocol
             .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))

@@ -201,11 +201,16 @@ pub enum ErrorCode {
     Unauthorized,
     /// The connection's token does not grant this operation on this key.
     Forbidden,
+    /// The connection is sending faster than its message rate allows; slow down
+    /// (a connection that stays over the rate is closed with 1008).
+    RateLimited,
+    /// The connection holds as many subscriptions as it may.
+    TooManySubscriptions,
 }
 
 impl ErrorCode {
     /// Every code, for tests and exhaustive tables.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::BadRequest,
         Self::TooLarge,
         Self::Conflict,
@@ -214,6 +219,8 @@ impl ErrorCode {
         Self::Internal,
         Self::Unauthorized,
         Self::Forbidden,
+        Self::RateLimited,
+        Self::TooManySubscriptions,
     ];
 
     /// The code's wire name, e.g. `"bad_request"`.
@@ -228,6 +235,8 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::TooManySubscriptions => "too_many_subscriptions",
         }
     }
 

@@ -21,6 +21,9 @@ pub enum Status {
     MethodNotAllowed,
     /// 426 Upgrade Required (carries `Sec-WebSocket-Version: 13`).
     UpgradeRequired,
+    /// 429 Too Many Requests (over a per-address connection limit; carries
+    /// Retry-After).
+    TooManyRequests,
     /// 431 Request Header Fields Too Large.
     HeaderFieldsTooLarge,
     /// 503 Service Unavailable (full or draining; may carry Retry-After).
@@ -38,6 +41,7 @@ impl Status {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UpgradeRequired => 426,
+            Self::TooManyRequests => 429,
             Self::HeaderFieldsTooLarge => 431,
             Self::ServiceUnavailable => 503,
         }
@@ -53,6 +57,7 @@ impl Status {
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::UpgradeRequired => "Upgrade Required",
+            Self::TooManyRequests => "Too Many Requests",
             Self::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Self::ServiceUnavailable => "Service Unavailable",
         }

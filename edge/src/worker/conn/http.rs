@@ -20,6 +20,7 @@ use crate::config::AuthMode;
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
 use crate::worker::conn::life::Life;
+use crate::worker::per_ip::Over;
 use crate::worker::timer::{Tick, deadline_after};
 
 /// The page served at `/`.
@@ -68,7 +69,7 @@ impl Conn {
                 e.write_response(&mut reply);
                 Route::Answered
             }
-            Ok(Some((req, _))) => route(&req, full, &mut reply, ctx),
+            Ok(Some((req, _))) => route(&req, full, &self.fd, &mut reply, ctx),
         };
         self.out.push_owned(reply);
         match route {
@@ -106,6 +107,7 @@ impl Conn {
             partial: None,
         };
         self.proto = proto;
+        self.budget = super::rate::Budget::new(ctx.cfg.message_limits());
         // The first ping comes up to half a heartbeat early, spread by slot, so that
         // connections accepted in one burst are not all pinged on one tick (one burst
         // of sends, and of the memory they take, every heartbeat).
@@ -117,8 +119,15 @@ impl Conn {
 }
 
 /// Answer a parsed request into `reply`, or accept its upgrade (`full`: every worker
-/// was full when it came, so an upgrade gets 503).
-fn route(req: &Request<'_>, full: bool, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) -> Route {
+/// was full when it came, so an upgrade gets 503; `fd`: the socket, whose peer the
+/// per-address limits count).
+fn route(
+    req: &Request<'_>,
+    full: bool,
+    fd: &std::os::fd::OwnedFd,
+    reply: &mut Vec<u8>,
+    ctx: &mut Ctx<'_>,
+) -> Route {
     let m = ctx.metrics;
     let path = req.path;
     let Some(up) = req.websocket.as_ref() else {
@@ -160,7 +169,18 @@ fn route(req: &Request<'_>, full: bool, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) 
             return Route::Answered;
         }
     };
+    if let Err(over) = limit_source(req, fd, ctx) {
+        WorkerMetrics::add(&m.rejected_rate, 1);
+        let body: &[u8] = match over {
+            Over::Connections => b"too many connections from this address\n",
+            Over::Rate => b"too many new connections from this address\n",
+        };
+        write_response(reply, Status::TooManyRequests, "text/plain", body, Some(1));
+        return Route::Answered;
+    }
     let Some(admission) = admit(req, proto, reply, ctx) else {
+        ctx.per_ip
+            .release((ctx.worker, ctx.me), std::time::Instant::now());
         return Route::Answered;
     };
     WorkerMetrics::add(&m.handshakes, 1);
@@ -171,6 +191,29 @@ fn route(req: &Request<'_>, full: bool, reply: &mut Vec<u8>, ctx: &mut Ctx<'_>) 
     };
     write_switching_protocols(reply, &up.accept, protocol);
     Route::Upgraded(req.rest.to_vec(), proto, admission)
+}
+
+/// Count an upgrade against its source address's limits: the peer, or the first
+/// `X-Forwarded-For` address when the peer is a trusted proxy. Loopback sources are
+/// not counted unless the config says so.
+fn limit_source(req: &Request<'_>, fd: &std::os::fd::OwnedFd, ctx: &Ctx<'_>) -> Result<(), Over> {
+    let Some(peer) = crate::uring::net::peer_ip(fd) else {
+        return Ok(());
+    };
+    let cfg = ctx.cfg;
+    let source = if cfg.trusted_proxies.contains(&peer) {
+        req.x_forwarded_for
+            .and_then(|x| x.split(',').next())
+            .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .map_or(peer, |a| a.to_canonical())
+    } else {
+        peer
+    };
+    if source.is_loopback() && !cfg.limit_loopback {
+        return Ok(());
+    }
+    ctx.per_ip
+        .admit(source, (ctx.worker, ctx.me), std::time::Instant::now())
 }
 
 /// A plain HTTP request (no upgrade), answered into `reply`.

@@ -9,6 +9,7 @@
 mod auth;
 mod http;
 pub mod life;
+pub mod rate;
 #[cfg(test)]
 mod tests;
 mod ws;
@@ -144,6 +145,8 @@ pub struct Conn {
     /// The tick it must authenticate by (no identity yet: closed with 4408) or
     /// refresh its token by (closed with 4419); 0: never.
     auth_by: Tick,
+    /// Its message budget (`/ws`).
+    budget: rate::Budget,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -163,6 +166,10 @@ pub struct Ctx<'a> {
     pub all: &'a [std::sync::Arc<WorkerMetrics>],
     /// Client tokens are checked against this (`None`: auth is off).
     pub auth: Option<&'a Verifier>,
+    /// The process's per-address connection limits.
+    pub per_ip: &'a crate::worker::per_ip::PerIp,
+    /// This worker's index.
+    pub worker: usize,
 }
 
 /// Largest owned chunk small frames are coalesced into.
@@ -188,6 +195,7 @@ impl Conn {
             proto: Proto::Echo,
             identity: None,
             auth_by: 0,
+            budget: rate::Budget::default(),
         };
         c.set_due(deadline);
         // The request head is on its way: receive it at once (in poll mode too).
@@ -222,6 +230,8 @@ impl Conn {
 
     /// Bytes arrived (`data` may be modified: frames are unmasked in place).
     pub fn handle_recv(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
+        self.budget
+            .refill(now.saturating_sub(self.last_rx), ctx.cfg.message_limits());
         self.last_rx = now;
         WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
         match &mut self.life {

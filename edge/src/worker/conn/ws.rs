@@ -5,10 +5,11 @@
 //! to the hub, are [`auth`](super::auth)'s). Pings are answered, a close is echoed, and
 //! a protocol error closes with its code.
 
-use wire::client::{Response, fb as client_fb, json as client_json};
+use wire::client::{ErrorCode, Response, fb as client_fb, json as client_json};
 use wire::frame::{CloseCode, Decoder, Incoming, Opcode, encode_close_reply, encode_frame};
 
 use super::auth::Standing;
+use super::rate::{Budget, Limits, Verdict};
 use super::{Conn, Ctx, Proto, SendQueue};
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
@@ -33,6 +34,9 @@ pub(super) struct FrameLoop<'a> {
     /// Who the connection is and what it may touch.
     pub(super) standing: Standing<'a>,
     pub(super) now: crate::worker::timer::Tick,
+    /// Its message budget, and the limits it is kept to.
+    budget: &'a mut Budget,
+    limits: Limits,
     scratch: Vec<u8>,
     /// Messages received.
     messages: u64,
@@ -45,6 +49,8 @@ pub(super) struct FrameLoop<'a> {
     pub(super) unauthorized: u64,
     /// Subscriptions ended by a refresh that narrowed the grant.
     pub(super) narrowed: u64,
+    /// Messages refused as `rate_limited`.
+    limited: u64,
     pub(super) stop: Option<Stop>,
 }
 
@@ -86,22 +92,50 @@ impl FrameLoop<'_> {
         }
     }
 
-    /// A whole message (text or binary).
+    /// A whole message (text or binary). On `/ws` each one spends from the
+    /// connection's budget, decoded or not.
     fn on_message(&mut self, opcode: Opcode, body: &[u8]) {
         self.messages += 1;
-        match (self.proto, opcode) {
-            (Proto::Echo, _) => self.out.push_with(&mut |v| encode_frame(v, opcode, body)),
-            (Proto::Json, Opcode::Text) => match client_json::decode_request(body) {
-                Ok(req) => self.request(req, Opcode::Text),
-                Err(e) => self.reply(Opcode::Text, &e.to_response()),
-            },
-            (Proto::Fb, Opcode::Binary) => match client_fb::decode_request(body) {
-                Ok(req) => self.request(req, Opcode::Binary),
-                Err(e) => self.reply(Opcode::Binary, &e.to_response()),
-            },
+        let verdict = if self.proto == Proto::Echo {
+            Verdict::Take
+        } else {
+            self.budget.spend(self.limits)
+        };
+        let limited = match verdict {
+            Verdict::Take => false,
+            Verdict::Refuse => true,
+            Verdict::Close => {
+                self.stop = Some(Stop::Error(CloseCode::POLICY, "message rate exceeded"));
+                return;
+            }
+        };
+        let decoded = match (self.proto, opcode) {
+            (Proto::Echo, _) => {
+                self.out.push_with(&mut |v| encode_frame(v, opcode, body));
+                return;
+            }
+            (Proto::Json, Opcode::Text) => client_json::decode_request(body),
+            (Proto::Fb, Opcode::Binary) => client_fb::decode_request(body),
             // "a binary frame on a JSON connection (or the reverse) is a protocol
             // error".
-            _ => self.stop = Some(Stop::Error(CloseCode::UNSUPPORTED_DATA, "")),
+            _ => {
+                self.stop = Some(Stop::Error(CloseCode::UNSUPPORTED_DATA, ""));
+                return;
+            }
+        };
+        match decoded {
+            Ok(req) if limited => {
+                self.limited += 1;
+                let refused = Response::Error {
+                    id: Some(req.id()),
+                    code: ErrorCode::RateLimited,
+                    message: "over this connection's message rate: slow down".into(),
+                    version: None,
+                };
+                self.reply(opcode, &refused);
+            }
+            Ok(req) => self.request(req, opcode),
+            Err(e) => self.reply(opcode, &e.to_response()),
         }
     }
 
@@ -128,6 +162,7 @@ impl Conn {
             proto,
             identity,
             auth_by,
+            budget,
             ..
         } = self;
         let Life::Open { dec, partial } = life else {
@@ -147,12 +182,15 @@ impl Conn {
                 auth_by,
             },
             now,
+            budget,
+            limits: ctx.cfg.message_limits(),
             scratch: Vec::new(),
             messages: 0,
             answered: 0,
             denied: 0,
             unauthorized: 0,
             narrowed: 0,
+            limited: 0,
             stop: None,
         };
         match partial {
@@ -179,6 +217,7 @@ impl Conn {
         WorkerMetrics::add(&m.messages_in, messages);
         WorkerMetrics::add(&m.denied, run.denied + run.narrowed);
         WorkerMetrics::add(&m.rejected_unauthorized, run.unauthorized);
+        WorkerMetrics::add(&m.rate_limited, run.limited);
         WorkerMetrics::add(&m.messages_out, if echo { messages } else { answered });
         if self.auth_by != was_due {
             self.watch_auth_by(now);
