@@ -203,3 +203,139 @@ pub mod token {
         }
     }
 }
+
+// The edge's permission patterns and token verification, compiled from the edge's
+// own source files (the edge is a binary with no library to link against). At the
+// crate root, where `token.rs` finds `super::grant`.
+#[path = "../../edge/src/auth/grant.rs"]
+#[allow(dead_code)]
+pub mod grant;
+#[path = "../../edge/src/auth/token.rs"]
+#[allow(dead_code)]
+pub mod jwt;
+
+pub mod auth_message {
+    use std::sync::OnceLock;
+
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use wire::client::{Request, fb, json};
+
+    use crate::jwt::Verifier;
+
+    /// The HS256 secret of this target (fuzzing only).
+    const SECRET: &[u8] = b"the fuzz target's own secret, 32 bytes or more";
+
+    fn verifier() -> &'static Verifier {
+        static V: OnceLock<Verifier> = OnceLock::new();
+        V.get_or_init(|| {
+            Verifier::with_secret(SECRET)
+                .expect("a 32-byte secret")
+                .audience(Some("ringline".into()))
+        })
+    }
+
+    /// Arbitrary bytes as an `auth` message (JSON and flatbuffers) and as a bare token:
+    /// never a panic, and nothing the fuzzer makes up is accepted (it cannot sign).
+    /// Then the same bytes as a token's claims, signed with the target's secret so that
+    /// they reach the claim checks and the grant compiler: never a panic; whatever is
+    /// accepted has an `exp` in the future (with the skew), the configured audience,
+    /// and a grant that compiled for its subject.
+    pub fn run(data: &[u8]) {
+        let v = verifier();
+        for token in [json::decode_request(data).ok(), fb::decode_request(data).ok()]
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                Request::Auth { token, .. } => Some(token),
+                _ => None,
+            })
+        {
+            assert!(v.verify(&token).is_err(), "an unsigned token was accepted");
+        }
+        if let Ok(text) = std::str::from_utf8(data) {
+            assert!(v.verify(text).is_err(), "an unsigned token was accepted");
+        }
+        // Signed claims: the header is fixed, the payload is the fuzzer's.
+        let key = EncodingKey::from_secret(SECRET).expect("key");
+        let b64 = |b: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        };
+        let message = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(data));
+        let Ok(sig) = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
+        else {
+            return;
+        };
+        if let Ok(id) = v.verify(&format!("{message}.{sig}")) {
+            let now = jsonwebtoken::get_current_timestamp();
+            assert!(id.expires + 30 >= now, "an expired token was accepted");
+            let claims: serde_json::Value = serde_json::from_slice(data).expect("claims parsed");
+            let aud = &claims["aud"];
+            let ours = |a: &serde_json::Value| a == "ringline";
+            assert!(
+                ours(aud) || aud.as_array().is_some_and(|a| a.iter().any(ours)),
+                "accepted for another audience: {claims}"
+            );
+        }
+    }
+}
+
+pub mod patterns {
+    use wire::client::Target;
+
+    use crate::grant::{Access, Grant, GrantSpec};
+
+    /// Arbitrary bytes as a subject and read/write/publish patterns (lines; the first
+    /// is the subject, then a line `--` between the lists), compiled: never a panic;
+    /// a grant that compiled allows each exact pattern's own key (the subject in
+    /// place of `{sub}`), each prefix pattern's keys and prefixes, and nothing in a
+    /// list it has no pattern for.
+    pub fn run(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let mut lines = text.split('\n');
+        let subject = lines.next().unwrap_or_default();
+        let mut lists: [Vec<String>; 3] = Default::default();
+        let mut at = 0;
+        for l in lines {
+            if l == "--" {
+                at = (at + 1).min(2);
+            } else if let Some(list) = lists.get_mut(at) {
+                list.push(l.to_owned());
+            }
+        }
+        let [read, write, publish] = lists;
+        let spec = GrantSpec {
+            read,
+            write,
+            publish,
+        };
+        let Ok(grant) = Grant::compile(&spec, subject) else {
+            return;
+        };
+        for (access, list) in [
+            (Access::Read, &spec.read),
+            (Access::Write, &spec.write),
+            (Access::Publish, &spec.publish),
+        ] {
+            for p in list {
+                let key = p.replace("{sub}", subject);
+                match key.strip_suffix('*') {
+                    Some(prefix) => {
+                        let below = format!("{prefix}x/y");
+                        assert!(grant.allows(access, &below), "{p:?} {below:?}");
+                        if access == Access::Read {
+                            let t = Target::Prefix(format!("{prefix}z").into());
+                            assert!(grant.allows_target(&t), "{p:?}");
+                        }
+                    }
+                    None => assert!(grant.allows(access, &key), "{p:?} {key:?}"),
+                }
+            }
+            if list.is_empty() {
+                assert!(!grant.allows(access, "any/key"), "{access:?} with no patterns");
+            }
+        }
+    }
+}

@@ -7,13 +7,15 @@ use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 6] = [
+const TARGETS: [Target; 8] = [
     ("handshake", ringline_fuzz::handshake::run),
     ("frame", ringline_fuzz::frame::run),
     ("link_frame", ringline_fuzz::link_frame::run),
     ("client_json", ringline_fuzz::client_json::run),
     ("client_fb", ringline_fuzz::client_fb::run),
     ("token", ringline_fuzz::token::run),
+    ("auth_message", ringline_fuzz::auth_message::run),
+    ("grant", ringline_fuzz::patterns::run),
 ];
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::token::{Verifier, from_key_file, key_file};
+use super::token::Verifier;
 use crate::config::Config;
 
 /// How often the key file is read.
@@ -47,6 +47,33 @@ impl Keys {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(v);
         self.generation.fetch_add(1, Ordering::Release);
     }
+}
+
+/// The file the configured keys come from (the HS256 secret or the JWKS); `None`
+/// when auth is off.
+pub fn key_file(cfg: &crate::config::Config) -> Result<Option<&std::path::Path>, String> {
+    use crate::config::AuthMode;
+    if cfg.auth == AuthMode::Off {
+        return Ok(None);
+    }
+    match (&cfg.auth_secret_file, &cfg.auth_jwks_file) {
+        (Some(path), None) | (None, Some(path)) => Ok(Some(path)),
+        _ => Err("auth needs exactly one of auth_secret_file and auth_jwks_file".into()),
+    }
+}
+
+/// The verifier for the key file's contents `bytes`, with the configuration's
+/// audience, issuer and skew.
+pub fn from_key_file(cfg: &crate::config::Config, bytes: &[u8]) -> Result<Verifier, String> {
+    let v = if cfg.auth_jwks_file.is_some() {
+        let json = std::str::from_utf8(bytes).map_err(|_| "auth JWKS: not UTF-8".to_owned())?;
+        Verifier::with_jwks(json).map_err(|e| format!("auth JWKS: {e}"))?
+    } else {
+        Verifier::with_secret(bytes.trim_ascii_end()).map_err(|e| format!("auth secret: {e}"))?
+    };
+    Ok(v.audience(cfg.auth_audience.clone())
+        .issuer(cfg.auth_issuer.clone())
+        .skew(cfg.auth_skew.as_secs()))
 }
 
 /// The keys the configuration asks for (`None`: auth is off), and the key file's

@@ -59,33 +59,6 @@ impl TokenError {
     }
 }
 
-/// The file the configured keys come from (the HS256 secret or the JWKS); `None`
-/// when auth is off.
-pub fn key_file(cfg: &crate::config::Config) -> Result<Option<&std::path::Path>, String> {
-    use crate::config::AuthMode;
-    if cfg.auth == AuthMode::Off {
-        return Ok(None);
-    }
-    match (&cfg.auth_secret_file, &cfg.auth_jwks_file) {
-        (Some(path), None) | (None, Some(path)) => Ok(Some(path)),
-        _ => Err("auth needs exactly one of auth_secret_file and auth_jwks_file".into()),
-    }
-}
-
-/// The verifier for the key file's contents `bytes`, with the configuration's
-/// audience, issuer and skew.
-pub fn from_key_file(cfg: &crate::config::Config, bytes: &[u8]) -> Result<Verifier, String> {
-    let v = if cfg.auth_jwks_file.is_some() {
-        let json = std::str::from_utf8(bytes).map_err(|_| "auth JWKS: not UTF-8".to_owned())?;
-        Verifier::with_jwks(json).map_err(|e| format!("auth JWKS: {e}"))?
-    } else {
-        Verifier::with_secret(bytes.trim_ascii_end()).map_err(|e| format!("auth secret: {e}"))?
-    };
-    Ok(v.audience(cfg.auth_audience.clone())
-        .issuer(cfg.auth_issuer.clone())
-        .skew(cfg.auth_skew.as_secs()))
-}
-
 /// Who a verified token says the connection is, and what it may do until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
