@@ -9,7 +9,8 @@
 #
 # Needs a release build (`cargo build --release --workspace`). EDGE_BIN runs another
 # edge binary (an older build, for a before/after ratio) with the same store and load
-# generator.
+# generator. SCALE_AUTH=1 runs the edges with auth required (HS256) and gives every
+# connection its own token, sent as its first message.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
@@ -43,8 +44,15 @@ RUST_LOG=warn "$bin/store" --data-dir "$dir/store" --listen 127.0.0.1:7400 --adm
 pids+=($!)
 sleep 1
 edge_pids=()
+auth_edge=()
+auth_lg=()
+if [ "${SCALE_AUTH:-0}" = 1 ]; then
+  head -c 48 /dev/urandom | base64 > "$dir/hs256.secret"
+  auth_edge=(--auth required --auth-secret-file "$dir/hs256.secret")
+  auth_lg=(--auth-secret-file "$dir/hs256.secret")
+fi
 for _ in $(seq "$edges"); do
-  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 &
+  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 ${auth_edge[@]+"${auth_edge[@]}"} &
   pids+=($!); edge_pids+=($!)
 done
 for _ in $(seq 100); do
@@ -53,7 +61,7 @@ for _ in $(seq 100); do
 done
 sleep 1
 ep=$(IFS=,; echo "${edge_pids[*]}")
-lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}")
+lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}" ${auth_lg[@]+"${auth_lg[@]}"})
 case "$scenario" in
   memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "${SCALE_KEYS:-$n}" --hold 5 ;;
   fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ;;

@@ -51,6 +51,9 @@ pub struct WorkerMetrics {
     pub bytes_out: AtomicU64,
     /// Bytes queued and not yet sent (gauge).
     pub queued_bytes: AtomicU64,
+    /// Bytes of receive buffers handed to the kernel (gauge; grows under load up to
+    /// its cap, never shrinks).
+    pub receive_buffer_bytes: AtomicU64,
     /// Close frames sent, by code (`CLOSE_CODES`, then other).
     pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
     /// Changes delivered to subscribers.
@@ -107,7 +110,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 21] = [
+static SERIES: [Series; 22] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -215,6 +218,12 @@ static SERIES: [Series; 21] = [
         "gauge",
         "Bytes queued for connections and not yet sent.",
         |m| &m.queued_bytes,
+    ),
+    (
+        "ringline_edge_receive_buffer_bytes",
+        "gauge",
+        "Bytes of receive buffers handed to the kernel (grows under load to its cap).",
+        |m| &m.receive_buffer_bytes,
     ),
     (
         "ringline_edge_deliveries_total",

@@ -97,6 +97,12 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Authenticate every connection (edges with `auth = "required"`): each gets its own
+    /// HS256 token, signed with this file's secret, for subject `lg-user-N`, granting
+    /// `user/{sub}/*` and `lg/*` to read and `user/{sub}/inbox` to write, sent as the
+    /// first message (`{"op":"auth"}`), as a browser would.
+    #[arg(long)]
+    auth_secret_file: Option<std::path::PathBuf>,
     /// Internal: run as worker number N of `--procs`.
     #[arg(long, hide = true)]
     worker: Option<usize>,
@@ -677,6 +683,16 @@ async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
     let mut ws = Ws::connect(args.target, &args.path, protocol, source(args, index, n))
         .await
         .ok()?;
+    if let Some(jwt) = auth_token(args, n) {
+        ws.send_text(&format!(r#"{{"op":"auth","id":0,"token":"{jwt}"}}"#))
+            .await
+            .ok()?;
+        let ok = ws.recv_text().await?;
+        if !ok.starts_with(r#"{"op":"ok""#) {
+            eprintln!("[loadgen] auth refused: {ok}");
+            return None;
+        }
+    }
     let mut token = String::new();
     if sub {
         let k = n % args.keys.max(1);
@@ -691,6 +707,23 @@ async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
             .to_owned();
     }
     Some((ws, token))
+}
+
+/// Connection `n`'s own token, if `--auth-secret-file` is given.
+fn auth_token(args: &Args, n: usize) -> Option<String> {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<Option<jsonwebtoken::EncodingKey>> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let path = args.auth_secret_file.as_ref()?;
+        let secret = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        jsonwebtoken::EncodingKey::from_secret(secret.trim_ascii_end()).ok()
+    });
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({
+        "sub": format!("lg-user-{n}"), "exp": now + 24 * 3600, "iat": now,
+        "rl": { "read": ["user/{sub}/*", "lg/*"], "write": ["user/{sub}/inbox"] },
+    });
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key.as_ref()?).ok()
 }
 
 /// Open `share` connections, at most `concurrency` attempts at a time (subscribing in

@@ -1,12 +1,18 @@
 //! Permissions: which keys a connection may read (`get`, `sub`), write (`put`, `del`)
-//! and publish to (`pub`). A [`Grant`] is compiled once per token from the patterns of
-//! its claim: each pattern is an exact key, or a prefix ending in `*`, and `{sub}`
-//! stands for the token's subject. Keys are compared byte for byte, exactly as the
+//! and publish to (`pub`). A [`Grant`] comes from the patterns of a token's claim:
+//! each pattern is an exact key, or a prefix ending in `*`, and `{sub}` stands for the
+//! token's subject. The patterns are compiled once per distinct claim on each worker
+//! and shared (a connection holds a pointer to them and its subject, which is matched
+//! in place of `{sub}` without building the key). Keys are compared byte for byte, exactly as the
 //! store will see them: nothing is decoded or normalised (no percent-decoding, no
 //! `..`, no Unicode folding, hash-tag braces are plain bytes), so no spelling of a key
 //! can reach past what its bytes say.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Weak};
 
 use wire::client::{Request, Target};
 
@@ -51,27 +57,32 @@ pub enum PatternError {
     TooMany(usize),
 }
 
-/// One compiled pattern.
-#[derive(Clone, PartialEq, Eq)]
+/// One compiled pattern: its literal pieces, with the subject standing between each
+/// two (`user/{sub}/*` is `["user/", "/"]`, a prefix).
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct Pattern {
-    /// The key, or the prefix (without its `*`).
-    bytes: Box<[u8]>,
+    pieces: Box<[Box<[u8]>]>,
     prefix: bool,
 }
 
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = String::from_utf8_lossy(&self.bytes);
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                f.write_str(SUBJECT)?;
+            }
+            f.write_str(&String::from_utf8_lossy(piece))?;
+        }
         if self.prefix {
-            write!(f, "{s}*")
+            f.write_str("*")
         } else {
-            write!(f, "{s}")
+            Ok(())
         }
     }
 }
 
 impl Pattern {
-    fn compile(pattern: &str, subject: &str) -> Result<Self, PatternError> {
+    fn compile(pattern: &str) -> Result<Self, PatternError> {
         if pattern.is_empty() {
             return Err(PatternError::Empty);
         }
@@ -85,100 +96,215 @@ impl Pattern {
         if body.contains('*') {
             return Err(PatternError::InnerStar(pattern.to_owned()));
         }
-        let body = if body.contains(SUBJECT) {
-            if subject.is_empty() || subject.contains(['*', '{', '}']) {
-                return Err(PatternError::BadSubject);
-            }
-            body.replace(SUBJECT, subject)
-        } else {
-            body.to_owned()
+        let pieces = body
+            .split(SUBJECT)
+            .map(|p| p.as_bytes().to_vec().into_boxed_slice())
+            .collect();
+        Ok(Self { pieces, prefix })
+    }
+
+    /// Whether it was compiled from `source`.
+    fn is_from(&self, source: &str) -> bool {
+        let Some(mut rest) = (match source.strip_suffix('*') {
+            Some(body) if self.prefix => Some(body.as_bytes()),
+            None if !self.prefix => Some(source.as_bytes()),
+            _ => None,
+        }) else {
+            return false;
         };
-        if body.len() > MAX_PATTERN_LEN {
-            return Err(PatternError::TooLong(body.len()));
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                let Some(r) = rest.strip_prefix(SUBJECT.as_bytes()) else {
+                    return false;
+                };
+                rest = r;
+            }
+            let Some(r) = rest.strip_prefix(&piece[..]) else {
+                return false;
+            };
+            rest = r;
         }
-        Ok(Self {
-            bytes: body.into_bytes().into_boxed_slice(),
-            prefix,
-        })
+        rest.is_empty()
+    }
+
+    /// Whether the subject stands in it.
+    fn uses_subject(&self) -> bool {
+        self.pieces.len() > 1
+    }
+
+    /// Its length once `subject` stands in.
+    fn len_with(&self, subject: &str) -> usize {
+        let literal: usize = self.pieces.iter().map(|p| p.len()).sum();
+        literal + (self.pieces.len() - 1) * subject.len()
+    }
+
+    /// What is left of `key` after this pattern's bytes (with `subject` in place),
+    /// if `key` starts with them.
+    fn strip<'k>(&self, key: &'k [u8], subject: &[u8]) -> Option<&'k [u8]> {
+        let mut rest = key;
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if i > 0 {
+                rest = rest.strip_prefix(subject)?;
+            }
+            rest = rest.strip_prefix(&piece[..])?;
+        }
+        Some(rest)
     }
 
     /// Whether `key` matches.
-    fn allows_key(&self, key: &[u8]) -> bool {
-        if self.prefix {
-            key.starts_with(&self.bytes)
-        } else {
-            *key == *self.bytes
+    fn allows_key(&self, key: &[u8], subject: &[u8]) -> bool {
+        match self.strip(key, subject) {
+            Some(rest) => self.prefix || rest.is_empty(),
+            None => false,
         }
     }
 
     /// Whether every key starting with `prefix` matches.
-    fn covers_prefix(&self, prefix: &[u8]) -> bool {
-        self.prefix && prefix.starts_with(&self.bytes)
+    fn covers_prefix(&self, prefix: &[u8], subject: &[u8]) -> bool {
+        self.prefix && self.strip(prefix, subject).is_some()
     }
 }
 
 /// One access kind's patterns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 struct Patterns(Vec<Pattern>);
 
 impl Patterns {
-    fn compile<S: AsRef<str>>(patterns: &[S], subject: &str) -> Result<Self, PatternError> {
+    fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PatternError> {
         if patterns.len() > MAX_PATTERNS {
             return Err(PatternError::TooMany(patterns.len()));
         }
         patterns
             .iter()
-            .map(|p| Pattern::compile(p.as_ref(), subject))
+            .map(|p| Pattern::compile(p.as_ref()))
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
     }
 
-    fn allows_key(&self, key: &[u8]) -> bool {
-        self.0.iter().any(|p| p.allows_key(key))
+    fn allows_key(&self, key: &[u8], subject: &[u8]) -> bool {
+        self.0.iter().any(|p| p.allows_key(key, subject))
     }
 
-    fn covers_prefix(&self, prefix: &[u8]) -> bool {
-        self.0.iter().any(|p| p.covers_prefix(prefix))
+    fn covers_prefix(&self, prefix: &[u8], subject: &[u8]) -> bool {
+        self.0.iter().any(|p| p.covers_prefix(prefix, subject))
     }
 }
 
 /// The patterns of a grant before compiling, as a token's claim lists them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct GrantSpec {
     pub read: Vec<String>,
     pub write: Vec<String>,
     pub publish: Vec<String>,
 }
 
-/// What one connection may touch, compiled for its subject.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grant {
+/// A grant's patterns with `{sub}` still in them: compiled once per distinct claim and
+/// shared by every connection whose token carries the same lists (see [`templates`]).
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+struct Template {
     read: Patterns,
     write: Patterns,
     publish: Patterns,
 }
 
-impl Grant {
-    /// Compile `spec` for `subject` (the token's `sub`, empty if anonymous).
-    pub fn compile(spec: &GrantSpec, subject: &str) -> Result<Self, PatternError> {
+impl Template {
+    fn compile(spec: &GrantSpec) -> Result<Self, PatternError> {
         Ok(Self {
-            read: Patterns::compile(&spec.read, subject)?,
-            write: Patterns::compile(&spec.write, subject)?,
-            publish: Patterns::compile(&spec.publish, subject)?,
+            read: Patterns::compile(&spec.read)?,
+            write: Patterns::compile(&spec.write)?,
+            publish: Patterns::compile(&spec.publish)?,
         })
     }
 
+    fn all(&self) -> impl Iterator<Item = &Pattern> {
+        self.read
+            .0
+            .iter()
+            .chain(&self.write.0)
+            .chain(&self.publish.0)
+    }
+
+    /// Whether it was compiled from `spec`.
+    fn is_from(&self, spec: &GrantSpec) -> bool {
+        let same = |ps: &Patterns, src: &[String]| {
+            ps.0.len() == src.len() && ps.0.iter().zip(src).all(|(p, s)| p.is_from(s))
+        };
+        same(&self.read, &spec.read)
+            && same(&self.write, &spec.write)
+            && same(&self.publish, &spec.publish)
+    }
+}
+
+/// This thread's templates by claim, so that the connections of one worker whose
+/// tokens list the same patterns share one compiled copy (held weakly: the last
+/// connection using one frees it). Keyed by the claim's hash only (a copy of every
+/// claim would cost more than it saves when claims differ); a hit is checked against
+/// the claim before it is used.
+fn templates(spec: &GrantSpec) -> Result<Arc<Template>, PatternError> {
+    thread_local! {
+        static CACHE: RefCell<(RandomState, HashMap<u64, Weak<Template>>)> = RefCell::default();
+    }
+    CACHE.with_borrow_mut(|(hasher, cache)| {
+        let h = hasher.hash_one(spec);
+        if let Some(t) = cache.get(&h).and_then(Weak::upgrade)
+            && t.is_from(spec)
+        {
+            return Ok(t);
+        }
+        let t = Arc::new(Template::compile(spec)?);
+        // Forget dead entries now and then (when the map has doubled).
+        if cache.len() >= 64 && cache.len().is_power_of_two() {
+            cache.retain(|_, w| w.strong_count() > 0);
+        }
+        cache.insert(h, Arc::downgrade(&t));
+        Ok(t)
+    })
+}
+
+/// What one connection may touch: its claim's shared patterns, and its subject to put
+/// in place of `{sub}` (empty when no pattern uses it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    template: Arc<Template>,
+    subject: Box<str>,
+}
+
+impl Grant {
+    /// Compile `spec` for `subject` (the token's `sub`, empty if anonymous).
+    pub fn compile(spec: &GrantSpec, subject: &str) -> Result<Self, PatternError> {
+        let template = templates(spec)?;
+        let uses_subject = template.all().any(Pattern::uses_subject);
+        if uses_subject && (subject.is_empty() || subject.contains(['*', '{', '}'])) {
+            return Err(PatternError::BadSubject);
+        }
+        if let Some(len) = template
+            .all()
+            .map(|p| p.len_with(subject))
+            .find(|&len| len > MAX_PATTERN_LEN)
+        {
+            return Err(PatternError::TooLong(len));
+        }
+        let subject = if uses_subject {
+            subject.into()
+        } else {
+            Box::default()
+        };
+        Ok(Self { template, subject })
+    }
+
     fn patterns(&self, access: Access) -> &Patterns {
+        let t = &*self.template;
         match access {
-            Access::Read => &self.read,
-            Access::Write => &self.write,
-            Access::Publish => &self.publish,
+            Access::Read => &t.read,
+            Access::Write => &t.write,
+            Access::Publish => &t.publish,
         }
     }
 
     /// Whether `access` to `key` is granted.
     pub fn allows(&self, access: Access, key: &str) -> bool {
-        self.patterns(access).allows_key(key.as_bytes())
+        self.patterns(access)
+            .allows_key(key.as_bytes(), self.subject.as_bytes())
     }
 
     /// Whether `req` is granted (an `unsub` always is: it only gives up what was
@@ -196,9 +322,10 @@ impl Grant {
     /// Whether a subscription to `target` is granted: a key if it is readable, a
     /// prefix only if every key under it is.
     pub fn allows_target(&self, target: &Target<'_>) -> bool {
+        let (read, subject) = (&self.template.read, self.subject.as_bytes());
         match target {
-            Target::Key(k) => self.read.allows_key(k.as_bytes()),
-            Target::Prefix(p) => self.read.covers_prefix(p.as_bytes()),
+            Target::Key(k) => read.allows_key(k.as_bytes(), subject),
+            Target::Prefix(p) => read.covers_prefix(p.as_bytes(), subject),
         }
     }
 }
@@ -361,6 +488,34 @@ mod tests {
                 let under = format!("{key}{tail}");
                 prop_assert!(g.allows(Access::Read, &under), "{} under {}", under, key);
             }
+        }
+    }
+
+    #[test]
+    fn the_same_claim_shares_one_compiled_template_and_no_other_does() {
+        let spec = |read: &[&str]| GrantSpec {
+            read: read.iter().map(|s| (*s).to_owned()).collect(),
+            ..GrantSpec::default()
+        };
+        let bob = Grant::compile(&spec(&["user/{sub}/*", "news"]), "bob").expect("compiles");
+        let ann = Grant::compile(&spec(&["user/{sub}/*", "news"]), "ann").expect("compiles");
+        assert!(Arc::ptr_eq(&bob.template, &ann.template));
+        assert!(bob.allows(Access::Read, "user/bob/x") && !bob.allows(Access::Read, "user/ann/x"));
+        assert!(ann.allows(Access::Read, "user/ann/x") && !ann.allows(Access::Read, "user/bob/x"));
+        let other = Grant::compile(&spec(&["user/{sub}/*", "news*"]), "bob").expect("compiles");
+        assert!(!Arc::ptr_eq(&bob.template, &other.template));
+        assert!(other.allows(Access::Read, "newsroom") && !bob.allows(Access::Read, "newsroom"));
+        // A claim whose template is gone compiles afresh.
+        drop((bob, ann));
+        let again = Grant::compile(&spec(&["user/{sub}/*", "news"]), "eve").expect("compiles");
+        assert!(again.allows(Access::Read, "user/eve/1"));
+        for (src, ok) in [
+            ("user/{sub}/*", true),
+            ("user/{sub}/", false),
+            ("user/x/*", false),
+        ] {
+            let p = Pattern::compile("user/{sub}/*").expect("compiles");
+            assert_eq!(p.is_from(src), ok, "{src}");
         }
     }
 }

@@ -103,10 +103,14 @@ impl BufRing {
         Ok(ring)
     }
 
-    /// Hand `n` more buffers (never used before) to the kernel.
+    /// Hand `n` more buffers (never used before) to the kernel, each made resident
+    /// first: the receive path never takes a page fault, and the edge's resident
+    /// memory counts every buffer it has handed over (not just the pages a receive
+    /// happened to touch), so what it holds is known.
     fn provide(&mut self, n: u16) {
         let end = self.provided.saturating_add(n).min(self.count);
         for bid in self.provided..end {
+            self.prefault(bid);
             self.put(bid);
         }
         self.provided = end;
@@ -132,6 +136,12 @@ impl BufRing {
         self.provided
     }
 
+    /// Bytes of the buffers handed to the kernel so far (they stay resident once the
+    /// kernel has written into them: the ring grows under load, never shrinks).
+    pub fn provided_bytes(&self) -> usize {
+        usize::from(self.provided) * self.size
+    }
+
     /// Whether receives consume buffers incrementally.
     pub fn incremental(&self) -> bool {
         self.offsets.is_some()
@@ -152,6 +162,16 @@ impl BufRing {
                 GROUP,
                 flags,
             )
+        }
+    }
+
+    /// Touch every page of buffer `bid`, which the kernel has not been given yet.
+    fn prefault(&mut self, bid: u16) {
+        let start = usize::from(bid) * self.size;
+        for at in (0..self.size).step_by(4096) {
+            // SAFETY: `bid < count`, so `start + at < count * size`, inside `data`;
+            // the buffer is not provided yet, so nothing else reads or writes it.
+            unsafe { self.data.add(start + at).write_volatile(0) };
         }
     }
 

@@ -122,5 +122,7 @@ impl Worker {
             .store(self.hub.subscriptions() as u64, Ordering::Relaxed);
         let queued: usize = self.conns.iter().map(|(_, c)| c.queued_bytes()).sum();
         m.queued_bytes.store(queued as u64, Ordering::Relaxed);
+        m.receive_buffer_bytes
+            .store(self.bufs.provided_bytes() as u64, Ordering::Relaxed);
     }
 }

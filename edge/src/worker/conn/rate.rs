@@ -1,8 +1,9 @@
 //! A `/ws` connection's message budget: a token bucket that holds at most `burst`
 //! messages and gains `rate` per tick (second), refilled when bytes arrive. A message
 //! with no token left is refused (`rate_limited`); a connection that keeps running dry
-//! tick after tick for longer than the grace is closed (1008). Four bytes per
-//! connection.
+//! tick after tick for longer than the grace is closed (1008), and so is one that sends
+//! more than another whole burst past its budget within one tick (each refusal is an
+//! answer: a flood must not be answered in full). Six bytes per connection.
 
 /// What becomes of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +32,10 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Budget {
     tokens: u16,
+    /// Messages refused since the last refill (dry when not 0).
+    refused: u16,
     /// Ticks in a row that ended dry.
     strikes: u8,
-    /// Ran dry since the last refill.
-    dry: bool,
 }
 
 impl Budget {
@@ -42,8 +43,8 @@ impl Budget {
     pub fn new(l: Limits) -> Self {
         Self {
             tokens: l.burst,
+            refused: 0,
             strikes: 0,
-            dry: false,
         }
     }
 
@@ -54,12 +55,12 @@ impl Budget {
         }
         // Dry in the tick just ended, and the one before: one more strike. A tick
         // that passed without running dry starts the count again.
-        self.strikes = if self.dry && ticks == 1 {
+        self.strikes = if self.refused > 0 && ticks == 1 {
             self.strikes.saturating_add(1)
         } else {
             0
         };
-        self.dry = false;
+        self.refused = 0;
         let gained = u64::from(ticks).saturating_mul(u64::from(l.rate));
         let tokens = (u64::from(self.tokens) + gained).min(u64::from(l.burst));
         self.tokens = u16::try_from(tokens).unwrap_or(u16::MAX);
@@ -74,8 +75,8 @@ impl Budget {
             self.tokens = t;
             return Verdict::Take;
         }
-        self.dry = true;
-        if self.strikes >= l.grace {
+        self.refused = self.refused.saturating_add(1);
+        if self.strikes >= l.grace || self.refused > l.burst {
             Verdict::Close
         } else {
             Verdict::Refuse
@@ -144,6 +145,15 @@ mod tests {
         // A pause of two ticks forgives too.
         b.refill(2, L);
         assert_eq!(spend(&mut b, 30).last(), Some(&Verdict::Refuse));
+    }
+
+    #[test]
+    fn a_flood_within_one_tick_closes_after_a_burst_of_refusals() {
+        let mut b = Budget::new(L);
+        let v = spend(&mut b, 20 + 20 + 1);
+        assert!(v[..20].iter().all(|v| *v == Verdict::Take));
+        assert!(v[20..40].iter().all(|v| *v == Verdict::Refuse));
+        assert_eq!(v[40], Verdict::Close);
     }
 
     #[test]
