@@ -294,6 +294,17 @@ fn auth_cluster(flags: &[&str]) -> (tempfile::TempDir, Cluster) {
     (dir, c)
 }
 
+/// Bob's token: his own keys, read and write, for ten minutes.
+fn bob_token() -> String {
+    token(
+        "bob",
+        &["user/{sub}/*"],
+        &["user/{sub}/*"],
+        600,
+        AUTH_SECRET,
+    )
+}
+
 fn auth(id: u64, token: &str) -> Request<'_> {
     Request::Auth {
         id,
@@ -331,13 +342,7 @@ fn close_code(c: &mut Client) -> (Option<u16>, Instant) {
 fn with_auth_required_a_browser_authenticates_with_its_first_message() {
     let (_dir, c) = auth_cluster(&["--auth", "required", "--auth-timeout-secs", "2"]);
     let addr = c.edge.addr;
-    let good = token(
-        "bob",
-        &["user/{sub}/*"],
-        &["user/{sub}/*"],
-        600,
-        AUTH_SECRET,
-    );
+    let good = bob_token();
     // Upgraded without a token (a browser): nothing but `auth` goes through.
     let mut b = Client::json(addr);
     let r = b.call(&get(1, "user/bob/inbox"));
@@ -415,13 +420,7 @@ fn with_auth_required_a_browser_authenticates_with_its_first_message() {
 fn the_token_query_parameter_is_read_when_enabled() {
     let (_dir, c) = auth_cluster(&["--auth", "required", "--auth-query-token", "true"]);
     let addr = c.edge.addr;
-    let good = token(
-        "bob",
-        &["user/{sub}/*"],
-        &["user/{sub}/*"],
-        600,
-        AUTH_SECRET,
-    );
+    let good = bob_token();
     let open = |path: &str| Ws::connect_with(addr, path, Some("ringline.v1.json"));
     let mut q = Client {
         ws: open(&format!("/ws?v=1&token={good}")).unwrap(),

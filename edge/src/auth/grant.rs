@@ -165,28 +165,108 @@ impl Pattern {
     }
 }
 
-/// One access kind's patterns.
+/// One access kind's patterns; past [`INDEXED`] of them, found through an [`Index`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-struct Patterns(Vec<Pattern>);
+struct Patterns {
+    list: Vec<Pattern>,
+    index: Option<Index>,
+}
+
+/// Lists longer than this are indexed (shorter ones are scanned faster than walked).
+const INDEXED: usize = 16;
 
 impl Patterns {
     fn compile<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PatternError> {
         if patterns.len() > MAX_PATTERNS {
             return Err(PatternError::TooMany(patterns.len()));
         }
-        patterns
+        let list = patterns
             .iter()
             .map(|p| Pattern::compile(p.as_ref()))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .collect::<Result<Vec<_>, _>>()?;
+        let index = (list.len() > INDEXED).then(|| Index::build(&list));
+        Ok(Self { list, index })
+    }
+
+    /// Whether any pattern that could match `key` (all of them, or those the index
+    /// finds) satisfies `f`.
+    fn any(&self, key: &[u8], f: impl Fn(&Pattern) -> bool) -> bool {
+        match &self.index {
+            None => self.list.iter().any(f),
+            Some(ix) => ix.any(key, |i| self.list.get(i).is_some_and(&f)),
+        }
     }
 
     fn allows_key(&self, key: &[u8], subject: &[u8]) -> bool {
-        self.0.iter().any(|p| p.allows_key(key, subject))
+        self.any(key, |p| p.allows_key(key, subject))
     }
 
     fn covers_prefix(&self, prefix: &[u8], subject: &[u8]) -> bool {
-        self.0.iter().any(|p| p.covers_prefix(prefix, subject))
+        self.any(prefix, |p| p.covers_prefix(prefix, subject))
+    }
+}
+
+/// Patterns by their first piece: a byte trie over the first pieces, so that a key
+/// meets only the patterns whose first piece it starts with (which every pattern that
+/// matches it does), and a grant of hundreds of patterns is not scanned whole. Built
+/// once per template.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Index {
+    nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Node {
+    /// Children by byte, sorted.
+    next: Vec<(u8, u32)>,
+    /// The patterns whose first piece ends here.
+    here: Vec<u16>,
+}
+
+impl Index {
+    fn build(list: &[Pattern]) -> Self {
+        let mut nodes = vec![Node::default()];
+        for (i, p) in list.iter().enumerate() {
+            let first = p.pieces.first().map_or(&[][..], |x| &x[..]);
+            let mut at = 0;
+            for &b in first {
+                let id = nodes.len();
+                let Some(node) = nodes.get_mut(at) else { break };
+                at = match node.next.binary_search_by_key(&b, |e| e.0) {
+                    Ok(k) => node.next.get(k).map_or(0, |e| e.1 as usize),
+                    Err(k) => {
+                        node.next.insert(k, (b, id as u32));
+                        nodes.push(Node::default());
+                        id
+                    }
+                };
+            }
+            if let Some(node) = nodes.get_mut(at) {
+                node.here.push(i as u16);
+            }
+        }
+        Self { nodes }
+    }
+
+    /// Whether `f` holds for a pattern whose first piece `key` starts with.
+    fn any(&self, key: &[u8], f: impl Fn(usize) -> bool) -> bool {
+        let mut at = 0;
+        for i in 0..=key.len() {
+            let Some(node) = self.nodes.get(at) else {
+                return false;
+            };
+            if node.here.iter().any(|&p| f(usize::from(p))) {
+                return true;
+            }
+            let Some(&b) = key.get(i) else {
+                return false;
+            };
+            match node.next.binary_search_by_key(&b, |e| e.0) {
+                Ok(k) => at = node.next.get(k).map_or(usize::MAX, |e| e.1 as usize),
+                Err(_) => return false,
+            }
+        }
+        false
     }
 }
 
@@ -218,16 +298,16 @@ impl Template {
 
     fn all(&self) -> impl Iterator<Item = &Pattern> {
         self.read
-            .0
+            .list
             .iter()
-            .chain(&self.write.0)
-            .chain(&self.publish.0)
+            .chain(&self.write.list)
+            .chain(&self.publish.list)
     }
 
     /// Whether it was compiled from `spec`.
     fn is_from(&self, spec: &GrantSpec) -> bool {
         let same = |ps: &Patterns, src: &[String]| {
-            ps.0.len() == src.len() && ps.0.iter().zip(src).all(|(p, s)| p.is_from(s))
+            ps.list.len() == src.len() && ps.list.iter().zip(src).all(|(p, s)| p.is_from(s))
         };
         same(&self.read, &spec.read)
             && same(&self.write, &spec.write)
@@ -516,6 +596,26 @@ mod tests {
         ] {
             let p = Pattern::compile("user/{sub}/*").expect("compiles");
             assert_eq!(p.is_from(src), ok, "{src}");
+        }
+    }
+
+    proptest! {
+        /// A long list is looked up through its index; the answer is the one a scan
+        /// of every pattern gives, for keys and prefixes alike.
+        #[test]
+        fn the_index_finds_what_a_scan_finds(
+            patterns in proptest::collection::vec("[ab/]{0,4}(\\{sub\\}[ab/]{0,3})?\\*?", 17..40),
+            keys in proptest::collection::vec("[ab/s]{0,9}", 1..20),
+        ) {
+            let patterns: Vec<String> = patterns.into_iter().filter(|p| !p.is_empty() && !p.contains("{sub}*")).collect();
+            let Ok(indexed) = Patterns::compile(&patterns) else { return Ok(()) };
+            let scanned = Patterns { list: indexed.list.clone(), index: None };
+            prop_assert_eq!(indexed.index.is_some(), patterns.len() > INDEXED);
+            for k in &keys {
+                let k = k.as_bytes();
+                prop_assert_eq!(indexed.allows_key(k, b"s"), scanned.allows_key(k, b"s"));
+                prop_assert_eq!(indexed.covers_prefix(k, b"s"), scanned.covers_prefix(k, b"s"));
+            }
         }
     }
 }
