@@ -341,8 +341,8 @@ fn templates(spec: &GrantSpec) -> Result<Arc<Template>, PatternError> {
     })
 }
 
-/// What one connection may touch: its claim's shared patterns, and its subject to put
-/// in place of `{sub}` (empty when no pattern uses it).
+/// What one connection may touch: its claim's shared patterns, and its subject (put in
+/// place of `{sub}`; empty for the anonymous grant).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grant {
     template: Arc<Template>,
@@ -364,12 +364,15 @@ impl Grant {
         {
             return Err(PatternError::TooLong(len));
         }
-        let subject = if uses_subject {
-            subject.into()
-        } else {
-            Box::default()
-        };
-        Ok(Self { template, subject })
+        Ok(Self {
+            template,
+            subject: subject.into(),
+        })
+    }
+
+    /// The subject it was compiled for.
+    pub fn subject(&self) -> &str {
+        &self.subject
     }
 
     fn patterns(&self, access: Access) -> &Patterns {
@@ -585,6 +588,9 @@ mod tests {
         let other = Grant::compile(&spec(&["user/{sub}/*", "news*"]), "bob").expect("compiles");
         assert!(!Arc::ptr_eq(&bob.template, &other.template));
         assert!(other.allows(Access::Read, "newsroom") && !bob.allows(Access::Read, "newsroom"));
+        // The subject is kept whether or not a pattern uses it (a refresh compares it).
+        let plain = Grant::compile(&spec(&["news"]), "bob").expect("compiles");
+        assert_eq!(plain.subject(), "bob");
         // A claim whose template is gone compiles afresh.
         drop((bob, ann));
         let again = Grant::compile(&spec(&["user/{sub}/*", "news"]), "eve").expect("compiles");

@@ -59,15 +59,21 @@ impl TokenError {
     }
 }
 
-/// Who a verified token says the connection is, and what it may do until when.
+/// Who a verified token says the connection is, and what it may do until when (32
+/// bytes, boxed once per connection; the subject lives in the grant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The token's `sub`.
-    pub subject: String,
     /// Its `exp` (seconds since the Unix epoch).
     pub expires: u64,
-    /// Its permissions, compiled for `subject`.
+    /// Its permissions, compiled for its subject.
     pub grant: Grant,
+}
+
+impl Identity {
+    /// The token's `sub`.
+    pub fn subject(&self) -> &str {
+        self.grant.subject()
+    }
 }
 
 /// The claims the edge reads.
@@ -284,11 +290,7 @@ impl Verifier {
         };
         let grant = Grant::compile(&spec, &c.sub)?;
         let expires = c.exp.ok_or_else(|| TokenError::Missing("exp".to_owned()))?;
-        Ok(Identity {
-            subject: c.sub,
-            expires,
-            grant,
-        })
+        Ok(Identity { expires, grant })
     }
 }
 

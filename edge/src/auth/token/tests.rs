@@ -89,7 +89,7 @@ fn a_good_token_gives_its_subject_expiry_and_grant() {
     let v = Verifier::with_secret(SECRET).expect("verifier");
     let c = claims(json!({}));
     let id = v.verify(&hs(&c)).expect("verifies");
-    assert_eq!(id.subject, "bob");
+    assert_eq!(id.subject(), "bob");
     assert_eq!(Some(id.expires), c["exp"].as_u64());
     assert!(id.grant.allows(Access::Read, "user/bob/x"));
     assert!(!id.grant.allows(Access::Read, "user/alice/x"));
@@ -103,7 +103,11 @@ fn rs256_es256_and_eddsa_from_a_jwks_by_kid() {
     let c = claims(json!({}));
     for (alg, key, kid) in keys() {
         let id = v.verify(&sign(&c, alg, &key, Some(kid)));
-        assert_eq!(id.map(|i| i.subject), Ok("bob".to_owned()), "{alg:?}");
+        assert_eq!(
+            id.map(|i| i.subject().to_owned()),
+            Ok("bob".to_owned()),
+            "{alg:?}"
+        );
     }
     // A token naming another key's kid, or none, is not verified by luck.
     let (alg, key, _) = &keys()[1];
@@ -125,7 +129,10 @@ fn rs256_es256_and_eddsa_from_a_jwks_by_kid() {
 fn times_are_checked_with_a_small_skew() {
     let v = Verifier::with_secret(SECRET).expect("verifier");
     let t = now();
-    let check = |extra: Value| v.verify(&hs(&claims(extra))).map(|i| i.subject);
+    let check = |extra: Value| {
+        v.verify(&hs(&claims(extra)))
+            .map(|i| i.subject().to_owned())
+    };
     assert_eq!(check(json!({"exp": t - 100})), Err(TokenError::Expired));
     assert!(
         check(json!({"exp": t - 10})).is_ok(),
@@ -146,7 +153,7 @@ fn times_are_checked_with_a_small_skew() {
     assert_eq!(
         strict
             .verify(&hs(&claims(json!({"exp": t - 10}))))
-            .map(|i| i.subject),
+            .map(|i| i.subject().to_owned()),
         Err(TokenError::Expired)
     );
 }
@@ -159,7 +166,10 @@ fn audience_and_issuer_when_configured() {
         .issuer(Some("https://id.example.com".into()));
     let good = json!({"aud": "ringline", "iss": "https://id.example.com"});
     assert!(v.verify(&hs(&claims(good))).is_ok());
-    let check = |extra: Value| v.verify(&hs(&claims(extra))).map(|i| i.subject);
+    let check = |extra: Value| {
+        v.verify(&hs(&claims(extra)))
+            .map(|i| i.subject().to_owned())
+    };
     assert_eq!(
         check(json!({"aud": "other", "iss": "https://id.example.com"})),
         Err(TokenError::Audience)
@@ -250,4 +260,12 @@ fn bad_grants_and_keys_are_refused() {
     assert!(Verifier::with_jwks("not json").is_err());
     let printed = format!("{v:?}");
     assert!(!printed.contains("test secret"), "{printed}");
+}
+
+/// An identity is boxed once per authenticated connection: keep it small (its
+/// patterns are shared per claim; see `grant::templates`).
+#[test]
+fn an_identity_stays_small() {
+    let size = std::mem::size_of::<Identity>();
+    assert!(size <= 32, "{size}");
 }

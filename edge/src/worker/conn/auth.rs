@@ -107,7 +107,7 @@ impl FrameLoop<'_> {
                     .standing
                     .identity
                     .as_ref()
-                    .is_some_and(|old| old.subject != new.subject) =>
+                    .is_some_and(|old| old.subject() != new.subject()) =>
             {
                 "a refresh must keep the connection's subject"
             }
