@@ -16,6 +16,7 @@ failed=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t"
   printf '[fuzz] %-12s %ss ...\n' "$t" "$secs"
+  began=$(date +%s)
   if (cd fuzz && cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048) >"$logs/$t.log" 2>&1; then
     echo ok >"$logs/$t.status"
@@ -23,11 +24,12 @@ for t in "${targets[@]}"; do
     echo CRASH >"$logs/$t.status"; failed=1
     grep -E 'panicked|ERROR|SUMMARY|artifact' "$logs/$t.log" | head -20
   fi
+  echo $(( $(date +%s) - began )) >"$logs/$t.secs"
 done
-printf '\n| target | result | runs | execs/s | corpus units added | peak RSS MB |\n|---|---|---|---|---|---|\n'
+printf '\n| target | result | seconds | runs | execs/s | corpus units added | peak RSS MB |\n|---|---|---|---|---|---|---|\n'
 for t in "${targets[@]}"; do
   stat() { { grep -oE "stat::$1: *[0-9]+" "$logs/$t.log" || true; } | grep -oE "[0-9]+$" | tail -1 || true; }
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$t" "$(cat "$logs/$t.status")" \
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$t" "$(cat "$logs/$t.status")" "$(cat "$logs/$t.secs")" \
     "$(stat number_of_executed_units)" "$(stat average_exec_per_sec)" "$(stat new_units_added)" "$(stat peak_rss_mb)"
 done
 echo "(logs: $logs)"
