@@ -56,6 +56,11 @@ pub struct Args {
     /// memory per idle connection, same throughput as measured) [default: poll].
     #[arg(long, value_name = "MODE")]
     pub recv_mode: Option<RecvMode>,
+    /// Where a worker puts what its listener accepts: `least-loaded` (the
+    /// least-loaded worker with room; 503 only when all are full) or `local` (itself;
+    /// 503 when it is full) [default: least-loaded].
+    #[arg(long, value_name = "MODE")]
+    pub admission: Option<Admission>,
     /// The cluster map (the stores' `cluster.toml`): which store owns which partition
     /// [default: the embedded map, one store on 127.0.0.1:7400 owning every partition].
     #[arg(long, value_name = "FILE")]
@@ -167,6 +172,17 @@ pub enum RecvMode {
     Poll,
 }
 
+/// Where a worker puts the connections its listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admission {
+    /// On the least-loaded worker with room (handed over through its ring); 503 only
+    /// when every worker is full.
+    LeastLoaded,
+    /// On itself; 503 when it is full, whatever the others hold (for comparison).
+    Local,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -181,6 +197,7 @@ struct FileConfig {
     echo: Option<bool>,
     pin: Option<bool>,
     recv_mode: Option<RecvMode>,
+    admission: Option<Admission>,
     cluster: Option<PathBuf>,
     auth: Option<AuthMode>,
     auth_secret_file: Option<PathBuf>,
@@ -231,6 +248,8 @@ pub struct Config {
     pub pin: bool,
     /// How sockets are read.
     pub recv_mode: RecvMode,
+    /// Where accepted connections go.
+    pub admission: Admission,
     /// The cluster map file (`None`: the embedded default).
     pub cluster: Option<PathBuf>,
     /// Client authentication.
@@ -319,6 +338,10 @@ impl Config {
             echo: args.echo.or(f.echo).unwrap_or(true),
             pin: args.pin.or(f.pin).unwrap_or(true),
             recv_mode: args.recv_mode.or(f.recv_mode).unwrap_or(RecvMode::Poll),
+            admission: args
+                .admission
+                .or(f.admission)
+                .unwrap_or(Admission::LeastLoaded),
             cluster: args.cluster.clone().or(f.cluster),
             auth: args.auth.or(f.auth).unwrap_or(AuthMode::Off),
             auth_secret_file: args.auth_secret_file.clone().or(f.auth_secret_file),

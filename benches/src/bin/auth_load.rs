@@ -1,5 +1,7 @@
 //! Handshake rate with a JWT against without: three edges (auth off; auth required with
-//! an HS256 secret; auth required with an ES256 key from a JWKS) take `/ws` upgrades in
+//! an HS256 secret; auth required with an ES256 key from a JWKS), and a fourth with
+//! auth off and two workers (where connections are handed between workers' rings at
+//! accept, so the figure shows what admission across workers costs), take `/ws` upgrades in
 //! a closed loop (connect, upgrade with the token as `Authorization: Bearer`, read the
 //! 101, reset), one edge at a time, rounds alternating. The client saturates its core
 //! before the edge does, so the figure is upgrades per edge CPU-second (the edge's own
@@ -67,16 +69,15 @@ fn token(alg: Algorithm, key: &EncodingKey, kid: Option<&str>) -> String {
 }
 
 fn start(bin: &PathBuf, flags: &[&str]) -> (Child, SocketAddr) {
+    let workers: &[&str] = if flags.contains(&"--workers") {
+        &[]
+    } else {
+        &["--workers", "1"]
+    };
     spawn_listening(
         Command::new(bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--pin",
-                "false",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--pin", "false"])
+            .args(workers)
             .args(flags)
             // No store: upgrades need none, and its links retrying would only log.
             .env("RUST_LOG", "error,edge=info,edge::worker::links=error"),
@@ -199,8 +200,21 @@ fn main() {
     let bearer = |t: String| format!("Authorization: Bearer {t}\r\n");
     let secret = secret.to_string_lossy().into_owned();
     let jwks = jwks.to_string_lossy().into_owned();
-    let configs: [(&str, Vec<&str>, String); 3] = [
+    let configs: [(&str, Vec<&str>, String); 5] = [
         ("no auth", vec![], String::new()),
+        // Two workers, connections placed on the least-loaded one (about half are
+        // handed to the other's ring), against two workers keeping what their own
+        // listener took: what admission across workers costs.
+        (
+            "2 workers, least-loaded",
+            vec!["--workers", "2"],
+            String::new(),
+        ),
+        (
+            "2 workers, local",
+            vec!["--workers", "2", "--admission", "local"],
+            String::new(),
+        ),
         (
             "HS256",
             vec!["--auth", "required", "--auth-secret-file", &secret],
@@ -227,7 +241,8 @@ fn main() {
         .collect();
     for round in 0..args.rounds {
         for i in 0..edges.len() {
-            let e = &mut edges[(round + i) % 3];
+            let n = edges.len();
+            let e = &mut edges[(round + i) % n];
             let pid = e.child.id().to_string();
             let cpu0 = cpu_secs(&pid);
             let n = hammer(e.addr, &e.header, args.threads, args.seconds);

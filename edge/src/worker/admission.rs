@@ -68,6 +68,19 @@ pub fn place(load: &[AtomicU32], rings: &[AtomicI32], me: usize, max: u32) -> Pl
     }
 }
 
+/// Reserve a place on worker `me` itself if it has room (`admission = "local"`).
+pub fn place_here(load: &[AtomicU32], me: usize, max: u32) -> Placement {
+    let Some(slot) = load.get(me) else {
+        return Placement::Full;
+    };
+    match slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        (n < max).then_some(n + 1)
+    }) {
+        Ok(_) => Placement::Here,
+        Err(_) => Placement::Full,
+    }
+}
+
 /// Count a connection on `w` without a reservation (one answered 503 still holds a
 /// slot until its answer is flushed).
 pub fn add(load: &[AtomicU32], w: usize) {
@@ -109,6 +122,14 @@ mod tests {
         let load = counts(&[3, 3, 3]);
         assert_eq!(place(&load, &rings, 2, 10), Placement::Here);
         assert_eq!(now(&load), [3, 3, 4]);
+    }
+
+    #[test]
+    fn local_placement_keeps_it_here_or_refuses() {
+        let load = counts(&[1, 0]);
+        assert_eq!(place_here(&load, 0, 2), Placement::Here);
+        assert_eq!(place_here(&load, 0, 2), Placement::Full);
+        assert_eq!(now(&load), [2, 0]);
     }
 
     #[test]

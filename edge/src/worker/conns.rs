@@ -60,7 +60,11 @@ impl Worker {
     fn admit(&mut self, fd: OwnedFd) {
         let (load, rings) = (&self.shared.load, &self.shared.rings);
         let max = u32::try_from(self.cfg.max_connections).unwrap_or(u32::MAX);
-        match admission::place(load, rings, self.id, max) {
+        let placed = match self.cfg.admission {
+            crate::config::Admission::LeastLoaded => admission::place(load, rings, self.id, max),
+            crate::config::Admission::Local => admission::place_here(load, self.id, max),
+        };
+        match placed {
             Placement::Here => self.add_conn(fd, true),
             Placement::Full => {
                 admission::add(load, self.id);

@@ -125,6 +125,7 @@ fn config(style: RecvStyle) -> Config {
         drain: std::time::Duration::from_secs(30),
         echo: true,
         pin: false,
+        admission: crate::config::Admission::LeastLoaded,
         recv_mode: match style {
             RecvStyle::Multishot => RecvMode::Multishot,
             RecvStyle::Poll => RecvMode::Poll,
