@@ -134,6 +134,12 @@ pub struct Args {
     /// none].
     #[arg(long = "trusted-proxy", value_name = "IP")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A balancer that puts a PROXY protocol header (v1 or v2) before each connection
+    /// it forwards: connections from it must start with one, and the client address
+    /// it gives is the one the per-address limits count; repeat for more [default:
+    /// none].
+    #[arg(long = "proxy-protocol-from", value_name = "IP")]
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
     /// Apply the per-address limits to loopback sources too (off: a local balancer
     /// or load generator is not limited) [default: false].
     #[arg(long, value_name = "BOOL")]
@@ -215,6 +221,7 @@ struct FileConfig {
     new_connections_per_ip_per_sec: Option<u32>,
     new_connections_per_ip_burst: Option<u32>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    proxy_protocol_from: Option<Vec<std::net::IpAddr>>,
     limit_loopback: Option<bool>,
     allowed_origins: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
@@ -277,6 +284,8 @@ pub struct Config {
     pub per_ip: crate::worker::per_ip::IpLimits,
     /// Balancers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Balancers that send the PROXY protocol.
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
     /// Loopback sources are limited too.
     pub limit_loopback: bool,
     /// Origins browsers may open `/ws` from (empty: any).
@@ -388,6 +397,11 @@ impl Config {
                 f.trusted_proxies.clone().unwrap_or_default()
             } else {
                 args.trusted_proxies.clone()
+            },
+            proxy_protocol_from: if args.proxy_protocol_from.is_empty() {
+                f.proxy_protocol_from.clone().unwrap_or_default()
+            } else {
+                args.proxy_protocol_from.clone()
             },
             limit_loopback: args.limit_loopback.or(f.limit_loopback).unwrap_or(false),
             anonymous,

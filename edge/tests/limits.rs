@@ -216,3 +216,74 @@ fn subscriptions_past_the_quota_get_too_many_subscriptions() {
     s.sub(5, "q/5", None);
     assert!(matches!(s.recv(), Response::Snapshot { id: 5, .. }));
 }
+
+/// Upgrade `/echo` from `from` with `prefix` (a PROXY header, or nothing) first; the
+/// status line of the answer.
+fn upgrade_after(edge: &Edge, from: &str, prefix: &[u8]) -> (String, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::new(ip(from), 0).into())
+        .unwrap();
+    s.connect(&edge.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = prefix.to_vec();
+    req.extend_from_slice(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    s.write_all(&req).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+        head.push(b[0]);
+    }
+    (String::from_utf8_lossy(&head).trim().to_owned(), s)
+}
+
+#[test]
+fn behind_a_proxy_protocol_balancer_the_client_it_names_is_limited() {
+    let edge = Edge::start(&[
+        "--limit-loopback",
+        "true",
+        "--max-connections-per-ip",
+        "2",
+        "--proxy-protocol-from",
+        "127.0.0.1",
+    ]);
+    let v1 = |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 40000 8080\r\n").into_bytes();
+    let v2 = |client: [u8; 4]| {
+        let mut h = wire::proxy::V2_SIGNATURE.to_vec();
+        h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+        h.extend_from_slice(&client);
+        h.extend_from_slice(&[127, 0, 0, 1, 0x9c, 0x40, 0x1f, 0x90]);
+        h
+    };
+    // Two from one client (v1, then v2) are let in; its third is 429.
+    let mut held = Vec::new();
+    for prefix in [v1("203.0.113.7"), v2([203, 0, 113, 7])] {
+        let (status, s) = upgrade_after(&edge, "127.0.0.1", &prefix);
+        assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
+        held.push(s);
+    }
+    assert_eq!(
+        upgrade_after(&edge, "127.0.0.1", &v1("203.0.113.7")).0,
+        "HTTP/1.1 429 Too Many Requests"
+    );
+    // Another client behind the same balancer has its own count.
+    let (status, _other) = upgrade_after(&edge, "127.0.0.1", &v1("203.0.113.8"));
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
+    // From the balancer without a header, or a broken one: 400.
+    assert_eq!(
+        upgrade_after(&edge, "127.0.0.1", b"").0,
+        "HTTP/1.1 400 Bad Request"
+    );
+    assert_eq!(
+        upgrade_after(&edge, "127.0.0.1", b"PROXY TCP4 x y 1 2\r\n").0,
+        "HTTP/1.1 400 Bad Request"
+    );
+    // A peer that is not the balancer is not read for a header: its own address counts.
+    let (status, _a) = upgrade_after(&edge, "127.0.0.5", b"");
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
+    assert_eq!(
+        upgrade_after(&edge, "127.0.0.5", &v1("198.51.100.1")).0,
+        "HTTP/1.1 400 Bad Request"
+    );
+}

@@ -346,3 +346,24 @@ pub mod patterns {
         }
     }
 }
+
+pub mod proxy {
+    use wire::proxy::parse_proxy_header;
+
+    /// Arbitrary bytes as a balancer's PROXY header: never a panic; a header found
+    /// claims no more than it was given, and every strict prefix of it needs more
+    /// (the decoder contract: `Ok(None)` until whole, nothing consumed).
+    pub fn run(data: &[u8]) {
+        if let Ok(Some((header, used))) = parse_proxy_header(data) {
+            assert!(used <= data.len());
+            for cut in 0..used {
+                let part = data.get(..cut).unwrap_or_default();
+                assert_eq!(parse_proxy_header(part), Ok(None), "cut {cut} of {used}");
+            }
+            assert_eq!(
+                parse_proxy_header(data.get(..used).unwrap_or_default()),
+                Ok(Some((header, used)))
+            );
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 8] = [
+const TARGETS: [Target; 9] = [
     ("handshake", ringline_fuzz::handshake::run),
     ("frame", ringline_fuzz::frame::run),
     ("link_frame", ringline_fuzz::link_frame::run),
@@ -16,6 +16,7 @@ const TARGETS: [Target; 8] = [
     ("token", ringline_fuzz::token::run),
     ("auth_message", ringline_fuzz::auth_message::run),
     ("grant", ringline_fuzz::patterns::run),
+    ("proxy", ringline_fuzz::proxy::run),
 ];
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {

@@ -7,6 +7,7 @@
 //! consumed), or a typed error that says who is at fault and how to answer it.
 //!
 //! - [`handshake`]: the HTTP/1.1 opening handshake (RFC 6455 §4.2) and plain HTTP responses.
+//! - [`proxy`]: the PROXY protocol header (v1, v2) a balancer puts before a connection.
 //! - [`frame`]: WebSocket frames (RFC 6455 §5): decoding, reassembly, close handling, encoding.
 //! - [`mask`]: word-wide (un)masking.
 //! - [`utf8`]: incremental UTF-8 validation across fragments.
@@ -25,6 +26,7 @@ pub mod handshake;
 pub mod link;
 pub mod mask;
 pub mod partition;
+pub mod proxy;
 pub mod utf8;
 
 /// What every decoder returns on success: the item and the number of input bytes it used,

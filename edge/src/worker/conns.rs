@@ -140,9 +140,12 @@ impl Worker {
             RecvMode::Poll => RecvStyle::Poll,
         };
         let deadline = deadline_after(now, secs(self.cfg.handshake_timeout));
+        // Only when balancers are configured: one getpeername per connection.
+        let proxied = !self.cfg.proxy_protocol_from.is_empty()
+            && net::peer_ip(&fd).is_some_and(|ip| self.cfg.proxy_protocol_from.contains(&ip));
         let key = self
             .conns
-            .insert(Conn::new(fd, style, now, deadline, !room));
+            .insert(Conn::new(fd, style, now, deadline, !room, proxied));
         WorkerMetrics::add(&self.metrics.connections, 1);
         self.drive(key);
     }

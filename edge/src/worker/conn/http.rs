@@ -5,13 +5,16 @@
 //! auth on, its token (`Authorization: Bearer`, or the `token` query parameter where
 //! the config allows it) is verified here: a bad one gets 401 with the reason; none
 //! where one is required opens the connection pending its `auth` message. A plain
-//! answer is the connection's last: it closes once that is flushed.
+//! answer is the connection's last: it closes once that is flushed. A connection from
+//! a balancer configured to send the PROXY protocol starts with that header (else 400);
+//! the client it names is the one the per-address limits count.
 
 use wire::frame::{Decoder, Limits};
 use wire::handshake::{
     HandshakeLimits, Request, Status, parse_request, write_response, write_switching_protocols,
     write_unauthorized,
 };
+use wire::proxy::{ProxyHeader, parse_proxy_header};
 
 use super::{Conn, Ctx, PROTOCOL_FB, PROTOCOLS, Proto};
 use crate::auth::origin::allowed as allowed_origin;
@@ -19,7 +22,7 @@ use crate::auth::token::Identity;
 use crate::config::AuthMode;
 use crate::metrics::WorkerMetrics;
 use crate::uring::Chunk;
-use crate::worker::conn::life::Life;
+use crate::worker::conn::life::{Life, Proxy};
 use crate::worker::per_ip::Over;
 use crate::worker::timer::{Tick, deadline_after};
 
@@ -48,20 +51,52 @@ enum Admission {
 impl Conn {
     /// The head so far may be complete: answer it.
     pub(super) fn on_head(&mut self, now: Tick, ctx: &mut Ctx<'_>) {
-        let Life::Handshake { head, full } = &mut self.life else {
+        let full = self.full;
+        let Life::Handshake { head, proxy } = &mut self.life else {
             return;
         };
-        let full = *full;
+        let mut reply = Vec::new();
+        // From a balancer: its PROXY header comes first.
+        if let Some(p) = proxy.as_deref_mut()
+            && *p == Proxy::Awaiting
+        {
+            match parse_proxy_header(head) {
+                Ok(None) => return,
+                Ok(Some((h, used))) => {
+                    head.drain(..used.min(head.len()));
+                    *p = Proxy::Client(match h {
+                        ProxyHeader::Proxied { source, .. } => Some(source.ip().to_canonical()),
+                        ProxyHeader::Local => None,
+                    });
+                }
+                Err(_) => {
+                    WorkerMetrics::add(&ctx.metrics.rejected_bad, 1);
+                    write_response(
+                        &mut reply,
+                        Status::BadRequest,
+                        "text/plain",
+                        b"bad PROXY header\n",
+                        None,
+                    );
+                    self.out.push_owned(reply);
+                    self.closing(false, now);
+                    return;
+                }
+            }
+        }
+        let client = match proxy.as_deref() {
+            Some(Proxy::Client(ip)) => *ip,
+            _ => None,
+        };
         let limits = HandshakeLimits::default();
         // Parse only once the head can be complete (or too big).
         if !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < limits.max_header_bytes {
             return;
         }
-        let head = std::mem::take(head);
-        let mut reply = Vec::new();
+        let (head, proxy) = (std::mem::take(head), proxy.take());
         let route = match parse_request(&head, &limits, &PROTOCOLS) {
             Ok(None) => {
-                self.life = Life::Handshake { head, full };
+                self.life = Life::Handshake { head, proxy };
                 return;
             }
             Err(e) => {
@@ -69,7 +104,13 @@ impl Conn {
                 e.write_response(&mut reply);
                 Route::Answered
             }
-            Ok(Some((req, _))) => route(&req, full, &self.fd, &mut reply, ctx),
+            Ok(Some((req, _))) => {
+                let source = Source {
+                    fd: &self.fd,
+                    client,
+                };
+                route(&req, full, source, &mut reply, ctx)
+            }
         };
         self.out.push_owned(reply);
         match route {
@@ -118,13 +159,20 @@ impl Conn {
     }
 }
 
+/// Where a connection comes from, for the per-address limits: its socket's peer, or
+/// the client a balancer's PROXY header named.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    fd: &'a std::os::fd::OwnedFd,
+    client: Option<std::net::IpAddr>,
+}
+
 /// Answer a parsed request into `reply`, or accept its upgrade (`full`: every worker
-/// was full when it came, so an upgrade gets 503; `fd`: the socket, whose peer the
-/// per-address limits count).
+/// was full when it came, so an upgrade gets 503).
 fn route(
     req: &Request<'_>,
     full: bool,
-    fd: &std::os::fd::OwnedFd,
+    source: Source<'_>,
     reply: &mut Vec<u8>,
     ctx: &mut Ctx<'_>,
 ) -> Route {
@@ -169,7 +217,7 @@ fn route(
             return Route::Answered;
         }
     };
-    if let Err(over) = limit_source(req, fd, ctx) {
+    if let Err(over) = limit_source(req, source, ctx) {
         WorkerMetrics::add(&m.rejected_rate, 1);
         let body: &[u8] = match over {
             Over::Connections => b"too many connections from this address\n",
@@ -193,11 +241,11 @@ fn route(
     Route::Upgraded(req.rest.to_vec(), proto, admission)
 }
 
-/// Count an upgrade against its source address's limits: the peer, or the first
-/// `X-Forwarded-For` address when the peer is a trusted proxy. Loopback sources are
-/// not counted unless the config says so.
-fn limit_source(req: &Request<'_>, fd: &std::os::fd::OwnedFd, ctx: &Ctx<'_>) -> Result<(), Over> {
-    let Some(peer) = crate::uring::net::peer_ip(fd) else {
+/// Count an upgrade against its source address's limits: the client a balancer's
+/// PROXY header named, else the peer, or the first `X-Forwarded-For` address when the
+/// peer is a trusted proxy. Loopback sources are not counted unless the config says so.
+fn limit_source(req: &Request<'_>, from: Source<'_>, ctx: &Ctx<'_>) -> Result<(), Over> {
+    let Some(peer) = from.client.or_else(|| crate::uring::net::peer_ip(from.fd)) else {
         return Ok(());
     };
     let cfg = ctx.cfg;

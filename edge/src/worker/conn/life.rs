@@ -29,12 +29,14 @@ pub const CLOSE_TICKS: Tick = 5;
 /// Where a connection is in its life.
 #[derive(Debug)]
 pub enum Life {
-    /// Reading the HTTP request head.
+    /// Reading the HTTP request head (after a PROXY header, from a balancer that
+    /// sends one).
     Handshake {
         /// The head so far.
         head: Vec<u8>,
-        /// It came when every worker was full: an upgrade gets 503.
-        full: bool,
+        /// From a balancer that sends the PROXY protocol: what its header said (boxed:
+        /// only such connections pay for it).
+        proxy: Option<Box<Proxy>>,
     },
     /// A WebSocket.
     Open {
@@ -67,6 +69,15 @@ pub enum Life {
     /// Closing for good: every armed operation is cancelled ([`Armed`] says which are
     /// still in flight); once none is, the slot is released.
     Cancelling,
+}
+
+/// A connection from a balancer that speaks the PROXY protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    /// Its header has not arrived whole yet.
+    Awaiting,
+    /// The client's address it gave (`None`: a health check, the peer stands).
+    Client(Option<std::net::IpAddr>),
 }
 
 /// The operations a connection has in flight, one bit each.

@@ -147,6 +147,9 @@ pub struct Conn {
     auth_by: Tick,
     /// Its message budget (`/ws`).
     budget: rate::Budget,
+    /// It came when every worker was full: its upgrade gets 503 (kept here, not in
+    /// `Life::Handshake`, where it would cost the slot 8 bytes).
+    full: bool,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -177,13 +180,21 @@ const COALESCE: usize = 64 * 1024;
 
 impl Conn {
     /// A new connection, reading its request head; its handshake must complete by
-    /// `deadline`. `full`: it came when every worker was full (its upgrade gets 503).
-    pub fn new(fd: OwnedFd, style: RecvStyle, now: Tick, deadline: Tick, full: bool) -> Self {
+    /// `deadline`. `full`: it came when every worker was full (its upgrade gets 503);
+    /// `proxied`: it comes from a balancer that sends a PROXY header first.
+    pub fn new(
+        fd: OwnedFd,
+        style: RecvStyle,
+        now: Tick,
+        deadline: Tick,
+        full: bool,
+        proxied: bool,
+    ) -> Self {
         let mut c = Self {
             fd,
             life: Life::Handshake {
                 head: Vec::new(),
-                full,
+                proxy: proxied.then(|| Box::new(life::Proxy::Awaiting)),
             },
             out: SendQueue::default(),
             last_rx: now,
@@ -196,6 +207,7 @@ impl Conn {
             identity: None,
             auth_by: 0,
             budget: rate::Budget::default(),
+            full,
         };
         c.set_due(deadline);
         // The request head is on its way: receive it at once (in poll mode too).

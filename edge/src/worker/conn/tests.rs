@@ -151,6 +151,7 @@ fn config(style: RecvStyle) -> Config {
             burst: 500,
         },
         trusted_proxies: Vec::new(),
+        proxy_protocol_from: Vec::new(),
         limit_loopback: false,
         allowed_origins: Vec::new(),
         allow_anonymous: false,
@@ -169,7 +170,7 @@ impl Sim {
         let fd: OwnedFd = std::fs::File::open("/dev/null").expect("/dev/null").into();
         let map = Arc::new(wire::cluster::ClusterMap::embedded_default());
         let mut s = Self {
-            conn: Some(Conn::new(fd, style, 0, HANDSHAKE_TICKS, false)),
+            conn: Some(Conn::new(fd, style, 0, HANDSHAKE_TICKS, false, false)),
             style,
             now: 0,
             recv: false,
