@@ -322,6 +322,9 @@ impl Config {
         };
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let anonymous = anonymous_grant(args, &f)?;
+        let (messages, per_ip) = (message_limits(args, &f), per_ip_limits(args, &f));
+        let trusted_proxies = flags_or_file(&args.trusted_proxies, &f.trusted_proxies);
+        let proxy_protocol_from = flags_or_file(&args.proxy_protocol_from, &f.proxy_protocol_from);
         let c = Self {
             listen: args
                 .listen
@@ -365,44 +368,15 @@ impl Config {
                 .auth_query_token
                 .or(f.auth_query_token)
                 .unwrap_or(false),
-            messages: crate::worker::conn::rate::Limits {
-                rate: args.messages_per_sec.or(f.messages_per_sec).unwrap_or(1000),
-                burst: args.messages_burst.or(f.messages_burst).unwrap_or(2000),
-                grace: args
-                    .rate_limit_grace_secs
-                    .or(f.rate_limit_grace_secs)
-                    .unwrap_or(2),
-            },
+            messages,
             max_subscriptions: args
                 .max_subscriptions
                 .or(f.max_subscriptions)
                 .unwrap_or(crate::hub::MAX_SUBS_PER_CONN)
                 .max(1),
-            per_ip: crate::worker::per_ip::IpLimits {
-                connections: args
-                    .max_connections_per_ip
-                    .or(f.max_connections_per_ip)
-                    .unwrap_or(1000),
-                rate: args
-                    .new_connections_per_ip_per_sec
-                    .or(f.new_connections_per_ip_per_sec)
-                    .unwrap_or(100),
-                burst: args
-                    .new_connections_per_ip_burst
-                    .or(f.new_connections_per_ip_burst)
-                    .unwrap_or(500)
-                    .max(1),
-            },
-            trusted_proxies: if args.trusted_proxies.is_empty() {
-                f.trusted_proxies.clone().unwrap_or_default()
-            } else {
-                args.trusted_proxies.clone()
-            },
-            proxy_protocol_from: if args.proxy_protocol_from.is_empty() {
-                f.proxy_protocol_from.clone().unwrap_or_default()
-            } else {
-                args.proxy_protocol_from.clone()
-            },
+            per_ip,
+            trusted_proxies,
+            proxy_protocol_from,
             limit_loopback: args.limit_loopback.or(f.limit_loopback).unwrap_or(false),
             anonymous,
             allowed_origins: origins(&args.allowed_origins, f.allowed_origins)?,
@@ -411,6 +385,13 @@ impl Config {
         // One message must always fit in a connection's outbound queue.
         let mut c = c;
         c.max_outbound = c.max_outbound.max(c.max_message + (64 << 10));
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Settings that cannot work together, or cannot work at all.
+    fn check(&self) -> Result<(), ConfigError> {
+        let c = self;
         if c.workers == 0 {
             return Err(ConfigError::Invalid("workers must be at least 1"));
         }
@@ -429,7 +410,7 @@ impl Config {
                 "heartbeat, handshake and auth timeouts must be ≥ 1 s",
             ));
         }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -437,6 +418,46 @@ impl Config {
     /// Each `/ws` connection's message budget.
     pub fn message_limits(&self) -> crate::worker::conn::rate::Limits {
         self.messages
+    }
+}
+
+/// A list from its repeatable flag if given, else from the file.
+fn flags_or_file<T: Clone>(flags: &[T], file: &Option<Vec<T>>) -> Vec<T> {
+    if flags.is_empty() {
+        file.clone().unwrap_or_default()
+    } else {
+        flags.to_vec()
+    }
+}
+
+/// Each `/ws` connection's message budget.
+fn message_limits(args: &Args, f: &FileConfig) -> crate::worker::conn::rate::Limits {
+    crate::worker::conn::rate::Limits {
+        rate: args.messages_per_sec.or(f.messages_per_sec).unwrap_or(1000),
+        burst: args.messages_burst.or(f.messages_burst).unwrap_or(2000),
+        grace: args
+            .rate_limit_grace_secs
+            .or(f.rate_limit_grace_secs)
+            .unwrap_or(2),
+    }
+}
+
+/// The limits per source address.
+fn per_ip_limits(args: &Args, f: &FileConfig) -> crate::worker::per_ip::IpLimits {
+    crate::worker::per_ip::IpLimits {
+        connections: args
+            .max_connections_per_ip
+            .or(f.max_connections_per_ip)
+            .unwrap_or(1000),
+        rate: args
+            .new_connections_per_ip_per_sec
+            .or(f.new_connections_per_ip_per_sec)
+            .unwrap_or(100),
+        burst: args
+            .new_connections_per_ip_burst
+            .or(f.new_connections_per_ip_burst)
+            .unwrap_or(500)
+            .max(1),
     }
 }
 
@@ -456,17 +477,10 @@ fn max_connections_for(nofile: u64, workers: usize) -> usize {
 /// The anonymous grant: each list from the flags if given, else from the file. A
 /// pattern with `{sub}` is refused (there is no subject).
 fn anonymous_grant(args: &Args, f: &FileConfig) -> Result<Grant, ConfigError> {
-    let pick = |flags: &[String], file: &Option<Vec<String>>| {
-        if flags.is_empty() {
-            file.clone().unwrap_or_default()
-        } else {
-            flags.to_vec()
-        }
-    };
     let spec = GrantSpec {
-        read: pick(&args.anonymous_read, &f.anonymous_read),
-        write: pick(&args.anonymous_write, &f.anonymous_write),
-        publish: pick(&args.anonymous_publish, &f.anonymous_publish),
+        read: flags_or_file(&args.anonymous_read, &f.anonymous_read),
+        write: flags_or_file(&args.anonymous_write, &f.anonymous_write),
+        publish: flags_or_file(&args.anonymous_publish, &f.anonymous_publish),
     };
     Grant::compile(&spec, "").map_err(|e| ConfigError::Pattern(format!("anonymous grant: {e}")))
 }

@@ -56,32 +56,16 @@ impl Conn {
             return;
         };
         let mut reply = Vec::new();
-        // From a balancer: its PROXY header comes first.
-        if let Some(p) = proxy.as_deref_mut()
-            && *p == Proxy::Awaiting
-        {
-            match parse_proxy_header(head) {
-                Ok(None) => return,
-                Ok(Some((h, used))) => {
-                    head.drain(..used.min(head.len()));
-                    *p = Proxy::Client(match h {
-                        ProxyHeader::Proxied { source, .. } => Some(source.ip().to_canonical()),
-                        ProxyHeader::Local => None,
-                    });
-                }
-                Err(_) => {
-                    WorkerMetrics::add(&ctx.metrics.rejected_bad, 1);
-                    write_response(
-                        &mut reply,
-                        Status::BadRequest,
-                        "text/plain",
-                        b"bad PROXY header\n",
-                        None,
-                    );
-                    self.out.push_owned(reply);
-                    self.closing(false, now);
-                    return;
-                }
+        match read_proxy_header(head, proxy.as_deref_mut()) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(()) => {
+                WorkerMetrics::add(&ctx.metrics.rejected_bad, 1);
+                let body = b"bad PROXY header\n";
+                write_response(&mut reply, Status::BadRequest, "text/plain", body, None);
+                self.out.push_owned(reply);
+                self.closing(false, now);
+                return;
             }
         }
         let client = match proxy.as_deref() {
@@ -156,6 +140,27 @@ impl Conn {
         let spread = ctx.me.0.wrapping_mul(0x9E37_79B9).rotate_left(16) % (hb / 2 + 1);
         self.last_ping = now.saturating_sub(spread);
         self.set_due(self.last_ping + hb);
+    }
+}
+
+/// From a balancer, its PROXY header comes first: take it off `head` once whole.
+/// `Ok(true)`: the request head follows (or there was no header to wait for);
+/// `Ok(false)`: wait for more; `Err`: not a PROXY header (400).
+fn read_proxy_header(head: &mut Vec<u8>, proxy: Option<&mut Proxy>) -> Result<bool, ()> {
+    let Some(p) = proxy.filter(|p| **p == Proxy::Awaiting) else {
+        return Ok(true);
+    };
+    match parse_proxy_header(head) {
+        Ok(None) => Ok(false),
+        Ok(Some((h, used))) => {
+            head.drain(..used.min(head.len()));
+            *p = Proxy::Client(match h {
+                ProxyHeader::Proxied { source, .. } => Some(source.ip().to_canonical()),
+                ProxyHeader::Local => None,
+            });
+            Ok(true)
+        }
+        Err(_) => Err(()),
     }
 }
 
