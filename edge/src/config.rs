@@ -414,13 +414,6 @@ impl Config {
     }
 }
 
-impl Config {
-    /// Each `/ws` connection's message budget.
-    pub fn message_limits(&self) -> crate::worker::conn::rate::Limits {
-        self.messages
-    }
-}
-
 /// A list from its repeatable flag if given, else from the file.
 fn flags_or_file<T: Clone>(flags: &[T], file: &Option<Vec<T>>) -> Vec<T> {
     if flags.is_empty() {

@@ -134,56 +134,45 @@ fn parse_v2(buf: &[u8]) -> Result<Decoded<ProxyHeader>, ProxyError> {
         // LOCAL: the balancer's own connection (a health check).
         (0x0, _) => ProxyHeader::Local,
         // PROXY over TCP/IPv4, TCP/IPv6.
-        (0x1, 0x11) => {
-            let a = body
-                .get(..12)
-                .ok_or(ProxyError::Malformed("short IPv4 block"))?;
-            let ip = |i: usize| {
-                let b: [u8; 4] = a
-                    .get(i..i + 4)
-                    .and_then(|s| s.try_into().ok())
-                    .unwrap_or_default();
-                IpAddr::V4(Ipv4Addr::from(b))
-            };
-            let port = |i: usize| {
-                u16::from_be_bytes([
-                    a.get(i).copied().unwrap_or(0),
-                    a.get(i + 1).copied().unwrap_or(0),
-                ])
-            };
-            ProxyHeader::Proxied {
-                source: SocketAddr::new(ip(0), port(8)),
-                destination: SocketAddr::new(ip(4), port(10)),
-            }
-        }
-        (0x1, 0x21) => {
-            let a = body
-                .get(..36)
-                .ok_or(ProxyError::Malformed("short IPv6 block"))?;
-            let ip = |i: usize| {
-                let b: [u8; 16] = a
-                    .get(i..i + 16)
-                    .and_then(|s| s.try_into().ok())
-                    .unwrap_or_default();
-                IpAddr::V6(Ipv6Addr::from(b))
-            };
-            let port = |i: usize| {
-                u16::from_be_bytes([
-                    a.get(i).copied().unwrap_or(0),
-                    a.get(i + 1).copied().unwrap_or(0),
-                ])
-            };
-            ProxyHeader::Proxied {
-                source: SocketAddr::new(ip(0), port(32)),
-                destination: SocketAddr::new(ip(16), port(34)),
-            }
-        }
+        (0x1, 0x11) => addresses::<4>(body, |b: [u8; 4]| Ipv4Addr::from(b).into())?,
+        (0x1, 0x21) => addresses::<16>(body, |b: [u8; 16]| Ipv6Addr::from(b).into())?,
         // Other families (UDP, UNIX, UNSPEC): "the receiver must use the real
         // connection endpoints".
         (0x1, _) => ProxyHeader::Local,
         _ => return Err(ProxyError::Malformed("command")),
     };
     Ok(Some((header, used)))
+}
+
+/// A v2 address block: source and destination addresses of `N` bytes each, then the
+/// two ports.
+fn addresses<const N: usize>(
+    body: &[u8],
+    ip: impl Fn([u8; N]) -> IpAddr,
+) -> Result<ProxyHeader, ProxyError> {
+    let block = body
+        .get(..2 * N + 4)
+        .ok_or(ProxyError::Malformed("short address block"))?;
+    let addr = |i: usize| {
+        block
+            .get(i..i + N)
+            .and_then(|s| <[u8; N]>::try_from(s).ok())
+            .map(&ip)
+    };
+    let port = |i: usize| {
+        block
+            .get(i..i + 2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+    };
+    let (Some(src), Some(dst), Some(sport), Some(dport)) =
+        (addr(0), addr(N), port(2 * N), port(2 * N + 2))
+    else {
+        return Err(ProxyError::Malformed("short address block"));
+    };
+    Ok(ProxyHeader::Proxied {
+        source: SocketAddr::new(src, sport),
+        destination: SocketAddr::new(dst, dport),
+    })
 }
 
 #[cfg(test)]

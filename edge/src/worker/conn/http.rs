@@ -132,7 +132,7 @@ impl Conn {
             partial: None,
         };
         self.proto = proto;
-        self.budget = super::rate::Budget::new(ctx.cfg.message_limits());
+        self.budget = super::rate::Budget::new(ctx.cfg.messages);
         // The first ping comes up to half a heartbeat early, spread by slot, so that
         // connections accepted in one burst are not all pinged on one tick (one burst
         // of sends, and of the memory they take, every heartbeat).

@@ -243,7 +243,7 @@ impl Conn {
     /// Bytes arrived (`data` may be modified: frames are unmasked in place).
     pub fn handle_recv(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
         self.budget
-            .refill(now.saturating_sub(self.last_rx), ctx.cfg.message_limits());
+            .refill(now.saturating_sub(self.last_rx), ctx.cfg.messages);
         self.last_rx = now;
         WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
         match &mut self.life {

@@ -183,7 +183,7 @@ impl Conn {
             },
             now,
             budget,
-            limits: ctx.cfg.message_limits(),
+            limits: ctx.cfg.messages,
             scratch: Vec::new(),
             messages: 0,
             answered: 0,

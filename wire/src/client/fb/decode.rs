@@ -116,67 +116,12 @@ pub fn decode_response(buf: &[u8]) -> Result<Response<'_>, ClientError> {
 fn response(root: fb::Response<'_>) -> Result<Response<'_>, ClientErrorKind> {
     use ClientErrorKind::Missing;
     if root.body_type() == fb::Reply::Error {
-        let error = root.body_as_error().ok_or(Missing("body"))?;
-        let code = error.code().ok_or(Missing("code"))?;
-        let code = ErrorCode::from_wire(code)
-            .ok_or_else(|| ClientErrorKind::UnknownCode(shorten(code)))?;
-        let message = Cow::Borrowed(error.message().ok_or(Missing("message"))?);
-        return Ok(Response::Error {
-            id: root.id(),
-            code,
-            message,
-            version: error.version(),
-        });
+        return error(root);
     }
     let id = validate::id(root.id())?;
     Ok(match root.body_type() {
-        fb::Reply::Snapshot => {
-            let snapshot = root.body_as_snapshot().ok_or(Missing("body"))?;
-            let entries = snapshot
-                .entries()
-                .ok_or(Missing("entries"))?
-                .iter()
-                .map(|e| {
-                    Ok(Entry {
-                        key: required(e.key(), "key")?,
-                        value: bytes(e.value()).ok_or(Missing("value"))?,
-                        version: e.version(),
-                    })
-                })
-                .collect::<Result<_, ClientErrorKind>>()?;
-            let token = snapshot.token().map(Cow::Borrowed);
-            Response::Snapshot {
-                id,
-                entries,
-                token,
-                more: snapshot.more(),
-            }
-        }
-        fb::Reply::Change => {
-            let change = root.body_as_change().ok_or(Missing("body"))?;
-            let value = || bytes(change.value()).ok_or(Missing("value"));
-            let op = match change.kind() {
-                fb::ChangeKind::Put => ChangeOp::Put {
-                    value: value()?,
-                    version: change.version(),
-                },
-                fb::ChangeKind::Delete => ChangeOp::Delete {
-                    version: change.version(),
-                },
-                fb::ChangeKind::Publish => ChangeOp::Publish { value: value()? },
-                other => {
-                    let message = format!("unknown change kind {}", other.0);
-                    return Err(ClientErrorKind::Malformed(message));
-                }
-            };
-            let key = required(change.key(), "key")?;
-            Response::Change {
-                id,
-                key,
-                op,
-                token: required(change.token(), "token")?,
-            }
-        }
+        fb::Reply::Snapshot => snapshot(id, root.body_as_snapshot().ok_or(Missing("body"))?)?,
+        fb::Reply::Change => change(id, root.body_as_change().ok_or(Missing("body"))?)?,
         fb::Reply::Resumed => {
             let resumed = root.body_as_resumed().ok_or(Missing("body"))?;
             Response::Resumed {
@@ -215,6 +160,70 @@ fn response(root: fb::Response<'_>) -> Result<Response<'_>, ClientErrorKind> {
         }
         fb::Reply::NONE => return Err(Missing("body")),
         other => return Err(ClientErrorKind::UnknownOp(other.0.to_string())),
+    })
+}
+
+/// An `error` response (its id may be absent).
+fn error(root: fb::Response<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    let error = root.body_as_error().ok_or(Missing("body"))?;
+    let code = error.code().ok_or(Missing("code"))?;
+    let code =
+        ErrorCode::from_wire(code).ok_or_else(|| ClientErrorKind::UnknownCode(shorten(code)))?;
+    let message = Cow::Borrowed(error.message().ok_or(Missing("message"))?);
+    Ok(Response::Error {
+        id: root.id(),
+        code,
+        message,
+        version: error.version(),
+    })
+}
+
+/// A `snapshot` page of subscription `id`.
+fn snapshot(id: u64, snapshot: fb::Snapshot<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    let entries = snapshot
+        .entries()
+        .ok_or(Missing("entries"))?
+        .iter()
+        .map(|e| {
+            Ok(Entry {
+                key: required(e.key(), "key")?,
+                value: bytes(e.value()).ok_or(Missing("value"))?,
+                version: e.version(),
+            })
+        })
+        .collect::<Result<_, ClientErrorKind>>()?;
+    Ok(Response::Snapshot {
+        id,
+        entries,
+        token: snapshot.token().map(Cow::Borrowed),
+        more: snapshot.more(),
+    })
+}
+
+/// A `change` of subscription `id`.
+fn change(id: u64, change: fb::Change<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    let value = || bytes(change.value()).ok_or(ClientErrorKind::Missing("value"));
+    let op = match change.kind() {
+        fb::ChangeKind::Put => ChangeOp::Put {
+            value: value()?,
+            version: change.version(),
+        },
+        fb::ChangeKind::Delete => ChangeOp::Delete {
+            version: change.version(),
+        },
+        fb::ChangeKind::Publish => ChangeOp::Publish { value: value()? },
+        other => {
+            let message = format!("unknown change kind {}", other.0);
+            return Err(ClientErrorKind::Malformed(message));
+        }
+    };
+    Ok(Response::Change {
+        id,
+        key: required(change.key(), "key")?,
+        op,
+        token: required(change.token(), "token")?,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
-use crate::client::{ChangeOp, Request, Response, Target};
+use crate::client::{ChangeOp, Entry, Request, Response, Target};
 use crate::generated::client as fb;
 
 /// Encodes client messages with one reused `FlatBufferBuilder`.
@@ -145,6 +145,41 @@ impl FbEncoder {
         at.map(|at| base + at)
     }
 
+    /// A snapshot page's body (the entries' offsets gathered in a vector kept for
+    /// reuse).
+    fn snapshot_body(
+        &mut self,
+        entries: &[Entry<'_>],
+        token: Option<&str>,
+        more: bool,
+    ) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+        let fbb = &mut self.fbb;
+        let mut offsets = std::mem::take(&mut self.entries);
+        offsets.clear();
+        for entry in entries {
+            let value = Some(fbb.create_vector(&entry.value));
+            let key = Some(fbb.create_string(&entry.key));
+            let args = fb::EntryArgs {
+                key,
+                value,
+                version: entry.version,
+            };
+            offsets.push(fb::Entry::create(fbb, &args));
+        }
+        let entries = Some(fbb.create_vector(&offsets));
+        self.entries = offsets;
+        let token = token.map(|token| fbb.create_string(token));
+        let args = fb::SnapshotArgs {
+            entries,
+            token,
+            more,
+        };
+        (
+            fb::Reply::Snapshot,
+            fb::Snapshot::create(fbb, &args).as_union_value(),
+        )
+    }
+
     fn response_body(&mut self, response: &Response<'_>) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
         let fbb = &mut self.fbb;
         match response {
@@ -153,55 +188,8 @@ impl FbEncoder {
                 token,
                 more,
                 ..
-            } => {
-                let mut offsets = std::mem::take(&mut self.entries);
-                offsets.clear();
-                for entry in entries {
-                    let value = Some(fbb.create_vector(&entry.value));
-                    let key = Some(fbb.create_string(&entry.key));
-                    let args = fb::EntryArgs {
-                        key,
-                        value,
-                        version: entry.version,
-                    };
-                    offsets.push(fb::Entry::create(fbb, &args));
-                }
-                let entries = Some(fbb.create_vector(&offsets));
-                self.entries = offsets;
-                let token = token.as_ref().map(|token| fbb.create_string(token));
-                let args = fb::SnapshotArgs {
-                    entries,
-                    token,
-                    more: *more,
-                };
-                (
-                    fb::Reply::Snapshot,
-                    fb::Snapshot::create(fbb, &args).as_union_value(),
-                )
-            }
-            Response::Change { key, op, token, .. } => {
-                let (kind, value, version) = match op {
-                    ChangeOp::Put { value, version } => {
-                        (fb::ChangeKind::Put, Some(value), *version)
-                    }
-                    ChangeOp::Delete { version } => (fb::ChangeKind::Delete, None, *version),
-                    ChangeOp::Publish { value } => (fb::ChangeKind::Publish, Some(value), 0),
-                };
-                let value = value.map(|value| fbb.create_vector(value));
-                let key = Some(fbb.create_string(key));
-                let token = Some(fbb.create_string(token));
-                let args = fb::ChangeArgs {
-                    key,
-                    kind,
-                    value,
-                    version,
-                    token,
-                };
-                (
-                    fb::Reply::Change,
-                    fb::Change::create(fbb, &args).as_union_value(),
-                )
-            }
+            } => self.snapshot_body(entries, token.as_deref(), *more),
+            Response::Change { key, op, token, .. } => change_body(fbb, key, op, token),
             Response::Resumed { token, .. } => {
                 let token = Some(fbb.create_string(token));
                 let args = fb::ResumedArgs { token };
@@ -265,6 +253,34 @@ impl FbEncoder {
             }
         }
     }
+}
+
+/// A change's body.
+fn change_body<'f>(
+    fbb: &mut FlatBufferBuilder<'f>,
+    key: &str,
+    op: &ChangeOp<'_>,
+    token: &str,
+) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+    let (kind, value, version) = match op {
+        ChangeOp::Put { value, version } => (fb::ChangeKind::Put, Some(value), *version),
+        ChangeOp::Delete { version } => (fb::ChangeKind::Delete, None, *version),
+        ChangeOp::Publish { value } => (fb::ChangeKind::Publish, Some(value), 0),
+    };
+    let value = value.map(|value| fbb.create_vector(value));
+    let key = Some(fbb.create_string(key));
+    let token = Some(fbb.create_string(token));
+    let args = fb::ChangeArgs {
+        key,
+        kind,
+        value,
+        version,
+        token,
+    };
+    (
+        fb::Reply::Change,
+        fb::Change::create(fbb, &args).as_union_value(),
+    )
 }
 
 /// Appends `request` as one `Request` flatbuffer (with a fresh builder; see [`FbEncoder`]).

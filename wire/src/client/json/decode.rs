@@ -186,6 +186,33 @@ pub fn decode_response(text: &[u8]) -> Result<Response<'_>, ClientError> {
     response(wire).map_err(|kind| ClientError::new(id, kind))
 }
 
+/// What a `change` message did: a put, a deletion (`deleted`) or a publish (`pub`).
+fn change_op(
+    value: Option<Cow<'_, [u8]>>,
+    version: Option<u64>,
+    deleted: bool,
+    publish: bool,
+) -> Result<ChangeOp<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    Ok(match (deleted, publish) {
+        (false, false) => ChangeOp::Put {
+            value: value.ok_or(Missing("value"))?,
+            version: version.ok_or(Missing("version"))?,
+        },
+        (true, false) => ChangeOp::Delete {
+            version: version.ok_or(Missing("version"))?,
+        },
+        (false, true) => ChangeOp::Publish {
+            value: value.ok_or(Missing("value"))?,
+        },
+        (true, true) => {
+            return Err(ClientErrorKind::Malformed(
+                "change is both deleted and pub".into(),
+            ));
+        }
+    })
+}
+
 fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
     use ClientErrorKind::Missing;
     let op = cow(wire.op).ok_or(Missing("op"))?;
@@ -221,24 +248,12 @@ fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
         },
         "change" => {
             let key = cow(wire.key).ok_or(Missing("key"))?;
-            let value = wire.value.map(unwrap_value);
-            let op = match (wire.deleted.unwrap_or(false), wire.publish.unwrap_or(false)) {
-                (false, false) => ChangeOp::Put {
-                    value: value.ok_or(Missing("value"))?,
-                    version: wire.version.ok_or(Missing("version"))?,
-                },
-                (true, false) => ChangeOp::Delete {
-                    version: wire.version.ok_or(Missing("version"))?,
-                },
-                (false, true) => ChangeOp::Publish {
-                    value: value.ok_or(Missing("value"))?,
-                },
-                (true, true) => {
-                    return Err(ClientErrorKind::Malformed(
-                        "change is both deleted and pub".into(),
-                    ));
-                }
-            };
+            let op = change_op(
+                wire.value.map(unwrap_value),
+                wire.version,
+                wire.deleted.unwrap_or(false),
+                wire.publish.unwrap_or(false),
+            )?;
             Response::Change {
                 id,
                 key,
