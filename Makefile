@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE := --release
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup run cluster test lint gen gen-check bench microbench fuzz fuzz-check fuzz-seeds seeds autobahn autobahn-full
+.PHONY: help setup run cluster test lint gen gen-check bench microbench fuzz fuzz-check fuzz-seeds seeds autobahn autobahn-tls autobahn-full
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -22,14 +22,18 @@ cluster: setup ## run a local cluster: 2 stores, 2 edges, HAProxy in front on 12
 	@bash scripts/interop-setup.sh
 	@bash scripts/run-cluster.sh
 
-test: setup gen-check lint fuzz-check fuzz-seeds ## everything CI runs: schema check, fmt, clippy, fuzz targets compile and pass their seeds, all tests (real clients included), Autobahn 1.*-10.*
+test: setup gen-check lint fuzz-check fuzz-seeds ## everything CI runs: schema check, fmt, clippy, fuzz targets compile and pass their seeds, all tests (real clients included), Autobahn 1.*-10.* over ws:// and wss://
 	bash scripts/interop-setup.sh
 	$(CARGO) test $(PROFILE) --workspace --doc
 	$(CARGO) test $(PROFILE) --workspace --all-targets
 	bash scripts/autobahn.sh
+	bash scripts/autobahn.sh --tls
 
 autobahn: ## Autobahn TestSuite cases 1.*-10.* against the edge's /echo (sets up Python 2.7 once)
 	bash scripts/autobahn.sh
+
+autobahn-tls: ## Autobahn TestSuite cases 1.*-10.* over wss:// (the edge's TLS listener)
+	bash scripts/autobahn.sh --tls
 
 autobahn-full: ## every Autobahn case, compression (12.*, 13.*) included
 	bash scripts/autobahn.sh --full

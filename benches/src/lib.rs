@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod aws;
 pub mod cluster;
+pub mod tls;
 pub mod ws;
 
 use std::io::BufRead;
@@ -34,8 +35,14 @@ pub fn cpu_secs(pid: &str) -> f64 {
 /// is read from that line's `listen=ADDR` field, or else its last word. The rest of
 /// its log is drained in the background so that it never blocks on a full pipe.
 /// Panics (the tools that use it stop loudly) if the process exits first.
-#[allow(clippy::panic)]
 pub fn spawn_listening(cmd: &mut Command, marker: &str) -> (Child, SocketAddr) {
+    spawn_listening_on(cmd, marker, "listen=")
+}
+
+/// [`spawn_listening`], reading the address from the `field` (`listen_tls=`, say) of
+/// the marker's line.
+#[allow(clippy::panic)]
+pub fn spawn_listening_on(cmd: &mut Command, marker: &str, field: &str) -> (Child, SocketAddr) {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -51,7 +58,7 @@ pub fn spawn_listening(cmd: &mut Command, marker: &str) -> (Child, SocketAddr) {
             .unwrap_or_else(|| panic!("server exited before listening"))
             .unwrap_or_default();
         if line.contains(marker) {
-            let word = match line.split("listen=").nth(1) {
+            let word = match line.split(field).nth(1) {
                 Some(rest) => rest.split_whitespace().next().unwrap_or_default(),
                 None => line.rsplit(' ').next().unwrap_or_default(),
             };

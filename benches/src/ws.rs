@@ -17,6 +17,26 @@ pub fn upgrade_request(host: &str, path: &str, protocol: Option<&str>) -> String
     )
 }
 
+/// Read the answer to an upgrade request, byte by byte (nothing after it is taken);
+/// `Err` unless it is `101 Switching Protocols`.
+pub fn read_switching_protocols(s: &mut impl Read) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b)? == 0 {
+            return Err(std::io::Error::other("closed during the handshake"));
+        }
+        head.push(b[0]);
+    }
+    if head.starts_with(b"HTTP/1.1 101") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ))
+    }
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub struct WsClient {
@@ -31,19 +51,7 @@ impl WsClient {
         let mut s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.write_all(upgrade_request("x", path, protocol).as_bytes())?;
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b)? == 0 {
-                return Err(std::io::Error::other("closed during the handshake"));
-            }
-            head.push(b[0]);
-        }
-        if !head.starts_with(b"HTTP/1.1 101") {
-            return Err(std::io::Error::other(
-                String::from_utf8_lossy(&head).into_owned(),
-            ));
-        }
+        read_switching_protocols(&mut s)?;
         Ok(Self {
             s,
             dec: Decoder::client(Limits::default()),

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::auth::grant::{Grant, GrantSpec};
 use crate::auth::origin::OriginPattern;
+use crate::tls::certs::CertFiles;
 
 /// Ringline edge node: WebSocket termination and fan-out on io_uring.
 #[derive(Debug, Default, Parser)]
@@ -22,6 +23,20 @@ pub struct Args {
     /// Client listener (HTTP + WebSocket) [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// TLS listener (HTTPS + `wss://`), beside or instead of `listen`; needs
+    /// `--tls-cert` and `--tls-key` [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub listen_tls: Option<SocketAddr>,
+    /// Serve `listen_tls` only: no cleartext listener [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub tls_only: Option<bool>,
+    /// PEM certificate chain for `listen_tls`, leaf first; repeat with `--tls-key` for
+    /// several (picked by SNI, the first by default).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Vec<PathBuf>,
+    /// PEM private key of the `--tls-cert` in the same position.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Vec<PathBuf>,
     /// Worker threads, one ring and one listener each [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -193,6 +208,9 @@ pub enum Admission {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    listen_tls: Option<SocketAddr>,
+    tls_only: Option<bool>,
+    tls_certs: Option<Vec<CertFiles>>,
     workers: Option<usize>,
     max_connections: Option<usize>,
     max_message: Option<usize>,
@@ -235,6 +253,12 @@ struct FileConfig {
 pub struct Config {
     /// Client listener.
     pub listen: SocketAddr,
+    /// TLS client listener.
+    pub listen_tls: Option<SocketAddr>,
+    /// No cleartext listener.
+    pub tls_only: bool,
+    /// The TLS listener's certificates (SNI picks; the first by default).
+    pub tls_certs: Vec<CertFiles>,
     /// Worker threads.
     pub workers: usize,
     /// Most connections per worker.
@@ -325,7 +349,11 @@ impl Config {
         let (messages, per_ip) = (message_limits(args, &f), per_ip_limits(args, &f));
         let trusted_proxies = flags_or_file(&args.trusted_proxies, &f.trusted_proxies);
         let proxy_protocol_from = flags_or_file(&args.proxy_protocol_from, &f.proxy_protocol_from);
+        let tls_certs = tls_certs(args, &f)?;
         let c = Self {
+            listen_tls: args.listen_tls.or(f.listen_tls),
+            tls_only: args.tls_only.or(f.tls_only).unwrap_or(false),
+            tls_certs,
             listen: args
                 .listen
                 .or(f.listen)
@@ -400,7 +428,17 @@ impl Config {
                 "auth needs exactly one of auth_secret_file and auth_jwks_file",
             ));
         }
-        if c.auth == AuthMode::Off && !c.listen.ip().is_loopback() && !c.allow_anonymous {
+        if c.listen_tls.is_some() == c.tls_certs.is_empty() {
+            return Err(ConfigError::Invalid(
+                "listen_tls and tls_certs go together: a TLS listener needs a certificate, and a certificate a TLS listener",
+            ));
+        }
+        if c.tls_only && c.listen_tls.is_none() {
+            return Err(ConfigError::Invalid("tls_only needs listen_tls"));
+        }
+        let public = |a: Option<SocketAddr>| a.is_some_and(|a| !a.ip().is_loopback());
+        let open_beyond_loopback = public(Some(c.listen)) && !c.tls_only || public(c.listen_tls);
+        if c.auth == AuthMode::Off && open_beyond_loopback && !c.allow_anonymous {
             return Err(ConfigError::Invalid(
                 "auth is off and the listener is not on loopback: anyone who can reach it could read and write every key; set auth (edge.example.toml), or pass --allow-anonymous to mean it",
             ));
@@ -412,6 +450,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The TLS certificates: `--tls-cert`/`--tls-key` pairs if given, else the file's
+/// `tls_certs`.
+fn tls_certs(args: &Args, f: &FileConfig) -> Result<Vec<CertFiles>, ConfigError> {
+    if args.tls_cert.len() != args.tls_key.len() {
+        return Err(ConfigError::Invalid(
+            "each --tls-cert needs its --tls-key, in the same order",
+        ));
+    }
+    let flags: Vec<CertFiles> = args
+        .tls_cert
+        .iter()
+        .zip(&args.tls_key)
+        .map(|(cert, key)| CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .collect();
+    Ok(flags_or_file(&flags, &f.tls_certs))
 }
 
 /// A list from its repeatable flag if given, else from the file.

@@ -1,6 +1,8 @@
 //! `edge`: terminates client WebSockets on io_uring. One worker thread per core, each
-//! with its own ring and `SO_REUSEPORT` listener on the same address; the main thread
-//! only starts them and waits for SIGTERM/SIGINT, which starts a graceful drain.
+//! with its own ring and `SO_REUSEPORT` listeners (cleartext, TLS) on the same
+//! addresses; the main thread
+//! only starts them and waits for SIGTERM/SIGINT, which starts a graceful drain, and
+//! SIGHUP, which reloads the TLS certificates at once.
 #![deny(unsafe_code)]
 
 mod auth;
@@ -8,6 +10,7 @@ mod config;
 mod hub;
 mod mem;
 mod metrics;
+mod tls;
 mod uring;
 mod worker;
 
@@ -53,6 +56,7 @@ fn run(args: &Args) -> Result<(), String> {
     let listeners = bind_listeners(&mut cfg)?;
     let map = load_map(&cfg)?;
     let keys = load_auth(&cfg)?;
+    let certs = load_tls(&cfg)?;
     let map = Arc::new(map);
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
@@ -62,16 +66,30 @@ fn run(args: &Args) -> Result<(), String> {
         std::thread::spawn(move || auth::keys::watch(cfg, keys2, bytes, stop));
         keys
     });
-    let handles = start_workers(listeners, &cfg, &map, &stop, keys)?;
+    let certs = certs.map(|certs| {
+        let certs = Arc::new(certs);
+        let (certs2, stop) = (Arc::clone(&certs), Arc::clone(&stop));
+        std::thread::spawn(move || tls::certs::watch(certs2, stop));
+        certs
+    });
+    let handles = start_workers(listeners, &cfg, &map, &stop, keys, certs.clone())?;
     info!(
-        listen = %cfg.listen, workers = cfg.workers, echo = cfg.echo,
+        listen = %if cfg.tls_only { "none".to_string() } else { cfg.listen.to_string() },
+        listen_tls = %cfg.listen_tls.map_or_else(|| "none".to_string(), |a| a.to_string()),
+        workers = cfg.workers, echo = cfg.echo,
         stores = map.stores.len(), partitions = map.partitions,
         "edge listening (GET /healthz, /metrics; WebSocket /ws, /echo)"
     );
     let stopper = std::thread::spawn({
         let stop = Arc::clone(&stop);
         move || {
-            let sig = uring::net::wait_for_stop();
+            let sig = uring::net::wait_for_stop(|| match &certs {
+                Some(c) => {
+                    info!("SIGHUP: reloading the TLS certificates");
+                    c.reload(true);
+                }
+                None => info!("SIGHUP: no TLS certificates to reload"),
+            });
             info!("{sig}: draining");
             stop.store(true, Ordering::Relaxed);
         }
@@ -118,19 +136,49 @@ fn check_host_limits(cfg: &Config, nofile: u64) {
     }
 }
 
-/// One `SO_REUSEPORT` listener per worker. The first picks the port when it is 0 (and
-/// `cfg.listen` learns it); the others share it.
-fn bind_listeners(cfg: &mut Config) -> Result<Vec<std::os::fd::OwnedFd>, String> {
-    let mut listeners = Vec::with_capacity(cfg.workers);
-    for _ in 0..cfg.workers {
-        let l = uring::net::listener(cfg.listen, 65535)
-            .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
-        if cfg.listen.port() == 0 {
-            cfg.listen = uring::net::local_addr(&l).map_err(|e| e.to_string())?;
+/// Each worker's listeners: cleartext (unless TLS only) and TLS (if configured).
+type Listeners = [Option<std::os::fd::OwnedFd>; 2];
+
+/// One `SO_REUSEPORT` listener per worker and address. The first picks the port when
+/// it is 0 (and the config learns it); the others share it.
+fn bind_listeners(cfg: &mut Config) -> Result<Vec<Listeners>, String> {
+    let mut listeners: Vec<Listeners> = (0..cfg.workers).map(|_| [None, None]).collect();
+    let clear = (!cfg.tls_only).then_some(&mut cfg.listen);
+    for (i, addr) in [clear, cfg.listen_tls.as_mut()].into_iter().enumerate() {
+        let Some(addr) = addr else {
+            continue;
+        };
+        for l in &mut listeners {
+            let fd =
+                uring::net::listener(*addr, 65535).map_err(|e| format!("listen on {addr}: {e}"))?;
+            if addr.port() == 0 {
+                *addr = uring::net::local_addr(&fd).map_err(|e| e.to_string())?;
+            }
+            l[i] = Some(fd);
         }
-        listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// The TLS listener's certificates, if it is configured; says which TLS path runs.
+fn load_tls(cfg: &Config) -> Result<Option<tls::certs::Certs>, String> {
+    if cfg.listen_tls.is_none() {
+        return Ok(None);
+    }
+    let certs = tls::certs::Certs::load(cfg.tls_certs.clone())
+        .map_err(|e| format!("TLS certificates: {e}"))?;
+    if tls::kernel_tls_available() {
+        info!(
+            certificates = cfg.tls_certs.len(),
+            "TLS in user space (rustls): this kernel offers kTLS, which this build does not use yet"
+        );
+    } else {
+        info!(
+            certificates = cfg.tls_certs.len(),
+            "TLS in user space (rustls): kTLS is not available on this kernel (no `tls` in net.ipv4.tcp_available_ulp)"
+        );
+    }
+    Ok(Some(certs))
 }
 
 /// The cluster map (checked against what a resume token can hold), logged with the
@@ -176,11 +224,12 @@ fn load_auth(cfg: &Config) -> Result<Option<(auth::keys::Keys, Vec<u8>)>, String
 
 /// A worker thread on each listener (pinned to a core if configured).
 fn start_workers(
-    listeners: Vec<std::os::fd::OwnedFd>,
+    listeners: Vec<Listeners>,
     cfg: &Arc<Config>,
     map: &Arc<wire::cluster::ClusterMap>,
     stop: &Arc<AtomicBool>,
     keys: Option<Arc<auth::keys::Keys>>,
+    certs: Option<Arc<tls::certs::Certs>>,
 ) -> Result<Vec<std::thread::JoinHandle<Result<(), String>>>, String> {
     let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();
     let all: Arc<Vec<Arc<WorkerMetrics>>> = Arc::new(
@@ -194,6 +243,7 @@ fn start_workers(
         Arc::clone(stop),
         all,
         keys,
+        certs,
     ));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::new();

@@ -39,6 +39,10 @@ pub struct WorkerMetrics {
     pub rejected_rate: AtomicU64,
     /// WebSocket handshakes completed.
     pub handshakes: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// TLS sessions failed: an alert, garbage, or a record too large.
+    pub tls_failed: AtomicU64,
     /// Plain HTTP requests answered.
     pub http_requests: AtomicU64,
     /// Messages received.
@@ -110,7 +114,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 22] = [
+static SERIES: [Series; 24] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -182,6 +186,18 @@ static SERIES: [Series; 22] = [
         "counter",
         "WebSocket handshakes completed.",
         |m| &m.handshakes,
+    ),
+    (
+        "ringline_edge_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed.",
+        |m| &m.tls_handshakes,
+    ),
+    (
+        "ringline_edge_tls_failed_total",
+        "counter",
+        "TLS sessions failed: a TLS alert from the client, bytes that are not TLS, or a record too large.",
+        |m| &m.tls_failed,
     ),
     (
         "ringline_edge_http_requests_total",

@@ -4,6 +4,7 @@
 //! and binary and closes cleanly. The same three subscribe, write and receive through
 //! `/ws` with a real store behind the edge (Python and Node also ping there; Python
 //! also resumes with a token).
+//! The three also run `/echo` over `wss://`, trusting only a test CA (`rcgen`).
 //! Their installation is `scripts/interop-setup.sh` (run by `make test`); a missing
 //! client fails the test with that instruction rather than skipping it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -69,6 +70,55 @@ fn node_ws_echo() {
     );
 }
 
+/// An edge with a TLS listener and a certificate for `localhost` from a fresh CA.
+fn tls_edge() -> (common::tls::TestCa, common::tls::Leaf, common::tls::TlsEdge) {
+    let ca = common::tls::TestCa::new();
+    let leaf = ca.leaf(&["localhost", "127.0.0.1"], "edge");
+    let edge = common::tls::TlsEdge::start(&[&leaf], &[]);
+    (ca, leaf, edge)
+}
+
+#[test]
+fn python_websockets_echo_over_wss() {
+    let (ca, _leaf, edge) = tls_edge();
+    let url = format!("wss://localhost:{}/echo", edge.tls.port());
+    let script = root().join("edge/tests/interop/echo_client.py");
+    run(
+        &root().join(".venv-interop/bin/python"),
+        &[script.to_str().unwrap(), &url],
+        &[("RINGLINE_CA", ca.ca_pem.clone())],
+    );
+    assert!(edge.metric("ringline_edge_tls_handshakes_total") >= 1);
+}
+
+#[test]
+fn node_ws_echo_over_wss() {
+    let (ca, _leaf, edge) = tls_edge();
+    let url = format!("wss://localhost:{}/echo", edge.tls.port());
+    let script = root().join("edge/tests/interop/echo_client.cjs");
+    run(
+        Path::new("node"),
+        &[script.to_str().unwrap(), &url],
+        &[
+            ("NODE_PATH", root().join(".interop-node/node_modules")),
+            ("RINGLINE_CA", ca.ca_pem.clone()),
+        ],
+    );
+    assert!(edge.metric("ringline_edge_tls_handshakes_total") >= 1);
+}
+
+#[test]
+fn headless_chromium_page_echo_over_wss() {
+    let (_ca, leaf, edge) = tls_edge();
+    let url = format!("wss://localhost:{}/echo", edge.tls.port());
+    // Chromium trusts the edge's key by its hash (no system CA store is touched).
+    let trust = format!("--ignore-certificate-errors-spki-list={}", leaf.spki_sha256);
+    let closes = page_closes(edge.addr, "echo_page.html", &url, &[&trust]);
+    assert_eq!(closes, (1, 0), "the page did not finish its exchange");
+    assert_eq!(edge.metric("ringline_edge_messages_in_total"), 3);
+    assert!(edge.metric("ringline_edge_tls_handshakes_total") >= 1);
+}
+
 #[test]
 fn python_websockets_client_protocol() {
     let c = Cluster::start();
@@ -112,15 +162,29 @@ fn headless_chromium_page_client_protocol() {
 /// 1000 when its exchange succeeded, 4000 otherwise.
 fn chromium_page(edge: &Edge, page: &str, path: &str) {
     let url = format!("ws://{}{path}", edge.addr);
+    let closes = page_closes(edge.addr, page, &url, &[]);
+    assert_eq!(closes, (1, 0), "the page did not finish its exchange");
+}
+
+/// Open `page` in headless Chromium (with `flags`) against WebSocket `url`; wait up to
+/// 60 s for its close (the page closes with 1000 only after its exchange succeeded,
+/// 4000 otherwise, and the edge answers with the same code). Returns how many
+/// 1000 and 4000 closes the edge at `metrics` sent.
+fn page_closes(metrics: std::net::SocketAddr, page: &str, url: &str, flags: &[&str]) -> (u64, u64) {
     let page = root().join("edge/tests/interop").join(page);
     let page = std::fs::canonicalize(page).unwrap();
     let url = format!("file://{}?ws={}", page.display(), url);
-    let (mut browser, _profile) = chromium(&url);
-    // The page closes with 1000 only after three intact echoes; the edge answers that
-    // close with its own 1000.
+    let (mut browser, _profile) = chromium_with(&url, flags);
+    let sent = |code: &str| {
+        let body = common::http_get(metrics, "/metrics").1;
+        common::metric_sum(
+            &body,
+            &format!("ringline_edge_close_frames_sent_total{{code=\"{code}\"}}"),
+        )
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let closes = loop {
-        let n = edge.metric("ringline_edge_close_frames_sent_total{code=\"1000\"}");
+        let n = sent("1000");
         if n > 0 || std::time::Instant::now() > deadline {
             break n;
         }
@@ -128,11 +192,7 @@ fn chromium_page(edge: &Edge, page: &str, path: &str) {
     };
     let _ = browser.kill();
     let _ = browser.wait();
-    assert_eq!(closes, 1, "the page did not finish its exchange");
-    assert_eq!(
-        edge.metric("ringline_edge_close_frames_sent_total{code=\"4000\"}"),
-        0
-    );
+    (closes, sent("4000"))
 }
 
 #[test]
@@ -172,6 +232,11 @@ fn the_demo_page_at_root_subscribes_writes_and_shows_the_change() {
 
 /// Headless Chromium on `url`, with a throw-away profile (kept alive by the caller).
 fn chromium(url: &str) -> (std::process::Child, tempfile::TempDir) {
+    chromium_with(url, &[])
+}
+
+/// [`chromium`] with extra command-line `flags`.
+fn chromium_with(url: &str, flags: &[&str]) -> (std::process::Child, tempfile::TempDir) {
     let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .map(Path::new)
@@ -185,6 +250,7 @@ fn chromium(url: &str) -> (std::process::Child, tempfile::TempDir) {
             "--disable-gpu",
             "--no-first-run",
         ])
+        .args(flags)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .stdout(Stdio::null())

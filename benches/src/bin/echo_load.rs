@@ -18,6 +18,13 @@
 //! `--against OLD_EDGE` measures another edge build in place of the two peers: a
 //! before/after ratio in one run, rounds alternating.
 //!
+//! `--tls ecdsa|rsa` measures TLS instead: the edge's `wss://` listener beside the same
+//! edge build in cleartext and beside `fastwebsockets` behind `tokio-rustls` (a
+//! throw-away certificate from `openssl`, ECDSA P-256 or RSA-2048; TLS 1.3, rustls's
+//! default suite). The first workload is then connect + TLS handshake + upgrade. The
+//! client checks no certificate (its own cost is kept low; what is measured is the
+//! server's).
+//!
 //! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
 
@@ -67,6 +74,70 @@ struct Args {
     /// Internal: run the fastwebsockets echo server on this address.
     #[arg(long, hide = true)]
     fastwebsockets_server: Option<SocketAddr>,
+    /// Measure TLS with a certificate of this key type: `ecdsa` (P-256) or `rsa`
+    /// (2048 bits).
+    #[arg(long, value_name = "KEY")]
+    tls: Option<String>,
+    /// Internal: with `--fastwebsockets-server`, serve TLS with this certificate and
+    /// key (PEM).
+    #[arg(long, hide = true, num_args = 2)]
+    tls_files: Option<Vec<PathBuf>>,
+}
+
+/// How a server under test is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Ws,
+    Wss,
+}
+
+/// A client stream: TCP, or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Connect to `addr`, with a TLS handshake (SNI `localhost`, ALPN `http/1.1`) for
+/// `wss`.
+async fn connect(addr: SocketAddr, scheme: Scheme) -> std::io::Result<Box<dyn Stream>> {
+    let s = tokio::net::TcpStream::connect(addr).await?;
+    let _ = s.set_nodelay(true);
+    // Linger 0: a close sends a reset and returns at once (no TIME_WAIT using up the
+    // client's ports in the connection-rate test).
+    #[allow(deprecated)]
+    let _ = s.set_linger(Some(Duration::ZERO));
+    match scheme {
+        Scheme::Ws => Ok(Box::new(s)),
+        Scheme::Wss => {
+            let name = rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(std::io::Error::other)?;
+            let tls = tokio_rustls::TlsConnector::from(benches::tls::client_config())
+                .connect(name, s)
+                .await?;
+            Ok(Box::new(tls))
+        }
+    }
+}
+
+/// The server TLS config of the `fastwebsockets` peer: what the edge serves (rustls
+/// with `ring`, TLS 1.2 and 1.3, ALPN `http/1.1`).
+fn tls_server(files: &[PathBuf]) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let (Some(cert), Some(key)) = (files.first(), files.get(1)) else {
+        panic!("--tls-files CERT KEY");
+    };
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| panic!("{e}"));
+    let mut c =
+        rustls::ServerConfig::builder_with_provider(Arc::new(benches::tls::ring_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap_or_else(|e| panic!("{e}"));
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
 }
 
 fn pin(cpu: usize) {
@@ -113,10 +184,28 @@ fn tungstenite_server(addr: SocketAddr) {
 }
 
 /// The other reference server: fastwebsockets, behind a minimal RFC 6455 upgrade
-/// (fastwebsockets leaves the HTTP part to its caller).
-fn fastwebsockets_server(addr: SocketAddr) {
+/// (fastwebsockets leaves the HTTP part to its caller), and behind `tokio-rustls` when
+/// `tls` is given.
+fn fastwebsockets_server(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) {
+    serve(addr, move |s| {
+        let tls = tls.clone();
+        async move {
+            match tls {
+                None => fastwebsockets_echo(s).await,
+                Some(config) => {
+                    if let Ok(s) = tokio_rustls::TlsAcceptor::from(config).accept(s).await {
+                        fastwebsockets_echo(s).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One fastwebsockets connection: upgrade, then echo.
+async fn fastwebsockets_echo<S: Stream + 'static>(mut s: S) {
     use fastwebsockets::{FragmentCollector, OpCode, Role, WebSocket};
-    serve(addr, |mut s| async move {
+    {
         if upgrade(&mut s).await.is_none() {
             return;
         }
@@ -131,12 +220,12 @@ fn fastwebsockets_server(addr: SocketAddr) {
                 break;
             }
         }
-    });
+    }
 }
 
 /// Read an upgrade request and answer 101 (RFC 6455 §4.2.2), with `wire`'s accept
 /// key and response, as the edge does.
-async fn upgrade(s: &mut tokio::net::TcpStream) -> Option<()> {
+async fn upgrade<S: Stream>(s: &mut S) -> Option<()> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if s.read_buf(&mut buf).await.ok()? == 0 {
@@ -163,16 +252,16 @@ async fn upgrade(s: &mut tokio::net::TcpStream) -> Option<()> {
 
 async fn client_conn(
     addr: SocketAddr,
+    scheme: Scheme,
     size: usize,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
     ready: Arc<tokio::sync::Barrier>,
     pace: Option<(Duration, Duration)>,
 ) {
-    let mut s = tokio::net::TcpStream::connect(addr)
+    let mut s = connect(addr, scheme)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
-    let _ = s.set_nodelay(true);
     s.write_all(benches::ws::upgrade_request("x", "/echo", None).as_bytes())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -296,7 +385,7 @@ async fn window(done: &AtomicU64, seconds: u64) -> Sample {
 /// Messages per second echoed for `conns` connections of `size`-byte messages, each
 /// connection in a closed loop, or paced to `offered` messages/s in all.
 fn measure(
-    addr: SocketAddr,
+    (addr, scheme): (SocketAddr, Scheme),
     conns: usize,
     size: usize,
     seconds: u64,
@@ -312,6 +401,7 @@ fn measure(
             let pace = period.map(|p| (p, p.mul_f64(i as f64 / conns as f64)));
             tasks.push(tokio::spawn(client_conn(
                 addr,
+                scheme,
                 size,
                 Arc::clone(&stop),
                 Arc::clone(&done),
@@ -331,9 +421,10 @@ fn measure(
     })
 }
 
-/// Connections per second: `tasks` concurrent loops of connect, handshake, read the
-/// 101, reset (SO_LINGER 0, so no TIME_WAIT uses up the client's ports).
-fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> Sample {
+/// Connections per second: `tasks` concurrent loops of connect (and TLS handshake),
+/// upgrade, read the 101, reset (SO_LINGER 0, so no TIME_WAIT uses up the client's
+/// ports).
+fn measure_accept((addr, scheme): (SocketAddr, Scheme), tasks: usize, seconds: u64) -> Sample {
     runtime().block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
@@ -344,13 +435,9 @@ fn measure_accept(addr: SocketAddr, tasks: usize, seconds: u64) -> Sample {
                 let req = benches::ws::upgrade_request("x", "/echo", None);
                 let mut buf = vec![0u8; 1024];
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                    let Ok(mut s) = connect(addr, scheme).await else {
                         continue;
                     };
-                    // Linger 0: close sends a reset and returns at once (no blocking, no
-                    // TIME_WAIT), which is what a connection-rate test wants.
-                    #[allow(deprecated)]
-                    let _ = s.set_linger(Some(Duration::ZERO));
                     if s.write_all(req.as_bytes()).await.is_err() {
                         continue;
                     }
@@ -386,9 +473,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Start the edge binary `bin` with one worker; its child and address.
-fn spawn_edge(bin: &std::path::Path, recv_mode: &str) -> (std::process::Child, SocketAddr) {
-    benches::spawn_listening(
+/// Start the edge binary `bin` with one worker (and `extra` flags: a TLS listener
+/// only, say); its child and address (the TLS listener's, if it has one).
+fn spawn_edge(
+    bin: &std::path::Path,
+    recv_mode: &str,
+    extra: &[std::ffi::OsString],
+) -> (std::process::Child, SocketAddr) {
+    let field = if extra.is_empty() {
+        "listen="
+    } else {
+        "listen_tls="
+    };
+    benches::spawn_listening_on(
         Command::new(bin)
             .args([
                 "--listen",
@@ -399,13 +496,15 @@ fn spawn_edge(bin: &std::path::Path, recv_mode: &str) -> (std::process::Child, S
                 "1048576",
             ])
             .args(["--recv-mode", recv_mode])
+            .args(extra)
             .env("RUST_LOG", "warn,edge=info"),
         "edge listening",
+        field,
     )
 }
 
-/// A server under test: its name, process and address.
-type Server = (String, std::process::Child, SocketAddr);
+/// A server under test: its name, process and address (and how to reach it).
+type Server = (String, std::process::Child, (SocketAddr, Scheme));
 
 /// The edge, then either the two peers or (`--against`) another edge build.
 fn start_servers(args: &Args) -> Vec<Server> {
@@ -414,11 +513,14 @@ fn start_servers(args: &Args) -> Vec<Server> {
         .edge
         .clone()
         .unwrap_or_else(|| me.with_file_name("edge"));
-    let (edge, edge_addr) = spawn_edge(&edge_bin, &args.recv_mode);
-    let mut servers = vec![("edge".to_owned(), edge, edge_addr)];
+    if let Some(key) = &args.tls {
+        return start_tls_servers(args, &edge_bin, key);
+    }
+    let (edge, edge_addr) = spawn_edge(&edge_bin, &args.recv_mode, &[]);
+    let mut servers = vec![("edge".to_owned(), edge, (edge_addr, Scheme::Ws))];
     if let Some(other) = &args.against {
-        let (c, a) = spawn_edge(other, &args.recv_mode);
-        servers.push(("against".to_owned(), c, a));
+        let (c, a) = spawn_edge(other, &args.recv_mode, &[]);
+        servers.push(("against".to_owned(), c, (a, Scheme::Ws)));
         return servers;
     }
     for (name, flag) in [
@@ -429,20 +531,67 @@ fn start_servers(args: &Args) -> Vec<Server> {
             Command::new(&me).args([flag, "127.0.0.1:0"]),
             "listening on",
         );
-        servers.push((name.to_owned(), c, a));
+        servers.push((name.to_owned(), c, (a, Scheme::Ws)));
     }
     servers
 }
 
+/// TLS: the edge's `wss://`, the same edge build in cleartext, and fastwebsockets
+/// behind tokio-rustls, with one certificate of `key`.
+fn start_tls_servers(args: &Args, edge_bin: &std::path::Path, key: &str) -> Vec<Server> {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (cert, keyf) = benches::tls::make_cert(dir.path(), key);
+    let files = [
+        "--listen-tls".into(),
+        "127.0.0.1:0".into(),
+        "--tls-only".into(),
+        "true".into(),
+        "--tls-cert".into(),
+        cert.clone().into_os_string(),
+        "--tls-key".into(),
+        keyf.clone().into_os_string(),
+    ];
+    let (tls_edge, tls_addr) = spawn_edge(edge_bin, &args.recv_mode, &files);
+    let (edge, addr) = spawn_edge(edge_bin, &args.recv_mode, &[]);
+    let me = std::env::current_exe().unwrap_or_default();
+    let (peer, peer_addr) = benches::spawn_listening(
+        Command::new(&me)
+            .args(["--fastwebsockets-server", "127.0.0.1:0", "--tls-files"])
+            .arg(&cert)
+            .arg(&keyf),
+        "listening on",
+    );
+    // The servers have read the files.
+    drop(dir);
+    vec![
+        (
+            format!("edge wss ({key})"),
+            tls_edge,
+            (tls_addr, Scheme::Wss),
+        ),
+        ("edge ws".to_owned(), edge, (addr, Scheme::Ws)),
+        (
+            format!("fastwebsockets + tokio-rustls ({key})"),
+            peer,
+            (peer_addr, Scheme::Wss),
+        ),
+    ]
+}
+
 /// Each workload: its label, whether its figure is per server CPU-second (else per
 /// second), and the measurement.
-type Workload = (String, bool, Box<dyn Fn(SocketAddr) -> Sample>);
+type Workload = (String, bool, Box<dyn Fn((SocketAddr, Scheme)) -> Sample>);
 
 /// Accept rate first (connections + handshakes per second, 64 at a time), then echo.
 fn workloads(args: &Args) -> Vec<Workload> {
     let secs = args.seconds;
+    let accept = if args.tls.is_some() {
+        "connect + TLS handshake + upgrade (64 at a time)"
+    } else {
+        "connect + handshake (64 at a time)"
+    };
     let mut workloads: Vec<Workload> = vec![(
-        "connect + handshake (64 at a time)".into(),
+        accept.into(),
         false,
         Box::new(move |addr| measure_accept(addr, 64, secs)),
     )];
@@ -472,12 +621,12 @@ fn workloads(args: &Args) -> Vec<Workload> {
 }
 
 /// One workload's figures: per server, each round's figure and sample; each round's
-/// ratio of the edge to the best of the others.
+/// ratio of the first server to each of the others.
 struct Row<'a> {
     label: &'a str,
     got: Vec<Vec<f64>>,
     samples: Vec<Vec<Sample>>,
-    ratios: Vec<f64>,
+    ratios: Vec<Vec<f64>>,
 }
 
 /// Run `workload` for `rounds` rounds, each measuring every server in turn, so that
@@ -511,8 +660,8 @@ fn run_workload<'a>(w: &'a Workload, servers: &[Server], rounds: usize) -> Row<'
             row.samples[i].push(x);
             this.push(v);
         }
-        let best_other = this.iter().skip(1).copied().fold(f64::MIN, f64::max);
-        row.ratios.push(this[0] / best_other);
+        row.ratios
+            .push(this.iter().skip(1).map(|o| this[0] / o).collect());
     }
     row
 }
@@ -520,31 +669,54 @@ fn run_workload<'a>(w: &'a Workload, servers: &[Server], rounds: usize) -> Row<'
 /// The tables: each round and the medians, then the medians of rate and busy share.
 fn print_tables(servers: &[Server], rows: Vec<Row<'_>>) {
     let names: Vec<&str> = servers.iter().map(|(n, ..)| n.as_str()).collect();
-    let other = if names.len() == 2 {
-        "against"
-    } else {
-        "faster peer"
-    };
+    let first = names.first().copied().unwrap_or("edge");
+    let ratio_heads: Vec<String> = names
+        .iter()
+        .skip(1)
+        .map(|o| format!("{first} / {o}"))
+        .collect();
     println!(
-        "| workload | round | {} /s | edge / {other} |",
-        names.join(" /s | ")
+        "| workload | round | {} /s | {} |",
+        names.join(" /s | "),
+        ratio_heads.join(" | ")
     );
-    println!("|---|---|{}---:|", "---:|".repeat(names.len()));
+    println!(
+        "|---|---|{}{}",
+        "---:|".repeat(names.len()),
+        "---:|".repeat(ratio_heads.len())
+    );
     for row in &rows {
         let label = row.label;
         for (i, q) in row.ratios.iter().enumerate() {
             let cells: Vec<String> = row.got.iter().map(|g| format!("{:.0}", g[i])).collect();
-            println!("| {label} | {} | {} | {q:.2} |", i + 1, cells.join(" | "));
+            let qs: Vec<String> = q.iter().map(|q| format!("{q:.2}")).collect();
+            println!(
+                "| {label} | {} | {} | {} |",
+                i + 1,
+                cells.join(" | "),
+                qs.join(" | ")
+            );
         }
         let cells: Vec<String> = row
             .got
             .iter()
             .map(|g| format!("{:.0}", median(g.clone())))
             .collect();
+        let qs: Vec<String> = (0..ratio_heads.len())
+            .map(|k| {
+                let m = median(
+                    row.ratios
+                        .iter()
+                        .filter_map(|r| r.get(k).copied())
+                        .collect(),
+                );
+                format!("**{m:.2}**")
+            })
+            .collect();
         println!(
-            "| {label} | **median** | {} | **{:.2}** |",
+            "| {label} | **median** | {} | {} |",
             cells.join(" | "),
-            median(row.ratios.clone())
+            qs.join(" | ")
         );
     }
     println!();
@@ -579,7 +751,7 @@ fn main() {
         return;
     }
     if let Some(addr) = args.fastwebsockets_server {
-        fastwebsockets_server(addr);
+        fastwebsockets_server(addr, args.tls_files.as_deref().map(tls_server));
         return;
     }
     pin(1);

@@ -9,6 +9,10 @@
 //! worst case, one internal watch each) and waits for its snapshot before the next
 //! connection opens.
 //!
+//! With `--tls ecdsa|rsa` the edge serves TLS only (a throw-away certificate) and the
+//! connections are `wss://` on `/echo`: memory per idle TLS connection, to compare
+//! with the same run without it.
+//!
 //! `cargo run --release -p benches --bin idle_conns -- --conns 19000 [--path /ws]`
 #![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
 
@@ -38,6 +42,10 @@ struct Args {
     /// connection).
     #[arg(long, default_value_t = 0)]
     keys: usize,
+    /// Connect over TLS with a certificate of this key type (`ecdsa` or `rsa`); `/echo`
+    /// only.
+    #[arg(long, value_name = "KEY")]
+    tls: Option<String>,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -62,12 +70,31 @@ fn slab_bytes() -> Option<u64> {
     Some(total)
 }
 
-fn start_edge(bin: &PathBuf, mode: &str, cluster: Option<&PathBuf>) -> (Child, SocketAddr) {
+fn start_edge(
+    bin: &PathBuf,
+    mode: &str,
+    cluster: Option<&PathBuf>,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> (Child, SocketAddr) {
     let mut cmd = Command::new(bin);
     if let Some(c) = cluster {
         cmd.arg("--cluster").arg(c);
     }
-    benches::spawn_listening(
+    let mut field = "listen=";
+    if let Some((cert, key)) = tls {
+        cmd.args([
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--tls-only",
+            "true",
+            "--tls-cert",
+        ])
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key);
+        field = "listen_tls=";
+    }
+    benches::spawn_listening_on(
         cmd.args(["--recv-mode", mode])
             .args([
                 "--listen",
@@ -79,7 +106,61 @@ fn start_edge(bin: &PathBuf, mode: &str, cluster: Option<&PathBuf>) -> (Child, S
             ])
             .env("RUST_LOG", "warn,edge=info"),
         "edge listening",
+        field,
     )
+}
+
+/// A held connection (held open, never read).
+#[allow(dead_code)]
+enum Held {
+    Clear(WsClient),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+/// Progress every 2,000 connections.
+fn report(i: usize, t: Instant) {
+    if (i + 1).is_multiple_of(2000) {
+        eprintln!(
+            "[idle_conns] {} connections open ({:.1}s)",
+            i + 1,
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The table: `keys` when subscribed, the connect rate, RSS and slab before and after.
+fn print_figures(
+    args: &Args,
+    keys: Option<usize>,
+    rate: f64,
+    (rss0, rss1): (u64, u64),
+    slab: (Option<u64>, Option<u64>),
+) {
+    let n = args.conns as f64;
+    let user = (rss1.saturating_sub(rss0) * 1024) as f64 / n;
+    println!("| figure | value |");
+    println!("|---|---:|");
+    let tls = args
+        .tls
+        .as_deref()
+        .map_or(String::new(), |k| format!(", TLS ({k})"));
+    println!(
+        "| idle WebSocket connections held (`{}`, `--recv-mode {}`{tls}) | {} |",
+        args.path, args.recv_mode, args.conns
+    );
+    if let Some(keys) = keys {
+        println!("| each subscribed to one key; distinct keys | {keys} |");
+    }
+    println!("| connect + handshake rate, one blocking client thread | {rate:.0} /s |");
+    println!("| edge RSS before → after | {rss0} KiB → {rss1} KiB |");
+    println!("| **edge user-space memory per connection** | **{user:.0} B** |");
+    match slab {
+        (Some(a), Some(b)) => println!(
+            "| kernel slab per connection (client + server socket, whole host) | {:.0} B |",
+            b.saturating_sub(a) as f64 / n
+        ),
+        _ => println!("| kernel slab per connection | (needs root for /proc/slabinfo) |"),
+    }
 }
 
 fn main() {
@@ -109,7 +190,12 @@ fn main() {
         (child, path)
     });
     let (store, cluster) = started.unzip();
-    let (mut edge, addr) = start_edge(&bin, &args.recv_mode, cluster.as_ref());
+    assert!(!(ws && args.tls.is_some()), "--tls measures /echo only");
+    let certs = args
+        .tls
+        .as_deref()
+        .map(|key| benches::tls::make_cert(dir.path(), key));
+    let (mut edge, addr) = start_edge(&bin, &args.recv_mode, cluster.as_ref(), certs.as_ref());
     if ws {
         benches::cluster::wait_links(addr);
     }
@@ -124,6 +210,13 @@ fn main() {
     let t = Instant::now();
     let mut held = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
+        if args.tls.is_some() {
+            let s = benches::tls::connect_wss(addr, &args.path)
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            held.push(Held::Tls(Box::new(s)));
+            report(i, t);
+            continue;
+        }
         let mut s =
             WsClient::connect(addr, &args.path, None).unwrap_or_else(|e| panic!("connect: {e}"));
         if ws {
@@ -136,39 +229,19 @@ fn main() {
             let snap = s.recv_text().unwrap_or_default();
             assert!(snap.contains("\"snapshot\""), "expected a snapshot: {snap}");
         }
-        held.push(s);
-        if (i + 1) % 2000 == 0 {
-            eprintln!(
-                "[idle_conns] {} connections open ({:.1}s)",
-                i + 1,
-                t.elapsed().as_secs_f64()
-            );
-        }
+        held.push(Held::Clear(s));
+        report(i, t);
     }
     let rate = args.conns as f64 / t.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
     let (rss1, slab1) = (rss_kib(pid), slab_bytes());
-    let n = args.conns as f64;
-    let user = (rss1.saturating_sub(rss0) * 1024) as f64 / n;
-    println!("| figure | value |");
-    println!("|---|---:|");
-    println!(
-        "| idle WebSocket connections held (`{}`, `--recv-mode {}`) | {} |",
-        args.path, args.recv_mode, args.conns
+    print_figures(
+        &args,
+        ws.then_some(keys),
+        rate,
+        (rss0, rss1),
+        (slab0, slab1),
     );
-    if ws {
-        println!("| each subscribed to one key; distinct keys | {keys} |");
-    }
-    println!("| connect + handshake rate, one blocking client thread | {rate:.0} /s |");
-    println!("| edge RSS before → after | {rss0} KiB → {rss1} KiB |");
-    println!("| **edge user-space memory per connection** | **{user:.0} B** |");
-    match (slab0, slab1) {
-        (Some(a), Some(b)) => println!(
-            "| kernel slab per connection (client + server socket, whole host) | {:.0} B |",
-            b.saturating_sub(a) as f64 / n
-        ),
-        _ => println!("| kernel slab per connection | (needs root for /proc/slabinfo) |"),
-    }
     drop(held);
     let _ = edge.kill();
     let _ = edge.wait();

@@ -98,7 +98,7 @@ pub fn nofile() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// Block SIGTERM and SIGINT in the calling thread (and the threads it spawns later),
+/// Block SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads it spawns later),
 /// so that [`wait_for_stop`] receives them.
 pub fn block_stop_signals() -> io::Result<()> {
     let set = stop_set();
@@ -118,23 +118,24 @@ fn stop_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Wait for SIGTERM or SIGINT (blocked beforehand with [`block_stop_signals`]).
-pub fn wait_for_stop() -> &'static str {
+/// Wait for SIGTERM or SIGINT (blocked beforehand with [`block_stop_signals`]),
+/// calling `on_hangup` at each SIGHUP meanwhile.
+pub fn wait_for_stop(mut on_hangup: impl FnMut()) -> &'static str {
     let set = stop_set();
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` is initialised and `sig` is a valid out pointer.
         let r = unsafe { libc::sigwait(&set, &mut sig) };
-        if r == 0 {
-            return if sig == libc::SIGTERM {
-                "SIGTERM"
-            } else {
-                "SIGINT"
-            };
+        match (r, sig) {
+            (0, libc::SIGTERM) => return "SIGTERM",
+            (0, libc::SIGINT) => return "SIGINT",
+            (0, libc::SIGHUP) => on_hangup(),
+            _ => {}
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The worker's side of its connections: accepted sockets are placed on the
+//! The worker's side of its connections: sockets accepted by its listeners
+//! (cleartext, TLS: [`Transport`]; a TLS one starts its session) are placed on the
 //! least-loaded worker ([`admission`](super::admission)), here or handed to a sibling,
 //! and become [`Conn`]s in the slab; each completion for one (receive, poll, send) is handed to its `handle_*`;
 //! then [`Worker::drive`] turns what the connection polls into ring operations, its
@@ -6,50 +7,105 @@
 //! [`Worker::flush`] gives each connection with frames queued one vectored send.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
 use super::admission::{self, Placement};
+use super::conn::tls::Tls;
 use super::conn::{Armed, Conn, Ctx, IoAction, RecvStyle};
 use super::slab::Key;
 use super::timer::deadline_after;
 use super::{Worker, conn_ref, grow_buffers, secs};
 use crate::config::RecvMode;
 use crate::metrics::WorkerMetrics;
-use crate::uring::{Cqe, OpKind, Token, net};
+use crate::uring::{Cqe, Gen, OpKind, Token, net};
 
 /// The token of `kind` for the connection at `key`.
 fn token(kind: OpKind, key: Key) -> Token {
     Token::new(kind, key.slot, key.generation)
 }
 
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `listen`: cleartext.
+    Clear = 0,
+    /// `listen_tls`: TLS.
+    Tls = 1,
+}
+
+impl Transport {
+    /// Both, in listener order.
+    pub const ALL: [Self; 2] = [Self::Clear, Self::Tls];
+
+    /// Its listener's index (and its accept token's slot).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn from_bits(b: u32) -> Self {
+        if b == 1 { Self::Tls } else { Self::Clear }
+    }
+}
+
+/// The bit of a handover's tag that says the connection is TLS (the rest is the
+/// sibling's index).
+const TLS_TAG: u32 = 1 << 23;
+
 impl Worker {
+    /// Arm the multishot accept of every listener this worker has.
     pub(super) fn arm_accept(&mut self) -> std::io::Result<()> {
-        if let Some(l) = &self.listener {
-            self.ring
-                .accept_multi(l.as_raw_fd(), Token::worker(OpKind::Accept))?;
-            self.accepting = true;
+        for t in Transport::ALL {
+            self.arm_accept_on(t)?;
         }
         Ok(())
     }
 
-    pub(super) fn on_accept(&mut self, c: &Cqe) {
+    fn arm_accept_on(&mut self, t: Transport) -> std::io::Result<()> {
+        if let Some(l) = &self.listeners[t.index()] {
+            let token = Token::new(OpKind::Accept, t as u32, Gen::default());
+            self.ring.accept_multi(l.as_raw_fd(), token)?;
+            self.accepting[t.index()] = true;
+        }
+        Ok(())
+    }
+
+    /// Whether any listener still accepts.
+    pub(super) fn accepting(&self) -> bool {
+        self.accepting.iter().any(|a| *a)
+    }
+
+    /// Stop accepting (the drain): each armed accept is cancelled; its last
+    /// completion closes the listener.
+    pub(super) fn stop_accepting(&mut self) {
+        for t in Transport::ALL {
+            if self.accepting[t.index()] {
+                let _ = self
+                    .ring
+                    .cancel(Token::new(OpKind::Accept, t as u32, Gen::default()));
+            }
+        }
+    }
+
+    pub(super) fn on_accept(&mut self, slot: u32, c: &Cqe) {
+        let t = Transport::from_bits(slot);
         if !c.more() {
-            self.accepting = false;
+            self.accepting[t.index()] = false;
         }
         if let Some(fd) = net::adopt(c.result) {
             WorkerMetrics::add(&self.metrics.accepted, 1);
             net::nodelay(&fd);
-            self.admit(fd);
+            self.admit(fd, t);
         } else if c.result != -libc::ECANCELED {
             debug!(worker = self.id, errno = -c.result, "accept failed");
         }
-        if !self.accepting {
+        if !self.accepting[t.index()] {
             if self.drain.is_some() {
                 // Cancelled for the drain: the listener can go now.
-                self.listener = None;
-            } else if let Err(e) = self.arm_accept() {
+                self.listeners[t.index()] = None;
+            } else if let Err(e) = self.arm_accept_on(t) {
                 warn!(worker = self.id, error = %e, "cannot re-arm accept");
             }
         }
@@ -57,7 +113,7 @@ impl Worker {
 
     /// A connection this worker accepted (or one handed back): here, to the
     /// least-loaded sibling, or answered 503 here when every worker is full.
-    fn admit(&mut self, fd: OwnedFd) {
+    fn admit(&mut self, fd: OwnedFd, t: Transport) {
         let (load, rings) = (&self.shared.load, &self.shared.rings);
         let max = u32::try_from(self.cfg.max_connections).unwrap_or(u32::MAX);
         let placed = match self.cfg.admission {
@@ -65,60 +121,72 @@ impl Worker {
             crate::config::Admission::Local => admission::place_here(load, self.id, max),
         };
         match placed {
-            Placement::Here => self.add_conn(fd, true),
+            Placement::Here => self.add_conn(fd, true, t),
             Placement::Full => {
                 admission::add(load, self.id);
-                self.add_conn(fd, false);
+                self.add_conn(fd, false, t);
             }
-            Placement::There(w) => self.hand_over(fd, w),
+            Placement::There(w) => self.hand_over(fd, w, t),
         }
     }
 
     /// Hand `fd` to worker `w`, whose place is reserved; if its ring cannot be
     /// messaged, place it again.
-    fn hand_over(&mut self, fd: OwnedFd, w: usize) {
+    fn hand_over(&mut self, fd: OwnedFd, w: usize, t: Transport) {
         let ring_fd = self
             .shared
             .rings
             .get(w)
             .map_or(-1, |r| r.load(Ordering::Acquire));
-        let sibling = u32::try_from(w).unwrap_or(u32::MAX);
+        let sibling = u32::try_from(w).unwrap_or(u32::MAX) & (TLS_TAG - 1);
+        let tag = if t == Transport::Tls {
+            sibling | TLS_TAG
+        } else {
+            sibling
+        };
         let given = if ring_fd < 0 {
             Err(fd)
         } else {
-            self.ring
-                .hand_over(ring_fd, fd, Token::worker(OpKind::Handoff), sibling)
+            let token = Token::new(OpKind::Handoff, t as u32, Gen::default());
+            self.ring.hand_over(ring_fd, fd, token, tag)
         };
         match given {
             Ok(()) => WorkerMetrics::add(&self.metrics.handed_over, 1),
             Err(fd) => {
                 admission::remove(&self.shared.load, w);
-                self.admit_here(fd);
+                self.admit_here(fd, t);
             }
         }
     }
 
     /// A connection that could not be handed over: here if this worker has room,
     /// else answered 503.
-    fn admit_here(&mut self, fd: OwnedFd) {
+    fn admit_here(&mut self, fd: OwnedFd, t: Transport) {
         let load = &self.shared.load;
         let room = load
             .get(self.id)
             .is_some_and(|l| (l.load(Ordering::Acquire) as usize) < self.cfg.max_connections);
         admission::add(load, self.id);
-        self.add_conn(fd, room);
+        self.add_conn(fd, room, t);
     }
 
-    /// A sibling handed this worker a connection (its place is reserved here).
-    pub(super) fn on_handoff(&mut self, raw: i32) {
+    /// A sibling handed this worker a connection (its place is reserved here) that
+    /// came through its listener of kind `slot`.
+    pub(super) fn on_handoff(&mut self, slot: u32, raw: i32) {
         if let Some(fd) = net::adopt(raw) {
-            self.add_conn(fd, true);
+            self.add_conn(fd, true, Transport::from_bits(slot));
         }
     }
 
-    /// A handover to sibling `w` was refused by its ring: the descriptor `slot` is
-    /// this worker's again.
-    pub(super) fn on_hand_back(&mut self, slot: u32, w: u32, result: i32) {
+    /// A handover was refused by the sibling's ring: the descriptor `slot` is this
+    /// worker's again; `tag` names the sibling and the listener.
+    pub(super) fn on_hand_back(&mut self, slot: u32, tag: u32, result: i32) {
+        let w = tag & (TLS_TAG - 1);
+        let t = if tag & TLS_TAG != 0 {
+            Transport::Tls
+        } else {
+            Transport::Clear
+        };
         debug!(
             worker = self.id,
             sibling = w,
@@ -127,13 +195,13 @@ impl Worker {
         );
         admission::remove(&self.shared.load, w as usize);
         if let Some(fd) = i32::try_from(slot).ok().and_then(net::adopt) {
-            self.admit_here(fd);
+            self.admit_here(fd, t);
         }
     }
 
     /// A connection counted in this worker's load; `room`: false when every worker
     /// was full (its upgrade gets 503).
-    fn add_conn(&mut self, fd: OwnedFd, room: bool) {
+    fn add_conn(&mut self, fd: OwnedFd, room: bool, t: Transport) {
         let now = self.wheel.now();
         let style = match self.cfg.recv_mode {
             RecvMode::Multishot => RecvStyle::Multishot,
@@ -143,9 +211,25 @@ impl Worker {
         // Only when balancers are configured: one getpeername per connection.
         let proxied = !self.cfg.proxy_protocol_from.is_empty()
             && net::peer_ip(&fd).is_some_and(|ip| self.cfg.proxy_protocol_from.contains(&ip));
+        let tls = match (t, &self.tls) {
+            (Transport::Clear, _) => None,
+            (Transport::Tls, Some(config)) => match Tls::new(Arc::clone(config)) {
+                Ok(s) => Some(Box::new(s)),
+                Err(e) => {
+                    warn!(worker = self.id, error = %e, "cannot start a TLS session");
+                    admission::remove(&self.shared.load, self.id);
+                    return;
+                }
+            },
+            // A TLS listener without certificates is never opened.
+            (Transport::Tls, None) => {
+                admission::remove(&self.shared.load, self.id);
+                return;
+            }
+        };
         let key = self
             .conns
-            .insert(Conn::new(fd, style, now, deadline, !room, proxied));
+            .insert(Conn::new(fd, style, now, deadline, !room, proxied, tls));
         WorkerMetrics::add(&self.metrics.connections, 1);
         self.drive(key);
     }

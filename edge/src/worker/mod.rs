@@ -1,4 +1,5 @@
-//! A worker: one thread, one io_uring ring, one `SO_REUSEPORT` listener, the
+//! A worker: one thread, one io_uring ring, its `SO_REUSEPORT` listeners (cleartext,
+//! and TLS when configured), the
 //! connections it accepted (in a [`slab`]) and its links to the stores. This file is
 //! the run loop: reap completions, route each by its token to the connection
 //! ([`conns`]), link ([`link`]) or tick ([`tick`]) it is for, hand the hub's output to
@@ -6,7 +7,7 @@
 //! one vectored send. The state machines ([`conn`], [`link`]) do no I/O; the worker
 //! turns what they poll into ring operations. Nothing is shared with other workers but
 //! [`Shared`]: read-only configuration and map, the stop flag, the metrics atomics,
-//! the token verifier, the workers' ring descriptors (a link that comes up wakes its
+//! the token verifier and TLS certificates, the workers' ring descriptors (a link that comes up wakes its
 //! siblings' links to the same store with a message to their rings) and connection
 //! counts (a new connection goes to the least-loaded worker, [`admission`], handed
 //! over through its ring).
@@ -72,6 +73,9 @@ pub struct Shared {
     /// Client tokens are checked against this (`None`: auth is off); it changes
     /// when the key file does.
     pub keys: Option<Arc<crate::auth::keys::Keys>>,
+    /// The TLS listener's certificates (`None`: no TLS listener); they change when
+    /// their files do.
+    pub certs: Option<Arc<crate::tls::certs::Certs>>,
 }
 
 impl Shared {
@@ -82,6 +86,7 @@ impl Shared {
         stop: Arc<AtomicBool>,
         metrics: Arc<Vec<Arc<WorkerMetrics>>>,
         keys: Option<Arc<crate::auth::keys::Keys>>,
+        certs: Option<Arc<crate::tls::certs::Certs>>,
     ) -> Self {
         let rings = (0..cfg.workers).map(|_| AtomicI32::new(-1)).collect();
         let load = (0..cfg.workers).map(|_| AtomicU32::new(0)).collect();
@@ -95,6 +100,7 @@ impl Shared {
             load,
             per_ip,
             keys,
+            certs,
         }
     }
 }
@@ -104,7 +110,8 @@ impl Shared {
 pub struct Worker {
     ring: Ring,
     bufs: BufRing,
-    listener: Option<OwnedFd>,
+    /// The cleartext and the TLS listener, as [`conns::Transport`] indexes them.
+    listeners: [Option<OwnedFd>; 2],
     conns: Slab<Conn>,
     wheel: Wheel<Key>,
     cfg: Arc<Config>,
@@ -114,7 +121,8 @@ pub struct Worker {
     /// Connections with frames queued this round.
     dirty: Vec<Key>,
     drain: Option<tick::Drain>,
-    accepting: bool,
+    /// Each listener's accept is armed.
+    accepting: [bool; 2],
     /// The heartbeat ping, encoded once for every connection.
     ping: bytes::Bytes,
     /// Routing, subscriptions and fan-out.
@@ -127,6 +135,10 @@ pub struct Worker {
     /// generation of [`Shared::keys`] it is.
     verifier: Option<Arc<crate::auth::token::Verifier>>,
     keys_seen: u64,
+    /// The TLS config new sessions start with, and the generation of
+    /// [`Shared::certs`] it is.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    tls_seen: u64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -177,9 +189,13 @@ fn conn_ref(key: Key) -> ConnRef {
 }
 
 impl Worker {
-    /// A worker serving `listener`. Call on the worker's own thread: the ring accepts
-    /// submissions only from the thread that created it.
-    pub fn new(id: usize, listener: OwnedFd, shared: Arc<Shared>) -> io::Result<Self> {
+    /// A worker serving `listeners` (cleartext, TLS). Call on the worker's own thread:
+    /// the ring accepts submissions only from the thread that created it.
+    pub fn new(
+        id: usize,
+        listeners: [Option<OwnedFd>; 2],
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
         let mut ring = Ring::new(4096)?;
         let bufs = receive_buffers(&mut ring)?;
         if id == 0 {
@@ -199,10 +215,12 @@ impl Worker {
         let max_subs = cfg.max_subscriptions;
         let keys_seen = shared.keys.as_ref().map_or(0, |k| k.generation());
         let verifier = shared.keys.as_ref().map(|k| k.current());
+        let tls_seen = shared.certs.as_ref().map_or(0, |c| c.generation());
+        let tls = shared.certs.as_ref().map(|c| c.current());
         Ok(Self {
             ring,
             bufs,
-            listener: Some(listener),
+            listeners,
             conns: Slab::with_capacity(cfg.max_connections + 1),
             wheel: Wheel::default(),
             cfg,
@@ -211,7 +229,7 @@ impl Worker {
             shared,
             dirty: Vec::new(),
             drain: None,
-            accepting: false,
+            accepting: [false; 2],
             ping: SharedFrame::new(Opcode::Ping, b"").into_bytes(),
             links: links::LinkSet::new(
                 &map,
@@ -224,6 +242,8 @@ impl Worker {
             delivery: dispatch::Encoders::default(),
             verifier,
             keys_seen,
+            tls,
+            tls_seen,
         })
     }
 
@@ -249,7 +269,7 @@ impl Worker {
             self.flush_links();
             self.flush();
             if let Some(d) = &self.drain
-                && (self.conns.len() == 0 && !self.accepting
+                && (self.conns.len() == 0 && !self.accepting()
                     || d.started.elapsed() > self.cfg.drain)
             {
                 if !links_closed {
@@ -275,7 +295,7 @@ impl Worker {
             generation: t.generation,
         };
         match t.kind {
-            OpKind::Accept => self.on_accept(&c),
+            OpKind::Accept => self.on_accept(t.slot, &c),
             OpKind::Recv => self.on_recv(key, &c),
             OpKind::Send => self.on_send(key, c),
             OpKind::Poll => self.on_poll(key, &c),
@@ -295,7 +315,7 @@ impl Worker {
                     );
                 }
             }
-            OpKind::Handoff => self.on_handoff(c.result),
+            OpKind::Handoff => self.on_handoff(t.slot, c.result),
             OpKind::HandBack => self.on_hand_back(t.slot, t.generation.get(), c.result),
             OpKind::LinkConnect => self.on_link_connect(t.slot as usize, t.generation, &c),
             OpKind::LinkRecv => self.on_link_recv(t.slot as usize, t.generation, &c),

@@ -1,8 +1,10 @@
 //! The worker's one-second tick: links are reconnected, pinged or dropped (a link
 //! that is down also has its own 25 ms timer, see `links.rs`), the hub's
 //! figures published, spare memory given back, a SIGTERM drain advanced (health
-//! check says 503, the listener closes, connections are closed in a smooth wave), a
-//! reloaded token verifier taken, idle source addresses forgotten (worker 0), and every connection whose deadline is due gets [`Conn::handle_timer`](super::conn::Conn::handle_timer).
+//! check says 503, the listeners close, connections are closed in a smooth wave), a
+//! reloaded token verifier and TLS config taken, idle source addresses forgotten
+//! (worker 0), and every connection whose deadline is due gets
+//! [`Conn::handle_timer`](super::conn::Conn::handle_timer).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,6 +43,7 @@ impl Worker {
         crate::mem::trim_vec(&mut self.dirty);
         self.drain_tick();
         self.reload_keys();
+        self.reload_tls();
         if self.id == 0 {
             self.shared.per_ip.sweep(Instant::now());
         }
@@ -63,6 +66,18 @@ impl Worker {
         }
     }
 
+    /// Take the new TLS config if the certificates were reloaded since the last look
+    /// (sessions already started keep theirs).
+    fn reload_tls(&mut self) {
+        if let Some(certs) = &self.shared.certs {
+            let seen = certs.generation();
+            if seen != self.tls_seen {
+                self.tls = Some(certs.current());
+                self.tls_seen = seen;
+            }
+        }
+    }
+
     /// Start a drain once the stop flag is set, then advance it.
     fn drain_tick(&mut self) {
         if self.shared.stop.load(Ordering::Relaxed) && self.drain.is_none() {
@@ -79,8 +94,8 @@ impl Worker {
         };
         d.ticks += 1;
         let (ticks, spread) = (d.ticks, d.spread);
-        if ticks == DRAIN_NOTICE_TICKS && self.accepting {
-            let _ = self.ring.cancel(Token::worker(OpKind::Accept));
+        if ticks == DRAIN_NOTICE_TICKS {
+            self.stop_accepting();
         }
         if ticks > DRAIN_NOTICE_TICKS {
             // Close a share of what is left each tick, so clients reconnect in a

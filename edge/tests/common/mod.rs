@@ -10,6 +10,7 @@ use std::time::Duration;
 pub mod client;
 pub mod cluster;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 /// Start a server and wait for its log line containing `marker`, reading the address

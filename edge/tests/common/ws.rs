@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use wire::frame::{Decoder, Incoming, Limits, Opcode, encode_client_frame};
 
-/// A minimal WebSocket client built on `wire`'s client-side encoder and decoder.
-pub struct Ws {
-    pub s: TcpStream,
+/// A minimal WebSocket client built on `wire`'s client-side encoder and decoder, over
+/// TCP (or any stream: a TLS session, for `wss://`).
+pub struct Ws<S = TcpStream> {
+    pub s: S,
     dec: Decoder,
     buf: Vec<u8>,
 }
@@ -24,7 +25,7 @@ pub enum Msg {
     Eof,
 }
 
-impl Ws {
+impl Ws<TcpStream> {
     pub fn connect(addr: SocketAddr, path: &str) -> Result<Self, String> {
         Self::connect_with(addr, path, None)
     }
@@ -64,12 +65,24 @@ impl Ws {
     }
 
     fn handshake(
-        mut s: TcpStream,
+        s: TcpStream,
         path: &str,
         protocol: Option<&str>,
         headers: &str,
     ) -> Result<Self, String> {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Ws::upgrade(s, path, protocol, headers)
+    }
+}
+
+impl<S: Read + Write> Ws<S> {
+    /// The WebSocket handshake on `s` (its read timeout already set).
+    pub fn upgrade(
+        mut s: S,
+        path: &str,
+        protocol: Option<&str>,
+        headers: &str,
+    ) -> Result<Self, String> {
         let offer = protocol
             .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
             .unwrap_or_default();

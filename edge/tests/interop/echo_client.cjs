@@ -1,9 +1,10 @@
 // Node `ws` against the edge's /echo: text, binary, a ping that must get a pong with
 // its payload, 200 messages in order, and a clean close. Exits 0 when every echo
-// matches.
+// matches. A `wss://` URL is checked against the CA in $RINGLINE_CA.
+const fs = require('fs');
 const WebSocket = require('ws');
 const url = process.argv[2];
-const ws = new WebSocket(url);
+const ws = new WebSocket(url, url.startsWith('wss://') ? { ca: fs.readFileSync(process.env.RINGLINE_CA) } : {});
 const fail = (m) => { console.error('node ws:', m); process.exit(1); };
 setTimeout(() => fail('timed out'), 20000);
 const expected = [];

@@ -1,12 +1,17 @@
 """Python `websockets` against the edge's /echo: text, binary, a fragmented
 message, a ping that must get its matching pong, and a clean close. Exit 0 when
-every echo matches."""
+every echo matches. A `wss://` URL is checked against the CA in $RINGLINE_CA."""
+import os
+import ssl
 import sys
 
 from websockets.sync.client import connect
 
 url = sys.argv[1]
-with connect(url, max_size=2**24) as ws:
+tls = None
+if url.startswith("wss://"):
+    tls = ssl.create_default_context(cafile=os.environ["RINGLINE_CA"])
+with connect(url, max_size=2**24, ssl=tls) as ws:
     ws.send("héllo from python")
     assert ws.recv() == "héllo from python"
     blob = bytes(range(256)) * 300

@@ -224,6 +224,9 @@ impl Conn {
 
     /// Flush what is queued (a last answer), then linger or release.
     pub(super) fn closing(&mut self, linger: bool, now: Tick) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.close();
+        }
         let deadline = deadline_after(now, CLOSE_TICKS);
         self.life = Life::Closing {
             deadline,
@@ -292,7 +295,10 @@ impl Conn {
             }
             Ok(n) => {
                 if !matches!(self.life, Life::Cancelling) {
-                    self.out.requeue(chunks, n);
+                    match self.tls.as_deref_mut() {
+                        Some(tls) => tls.handle_sent(chunks, n),
+                        None => self.out.requeue(chunks, n),
+                    }
                 }
             }
         }
@@ -361,6 +367,7 @@ impl Conn {
         if let Life::Closing { linger, .. } = self.life
             && self.out.is_empty()
             && !self.armed.has(Armed::SEND)
+            && self.tls.as_deref().is_none_or(super::tls::Tls::flushed)
         {
             // Flushed.
             if linger {
@@ -421,23 +428,39 @@ impl Conn {
         None
     }
 
-    /// The frames of the next send, if any are queued and none is in flight.
+    /// The frames of the next send (sealed, on TLS), if any are queued and none is in
+    /// flight.
     pub fn poll_transmit(&mut self) -> Option<Vec<Chunk>> {
-        if self.armed.has(Armed::SEND)
-            || self.out.is_empty()
-            || matches!(self.life, Life::Cancelling)
-        {
+        if !self.wants_transmit() {
             return None;
         }
+        let chunks = match self.tls.as_deref_mut() {
+            None => self.out.take_batch(),
+            Some(tls) => match tls.poll_transmit(&mut self.out) {
+                Ok(Some(sealed)) => sealed,
+                Ok(None) => return None,
+                Err(_) => {
+                    // The session cannot seal any more: close at once.
+                    self.out.clear();
+                    self.cancel();
+                    return None;
+                }
+            },
+        };
         self.armed.set(Armed::SEND, true);
-        Some(self.out.take_batch())
+        Some(chunks)
     }
 
-    /// Whether frames wait for a send.
+    /// Whether frames (or, on TLS, handshake records or a `close_notify`) wait for a
+    /// send.
     pub fn wants_transmit(&self) -> bool {
-        !self.armed.has(Armed::SEND)
-            && !self.out.is_empty()
-            && !matches!(self.life, Life::Cancelling)
+        if self.armed.has(Armed::SEND) || matches!(self.life, Life::Cancelling) {
+            return false;
+        }
+        match self.tls.as_deref() {
+            None => !self.out.is_empty(),
+            Some(tls) => tls.wants_transmit(!self.out.is_empty()),
+        }
     }
 
     /// A new deadline for the timer, once each time it changes.

@@ -1,7 +1,9 @@
 //! One connection as a state machine that does no I/O (quinn-proto's `Connection` is
 //! the model). Received bytes, completions and timer ticks come in through
 //! `handle_*`; the I/O it wants (arm, cancel, shut down, release), the frames of its
-//! next send and its next deadline come out through `poll_*`. Its life is one enum,
+//! next send and its next deadline come out through `poll_*`. On a TLS listener its
+//! session ([`tls`]) sits between the two: records are opened before the bytes go on,
+//! and frames sealed on their way out. Its life is one enum,
 //! [`Life`], whose transitions are all in [`life`]; [`http`] answers the request head
 //! (plain HTTP, or the upgrade to a WebSocket) and [`ws`] runs the frame loop (echo on
 //! `/echo`, client requests for the [`Hub`](crate::hub::Hub) on `/ws`).
@@ -12,6 +14,7 @@ pub mod life;
 pub mod rate;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod ws;
 
 use std::collections::VecDeque;
@@ -150,6 +153,8 @@ pub struct Conn {
     /// It came when every worker was full: its upgrade gets 503 (kept here, not in
     /// `Life::Handshake`, where it would cost the slot 8 bytes).
     full: bool,
+    /// Its TLS session (`None`: cleartext).
+    tls: Option<Box<tls::Tls>>,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -180,8 +185,9 @@ const COALESCE: usize = 64 * 1024;
 
 impl Conn {
     /// A new connection, reading its request head; its handshake must complete by
-    /// `deadline`. `full`: it came when every worker was full (its upgrade gets 503);
-    /// `proxied`: it comes from a balancer that sends a PROXY header first.
+    /// `deadline` (the TLS handshake included). `full`: it came when every worker was
+    /// full (its upgrade gets 503); `proxied`: it comes from a balancer that sends a
+    /// PROXY header first; `tls`: its session, on a TLS listener.
     pub fn new(
         fd: OwnedFd,
         style: RecvStyle,
@@ -189,6 +195,7 @@ impl Conn {
         deadline: Tick,
         full: bool,
         proxied: bool,
+        tls: Option<Box<tls::Tls>>,
     ) -> Self {
         let mut c = Self {
             fd,
@@ -208,6 +215,7 @@ impl Conn {
             auth_by: 0,
             budget: rate::Budget::default(),
             full,
+            tls,
         };
         c.set_due(deadline);
         // The request head is on its way: receive it at once (in poll mode too).
@@ -240,12 +248,53 @@ impl Conn {
         self.out.push_shared(frame);
     }
 
-    /// Bytes arrived (`data` may be modified: frames are unmasked in place).
+    /// Bytes arrived (`data` may be modified: frames are unmasked, TLS records opened,
+    /// in place).
     pub fn handle_recv(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
         self.budget
             .refill(now.saturating_sub(self.last_rx), ctx.cfg.messages);
         self.last_rx = now;
         WorkerMetrics::add(&ctx.metrics.bytes_in, data.len() as u64);
+        if self.tls.is_some() {
+            self.on_ciphertext(data, now, ctx);
+        } else {
+            self.on_plaintext(data, now, ctx);
+        }
+    }
+
+    /// TLS records arrived: what they open to goes on as if it had come in clear.
+    fn on_ciphertext(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
+        if !self.is_live() {
+            // Closing: read and dropped, like cleartext.
+            return;
+        }
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return;
+        };
+        let mut plain = Vec::new();
+        match tls.handle_ciphertext(data, &mut plain) {
+            Ok(opened) => {
+                if opened.handshake_done {
+                    WorkerMetrics::add(&ctx.metrics.tls_handshakes, 1);
+                }
+                if !plain.is_empty() {
+                    self.on_plaintext(&mut plain, now, ctx);
+                }
+                if opened.peer_closed {
+                    self.handle_eof();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS failed");
+                WorkerMetrics::add(&ctx.metrics.tls_failed, 1);
+                // Its alert, if any, goes out; then the connection is released.
+                self.closing(false, now);
+            }
+        }
+    }
+
+    /// Plaintext arrived: the request head, or frames.
+    fn on_plaintext(&mut self, data: &mut [u8], now: Tick, ctx: &mut Ctx<'_>) {
         match &mut self.life {
             Life::Handshake { head, .. } => {
                 head.extend_from_slice(data);
