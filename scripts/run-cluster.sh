@@ -36,15 +36,21 @@ sed -e "s/^    bind :8080/    bind 127.0.0.1:$front/" \
     "$root/tuning/haproxy/haproxy.cfg" > "$dir/haproxy.cfg"
 haproxy -q -c -f "$dir/haproxy.cfg"
 
+# The cluster secret every store and edge proves on the links: made once, kept with
+# the cluster's data (readable by this user only).
+if [ ! -s "$dir/cluster.secret" ]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 > "$dir/cluster.secret")
+fi
+
 pids=()
-"$bin/store" --store-id store-1 --cluster "$dir/cluster.toml" --data-dir "$dir/store-1" --admin 127.0.0.1:7411 2> >(sed 's/^/[store-1] /' >&2) &
+"$bin/store" --store-id store-1 --cluster "$dir/cluster.toml" --cluster-secret-file "$dir/cluster.secret" --data-dir "$dir/store-1" --admin 127.0.0.1:7411 2> >(sed 's/^/[store-1] /' >&2) &
 s1=$!
-"$bin/store" --store-id store-2 --cluster "$dir/cluster.toml" --data-dir "$dir/store-2" --admin 127.0.0.1:7421 2> >(sed 's/^/[store-2] /' >&2) &
+"$bin/store" --store-id store-2 --cluster "$dir/cluster.toml" --cluster-secret-file "$dir/cluster.secret" --data-dir "$dir/store-2" --admin 127.0.0.1:7421 2> >(sed 's/^/[store-2] /' >&2) &
 s2=$!
 sleep 0.3
-"$bin/edge" --cluster "$dir/cluster.toml" --listen 127.0.0.1:8001 --drain-secs 10 --max-connections 4500 2> >(sed 's/^/[edge-1] /' >&2) &
+"$bin/edge" --cluster "$dir/cluster.toml" --cluster-secret-file "$dir/cluster.secret" --listen 127.0.0.1:8001 --drain-secs 10 --max-connections 4500 2> >(sed 's/^/[edge-1] /' >&2) &
 e1=$!
-"$bin/edge" --cluster "$dir/cluster.toml" --listen 127.0.0.1:8002 --drain-secs 10 --max-connections 4500 2> >(sed 's/^/[edge-2] /' >&2) &
+"$bin/edge" --cluster "$dir/cluster.toml" --cluster-secret-file "$dir/cluster.secret" --listen 127.0.0.1:8002 --drain-secs 10 --max-connections 4500 2> >(sed 's/^/[edge-2] /' >&2) &
 e2=$!
 haproxy -f "$dir/haproxy.cfg" 2> >(sed 's/^/[haproxy] /' >&2) &
 hp=$!

@@ -16,7 +16,14 @@ stop() {
 trap stop INT TERM EXIT
 # In a session of its own: Ctrl-C (SIGINT to the terminal's process group) reaches
 # the edge and this script, and the store is stopped only once the edge is gone.
-setsid "$bin/store" --data-dir data/store-1 &
+# The cluster secret the store and the edge prove to each other on their links:
+# made once, kept with the data (readable by this user only).
+secret=data/cluster.secret
+if [ ! -s "$secret" ]; then
+  mkdir -p data
+  (umask 077 && head -c 32 /dev/urandom | base64 > "$secret")
+fi
+setsid "$bin/store" --data-dir data/store-1 --cluster-secret-file "$secret" &
 store=$!
 # The store first, and ready (/health says ok once it serves links), so the edge's
 # links come up at once instead of logging refused connections.
@@ -25,7 +32,7 @@ for _ in $(seq 1 100); do
   if ! kill -0 "$store" 2>/dev/null; then echo "run-local: the store did not start" >&2; exit 1; fi
   sleep 0.1
 done
-"$bin/edge" &
+"$bin/edge" --cluster-secret-file "$secret" &
 edge=$!
 sleep 0.5
 cat <<MSG

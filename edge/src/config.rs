@@ -80,6 +80,11 @@ pub struct Args {
     /// [default: the embedded map, one store on 127.0.0.1:7400 owning every partition].
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
+    /// File holding the cluster secret (the stores' own): every store link proves it
+    /// and checks the store's proof. Required when a store is beyond loopback
+    /// [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Client authentication: `off` (anyone may touch every key), `optional` (a token
     /// if given must be valid; without one, the anonymous grant) or `required` (a
     /// valid token on every `/ws` connection) [default: off].
@@ -223,6 +228,7 @@ struct FileConfig {
     recv_mode: Option<RecvMode>,
     admission: Option<Admission>,
     cluster: Option<PathBuf>,
+    cluster_secret_file: Option<PathBuf>,
     auth: Option<AuthMode>,
     auth_secret_file: Option<PathBuf>,
     auth_jwks_file: Option<PathBuf>,
@@ -283,6 +289,8 @@ pub struct Config {
     pub admission: Admission,
     /// The cluster map file (`None`: the embedded default).
     pub cluster: Option<PathBuf>,
+    /// The cluster secret's file.
+    pub cluster_secret_file: Option<PathBuf>,
     /// Client authentication.
     pub auth: AuthMode,
     /// The HS256 secret's file.
@@ -383,6 +391,7 @@ impl Config {
                 .or(f.admission)
                 .unwrap_or(Admission::LeastLoaded),
             cluster: args.cluster.clone().or(f.cluster),
+            cluster_secret_file: args.cluster_secret_file.clone().or(f.cluster_secret_file),
             auth: args.auth.or(f.auth).unwrap_or(AuthMode::Off),
             auth_secret_file: args.auth_secret_file.clone().or(f.auth_secret_file),
             auth_jwks_file: args.auth_jwks_file.clone().or(f.auth_jwks_file),

@@ -57,6 +57,7 @@ fn run(args: &Args) -> Result<(), String> {
     let map = load_map(&cfg)?;
     let keys = load_auth(&cfg)?;
     let certs = load_tls(&cfg)?;
+    let secret = load_cluster_secret(&cfg, &map)?;
     let map = Arc::new(map);
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,7 +73,17 @@ fn run(args: &Args) -> Result<(), String> {
         std::thread::spawn(move || tls::certs::watch(certs2, stop));
         certs
     });
-    let handles = start_workers(listeners, &cfg, &map, &stop, keys, certs.clone())?;
+    let handles = start_workers(
+        listeners,
+        &cfg,
+        &map,
+        &stop,
+        Secrets {
+            keys,
+            certs: certs.clone(),
+            cluster: secret.map(Arc::new),
+        },
+    )?;
     info!(
         listen = %if cfg.tls_only { "none".to_string() } else { cfg.listen.to_string() },
         listen_tls = %cfg.listen_tls.map_or_else(|| "none".to_string(), |a| a.to_string()),
@@ -160,6 +171,38 @@ fn bind_listeners(cfg: &mut Config) -> Result<Vec<Listeners>, String> {
     Ok(listeners)
 }
 
+/// What the workers check and prove: token keys, TLS certificates, the cluster secret.
+struct Secrets {
+    keys: Option<Arc<auth::keys::Keys>>,
+    certs: Option<Arc<tls::certs::Certs>>,
+    cluster: Option<Arc<wire::link::auth::ClusterSecret>>,
+}
+
+/// The cluster secret store links prove. Without one, a map with a store beyond
+/// loopback is refused (its links would cross a network unauthenticated, and the
+/// store, rightly configured, would refuse them anyway); on loopback it is a warning.
+fn load_cluster_secret(
+    cfg: &Config,
+    map: &wire::cluster::ClusterMap,
+) -> Result<Option<wire::link::auth::ClusterSecret>, String> {
+    let Some(path) = &cfg.cluster_secret_file else {
+        if let Some(s) = map.stores.iter().find(|s| !s.addr.ip().is_loopback()) {
+            return Err(format!(
+                "store {} is at {}, beyond loopback, and there is no cluster secret: set cluster_secret_file (the stores' own file)",
+                s.id, s.addr
+            ));
+        }
+        warn!("no cluster secret: store links are not authenticated (fine on loopback)");
+        return Ok(None);
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cluster secret {}: {e}", path.display()))?;
+    let secret = wire::link::auth::ClusterSecret::from_file_bytes(&bytes)
+        .map_err(|e| format!("cluster secret {}: {e}", path.display()))?;
+    info!(file = %path.display(), "store links prove the cluster secret");
+    Ok(Some(secret))
+}
+
 /// The TLS listener's certificates, if it is configured; says which TLS path runs.
 fn load_tls(cfg: &Config) -> Result<Option<tls::certs::Certs>, String> {
     if cfg.listen_tls.is_none() {
@@ -228,8 +271,7 @@ fn start_workers(
     cfg: &Arc<Config>,
     map: &Arc<wire::cluster::ClusterMap>,
     stop: &Arc<AtomicBool>,
-    keys: Option<Arc<auth::keys::Keys>>,
-    certs: Option<Arc<tls::certs::Certs>>,
+    secrets: Secrets,
 ) -> Result<Vec<std::thread::JoinHandle<Result<(), String>>>, String> {
     let store_ids: Vec<String> = map.stores.iter().map(|s| s.id.clone()).collect();
     let all: Arc<Vec<Arc<WorkerMetrics>>> = Arc::new(
@@ -237,14 +279,16 @@ fn start_workers(
             .map(|_| Arc::new(WorkerMetrics::for_stores(store_ids.clone())))
             .collect(),
     );
-    let shared = Arc::new(worker::Shared::new(
+    let mut shared = worker::Shared::new(
         Arc::clone(cfg),
         Arc::clone(map),
         Arc::clone(stop),
         all,
-        keys,
-        certs,
-    ));
+        secrets.keys,
+        secrets.certs,
+    );
+    shared.cluster_secret = secrets.cluster;
+    let shared = Arc::new(shared);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::new();
     for (id, listener) in listeners.into_iter().enumerate() {

@@ -43,6 +43,8 @@ pub struct WorkerMetrics {
     pub tls_handshakes: AtomicU64,
     /// TLS sessions failed: an alert, garbage, or a record too large.
     pub tls_failed: AtomicU64,
+    /// Store links refused for the cluster secret.
+    pub link_auth_failed: AtomicU64,
     /// Plain HTTP requests answered.
     pub http_requests: AtomicU64,
     /// Messages received.
@@ -114,7 +116,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 24] = [
+static SERIES: [Series; 25] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -198,6 +200,12 @@ static SERIES: [Series; 24] = [
         "counter",
         "TLS sessions failed: a TLS alert from the client, bytes that are not TLS, or a record too large.",
         |m| &m.tls_failed,
+    ),
+    (
+        "ringline_edge_link_auth_failed_total",
+        "counter",
+        "Store links refused for the cluster secret: the store did not prove it, or asked for one this edge does not have.",
+        |m| &m.link_auth_failed,
     ),
     (
         "ringline_edge_http_requests_total",

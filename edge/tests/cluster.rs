@@ -934,3 +934,69 @@ fn after_a_store_restarts_every_worker_of_every_edge_relinks_within_250_ms() {
         }
     }
 }
+
+/// `tuning/haproxy/haproxy-tls.cfg` as shipped: HAProxy terminates TLS (a test CA's
+/// certificate) and sends each connection's client address to the edges in a PROXY v2
+/// header. Clients subscribe and write through it; and each edge, allowing one
+/// connection per address, admits three clients from three addresses (it sees them,
+/// not HAProxy) and refuses a third connection from one of them with 429.
+#[test]
+fn through_haproxy_terminating_tls_clients_work_and_are_limited_by_their_own_address() {
+    use common::tls::{TestCa, connect_from};
+    use common::ws::{Msg, Ws};
+    use wire::frame::Opcode;
+    let ca = TestCa::new();
+    let pem = ca.leaf(&["localhost"], "front").combined();
+    let c = LocalCluster::start_tls(
+        &[],
+        &["--max-connections-per-ip", "1", "--limit-loopback", "true"],
+        &pem,
+    );
+    let open = |last: u8| {
+        let from = std::net::IpAddr::from([127, 0, 0, last]);
+        let s = connect_from(&ca, from, c.front, "localhost").unwrap();
+        Ws::upgrade(s, "/ws", Some("ringline.v1.json"), "")
+    };
+    let text = |ws: &mut Ws<common::tls::TlsStream>| match ws.recv() {
+        Msg::Text(t) => t,
+        other => panic!("{other:?}"),
+    };
+    // Three addresses: three connections, whatever edge each lands on (without the
+    // PROXY header all three would come from HAProxy's one address, and with one
+    // connection per address per edge only two could be admitted).
+    let mut clients: Vec<_> = [3, 4, 5].map(|i| open(i).unwrap()).into_iter().collect();
+    let key = key_of(0, "tls/", 0);
+    clients[0].send(
+        true,
+        Opcode::Text,
+        format!(r#"{{"op":"sub","id":1,"key":"{key}"}}"#).as_bytes(),
+    );
+    assert!(text(&mut clients[0]).contains("snapshot"));
+    clients[1].send(
+        true,
+        Opcode::Text,
+        format!(r#"{{"op":"put","id":2,"key":"{key}","value":"through TLS"}}"#).as_bytes(),
+    );
+    assert!(text(&mut clients[1]).contains(r#""op":"ok""#));
+    let change = text(&mut clients[0]);
+    assert!(change.contains("through TLS"), "{change}");
+    // 127.0.0.3 again: its second connection lands on the edge it is not on yet (or is
+    // refused), its third finds it on both.
+    // (Each admitted one is held open: closing it would free its place.)
+    let extra: Vec<_> = (0..2).map(|_| open(3)).collect();
+    let refused: Vec<&String> = extra.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        !refused.is_empty(),
+        "a third connection from one address was admitted"
+    );
+    assert!(
+        refused.iter().all(|h| h.starts_with("HTTP/1.1 429")),
+        "{refused:?}"
+    );
+    let over: u64 = c
+        .edges
+        .iter()
+        .map(|e| e.metric("ringline_edge_rejected_rate_total"))
+        .sum();
+    assert_eq!(over, refused.len() as u64);
+}

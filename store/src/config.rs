@@ -41,6 +41,11 @@ pub struct Args {
     /// Seconds of log always kept per partition [default: 86400].
     #[arg(long, value_name = "SECS")]
     pub retention_secs: Option<u64>,
+    /// File holding the cluster secret (at least 32 bytes; a final newline is not part
+    /// of it): every edge link must prove it holds the same secret before it is
+    /// served. Required when the store listens beyond loopback [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +57,7 @@ struct FileConfig {
     store_id: Option<String>,
     cluster: Option<PathBuf>,
     sync: Option<bool>,
+    cluster_secret_file: Option<PathBuf>,
     #[serde(default)]
     retention: FileRetention,
 }
@@ -80,6 +86,8 @@ pub struct Config {
     pub sync: bool,
     /// Log retention.
     pub retention: Retention,
+    /// The cluster secret's file.
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// A configuration that could not be read.
@@ -116,6 +124,10 @@ impl Config {
                 .unwrap_or_else(|| Path::new("data").join(&store_id)),
             cluster: args.cluster.clone().or(file.cluster),
             sync: args.sync.or(file.sync).unwrap_or(true),
+            cluster_secret_file: args
+                .cluster_secret_file
+                .clone()
+                .or(file.cluster_secret_file),
             retention: Retention {
                 min_entries: args
                     .retention_entries

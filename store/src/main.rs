@@ -63,6 +63,32 @@ fn check_nofile() {
     }
 }
 
+/// The cluster secret links must prove they hold. A store that listens beyond
+/// loopback without one refuses to start (anyone who reached the port could read and
+/// write every partition); on loopback its absence is a warning.
+fn load_cluster_secret(
+    cfg: &Config,
+    listen: SocketAddr,
+) -> Result<Option<wire::link::auth::ClusterSecret>, String> {
+    let Some(path) = &cfg.cluster_secret_file else {
+        if !listen.ip().is_loopback() {
+            return Err(format!(
+                "the store listens on {listen}, beyond loopback, without a cluster secret: anyone who can reach it could read and write every partition; set cluster_secret_file (the same file on every store and edge; head -c 32 /dev/urandom | base64 > cluster.secret)"
+            ));
+        }
+        warn!(
+            "no cluster secret: edge links are not authenticated (fine on loopback; set cluster_secret_file for anything else)"
+        );
+        return Ok(None);
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cluster secret {}: {e}", path.display()))?;
+    let secret = wire::link::auth::ClusterSecret::from_file_bytes(&bytes)
+        .map_err(|e| format!("cluster secret {}: {e}", path.display()))?;
+    info!(file = %path.display(), "edge links must prove the cluster secret");
+    Ok(Some(secret))
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let cfg = Config::resolve(args).map_err(|e| e.to_string())?;
     let map = ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
@@ -71,6 +97,7 @@ fn run(args: &Args) -> Result<(), String> {
         .ok_or_else(|| format!("store id {:?} is not in the cluster map", cfg.store_id))?
         .clone();
     let listen = cfg.listen.unwrap_or(me.addr);
+    let cluster_secret = load_cluster_secret(&cfg, listen)?;
     info!(
         store_id = %cfg.store_id, %listen, data_dir = %cfg.data_dir.display(), sync = cfg.sync,
         retention_entries = cfg.retention.min_entries, retention_ms = cfg.retention.min_age_ms,
@@ -111,6 +138,7 @@ fn run(args: &Args) -> Result<(), String> {
         sync: cfg.sync,
         retention: cfg.retention,
         metrics: Arc::clone(&metrics),
+        cluster_secret: cluster_secret.map(Arc::new),
         ..CoreConfig::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub links_dropped_stuck: AtomicU64,
     /// Links closed for a malformed frame.
     pub links_dropped_malformed: AtomicU64,
+    /// Links refused: no proof of the cluster secret, a wrong one, or none in time.
+    pub links_dropped_unauthenticated: AtomicU64,
     /// Watches registered now.
     pub watches: AtomicU64,
     /// Writes waiting for the next batch.
@@ -144,6 +146,7 @@ impl Default for Metrics {
             links_accepted: AtomicU64::new(0),
             links_dropped_stuck: AtomicU64::new(0),
             links_dropped_malformed: AtomicU64::new(0),
+            links_dropped_unauthenticated: AtomicU64::new(0),
             watches: AtomicU64::new(0),
             queued_writes: AtomicU64::new(0),
             link_queue_bytes: AtomicU64::new(0),
@@ -306,6 +309,7 @@ impl Metrics {
             &[
                 ("stuck", &self.links_dropped_stuck),
                 ("malformed", &self.links_dropped_malformed),
+                ("unauthenticated", &self.links_dropped_unauthenticated),
             ],
         );
         counter(

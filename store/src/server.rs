@@ -8,6 +8,11 @@
 //! Links are few (edge workers × stores) and busy, so readiness I/O (epoll) serves them
 //! well: a ready socket is read in one call, and a frame for the core or the writer
 //! crosses no thread.
+//!
+//! With a cluster secret, a new link first proves it holds it ([`authenticate`],
+//! `wire::link::auth`): only then does it reach the core, which answers its Hello. A
+//! link that cannot prove it is dropped, logged with its peer's address and counted
+//! (`ringline_store_links_dropped_total{reason="unauthenticated"}`).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,11 +23,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
-use wire::link::{LinkLimits, LinkMessage, WatchId, decode_frame};
+use wire::link::auth::{ClusterSecret, Nonce, Side};
+use wire::link::{LinkEncoder, LinkLimits, LinkMessage, WatchId, decode_frame};
 
 use crate::changelog::{ChangeLog, Position, Write};
 use crate::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req};
@@ -40,6 +46,11 @@ const STOP_FLUSH: Duration = Duration::from_secs(5);
 /// Why a link's reader stopped when the node is stopping.
 const STOPPING: &str = "store stopping";
 
+/// Largest frame a link may send before it has proven the cluster secret.
+const AUTH_MAX_FRAME: usize = 4096;
+/// Time a new link has to prove the cluster secret.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The link tasks of a node, for the stop to wait on.
 type LinkTasks = Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>>;
 
@@ -56,12 +67,13 @@ pub async fn run_node<E: Engine>(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let metrics = Arc::clone(&cfg.metrics);
+    let secret = cfg.cluster_secret.clone();
     let (core, inbox) = crate::core::channel();
     let mut core_task = tokio::task::spawn_local(crate::core::run(log, cfg, core.clone(), inbox));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let links: LinkTasks = Rc::default();
     let failed = tokio::select! {
-        () = serve(listener, core.clone(), metrics, stop_rx, Rc::clone(&links)) => None,
+        () = serve(listener, core.clone(), metrics, secret, stop_rx, Rc::clone(&links)) => None,
         () = stop => None,
         // The core ended by itself: it failed; the node must not go on without it.
         r = &mut core_task => Some(r),
@@ -99,6 +111,7 @@ async fn serve(
     listener: TcpListener,
     core: CoreTx,
     metrics: Arc<Metrics>,
+    secret: Option<Arc<ClusterSecret>>,
     stop: tokio::sync::watch::Receiver<bool>,
     links: LinkTasks,
 ) {
@@ -111,8 +124,10 @@ async fn serve(
                 let core = core.clone();
                 let metrics = Arc::clone(&metrics);
                 let stop = stop.clone();
+                let secret = secret.clone();
                 let task = tokio::task::spawn_local(async move {
-                    run_link(link, peer, stream, core, &metrics, stop).await;
+                    let peer = Peer { link, addr: peer };
+                    run_link(peer, stream, core, &metrics, secret.as_deref(), stop).await;
                 });
                 let mut links = links.borrow_mut();
                 links.retain(|t| !t.is_finished());
@@ -221,20 +236,46 @@ fn forward(
     }
 }
 
-async fn run_link(
+/// A link's number and its peer's address (for the logs).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
     link: u64,
-    peer: SocketAddr,
+    addr: SocketAddr,
+}
+
+async fn run_link(
+    peer: Peer,
     stream: TcpStream,
     core: CoreTx,
     metrics: &Metrics,
+    secret: Option<&ClusterSecret>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Peer {
+        link,
+        addr: peer_addr,
+    } = peer;
     // Replies and changes are already batched per drain; Nagle would only hold the
     // next batch back behind the peer's delayed ACK.
     if let Err(e) = stream.set_nodelay(true) {
         warn!(link, error = %e, "cannot set TCP_NODELAY");
     }
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    if let Some(secret) = secret {
+        let proven = tokio::select! {
+            r = tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut rd, &mut wr, secret, &mut pending)) => {
+                r.unwrap_or_else(|_| Err("no proof of the cluster secret within 10 s".into()))
+            }
+            _ = stop.changed() => Err(STOPPING.to_string()),
+        };
+        if let Err(why) = proven {
+            Metrics::add(&metrics.links_dropped_unauthenticated, 1);
+            warn!(link, peer = %peer_addr, reason = %why, "link refused: it did not prove the cluster secret");
+            return;
+        }
+        info!(link, peer = %peer_addr, "link proved the cluster secret");
+    }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(tokio::sync::Notify::new());
@@ -249,8 +290,15 @@ async fn run_link(
     let writer = spawn_writer(link, wr, rx, queued);
 
     let limits = LinkLimits::default();
-    let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // What came with the proof (the hello, held back until the link proved itself)
+    // goes first.
+    let first = forward(link, &pending, &limits, &core, metrics).map(|used| {
+        pending.drain(..used);
+    });
     let why = 'read: loop {
+        if let Err(why) = &first {
+            break 'read why.clone();
+        }
         if *stop.borrow() {
             break 'read STOPPING.to_string();
         }
@@ -280,11 +328,83 @@ async fn run_link(
         // The core still answers what this link sent; the writer ends once the core
         // has stopped and dropped the link's outbox.
         let _ = writer.await;
-        info!(link, %peer, "link closed: store stopped");
+        info!(link, peer = %peer_addr, "link closed: store stopped");
         return;
     }
-    info!(link, %peer, reason = %why, "link closed");
+    info!(link, peer = %peer_addr, reason = %why, "link closed");
     let _ = core.send(CoreMsg::Closed { link });
     // Dropping the writer's half (with the task) and the reader's closes the socket.
     writer.abort();
+}
+
+/// Prove the cluster secret on a new link (`wire::link::auth`): its first frame must be
+/// a Hello with the edge's nonce; the store answers with its own nonce and proof; the
+/// edge's next frame must be its proof over both nonces. The Hello stays at the front
+/// of `pending` (the core answers it once the link is in); the proof is consumed.
+/// `Err` says why the link is refused.
+async fn authenticate(
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    secret: &ClusterSecret,
+    pending: &mut Vec<u8>,
+) -> Result<(), String> {
+    let limits = LinkLimits {
+        max_frame: AUTH_MAX_FRAME,
+        ..LinkLimits::default()
+    };
+    let hello_len = read_frame(rd, pending, 0, &limits).await?;
+    let edge_nonce = match decode_frame(&pending[..hello_len], &limits) {
+        Ok(Some((f, _))) => match f.message {
+            LinkMessage::Hello(h) => h.nonce().and_then(|n| Nonce::from_slice(n.bytes())),
+            _ => None,
+        },
+        _ => None,
+    }
+    .ok_or("its first frame is not a Hello with a nonce (an edge without the cluster secret?)")?;
+    let store_nonce = Nonce(rand::random());
+    let proof = secret.prove(Side::Store, &edge_nonce, &store_nonce);
+    let mut out = Vec::new();
+    LinkEncoder::default()
+        .auth_challenge(&mut out, 0, &store_nonce, &proof)
+        .map_err(|e| e.to_string())?;
+    wr.write_all(&out)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let proof_len = read_frame(rd, pending, hello_len, &limits).await?;
+    let end = hello_len + proof_len;
+    let proven = match decode_frame(&pending[hello_len..end], &limits) {
+        Ok(Some((f, _))) => match f.message {
+            LinkMessage::AuthProof(p) => {
+                secret.verify(Side::Edge, &edge_nonce, &store_nonce, p.proof().bytes())
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    if !proven {
+        return Err("a wrong proof (another secret, or a replayed handshake)".into());
+    }
+    pending.drain(hello_len..end);
+    Ok(())
+}
+
+/// Read until a whole frame starts at `at` in `pending`: its length.
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    pending: &mut Vec<u8>,
+    at: usize,
+    limits: &LinkLimits,
+) -> Result<usize, String> {
+    loop {
+        match decode_frame(&pending[at..], limits) {
+            Ok(Some((_, used))) => return Ok(used),
+            Ok(None) => {}
+            Err(e) => return Err(format!("malformed frame: {e}")),
+        }
+        match rd.read_buf(pending).await {
+            Ok(0) => return Err("closed by the peer".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read error: {e}")),
+        }
+    }
 }

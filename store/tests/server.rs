@@ -213,7 +213,7 @@ impl Link {
             enc: LinkEncoder::new(&LinkLimits::default()),
             out: Vec::new(),
         };
-        l.send(|e, o| e.hello(o, 1, "test-edge", 0, 1).unwrap());
+        l.send(|e, o| e.hello(o, 1, "test-edge", 0, 1, None).unwrap());
         assert_eq!(l.recv(), (1, Got::HelloAck));
         l
     }

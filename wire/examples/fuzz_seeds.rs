@@ -71,7 +71,30 @@ fn main() {
         f(&mut enc, &mut out);
         write(&link, name, &out);
     };
-    frame("hello", &mut |e, o| e.hello(o, 1, "edge-a", 0, 3).unwrap());
+    frame("hello", &mut |e, o| {
+        e.hello(
+            o,
+            1,
+            "edge-a",
+            0,
+            3,
+            Some(&wire::link::auth::Nonce([5; 32])),
+        )
+        .unwrap()
+    });
+    frame("auth_challenge", &mut |e, o| {
+        e.auth_challenge(
+            o,
+            1,
+            &wire::link::auth::Nonce([6; 32]),
+            &wire::link::auth::Proof([7; 32]),
+        )
+        .unwrap()
+    });
+    frame("auth_proof", &mut |e, o| {
+        e.auth_proof(o, 1, &wire::link::auth::Proof([8; 32]))
+            .unwrap()
+    });
     frame("put", &mut |e, o| {
         e.put(o, 2, "room/{42}/title", b"\"hi\"", Some(4)).unwrap()
     });

@@ -6,22 +6,41 @@
 //! comes up, the sibling workers are woken (a message to their rings) so that theirs
 //! to the same store try at once instead of waiting out their backoff.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 use wire::cluster::ClusterMap;
+
+use wire::link::auth::{ClusterSecret, Nonce};
 use wire::link::{LinkEncoder, LinkLimits, LinkMessage};
 
 use super::Worker;
 use super::link::backoff::Jitter;
 use super::link::{Change, Link, LinkCtx, LinkOps, Millis, RecvEnd};
+use crate::metrics::WorkerMetrics;
 use crate::uring::{Cqe, Gen, OpKind, Token, net};
 
 /// How often a worker with a link down looks for attempts that are due.
 pub(super) const LINK_TIMER: Duration = Duration::from_millis(25);
 /// The slot of the link timer's token (the one-second tick is on slot 0).
 pub(super) const LINK_TIMER_SLOT: u32 = 1;
+
+/// 32 random bytes from the kernel for a link's hello (a link connects rarely: one
+/// `getrandom` per attempt); `None` if the kernel would not give them.
+fn fresh_nonce() -> Option<Nonce> {
+    let mut n = [0u8; 32];
+    let mut filled = 0;
+    while filled < n.len() {
+        match rustix::rand::getrandom(&mut n[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(k) => filled += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(Nonce(n))
+}
 
 /// The token of `kind` for link `s`'s socket of `generation`.
 fn token(kind: OpKind, s: usize, generation: Gen) -> Token {
@@ -41,11 +60,18 @@ pub(super) struct LinkSet {
     map_version: u64,
     /// The start of the links' millisecond clock.
     epoch: Instant,
+    /// The cluster secret links prove (`None`: not authenticated).
+    secret: Option<Arc<ClusterSecret>>,
 }
 
 impl LinkSet {
     /// One link per store of `map`, all down and due at once.
-    pub(super) fn new(map: &ClusterMap, worker: usize, seed: u64) -> Self {
+    pub(super) fn new(
+        map: &ClusterMap,
+        worker: usize,
+        seed: u64,
+        secret: Option<Arc<ClusterSecret>>,
+    ) -> Self {
         Self {
             links: map.stores.iter().map(|s| Link::new(s.addr)).collect(),
             enc: LinkEncoder::new(&LinkLimits::default()),
@@ -55,6 +81,7 @@ impl LinkSet {
             partitions: map.partitions,
             map_version: map.version,
             epoch: Instant::now(),
+            secret,
         }
     }
 
@@ -79,6 +106,7 @@ impl LinkSet {
             edge_id: &self.edge_id,
             worker: self.worker,
             jitter,
+            secret: self.secret.as_deref(),
         };
         Some(f(link, &mut ctx))
     }
@@ -130,7 +158,9 @@ impl Worker {
         let result = if c.result < 0 { Err(c.result) } else { Ok(()) };
         let change = self
             .links
-            .with(s, |l, ctx| l.handle_connected(generation, result, now, ctx))
+            .with(s, |l, ctx| {
+                l.handle_connected(generation, result, now, ctx, fresh_nonce())
+            })
             .flatten();
         self.link_changed(s, change);
         self.link_arm_recv(s);
@@ -232,7 +262,12 @@ impl Worker {
                 self.hub.link_up(s);
                 self.wake_siblings(s);
             }
-            Change::Down { was_up, why, fd } => {
+            Change::Down {
+                was_up,
+                why,
+                fd,
+                unauthenticated,
+            } => {
                 if let Some(fd) = fd {
                     // Operations still armed on it complete once it is shut down;
                     // their completions carry the old generation.
@@ -241,7 +276,13 @@ impl Worker {
                 let link = self.links.links.get(s);
                 let addr = link.map(Link::addr);
                 let attempts = link.map_or(0, Link::attempts);
-                if was_up {
+                if unauthenticated {
+                    WorkerMetrics::add(&self.metrics.link_auth_failed, 1);
+                    // Retried every ~100 ms: said once, then every hundredth time.
+                    if attempts == 1 || attempts.is_multiple_of(100) {
+                        warn!(worker = self.id, store = s, addr = ?addr, attempts, "store link refused: {why}");
+                    }
+                } else if was_up {
                     warn!(worker = self.id, store = s, addr = ?addr, "store link down: {why}");
                 } else if attempts == 1 || !why.starts_with("connect failed") {
                     warn!(worker = self.id, store = s, addr = ?addr, "store link: {why}");

@@ -76,6 +76,8 @@ pub struct Shared {
     /// The TLS listener's certificates (`None`: no TLS listener); they change when
     /// their files do.
     pub certs: Option<Arc<crate::tls::certs::Certs>>,
+    /// The cluster secret store links prove (`None`: they are not authenticated).
+    pub cluster_secret: Option<Arc<wire::link::auth::ClusterSecret>>,
 }
 
 impl Shared {
@@ -101,6 +103,7 @@ impl Shared {
             per_ip,
             keys,
             certs,
+            cluster_secret: None,
         }
     }
 }
@@ -217,6 +220,7 @@ impl Worker {
         let verifier = shared.keys.as_ref().map(|k| k.current());
         let tls_seen = shared.certs.as_ref().map_or(0, |c| c.generation());
         let tls = shared.certs.as_ref().map(|c| c.current());
+        let cluster_secret = shared.cluster_secret.clone();
         Ok(Self {
             ring,
             bufs,
@@ -237,6 +241,7 @@ impl Worker {
                 0x9E37_79B9_7F4A_7C15
                     ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
                     ^ u64::from(std::process::id()),
+                cluster_secret,
             ),
             hub: Hub::new(map).with_max_subs(max_subs),
             delivery: dispatch::Encoders::default(),

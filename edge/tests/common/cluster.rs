@@ -1,6 +1,8 @@
 //! A local cluster for scenario tests: two real stores (partitions split by the map),
 //! two real edges, and real HAProxy in front (the config users start from,
-//! `tuning/haproxy/haproxy.cfg`, pointed at the test's edges).
+//! `tuning/haproxy/haproxy.cfg`, pointed at the test's edges; or
+//! `tuning/haproxy/haproxy-tls.cfg`, terminating TLS with a test CA's certificate and
+//! sending the PROXY protocol to the edges).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, TcpListener};
@@ -10,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::Edge;
 use super::store::Store;
+
+/// The address HAProxy connects to the edges from when it terminates TLS.
+pub const TLS_HAPROXY_SOURCE: &str = "127.0.0.2";
 
 /// Partitions of the test cluster's map (store 1 owns the first half).
 pub const PARTITIONS: u32 = 16;
@@ -67,6 +72,20 @@ fn haproxy_bin() -> PathBuf {
 impl LocalCluster {
     /// Start it all; `store_flags` go to both stores (e.g. retention).
     pub fn start(store_flags: &[&str]) -> Self {
+        Self::launch(store_flags, &[], None)
+    }
+
+    /// Start it all with HAProxy terminating TLS with `pem` (the chain, then the key)
+    /// and sending the PROXY protocol from [`TLS_HAPROXY_SOURCE`] (the test itself
+    /// talks to the edges from 127.0.0.1, without a header); `edge_flags` go to both
+    /// edges.
+    pub fn start_tls(store_flags: &[&str], edge_flags: &[&str], pem: &Path) -> Self {
+        let mut flags = vec!["--proxy-protocol-from", TLS_HAPROXY_SOURCE];
+        flags.extend_from_slice(edge_flags);
+        Self::launch(store_flags, &flags, Some(pem))
+    }
+
+    fn launch(store_flags: &[&str], edge_flags: &[&str], tls: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let placeholder = dir.path().join("stores.toml");
         std::fs::write(&placeholder, map("127.0.0.1:1", "127.0.0.1:2")).unwrap();
@@ -90,21 +109,23 @@ impl LocalCluster {
         let m = edge_map.to_str().unwrap();
         let edges: Vec<Edge> = (0..2)
             .map(|_| {
-                Edge::start(&[
+                let mut flags = vec![
                     "--cluster",
                     m,
                     "--drain-secs",
                     "6",
                     "--max-connections",
                     "4000",
-                ])
+                ];
+                flags.extend_from_slice(edge_flags);
+                Edge::start(&flags)
             })
             .collect();
         for e in &edges {
             e.wait_links_up();
         }
         let front = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let haproxy = Self::start_haproxy(dir.path(), front, &edges);
+        let haproxy = Self::start_haproxy(dir.path(), front, &edges, tls);
         Self {
             dir,
             stores,
@@ -115,9 +136,16 @@ impl LocalCluster {
         }
     }
 
-    fn start_haproxy(dir: &Path, front: SocketAddr, edges: &[Edge]) -> Child {
+    fn start_haproxy(dir: &Path, front: SocketAddr, edges: &[Edge], tls: Option<&Path>) -> Child {
+        let file = if tls.is_some() {
+            "haproxy-tls.cfg"
+        } else {
+            "haproxy.cfg"
+        };
         let template = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning/haproxy/haproxy.cfg"),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tuning/haproxy")
+                .join(file),
         )
         .unwrap();
         let sock = dir.join("haproxy.sock");
@@ -132,6 +160,13 @@ impl LocalCluster {
                 // Its runtime API, to see its servers' health.
                 "global" => format!("global\n    stats socket {}\n", sock.display()),
                 "bind :8080" => format!("    bind {front}\n"),
+                l if l.starts_with("default-server ") && tls.is_some() => {
+                    format!("    {l} source {TLS_HAPROXY_SOURCE}\n")
+                }
+                l if l.starts_with("bind :443 ssl crt ") => {
+                    let pem = tls.unwrap().display();
+                    format!("    bind {front} ssl crt {pem} alpn http/1.1\n")
+                }
                 "maxconn 1000000" => "    maxconn 9000\n".to_owned(),
                 "log stderr format short local0 notice" => String::new(),
                 _ => format!("{l}\n"),
@@ -149,7 +184,8 @@ impl LocalCluster {
             .unwrap();
         // Up once both edges pass their health checks through it.
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        // (Through TLS: the runtime API below says when it is up.)
+        while tls.is_none() {
             if let Ok(mut s) = std::net::TcpStream::connect(front) {
                 use std::io::{Read, Write};
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));

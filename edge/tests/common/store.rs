@@ -15,7 +15,7 @@ pub struct Store {
 }
 
 /// The `store` binary next to the `edge` one.
-fn store_bin() -> PathBuf {
+pub fn store_bin() -> PathBuf {
     let edge = Path::new(env!("CARGO_BIN_EXE_edge"));
     let bin = edge.with_file_name("store");
     assert!(

@@ -117,7 +117,11 @@ pub fn connect_with(
     addr: SocketAddr,
     name: &str,
 ) -> Result<TlsStream, String> {
-    let tcp = TcpStream::connect(addr).unwrap();
+    handshake(config, TcpStream::connect(addr).unwrap(), name)
+}
+
+/// A TLS handshake on `tcp` for `name`.
+fn handshake(config: Arc<ClientConfig>, tcp: TcpStream, name: &str) -> Result<TlsStream, String> {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let name = ServerName::try_from(name.to_owned()).unwrap();
     let conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
@@ -229,5 +233,30 @@ impl Drop for TlsEdge {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// [`TestCa::connect`] from source address `from` (any 127.x.y.z on loopback), for
+/// server name `name`.
+pub fn connect_from(
+    ca: &TestCa,
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    name: &str,
+) -> Result<TlsStream, String> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    s.connect(&addr.into()).map_err(|e| e.to_string())?;
+    handshake(ca.client_config(), s.into(), name)
+}
+
+impl Leaf {
+    /// One PEM file with the chain, then the key (what HAProxy's `crt` takes).
+    pub fn combined(&self) -> PathBuf {
+        let path = self.cert.with_extension("combined.pem");
+        let mut all = std::fs::read(&self.cert).unwrap();
+        all.extend(std::fs::read(&self.key).unwrap());
+        std::fs::write(&path, all).unwrap();
+        path
     }
 }

@@ -142,6 +142,10 @@ pub struct CoreConfig {
     pub max_link_queue_bytes: usize,
     /// Where the core's figures go.
     pub metrics: Arc<Metrics>,
+    /// The cluster secret links must prove they hold before anything is served
+    /// (`None`: links are not authenticated; loopback only). Used by the link tasks
+    /// (`server`), before a link reaches the core.
+    pub cluster_secret: Option<Arc<wire::link::auth::ClusterSecret>>,
 }
 
 impl Default for CoreConfig {
@@ -154,6 +158,7 @@ impl Default for CoreConfig {
             max_drain: 4096,
             max_link_queue_bytes: DEFAULT_LINK_QUEUE_BYTES,
             metrics: Arc::default(),
+            cluster_secret: None,
         }
     }
 }

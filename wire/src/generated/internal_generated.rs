@@ -13,10 +13,10 @@ pub mod internal {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_KIND: u8 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_KIND: u8 = 17;
+pub const ENUM_MAX_KIND: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_KIND: [Kind; 17] = [
+pub const ENUM_VALUES_KIND: [Kind; 19] = [
   Kind::Hello,
   Kind::HelloAck,
   Kind::Ping,
@@ -34,6 +34,8 @@ pub const ENUM_VALUES_KIND: [Kind; 17] = [
   Kind::Changes,
   Kind::Resumed,
   Kind::Reset,
+  Kind::AuthChallenge,
+  Kind::AuthProof,
 ];
 
 /// The `kind` byte of a link frame header: which root table the payload holds.
@@ -68,9 +70,14 @@ impl Kind {
   pub const Changes: Self = Self(15);
   pub const Resumed: Self = Self(16);
   pub const Reset: Self = Self(17);
+  /// store -> edge, answers Hello when the store has a cluster secret: its nonce and
+  /// its proof that it knows the secret. Nothing is served before AuthProof.
+  pub const AuthChallenge: Self = Self(18);
+  /// edge -> store, answers AuthChallenge: the edge's proof.
+  pub const AuthProof: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 1;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Hello,
     Self::HelloAck,
@@ -89,6 +96,8 @@ impl Kind {
     Self::Changes,
     Self::Resumed,
     Self::Reset,
+    Self::AuthChallenge,
+    Self::AuthProof,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -110,6 +119,8 @@ impl Kind {
       Self::Changes => Some("Changes"),
       Self::Resumed => Some("Resumed"),
       Self::Reset => Some("Reset"),
+      Self::AuthChallenge => Some("AuthChallenge"),
+      Self::AuthProof => Some("AuthProof"),
       _ => None,
     }
   }
@@ -548,6 +559,7 @@ impl<'a> Hello<'a> {
   pub const VT_EDGE_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_WORKER: ::flatbuffers::VOffsetT = 6;
   pub const VT_MAP_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -560,6 +572,7 @@ impl<'a> Hello<'a> {
   ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
     let mut builder = HelloBuilder::new(_fbb);
     builder.add_map_version(args.map_version);
+    if let Some(x) = args.nonce { builder.add_nonce(x); }
     if let Some(x) = args.edge_id { builder.add_edge_id(x); }
     builder.add_worker(args.worker);
     builder.finish()
@@ -590,6 +603,15 @@ impl<'a> Hello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Hello::VT_MAP_VERSION, Some(0)).unwrap()}
   }
+  /// 32 random bytes, fresh for this link: what the store's proof covers (see
+  /// wire::link::auth). Absent from an edge without a cluster secret.
+  #[inline]
+  pub fn nonce(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Hello::VT_NONCE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Hello<'_> {
@@ -601,6 +623,7 @@ impl ::flatbuffers::Verifiable for Hello<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("edge_id", Self::VT_EDGE_ID, false)?
      .visit_field::<u16>("worker", Self::VT_WORKER, false)?
      .visit_field::<u64>("map_version", Self::VT_MAP_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("nonce", Self::VT_NONCE, false)?
      .finish();
     Ok(())
   }
@@ -609,6 +632,7 @@ pub struct HelloArgs<'a> {
     pub edge_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub worker: u16,
     pub map_version: u64,
+    pub nonce: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for HelloArgs<'a> {
   #[inline]
@@ -617,6 +641,7 @@ impl<'a> Default for HelloArgs<'a> {
       edge_id: None,
       worker: 0,
       map_version: 0,
+      nonce: None,
     }
   }
 }
@@ -639,6 +664,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Hello::VT_MAP_VERSION, map_version, 0);
   }
   #[inline]
+  pub fn add_nonce(&mut self, nonce: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_NONCE, nonce);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HelloBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HelloBuilder {
@@ -659,6 +688,7 @@ impl ::core::fmt::Debug for Hello<'_> {
       ds.field("edge_id", &self.edge_id());
       ds.field("worker", &self.worker());
       ds.field("map_version", &self.map_version());
+      ds.field("nonce", &self.nonce());
       ds.finish()
   }
 }
@@ -791,6 +821,224 @@ impl ::core::fmt::Debug for HelloAck<'_> {
       ds.field("store_id", &self.store_id());
       ds.field("map_version", &self.map_version());
       ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum AuthChallengeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The cluster mesh's challenge (see wire::link::auth): HMAC-SHA256 under the cluster
+/// secret over both nonces proves each side knows the secret without sending it, and a
+/// fresh nonce from each side makes a recorded exchange useless on another link.
+pub struct AuthChallenge<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthChallenge<'a> {
+  type Inner = AuthChallenge<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthChallenge<'a> {
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PROOF: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthChallenge { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthChallengeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthChallenge<'bldr>> {
+    let mut builder = AuthChallengeBuilder::new(_fbb);
+    if let Some(x) = args.proof { builder.add_proof(x); }
+    if let Some(x) = args.nonce { builder.add_nonce(x); }
+    builder.finish()
+  }
+
+
+  /// 32 random bytes, fresh for this link.
+  #[inline]
+  pub fn nonce(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthChallenge::VT_NONCE, None).unwrap()}
+  }
+  /// HMAC-SHA256(secret, "ringline link v1: store" || edge nonce || store nonce).
+  #[inline]
+  pub fn proof(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthChallenge::VT_PROOF, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthChallenge<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("nonce", Self::VT_NONCE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("proof", Self::VT_PROOF, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthChallengeArgs<'a> {
+    pub nonce: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub proof: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for AuthChallengeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthChallengeArgs {
+      nonce: None, // required field
+      proof: None, // required field
+    }
+  }
+}
+
+pub struct AuthChallengeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthChallengeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_nonce(&mut self, nonce: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthChallenge::VT_NONCE, nonce);
+  }
+  #[inline]
+  pub fn add_proof(&mut self, proof: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthChallenge::VT_PROOF, proof);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthChallengeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthChallengeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthChallenge<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, AuthChallenge::VT_NONCE,"nonce");
+    self.fbb_.required(o, AuthChallenge::VT_PROOF,"proof");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthChallenge<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthChallenge");
+      ds.field("nonce", &self.nonce());
+      ds.field("proof", &self.proof());
+      ds.finish()
+  }
+}
+pub enum AuthProofOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AuthProof<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthProof<'a> {
+  type Inner = AuthProof<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthProof<'a> {
+  pub const VT_PROOF: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthProof { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthProofArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthProof<'bldr>> {
+    let mut builder = AuthProofBuilder::new(_fbb);
+    if let Some(x) = args.proof { builder.add_proof(x); }
+    builder.finish()
+  }
+
+
+  /// HMAC-SHA256(secret, "ringline link v1: edge" || edge nonce || store nonce).
+  #[inline]
+  pub fn proof(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AuthProof::VT_PROOF, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthProof<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("proof", Self::VT_PROOF, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthProofArgs<'a> {
+    pub proof: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for AuthProofArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthProofArgs {
+      proof: None, // required field
+    }
+  }
+}
+
+pub struct AuthProofBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthProofBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_proof(&mut self, proof: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthProof::VT_PROOF, proof);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthProofBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthProofBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthProof<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, AuthProof::VT_PROOF,"proof");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthProof<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthProof");
+      ds.field("proof", &self.proof());
       ds.finish()
   }
 }

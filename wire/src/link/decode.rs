@@ -6,8 +6,8 @@ use zerocopy::FromBytes;
 
 use super::header::{HEADER_LEN, LinkHeader};
 use super::internal::{
-    Changes, Delete, Error, Get, GetReply, Hello, HelloAck, Ping, Pong, Publish, Put, Reset,
-    Resumed, Snapshot, Unwatch, Watch, WriteReply,
+    AuthChallenge, AuthProof, Changes, Delete, Error, Get, GetReply, Hello, HelloAck, Ping, Pong,
+    Publish, Put, Reset, Resumed, Snapshot, Unwatch, Watch, WriteReply,
 };
 use super::{Kind, LinkError};
 use crate::Decoded;
@@ -81,6 +81,8 @@ pub enum LinkMessage<'a> {
     Changes(Changes<'a>),
     Resumed(Resumed<'a>),
     Reset(Reset<'a>),
+    AuthChallenge(AuthChallenge<'a>),
+    AuthProof(AuthProof<'a>),
 }
 
 impl LinkMessage<'_> {
@@ -105,6 +107,8 @@ impl LinkMessage<'_> {
             Self::Changes(_) => Kind::Changes,
             Self::Resumed(_) => Kind::Resumed,
             Self::Reset(_) => Kind::Reset,
+            Self::AuthChallenge(_) => Kind::AuthChallenge,
+            Self::AuthProof(_) => Kind::AuthProof,
         }
     }
 }
@@ -169,6 +173,10 @@ fn verify<'a>(
         Kind::Changes => LinkMessage::Changes(root::<Changes>(kind, &opts, payload)?),
         Kind::Resumed => LinkMessage::Resumed(root::<Resumed>(kind, &opts, payload)?),
         Kind::Reset => LinkMessage::Reset(root::<Reset>(kind, &opts, payload)?),
+        Kind::AuthChallenge => {
+            LinkMessage::AuthChallenge(root::<AuthChallenge>(kind, &opts, payload)?)
+        }
+        Kind::AuthProof => LinkMessage::AuthProof(root::<AuthProof>(kind, &opts, payload)?),
         _ => return Err(LinkError::UnknownKind(kind.0)),
     };
     Ok(message)

@@ -6,9 +6,9 @@ use zerocopy::IntoBytes;
 
 use super::header::{HEADER_LEN, LinkHeader};
 use super::internal::{
-    self, ChangeArgs, ChangesArgs, DeleteArgs, EntryArgs, ErrorArgs, GetArgs, GetReplyArgs,
-    HelloAckArgs, HelloArgs, PingArgs, PongArgs, PublishArgs, PutArgs, ResetArgs, ResumedArgs,
-    SnapshotArgs, UnwatchArgs, WatchArgs, WriteReplyArgs,
+    self, AuthChallengeArgs, AuthProofArgs, ChangeArgs, ChangesArgs, DeleteArgs, EntryArgs,
+    ErrorArgs, GetArgs, GetReplyArgs, HelloAckArgs, HelloArgs, PingArgs, PongArgs, PublishArgs,
+    PutArgs, ResetArgs, ResumedArgs, SnapshotArgs, UnwatchArgs, WatchArgs, WriteReplyArgs,
 };
 use super::{ChangeKind, ErrorCode, FrameTooLarge, Kind, LinkLimits, Position};
 
@@ -132,17 +132,47 @@ impl LinkEncoder {
         edge_id: &str,
         worker: u16,
         map_version: u64,
+        nonce: Option<&super::auth::Nonce>,
     ) -> Result<(), FrameTooLarge> {
         let edge_id = Some(self.fbb.create_string(edge_id));
+        let nonce = nonce.map(|n| self.fbb.create_vector(&n.0));
         let root = internal::Hello::create(
             &mut self.fbb,
             &HelloArgs {
                 edge_id,
                 worker,
                 map_version,
+                nonce,
             },
         );
         self.finish(out, Kind::Hello, request_id, root)
+    }
+
+    /// [`Kind::AuthChallenge`]: the store's nonce and proof (see [`super::auth`]).
+    pub fn auth_challenge(
+        &mut self,
+        out: &mut Vec<u8>,
+        request_id: u64,
+        nonce: &super::auth::Nonce,
+        proof: &super::auth::Proof,
+    ) -> Result<(), FrameTooLarge> {
+        let nonce = Some(self.fbb.create_vector(&nonce.0));
+        let proof = Some(self.fbb.create_vector(&proof.0));
+        let root =
+            internal::AuthChallenge::create(&mut self.fbb, &AuthChallengeArgs { nonce, proof });
+        self.finish(out, Kind::AuthChallenge, request_id, root)
+    }
+
+    /// [`Kind::AuthProof`]: the edge's proof (see [`super::auth`]).
+    pub fn auth_proof(
+        &mut self,
+        out: &mut Vec<u8>,
+        request_id: u64,
+        proof: &super::auth::Proof,
+    ) -> Result<(), FrameTooLarge> {
+        let proof = Some(self.fbb.create_vector(&proof.0));
+        let root = internal::AuthProof::create(&mut self.fbb, &AuthProofArgs { proof });
+        self.finish(out, Kind::AuthProof, request_id, root)
     }
 
     /// [`Kind::HelloAck`]: the store answers Hello.

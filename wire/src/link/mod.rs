@@ -11,8 +11,12 @@
 //! - [`WatchId`] and [`KeepAliveNonce`]: the edge's names for its watches and its idle
 //!   pings, which both come back in a `Pong`; their ranges never overlap.
 //!
+//! - [`auth`]: the cluster mesh's challenge and response (HMAC-SHA256 over a nonce from
+//!   each side), proving both ends hold the cluster secret.
+//!
 //! Every [`LinkError`] means the peer broke the protocol: the link should be dropped.
 
+pub mod auth;
 mod decode;
 mod encode;
 mod error;

@@ -30,7 +30,9 @@ where
 /// One frame of every kind, in `Kind` order, with `request_id == kind`.
 fn one_of_each() -> Vec<Vec<u8>> {
     let (e, f) = (&mut LinkEncoder::default(), &mut Vec::new());
-    build(e, f, |e, o| e.hello(o, 1, "edge-a", 3, 9));
+    build(e, f, |e, o| {
+        e.hello(o, 1, "edge-a", 3, 9, Some(&super::auth::Nonce([1; 32])))
+    });
     build(e, f, |e, o| e.hello_ack(o, 2, "store-1", 9, 64));
     build(e, f, |e, o| e.ping(o, 3, 77));
     build(e, f, |e, o| e.pong(o, 4, 77));
@@ -87,6 +89,17 @@ fn one_of_each() -> Vec<Vec<u8>> {
     });
     build(e, f, |e, o| e.resumed(o, 16, 500, 3));
     build(e, f, |e, o| e.reset(o, 17, 500, 3, 2, "log truncated"));
+    build(e, f, |e, o| {
+        e.auth_challenge(
+            o,
+            18,
+            &super::auth::Nonce([2; 32]),
+            &super::auth::Proof([3; 32]),
+        )
+    });
+    build(e, f, |e, o| {
+        e.auth_proof(o, 19, &super::auth::Proof([4; 32]))
+    });
     std::mem::take(f)
 }
 
@@ -104,7 +117,10 @@ fn every_kind_round_trips() {
         .iter()
         .map(|buf| match decode_one(buf).message {
             LinkMessage::Hello(m) => {
-                m.edge_id() == Some("edge-a") && m.worker() == 3 && m.map_version() == 9
+                m.edge_id() == Some("edge-a")
+                    && m.worker() == 3
+                    && m.map_version() == 9
+                    && m.nonce().map(|n| n.bytes()) == Some([1u8; 32].as_slice())
             }
             LinkMessage::HelloAck(m) => {
                 m.store_id() == Some("store-1") && m.map_version() == 9 && m.partitions() == 64
@@ -183,6 +199,10 @@ fn every_kind_round_trips() {
                     && m.epoch() == 2
                     && m.reason() == Some("log truncated")
             }
+            LinkMessage::AuthChallenge(m) => {
+                m.nonce().bytes() == [2u8; 32] && m.proof().bytes() == [3u8; 32]
+            }
+            LinkMessage::AuthProof(m) => m.proof().bytes() == [4u8; 32],
         })
         .collect();
     assert!(field_checks.iter().all(|&ok| ok), "{field_checks:?}");

@@ -120,6 +120,7 @@ fn config(style: RecvStyle) -> Config {
         listen_tls: None,
         tls_only: false,
         tls_certs: Vec::new(),
+        cluster_secret_file: None,
         workers: 1,
         max_connections: 10,
         max_message: 1 << 20,

@@ -12,6 +12,12 @@
 //! restarts is relinked at once), or until a sibling worker's link to the same store
 //! comes up and [`handle_wake`](Link::handle_wake) says to try now. Its clock is in
 //! milliseconds ([`Millis`]).
+//!
+//! With a cluster secret the hello carries a fresh nonce, and before the hello's
+//! answer the store must prove the secret (`AuthChallenge`, checked here) and the link
+//! proves it back (`AuthProof`, `wire::link::auth`); a store that cannot, or a link
+//! without a secret asked for one, is refused: [`Change::Down`] says it was
+//! `unauthenticated`.
 
 pub mod backoff;
 #[cfg(test)]
@@ -21,6 +27,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use wire::link::auth::{ClusterSecret, Nonce, Side};
 use wire::link::{KeepAliveNonce, LinkEncoder, LinkFrame, LinkLimits, LinkMessage, decode_frame};
 
 pub use backoff::Millis;
@@ -88,7 +95,33 @@ pub enum Change {
         why: String,
         /// The socket, if it had one.
         fd: Option<OwnedFd>,
+        /// Refused for the cluster secret: the store did not prove it, or asked for it
+        /// and this edge has none.
+        unauthenticated: bool,
     },
+}
+
+/// Why a link must go down.
+#[derive(Debug)]
+struct Fault {
+    why: String,
+    unauthenticated: bool,
+}
+
+impl Fault {
+    fn protocol(why: String) -> Self {
+        Self {
+            why,
+            unauthenticated: false,
+        }
+    }
+
+    fn auth(why: &str) -> Self {
+        Self {
+            why: why.to_string(),
+            unauthenticated: true,
+        }
+    }
 }
 
 /// How a receive ended.
@@ -147,6 +180,10 @@ pub struct Link {
     attempts: u32,
     last_rx: Millis,
     last_ping: Millis,
+    /// This socket's nonce, sent in its hello (with a cluster secret).
+    nonce: Option<Nonce>,
+    /// The store proved the cluster secret on this socket.
+    store_proven: bool,
 }
 
 /// What the link needs to build its own frames and check the hello's answer.
@@ -164,6 +201,9 @@ pub struct LinkCtx<'a> {
     pub worker: u16,
     /// A random number for the backoff's jitter.
     pub jitter: u64,
+    /// The cluster secret the store and this link prove to each other (`None`: links
+    /// are not authenticated).
+    pub secret: Option<&'a ClusterSecret>,
 }
 
 impl Link {
@@ -180,6 +220,8 @@ impl Link {
             attempts: 0,
             last_rx: 0,
             last_ping: 0,
+            nonce: None,
+            store_proven: false,
         }
     }
 
@@ -251,13 +293,15 @@ impl Link {
     }
 
     /// The connect of socket `generation` completed (`Err(errno)`: it failed); on
-    /// success the hello is queued.
+    /// success the hello is queued, with `nonce` (fresh random bytes) when there is a
+    /// cluster secret (without one then, the attempt fails).
     pub fn handle_connected(
         &mut self,
         generation: Gen,
         result: Result<(), i32>,
         now: Millis,
         ctx: &mut LinkCtx<'_>,
+        nonce: Option<Nonce>,
     ) -> Option<Change> {
         self.ops.set(LinkOps::CONNECT, false);
         if generation != self.generation || !matches!(self.state, LinkState::Connecting { .. }) {
@@ -272,10 +316,21 @@ impl Link {
             _ => now,
         };
         self.state = LinkState::Hello { since };
+        self.nonce = match (ctx.secret, nonce) {
+            (None, _) => None,
+            (Some(_), Some(n)) => Some(n),
+            (Some(_), None) => return self.fail(now, "no random bytes for a nonce", ctx.jitter),
+        };
+        self.store_proven = false;
         let mut hello = Vec::new();
-        let _ = ctx
-            .enc
-            .hello(&mut hello, 0, ctx.edge_id, ctx.worker, ctx.map_version);
+        let _ = ctx.enc.hello(
+            &mut hello,
+            0,
+            ctx.edge_id,
+            ctx.worker,
+            ctx.map_version,
+            self.nonce.as_ref(),
+        );
         self.out.push_back(Chunk::Owned(hello));
         None
     }
@@ -333,7 +388,7 @@ impl Link {
         let buf = std::mem::take(&mut self.inbuf);
         let (used, result) = self.frames(&buf, ctx, on_frame);
         match result {
-            Err(why) => self.fail(now, &why, ctx.jitter),
+            Err(f) => self.fail_for(now, f, ctx.jitter),
             Ok(change) => {
                 let mut buf = buf;
                 buf.drain(..used.min(buf.len()));
@@ -350,7 +405,7 @@ impl Link {
         buf: &[u8],
         ctx: &mut LinkCtx<'_>,
         on_frame: &mut dyn FnMut(&LinkFrame<'_>),
-    ) -> (usize, Result<Option<Change>, String>) {
+    ) -> (usize, Result<Option<Change>, Fault>) {
         let limits = LinkLimits::default();
         let mut at = 0;
         let mut change = None;
@@ -361,9 +416,18 @@ impl Link {
                     frame
                 }
                 Ok(None) => break,
-                Err(e) => return (at, Err(format!("malformed frame: {e}"))),
+                Err(e) => return (at, Err(Fault::protocol(format!("malformed frame: {e}")))),
             };
             match frame.message {
+                LinkMessage::AuthChallenge(c) => {
+                    if let Err(f) = self.answer_challenge(c, ctx) {
+                        return (at, Err(f));
+                    }
+                }
+                LinkMessage::HelloAck(_) if ctx.secret.is_some() && !self.store_proven => {
+                    let why = "the store did not prove the cluster secret (has it none?)";
+                    return (at, Err(Fault::auth(why)));
+                }
                 LinkMessage::HelloAck(ack) => {
                     if ack.partitions() != ctx.partitions {
                         // Positions and routing would disagree: requests would land on
@@ -374,7 +438,7 @@ impl Link {
                             ack.partitions(),
                             ctx.partitions
                         );
-                        return (at, Err(why));
+                        return (at, Err(Fault::protocol(why)));
                     }
                     self.state = LinkState::Up;
                     self.attempts = 0;
@@ -462,8 +526,44 @@ impl Link {
         }
     }
 
+    /// The store's challenge (before its hello's answer): check its proof of the
+    /// cluster secret over both nonces, and queue this link's proof.
+    fn answer_challenge(
+        &mut self,
+        c: wire::link::internal::AuthChallenge<'_>,
+        ctx: &mut LinkCtx<'_>,
+    ) -> Result<(), Fault> {
+        let (Some(secret), Some(edge)) = (ctx.secret, self.nonce) else {
+            return Err(Fault::auth(
+                "the store asks for the cluster secret and this edge has none (cluster_secret_file)",
+            ));
+        };
+        let store = Nonce::from_slice(c.nonce().bytes())
+            .ok_or_else(|| Fault::protocol("a challenge's nonce of the wrong length".into()))?;
+        if !matches!(self.state, LinkState::Hello { .. }) || self.store_proven {
+            return Err(Fault::protocol("a challenge out of turn".into()));
+        }
+        if !secret.verify(Side::Store, &edge, &store, c.proof().bytes()) {
+            return Err(Fault::auth(
+                "the store's proof of the cluster secret is wrong (another secret?)",
+            ));
+        }
+        self.store_proven = true;
+        let mut proof = Vec::new();
+        let _ = ctx
+            .enc
+            .auth_proof(&mut proof, 0, &secret.prove(Side::Edge, &edge, &store));
+        self.out.push_back(Chunk::Owned(proof));
+        Ok(())
+    }
+
     /// Down: forget the socket's state and wait for the backoff.
     fn fail(&mut self, now: Millis, why: &str, jitter: u64) -> Option<Change> {
+        self.fail_for(now, Fault::protocol(why.to_string()), jitter)
+    }
+
+    /// [`fail`](Self::fail) for `fault`.
+    fn fail_for(&mut self, now: Millis, fault: Fault, jitter: u64) -> Option<Change> {
         let was_up = self.state == LinkState::Up;
         if matches!(self.state, LinkState::Closed) {
             return None;
@@ -477,10 +577,13 @@ impl Link {
         self.attempts += 1;
         self.inbuf = Vec::new();
         self.out.clear();
+        self.nonce = None;
+        self.store_proven = false;
         Some(Change::Down {
             was_up,
-            why: why.to_string(),
+            why: fault.why,
             fd: self.fd.take(),
+            unauthenticated: fault.unauthenticated,
         })
     }
 

@@ -21,6 +21,7 @@ use super::{
     Change, LINK_CONNECT_MS, LINK_DEAD_MS, Link, LinkCtx, LinkOps, LinkState, Millis, RecvEnd,
 };
 use crate::uring::{Chunk, Gen};
+use wire::link::auth::{ClusterSecret, Nonce, Side};
 
 /// How far the clock moves per tick of the simulation (the worker's link timer while a
 /// link is down).
@@ -85,6 +86,10 @@ struct Sim {
     frames_to_hub: u32,
     /// The store answered this socket's hello.
     acked: bool,
+    /// The cluster secret the link proves (`None`: none).
+    secret: Option<ClusterSecret>,
+    /// The last down was for the cluster secret.
+    refused: bool,
 }
 
 impl Sim {
@@ -102,12 +107,18 @@ impl Sim {
             ups: 0,
             frames_to_hub: 0,
             acked: false,
+            secret: None,
+            refused: false,
         };
         s.tick_only();
         s
     }
 
-    fn ctx<'a>(enc: &'a mut LinkEncoder, jitter: u64) -> LinkCtx<'a> {
+    fn ctx<'a>(
+        enc: &'a mut LinkEncoder,
+        jitter: u64,
+        secret: Option<&'a ClusterSecret>,
+    ) -> LinkCtx<'a> {
         LinkCtx {
             enc,
             partitions: PARTITIONS,
@@ -115,6 +126,7 @@ impl Sim {
             edge_id: "edge-test",
             worker: 0,
             jitter,
+            secret,
         }
     }
 
@@ -127,8 +139,13 @@ impl Sim {
                 self.ups += 1;
                 self.since = self.now;
             }
-            Some(Change::Down { was_up, .. }) => {
+            Some(Change::Down {
+                was_up,
+                unauthenticated,
+                ..
+            }) => {
                 assert_eq!(was_up, self.up, "down must say whether it had been up");
+                self.refused = unauthenticated;
                 self.up = false;
                 self.socket = None;
                 self.since = self.now;
@@ -156,7 +173,7 @@ impl Sim {
     }
 
     fn tick_only(&mut self) {
-        let mut ctx = Self::ctx(&mut self.enc, self.now * 7919);
+        let mut ctx = Self::ctx(&mut self.enc, self.now * 7919, self.secret.as_ref());
         let c = self.link.handle_tick(self.now, &mut ctx);
         self.on_change(c);
         if let Some(g) = self.link.poll_connect(self.now) {
@@ -177,7 +194,7 @@ impl Sim {
 
     fn store_sends(&mut self, bytes: &[u8]) {
         let Some(g) = self.k.recv else { return };
-        let mut ctx = Self::ctx(&mut self.enc, 3);
+        let mut ctx = Self::ctx(&mut self.enc, 3, self.secret.as_ref());
         let hub = &mut self.frames_to_hub;
         let c = self
             .link
@@ -193,9 +210,10 @@ impl Sim {
         match *e {
             Ev::ConnectDone { ok } => {
                 if let Some(g) = self.k.connect.take() {
-                    let mut ctx = Self::ctx(&mut self.enc, 5);
+                    let mut ctx = Self::ctx(&mut self.enc, 5, self.secret.as_ref());
                     let r = if ok { Ok(()) } else { Err(-libc::ECONNREFUSED) };
-                    let c = self.link.handle_connected(g, r, self.now, &mut ctx);
+                    let nonce = Some(Nonce([g.get() as u8; 32]));
+                    let c = self.link.handle_connected(g, r, self.now, &mut ctx, nonce);
                     self.on_change(c);
                 }
             }
@@ -416,4 +434,92 @@ fn a_refused_link_retries_within_150_ms_and_at_once_when_woken() {
         sim.link.poll_connect(sim.now).is_some(),
         "a sibling's link came up: try now"
     );
+}
+
+/// The link's frames the store got since `from` (whole ones).
+fn frames_from(got: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Ok(Some((_, used))) = decode_frame(&got[at..], &LinkLimits::default()) {
+        out.push(got[at..at + used].to_vec());
+        at += used;
+    }
+    out
+}
+
+fn secret(b: u8) -> ClusterSecret {
+    ClusterSecret::from_file_bytes(&[b; 32]).unwrap_or_else(|_| unreachable!())
+}
+
+/// A link with `edge` connected and its hello sent; the nonce its hello carried.
+fn hello_sent(edge: Option<ClusterSecret>) -> (Sim, Option<Nonce>) {
+    let mut sim = Sim::new();
+    sim.secret = edge;
+    sim.step(&Ev::ConnectDone { ok: true });
+    sim.step(&Ev::Sent {
+        part: 4,
+        fail: false,
+    });
+    let frames = frames_from(&sim.got);
+    let hello = decode_frame(&frames[0], &LinkLimits::default())
+        .ok()
+        .flatten()
+        .map(|(f, _)| match f.message {
+            LinkMessage::Hello(h) => h.nonce().and_then(|n| Nonce::from_slice(n.bytes())),
+            other => panic!("the first frame is {other:?}"),
+        });
+    (sim, hello.flatten())
+}
+
+/// The store's challenge for `edge_nonce`, proven with `store`.
+fn challenge(sim: &mut Sim, store: &ClusterSecret, edge_nonce: &Nonce, store_nonce: &Nonce) {
+    let proof = store.prove(Side::Store, edge_nonce, store_nonce);
+    let mut v = Vec::new();
+    let _ = sim.enc.auth_challenge(&mut v, 0, store_nonce, &proof);
+    sim.store_sends(&v);
+    sim.drive();
+}
+
+#[test]
+fn with_a_secret_a_link_is_up_once_the_store_proved_it_and_got_its_proof() {
+    let (mut sim, nonce) = hello_sent(Some(secret(1)));
+    let edge_nonce = nonce.unwrap_or_else(|| panic!("a hello without a nonce"));
+    let store_nonce = Nonce([9; 32]);
+    challenge(&mut sim, &secret(1), &edge_nonce, &store_nonce);
+    assert!(!sim.up, "not up before the hello's answer");
+    sim.step(&Ev::Sent {
+        part: 4,
+        fail: false,
+    });
+    let frames = frames_from(&sim.got);
+    let proof = decode_frame(&frames[1], &LinkLimits::default())
+        .ok()
+        .flatten()
+        .and_then(|(f, _)| match f.message {
+            LinkMessage::AuthProof(p) => Some(p.proof().bytes().to_vec()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no proof after the challenge"));
+    assert!(secret(1).verify(Side::Edge, &edge_nonce, &store_nonce, &proof));
+    assert!(!secret(2).verify(Side::Edge, &edge_nonce, &store_nonce, &proof));
+    sim.step(&Ev::Ack);
+    assert!(sim.up && !sim.refused);
+}
+
+#[test]
+fn a_store_with_another_secret_or_none_is_refused_and_so_is_a_challenge_without_one() {
+    // The store's proof is under another secret.
+    let (mut sim, nonce) = hello_sent(Some(secret(1)));
+    let edge_nonce = nonce.unwrap_or_else(|| panic!("a hello without a nonce"));
+    challenge(&mut sim, &secret(2), &edge_nonce, &Nonce([9; 32]));
+    assert!(sim.refused && !sim.up, "{:?}", sim.link.state());
+    // The store answers the hello without proving anything (it has no secret).
+    let (mut sim, _) = hello_sent(Some(secret(1)));
+    sim.step(&Ev::Ack);
+    assert!(sim.refused && !sim.up);
+    // This edge has no secret and the store asks for one: no nonce was sent.
+    let (mut sim, nonce) = hello_sent(None);
+    assert!(nonce.is_none(), "a hello without a secret carries no nonce");
+    challenge(&mut sim, &secret(1), &Nonce([0; 32]), &Nonce([9; 32]));
+    assert!(sim.refused && !sim.up);
 }
