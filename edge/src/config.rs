@@ -85,6 +85,11 @@ pub struct Args {
     /// [default: none].
     #[arg(long, value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Run the store links in TLS, checking each store's certificate (it must name
+    /// the store's id) against the CA certificates in this PEM file [default: none,
+    /// cleartext links].
+    #[arg(long, value_name = "FILE")]
+    pub link_tls_ca_file: Option<PathBuf>,
     /// Client authentication: `off` (anyone may touch every key), `optional` (a token
     /// if given must be valid; without one, the anonymous grant) or `required` (a
     /// valid token on every `/ws` connection) [default: off].
@@ -229,6 +234,7 @@ struct FileConfig {
     admission: Option<Admission>,
     cluster: Option<PathBuf>,
     cluster_secret_file: Option<PathBuf>,
+    link_tls_ca_file: Option<PathBuf>,
     auth: Option<AuthMode>,
     auth_secret_file: Option<PathBuf>,
     auth_jwks_file: Option<PathBuf>,
@@ -291,6 +297,8 @@ pub struct Config {
     pub cluster: Option<PathBuf>,
     /// The cluster secret's file.
     pub cluster_secret_file: Option<PathBuf>,
+    /// TLS on the store links: the CA file stores' certificates are checked against.
+    pub link_tls_ca_file: Option<PathBuf>,
     /// Client authentication.
     pub auth: AuthMode,
     /// The HS256 secret's file.
@@ -392,6 +400,7 @@ impl Config {
                 .unwrap_or(Admission::LeastLoaded),
             cluster: args.cluster.clone().or(f.cluster),
             cluster_secret_file: args.cluster_secret_file.clone().or(f.cluster_secret_file),
+            link_tls_ca_file: args.link_tls_ca_file.clone().or(f.link_tls_ca_file),
             auth: args.auth.or(f.auth).unwrap_or(AuthMode::Off),
             auth_secret_file: args.auth_secret_file.clone().or(f.auth_secret_file),
             auth_jwks_file: args.auth_jwks_file.clone().or(f.auth_jwks_file),

@@ -82,6 +82,7 @@ fn run(args: &Args) -> Result<(), String> {
             keys,
             certs: certs.clone(),
             cluster: secret.map(Arc::new),
+            link_tls: load_link_tls(&cfg)?,
         },
     )?;
     info!(
@@ -176,6 +177,17 @@ struct Secrets {
     keys: Option<Arc<auth::keys::Keys>>,
     certs: Option<Arc<tls::certs::Certs>>,
     cluster: Option<Arc<wire::link::auth::ClusterSecret>>,
+    link_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// TLS on the store links, if `link_tls_ca_file` is set.
+fn load_link_tls(cfg: &Config) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    let Some(ca) = &cfg.link_tls_ca_file else {
+        return Ok(None);
+    };
+    let config = tls::link::client_config(ca).map_err(|e| format!("link TLS: {e}"))?;
+    info!(ca = %ca.display(), "store links run in TLS (each store's certificate must name its id)");
+    Ok(Some(config))
 }
 
 /// The cluster secret store links prove. Without one, a map with a store beyond
@@ -288,6 +300,7 @@ fn start_workers(
         secrets.certs,
     );
     shared.cluster_secret = secrets.cluster;
+    shared.link_tls = secrets.link_tls;
     let shared = Arc::new(shared);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::new();

@@ -32,6 +32,10 @@ struct SecureStore {
 
 impl SecureStore {
     fn start(dir: &Path, secret: &Path) -> Self {
+        Self::start_with(dir, secret, &[])
+    }
+
+    fn start_with(dir: &Path, secret: &Path, extra: &[&std::ffi::OsStr]) -> Self {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (child, addr) = spawn_logged(
@@ -42,7 +46,8 @@ impl SecureStore {
                 .arg("--cluster-secret-file")
                 .arg(secret)
                 .arg("--data-dir")
-                .arg(dir.join("store")),
+                .arg(dir.join("store"))
+                .args(extra),
             "serving edge links",
             "STORE_LOG",
             Some(Arc::clone(&log)),
@@ -56,9 +61,13 @@ impl SecureStore {
     }
 
     fn refused(&self) -> u64 {
+        self.dropped("unauthenticated")
+    }
+
+    fn dropped(&self, reason: &str) -> u64 {
         metric_sum(
             &http_get(self.admin, "/metrics").1,
-            "ringline_store_links_dropped_total{reason=\"unauthenticated\"}",
+            &format!("ringline_store_links_dropped_total{{reason=\"{reason}\"}}"),
         )
     }
 
@@ -301,4 +310,87 @@ fn beyond_loopback_a_store_and_an_edge_refuse_to_start_without_a_secret() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+}
+
+#[test]
+fn links_in_tls_carry_requests_and_cleartext_or_untrusting_edges_are_refused() {
+    use common::tls::TestCa;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path(), "cluster.secret", b's');
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["store-1"], "store-1");
+    let store = SecureStore::start_with(
+        dir.path(),
+        &secret,
+        &[
+            "--link-tls-cert".as_ref(),
+            leaf.cert.as_os_str(),
+            "--link-tls-key".as_ref(),
+            leaf.key.as_os_str(),
+        ],
+    );
+    let map = map_for(dir.path(), store.addr);
+    let (map, secret) = (map.to_str().unwrap(), secret.to_str().unwrap());
+    let ca_pem = ca.ca_pem.to_str().unwrap();
+    let edge = Edge::start(&[
+        "--cluster",
+        map,
+        "--cluster-secret-file",
+        secret,
+        "--link-tls-ca-file",
+        ca_pem,
+    ]);
+    edge.wait_links_up();
+    let mut watcher = Client::json(edge.addr);
+    watcher.sub(1, "mesh/tls", None);
+    assert!(matches!(watcher.recv(), Response::Snapshot { .. }));
+    let mut writer = Client::json(edge.addr);
+    assert!(matches!(
+        writer.put(2, "mesh/tls", "\"sealed\""),
+        Response::Ok { .. }
+    ));
+    assert_eq!(change(&watcher.recv()).0, "\"sealed\"");
+
+    // An edge speaking cleartext to it: its hello is no TLS handshake.
+    let clear = Edge::start(&["--cluster", map, "--cluster-secret-file", secret]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.dropped("tls") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a cleartext link was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(clear);
+    // An edge trusting another CA refuses the store's certificate.
+    let other = TestCa::new();
+    let before = store.dropped("tls");
+    let untrusting = Edge::start(&[
+        "--cluster",
+        map,
+        "--cluster-secret-file",
+        secret,
+        "--link-tls-ca-file",
+        other.ca_pem.to_str().unwrap(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.dropped("tls") == before {
+        assert!(
+            Instant::now() < deadline,
+            "an untrusting edge's link was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, body) = untrusting.http("/metrics");
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("ringline_edge_link_state{") && l.ends_with(" 2"))
+    );
+    drop(untrusting);
+    assert!(matches!(
+        writer.put(3, "mesh/tls", "\"still\""),
+        Response::Ok { .. }
+    ));
+    assert_eq!(change(&watcher.recv()).0, "\"still\"");
 }

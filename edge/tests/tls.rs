@@ -259,3 +259,37 @@ fn a_tls_listener_needs_a_certificate_and_bad_files_refuse_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS certificates"), "{err}");
 }
+
+/// A ClientHello split over two records, the second with a content type TLS does not
+/// have: rustls fails while it holds the first half of the message. That connection
+/// closes (its alert sent), and the process goes on serving (asking rustls for the
+/// alert with another buffer than the one it failed on once brought a worker down).
+#[test]
+fn a_handshake_that_fails_midway_through_a_split_message_closes_that_connection_only() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["localhost"], "edge");
+    let edge = TlsEdge::start(&[&leaf], &[]);
+    let mut good = wss(&ca, edge.tls, "localhost");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut c = rustls::ClientConnection::new(ca.client_config(), name).unwrap();
+    let mut hello = Vec::new();
+    c.write_tls(&mut hello).unwrap();
+    assert_eq!(hello[0], 0x16, "a handshake record");
+    let payload = &hello[5..];
+    let half = payload.len() / 2;
+    let mut bytes = vec![0x16, 0x03, 0x01];
+    bytes.extend((half as u16).to_be_bytes());
+    bytes.extend(&payload[..half]);
+    bytes.extend([0x99, 0x03, 0x03]);
+    bytes.extend(((payload.len() - half) as u16).to_be_bytes());
+    bytes.extend(&payload[half..]);
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(edge.tls).unwrap();
+        s.write_all(&bytes).unwrap();
+        assert!(closed_within(&mut s, Duration::from_secs(2)));
+    }
+    echo_once(&mut good, "still serving");
+    let fresh = &mut wss(&ca, edge.tls, "localhost");
+    echo_once(fresh, "and accepting");
+    assert!(edge.metric("ringline_edge_tls_failed_total") >= 3);
+}

@@ -46,6 +46,13 @@ pub struct Args {
     /// served. Required when the store listens beyond loopback [default: none].
     #[arg(long, value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Serve edge links in TLS only, with this PEM certificate chain (its leaf must name
+    /// this store's id) and `--link-tls-key` [default: none, cleartext links].
+    #[arg(long, value_name = "FILE")]
+    pub link_tls_cert: Option<PathBuf>,
+    /// The private key of `--link-tls-cert` (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub link_tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +65,8 @@ struct FileConfig {
     cluster: Option<PathBuf>,
     sync: Option<bool>,
     cluster_secret_file: Option<PathBuf>,
+    link_tls_cert: Option<PathBuf>,
+    link_tls_key: Option<PathBuf>,
     #[serde(default)]
     retention: FileRetention,
 }
@@ -88,6 +97,8 @@ pub struct Config {
     pub retention: Retention,
     /// The cluster secret's file.
     pub cluster_secret_file: Option<PathBuf>,
+    /// TLS on the links: the certificate chain's file and its key's.
+    pub link_tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A configuration that could not be read.
@@ -99,6 +110,9 @@ pub enum ConfigError {
     /// The file is not valid.
     #[error("invalid config {0}: {1}")]
     Toml(String, toml::de::Error),
+    /// Settings that cannot work.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
 }
 
 impl Config {
@@ -128,6 +142,18 @@ impl Config {
                 .cluster_secret_file
                 .clone()
                 .or(file.cluster_secret_file),
+            link_tls: match (
+                args.link_tls_cert.clone().or(file.link_tls_cert),
+                args.link_tls_key.clone().or(file.link_tls_key),
+            ) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "link_tls_cert and link_tls_key go together",
+                    ));
+                }
+            },
             retention: Retention {
                 min_entries: args
                     .retention_entries

@@ -89,6 +89,31 @@ fn load_cluster_secret(
     Ok(Some(secret))
 }
 
+/// TLS on the links, if configured: the certificate chain and key, checked to match.
+fn load_link_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let Some((cert, key)) = &cfg.link_tls else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("link TLS {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("link TLS {}: {e}", key.display()))?;
+    // `ring`, as the edge's: a small build; classical key exchange only.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("link TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("link TLS {}: {e}", cert.display()))?;
+    info!(cert = %cert.display(), "edge links in TLS only");
+    Ok(Some(Arc::new(config)))
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let cfg = Config::resolve(args).map_err(|e| e.to_string())?;
     let map = ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
@@ -139,6 +164,7 @@ fn run(args: &Args) -> Result<(), String> {
         retention: cfg.retention,
         metrics: Arc::clone(&metrics),
         cluster_secret: cluster_secret.map(Arc::new),
+        link_tls: load_link_tls(&cfg)?,
         ..CoreConfig::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()

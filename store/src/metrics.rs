@@ -115,6 +115,8 @@ pub struct Metrics {
     pub links_dropped_malformed: AtomicU64,
     /// Links refused: no proof of the cluster secret, a wrong one, or none in time.
     pub links_dropped_unauthenticated: AtomicU64,
+    /// Links whose TLS handshake failed (link TLS on).
+    pub links_dropped_tls: AtomicU64,
     /// Watches registered now.
     pub watches: AtomicU64,
     /// Writes waiting for the next batch.
@@ -147,6 +149,7 @@ impl Default for Metrics {
             links_dropped_stuck: AtomicU64::new(0),
             links_dropped_malformed: AtomicU64::new(0),
             links_dropped_unauthenticated: AtomicU64::new(0),
+            links_dropped_tls: AtomicU64::new(0),
             watches: AtomicU64::new(0),
             queued_writes: AtomicU64::new(0),
             link_queue_bytes: AtomicU64::new(0),
@@ -310,6 +313,7 @@ impl Metrics {
                 ("stuck", &self.links_dropped_stuck),
                 ("malformed", &self.links_dropped_malformed),
                 ("unauthenticated", &self.links_dropped_unauthenticated),
+                ("tls", &self.links_dropped_tls),
             ],
         );
         counter(

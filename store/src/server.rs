@@ -12,7 +12,8 @@
 //! With a cluster secret, a new link first proves it holds it ([`authenticate`],
 //! `wire::link::auth`): only then does it reach the core, which answers its Hello. A
 //! link that cannot prove it is dropped, logged with its peer's address and counted
-//! (`ringline_store_links_dropped_total{reason="unauthenticated"}`).
+//! (`ringline_store_links_dropped_total{reason="unauthenticated"}`). With link TLS
+//! every link is a TLS session first (`tokio-rustls`), the proof then runs inside it.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -22,8 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{info, warn};
@@ -51,6 +51,19 @@ const AUTH_MAX_FRAME: usize = 4096;
 /// Time a new link has to prove the cluster secret.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A link's reading half (a TCP socket's, or a TLS session's).
+type LinkRead = Box<dyn AsyncRead + Unpin>;
+/// A link's writing half.
+type LinkWrite = Box<dyn AsyncWrite + Unpin>;
+
+/// What a link must get through before it is served: TLS (if on), then the proof of
+/// the cluster secret (if set).
+#[derive(Clone, Default)]
+struct Gate {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    secret: Option<Arc<ClusterSecret>>,
+}
+
 /// The link tasks of a node, for the stop to wait on.
 type LinkTasks = Rc<RefCell<Vec<tokio::task::JoinHandle<()>>>>;
 
@@ -67,13 +80,16 @@ pub async fn run_node<E: Engine>(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let metrics = Arc::clone(&cfg.metrics);
-    let secret = cfg.cluster_secret.clone();
+    let gate = Gate {
+        tls: cfg.link_tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        secret: cfg.cluster_secret.clone(),
+    };
     let (core, inbox) = crate::core::channel();
     let mut core_task = tokio::task::spawn_local(crate::core::run(log, cfg, core.clone(), inbox));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let links: LinkTasks = Rc::default();
     let failed = tokio::select! {
-        () = serve(listener, core.clone(), metrics, secret, stop_rx, Rc::clone(&links)) => None,
+        () = serve(listener, core.clone(), metrics, gate, stop_rx, Rc::clone(&links)) => None,
         () = stop => None,
         // The core ended by itself: it failed; the node must not go on without it.
         r = &mut core_task => Some(r),
@@ -111,7 +127,7 @@ async fn serve(
     listener: TcpListener,
     core: CoreTx,
     metrics: Arc<Metrics>,
-    secret: Option<Arc<ClusterSecret>>,
+    gate: Gate,
     stop: tokio::sync::watch::Receiver<bool>,
     links: LinkTasks,
 ) {
@@ -124,10 +140,10 @@ async fn serve(
                 let core = core.clone();
                 let metrics = Arc::clone(&metrics);
                 let stop = stop.clone();
-                let secret = secret.clone();
+                let gate = gate.clone();
                 let task = tokio::task::spawn_local(async move {
                     let peer = Peer { link, addr: peer };
-                    run_link(peer, stream, core, &metrics, secret.as_deref(), stop).await;
+                    run_link(peer, stream, core, &metrics, &gate, stop).await;
                 });
                 let mut links = links.borrow_mut();
                 links.retain(|t| !t.is_finished());
@@ -177,7 +193,7 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
 /// `queued` counts down what is written.
 fn spawn_writer(
     link: u64,
-    mut wr: OwnedWriteHalf,
+    mut wr: LinkWrite,
     mut rx: UnboundedReceiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<()> {
@@ -236,6 +252,31 @@ fn forward(
     }
 }
 
+/// The link's two halves: the socket's, or (link TLS on) its TLS session's once the
+/// handshake is done (within 10 s). `None`: the handshake failed, logged and counted.
+async fn open_session(
+    peer: Peer,
+    stream: TcpStream,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    metrics: &Metrics,
+) -> Option<(LinkRead, LinkWrite)> {
+    let Some(acceptor) = tls else {
+        let (rd, wr) = stream.into_split();
+        return Some((Box::new(rd), Box::new(wr)));
+    };
+    let why = match tokio::time::timeout(AUTH_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            let (rd, wr) = tokio::io::split(s);
+            return Some((Box::new(rd), Box::new(wr)));
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no TLS handshake within 10 s".to_string(),
+    };
+    Metrics::add(&metrics.links_dropped_tls, 1);
+    warn!(link = peer.link, peer = %peer.addr, reason = %why, "link refused: its TLS handshake failed");
+    None
+}
+
 /// A link's number and its peer's address (for the logs).
 #[derive(Debug, Clone, Copy)]
 struct Peer {
@@ -248,7 +289,7 @@ async fn run_link(
     stream: TcpStream,
     core: CoreTx,
     metrics: &Metrics,
-    secret: Option<&ClusterSecret>,
+    gate: &Gate,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let Peer {
@@ -260,9 +301,12 @@ async fn run_link(
     if let Err(e) = stream.set_nodelay(true) {
         warn!(link, error = %e, "cannot set TCP_NODELAY");
     }
-    let (mut rd, mut wr) = stream.into_split();
+    let Some((mut rd, mut wr)) = open_session(peer, stream, gate.tls.as_ref(), metrics).await
+    else {
+        return;
+    };
     let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    if let Some(secret) = secret {
+    if let Some(secret) = gate.secret.as_deref() {
         let proven = tokio::select! {
             r = tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut rd, &mut wr, secret, &mut pending)) => {
                 r.unwrap_or_else(|_| Err("no proof of the cluster secret within 10 s".into()))
@@ -343,8 +387,8 @@ async fn run_link(
 /// of `pending` (the core answers it once the link is in); the proof is consumed.
 /// `Err` says why the link is refused.
 async fn authenticate(
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
+    rd: &mut LinkRead,
+    wr: &mut LinkWrite,
     secret: &ClusterSecret,
     pending: &mut Vec<u8>,
 ) -> Result<(), String> {
@@ -390,7 +434,7 @@ async fn authenticate(
 
 /// Read until a whole frame starts at `at` in `pending`: its length.
 async fn read_frame(
-    rd: &mut OwnedReadHalf,
+    rd: &mut LinkRead,
     pending: &mut Vec<u8>,
     at: usize,
     limits: &LinkLimits,

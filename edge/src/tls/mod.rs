@@ -1,10 +1,12 @@
-//! TLS termination's shared half: the certificates the `listen_tls` listener serves
-//! ([`certs`]: PEM files in, one rustls `ServerConfig` out, picked by SNI, reloaded
-//! when the files change or on SIGHUP). Each connection's own TLS session, the
-//! sans-IO layer between its receive buffers and the WebSocket framer, is
-//! [`worker::conn::tls`](crate::worker::conn::tls).
+//! TLS in the edge: the certificates the `listen_tls` listener serves ([`certs`]: PEM
+//! files in, one rustls `ServerConfig` out, picked by SNI, reloaded when the files
+//! change or on SIGHUP), and one session's sans-IO record layer ([`session`]), between
+//! a connection's receive buffers and the WebSocket framer, or a store link's and its
+//! frame decoder; the store links' client config ([`link`]).
 
 pub mod certs;
+pub mod link;
+pub mod session;
 
 /// Whether the kernel offers kTLS (the `tls` upper-layer protocol is registered). When it
 /// does not, records are sealed and opened in user space (every connection encrypts its

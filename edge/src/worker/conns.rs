@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering;
 use tracing::{debug, warn};
 
 use super::admission::{self, Placement};
-use super::conn::tls::Tls;
-use super::conn::{Armed, Conn, Ctx, IoAction, RecvStyle};
+use rustls::server::UnbufferedServerConnection;
+
+use super::conn::{Armed, Conn, Ctx, IoAction, RecvStyle, ServerTls};
 use super::slab::Key;
 use super::timer::deadline_after;
 use super::{Worker, conn_ref, grow_buffers, secs};
@@ -213,14 +214,16 @@ impl Worker {
             && net::peer_ip(&fd).is_some_and(|ip| self.cfg.proxy_protocol_from.contains(&ip));
         let tls = match (t, &self.tls) {
             (Transport::Clear, _) => None,
-            (Transport::Tls, Some(config)) => match Tls::new(Arc::clone(config)) {
-                Ok(s) => Some(Box::new(s)),
-                Err(e) => {
-                    warn!(worker = self.id, error = %e, "cannot start a TLS session");
-                    admission::remove(&self.shared.load, self.id);
-                    return;
+            (Transport::Tls, Some(config)) => {
+                match UnbufferedServerConnection::new(Arc::clone(config)) {
+                    Ok(s) => Some(Box::new(ServerTls::new(s))),
+                    Err(e) => {
+                        warn!(worker = self.id, error = %e, "cannot start a TLS session");
+                        admission::remove(&self.shared.load, self.id);
+                        return;
+                    }
                 }
-            },
+            }
             // A TLS listener without certificates is never opened.
             (Transport::Tls, None) => {
                 admission::remove(&self.shared.load, self.id);

@@ -62,6 +62,8 @@ pub(super) struct LinkSet {
     epoch: Instant,
     /// The cluster secret links prove (`None`: not authenticated).
     secret: Option<Arc<ClusterSecret>>,
+    /// TLS on the links (`None`: cleartext).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl LinkSet {
@@ -70,10 +72,17 @@ impl LinkSet {
         map: &ClusterMap,
         worker: usize,
         seed: u64,
-        secret: Option<Arc<ClusterSecret>>,
+        (secret, tls): (
+            Option<Arc<ClusterSecret>>,
+            Option<Arc<rustls::ClientConfig>>,
+        ),
     ) -> Self {
         Self {
-            links: map.stores.iter().map(|s| Link::new(s.addr)).collect(),
+            links: map
+                .stores
+                .iter()
+                .map(|s| Link::new(s.addr, &s.id))
+                .collect(),
             enc: LinkEncoder::new(&LinkLimits::default()),
             jitter: Jitter::new(seed),
             edge_id: format!("edge-{}", std::process::id()),
@@ -82,6 +91,7 @@ impl LinkSet {
             map_version: map.version,
             epoch: Instant::now(),
             secret,
+            tls,
         }
     }
 
@@ -107,6 +117,7 @@ impl LinkSet {
             worker: self.worker,
             jitter,
             secret: self.secret.as_deref(),
+            tls: self.tls.as_ref(),
         };
         Some(f(link, &mut ctx))
     }

@@ -78,6 +78,8 @@ pub struct Shared {
     pub certs: Option<Arc<crate::tls::certs::Certs>>,
     /// The cluster secret store links prove (`None`: they are not authenticated).
     pub cluster_secret: Option<Arc<wire::link::auth::ClusterSecret>>,
+    /// TLS on the store links: their client config (`None`: cleartext).
+    pub link_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
             keys,
             certs,
             cluster_secret: None,
+            link_tls: None,
         }
     }
 }
@@ -221,6 +224,7 @@ impl Worker {
         let tls_seen = shared.certs.as_ref().map_or(0, |c| c.generation());
         let tls = shared.certs.as_ref().map(|c| c.current());
         let cluster_secret = shared.cluster_secret.clone();
+        let link_tls = shared.link_tls.clone();
         Ok(Self {
             ring,
             bufs,
@@ -241,7 +245,7 @@ impl Worker {
                 0x9E37_79B9_7F4A_7C15
                     ^ (id as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
                     ^ u64::from(std::process::id()),
-                cluster_secret,
+                (cluster_secret, link_tls),
             ),
             hub: Hub::new(map).with_max_subs(max_subs),
             delivery: dispatch::Encoders::default(),
@@ -340,7 +344,7 @@ impl Drop for Worker {
 }
 
 /// What a send did not take of `chunks` (`sent` bytes went out), in order.
-fn requeue(chunks: Vec<Chunk>, mut sent: usize) -> Vec<Chunk> {
+pub(crate) fn requeue(chunks: Vec<Chunk>, mut sent: usize) -> Vec<Chunk> {
     let mut unsent = Vec::new();
     for mut ch in chunks {
         let len = ch.as_slice().len();

@@ -146,6 +146,9 @@ pub struct CoreConfig {
     /// (`None`: links are not authenticated; loopback only). Used by the link tasks
     /// (`server`), before a link reaches the core.
     pub cluster_secret: Option<Arc<wire::link::auth::ClusterSecret>>,
+    /// TLS on the links: every link is a TLS session with this config (`None`:
+    /// cleartext). Used by the link tasks, like the secret.
+    pub link_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for CoreConfig {
@@ -159,6 +162,7 @@ impl Default for CoreConfig {
             max_link_queue_bytes: DEFAULT_LINK_QUEUE_BYTES,
             metrics: Arc::default(),
             cluster_secret: None,
+            link_tls: None,
         }
     }
 }

@@ -367,7 +367,7 @@ impl Conn {
         if let Life::Closing { linger, .. } = self.life
             && self.out.is_empty()
             && !self.armed.has(Armed::SEND)
-            && self.tls.as_deref().is_none_or(super::tls::Tls::flushed)
+            && self.tls.as_deref().is_none_or(super::ServerTls::flushed)
         {
             // Flushed.
             if linger {
@@ -436,16 +436,24 @@ impl Conn {
         }
         let chunks = match self.tls.as_deref_mut() {
             None => self.out.take_batch(),
-            Some(tls) => match tls.poll_transmit(&mut self.out) {
-                Ok(Some(sealed)) => sealed,
-                Ok(None) => return None,
-                Err(_) => {
-                    // The session cannot seal any more: close at once.
-                    self.out.clear();
-                    self.cancel();
-                    return None;
+            Some(tls) => {
+                let sealed = if tls.can_seal() && (!self.out.is_empty() || tls.notify_wanted()) {
+                    let batch = self.out.take_batch();
+                    tls.seal_frames(&batch, self.out.is_empty())
+                } else {
+                    Ok(())
+                };
+                match sealed.map(|()| tls.take_sealed()) {
+                    Ok(Some(sealed)) => sealed,
+                    Ok(None) => return None,
+                    Err(_) => {
+                        // The session cannot seal any more: close at once.
+                        self.out.clear();
+                        self.cancel();
+                        return None;
+                    }
                 }
-            },
+            }
         };
         self.armed.set(Armed::SEND, true);
         Some(chunks)

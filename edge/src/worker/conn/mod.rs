@@ -2,7 +2,7 @@
 //! the model). Received bytes, completions and timer ticks come in through
 //! `handle_*`; the I/O it wants (arm, cancel, shut down, release), the frames of its
 //! next send and its next deadline come out through `poll_*`. On a TLS listener its
-//! session ([`tls`]) sits between the two: records are opened before the bytes go on,
+//! session ([`ServerTls`]) sits between the two: records are opened before the bytes go on,
 //! and frames sealed on their way out. Its life is one enum,
 //! [`Life`], whose transitions are all in [`life`]; [`http`] answers the request head
 //! (plain HTTP, or the upgrade to a WebSocket) and [`ws`] runs the frame loop (echo on
@@ -14,7 +14,6 @@ pub mod life;
 pub mod rate;
 #[cfg(test)]
 mod tests;
-pub mod tls;
 mod ws;
 
 use std::collections::VecDeque;
@@ -27,6 +26,9 @@ use crate::uring::Chunk;
 use crate::worker::timer::Tick;
 use life::Pending;
 pub use life::{Armed, IoAction, Life, RecvStyle};
+
+/// A connection's TLS session (the server side).
+pub type ServerTls = crate::tls::session::Tls<rustls::server::UnbufferedServerConnection>;
 
 /// The subprotocols `/ws` speaks, in order of preference when a client offers both.
 pub const PROTOCOLS: [&str; 2] = [PROTOCOL_JSON, PROTOCOL_FB];
@@ -154,7 +156,7 @@ pub struct Conn {
     /// `Life::Handshake`, where it would cost the slot 8 bytes).
     full: bool,
     /// Its TLS session (`None`: cleartext).
-    tls: Option<Box<tls::Tls>>,
+    tls: Option<Box<ServerTls>>,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -195,7 +197,7 @@ impl Conn {
         deadline: Tick,
         full: bool,
         proxied: bool,
-        tls: Option<Box<tls::Tls>>,
+        tls: Option<Box<ServerTls>>,
     ) -> Self {
         let mut c = Self {
             fd,

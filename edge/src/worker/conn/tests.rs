@@ -121,6 +121,7 @@ fn config(style: RecvStyle) -> Config {
         tls_only: false,
         tls_certs: Vec::new(),
         cluster_secret_file: None,
+        link_tls_ca_file: None,
         workers: 1,
         max_connections: 10,
         max_message: 1 << 20,

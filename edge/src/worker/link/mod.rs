@@ -18,6 +18,11 @@
 //! proves it back (`AuthProof`, `wire::link::auth`); a store that cannot, or a link
 //! without a secret asked for one, is refused: [`Change::Down`] says it was
 //! `unauthenticated`.
+//!
+//! With `link_tls_ca_file` the link runs in TLS ([`ClientTls`], the same sans-IO
+//! record layer as a client connection's, client side): the hello and everything after
+//! it is sealed once the handshake is done; received records are opened before they
+//! are cut into frames.
 
 pub mod backoff;
 #[cfg(test)]
@@ -26,6 +31,11 @@ mod tests;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
 
 use wire::link::auth::{ClusterSecret, Nonce, Side};
 use wire::link::{KeepAliveNonce, LinkEncoder, LinkFrame, LinkLimits, LinkMessage, decode_frame};
@@ -33,6 +43,9 @@ use wire::link::{KeepAliveNonce, LinkEncoder, LinkFrame, LinkLimits, LinkMessage
 pub use backoff::Millis;
 
 use crate::uring::{Chunk, Gen};
+
+/// A link's TLS session (the client side).
+pub type ClientTls = crate::tls::session::Tls<UnbufferedClientConnection>;
 
 /// Milliseconds between pings on an idle link.
 pub const LINK_PING_MS: Millis = 5_000;
@@ -184,6 +197,12 @@ pub struct Link {
     nonce: Option<Nonce>,
     /// The store proved the cluster secret on this socket.
     store_proven: bool,
+    /// The name the store's certificate must carry (its id in the cluster map).
+    name: ServerName<'static>,
+    /// This socket's TLS session (with `link_tls_ca_file`).
+    tls: Option<Box<ClientTls>>,
+    /// Its session could not seal the link's frames: the next tick drops it.
+    seal_failed: bool,
 }
 
 /// What the link needs to build its own frames and check the hello's answer.
@@ -204,11 +223,16 @@ pub struct LinkCtx<'a> {
     /// The cluster secret the store and this link prove to each other (`None`: links
     /// are not authenticated).
     pub secret: Option<&'a ClusterSecret>,
+    /// TLS on the links: the client config (`None`: cleartext).
+    pub tls: Option<&'a Arc<ClientConfig>>,
 }
 
 impl Link {
-    /// A link to `addr`, down and due at once.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// A link to `addr`, the store named `name` (its id: what its certificate must
+    /// name, with TLS), down and due at once.
+    pub fn new(addr: SocketAddr, name: &str) -> Self {
+        let name = ServerName::try_from(name.to_owned())
+            .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into()));
         Self {
             addr,
             fd: None,
@@ -222,6 +246,9 @@ impl Link {
             last_ping: 0,
             nonce: None,
             store_proven: false,
+            name,
+            tls: None,
+            seal_failed: false,
         }
     }
 
@@ -316,6 +343,15 @@ impl Link {
             _ => now,
         };
         self.state = LinkState::Hello { since };
+        if let Some(config) = ctx.tls {
+            let started = UnbufferedClientConnection::new(Arc::clone(config), self.name.clone())
+                .map(ClientTls::new)
+                .and_then(|mut t| t.start().map(|()| t));
+            match started {
+                Ok(t) => self.tls = Some(Box::new(t)),
+                Err(e) => return self.fail(now, &format!("TLS: {e}"), ctx.jitter),
+            }
+        }
         self.nonce = match (ctx.secret, nonce) {
             (None, _) => None,
             (Some(_), Some(n)) => Some(n),
@@ -368,12 +404,12 @@ impl Link {
         }
     }
 
-    /// Bytes arrived on socket `generation`: cut them into frames; frames for the
-    /// hub (watch pongs included) go to `on_frame`.
+    /// Bytes arrived on socket `generation` (opened in place, with TLS): cut them
+    /// into frames; frames for the hub (watch pongs included) go to `on_frame`.
     pub fn handle_recv(
         &mut self,
         generation: Gen,
-        data: &[u8],
+        data: &mut [u8],
         now: Millis,
         ctx: &mut LinkCtx<'_>,
         on_frame: &mut dyn FnMut(&LinkFrame<'_>),
@@ -384,7 +420,14 @@ impl Link {
             return None;
         }
         self.last_rx = now;
-        self.inbuf.extend_from_slice(data);
+        match self.tls.as_deref_mut() {
+            None => self.inbuf.extend_from_slice(data),
+            Some(tls) => match tls.handle_ciphertext(data, &mut self.inbuf) {
+                Ok(o) if o.peer_closed => return self.fail(now, "closed by the store", ctx.jitter),
+                Ok(_) => {}
+                Err(e) => return self.fail(now, &format!("TLS: {e}"), ctx.jitter),
+            },
+        }
         let buf = std::mem::take(&mut self.inbuf);
         let (used, result) = self.frames(&buf, ctx, on_frame);
         match result {
@@ -461,18 +504,30 @@ impl Link {
         (at, Ok(change))
     }
 
-    /// The frames of the next send on the current socket, if any are queued and none
-    /// is in flight.
+    /// The frames of the next send on the current socket (sealed, with TLS), if any
+    /// are queued and none is in flight.
     pub fn poll_transmit(&mut self) -> Option<(RawFd, Gen, Vec<Chunk>)> {
         if self.ops.has(LinkOps::SEND)
-            || self.out.is_empty()
             || !matches!(self.state, LinkState::Hello { .. } | LinkState::Up)
         {
             return None;
         }
         let raw = self.fd.as_ref()?.as_raw_fd();
         let n = self.out.len().min(crate::uring::op::writev::MAX_IOV);
-        let chunks: Vec<Chunk> = self.out.drain(..n).collect();
+        let chunks = match self.tls.as_deref_mut() {
+            None if n == 0 => return None,
+            None => self.out.drain(..n).collect(),
+            Some(tls) => {
+                if tls.can_seal() && n > 0 {
+                    let batch: Vec<Chunk> = self.out.drain(..n).collect();
+                    if tls.seal_frames(&batch, false).is_err() {
+                        self.seal_failed = true;
+                        return None;
+                    }
+                }
+                tls.take_sealed()?
+            }
+        };
         self.ops.set(LinkOps::SEND, true);
         Some((raw, self.generation, chunks))
     }
@@ -494,8 +549,13 @@ impl Link {
         match sent {
             Err(_) => self.fail(now, "send failed", jitter),
             Ok(n) => {
-                for ch in crate::worker::requeue(chunks, n).into_iter().rev() {
-                    self.out.push_front(ch);
+                match self.tls.as_deref_mut() {
+                    Some(tls) => tls.handle_sent(chunks, n),
+                    None => {
+                        for ch in crate::worker::requeue(chunks, n).into_iter().rev() {
+                            self.out.push_front(ch);
+                        }
+                    }
                 }
                 None
             }
@@ -505,6 +565,9 @@ impl Link {
     /// Every tick: give up on an attempt that takes too long, drop a silent link,
     /// ping an idle one.
     pub fn handle_tick(&mut self, now: Millis, ctx: &mut LinkCtx<'_>) -> Option<Change> {
+        if self.seal_failed {
+            return self.fail(now, "TLS could not seal the link's frames", ctx.jitter);
+        }
         match self.state {
             LinkState::Connecting { since } | LinkState::Hello { since }
                 if now.saturating_sub(since) >= LINK_CONNECT_MS =>
@@ -579,6 +642,8 @@ impl Link {
         self.out.clear();
         self.nonce = None;
         self.store_proven = false;
+        self.tls = None;
+        self.seal_failed = false;
         Some(Change::Down {
             was_up,
             why: fault.why,

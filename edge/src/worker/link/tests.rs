@@ -95,7 +95,10 @@ struct Sim {
 impl Sim {
     fn new() -> Self {
         let mut s = Self {
-            link: Link::new("127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!())),
+            link: Link::new(
+                "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
+                "store-a",
+            ),
             k: Kernel::default(),
             enc: LinkEncoder::new(&LinkLimits::default()),
             now: 0,
@@ -127,6 +130,7 @@ impl Sim {
             worker: 0,
             jitter,
             secret,
+            tls: None,
         }
     }
 
@@ -198,7 +202,9 @@ impl Sim {
         let hub = &mut self.frames_to_hub;
         let c = self
             .link
-            .handle_recv(g, bytes, self.now, &mut ctx, &mut |_| *hub += 1);
+            .handle_recv(g, &mut bytes.to_vec(), self.now, &mut ctx, &mut |_| {
+                *hub += 1
+            });
         if Some(g) == self.socket && self.up {
             // Traffic: silence counts from here.
             self.since = self.now;

@@ -1,21 +1,56 @@
-//! A connection's TLS session: the sans-IO layer between its receive buffers and the
-//! WebSocket framer, on rustls's unbuffered API (the connection holds the buffers, so
-//! an idle session holds none). Ciphertext from a receive comes in through
+//! One TLS session as a sans-IO record layer, on rustls's unbuffered API (the caller
+//! holds the buffers, so an idle session holds none): a connection's, server side
+//! ([`worker::conn`](crate::worker::conn)), or a store link's, client side
+//! ([`worker::link`](crate::worker::link)). Ciphertext from a receive comes in through
 //! [`Tls::handle_ciphertext`]: complete records are opened in place in the receive
 //! buffer and their plaintext comes out; the bytes of a record not yet complete are
-//! kept (and released once it completes). Handshake records, alerts and the frames of
-//! the send queue, sealed, come out of [`Tls::poll_transmit`] as the chunks of one
-//! send; what a send did not take comes back through [`Tls::handle_sent`] and goes
-//! first in the next. Closing seals a `close_notify` after the last frame.
+//! kept (and released once it completes). Handshake records and alerts are sealed as
+//! they come; the owner's frames are sealed by [`Tls::seal`] once the handshake is
+//! done; all of it leaves through [`Tls::take_sealed`] as the chunks of one send, and
+//! what a send did not take comes back through [`Tls::handle_sent`] to go first in the
+//! next. Closing seals a `close_notify` after the last frame.
 
-use std::sync::Arc;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
-use rustls::ServerConfig;
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
-
-use super::SendQueue;
 use crate::uring::Chunk;
+
+/// Either end of rustls's unbuffered API: a server session or a client session.
+pub trait Endpoint {
+    /// The side's connection data.
+    type Data;
+
+    /// Process the records at the front of `buf` until a new state is reached.
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+
+    /// Whether the handshake is still going on.
+    fn handshaking(&self) -> bool;
+}
+
+impl Endpoint for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+
+    fn handshaking(&self) -> bool {
+        self.is_handshaking()
+    }
+}
+
+impl Endpoint for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+
+    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+
+    fn handshaking(&self) -> bool {
+        self.is_handshaking()
+    }
+}
 
 /// Most ciphertext held for records not yet complete: a handshake message may span
 /// records up to 64 KiB (rustls's own limit), plus one record.
@@ -35,9 +70,9 @@ enum Notify {
     Done,
 }
 
-/// One connection's TLS session.
-pub struct Tls {
-    session: UnbufferedServerConnection,
+/// One TLS session (a server's for a connection, a client's for a link).
+pub struct Tls<E> {
+    session: E,
     /// Ciphertext of records not yet complete; empty (no allocation) between records.
     incoming: Vec<u8>,
     /// Ciphertext ready to send, in order: what the last send did not take, then
@@ -46,12 +81,14 @@ pub struct Tls {
     notify: Notify,
     /// The peer's `close_notify` arrived (reported once).
     peer_closed: bool,
+    /// It failed: rustls is not asked anything more.
+    failed: bool,
 }
 
-impl std::fmt::Debug for Tls {
+impl<E: Endpoint> std::fmt::Debug for Tls<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("handshaking", &self.session.is_handshaking())
+            .field("handshaking", &self.session.handshaking())
             .field("incoming", &self.incoming.len())
             .field("sealed", &self.sealed.len())
             .field("notify", &self.notify)
@@ -68,21 +105,27 @@ pub struct Opened {
     pub peer_closed: bool,
 }
 
-impl Tls {
-    /// A server session with `config`.
-    pub fn new(config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
-        Ok(Self {
-            session: UnbufferedServerConnection::new(config)?,
+impl<E: Endpoint> Tls<E> {
+    /// A session over `session` (new: for a client, [`start`](Self::start) it).
+    pub fn new(session: E) -> Self {
+        Self {
+            session,
             incoming: Vec::new(),
             sealed: Vec::new(),
             notify: Notify::No,
             peer_closed: false,
-        })
+            failed: false,
+        }
+    }
+
+    /// A client speaks first: seal its first handshake records.
+    pub fn start(&mut self) -> Result<(), rustls::Error> {
+        self.open(&mut [], &mut Vec::new()).map(|_| ())
     }
 
     /// Whether the handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
-        self.session.is_handshaking()
+        self.session.handshaking()
     }
 
     /// Ciphertext arrived (`data` is opened in place): the plaintext of every complete
@@ -150,21 +193,40 @@ impl Tls {
 
     /// Open the complete records at the front of `buf`; returns the bytes used.
     fn open(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> Result<usize, rustls::Error> {
+        if self.failed {
+            return Err(rustls::Error::General("the session failed".into()));
+        }
+        self.open_records(buf, plain).map_err(|(e, at)| {
+            self.failed = true;
+            let at = at.min(buf.len());
+            self.seal_alert(&mut buf[at..]);
+            e
+        })
+    }
+
+    /// [`open`](Self::open)'s loop; `Err` also says where in `buf` it stood.
+    fn open_records(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<usize, (rustls::Error, usize)> {
         let mut used = 0;
         loop {
-            let status = self.session.process_tls_records(&mut buf[used..]);
+            let status = self.session.process(&mut buf[used..]);
             let mut discard = status.discard;
-            let more = match status.state? {
+            let state = status.state.map_err(|e| (e, used))?;
+            let more = match state {
                 ConnectionState::ReadTraffic(mut r) => {
                     while let Some(record) = r.next_record() {
-                        let record = record?;
+                        let record = record.map_err(|e| (e, used))?;
                         discard += record.discard;
                         plain.extend_from_slice(record.payload);
                     }
                     true
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
-                    self.sealed.push(Chunk::Owned(encode(|b| e.encode(b))?));
+                    let v = encode(|b| e.encode(b)).map_err(|e| (e, used))?;
+                    self.sealed.push(Chunk::Owned(v));
                     true
                 }
                 ConnectionState::TransmitTlsData(t) => {
@@ -188,20 +250,24 @@ impl Tls {
         }
     }
 
-    /// The session failed: seal the alert it queued, if any; no `close_notify` follows.
+    /// The session just failed on `buf`: seal the alert it queued, if any. Asked with
+    /// the same buffer (rustls's deframer may hold positions in it: asking with any
+    /// other, an empty one included, is outside its contract), once, and never again.
+    fn seal_alert(&mut self, buf: &mut [u8]) {
+        let status = self.session.process(buf);
+        if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state
+            && let Ok(v) = encode(|b| e.encode(b))
+        {
+            self.sealed.push(Chunk::Owned(v));
+        }
+    }
+
+    /// The session failed: nothing more is opened or sealed, and no `close_notify`
+    /// follows (its alert, if any, is sealed already).
     fn fail(&mut self) {
+        self.failed = true;
         self.incoming = Vec::new();
         self.notify = Notify::Done;
-        for _ in 0..4 {
-            let status = self.session.process_tls_records(&mut []);
-            let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state else {
-                return;
-            };
-            match encode(|b| e.encode(b)) {
-                Ok(v) => self.sealed.push(Chunk::Owned(v)),
-                Err(_) => return,
-            }
-        }
     }
 
     /// The connection is closing: a `close_notify` follows the last frame queued.
@@ -222,22 +288,30 @@ impl Tls {
         self.sealed.is_empty() && self.notify != Notify::Wanted
     }
 
-    /// The ciphertext of the next send: what is sealed, plus the frames of `out`
-    /// sealed now (once the handshake is done), plus `close_notify` when asked for and
-    /// `out` is empty. `Err`: the session cannot seal any more (close at once).
-    pub fn poll_transmit(
-        &mut self,
-        out: &mut SendQueue,
-    ) -> Result<Option<Vec<Chunk>>, rustls::Error> {
-        if !self.is_handshaking() && (!out.is_empty() || self.notify == Notify::Wanted) {
-            let batch = out.take_batch();
-            let notify = self.notify == Notify::Wanted && out.is_empty();
-            self.seal(&batch, notify)?;
-            if notify {
-                self.notify = Notify::Done;
-            }
+    /// Whether the owner's frames can be sealed now (the handshake is done).
+    pub fn can_seal(&self) -> bool {
+        !self.is_handshaking()
+    }
+
+    /// Whether a `close_notify` is asked for and not yet sealed.
+    pub fn notify_wanted(&self) -> bool {
+        self.notify == Notify::Wanted
+    }
+
+    /// Seal `frames` (once the handshake is done), and the `close_notify` asked for
+    /// when `last` (nothing more is queued). `Err`: the session cannot seal any more.
+    pub fn seal_frames(&mut self, frames: &[Chunk], last: bool) -> Result<(), rustls::Error> {
+        let notify = last && self.notify == Notify::Wanted;
+        self.seal(frames, notify)?;
+        if notify {
+            self.notify = Notify::Done;
         }
-        Ok((!self.sealed.is_empty()).then(|| std::mem::take(&mut self.sealed)))
+        Ok(())
+    }
+
+    /// The ciphertext of the next send, if any is sealed.
+    pub fn take_sealed(&mut self) -> Option<Vec<Chunk>> {
+        (!self.sealed.is_empty()).then(|| std::mem::take(&mut self.sealed))
     }
 
     /// Seal `frames` (and a `close_notify` after them if `notify`) as one run of records.
@@ -255,8 +329,13 @@ impl Tls {
                 &joined
             }
         };
+        if self.failed {
+            return Err(rustls::Error::General("the session failed".into()));
+        }
         loop {
-            let status = self.session.process_tls_records(&mut []);
+            // With the bytes held for a record not yet complete (and nothing else):
+            // rustls's deframer may hold positions in them.
+            let status = self.session.process(&mut self.incoming);
             match status.state? {
                 ConnectionState::EncodeTlsData(mut e) => {
                     self.sealed.push(Chunk::Owned(encode(|b| e.encode(b))?));
