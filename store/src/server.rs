@@ -277,6 +277,45 @@ async fn open_session(
     None
 }
 
+/// Through the gate: the link's halves once its TLS session (if on) is up and it has
+/// proven the cluster secret (if set), with what it sent meanwhile in `pending`;
+/// `None`: refused (logged and counted) or the node is stopping.
+async fn admit(
+    peer: Peer,
+    stream: TcpStream,
+    gate: &Gate,
+    metrics: &Metrics,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    pending: &mut Vec<u8>,
+) -> Option<(LinkRead, LinkWrite)> {
+    // Replies and changes are already batched per drain; Nagle would only hold the
+    // next batch back behind the peer's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!(link = peer.link, error = %e, "cannot set TCP_NODELAY");
+    }
+    let (mut rd, mut wr) = open_session(peer, stream, gate.tls.as_ref(), metrics).await?;
+    let Some(secret) = gate.secret.as_deref() else {
+        return Some((rd, wr));
+    };
+    let proven = tokio::select! {
+        r = tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut rd, &mut wr, secret, pending)) => {
+            r.unwrap_or_else(|_| Err("no proof of the cluster secret within 10 s".into()))
+        }
+        _ = stop.changed() => Err(STOPPING.to_string()),
+    };
+    match proven {
+        Ok(()) => {
+            info!(link = peer.link, peer = %peer.addr, "link proved the cluster secret");
+            Some((rd, wr))
+        }
+        Err(why) => {
+            Metrics::add(&metrics.links_dropped_unauthenticated, 1);
+            warn!(link = peer.link, peer = %peer.addr, reason = %why, "link refused: it did not prove the cluster secret");
+            None
+        }
+    }
+}
+
 /// A link's number and its peer's address (for the logs).
 #[derive(Debug, Clone, Copy)]
 struct Peer {
@@ -296,30 +335,11 @@ async fn run_link(
         link,
         addr: peer_addr,
     } = peer;
-    // Replies and changes are already batched per drain; Nagle would only hold the
-    // next batch back behind the peer's delayed ACK.
-    if let Err(e) = stream.set_nodelay(true) {
-        warn!(link, error = %e, "cannot set TCP_NODELAY");
-    }
-    let Some((mut rd, mut wr)) = open_session(peer, stream, gate.tls.as_ref(), metrics).await
-    else {
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let Some((rd, wr)) = admit(peer, stream, gate, metrics, &mut stop, &mut pending).await else {
         return;
     };
-    let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    if let Some(secret) = gate.secret.as_deref() {
-        let proven = tokio::select! {
-            r = tokio::time::timeout(AUTH_TIMEOUT, authenticate(&mut rd, &mut wr, secret, &mut pending)) => {
-                r.unwrap_or_else(|_| Err("no proof of the cluster secret within 10 s".into()))
-            }
-            _ = stop.changed() => Err(STOPPING.to_string()),
-        };
-        if let Err(why) = proven {
-            Metrics::add(&metrics.links_dropped_unauthenticated, 1);
-            warn!(link, peer = %peer_addr, reason = %why, "link refused: it did not prove the cluster secret");
-            return;
-        }
-        info!(link, peer = %peer_addr, "link proved the cluster secret");
-    }
+    let mut rd = rd;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(tokio::sync::Notify::new());
