@@ -2,6 +2,7 @@
 message, a ping that must get its matching pong, and a clean close. Exit 0 when
 every echo matches. A `wss://` URL is checked against the CA in $RINGLINE_CA."""
 import os
+import signal
 import ssl
 import sys
 
@@ -9,9 +10,17 @@ from websockets.sync.client import connect
 
 url = sys.argv[1]
 tls = None
+timeouts = {}
 if url.startswith("wss://"):
     tls = ssl.create_default_context(cafile=os.environ["RINGLINE_CA"])
-with connect(url, max_size=2**24, ssl=tls) as ws:
+    # websockets' sync client changes the socket's timeout from one thread (opening,
+    # closing) while its reader thread is inside an SSL read; a record read in two
+    # pieces then fails with "The read operation timed out" (seen against any TLS
+    # server, fastwebsockets + tokio-rustls too). Without those timeouts it never
+    # changes them; the alarm below bounds the whole run instead.
+    timeouts = {"open_timeout": None, "close_timeout": None}
+    signal.alarm(30)
+with connect(url, max_size=2**24, ssl=tls, **timeouts) as ws:
     ws.send("héllo from python")
     assert ws.recv() == "héllo from python"
     blob = bytes(range(256)) * 300
