@@ -41,6 +41,8 @@ pub struct WorkerMetrics {
     pub handshakes: AtomicU64,
     /// TLS handshakes completed.
     pub tls_handshakes: AtomicU64,
+    /// Of those, resumed from a session ticket.
+    pub tls_resumed: AtomicU64,
     /// TLS sessions failed: an alert, garbage, or a record too large.
     pub tls_failed: AtomicU64,
     /// Store links refused for the cluster secret.
@@ -116,7 +118,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 25] = [
+static SERIES: [Series; 26] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -194,6 +196,12 @@ static SERIES: [Series; 25] = [
         "counter",
         "TLS handshakes completed.",
         |m| &m.tls_handshakes,
+    ),
+    (
+        "ringline_edge_tls_resumed_total",
+        "counter",
+        "TLS handshakes that resumed a session from a ticket (no certificate signature).",
+        |m| &m.tls_resumed,
     ),
     (
         "ringline_edge_tls_failed_total",

@@ -293,3 +293,30 @@ fn a_handshake_that_fails_midway_through_a_split_message_closes_that_connection_
     echo_once(fresh, "and accepting");
     assert!(edge.metric("ringline_edge_tls_failed_total") >= 3);
 }
+
+/// A client that reconnects presents the session ticket it was given and resumes
+/// (no certificate signature), on either worker: the ticket key is the process's.
+#[test]
+fn a_reconnecting_client_resumes_its_session() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["localhost"], "edge");
+    let edge = TlsEdge::start(&[&leaf], &[]);
+    let mut config = (*client(&ca, &[&rustls::version::TLS13])).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+    let config = Arc::new(config);
+    let mut kinds = Vec::new();
+    for i in 0..6 {
+        let s = connect_with(Arc::clone(&config), edge.tls, "localhost").unwrap();
+        kinds.push(s.conn.handshake_kind());
+        let mut ws = Ws::upgrade(s, "/echo", None, "").unwrap();
+        // The tickets arrive after the handshake: an exchange makes sure they did.
+        echo_once(&mut ws, &format!("visit {i}"));
+    }
+    assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
+    assert!(
+        kinds[1..]
+            .iter()
+            .all(|k| *k == Some(rustls::HandshakeKind::Resumed)),
+        "{kinds:?}"
+    );
+}

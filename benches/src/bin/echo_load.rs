@@ -88,6 +88,7 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
     Ws,
+    /// TLS, every handshake a full one.
     Wss,
 }
 
@@ -586,7 +587,7 @@ type Workload = (String, bool, Box<dyn Fn((SocketAddr, Scheme)) -> Sample>);
 fn workloads(args: &Args) -> Vec<Workload> {
     let secs = args.seconds;
     let accept = if args.tls.is_some() {
-        "connect + TLS handshake + upgrade (64 at a time)"
+        "connect + full TLS handshake + upgrade (64 at a time)"
     } else {
         "connect + handshake (64 at a time)"
     };

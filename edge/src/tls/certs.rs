@@ -1,7 +1,8 @@
 //! The certificates TLS connections are served with. PEM files named in the config
 //! (each a certificate chain and its private key) are read into one rustls
 //! `ServerConfig`: TLS 1.2 and 1.3 with rustls's default cipher suites (the `ring`
-//! provider), ALPN `http/1.1`, and the certificate picked by the client's SNI (the first
+//! provider), ALPN `http/1.1`, stateless session tickets (resumption without the
+//! certificate's signature), and the certificate picked by the client's SNI (the first
 //! whose names match; the first of all when none does or the client sent no name).
 //!
 //! A thread reads the files once a second (and at once on SIGHUP); when their bytes
@@ -148,6 +149,12 @@ fn server_config(files: &[CertFiles]) -> Result<ServerConfig, String> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni { keys }));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Stateless session tickets (sealed with a key of this process, rotated every
+    // 6 h): a client that reconnects to this edge resumes without the certificate's
+    // signature, however many clients there are (rustls's default, a stateful cache,
+    // remembers 256 sessions).
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     Ok(config)
 }
 

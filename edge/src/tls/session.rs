@@ -26,6 +26,9 @@ pub trait Endpoint {
 
     /// Whether the handshake is still going on.
     fn handshaking(&self) -> bool;
+
+    /// Whether the handshake resumed an earlier session.
+    fn resumed(&self) -> bool;
 }
 
 impl Endpoint for UnbufferedServerConnection {
@@ -38,6 +41,10 @@ impl Endpoint for UnbufferedServerConnection {
     fn handshaking(&self) -> bool {
         self.is_handshaking()
     }
+
+    fn resumed(&self) -> bool {
+        self.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
 }
 
 impl Endpoint for UnbufferedClientConnection {
@@ -49,6 +56,10 @@ impl Endpoint for UnbufferedClientConnection {
 
     fn handshaking(&self) -> bool {
         self.is_handshaking()
+    }
+
+    fn resumed(&self) -> bool {
+        self.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
     }
 }
 
@@ -126,6 +137,11 @@ impl<E: Endpoint> Tls<E> {
     /// Whether the handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
         self.session.handshaking()
+    }
+
+    /// Whether the handshake resumed an earlier session (a ticket, no signature).
+    pub fn is_resumed(&self) -> bool {
+        self.session.resumed()
     }
 
     /// Ciphertext arrived (`data` is opened in place): the plaintext of every complete

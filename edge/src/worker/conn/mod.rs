@@ -278,6 +278,9 @@ impl Conn {
             Ok(opened) => {
                 if opened.handshake_done {
                     WorkerMetrics::add(&ctx.metrics.tls_handshakes, 1);
+                    if tls.is_resumed() {
+                        WorkerMetrics::add(&ctx.metrics.tls_resumed, 1);
+                    }
                 }
                 if !plain.is_empty() {
                     self.on_plaintext(&mut plain, now, ctx);
