@@ -134,11 +134,7 @@ fn server_config(files: &[CertFiles]) -> Result<ServerConfig, String> {
     if files.is_empty() {
         return Err("no TLS certificate configured".into());
     }
-    // `ring`: a small C and assembly build. Its key exchanges are the classical ones
-    // (X25519, P-256, P-384), which is why rustls marks it deprecated; the
-    // post-quantum hybrid needs the `aws-lc-rs` provider (a CMake build of AWS-LC).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = super::provider();
     let mut keys = Vec::with_capacity(files.len());
     for f in files {
         keys.push(Arc::new(certified_key(f, &provider)?));

@@ -25,10 +25,7 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
             .add(c)
             .map_err(|e| format!("{}: {e}", ca_file.display()))?;
     }
-    // `ring`, as for the client listener (see `certs`).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?
         .with_root_certificates(roots)

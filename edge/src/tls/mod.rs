@@ -8,6 +8,16 @@ pub mod certs;
 pub mod link;
 pub mod session;
 
+/// The crypto provider of every TLS config of the edge: `ring`, a small C and assembly
+/// build. Its key exchanges are the classical ones (X25519, P-256, P-384), which is why
+/// rustls marks it deprecated; the post-quantum hybrid needs the `aws-lc-rs` provider
+/// (a CMake build of AWS-LC).
+pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    #[allow(deprecated)]
+    let p = rustls::crypto::ring::default_provider();
+    std::sync::Arc::new(p)
+}
+
 /// Whether the kernel offers kTLS (the `tls` upper-layer protocol is registered). When it
 /// does not, records are sealed and opened in user space (every connection encrypts its
 /// own copy of a shared frame); the log says which path runs.
