@@ -230,18 +230,20 @@ impl<E: Endpoint> Tls<E> {
         loop {
             let status = self.session.process(&mut buf[used..]);
             let mut discard = status.discard;
-            let state = status.state.map_err(|e| (e, used))?;
+            // An error comes with the discard of what was processed before it: the
+            // alert is then asked for past those bytes, as the contract wants.
+            let state = status.state.map_err(|e| (e, used + discard))?;
             let more = match state {
                 ConnectionState::ReadTraffic(mut r) => {
                     while let Some(record) = r.next_record() {
-                        let record = record.map_err(|e| (e, used))?;
+                        let record = record.map_err(|e| (e, used + discard))?;
                         discard += record.discard;
                         plain.extend_from_slice(record.payload);
                     }
                     true
                 }
                 ConnectionState::EncodeTlsData(mut e) => {
-                    let v = encode(|b| e.encode(b)).map_err(|e| (e, used))?;
+                    let v = encode(|b| e.encode(b)).map_err(|e| (e, used + discard))?;
                     self.sealed.push(Chunk::Owned(v));
                     true
                 }
@@ -266,15 +268,20 @@ impl<E: Endpoint> Tls<E> {
         }
     }
 
-    /// The session just failed on `buf`: seal the alert it queued, if any. Asked with
-    /// the same buffer (rustls's deframer may hold positions in it: asking with any
-    /// other, an empty one included, is outside its contract), once, and never again.
+    /// The session just failed on `buf`: seal what it queued (its alert, after a
+    /// record queued before it, such as a key update). Asked with the same buffer
+    /// (rustls's deframer may hold positions in it: asking with any other, an empty one
+    /// included, is outside its contract), and never again after.
     fn seal_alert(&mut self, buf: &mut [u8]) {
-        let status = self.session.process(buf);
-        if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state
-            && let Ok(v) = encode(|b| e.encode(b))
-        {
-            self.sealed.push(Chunk::Owned(v));
+        for _ in 0..4 {
+            let status = self.session.process(buf);
+            let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state else {
+                return;
+            };
+            match encode(|b| e.encode(b)) {
+                Ok(v) => self.sealed.push(Chunk::Owned(v)),
+                Err(_) => return,
+            }
         }
     }
 
@@ -295,8 +302,7 @@ impl<E: Endpoint> Tls<E> {
 
     /// Whether a send is wanted (`queued`: frames wait in the send queue).
     pub fn wants_transmit(&self, queued: bool) -> bool {
-        !self.sealed.is_empty()
-            || (!self.is_handshaking() && (queued || self.notify == Notify::Wanted))
+        !self.sealed.is_empty() || (self.can_seal() && (queued || self.notify == Notify::Wanted))
     }
 
     /// Whether everything, `close_notify` included if asked for, is handed to sends.
@@ -304,9 +310,10 @@ impl<E: Endpoint> Tls<E> {
         self.sealed.is_empty() && self.notify != Notify::Wanted
     }
 
-    /// Whether the owner's frames can be sealed now (the handshake is done).
+    /// Whether the owner's frames can be sealed now (the handshake is done, and the
+    /// session has not failed: then only its alert, already sealed, goes out).
     pub fn can_seal(&self) -> bool {
-        !self.is_handshaking()
+        !self.failed && !self.is_handshaking()
     }
 
     /// Whether a `close_notify` is asked for and not yet sealed.
@@ -350,9 +357,22 @@ impl<E: Endpoint> Tls<E> {
         }
         loop {
             // With the bytes held for a record not yet complete (and nothing else):
-            // rustls's deframer may hold positions in them.
+            // rustls's deframer may hold positions in them. It may also find them
+            // broken (a bad header completed by the last receive): then the session
+            // fails here, its alert sealed.
             let status = self.session.process(&mut self.incoming);
-            match status.state? {
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    let at = status.discard;
+                    let mut held = std::mem::take(&mut self.incoming);
+                    let at = at.min(held.len());
+                    self.seal_alert(&mut held[at..]);
+                    self.fail();
+                    return Err(e);
+                }
+            };
+            match state {
                 ConnectionState::EncodeTlsData(mut e) => {
                     self.sealed.push(Chunk::Owned(encode(|b| e.encode(b))?));
                 }
@@ -397,7 +417,7 @@ fn record_lacks(buf: &[u8]) -> usize {
     match buf {
         [_, _, _, hi, lo, ..] => {
             let len = usize::from(u16::from_be_bytes([*hi, *lo]));
-            if len > MAX_RECORD {
+            if len >= MAX_RECORD {
                 0
             } else {
                 (5 + len).saturating_sub(buf.len())

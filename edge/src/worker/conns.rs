@@ -414,6 +414,8 @@ impl Worker {
                 continue;
             };
             let Some(chunks) = conn.poll_transmit() else {
+                // Nothing to send after all: it may have failed and be closing now.
+                self.drive(key);
                 continue;
             };
             let raw = conn.fd().as_raw_fd();

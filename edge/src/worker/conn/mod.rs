@@ -292,7 +292,9 @@ impl Conn {
             Err(e) => {
                 tracing::debug!(error = %e, "TLS failed");
                 WorkerMetrics::add(&ctx.metrics.tls_failed, 1);
-                // Its alert, if any, goes out; then the connection is released.
+                // Its alert, if any, goes out (nothing queued can be sealed any more);
+                // then the connection is released.
+                self.out.clear();
                 self.closing(false, now);
             }
         }
