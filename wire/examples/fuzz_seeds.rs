@@ -62,14 +62,18 @@ fn main() {
         fb::encode_response(&resp, &mut out);
         write(&root.join("client_fb"), &format!("resp{i}"), &out);
     }
+    link_frames(&root.join("link_frame"));
+    println!("seeds written under {}", root.display());
+}
 
+/// One seed per link frame kind (and a few variants), from the real encoder.
+fn link_frames(link: &Path) {
     let mut enc = LinkEncoder::default();
     let pos = Position::new(7, 0xDEAD_BEEF, 42);
-    let link = root.join("link_frame");
     let mut frame = |name: &str, f: &mut dyn FnMut(&mut LinkEncoder, &mut Vec<u8>)| {
         let mut out = Vec::new();
         f(&mut enc, &mut out);
-        write(&link, name, &out);
+        write(link, name, &out);
     };
     frame("hello", &mut |e, o| {
         e.hello(
@@ -142,5 +146,4 @@ fn main() {
         ];
         e.changes(o, 6, &changes).unwrap()
     });
-    println!("seeds written under {}", root.display());
 }

@@ -31,37 +31,33 @@ pub trait Endpoint {
     fn resumed(&self) -> bool;
 }
 
-impl Endpoint for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
+/// `Endpoint` for a rustls unbuffered connection type: the same three calls on either
+/// side.
+macro_rules! endpoint {
+    ($conn:ty, $data:ty) => {
+        impl Endpoint for $conn {
+            type Data = $data;
 
-    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(buf)
-    }
+            fn process<'c, 'i>(
+                &'c mut self,
+                buf: &'i mut [u8],
+            ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+                self.process_tls_records(buf)
+            }
 
-    fn handshaking(&self) -> bool {
-        self.is_handshaking()
-    }
+            fn handshaking(&self) -> bool {
+                self.is_handshaking()
+            }
 
-    fn resumed(&self) -> bool {
-        self.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-    }
+            fn resumed(&self) -> bool {
+                self.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+            }
+        }
+    };
 }
 
-impl Endpoint for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-
-    fn process<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(buf)
-    }
-
-    fn handshaking(&self) -> bool {
-        self.is_handshaking()
-    }
-
-    fn resumed(&self) -> bool {
-        self.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
-    }
-}
+endpoint!(UnbufferedServerConnection, ServerConnectionData);
+endpoint!(UnbufferedClientConnection, ClientConnectionData);
 
 /// Most ciphertext held for records not yet complete: a handshake message may span
 /// records up to 64 KiB (rustls's own limit), plus one record.
