@@ -46,6 +46,7 @@ fn bench(c: &mut Criterion) {
         key: Cow::Borrowed(key),
         value: Cow::Borrowed(br#"{"title":"Ringline design review"}"#),
         if_version: None,
+        msg_id: None,
     };
     let granted = put("room/{42}/chat");
     let refused = put("room/{43}/chat");

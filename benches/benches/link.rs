@@ -25,6 +25,7 @@ fn bench(c: &mut Criterion) {
                 black_box("room/{42}/title"),
                 black_box(value),
                 Some(3),
+                None,
             )
             .unwrap_or_else(|_| unreachable!());
             black_box(out.len())

@@ -26,6 +26,7 @@ fn put(key: Vec<u8>, value: &[u8]) -> Write {
         key,
         value: value.to_vec(),
         if_version: None,
+        msg_id: None,
     }
 }
 

@@ -92,6 +92,7 @@ fn with_auth_required_tokens_are_checked_and_every_op_is_granted_or_forbidden() 
         key: key.to_owned().into(),
         value: Cow::Borrowed(b"v"),
         if_version: None,
+        msg_id: None,
     };
     let r = w.call(&put(1, "user/bob/inbox"));
     assert!(matches!(r, Response::Ok { id: 1, .. }), "{r:?}");
@@ -118,11 +119,13 @@ fn with_auth_required_tokens_are_checked_and_every_op_is_granted_or_forbidden() 
             id: 8,
             key: "user/bob/inbox".into(),
             value: Cow::Borrowed(b"m"),
+            msg_id: None,
         },
         Request::Del {
             id: 9,
             key: "user/bob/other".into(),
             if_version: None,
+            msg_id: None,
         },
     ];
     for req in &denied {
@@ -176,6 +179,7 @@ fn with_auth_off_every_op_goes_through_whatever_the_token() {
         key: "anything".into(),
         value: Cow::Borrowed(b"v"),
         if_version: None,
+        msg_id: None,
     });
     assert!(matches!(r, Response::Ok { id: 1, .. }), "{r:?}");
     assert_eq!(c.edge.metric("ringline_edge_denied_total"), 0);
@@ -240,6 +244,7 @@ fn with_auth_optional_a_connection_without_a_token_gets_the_anonymous_grant() {
         key: key.to_owned().into(),
         value: Cow::Borrowed(b"v"),
         if_version: None,
+        msg_id: None,
     };
     // A token's holder writes a public key; an anonymous client reads it, and is
     // refused everything else.
@@ -603,4 +608,35 @@ fn the_jwks_is_reloaded_when_it_changes_and_open_connections_stay() {
     std::thread::sleep(Duration::from_millis(2500));
     let mut after = Client::json_with_token(addr, &new).unwrap();
     assert!(is_ok(&after.put(3, "k", "3"), 3));
+}
+
+#[test]
+fn msg_ids_are_scoped_by_the_tokens_subject() {
+    let (_dir, c) = auth_cluster(&["--auth", "required"]);
+    let addr = c.edge.addr;
+    let put = |id: u64, value: &'static str| Request::Put {
+        id,
+        key: "shared/doc".into(),
+        value: Cow::Borrowed(value.as_bytes()),
+        if_version: None,
+        msg_id: Some("m-1".into()),
+    };
+    let version = |r: Response<'_>| match r {
+        Response::Ok {
+            version: Some(v), ..
+        } => v,
+        other => panic!("{other:?}"),
+    };
+    let alice = token("alice", &["*"], &["shared/*"], 600, AUTH_SECRET);
+    let bob = token("bob", &["*"], &["shared/*"], 600, AUTH_SECRET);
+    let mut a = Client::json_with_token(addr, &alice).unwrap();
+    let first = version(a.call(&put(1, "1")));
+    // Alice's retry on a new connection is her first write's answer ...
+    let mut a2 = Client::json_with_token(addr, &alice).unwrap();
+    assert_eq!(version(a2.call(&put(2, "1"))), first);
+    // ... while Bob's id of the same spelling is his own: it writes (even with
+    // another value, which would be refused as a reuse within one scope).
+    let mut b = Client::json_with_token(addr, &bob).unwrap();
+    assert!(version(b.call(&put(3, "2"))) > first);
+    assert!(is_error(&a.call(&put(4, "2")), 4, ErrorCode::BadRequest));
 }

@@ -465,6 +465,7 @@ fn survive(c: &LocalCluster, ends: Ends, disrupt: fn(&LocalCluster)) -> Vec<Foll
                 id: n,
                 key: k.as_str().into(),
                 value: Cow::Owned(value.into_bytes()),
+                msg_id: None,
             })
         };
         assert!(matches!(r, Response::Ok { .. }), "write {n}: {r:?}");
@@ -534,6 +535,7 @@ fn a_token_older_than_retention_gets_reset_and_a_fresh_snapshot() {
                 key: key.as_str().into(),
                 value: Cow::Owned(v.to_string().into_bytes()),
                 if_version: None,
+                msg_id: None,
             });
         }
         for _ in batch {
@@ -610,6 +612,7 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
             key: k.as_str().into(),
             value: Cow::Owned(seq.to_string().into_bytes()),
             if_version: Some(expected),
+            msg_id: None,
         });
         match r {
             Response::Ok {
@@ -665,6 +668,7 @@ fn a_store_killed_mid_stream_fails_fast_and_loses_no_acknowledged_write() {
             key: k2.as_str().into(),
             value: Cow::Owned(seq.to_string().into_bytes()),
             if_version: Some(expected),
+            msg_id: None,
         }) {
             Response::Ok {
                 version: Some(v), ..
@@ -919,6 +923,7 @@ fn after_a_store_restarts_every_worker_of_every_edge_relinks_within_250_ms() {
                     key: format!("relink/{round}/{i}/{c}").into(),
                     value: Cow::Borrowed(b"v"),
                     if_version: None,
+                    msg_id: None,
                 });
                 assert!(
                     matches!(
@@ -999,4 +1004,85 @@ fn through_haproxy_terminating_tls_clients_work_and_are_limited_by_their_own_add
         .map(|e| e.metric("ringline_edge_rejected_rate_total"))
         .sum();
     assert_eq!(over, refused.len() as u64);
+}
+
+/// A write with `msg_id`, as a client retrying after an unknown outcome sends it.
+fn once<'a>(id: u64, key: &'a str, value: &'a str, msg_id: &'a str) -> Request<'a> {
+    Request::Put {
+        id,
+        key: key.into(),
+        value: Cow::Borrowed(value.as_bytes()),
+        if_version: None,
+        msg_id: Some(msg_id.into()),
+    }
+}
+
+/// `(version, token)` of a write's answer.
+fn written(r: &Response<'_>) -> (u64, String) {
+    match r {
+        Response::Ok {
+            version: Some(v),
+            token: Some(t),
+            ..
+        } => (*v, t.to_string()),
+        other => panic!("expected a write's ok, got {other:?}"),
+    }
+}
+
+/// Call `req` through `c` until the key's store answers (it may be restarting).
+fn call_until_served(c: &mut Client, req: &Request<'_>) -> Response<'static> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c.call(req) {
+            Response::Error {
+                code: wire::client::ErrorCode::Unavailable,
+                ..
+            } if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            r => return r,
+        }
+    }
+}
+
+#[test]
+fn a_write_repeated_with_its_msg_id_lands_once_through_either_edge_and_across_a_restart() {
+    let mut c = LocalCluster::start(&[]);
+    for s in 0..2 {
+        let key = key_of(s, "once/", 0);
+        let mut watcher = Client::json(c.edges[0].addr);
+        watcher.sub(1, &key, None);
+        assert!(matches!(watcher.recv(), Response::Snapshot { .. }));
+        let mut a = Client::json(c.edges[0].addr);
+        let mut b = Client::json(c.edges[1].addr);
+        let first = written(&a.call(&once(1, &key, "1", "retry-1")));
+        // Again through the same edge, then through the other: the first outcome.
+        assert_eq!(written(&a.call(&once(2, &key, "1", "retry-1"))), first);
+        assert_eq!(written(&b.call(&once(3, &key, "1", "retry-1"))), first);
+        // The same id asking for another value is refused, not answered as done.
+        let r = b.call(&once(4, &key, "2", "retry-1"));
+        assert!(
+            matches!(&r, Response::Error { code: wire::client::ErrorCode::BadRequest, message, .. } if message.contains("msg_id")),
+            "{r:?}"
+        );
+        assert_eq!(c.store_metric(s, "ringline_store_dedup_repeats_total"), 3);
+        // Another id writes.
+        let second = written(&b.call(&once(5, &key, "2", "retry-2")));
+        assert!(second.0 > first.0);
+        // The key's store is killed and restarted within the window: still remembered.
+        c.stores[s].kill();
+        c.stores[s].restart();
+        let again = written(&call_until_served(&mut b, &once(6, &key, "1", "retry-1")));
+        assert_eq!(again, first, "across the restart");
+        assert_eq!(written(&a.call(&once(7, &key, "2", "retry-2"))), second);
+        // The watcher saw each write once: "1", then "2", then the end marker.
+        let end = written(&a.call(&once(8, &key, "end", "retry-3")));
+        let mut seen = Vec::new();
+        while seen.last().map(String::as_str) != Some("end") {
+            let r = watcher.recv();
+            if let Response::Change { .. } = r {
+                seen.push(change(&r).0);
+            }
+        }
+        assert_eq!(seen, ["1", "2", "end"], "store {s}");
+        assert!(end.0 > second.0);
+    }
 }

@@ -287,6 +287,7 @@ fn floods(addr: std::net::SocketAddr) {
                 id,
                 key: "user/publisher/chat".into(),
                 value: Cow::Borrowed(b"1"),
+                msg_id: None,
             });
         }
         for _ in 0..50 {
@@ -395,6 +396,7 @@ fn escalation(addr: std::net::SocketAddr) {
             key: (*key).into(),
             value: Cow::Borrowed(b"1"),
             if_version: None,
+            msg_id: None,
         });
         match r {
             Response::Error {

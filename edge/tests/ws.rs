@@ -70,6 +70,7 @@ fn reads_writes_and_a_subscription_in_json() {
         key: "greeting".into(),
         value: Cow::Borrowed(b"2"),
         if_version: Some(7),
+        msg_id: None,
     });
     assert!(
         matches!(
@@ -104,7 +105,8 @@ fn reads_writes_and_a_subscription_in_json() {
         a.call(&Request::Del {
             id: 6,
             key: "greeting".into(),
-            if_version: None
+            if_version: None,
+            msg_id: None
         }),
         Response::Ok { id: 6, .. }
     ));
@@ -124,6 +126,7 @@ fn reads_writes_and_a_subscription_in_json() {
         id: 7,
         key: "greeting".into(),
         value: Cow::Borrowed(b"\"hi\""),
+        msg_id: None,
     });
     assert!(
         matches!(
@@ -217,6 +220,7 @@ fn binary_form_subscribes_and_writes() {
         key: "bin".into(),
         value: Cow::Borrowed(&[0xff, 0x00, 0x10]),
         if_version: None,
+        msg_id: None,
     });
     assert!(
         matches!(
@@ -253,6 +257,7 @@ fn binary_form_subscribes_and_writes() {
         key: "bin".into(),
         value: Cow::Borrowed(&big),
         if_version: None,
+        msg_id: None,
     });
     assert!(matches!(r, Response::Ok { id: 3, .. }), "{r:?}");
     for (client, id) in [(&mut b, 1), (&mut b2, 77), (&mut j, 1)] {
@@ -894,6 +899,7 @@ fn a_subscriber_that_stops_reading_is_closed_with_4008_and_the_others_keep_recei
                 key: key.into(),
                 value: Cow::Borrowed(value.as_bytes()),
                 if_version: None,
+                msg_id: None,
             });
         }
         for _ in 0..4 {

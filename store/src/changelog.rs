@@ -12,6 +12,10 @@
 //! [`ChangeLog::apply`] does all three in one call. [`ChangeLog::prepare_trim`] adds the
 //! removal of a partition's oldest entries to a batch the same way.
 //!
+//! A write with a msg_id is also remembered in its batch ([`crate::dedup`]); a repeat
+//! of a remembered write is not logged again but answered with the first's outcome
+//! ([`Written::Repeat`]), and each batch sweeps out remembered writes past their window.
+//!
 //! Reads (`get`, `snapshot`, `resume`) each run against one engine snapshot and take
 //! the partition's position in it (its last log entry, or the last-seq counter written
 //! at creation and by trims when that is higher), so the position they report is
@@ -26,10 +30,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::dedup::{self, Dedup, DedupLimits, DedupStats, MsgId};
 use crate::engine::{Engine, EngineError, Read, WriteBatch};
 use crate::error::{Corrupt, Failure, Refused, StoreError};
 use crate::keys;
-use crate::records::{self, ChangeKind, Current};
+use crate::records::{self, ChangeKind, Current, Remembered};
 
 /// A point in one partition's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,7 +97,7 @@ fn read_record<T>(
 }
 
 /// Visit every pair in `[start, end)`, reading `SCAN_PAGE` at a time.
-fn scan_all(
+pub(crate) fn scan_all(
     engine: &dyn Read,
     mut start: Vec<u8>,
     end: &[u8],
@@ -115,9 +120,9 @@ fn scan_all(
 
 /// Every accepted write in `results` failed with `e` (its batch was not committed).
 pub fn fail_all(
-    results: Vec<Result<Change, StoreError>>,
+    results: Vec<Result<Written, StoreError>>,
     e: &Failure,
-) -> Vec<Result<Change, StoreError>> {
+) -> Vec<Result<Written, StoreError>> {
     results
         .into_iter()
         .map(|r| r.and_then(|_| Err(StoreError::Failed(e.clone()))))
@@ -143,6 +148,16 @@ fn check_limits(w: &Write) -> Result<(), Refused> {
             len: value,
             max: MAX_VALUE_BYTES,
         });
+    }
+    if let Some(m) = w.msg_id() {
+        for (what, len, max) in [
+            ("msg_id", m.id.len(), dedup::MAX_MSG_ID_BYTES),
+            ("msg_id scope", m.scope.len(), dedup::MAX_SCOPE_BYTES),
+        ] {
+            if len > max {
+                return Err(Refused::TooLarge { what, len, max });
+            }
+        }
     }
     Ok(())
 }
@@ -315,7 +330,7 @@ impl HeadCache {
 /// Keys whose chain heads are kept in memory by default.
 pub const DEFAULT_HEAD_CACHE: usize = 1 << 20;
 
-/// A write request.
+/// A write request. One with a `msg_id` is idempotent (see [`crate::dedup`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Set a value, optionally only if the current version matches (0: must not exist).
@@ -326,6 +341,8 @@ pub enum Write {
         value: Vec<u8>,
         /// The version the key must have.
         if_version: Option<u64>,
+        /// Its idempotency id.
+        msg_id: Option<MsgId>,
     },
     /// Delete a key, optionally only if the current version matches.
     Delete {
@@ -333,6 +350,8 @@ pub enum Write {
         key: Vec<u8>,
         /// The version the key must have.
         if_version: Option<u64>,
+        /// Its idempotency id.
+        msg_id: Option<MsgId>,
     },
     /// Append a log-only message.
     Publish {
@@ -340,6 +359,8 @@ pub enum Write {
         key: Vec<u8>,
         /// The message.
         value: Vec<u8>,
+        /// Its idempotency id.
+        msg_id: Option<MsgId>,
     },
 }
 
@@ -348,6 +369,60 @@ impl Write {
     pub fn key(&self) -> &[u8] {
         match self {
             Self::Put { key, .. } | Self::Delete { key, .. } | Self::Publish { key, .. } => key,
+        }
+    }
+
+    /// Its idempotency id, if any.
+    pub fn msg_id(&self) -> Option<&MsgId> {
+        match self {
+            Self::Put { msg_id, .. }
+            | Self::Delete { msg_id, .. }
+            | Self::Publish { msg_id, .. } => msg_id.as_ref(),
+        }
+    }
+}
+
+/// What an accepted write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// It was logged: this change.
+    New(Change),
+    /// It repeats a write remembered by its msg_id: nothing was written again, and it is
+    /// answered with the first write's outcome.
+    Repeat(Repeat),
+}
+
+/// The outcome of the first of a repeated write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeat {
+    /// Where the first write sits in its partition's log.
+    pub position: Position,
+    /// The key's version after it (0 for a publish).
+    pub version: u64,
+}
+
+impl Written {
+    /// Where the write (or its first) sits in its partition's log.
+    pub fn position(&self) -> Position {
+        match self {
+            Self::New(c) => c.position,
+            Self::Repeat(r) => r.position,
+        }
+    }
+
+    /// The key's version after the write (or its first; 0 for a publish).
+    pub fn version(&self) -> u64 {
+        match self {
+            Self::New(c) => c.version,
+            Self::Repeat(r) => r.version,
+        }
+    }
+
+    /// The change, if it was logged now.
+    pub fn change(self) -> Option<Change> {
+        match self {
+            Self::New(c) => Some(c),
+            Self::Repeat(_) => None,
         }
     }
 }
@@ -363,8 +438,8 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 pub struct Prepared {
     /// The engine batch: every record of every accepted write, plus trimming.
     pub batch: WriteBatch,
-    /// One result per write, in order; accepted writes hold the change they make.
-    pub results: Vec<Result<Change, StoreError>>,
+    /// One result per write, in order: what each accepted write did.
+    pub results: Vec<Result<Written, StoreError>>,
     /// The last seq given out per partition by this batch.
     pub last_seqs: Vec<(u32, u64)>,
     /// The new first retained seq of partitions this batch trims.
@@ -386,9 +461,12 @@ impl Prepared {
         self.trimmed.extend(later.trimmed);
     }
 
-    /// Number of writes accepted into the batch.
+    /// Number of writes logged by the batch (repeats not counted).
     pub fn accepted(&self) -> usize {
-        self.results.iter().filter(|r| r.is_ok()).count()
+        self.results
+            .iter()
+            .filter(|r| matches!(r, Ok(Written::New(_))))
+            .count()
     }
 }
 
@@ -468,6 +546,7 @@ pub struct ChangeLog<E: Engine> {
     partitions: u32,
     parts: HashMap<u32, PartState>,
     heads: HeadCache,
+    dedup: Dedup,
 }
 
 /// Run states (`keys::run_state`).
@@ -543,6 +622,7 @@ impl<E: Engine> ChangeLog<E> {
         if !init.is_empty() {
             engine.write(init, true)?;
         }
+        let dedup = Dedup::load(&*engine, owned)?;
         Ok(Self {
             engine,
             partitions,
@@ -552,6 +632,7 @@ impl<E: Engine> ChangeLog<E> {
                 len: 0,
                 capacity: DEFAULT_HEAD_CACHE,
             },
+            dedup,
         })
     }
 
@@ -639,7 +720,7 @@ impl<E: Engine> ChangeLog<E> {
         writes: &[Write],
         now_ms: u64,
         sync: bool,
-    ) -> Vec<Result<Change, StoreError>> {
+    ) -> Vec<Result<Written, StoreError>> {
         let prepared = self.prepare(writes, now_ms);
         self.commit_here(prepared, sync)
     }
@@ -649,7 +730,7 @@ impl<E: Engine> ChangeLog<E> {
         &mut self,
         prepared: Prepared,
         sync: bool,
-    ) -> Vec<Result<Change, StoreError>> {
+    ) -> Vec<Result<Written, StoreError>> {
         let Prepared {
             batch,
             results,
@@ -693,6 +774,19 @@ impl<E: Engine> ChangeLog<E> {
             s.assigned = s.last_seq;
         }
         self.heads.clear();
+        let parts = &self.parts;
+        self.dedup
+            .abort(|p| parts.get(&p).map_or(0, |s| s.last_seq));
+    }
+
+    /// How long and how many writes with a msg_id are remembered.
+    pub fn set_dedup_limits(&mut self, limits: DedupLimits) {
+        self.dedup.set_limits(limits);
+    }
+
+    /// What happened to remembered writes so far.
+    pub fn dedup_stats(&self) -> DedupStats {
+        self.dedup.stats()
     }
 
     /// Keep chain heads of at most about `keys` keys in memory (plus those of batches
@@ -708,7 +802,7 @@ impl<E: Engine> ChangeLog<E> {
     /// uncommitted (the core holds such writes back).
     pub fn prepare(&mut self, writes: &[Write], now_ms: u64) -> Prepared {
         let mut batch = WriteBatch::default();
-        let mut results: Vec<Result<Change, StoreError>> = Vec::with_capacity(writes.len());
+        let mut results: Vec<Result<Written, StoreError>> = Vec::with_capacity(writes.len());
         let mut last_seqs: HashMap<u32, u64> = HashMap::new();
         for w in writes {
             results.push(self.prepare_one(w, now_ms, &mut batch, &mut last_seqs));
@@ -719,8 +813,9 @@ impl<E: Engine> ChangeLog<E> {
             }
         }
         let parts = &self.parts;
-        self.heads
-            .shrink(|p| parts.get(&p).map_or(0, |s| s.last_seq));
+        let committed = |p| parts.get(&p).map_or(0, |s| s.last_seq);
+        self.heads.shrink(committed);
+        self.dedup.sweep(now_ms, committed, &mut batch);
         Prepared {
             batch,
             results,
@@ -737,7 +832,7 @@ impl<E: Engine> ChangeLog<E> {
         now_ms: u64,
         batch: &mut WriteBatch,
         last_seqs: &mut HashMap<u32, u64>,
-    ) -> Result<Change, StoreError> {
+    ) -> Result<Written, StoreError> {
         check_limits(w)?;
         let key = w.key();
         let p = self.partition_of(key);
@@ -746,6 +841,15 @@ impl<E: Engine> ChangeLog<E> {
             .get(&p)
             .copied()
             .ok_or(StoreError::WrongPartition(p))?;
+        let remember = w.msg_id().map(|m| {
+            let k = keys::remembered(p, key, &m.scope, &m.id);
+            (k, dedup::fingerprint(w))
+        });
+        if let Some((k, fingerprint)) = &remember
+            && let Some(first) = self.dedup.lookup(p, k, now_ms)
+        {
+            return self.repeat(p, state, k, *fingerprint, first, batch);
+        }
         let seq = last_seqs.get(&p).copied().unwrap_or(state.assigned) + 1;
         let prev = self.chain_head(p, w)?;
         let position = Position {
@@ -759,7 +863,45 @@ impl<E: Engine> ChangeLog<E> {
             keys::log(p, seq),
             records::encode_entry(c.kind, key, c.value.as_deref(), now_ms, prev),
         );
-        Ok(c)
+        if let Some((k, fingerprint)) = remember {
+            let rec = Remembered {
+                epoch: state.epoch,
+                seq,
+                version: c.version,
+                time_ms: now_ms,
+                fingerprint,
+            };
+            batch.put(k.clone(), records::encode_remembered(&rec));
+            self.dedup.insert(p, k, rec);
+        }
+        Ok(Written::New(c))
+    }
+
+    /// A write whose msg_id was remembered under storage key `k` with `first`: refused
+    /// if it asks for something else (`fingerprint`), else answered with the first's
+    /// outcome. If the first is not committed yet, its record is written again so that
+    /// this batch cannot be answered before the first's.
+    fn repeat(
+        &mut self,
+        p: u32,
+        state: PartState,
+        k: &[u8],
+        fingerprint: u64,
+        first: Remembered,
+        batch: &mut WriteBatch,
+    ) -> Result<Written, StoreError> {
+        let same = first.fingerprint == fingerprint;
+        self.dedup.count_repeat(same);
+        if !same {
+            return Err(Refused::MsgIdReused.into());
+        }
+        if first.seq > state.last_seq {
+            batch.put(k.to_vec(), records::encode_remembered(&first));
+        }
+        Ok(Written::Repeat(Repeat {
+            position: dedup::position_of(p, &first),
+            version: first.version,
+        }))
     }
 
     /// The head of the chain `w` extends (its log entry's `prev`); a conditional write
@@ -1095,8 +1237,9 @@ mod tests {
             key: key.to_vec(),
             value: b"v".to_vec(),
             if_version: None,
+            msg_id: None,
         };
-        let at = log.apply(&[put], 1, true).remove(0).unwrap().position;
+        let at = log.apply(&[put], 1, true).remove(0).unwrap().position();
         let foreign = (0..)
             .map(|i| format!("k/{i}"))
             .find(|k| crate::partition::partition_of(k.as_bytes(), 8) != p)
@@ -1125,5 +1268,40 @@ mod tests {
         let before = Position { seq: 0, ..at };
         let e = log.resume(before, Target::Key(key)).unwrap_err();
         assert!(corrupt_value(&e), "resume: {e}");
+    }
+
+    /// A write whose batch fails is forgotten with it: the retry writes (under the seq
+    /// given out again), instead of being answered with an outcome that never was.
+    #[test]
+    fn a_failed_batch_forgets_its_msg_ids() {
+        let engine = Arc::new(MemoryEngine::new());
+        let mut log = ChangeLog::open(engine, 1, &[0], || 1).unwrap();
+        let put = Write::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            if_version: None,
+            msg_id: Some(MsgId {
+                scope: b"alice".to_vec(),
+                id: b"m".to_vec(),
+            }),
+        };
+        let failed = log.prepare(std::slice::from_ref(&put), 1);
+        assert!(matches!(failed.results[..], [Ok(Written::New(_))]));
+        // A repeat prepared on top of it is a repeat, until the first batch fails.
+        let repeat = log.prepare(std::slice::from_ref(&put), 1);
+        assert!(matches!(repeat.results[..], [Ok(Written::Repeat(_))]));
+        log.abort();
+        assert_eq!(log.dedup_stats().entries, 0);
+        let retry = log.apply(std::slice::from_ref(&put), 2, true);
+        let Ok(Written::New(c)) = &retry[0] else {
+            panic!("{retry:?}")
+        };
+        assert_eq!(c.position.seq, 1);
+        let again = log.apply(std::slice::from_ref(&put), 3, true);
+        let want = Written::Repeat(Repeat {
+            position: c.position,
+            version: 1,
+        });
+        assert_eq!(again[0].as_ref().ok(), Some(&want));
     }
 }

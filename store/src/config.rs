@@ -9,6 +9,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::changelog::Retention;
+use crate::dedup::DedupLimits;
 
 /// Ringline store node: RocksDB partitions, the durable change log, watcher tables.
 #[derive(Debug, Default, Parser)]
@@ -53,6 +54,14 @@ pub struct Args {
     /// The private key of `--link-tls-cert` (PEM).
     #[arg(long, value_name = "FILE")]
     pub link_tls_key: Option<PathBuf>,
+    /// Seconds a write with a msg_id is remembered: a repeat within it is answered with
+    /// the first outcome [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub dedup_window_secs: Option<u64>,
+    /// Writes with a msg_id remembered at most, in all; past it the oldest go early
+    /// [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub dedup_max_entries: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +78,15 @@ struct FileConfig {
     link_tls_key: Option<PathBuf>,
     #[serde(default)]
     retention: FileRetention,
+    #[serde(default)]
+    dedup: FileDedup,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDedup {
+    window_secs: Option<u64>,
+    max_entries: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +113,8 @@ pub struct Config {
     pub sync: bool,
     /// Log retention.
     pub retention: Retention,
+    /// How long, and how many, writes with a msg_id are remembered.
+    pub dedup: DedupLimits,
     /// The cluster secret's file.
     pub cluster_secret_file: Option<PathBuf>,
     /// TLS on the links: the certificate chain's file and its key's.
@@ -128,6 +148,7 @@ impl Config {
             .or(file.store_id)
             .unwrap_or_else(|| crate::cluster::DEFAULT_STORE_ID.into());
         let defaults = Retention::default();
+        let dedup_defaults = DedupLimits::default();
         Ok(Self {
             listen: args.listen.or(file.listen),
             admin: args.admin.or(file.admin),
@@ -163,6 +184,16 @@ impl Config {
                     .retention_secs
                     .or(file.retention.seconds)
                     .map_or(defaults.min_age_ms, |s| s.saturating_mul(1000)),
+            },
+            dedup: DedupLimits {
+                window_ms: args
+                    .dedup_window_secs
+                    .or(file.dedup.window_secs)
+                    .map_or(dedup_defaults.window_ms, |s| s.saturating_mul(1000)),
+                max_entries: args
+                    .dedup_max_entries
+                    .or(file.dedup.max_entries)
+                    .unwrap_or(dedup_defaults.max_entries),
             },
             store_id,
         })
@@ -202,6 +233,11 @@ mod tests {
         assert!(!c.sync, "the flag wins over the file");
         assert_eq!(c.retention.min_entries, 1_000_000);
         assert_eq!(c.retention.min_age_ms, 86_400_000);
+        assert_eq!(
+            c.dedup,
+            DedupLimits::default(),
+            "the file states the defaults"
+        );
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub enum Refused {
         /// The limit.
         max: usize,
     },
+    /// A write repeats a remembered msg_id but asks for something else (another kind,
+    /// condition or value): answering it with the first outcome would be a lie.
+    #[error("msg_id already used for a different write to this key")]
+    MsgIdReused,
 }
 
 /// The store failed (its fault, never the client's).
@@ -136,6 +140,7 @@ impl StoreError {
         let (code, current) = match self {
             Self::Refused(Refused::Conflict { current }) => (ErrorCode::Conflict, *current),
             Self::Refused(Refused::TooLarge { .. }) => (ErrorCode::TooLarge, 0),
+            Self::Refused(Refused::MsgIdReused) => (ErrorCode::BadRequest, 0),
             Self::WrongPartition(_) => (ErrorCode::WrongPartition, 0),
             Self::Failed(_) => {
                 return Answer {
@@ -177,6 +182,9 @@ mod tests {
         assert_eq!(big.fault(), Fault::Client);
         assert_eq!(big.answer().code, ErrorCode::TooLarge);
         assert_eq!(big.answer().message, "key is 5000 bytes; the limit is 4096");
+        let reused = StoreError::from(Refused::MsgIdReused);
+        assert_eq!(reused.fault(), Fault::Client);
+        assert_eq!(reused.answer().code, ErrorCode::BadRequest);
         let wrong = StoreError::WrongPartition(9);
         assert_eq!(wrong.fault(), Fault::Edge);
         assert_eq!(wrong.answer().code, ErrorCode::WrongPartition);

@@ -9,6 +9,7 @@
 //! | `V p:u32 key` | `storage.fbs` `Current` | current value and version of `key`, or a deleted key's tombstone |
 //! | `L p:u32 seq:u64` | `storage.fbs` `LogEntry` | the change log |
 //! | `H p:u32 key` | seq:u64 | the key's last publish (head of its publish chain; see `LogEntry.prev`) |
+//! | `D p:u32 klen:u16 key slen:u16 scope msg_id` | `storage.fbs` `Remembered` | a write with a msg_id, remembered for idempotency (see `dedup`) |
 //! | `R` | `clean` / `sync` / `async` | how the store last ran: stopped cleanly, or running with or without fsync |
 //!
 //! No per-key index is stored: each log entry points at the key's previous change
@@ -86,6 +87,28 @@ pub fn seq_of_log(k: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
+/// The key remembering the write to `key` by `scope` with `msg_id` in partition `p`.
+/// The lengths make it unambiguous: `key` is at most
+/// [`crate::changelog::MAX_KEY_BYTES`] and `scope` at most
+/// [`crate::dedup::MAX_SCOPE_BYTES`], both below 2^16.
+pub fn remembered(p: u32, key: &[u8], scope: &[u8], msg_id: &[u8]) -> Vec<u8> {
+    let mut k = with_partition(b'D', p, 4 + key.len() + scope.len() + msg_id.len());
+    for part in [key, scope] {
+        let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+        k.extend_from_slice(&len.to_be_bytes());
+        k.extend_from_slice(part);
+    }
+    k.extend_from_slice(msg_id);
+    k
+}
+
+/// The range `[start, end)` of partition `p`'s remembered writes.
+pub fn remembered_range(p: u32) -> (Vec<u8>, Vec<u8>) {
+    let start = with_partition(b'D', p, 0);
+    let end = prefix_end(&start);
+    (start, end)
+}
+
 /// The range `[start, end)` of partition `p`'s log keys.
 pub fn log_range(p: u32) -> (Vec<u8>, Vec<u8>) {
     let start = with_partition(b'L', p, 0);
@@ -141,6 +164,7 @@ mod tests {
             value(1, b"k"),
             log(1, 5),
             publish_head(1, b"k"),
+            remembered(1, b"k", b"", b"m"),
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -150,6 +174,18 @@ mod tests {
         assert_eq!(seq_of_log(&log(7, 42)), 42);
         assert_eq!(user_key(&value(7, b"room/1")), b"room/1");
         assert_eq!(user_key(&publish_head(7, b"room/1")), b"room/1");
+        // Lengths keep (key, scope, id) apart however their bytes run together.
+        assert_ne!(
+            remembered(1, b"ab", b"", b"c"),
+            remembered(1, b"a", b"b", b"c")
+        );
+        assert_ne!(
+            remembered(1, b"k", b"ab", b"c"),
+            remembered(1, b"k", b"a", b"bc")
+        );
+        let (ds, de) = remembered_range(1);
+        assert!(ds <= remembered(1, b"k", b"s", b"m") && remembered(1, b"k", b"s", b"m") < de);
+        assert!(remembered(2, b"k", b"s", b"m") >= de);
     }
 
     proptest! {

@@ -6,7 +6,8 @@
 //! - [`keys`]: every storage key; [`records`]: every stored value (`schemas/storage.fbs`).
 //! - [`engine`]: the storage engine trait, RocksDB and an in-memory model.
 //! - [`error`]: why a request fails, by who is at fault, and its link error code.
-//! - [`changelog`]: owned partitions, their change logs, conditional writes, resume, trim.
+//! - [`changelog`]: owned partitions, their change logs, conditional writes, resume, trim;
+//!   [`dedup`]: writes remembered by msg_id (idempotent retries).
 //! - [`core`]: the core task (requests, batches, dispatch) and the committer thread;
 //!   [`watchers`]: its tables of who watches which key or prefix.
 //! - [`server`]: the edge-link server; [`admin`] and [`metrics`]: `/metrics`.
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod changelog;
 pub mod config;
 pub mod core;
+pub mod dedup;
 pub mod engine;
 pub mod error;
 pub mod generated;

@@ -135,6 +135,7 @@ fn run(args: &Args) -> Result<(), String> {
     let engine = Arc::new(RocksEngine::open(&cfg.data_dir).map_err(|e| e.to_string())?);
     let mut log = ChangeLog::open(engine, map.partitions, &me.partitions, rand::random::<u64>)
         .map_err(|e| e.to_string())?;
+    log.set_dedup_limits(cfg.dedup);
     if log
         .begin_run(cfg.sync, rand::random::<u64>)
         .map_err(|e| e.to_string())?

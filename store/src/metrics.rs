@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::dedup::DedupStats;
+
 /// A histogram with fixed upper bounds, in Prometheus' cumulative form when rendered.
 #[derive(Debug)]
 pub struct Histogram {
@@ -125,6 +127,8 @@ pub struct Metrics {
     pub link_queue_bytes: AtomicU64,
     /// Per owned partition: the retained log.
     pub partitions: Mutex<Vec<PartitionLog>>,
+    /// Writes remembered by msg_id, as last published by the core.
+    pub dedup: Mutex<DedupStats>,
     /// The link listener is up: `GET /health` says ok (503 before).
     pub serving: std::sync::atomic::AtomicBool,
 }
@@ -154,6 +158,7 @@ impl Default for Metrics {
             queued_writes: AtomicU64::new(0),
             link_queue_bytes: AtomicU64::new(0),
             partitions: Mutex::new(Vec::new()),
+            dedup: Mutex::new(DedupStats::default()),
             serving: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -197,6 +202,13 @@ impl Metrics {
         }
     }
 
+    /// Publish the figures of writes remembered by msg_id.
+    pub fn publish_dedup(&self, stats: DedupStats) {
+        if let Ok(mut d) = self.dedup.lock() {
+            *d = stats;
+        }
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(16 * 1024);
@@ -204,7 +216,28 @@ impl Metrics {
         self.render_reads(&mut o);
         self.render_links(&mut o);
         self.render_partitions(&mut o);
+        self.render_dedup(&mut o);
         o
+    }
+
+    /// Writes remembered by msg_id: held, repeats, and why entries left.
+    fn render_dedup(&self, o: &mut String) {
+        let d = self.dedup.lock().map(|d| *d).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "# HELP ringline_store_dedup_entries Writes remembered by msg_id.\n# TYPE ringline_store_dedup_entries gauge\nringline_store_dedup_entries {}",
+            d.entries
+        );
+        let _ = writeln!(
+            o,
+            "# HELP ringline_store_dedup_repeats_total Writes repeating a remembered msg_id: answered with the first outcome, or refused (a different write).\n# TYPE ringline_store_dedup_repeats_total counter\nringline_store_dedup_repeats_total{{outcome=\"answered\"}} {}\nringline_store_dedup_repeats_total{{outcome=\"refused\"}} {}",
+            d.repeats, d.mismatched
+        );
+        let _ = writeln!(
+            o,
+            "# HELP ringline_store_dedup_removed_total Remembered writes forgotten: after the window, or early past the bound.\n# TYPE ringline_store_dedup_removed_total counter\nringline_store_dedup_removed_total{{reason=\"expired\"}} {}\nringline_store_dedup_removed_total{{reason=\"evicted\"}} {}",
+            d.expired, d.evicted
+        );
     }
 
     /// Writes, their errors and their commits.
@@ -416,5 +449,22 @@ mod tests {
         assert!(s.contains("ringline_store_writes_total 3\n"));
         assert!(s.contains("ringline_store_log_entries{partition=\"7\"} 10\n"));
         assert!(s.contains("ringline_store_log_trimmed_seq{partition=\"7\"} 10\n"));
+        m.publish_dedup(DedupStats {
+            entries: 5,
+            repeats: 2,
+            mismatched: 1,
+            expired: 4,
+            evicted: 3,
+        });
+        let s = m.render();
+        for line in [
+            "ringline_store_dedup_entries 5\n",
+            "ringline_store_dedup_repeats_total{outcome=\"answered\"} 2\n",
+            "ringline_store_dedup_repeats_total{outcome=\"refused\"} 1\n",
+            "ringline_store_dedup_removed_total{reason=\"expired\"} 4\n",
+            "ringline_store_dedup_removed_total{reason=\"evicted\"} 3\n",
+        ] {
+            assert!(s.contains(line), "{line}");
+        }
     }
 }

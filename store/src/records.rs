@@ -1,5 +1,5 @@
-//! Encoding and decoding of stored record values: a log entry or a current value
-//! (`schemas/storage.fbs`), or a big-endian u64 (meta counters, publish heads), in,
+//! Encoding and decoding of stored record values: a log entry, a current value or a
+//! remembered write (`schemas/storage.fbs`), or a big-endian u64 (meta counters, publish heads), in,
 //! bytes out, and back. Decoding verifies the flatbuffer first, so a corrupt record is
 //! a [`Corrupt`] error, never a panic.
 
@@ -131,6 +131,49 @@ pub fn decode_current(bytes: &[u8]) -> Result<Stored, Corrupt> {
     })
 }
 
+/// A decoded `D` record: a write remembered for idempotency (see [`crate::dedup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remembered {
+    /// The partition's epoch when it was written.
+    pub epoch: u64,
+    /// Its seq.
+    pub seq: u64,
+    /// The key's version after it (0 for a publish).
+    pub version: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// What it asked for, hashed.
+    pub fingerprint: u64,
+}
+
+/// Encode a `D` record.
+pub fn encode_remembered(r: &Remembered) -> Vec<u8> {
+    let mut b = FlatBufferBuilder::with_capacity(64);
+    let args = fb::RememberedArgs {
+        epoch: r.epoch,
+        seq: r.seq,
+        version: r.version,
+        time_ms: r.time_ms,
+        fingerprint: r.fingerprint,
+    };
+    let root = fb::Remembered::create(&mut b, &args);
+    b.finish_minimal(root);
+    b.finished_data().to_vec()
+}
+
+/// Decode a `D` record.
+pub fn decode_remembered(bytes: &[u8]) -> Result<Remembered, Corrupt> {
+    let r =
+        flatbuffers::root::<fb::Remembered>(bytes).map_err(|e| Corrupt::new("msg_id record", e))?;
+    Ok(Remembered {
+        epoch: r.epoch(),
+        seq: r.seq(),
+        version: r.version(),
+        time_ms: r.time_ms(),
+        fingerprint: r.fingerprint(),
+    })
+}
+
 /// Encode a big-endian u64 meta value.
 pub fn encode_u64(v: u64) -> Vec<u8> {
     v.to_be_bytes().to_vec()
@@ -186,6 +229,14 @@ mod tests {
             "an empty value is not a tombstone"
         );
         assert_eq!(decode_u64(&encode_u64(99)).unwrap(), 99);
+        let r = Remembered {
+            epoch: 1,
+            seq: 2,
+            version: 3,
+            time_ms: 4,
+            fingerprint: u64::MAX,
+        };
+        assert_eq!(decode_remembered(&encode_remembered(&r)).unwrap(), r);
     }
 
     #[test]
@@ -199,5 +250,6 @@ mod tests {
         assert!(decode_entry(b"").is_err());
         assert!(decode_current(&[1, 2, 3]).is_err());
         assert!(decode_u64(&[1]).is_err());
+        assert!(decode_remembered(&[9; 5]).is_err());
     }
 }

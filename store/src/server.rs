@@ -32,6 +32,7 @@ use wire::link::{LinkEncoder, LinkLimits, LinkMessage, WatchId, decode_frame};
 
 use crate::changelog::{ChangeLog, Position, Write};
 use crate::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req};
+use crate::dedup::MsgId;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 
@@ -154,6 +155,14 @@ async fn serve(
     }
 }
 
+/// A write's idempotency id from its link fields (an absent scope is the anonymous one).
+fn msg_id(id: Option<&str>, scope: Option<&str>) -> Option<MsgId> {
+    id.map(|id| MsgId {
+        scope: scope.unwrap_or_default().as_bytes().to_vec(),
+        id: id.as_bytes().to_vec(),
+    })
+}
+
 fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
     let pos = |p: &wire::link::Position| Position {
         partition: p.partition(),
@@ -168,14 +177,17 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
             key: p.key().as_bytes().to_vec(),
             value: p.value().map(|v| v.bytes().to_vec()).unwrap_or_default(),
             if_version: p.if_version(),
+            msg_id: msg_id(p.msg_id(), p.msg_scope()),
         }),
         LinkMessage::Delete(d) => Req::Write(Write::Delete {
             key: d.key().as_bytes().to_vec(),
             if_version: d.if_version(),
+            msg_id: msg_id(d.msg_id(), d.msg_scope()),
         }),
         LinkMessage::Publish(p) => Req::Write(Write::Publish {
             key: p.key().as_bytes().to_vec(),
             value: p.value().map(|v| v.bytes().to_vec()).unwrap_or_default(),
+            msg_id: msg_id(p.msg_id(), p.msg_scope()),
         }),
         LinkMessage::Watch(w) => Req::Watch {
             watch_id: WatchId::from_raw(w.watch_id()),

@@ -1,8 +1,11 @@
-//! Property test: random sequences of put / delete / publish (conditional or not),
-//! trims, restarts, snapshots and resumes against a plain model of what a partitioned
-//! log must do. Checked: every write's outcome and version, every resume's changes
-//! (order, no gap, no duplicate) and that a reset happens exactly when the position is
-//! outside the retained log or from another epoch. Runs with chain-head caches from
+//! Property test: random sequences of put / delete / publish (conditional or not, some
+//! with a msg_id), trims, restarts, snapshots and resumes against a plain model of what
+//! a partitioned log must do. Checked: every write's outcome and version, every resume's
+//! changes (order, no gap, no duplicate) and that a reset happens exactly when the
+//! position is outside the retained log or from another epoch; a write repeating a
+//! remembered msg_id is answered with the first's outcome and logs nothing (or is
+//! refused if it asks for something else), until its window passes or it is evicted
+//! as the oldest past the bound, across restarts. Runs with chain-head caches from
 //! none to the default, so heads come from memory and from the engine alike.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -10,7 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use store::changelog::{ChangeLog, Position, Resume, Retention, Target, Write};
+use store::changelog::{ChangeLog, Position, Repeat, Resume, Retention, Target, Write, Written};
+use store::dedup::{DedupLimits, MsgId};
 use store::engine::Read as _;
 use store::engine::memory::MemoryEngine;
 use store::error::{Refused, StoreError};
@@ -19,18 +23,34 @@ use store::records::ChangeKind;
 const PARTITIONS: u32 = 4;
 const KEYS: &[&[u8]] = &[b"a", b"ab", b"abc", b"b", b"{t}1", b"{t}2", b"x\0y", b"x"];
 const PREFIXES: &[&[u8]] = &[b"", b"a", b"ab", b"{t}", b"x", b"x\0"];
+/// Remembered writes: a window of 25 ops (each op advances the clock by 10 ms), and at
+/// most 3 per partition.
+const DEDUP: DedupLimits = DedupLimits {
+    window_ms: 250,
+    max_entries: 3 * PARTITIONS as usize,
+};
+
+/// One write of a batch: kind, key, if_version hint, value, msg_id (scope and id).
+type Item = (u8, usize, Option<u8>, u8, Option<u8>);
 
 #[derive(Debug, Clone)]
 enum Op {
-    Batch(Vec<(u8, usize, Option<u8>, u8)>), // (kind, key, if_version hint, value)
+    Batch(Vec<Item>),
     Trim(u8, u64),
     Restart,
     Resume(usize, bool, usize), // (position index, prefix?, key/prefix index)
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    let item = (
+        0u8..3,
+        0..KEYS.len(),
+        proptest::option::of(0u8..4),
+        0u8..3,
+        proptest::option::of(0u8..4),
+    );
     prop_oneof![
-        6 => proptest::collection::vec((0u8..3, 0..KEYS.len(), proptest::option::of(0u8..4), any::<u8>()), 1..6).prop_map(Op::Batch),
+        6 => proptest::collection::vec(item, 1..6).prop_map(Op::Batch),
         1 => (0u8..4, 0u64..4).prop_map(|(p, keep)| Op::Trim(p, keep)),
         1 => Just(Op::Restart),
         4 => (any::<usize>(), any::<bool>(), any::<usize>()).prop_map(|(i, pre, k)| Op::Resume(i, pre, k)),
@@ -45,12 +65,25 @@ struct Logged {
     value: Option<Vec<u8>>,
 }
 
+/// What the model remembers of a write with a msg_id.
+#[derive(Debug, Clone)]
+struct Remembered {
+    /// Key, scope, id.
+    at: (Vec<u8>, Vec<u8>, Vec<u8>),
+    /// What it asked for.
+    asked: Write,
+    outcome: Repeat,
+    time: u64,
+}
+
 #[derive(Default)]
 struct Model {
     /// partition → its log (all entries ever, with the first retained seq tracked apart)
     logs: BTreeMap<u32, Vec<Logged>>,
     first: BTreeMap<u32, u64>,
     current: BTreeMap<Vec<u8>, (u64, Vec<u8>)>,
+    /// partition → remembered writes, oldest first.
+    remembered: BTreeMap<u32, Vec<Remembered>>,
 }
 
 impl Model {
@@ -63,6 +96,193 @@ impl Model {
     fn version(&self, key: &[u8]) -> u64 {
         self.current.get(key).map_or(0, |c| c.0)
     }
+    fn remembered(
+        &self,
+        p: u32,
+        at: &(Vec<u8>, Vec<u8>, Vec<u8>),
+        now: u64,
+    ) -> Option<&Remembered> {
+        self.remembered
+            .get(&p)?
+            .iter()
+            .find(|r| &r.at == at && now - r.time < DEDUP.window_ms)
+    }
+    fn remember(&mut self, p: u32, r: Remembered) {
+        let list = self.remembered.entry(p).or_default();
+        list.retain(|o| o.at != r.at);
+        list.push(r);
+    }
+    /// The sweep at the end of a batch: from the oldest, entries past their window or
+    /// over the bound go, stopping at one that stays or that this batch wrote.
+    fn sweep(&mut self, now: u64, before: &BTreeMap<u32, u64>) {
+        let share = DEDUP.max_entries / PARTITIONS as usize;
+        for (p, list) in &mut self.remembered {
+            while let Some(r) = list.first() {
+                let expired = now - r.time >= DEDUP.window_ms;
+                if r.outcome.position.seq > before[p] || !(expired || list.len() > share) {
+                    break;
+                }
+                list.remove(0);
+            }
+        }
+    }
+    fn held(&self) -> u64 {
+        self.remembered.values().map(|l| l.len() as u64).sum()
+    }
+}
+
+/// The write an item asks for (`model` supplies the version a hint refers to).
+fn write_of(&(kind, k, hint, v, msg): &Item, model: &Model) -> Write {
+    let key = KEYS[k].to_vec();
+    // hint 0: the right version, 1: absent (0), 2/3: something else
+    let if_version = hint.map(|h| match h {
+        0 => model.version(&key),
+        1 => 0,
+        _ => 999,
+    });
+    let msg_id = msg.map(|m| MsgId {
+        scope: vec![b's', m % 2],
+        id: vec![b'm', m / 2],
+    });
+    match kind {
+        0 => Write::Put {
+            key,
+            value: vec![v],
+            if_version,
+            msg_id,
+        },
+        1 => Write::Delete {
+            key,
+            if_version,
+            msg_id,
+        },
+        _ => Write::Publish {
+            key,
+            value: vec![v],
+            msg_id,
+        },
+    }
+}
+
+/// Whether two writes ask for the same thing (msg_ids aside).
+fn same_ask(a: &Write, b: &Write) -> bool {
+    match (a, b) {
+        (
+            Write::Put {
+                value: v,
+                if_version: i,
+                ..
+            },
+            Write::Put {
+                value: w,
+                if_version: j,
+                ..
+            },
+        ) => v == w && i == j,
+        (Write::Delete { if_version: i, .. }, Write::Delete { if_version: j, .. }) => i == j,
+        (Write::Publish { value: v, .. }, Write::Publish { value: w, .. }) => v == w,
+        _ => false,
+    }
+}
+
+/// Check one batch's results against the model, updating it; returns the positions of
+/// the changes logged.
+fn check_batch(
+    writes: &[Write],
+    results: Vec<Result<Written, StoreError>>,
+    log: &ChangeLog<MemoryEngine>,
+    model: &mut Model,
+    epochs: &BTreeMap<u32, u64>,
+    now: u64,
+) -> Result<Vec<Position>, TestCaseError> {
+    prop_assert_eq!(results.len(), writes.len());
+    let before: BTreeMap<u32, u64> = (0..PARTITIONS).map(|p| (p, model.last(p))).collect();
+    let mut logged = Vec::new();
+    for (w, r) in writes.iter().zip(results) {
+        let key = w.key().to_vec();
+        let p = log.partition_of(&key);
+        let at = w
+            .msg_id()
+            .map(|m| (key.clone(), m.scope.clone(), m.id.clone()));
+        if let Some(first) = at.as_ref().and_then(|at| model.remembered(p, at, now)) {
+            if same_ask(&first.asked, w) {
+                prop_assert_eq!(r.unwrap(), Written::Repeat(first.outcome));
+            } else {
+                prop_assert!(
+                    matches!(r, Err(StoreError::Refused(Refused::MsgIdReused))),
+                    "expected msg_id reused, got {:?}",
+                    r
+                );
+            }
+            continue;
+        }
+        let current = model.version(&key);
+        let want = match w {
+            Write::Put { if_version, .. } | Write::Delete { if_version, .. } => *if_version,
+            Write::Publish { .. } => None,
+        };
+        if let Some(want) = want
+            && want != current
+        {
+            match r {
+                Err(StoreError::Refused(Refused::Conflict { current: c })) => {
+                    prop_assert_eq!(c, current)
+                }
+                other => prop_assert!(false, "expected conflict, got {:?}", other),
+            }
+            continue;
+        }
+        let Written::New(c) = r.unwrap() else {
+            return Err(TestCaseError::fail("a repeat where none was remembered"));
+        };
+        let seq = model.last(p) + 1;
+        prop_assert_eq!(
+            c.position,
+            Position {
+                partition: p,
+                epoch: epochs[&p],
+                seq
+            }
+        );
+        let (kind, value) = match w {
+            Write::Put { value, .. } => {
+                model.current.insert(key.clone(), (seq, value.clone()));
+                (ChangeKind::Put, Some(value.clone()))
+            }
+            Write::Delete { .. } => {
+                model.current.remove(&key);
+                (ChangeKind::Delete, None)
+            }
+            Write::Publish { value, .. } => (ChangeKind::Publish, Some(value.clone())),
+        };
+        prop_assert_eq!(c.kind, kind);
+        prop_assert_eq!(c.version, if kind == ChangeKind::Publish { 0 } else { seq });
+        if let Some(at) = at {
+            let outcome = Repeat {
+                position: c.position,
+                version: c.version,
+            };
+            model.remember(
+                p,
+                Remembered {
+                    at,
+                    asked: w.clone(),
+                    outcome,
+                    time: now,
+                },
+            );
+        }
+        model.logs.entry(p).or_default().push(Logged {
+            seq,
+            key,
+            kind,
+            value,
+        });
+        logged.push(c.position);
+    }
+    model.sweep(now, &before);
+    prop_assert_eq!(log.dedup_stats().entries, model.held());
+    Ok(logged)
 }
 
 proptest! {
@@ -76,6 +296,7 @@ proptest! {
         let mut log = ChangeLog::open(Arc::clone(&engine), PARTITIONS, &owned, || { next_epoch += 1; next_epoch }).unwrap();
         // A tiny cache of chain heads makes most writes read them back from the engine.
         log.set_head_cache(cache);
+        log.set_dedup_limits(DEDUP);
         let epochs: BTreeMap<u32, u64> = owned.iter().map(|&p| (p, log.position(p).unwrap().epoch)).collect();
         let mut model = Model::default();
         let mut positions: Vec<Position> = owned.iter().map(|&p| log.position(p).unwrap()).collect();
@@ -85,41 +306,10 @@ proptest! {
             now += 10;
             match op {
                 Op::Batch(items) => {
-                    let writes: Vec<Write> = items.iter().map(|&(kind, k, hint, v)| {
-                        let key = KEYS[k].to_vec();
-                        // hint 0: the right version, 1: absent (0), 2/3: something else
-                        let if_version = hint.map(|h| match h { 0 => model.version(&key), 1 => 0, _ => 999 });
-                        match kind {
-                            0 => Write::Put { key, value: vec![v], if_version },
-                            1 => Write::Delete { key, if_version },
-                            _ => Write::Publish { key, value: vec![v] },
-                        }
-                    }).collect();
+                    let writes: Vec<Write> = items.iter().map(|item| write_of(item, &model)).collect();
                     // The model decides each outcome in order, as the log must.
                     let results = log.apply(&writes, now, true);
-                    prop_assert_eq!(results.len(), writes.len());
-                    for (w, r) in writes.iter().zip(results) {
-                        let key = w.key().to_vec();
-                        let p = log.partition_of(&key);
-                        let current = model.version(&key);
-                        let want = match w { Write::Put { if_version, .. } | Write::Delete { if_version, .. } => *if_version, Write::Publish { .. } => None };
-                        if let Some(want) = want && want != current {
-                            match r { Err(StoreError::Refused(Refused::Conflict { current: c })) => prop_assert_eq!(c, current), other => prop_assert!(false, "expected conflict, got {:?}", other) }
-                            continue;
-                        }
-                        let c = r.unwrap();
-                        let seq = model.last(p) + 1;
-                        prop_assert_eq!(c.position, Position { partition: p, epoch: epochs[&p], seq });
-                        let (kind, value) = match w {
-                            Write::Put { value, .. } => { model.current.insert(key.clone(), (seq, value.clone())); (ChangeKind::Put, Some(value.clone())) }
-                            Write::Delete { .. } => { model.current.remove(&key); (ChangeKind::Delete, None) }
-                            Write::Publish { value, .. } => (ChangeKind::Publish, Some(value.clone())),
-                        };
-                        prop_assert_eq!(c.kind, kind);
-                        prop_assert_eq!(c.version, if kind == ChangeKind::Publish { 0 } else { seq });
-                        model.logs.entry(p).or_default().push(Logged { seq, key, kind, value });
-                        positions.push(c.position);
-                    }
+                    positions.extend(check_batch(&writes, results, &log, &mut model, &epochs, now)?);
                 }
                 Op::Trim(p, keep) => {
                     let removed = log.trim(u32::from(p), Retention { min_entries: keep, min_age_ms: 0 }, now, 2).unwrap();
@@ -132,9 +322,11 @@ proptest! {
                 Op::Restart => {
                     log = ChangeLog::open(Arc::clone(&engine), PARTITIONS, &owned, || unreachable!("no new epoch on restart")).unwrap();
                     log.set_head_cache(cache);
+                    log.set_dedup_limits(DEDUP);
                     for &p in &owned {
                         prop_assert_eq!(log.position(p).unwrap(), Position { partition: p, epoch: epochs[&p], seq: model.last(p) });
                     }
+                    prop_assert_eq!(log.dedup_stats().entries, model.held(), "every remembered write is loaded");
                 }
                 Op::Resume(i, prefix, k) => {
                     let from = positions[i % positions.len()];
@@ -183,6 +375,7 @@ fn other_epoch_and_future_positions_reset() {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             if_version: None,
+            msg_id: None,
         }],
         1,
         true,
@@ -222,6 +415,7 @@ fn a_lost_log_gets_a_new_epoch_and_versions_never_go_back() {
                 key: vec![b'k', i],
                 value: vec![i],
                 if_version: None,
+                msg_id: None,
             }],
             1,
             true,
@@ -274,6 +468,7 @@ fn an_unclean_stop_under_sync_false_renews_epochs_and_nothing_else_does() {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             if_version: None,
+            msg_id: None,
         }],
         1,
         false,
@@ -301,17 +496,19 @@ fn trimming_a_delete_keeps_a_value_written_since() {
         &[Write::Delete {
             key: b"k".to_vec(),
             if_version: None,
+            msg_id: None,
         }],
         1,
         true,
     )
     .into_iter()
-    .for_each(|r| assert_eq!(r.unwrap().position.seq, 1));
+    .for_each(|r| assert_eq!(r.unwrap().position().seq, 1));
     let mut prepared = log.prepare(
         &[Write::Put {
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             if_version: Some(0),
+            msg_id: None,
         }],
         2,
     );
@@ -323,7 +520,7 @@ fn trimming_a_delete_keeps_a_value_written_since() {
         .unwrap();
     assert_eq!(prepared.trimmed, [(0, 2)]);
     let results = log.commit_here(prepared, true);
-    assert_eq!(results[0].as_ref().unwrap().version, 2);
+    assert_eq!(results[0].as_ref().unwrap().version(), 2);
     let (cur, at) = log.get(b"k").unwrap();
     assert_eq!(cur.map(|c| (c.version, c.value)), Some((2, b"v".to_vec())));
     assert_eq!(at.seq, 2);
@@ -335,6 +532,7 @@ fn trimming_a_delete_keeps_a_value_written_since() {
         &[Write::Delete {
             key: b"k".to_vec(),
             if_version: Some(2),
+            msg_id: None,
         }],
         5,
         true,
@@ -349,11 +547,12 @@ fn trimming_a_delete_keeps_a_value_written_since() {
             key: b"k".to_vec(),
             value: b"w".to_vec(),
             if_version: Some(0),
+            msg_id: None,
         }],
         7,
         true,
     );
-    assert_eq!(r[0].as_ref().unwrap().position.seq, 4);
+    assert_eq!(r[0].as_ref().unwrap().position().seq, 4);
     // The log holds only seq 4: resuming from 3 returns exactly it.
     let from = Position {
         partition: 0,

@@ -202,9 +202,9 @@ proptest! {
                     *seq += 1;
                     let bytes = key.as_bytes().to_vec();
                     let (w, kind, value) = match kind {
-                        0 => (Write::Put { key: bytes, value: vec![v], if_version: None }, ChangeKind::Put, Some(vec![v])),
-                        1 => (Write::Delete { key: bytes, if_version: None }, ChangeKind::Delete, None),
-                        _ => (Write::Publish { key: bytes, value: vec![v] }, ChangeKind::Publish, Some(vec![v])),
+                        0 => (Write::Put { key: bytes, value: vec![v], if_version: None, msg_id: None }, ChangeKind::Put, Some(vec![v])),
+                        1 => (Write::Delete { key: bytes, if_version: None, msg_id: None }, ChangeKind::Delete, None),
+                        _ => (Write::Publish { key: bytes, value: vec![v], msg_id: None }, ChangeKind::Publish, Some(vec![v])),
                     };
                     let request_id = WRITE_IDS + writes.len() as u64;
                     writes.push(Logged { p, seq: *seq, key: key.to_owned(), kind, value });

@@ -292,7 +292,7 @@ impl Link {
     }
 
     fn put(&mut self, id: u64, key: &str, value: &[u8]) -> Got {
-        self.send(|e, o| e.put(o, id, key, value, None).unwrap());
+        self.send(|e, o| e.put(o, id, key, value, None, None).unwrap());
         let (rid, got) = self.recv();
         assert_eq!(rid, id);
         got
@@ -409,7 +409,7 @@ fn watch_put_get_across_links_and_a_malformed_frame_drops_only_its_link() {
 
     // A conditional write with the wrong version is refused.
     b.send(|e, o| {
-        e.put(o, 5, "room/{1}/title", b"1", Some(version + 100))
+        e.put(o, 5, "room/{1}/title", b"1", Some(version + 100), None)
             .unwrap()
     });
     assert_eq!(
@@ -532,7 +532,7 @@ impl Pipelined {
                 let n = sent.len() as u64;
                 let (key, value) = (format!("{prefix}{n}"), format!("v{n}").into_bytes());
                 out.clear();
-                enc.put(&mut out, n, &key, &value, None).unwrap();
+                enc.put(&mut out, n, &key, &value, None, None).unwrap();
                 sent.push((key, value));
                 if writer.write_all(&out).is_err() {
                     break;
@@ -833,7 +833,7 @@ fn sigterm_under_a_nonstop_write_stream_answers_what_it_took_and_stops() {
                 let mut out = Vec::new();
                 for id in 1.. {
                     out.clear();
-                    enc.put(&mut out, id, &format!("s/{w}/{id}"), b"v", None)
+                    enc.put(&mut out, id, &format!("s/{w}/{id}"), b"v", None, None)
                         .unwrap();
                     if writer.write_all(&out).is_err() {
                         break;
@@ -960,9 +960,9 @@ fn a_store_answers_wrong_partition_for_partitions_it_does_not_own() {
         wrong,
         "put {theirs:?} (partition {p_theirs})"
     );
-    l.send(|e, o| e.delete(o, 2, &theirs, None).unwrap());
+    l.send(|e, o| e.delete(o, 2, &theirs, None, None).unwrap());
     assert_eq!(l.recv(), (2, wrong.clone()), "delete");
-    l.send(|e, o| e.publish(o, 3, &theirs, b"1").unwrap());
+    l.send(|e, o| e.publish(o, 3, &theirs, b"1", None).unwrap());
     assert_eq!(l.recv(), (3, wrong.clone()), "publish");
     l.send(|e, o| e.get(o, 4, &theirs).unwrap());
     assert_eq!(l.recv(), (4, wrong.clone()), "get");

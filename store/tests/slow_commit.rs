@@ -2,7 +2,8 @@
 //! engine whose writes become visible and then wait at a gate the test opens. While a
 //! write waits: other links are answered (ping, get, watch) and the write is not
 //! acknowledged; the writing link's own later read waits for it and sees it; a watch
-//! whose snapshot already saw the landing batch does not get its changes twice.
+//! whose snapshot already saw the landing batch does not get its changes twice; a repeat
+//! of the stalled write (same msg_id) is answered only after it, with its position.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::AtomicUsize;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use store::changelog::{ChangeLog, Write};
 use store::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req, spawn};
+use store::dedup::MsgId;
 use store::engine::memory::MemoryEngine;
 use store::engine::{Engine, EngineError, Pair, Read, WriteBatch};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -63,6 +65,8 @@ struct Link {
     id: u64,
     rx: UnboundedReceiver<Vec<u8>>,
     buf: Vec<u8>,
+    /// (request id, seq) of every write reply taken.
+    written: Vec<(u64, u64)>,
 }
 
 impl Link {
@@ -81,7 +85,10 @@ impl Link {
                 at += used;
                 let id = f.request_id;
                 out.push(match f.message {
-                    LinkMessage::WriteReply(_) => Got::WriteReply(id),
+                    LinkMessage::WriteReply(w) => {
+                        self.written.push((id, w.position().unwrap().seq()));
+                        Got::WriteReply(id)
+                    }
                     LinkMessage::GetReply(g) => {
                         Got::GetReply(id, g.value().map(|v| v.bytes().to_vec()))
                     }
@@ -122,6 +129,7 @@ fn put(key: &str, v: u8) -> Req {
         key: key.as_bytes().to_vec(),
         value: vec![v],
         if_version: None,
+        msg_id: None,
     })
 }
 
@@ -168,6 +176,7 @@ fn setup() -> Setup {
             id,
             rx,
             buf: Vec::new(),
+            written: Vec::new(),
         });
     }
     (core, links, landed, gate, handle)
@@ -273,6 +282,77 @@ fn writes_behind_a_stalled_commit_form_the_next_batch() {
         .collect();
     assert_eq!(got, want);
     assert!(landed.try_recv().is_err(), "two commits for 51 writes");
+    core.send(CoreMsg::Shutdown).unwrap();
+    landed.recv_timeout(WAIT).ok();
+    gate.send(()).ok();
+    handle.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_repeat_of_a_stalled_write_is_answered_after_it_with_its_position() {
+    let (core, mut links, landed, gate, handle) = setup();
+    let (a, b) = links.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    let watch = Req::Watch {
+        watch_id: WatchId::from_raw(40),
+        target: "k".into(),
+        prefix: false,
+        from: None,
+    };
+    send(&core, b, 1, watch);
+    assert_eq!(b.take(1, WAIT), [Got::Snapshot(1, vec![], 0)]);
+    let once = |v| {
+        Req::Write(Write::Put {
+            key: b"k".to_vec(),
+            value: vec![v],
+            if_version: None,
+            msg_id: Some(MsgId {
+                scope: b"alice".to_vec(),
+                id: b"m-1".to_vec(),
+            }),
+        })
+    };
+    // A writes with a msg_id; its commit lands and stalls. The repeat (as after a lost
+    // reply) must wait for it: answering sooner would promise a write that may yet fail.
+    send(&core, a, 10, once(7));
+    landed.recv_timeout(WAIT).unwrap();
+    send(&core, a, 11, once(7));
+    // Requests are taken in the order sent: once B's ping is answered, the repeat is in.
+    send(&core, b, 2, Req::Ping(1));
+    assert_eq!(b.take(1, WAIT), [Got::Pong(2)]);
+    assert!(
+        a.take(1, Duration::ZERO).is_empty(),
+        "the repeat is not answered yet"
+    );
+    gate.send(()).unwrap();
+    // The repeat's batch (the first's record written again) lands after the first's and
+    // stalls in turn: the first is answered and dispatched, its repeat is not.
+    landed.recv_timeout(WAIT).unwrap();
+    assert_eq!(a.take(1, WAIT), [Got::WriteReply(10)]);
+    assert_eq!(b.take(1, WAIT), [Got::Change(0, "k".into(), 1)]);
+    assert!(a.take(1, Duration::from_millis(200)).is_empty());
+    gate.send(()).unwrap();
+    assert_eq!(a.take(1, WAIT), [Got::WriteReply(11)]);
+    assert_eq!(
+        a.written,
+        [(10, 1), (11, 1)],
+        "both answers carry the first's position"
+    );
+    // Once the first is committed, a repeat (here from the other link) is answered at
+    // once, with no batch.
+    send(&core, b, 3, once(7));
+    assert_eq!(b.take(1, WAIT), [Got::WriteReply(3)]);
+    assert_eq!(b.written, [(3, 1)]);
+    assert!(
+        landed.try_recv().is_err(),
+        "no commit for a committed write's repeat"
+    );
+    // A repeat asking for another value is refused; nothing more reaches the watch.
+    send(&core, a, 12, once(8));
+    let got = a.take(1, WAIT);
+    assert_eq!(got, [Got::Other("Error".into())]);
+    send(&core, b, 4, Req::Ping(2));
+    assert_eq!(b.take(1, WAIT), [Got::Pong(4)], "no second change");
     core.send(CoreMsg::Shutdown).unwrap();
     landed.recv_timeout(WAIT).ok();
     gate.send(()).ok();

@@ -15,6 +15,7 @@ const REQUESTS: &[&str] = &[
     r#"{"op":"put","id":5,"key":"k","value":{"a":[1,2,{"b":null}]},"if_version":7}"#,
     r#"{"op":"del","id":6,"key":"k"}"#,
     r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"h\u00e9llo \ud83d\ude00"}"#,
+    r#"{"op":"put","id":8,"key":"order/{7}","value":"paid","msg_id":"0c6f-1"}"#,
 ];
 
 const RESPONSES: &[&str] = &[
@@ -100,7 +101,16 @@ fn link_frames(link: &Path) {
             .unwrap()
     });
     frame("put", &mut |e, o| {
-        e.put(o, 2, "room/{42}/title", b"\"hi\"", Some(4)).unwrap()
+        e.put(o, 2, "room/{42}/title", b"\"hi\"", Some(4), None)
+            .unwrap()
+    });
+    frame("publish_msg_id", &mut |e, o| {
+        let msg = wire::link::MsgIdRef {
+            scope: "alice",
+            id: "0c6f-1",
+        };
+        e.publish(o, 5, "room/{42}/chat", b"\"hi\"", Some(msg))
+            .unwrap()
     });
     frame("watch", &mut |e, o| {
         e.watch(o, 3, 9, "room/", true, Some(pos)).unwrap()

@@ -87,7 +87,7 @@ fn link_load(addr: SocketAddr, id: usize, args: &Args, stop: &AtomicBool, done: 
         for _ in 0..args.pipeline {
             n += 1;
             let key = format!("load/{id}/{}", n % 100_000);
-            enc.put(&mut out, n, &key, &value, None)
+            enc.put(&mut out, n, &key, &value, None, None)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         s.write_all(&out).unwrap_or_else(|e| panic!("{e}"));

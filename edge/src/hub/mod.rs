@@ -50,6 +50,7 @@ mod index;
 mod join;
 mod members;
 mod snapshot;
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -63,7 +64,7 @@ use std::sync::Arc;
 
 use wire::client::{ErrorCode, Position, Request, Response, encode_token};
 use wire::cluster::ClusterMap;
-use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, WatchId};
+use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, MsgIdRef, WatchId};
 
 pub use delivery::Delivery;
 
@@ -218,8 +219,10 @@ impl Hub {
         );
     }
 
-    /// A request from connection `conn`.
-    pub fn request(&mut self, conn: ConnRef, req: Request<'_>) {
+    /// A request from connection `conn`, whose token names `subject` (empty: anonymous).
+    /// A write's msg_id goes to the store scoped by the subject, so one user's ids never
+    /// meet another's; anonymous connections share one scope.
+    pub fn request(&mut self, conn: ConnRef, req: Request<'_>, subject: &str) {
         match req {
             Request::Sub { id, target, from } => self.subscribe(conn, id, &target, from.as_deref()),
             Request::Unsub { id } => {
@@ -246,19 +249,33 @@ impl Hub {
                 key,
                 value,
                 if_version,
-            } => self.forward(conn, id, &key, false, |enc, out, rid| {
-                enc.put(out, rid, &key, &value, if_version)
-            }),
+                msg_id,
+            } => {
+                let msg = scoped(msg_id.as_deref(), subject);
+                self.forward(conn, id, &key, false, |enc, out, rid| {
+                    enc.put(out, rid, &key, &value, if_version, msg)
+                });
+            }
             Request::Del {
                 id,
                 key,
                 if_version,
-            } => self.forward(conn, id, &key, false, |enc, out, rid| {
-                enc.delete(out, rid, &key, if_version)
-            }),
-            Request::Pub { id, key, value } => {
+                msg_id,
+            } => {
+                let msg = scoped(msg_id.as_deref(), subject);
+                self.forward(conn, id, &key, false, |enc, out, rid| {
+                    enc.delete(out, rid, &key, if_version, msg)
+                });
+            }
+            Request::Pub {
+                id,
+                key,
+                value,
+                msg_id,
+            } => {
+                let msg = scoped(msg_id.as_deref(), subject);
                 self.forward(conn, id, &key, true, |enc, out, rid| {
-                    enc.publish(out, rid, &key, &value)
+                    enc.publish(out, rid, &key, &value, msg)
                 });
             }
             // The connection answers `auth` itself; one that reached here is a bug,
@@ -468,4 +485,9 @@ fn map_code(code: wire::link::ErrorCode) -> ErrorCode {
 /// `a` is later in its partition's log than `b`.
 fn newer(a: &Position, b: &Position) -> bool {
     (a.epoch, a.seq) > (b.epoch, b.seq)
+}
+
+/// A client's msg_id as the store keys it: within `subject`'s scope.
+fn scoped<'a>(msg_id: Option<&'a str>, subject: &'a str) -> Option<MsgIdRef<'a>> {
+    msg_id.map(|id| MsgIdRef { scope: subject, id })
 }

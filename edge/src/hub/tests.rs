@@ -243,7 +243,7 @@ impl Sim {
                 if let Some(v) = self.views.remove(&key) {
                     self.keep_token(conn, target, v);
                 }
-                self.hub.request(key.0, Request::Unsub { id: key.1 });
+                self.hub.request(key.0, Request::Unsub { id: key.1 }, "");
                 // Its answer (ok or error) has no view to go to.
             }
             Op::Close(conn) => {
@@ -312,6 +312,7 @@ impl Sim {
                 target,
                 from: sent.map(|(token, _)| token.into()),
             },
+            "",
         );
         // The join watches it opened, read before they go to the stores.
         let joins = resume_joins(&self.hub.link_out);
@@ -734,6 +735,7 @@ fn a_connection_cannot_pile_up_requests_without_bound() {
                 id,
                 key: "a".into(),
             },
+            "",
         );
     }
     let refused = std::mem::take(&mut sim.hub.out)
@@ -759,6 +761,7 @@ fn a_connection_cannot_pile_up_requests_without_bound() {
             id: 1,
             key: "a".into(),
         },
+        "",
     );
     assert!(sim.hub.out.is_empty());
     // A dropped link answers what waited, and the connection may ask again.
@@ -774,6 +777,7 @@ fn a_connection_cannot_pile_up_requests_without_bound() {
             id: 0,
             key: "a".into(),
         },
+        "",
     );
     assert!(sim.hub.out.is_empty());
 }

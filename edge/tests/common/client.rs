@@ -167,6 +167,7 @@ impl Client {
             key: key.into(),
             value: Cow::Borrowed(value.as_bytes()),
             if_version: None,
+            msg_id: None,
         })
     }
 }

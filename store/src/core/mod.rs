@@ -11,7 +11,8 @@
 //! watch are answered at once, and the batch behind it just grows. Only when a batch
 //! is reported committed are its writes acknowledged and its changes dispatched: one
 //! `Changes` frame per interested link for the whole batch (a few if it is big), in seq
-//! order per partition.
+//! order per partition. A repeat of a write remembered by its msg_id is answered with
+//! the first's outcome and dispatches nothing.
 //!
 //! Requests of one link take effect in the order it sent them: any request but a write
 //! (a read, watch, unwatch, ping) that follows a link's own uncommitted write waits for
@@ -497,6 +498,7 @@ impl<E: Engine> Core<E> {
             }
         }
         Metrics::set(&self.cfg.metrics.queued_writes, self.queue.len() as u64);
+        self.cfg.metrics.publish_dedup(self.log.dedup_stats());
     }
 
     /// Build a batch from the queued writes (stopping before a conditional write unless
@@ -611,12 +613,13 @@ impl<E: Engine> Core<E> {
         let mut links = Vec::with_capacity(b.from.len());
         for ((link, request_id), r) in b.from.into_iter().zip(b.prepared.results) {
             match r {
-                Ok(c) => {
+                Ok(w) => {
                     let buf = self.pending.entry(link).or_default();
-                    let _ = self
-                        .enc
-                        .write_reply(buf, request_id, wire_pos(c.position), c.version);
-                    changes.push(c);
+                    let _ =
+                        self.enc
+                            .write_reply(buf, request_id, wire_pos(w.position()), w.version());
+                    // A repeat changed nothing: there is nothing to dispatch.
+                    changes.extend(w.change());
                 }
                 Err(e) => self.write_error(link, request_id, &e),
             }

@@ -388,6 +388,176 @@ impl ::core::fmt::Debug for Current<'_> {
       ds.finish()
   }
 }
+pub enum RememberedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A write remembered for idempotency (`D p key scope msg_id`): the outcome it got,
+/// which a repeat of it is answered with, and what it asked for.
+pub struct Remembered<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Remembered<'a> {
+  type Inner = Remembered<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Remembered<'a> {
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TIME_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FINGERPRINT: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Remembered { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RememberedArgs
+  ) -> ::flatbuffers::WIPOffset<Remembered<'bldr>> {
+    let mut builder = RememberedBuilder::new(_fbb);
+    builder.add_fingerprint(args.fingerprint);
+    builder.add_time_ms(args.time_ms);
+    builder.add_version(args.version);
+    builder.add_seq(args.seq);
+    builder.add_epoch(args.epoch);
+    builder.finish()
+  }
+
+
+  /// Its position: the partition's epoch and the write's seq.
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Remembered::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Remembered::VT_SEQ, Some(0)).unwrap()}
+  }
+  /// The key's version after it (0 for a publish).
+  #[inline]
+  pub fn version(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Remembered::VT_VERSION, Some(0)).unwrap()}
+  }
+  /// When it was written (ms since the Unix epoch): the window counts from here.
+  #[inline]
+  pub fn time_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Remembered::VT_TIME_MS, Some(0)).unwrap()}
+  }
+  /// xxh3-64 of what it asked (kind, condition, value): a repeat must ask the same.
+  #[inline]
+  pub fn fingerprint(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Remembered::VT_FINGERPRINT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Remembered<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<u64>("version", Self::VT_VERSION, false)?
+     .visit_field::<u64>("time_ms", Self::VT_TIME_MS, false)?
+     .visit_field::<u64>("fingerprint", Self::VT_FINGERPRINT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RememberedArgs {
+    pub epoch: u64,
+    pub seq: u64,
+    pub version: u64,
+    pub time_ms: u64,
+    pub fingerprint: u64,
+}
+impl<'a> Default for RememberedArgs {
+  #[inline]
+  fn default() -> Self {
+    RememberedArgs {
+      epoch: 0,
+      seq: 0,
+      version: 0,
+      time_ms: 0,
+      fingerprint: 0,
+    }
+  }
+}
+
+pub struct RememberedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RememberedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(Remembered::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Remembered::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_version(&mut self, version: u64) {
+    self.fbb_.push_slot::<u64>(Remembered::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn add_time_ms(&mut self, time_ms: u64) {
+    self.fbb_.push_slot::<u64>(Remembered::VT_TIME_MS, time_ms, 0);
+  }
+  #[inline]
+  pub fn add_fingerprint(&mut self, fingerprint: u64) {
+    self.fbb_.push_slot::<u64>(Remembered::VT_FINGERPRINT, fingerprint, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RememberedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RememberedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Remembered<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Remembered<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Remembered");
+      ds.field("epoch", &self.epoch());
+      ds.field("seq", &self.seq());
+      ds.field("version", &self.version());
+      ds.field("time_ms", &self.time_ms());
+      ds.field("fingerprint", &self.fingerprint());
+      ds.finish()
+  }
+}
 }  // pub mod storage
 }  // pub mod ringline
 

@@ -14,6 +14,11 @@ fn text() -> impl Strategy<Value = Cow<'static, str>> {
         .prop_map(|c| Cow::Owned(c.into_iter().collect()))
 }
 
+/// An optional idempotency id (within the 128-byte limit: at most 24 chars of 4 bytes).
+fn msg_id() -> impl Strategy<Value = Option<Cow<'static, str>>> {
+    proptest::option::of(text())
+}
+
 /// A compact JSON value (as a JSON client would send it).
 fn json_value() -> impl Strategy<Value = Vec<u8>> {
     let leaf = prop_oneof![
@@ -64,25 +69,35 @@ pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
             any::<u64>(),
             text(),
             request_value(),
-            proptest::option::of(any::<u64>())
+            proptest::option::of(any::<u64>()),
+            msg_id()
         )
-            .prop_map(|(id, key, value, if_version)| Request::Put {
+            .prop_map(|(id, key, value, if_version, msg_id)| Request::Put {
                 id,
                 key,
                 value,
-                if_version
+                if_version,
+                msg_id
             }),
-        (any::<u64>(), text(), proptest::option::of(any::<u64>())).prop_map(
-            |(id, key, if_version)| Request::Del {
+        (
+            any::<u64>(),
+            text(),
+            proptest::option::of(any::<u64>()),
+            msg_id()
+        )
+            .prop_map(|(id, key, if_version, msg_id)| Request::Del {
                 id,
                 key,
-                if_version
+                if_version,
+                msg_id
+            }),
+        (any::<u64>(), text(), request_value(), msg_id()).prop_map(|(id, key, value, msg_id)| {
+            Request::Pub {
+                id,
+                key,
+                value,
+                msg_id,
             }
-        ),
-        (any::<u64>(), text(), request_value()).prop_map(|(id, key, value)| Request::Pub {
-            id,
-            key,
-            value
         }),
         (any::<u64>(), text()).prop_map(|(id, token)| Request::Auth { id, token }),
     ]

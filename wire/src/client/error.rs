@@ -39,7 +39,7 @@ pub enum ClientErrorKind {
     /// token longer than [`super::MAX_JWT_LEN`].
     #[error("`{field}` is {len} bytes long, the limit is {max}")]
     KeyTooLong {
-        /// `key`, `prefix` or `token`.
+        /// `key`, `prefix`, `token` or `msg_id`.
         field: &'static str,
         /// Its length in bytes.
         len: usize,

@@ -73,16 +73,19 @@ fn every_request_variant_round_trips_in_both_forms() {
             key: "k".into(),
             value: value(b"{\"a\":1}"),
             if_version: Some(7),
+            msg_id: None,
         },
         Request::Del {
             id: 6,
             key: "k".into(),
             if_version: None,
+            msg_id: Some("0b9e4c1a-retry".into()),
         },
         Request::Pub {
             id: 7,
             key: "room/{42}/chat".into(),
             value: value(b"\"hi\""),
+            msg_id: Some("m\"1\u{e9}".into()),
         },
         Request::Auth {
             id: 8,

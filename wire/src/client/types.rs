@@ -38,6 +38,9 @@ pub enum Request<'a> {
         value: Cow<'a, [u8]>,
         /// Only write if the key's version is this (0: only if the key is absent).
         if_version: Option<u64>,
+        /// Client-chosen id making the write idempotent: a repeat within the store's
+        /// window is answered with the first outcome and writes nothing.
+        msg_id: Option<Cow<'a, str>>,
     },
     /// Delete a key.
     Del {
@@ -47,6 +50,8 @@ pub enum Request<'a> {
         key: Cow<'a, str>,
         /// Only delete if the key's version is this.
         if_version: Option<u64>,
+        /// Makes the delete idempotent (see `Put`).
+        msg_id: Option<Cow<'a, str>>,
     },
     /// Publish a log-only message (delivered to subscribers, not stored).
     Pub {
@@ -56,6 +61,8 @@ pub enum Request<'a> {
         key: Cow<'a, str>,
         /// The message's bytes.
         value: Cow<'a, [u8]>,
+        /// Makes the publish idempotent (see `Put`).
+        msg_id: Option<Cow<'a, str>>,
     },
     /// Authenticate (or refresh the token of) this connection: a browser's first
     /// message, where no header can carry the token.
@@ -254,6 +261,17 @@ impl std::fmt::Display for ErrorCode {
 }
 
 impl Request<'_> {
+    /// The idempotency id of a write (`put`, `del`, `pub`), if it carries one.
+    #[must_use]
+    pub fn msg_id(&self) -> Option<&str> {
+        match self {
+            Self::Put { msg_id, .. } | Self::Del { msg_id, .. } | Self::Pub { msg_id, .. } => {
+                msg_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+
     /// The request id.
     #[must_use]
     pub fn id(&self) -> u64 {
@@ -284,25 +302,35 @@ impl Request<'_> {
                 key,
                 value,
                 if_version,
+                msg_id,
             } => Request::Put {
                 id,
                 key: own(key),
                 value: own(value),
                 if_version,
+                msg_id: msg_id.map(own),
             },
             Self::Del {
                 id,
                 key,
                 if_version,
+                msg_id,
             } => Request::Del {
                 id,
                 key: own(key),
                 if_version,
+                msg_id: msg_id.map(own),
             },
-            Self::Pub { id, key, value } => Request::Pub {
+            Self::Pub {
+                id,
+                key,
+                value,
+                msg_id,
+            } => Request::Pub {
                 id,
                 key: own(key),
                 value: own(value),
+                msg_id: msg_id.map(own),
             },
             Self::Auth { id, token } => Request::Auth {
                 id,
@@ -450,10 +478,14 @@ mod tests {
             key: Cow::Borrowed(&key),
             value: Cow::Borrowed(b"1"),
             if_version: None,
+            msg_id: Some(Cow::Borrowed("m-1")),
         };
         let owned = req.clone().into_owned();
         drop(key);
         assert_eq!(owned.id(), 1);
         assert!(matches!(owned, Request::Put { key: Cow::Owned(ref k), .. } if k == "k"));
+        assert!(
+            matches!(owned, Request::Put { msg_id: Some(Cow::Owned(ref m)), .. } if m == "m-1")
+        );
     }
 }

@@ -13,6 +13,22 @@ pub const MAX_JWT_LEN: usize = 8 * 1024;
 /// Longest resume token, in bytes (room for about a thousand partition positions).
 pub const MAX_TOKEN_LEN: usize = 34 * 1024;
 
+/// Longest `msg_id`, in bytes.
+pub const MAX_MSG_ID_LEN: usize = 128;
+
+/// An absent `msg_id`, or a non-empty one of at most [`MAX_MSG_ID_LEN`] bytes.
+pub(super) fn msg_id(id: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+    match id {
+        Some(m) if m.is_empty() => Err(ClientErrorKind::Empty("msg_id")),
+        Some(m) if m.len() > MAX_MSG_ID_LEN => Err(ClientErrorKind::KeyTooLong {
+            field: "msg_id",
+            len: m.len(),
+            max: MAX_MSG_ID_LEN,
+        }),
+        m => Ok(m),
+    }
+}
+
 /// A present, non-empty key or prefix of at most [`MAX_KEY_LEN`] bytes.
 pub(super) fn key<'a>(
     field: &'static str,
@@ -99,6 +115,25 @@ mod tests {
         assert!(matches!(
             jwt(Some("x".repeat(MAX_JWT_LEN + 1).into())),
             Err(ClientErrorKind::KeyTooLong { field: "token", .. })
+        ));
+    }
+
+    #[test]
+    fn msg_ids_are_absent_or_non_empty_and_bounded() {
+        assert_eq!(msg_id(None), Ok(None));
+        assert_eq!(msg_id(Some("m".into())), Ok(Some("m".into())));
+        assert_eq!(
+            msg_id(Some("".into())),
+            Err(ClientErrorKind::Empty("msg_id"))
+        );
+        assert!(msg_id(Some("x".repeat(MAX_MSG_ID_LEN).into())).is_ok());
+        assert!(matches!(
+            msg_id(Some("x".repeat(MAX_MSG_ID_LEN + 1).into())),
+            Err(ClientErrorKind::KeyTooLong {
+                field: "msg_id",
+                len: 129,
+                ..
+            })
         ));
     }
 

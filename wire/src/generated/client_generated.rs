@@ -888,6 +888,10 @@ impl ::core::fmt::Debug for Get<'_> {
 pub enum PutOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `msg_id` (on Put, Del and Pub): a client-chosen id, 1 to 128 bytes, that makes the
+/// write idempotent. A repeat with the same id (by the same user, to the same key)
+/// within the store's window is answered with the first write's outcome and writes
+/// nothing again.
 pub struct Put<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -904,6 +908,7 @@ impl<'a> Put<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
   pub const VT_IF_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -916,6 +921,7 @@ impl<'a> Put<'a> {
   ) -> ::flatbuffers::WIPOffset<Put<'bldr>> {
     let mut builder = PutBuilder::new(_fbb);
     if let Some(x) = args.if_version { builder.add_if_version(x); }
+    if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
@@ -943,6 +949,13 @@ impl<'a> Put<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Put::VT_IF_VERSION, None)}
   }
+  #[inline]
+  pub fn msg_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Put::VT_MSG_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Put<'_> {
@@ -954,6 +967,7 @@ impl ::flatbuffers::Verifiable for Put<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
      .visit_field::<u64>("if_version", Self::VT_IF_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
      .finish();
     Ok(())
   }
@@ -962,6 +976,7 @@ pub struct PutArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub if_version: Option<u64>,
+    pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for PutArgs<'a> {
   #[inline]
@@ -970,6 +985,7 @@ impl<'a> Default for PutArgs<'a> {
       key: None,
       value: None,
       if_version: None,
+      msg_id: None,
     }
   }
 }
@@ -992,6 +1008,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<u64>(Put::VT_IF_VERSION, if_version);
   }
   #[inline]
+  pub fn add_msg_id(&mut self, msg_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Put::VT_MSG_ID, msg_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PutBuilder {
@@ -1012,6 +1032,7 @@ impl ::core::fmt::Debug for Put<'_> {
       ds.field("key", &self.key());
       ds.field("value", &self.value());
       ds.field("if_version", &self.if_version());
+      ds.field("msg_id", &self.msg_id());
       ds.finish()
   }
 }
@@ -1033,6 +1054,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Del<'a> {
 impl<'a> Del<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_IF_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1045,6 +1067,7 @@ impl<'a> Del<'a> {
   ) -> ::flatbuffers::WIPOffset<Del<'bldr>> {
     let mut builder = DelBuilder::new(_fbb);
     if let Some(x) = args.if_version { builder.add_if_version(x); }
+    if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
   }
@@ -1064,6 +1087,13 @@ impl<'a> Del<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Del::VT_IF_VERSION, None)}
   }
+  #[inline]
+  pub fn msg_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Del::VT_MSG_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Del<'_> {
@@ -1074,6 +1104,7 @@ impl ::flatbuffers::Verifiable for Del<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
      .visit_field::<u64>("if_version", Self::VT_IF_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
      .finish();
     Ok(())
   }
@@ -1081,6 +1112,7 @@ impl ::flatbuffers::Verifiable for Del<'_> {
 pub struct DelArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub if_version: Option<u64>,
+    pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for DelArgs<'a> {
   #[inline]
@@ -1088,6 +1120,7 @@ impl<'a> Default for DelArgs<'a> {
     DelArgs {
       key: None,
       if_version: None,
+      msg_id: None,
     }
   }
 }
@@ -1104,6 +1137,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DelBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_if_version(&mut self, if_version: u64) {
     self.fbb_.push_slot_always::<u64>(Del::VT_IF_VERSION, if_version);
+  }
+  #[inline]
+  pub fn add_msg_id(&mut self, msg_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Del::VT_MSG_ID, msg_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DelBuilder<'a, 'b, A> {
@@ -1125,6 +1162,7 @@ impl ::core::fmt::Debug for Del<'_> {
     let mut ds = f.debug_struct("Del");
       ds.field("key", &self.key());
       ds.field("if_version", &self.if_version());
+      ds.field("msg_id", &self.msg_id());
       ds.finish()
   }
 }
@@ -1147,6 +1185,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Pub<'a> {
 impl<'a> Pub<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1158,6 +1197,7 @@ impl<'a> Pub<'a> {
     args: &'args PubArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Pub<'bldr>> {
     let mut builder = PubBuilder::new(_fbb);
+    if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
@@ -1178,6 +1218,13 @@ impl<'a> Pub<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Pub::VT_VALUE, None)}
   }
+  #[inline]
+  pub fn msg_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Pub::VT_MSG_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Pub<'_> {
@@ -1188,6 +1235,7 @@ impl ::flatbuffers::Verifiable for Pub<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
      .finish();
     Ok(())
   }
@@ -1195,6 +1243,7 @@ impl ::flatbuffers::Verifiable for Pub<'_> {
 pub struct PubArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for PubArgs<'a> {
   #[inline]
@@ -1202,6 +1251,7 @@ impl<'a> Default for PubArgs<'a> {
     PubArgs {
       key: None,
       value: None,
+      msg_id: None,
     }
   }
 }
@@ -1218,6 +1268,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PubBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Pub::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn add_msg_id(&mut self, msg_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Pub::VT_MSG_ID, msg_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PubBuilder<'a, 'b, A> {
@@ -1239,6 +1293,7 @@ impl ::core::fmt::Debug for Pub<'_> {
     let mut ds = f.debug_struct("Pub");
       ds.field("key", &self.key());
       ds.field("value", &self.value());
+      ds.field("msg_id", &self.msg_id());
       ds.finish()
   }
 }

@@ -1650,6 +1650,10 @@ impl ::core::fmt::Debug for GetReply<'_> {
 pub enum PutOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// Idempotency (on Put, Delete and Publish): a write with a `msg_id` is remembered by
+/// the store for its dedup window under (partition, key, `msg_scope`, `msg_id`); a
+/// repeat within it is answered with the first write's WriteReply and writes nothing.
+/// `msg_scope` is whom the edge wrote for (a token's subject; empty: anonymous).
 pub struct Put<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -1666,6 +1670,8 @@ impl<'a> Put<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
   pub const VT_IF_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MSG_SCOPE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1678,6 +1684,8 @@ impl<'a> Put<'a> {
   ) -> ::flatbuffers::WIPOffset<Put<'bldr>> {
     let mut builder = PutBuilder::new(_fbb);
     if let Some(x) = args.if_version { builder.add_if_version(x); }
+    if let Some(x) = args.msg_scope { builder.add_msg_scope(x); }
+    if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
@@ -1706,6 +1714,20 @@ impl<'a> Put<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Put::VT_IF_VERSION, None)}
   }
+  #[inline]
+  pub fn msg_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Put::VT_MSG_ID, None)}
+  }
+  #[inline]
+  pub fn msg_scope(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Put::VT_MSG_SCOPE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Put<'_> {
@@ -1717,6 +1739,8 @@ impl ::flatbuffers::Verifiable for Put<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
      .visit_field::<u64>("if_version", Self::VT_IF_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_scope", Self::VT_MSG_SCOPE, false)?
      .finish();
     Ok(())
   }
@@ -1725,6 +1749,8 @@ pub struct PutArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub if_version: Option<u64>,
+    pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub msg_scope: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for PutArgs<'a> {
   #[inline]
@@ -1733,6 +1759,8 @@ impl<'a> Default for PutArgs<'a> {
       key: None, // required field
       value: None,
       if_version: None,
+      msg_id: None,
+      msg_scope: None,
     }
   }
 }
@@ -1753,6 +1781,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_if_version(&mut self, if_version: u64) {
     self.fbb_.push_slot_always::<u64>(Put::VT_IF_VERSION, if_version);
+  }
+  #[inline]
+  pub fn add_msg_id(&mut self, msg_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Put::VT_MSG_ID, msg_id);
+  }
+  #[inline]
+  pub fn add_msg_scope(&mut self, msg_scope: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Put::VT_MSG_SCOPE, msg_scope);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutBuilder<'a, 'b, A> {
@@ -1776,6 +1812,8 @@ impl ::core::fmt::Debug for Put<'_> {
       ds.field("key", &self.key());
       ds.field("value", &self.value());
       ds.field("if_version", &self.if_version());
+      ds.field("msg_id", &self.msg_id());
+      ds.field("msg_scope", &self.msg_scope());
       ds.finish()
   }
 }
@@ -1797,6 +1835,8 @@ impl<'a> ::flatbuffers::Follow<'a> for Delete<'a> {
 impl<'a> Delete<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_IF_VERSION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MSG_SCOPE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1809,6 +1849,8 @@ impl<'a> Delete<'a> {
   ) -> ::flatbuffers::WIPOffset<Delete<'bldr>> {
     let mut builder = DeleteBuilder::new(_fbb);
     if let Some(x) = args.if_version { builder.add_if_version(x); }
+    if let Some(x) = args.msg_scope { builder.add_msg_scope(x); }
+    if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
   }
@@ -1829,6 +1871,20 @@ impl<'a> Delete<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Delete::VT_IF_VERSION, None)}
   }
+  #[inline]
+  pub fn msg_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Delete::VT_MSG_ID, None)}
+  }
+  #[inline]
+  pub fn msg_scope(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Delete::VT_MSG_SCOPE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Delete<'_> {
@@ -1839,6 +1895,8 @@ impl ::flatbuffers::Verifiable for Delete<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, true)?
      .visit_field::<u64>("if_version", Self::VT_IF_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_scope", Self::VT_MSG_SCOPE, false)?
      .finish();
     Ok(())
   }
@@ -1846,6 +1904,8 @@ impl ::flatbuffers::Verifiable for Delete<'_> {
 pub struct DeleteArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub if_version: Option<u64>,
+    pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub msg_scope: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for DeleteArgs<'a> {
   #[inline]
@@ -1853,6 +1913,8 @@ impl<'a> Default for DeleteArgs<'a> {
     DeleteArgs {
       key: None, // required field
       if_version: None,
+      msg_id: None,
+      msg_scope: None,
     }
   }
 }
@@ -1869,6 +1931,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_if_version(&mut self, if_version: u64) {
     self.fbb_.push_slot_always::<u64>(Delete::VT_IF_VERSION, if_version);
+  }
+  #[inline]
+  pub fn add_msg_id(&mut self, msg_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delete::VT_MSG_ID, msg_id);
+  }
+  #[inline]
+  pub fn add_msg_scope(&mut self, msg_scope: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delete::VT_MSG_SCOPE, msg_scope);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteBuilder<'a, 'b, A> {
@@ -1891,6 +1961,8 @@ impl ::core::fmt::Debug for Delete<'_> {
     let mut ds = f.debug_struct("Delete");
       ds.field("key", &self.key());
       ds.field("if_version", &self.if_version());
+      ds.field("msg_id", &self.msg_id());
+      ds.field("msg_scope", &self.msg_scope());
       ds.finish()
   }
 }
@@ -1912,6 +1984,8 @@ impl<'a> ::flatbuffers::Follow<'a> for Publish<'a> {
 impl<'a> Publish<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MSG_SCOPE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1923,6 +1997,8 @@ impl<'a> Publish<'a> {
     args: &'args PublishArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Publish<'bldr>> {
     let mut builder = PublishBuilder::new(_fbb);
+    if let Some(x) = args.msg_scope { builder.add_msg_scope(x); }
+    if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
     builder.finish()
@@ -1943,6 +2019,20 @@ impl<'a> Publish<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Publish::VT_VALUE, None)}
   }
+  #[inline]
+  pub fn msg_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Publish::VT_MSG_ID, None)}
+  }
+  #[inline]
+  pub fn msg_scope(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Publish::VT_MSG_SCOPE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Publish<'_> {
@@ -1953,6 +2043,8 @@ impl ::flatbuffers::Verifiable for Publish<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_scope", Self::VT_MSG_SCOPE, false)?
      .finish();
     Ok(())
   }
@@ -1960,6 +2052,8 @@ impl ::flatbuffers::Verifiable for Publish<'_> {
 pub struct PublishArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub msg_scope: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for PublishArgs<'a> {
   #[inline]
@@ -1967,6 +2061,8 @@ impl<'a> Default for PublishArgs<'a> {
     PublishArgs {
       key: None, // required field
       value: None,
+      msg_id: None,
+      msg_scope: None,
     }
   }
 }
@@ -1983,6 +2079,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PublishBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Publish::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn add_msg_id(&mut self, msg_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Publish::VT_MSG_ID, msg_id);
+  }
+  #[inline]
+  pub fn add_msg_scope(&mut self, msg_scope: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Publish::VT_MSG_SCOPE, msg_scope);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PublishBuilder<'a, 'b, A> {
@@ -2005,6 +2109,8 @@ impl ::core::fmt::Debug for Publish<'_> {
     let mut ds = f.debug_struct("Publish");
       ds.field("key", &self.key());
       ds.field("value", &self.value());
+      ds.field("msg_id", &self.msg_id());
+      ds.field("msg_scope", &self.msg_scope());
       ds.finish()
   }
 }

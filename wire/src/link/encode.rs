@@ -39,6 +39,16 @@ pub fn encode_frame(
     Ok(())
 }
 
+/// A write's idempotency id as the store keys it: the client's `id`, within `scope`
+/// (whom the edge writes for: a token's subject, empty for anonymous clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgIdRef<'a> {
+    /// Whom the write is for.
+    pub scope: &'a str,
+    /// The client's id.
+    pub id: &'a str,
+}
+
 /// One snapshot entry to encode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryRef<'a> {
@@ -274,8 +284,25 @@ impl LinkEncoder {
         self.finish(out, Kind::GetReply, request_id, root)
     }
 
+    /// A write's idempotency strings, `(msg_id, msg_scope)` offsets (both absent: none).
+    fn msg_id(
+        &mut self,
+        msg: Option<MsgIdRef<'_>>,
+    ) -> (
+        Option<WIPOffset<&'static str>>,
+        Option<WIPOffset<&'static str>>,
+    ) {
+        match msg {
+            Some(m) => (
+                Some(self.fbb.create_string(m.id)),
+                Some(self.fbb.create_string(m.scope)),
+            ),
+            None => (None, None),
+        }
+    }
+
     /// [`Kind::Put`]: store `value` under `key`, if the key's version is `if_version` (when
-    /// given; 0 means "key absent").
+    /// given; 0 means "key absent"); idempotent under `msg` when given.
     pub fn put(
         &mut self,
         out: &mut Vec<u8>,
@@ -283,44 +310,64 @@ impl LinkEncoder {
         key: &str,
         value: &[u8],
         if_version: Option<u64>,
+        msg: Option<MsgIdRef<'_>>,
     ) -> Result<(), FrameTooLarge> {
         let value = Some(self.fbb.create_vector(value));
         let key = Some(self.fbb.create_string(key));
-        let root = internal::Put::create(
-            &mut self.fbb,
-            &PutArgs {
-                key,
-                value,
-                if_version,
-            },
-        );
+        let (msg_id, msg_scope) = self.msg_id(msg);
+        let args = PutArgs {
+            key,
+            value,
+            if_version,
+            msg_id,
+            msg_scope,
+        };
+        let root = internal::Put::create(&mut self.fbb, &args);
         self.finish(out, Kind::Put, request_id, root)
     }
 
-    /// [`Kind::Delete`]: remove `key`, if its version is `if_version` (when given).
+    /// [`Kind::Delete`]: remove `key`, if its version is `if_version` (when given);
+    /// idempotent under `msg` when given.
     pub fn delete(
         &mut self,
         out: &mut Vec<u8>,
         request_id: u64,
         key: &str,
         if_version: Option<u64>,
+        msg: Option<MsgIdRef<'_>>,
     ) -> Result<(), FrameTooLarge> {
         let key = Some(self.fbb.create_string(key));
-        let root = internal::Delete::create(&mut self.fbb, &DeleteArgs { key, if_version });
+        let (msg_id, msg_scope) = self.msg_id(msg);
+        let args = DeleteArgs {
+            key,
+            if_version,
+            msg_id,
+            msg_scope,
+        };
+        let root = internal::Delete::create(&mut self.fbb, &args);
         self.finish(out, Kind::Delete, request_id, root)
     }
 
-    /// [`Kind::Publish`]: append a log-only message under `key`.
+    /// [`Kind::Publish`]: append a log-only message under `key`; idempotent under `msg`
+    /// when given.
     pub fn publish(
         &mut self,
         out: &mut Vec<u8>,
         request_id: u64,
         key: &str,
         value: &[u8],
+        msg: Option<MsgIdRef<'_>>,
     ) -> Result<(), FrameTooLarge> {
         let value = Some(self.fbb.create_vector(value));
         let key = Some(self.fbb.create_string(key));
-        let root = internal::Publish::create(&mut self.fbb, &PublishArgs { key, value });
+        let (msg_id, msg_scope) = self.msg_id(msg);
+        let args = PublishArgs {
+            key,
+            value,
+            msg_id,
+            msg_scope,
+        };
+        let root = internal::Publish::create(&mut self.fbb, &args);
         self.finish(out, Kind::Publish, request_id, root)
     }
 

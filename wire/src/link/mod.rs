@@ -27,7 +27,7 @@ mod ids;
 mod tests;
 
 pub use decode::{LinkFrame, LinkLimits, LinkMessage, decode_frame};
-pub use encode::{ChangeRef, EntryRef, LinkEncoder, encode_frame};
+pub use encode::{ChangeRef, EntryRef, LinkEncoder, MsgIdRef, encode_frame};
 pub use error::{FrameTooLarge, LinkError};
 pub use header::{HEADER_LEN, LinkHeader, MAGIC, VERSION};
 pub use ids::{KeepAliveNonce, WatchId};

@@ -43,9 +43,13 @@ fn one_of_each() -> Vec<Vec<u8>> {
     build(e, f, |e, o| {
         e.get_reply(o, 7, "k", Some(b"\"v\""), 17, pos(3, 1, 99))
     });
-    build(e, f, |e, o| e.put(o, 8, "k", b"{\"a\":1}", Some(17)));
-    build(e, f, |e, o| e.delete(o, 9, "k", None));
-    build(e, f, |e, o| e.publish(o, 10, "room/{42}/chat", b"hi"));
+    let msg = Some(MsgIdRef {
+        scope: "alice",
+        id: "m-1",
+    });
+    build(e, f, |e, o| e.put(o, 8, "k", b"{\"a\":1}", Some(17), msg));
+    build(e, f, |e, o| e.delete(o, 9, "k", None, None));
+    build(e, f, |e, o| e.publish(o, 10, "room/{42}/chat", b"hi", msg));
     build(e, f, |e, o| e.write_reply(o, 11, pos(3, 1, 100), 18));
     build(e, f, |e, o| {
         e.watch(o, 12, 500, "room/{42}/", true, Some(pos(3, 1, 90)))
@@ -135,10 +139,15 @@ fn fields_as_built(message: &LinkMessage<'_>) -> bool {
             m.key() == "k"
                 && m.value().map(|v| v.bytes()) == Some(b"{\"a\":1}".as_slice())
                 && m.if_version() == Some(17)
+                && (m.msg_id(), m.msg_scope()) == (Some("m-1"), Some("alice"))
         }
-        LinkMessage::Delete(m) => m.key() == "k" && m.if_version().is_none(),
+        LinkMessage::Delete(m) => {
+            m.key() == "k" && m.if_version().is_none() && m.msg_id().is_none()
+        }
         LinkMessage::Publish(m) => {
-            m.key() == "room/{42}/chat" && m.value().map(|v| v.bytes()) == Some(b"hi".as_slice())
+            m.key() == "room/{42}/chat"
+                && m.value().map(|v| v.bytes()) == Some(b"hi".as_slice())
+                && (m.msg_id(), m.msg_scope()) == (Some("m-1"), Some("alice"))
         }
         LinkMessage::WriteReply(m) => m.position() == Some(&pos(3, 1, 100)) && m.version() == 18,
         LinkMessage::Watch(m) => {
@@ -317,12 +326,14 @@ fn encoder_refuses_frames_over_the_limit() {
         ..LinkLimits::default()
     });
     let mut out = b"keep".to_vec();
-    let err = enc.put(&mut out, 1, "k", &[7; 300], None).unwrap_err();
+    let err = enc
+        .put(&mut out, 1, "k", &[7; 300], None, None)
+        .unwrap_err();
     assert_eq!(err.max, 256);
     assert!(err.len > 300);
     assert_eq!(out, b"keep");
     // The encoder is still usable afterwards.
-    enc.put(&mut out, 2, "k", b"small", None).unwrap();
+    enc.put(&mut out, 2, "k", b"small", None, None).unwrap();
     assert_eq!(decode_one(&out[4..]).request_id, 2);
 
     let err = encode_frame(&mut out, Kind::Ping, 0, 1, &[0; 64], 32).unwrap_err();
@@ -464,7 +475,7 @@ proptest! {
         split in any::<prop::sample::Index>(),
     ) {
         let mut buf = Vec::new();
-        LinkEncoder::default().put(&mut buf, request_id, &key, &value, if_version).unwrap();
+        LinkEncoder::default().put(&mut buf, request_id, &key, &value, if_version, None).unwrap();
         let split = split.index(buf.len() + 1);
         let limits = LinkLimits::default();
         if split < buf.len() {

@@ -75,7 +75,10 @@ impl FrameLoop<'_> {
             return;
         }
         match self.standing.check(&req) {
-            Ok(()) => self.hub.request(self.me, req),
+            Ok(()) => {
+                let subject = self.standing.identity.as_ref().map_or("", |i| i.subject());
+                self.hub.request(self.me, req, subject);
+            }
             Err((code, message)) => {
                 self.denied += 1;
                 self.reply(

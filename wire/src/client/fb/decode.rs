@@ -76,6 +76,7 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 key: key("key", put.key())?,
                 value: validate::value(bytes(put.value()))?,
                 if_version: put.if_version(),
+                msg_id: validate::msg_id(put.msg_id().map(Cow::Borrowed))?,
             }
         }
         fb::Op::Del => {
@@ -84,6 +85,7 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 id,
                 key: key("key", del.key())?,
                 if_version: del.if_version(),
+                msg_id: validate::msg_id(del.msg_id().map(Cow::Borrowed))?,
             }
         }
         fb::Op::Pub => {
@@ -92,6 +94,7 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 id,
                 key: key("key", publish.key())?,
                 value: validate::value(bytes(publish.value()))?,
+                msg_id: validate::msg_id(publish.msg_id().map(Cow::Borrowed))?,
             }
         }
         fb::Op::Auth => {
@@ -247,14 +250,19 @@ mod tests {
             key: "k".into(),
             value: Cow::Borrowed(b"\x00\xff"),
             if_version: Some(0),
+            msg_id: Some("m".into()),
         };
         let buf = encoded_request(&req);
         let got = decode_request(&buf).unwrap();
         assert_eq!(got, req);
-        let Request::Put { key, value, .. } = got else {
+        let Request::Put {
+            key, value, msg_id, ..
+        } = got
+        else {
             panic!()
         };
         assert!(matches!((key, value), (Cow::Borrowed(_), Cow::Borrowed(_))));
+        assert!(matches!(msg_id, Some(Cow::Borrowed("m"))));
     }
 
     /// A request built by hand, for shapes the encoder never produces.
@@ -363,6 +371,7 @@ mod tests {
                 key: "k".into(),
                 value: Cow::Borrowed(b"v"),
                 if_version: Some(3),
+                msg_id: Some("m-2".into()),
             },
         ];
         for req in reqs {

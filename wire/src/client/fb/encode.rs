@@ -63,34 +63,43 @@ impl FbEncoder {
                 key,
                 value,
                 if_version,
+                msg_id,
                 ..
             } => {
                 let value = Some(fbb.create_vector(value));
                 let key = Some(fbb.create_string(key));
+                let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
                 let args = fb::PutArgs {
                     key,
                     value,
                     if_version: *if_version,
+                    msg_id,
                 };
                 (fb::Op::Put, fb::Put::create(fbb, &args).as_union_value())
             }
             Request::Del {
-                key, if_version, ..
+                key,
+                if_version,
+                msg_id,
+                ..
             } => {
                 let key = Some(fbb.create_string(key));
+                let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
                 let args = fb::DelArgs {
                     key,
                     if_version: *if_version,
+                    msg_id,
                 };
                 (fb::Op::Del, fb::Del::create(fbb, &args).as_union_value())
             }
-            Request::Pub { key, value, .. } => {
+            Request::Pub {
+                key, value, msg_id, ..
+            } => {
                 let value = Some(fbb.create_vector(value));
                 let key = Some(fbb.create_string(key));
-                (
-                    fb::Op::Pub,
-                    fb::Pub::create(fbb, &fb::PubArgs { key, value }).as_union_value(),
-                )
+                let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
+                let args = fb::PubArgs { key, value, msg_id };
+                (fb::Op::Pub, fb::Pub::create(fbb, &args).as_union_value())
             }
             Request::Auth { token, .. } => {
                 let token = Some(fbb.create_string(token));

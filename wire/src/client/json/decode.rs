@@ -44,6 +44,8 @@ struct WireRequest<'a> {
     if_version: Option<u64>,
     #[serde(borrow)]
     token: Option<Str<'a>>,
+    #[serde(borrow)]
+    msg_id: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -146,16 +148,19 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
             key: validate::key("key", key)?,
             value: validate::value(value)?,
             if_version: wire.if_version,
+            msg_id: validate::msg_id(cow(wire.msg_id))?,
         },
         "del" => Request::Del {
             id,
             key: validate::key("key", key)?,
             if_version: wire.if_version,
+            msg_id: validate::msg_id(cow(wire.msg_id))?,
         },
         "pub" => Request::Pub {
             id,
             key: validate::key("key", key)?,
             value: validate::value(value)?,
+            msg_id: validate::msg_id(cow(wire.msg_id))?,
         },
         "auth" => Request::Auth {
             id,
@@ -311,7 +316,7 @@ mod tests {
 
     #[test]
     fn requests_decode() {
-        let cases: [(&str, Request<'_>); 10] = [
+        let cases: [(&str, Request<'_>); 11] = [
             (
                 r#"{"op":"sub","id":1,"key":"room/{42}/title"}"#,
                 Request::Sub {
@@ -351,23 +356,26 @@ mod tests {
                     key: "k".into(),
                     value: Cow::Borrowed(br#"{"a": [1, null]}"#),
                     if_version: Some(7),
+                    msg_id: None,
                 },
             ),
             (
-                r#"{"op":"put","id":5,"key":"k","value":null}"#,
+                r#"{"op":"put","id":5,"key":"k","value":null,"msg_id":"a1"}"#,
                 Request::Put {
                     id: 5,
                     key: "k".into(),
                     value: Cow::Borrowed(b"null"),
                     if_version: None,
+                    msg_id: Some("a1".into()),
                 },
             ),
             (
-                r#"{"op":"del","id":6,"key":"k"}"#,
+                r#"{"op":"del","id":6,"key":"k","msg_id":"d\u00e9"}"#,
                 Request::Del {
                     id: 6,
                     key: "k".into(),
                     if_version: None,
+                    msg_id: Some("d\u{e9}".into()),
                 },
             ),
             (
@@ -376,6 +384,14 @@ mod tests {
                     id: 7,
                     key: "room/{42}/chat".into(),
                     value: Cow::Borrowed(b"\"hi\""),
+                    msg_id: None,
+                },
+            ),
+            (
+                r#"{"op":"get","id":4,"key":"k","msg_id":""}"#,
+                Request::Get {
+                    id: 4,
+                    key: "k".into(),
                 },
             ),
             (
@@ -433,6 +449,8 @@ mod tests {
             r#"{"op":"put","id":1,"key":"k"}"#,
             r#"{"op":"pub","id":1,"key":"k"}"#,
             r#"{"op":"put","id":1,"key":"k","value":1,"if_version":-3}"#,
+            r#"{"op":"put","id":1,"key":"k","value":1,"msg_id":""}"#,
+            r#"{"op":"del","id":1,"key":"k","msg_id":7}"#,
             r#"{"op":"nope","id":1}"#,
             r#"{"op":"auth","id":1}"#,
             r#"{"op":"auth","id":1,"token":""}"#,
@@ -443,6 +461,16 @@ mod tests {
             bad_request(text);
         }
         assert!(decode_request(b"{\"op\":\"get\",\"id\":1,\"key\":\"\xff\"}").is_err());
+    }
+
+    #[test]
+    fn an_overlong_msg_id_is_too_large() {
+        let text = format!(
+            r#"{{"op":"pub","id":3,"key":"k","value":1,"msg_id":"{}"}}"#,
+            "m".repeat(crate::client::MAX_MSG_ID_LEN + 1)
+        );
+        let err = decode_request(text.as_bytes()).unwrap_err();
+        assert_eq!((err.id, err.code()), (Some(3), ErrorCode::TooLarge));
     }
 
     #[test]

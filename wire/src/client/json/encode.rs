@@ -1,7 +1,7 @@
 //! JSON encoding: [`Response`]s (the edge's output) and [`Request`]s (test clients, load
 //! generators) in, one JSON object appended to a buffer out.
 
-use super::write::{head, name, str_field, string, uint_field, value_field};
+use super::write::{head, name, opt_str_field, str_field, string, uint_field, value_field};
 use crate::client::{ChangeOp, Request, Response, Target};
 
 /// Appends `response` as one JSON object.
@@ -177,6 +177,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             key,
             value,
             if_version,
+            msg_id,
         } => {
             head(out, "put", *id);
             str_field(out, "key", key);
@@ -184,22 +185,31 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             if let Some(version) = if_version {
                 uint_field(out, "if_version", *version);
             }
+            opt_str_field(out, "msg_id", msg_id.as_deref());
         }
         Request::Del {
             id,
             key,
             if_version,
+            msg_id,
         } => {
             head(out, "del", *id);
             str_field(out, "key", key);
             if let Some(version) = if_version {
                 uint_field(out, "if_version", *version);
             }
+            opt_str_field(out, "msg_id", msg_id.as_deref());
         }
-        Request::Pub { id, key, value } => {
+        Request::Pub {
+            id,
+            key,
+            value,
+            msg_id,
+        } => {
             head(out, "pub", *id);
             str_field(out, "key", key);
             value_field(out, "value", value);
+            opt_str_field(out, "msg_id", msg_id.as_deref());
         }
         Request::Auth { id, token } => {
             head(out, "auth", *id);
@@ -420,14 +430,16 @@ mod tests {
                     key: "k".into(),
                     value: v(b"{\"x\":[true]}"),
                     if_version: Some(7),
+                    msg_id: Some("m1".into()),
                 },
-                r#"{"op":"put","id":5,"key":"k","value":{"x":[true]},"if_version":7}"#,
+                r#"{"op":"put","id":5,"key":"k","value":{"x":[true]},"if_version":7,"msg_id":"m1"}"#,
             ),
             (
                 Request::Del {
                     id: 6,
                     key: "k".into(),
                     if_version: None,
+                    msg_id: None,
                 },
                 r#"{"op":"del","id":6,"key":"k"}"#,
             ),
@@ -436,6 +448,7 @@ mod tests {
                     id: 7,
                     key: "room/{42}/chat".into(),
                     value: v(b"\"hello\""),
+                    msg_id: None,
                 },
                 r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"hello"}"#,
             ),

@@ -60,6 +60,13 @@ pub(super) fn str_field(out: &mut Vec<u8>, field: &str, s: &str) {
     string(out, s);
 }
 
+/// Appends `,"<name>":"<s>"` when `s` is present.
+pub(super) fn opt_str_field(out: &mut Vec<u8>, field: &str, s: Option<&str>) {
+    if let Some(s) = s {
+        str_field(out, field, s);
+    }
+}
+
 /// Appends `,"<name>":<n>`.
 pub(super) fn uint_field(out: &mut Vec<u8>, field: &str, n: u64) {
     name(out, field);
