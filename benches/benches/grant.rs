@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
         id: 7,
         target: Target::Prefix(Cow::Borrowed("room/{42}/")),
         from: None,
+        mode: wire::client::SubMode::Stream,
     };
     let last = put("tenant/255/doc/1");
     let mut g = c.benchmark_group("grant");

@@ -51,6 +51,12 @@ pub struct Args {
     /// Bytes queued for one connection before it is closed as a slow consumer (4008); at least max-message + 64 KiB [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub max_outbound: Option<usize>,
+    /// Bytes queued for one connection past which its `latest`-mode subscriptions get only the newest change per key, sent once its queue drains [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub latest_above: Option<usize>,
+    /// Bytes the kernel may hold written and not yet sent per connection (TCP_NOTSENT_LOWAT); beyond it a connection's backlog waits in its own queue; 0: no limit [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub send_lowat: Option<u32>,
     /// Seconds between server pings; two silent intervals close the connection [default: 25].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_secs: Option<u64>,
@@ -225,6 +231,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_message: Option<usize>,
     max_outbound: Option<usize>,
+    latest_above: Option<usize>,
+    send_lowat: Option<u32>,
     heartbeat_secs: Option<u64>,
     handshake_timeout_secs: Option<u64>,
     drain_secs: Option<u64>,
@@ -279,6 +287,10 @@ pub struct Config {
     pub max_message: usize,
     /// Outbound bytes per connection before 4008.
     pub max_outbound: usize,
+    /// Outbound bytes per connection past which `latest` subscriptions are conflated.
+    pub latest_above: usize,
+    /// `TCP_NOTSENT_LOWAT` of client connections (0: none).
+    pub send_lowat: u32,
     /// Ping interval.
     pub heartbeat: Duration,
     /// Handshake deadline.
@@ -384,6 +396,8 @@ impl Config {
                 }),
             max_message: args.max_message.or(f.max_message).unwrap_or(1 << 20),
             max_outbound: args.max_outbound.or(f.max_outbound).unwrap_or(4 << 20),
+            latest_above: args.latest_above.or(f.latest_above).unwrap_or(64 << 10),
+            send_lowat: args.send_lowat.or(f.send_lowat).unwrap_or(64 << 10),
             heartbeat: Duration::from_secs(args.heartbeat_secs.or(f.heartbeat_secs).unwrap_or(25)),
             handshake_timeout: Duration::from_secs(
                 args.handshake_timeout_secs
@@ -431,6 +445,8 @@ impl Config {
         // One message must always fit in a connection's outbound queue.
         let mut c = c;
         c.max_outbound = c.max_outbound.max(c.max_message + (64 << 10));
+        // Conflation must start well before a connection would be closed as slow.
+        c.latest_above = c.latest_above.min(c.max_outbound / 2);
         c.check()?;
         Ok(c)
     }

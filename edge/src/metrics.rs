@@ -66,6 +66,11 @@ pub struct WorkerMetrics {
     pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
     /// Changes delivered to subscribers.
     pub deliveries: AtomicU64,
+    /// Changes of `latest` subscriptions replaced by a newer one of their key while
+    /// their connection was behind (never sent).
+    pub conflated: AtomicU64,
+    /// Changes of `latest` subscriptions held for connections that are behind (gauge).
+    pub latest_held: AtomicU64,
     /// Internal watches open on store links (gauge).
     pub watches: AtomicU64,
     /// Client subscriptions (gauge).
@@ -118,7 +123,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 26] = [
+static SERIES: [Series; 28] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -262,6 +267,18 @@ static SERIES: [Series; 26] = [
         "counter",
         "Changes delivered to subscribers.",
         |m| &m.deliveries,
+    ),
+    (
+        "ringline_edge_conflated_total",
+        "counter",
+        "Changes of latest-mode subscriptions replaced by a newer one of their key while their connection was behind.",
+        |m| &m.conflated,
+    ),
+    (
+        "ringline_edge_latest_held",
+        "gauge",
+        "Changes of latest-mode subscriptions held for connections that are behind.",
+        |m| &m.latest_held,
     ),
     (
         "ringline_edge_watches",

@@ -109,11 +109,13 @@ fn with_auth_required_tokens_are_checked_and_every_op_is_granted_or_forbidden() 
             id: 6,
             target: Target::Prefix("user/".into()),
             from: None,
+            mode: wire::client::SubMode::Stream,
         },
         Request::Sub {
             id: 7,
             target: Target::Prefix("user/bo".into()),
             from: None,
+            mode: wire::client::SubMode::Stream,
         },
         Request::Pub {
             id: 8,
@@ -151,6 +153,7 @@ fn with_auth_required_tokens_are_checked_and_every_op_is_granted_or_forbidden() 
         id: 11,
         target: Target::Prefix("user/bob/".into()),
         from: None,
+        mode: wire::client::SubMode::Stream,
     });
     assert!(matches!(w.recv(), Response::Snapshot { id: 11, .. }));
     // Counted: every refused handshake and every denied op.
@@ -458,6 +461,7 @@ fn a_refresh_replaces_the_grant_and_ends_the_subscriptions_it_no_longer_allows()
         id: 3,
         target: Target::Prefix("room/".into()),
         from: None,
+        mode: wire::client::SubMode::Stream,
     });
     // A prefix's snapshot comes in parts, one per partition at least.
     loop {

@@ -414,6 +414,7 @@ fn escalation(addr: std::net::SocketAddr) {
             id: 100,
             target: Target::Prefix(prefix.into()),
             from: None,
+            mode: wire::client::SubMode::Stream,
         });
         let r = c.recv();
         assert!(

@@ -395,6 +395,7 @@ fn prefix_subscriptions_span_partitions_and_resume() {
         id: 1,
         target: Target::Prefix("room/".into()),
         from: None,
+        mode: wire::client::SubMode::Stream,
     });
     // The snapshot may come in parts; all entries under the prefix, nothing else.
     let mut keys = Vec::new();
@@ -432,6 +433,7 @@ fn prefix_subscriptions_span_partitions_and_resume() {
         id: 2,
         target: Target::Prefix("room/".into()),
         from: Some(Cow::Borrowed(&token)),
+        mode: wire::client::SubMode::Stream,
     });
     assert!(matches!(a.recv(), Response::Resumed { id: 2, .. }));
     let mut got = Vec::new();
@@ -608,6 +610,7 @@ fn with_one_of_two_stores_down_the_other_partitions_keep_working() {
         id: 102,
         target: Target::Prefix("key".into()),
         from: None,
+        mode: wire::client::SubMode::Stream,
     });
     let r = a.recv();
     assert!(
@@ -639,6 +642,7 @@ fn a_large_snapshot_comes_in_parts_of_at_most_64_kib() {
         id: 1,
         target: Target::Prefix("big/{t}/".into()),
         from: None,
+        mode: wire::client::SubMode::Stream,
     });
     let (mut parts, mut keys) = (0, Vec::new());
     loop {

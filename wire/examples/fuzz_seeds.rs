@@ -16,6 +16,7 @@ const REQUESTS: &[&str] = &[
     r#"{"op":"del","id":6,"key":"k"}"#,
     r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"h\u00e9llo \ud83d\ude00"}"#,
     r#"{"op":"put","id":8,"key":"order/{7}","value":"paid","msg_id":"0c6f-1"}"#,
+    r#"{"op":"sub","id":9,"prefix":"prices/{eu}/","mode":"latest"}"#,
 ];
 
 const RESPONSES: &[&str] = &[

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use super::index::GroupId;
 use super::members::{Arriving, ChangeStep};
 use super::snapshot::{SnapshotPage, push_snapshot};
 use super::watches::Role;
-use super::{Hub, Out, SubRef};
+use super::{Hub, Out, SubRef, change_out};
 
 /// One change as delivered to subscribers, encoded once per form.
 #[derive(Debug)]
@@ -38,7 +39,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub(super) fn new(key: &str, op: ChangeOp<'static>, token: String) -> Self {
+    /// Change `op` of `key`, with the resume token after it.
+    pub fn new(key: &str, op: ChangeOp<'static>, token: String) -> Self {
         Self {
             key: key.into(),
             op,
@@ -138,7 +140,13 @@ fn group_token(parts: &[GPart]) -> String {
 
 impl Group {
     /// Fan change `c` out to the members `carried` says it reaches.
-    fn deliver(&mut self, c: &Arriving<'_>, carried: &Carried, out: &mut Vec<Out>) -> Fanned {
+    fn deliver(
+        &mut self,
+        c: &Arriving<'_>,
+        carried: &Carried,
+        latest: &HashSet<SubRef>,
+        out: &mut Vec<Out>,
+    ) -> Fanned {
         // A join's change visits only its members, not the whole group: a hot key's
         // resume storm would otherwise walk every member for every catch-up change.
         let picked: Option<Vec<usize>> =
@@ -164,7 +172,7 @@ impl Group {
                 }
                 ChangeStep::Skip | ChangeStep::Stale | ChangeStep::Held => continue,
             };
-            out.push(Out::Change(m.sub.conn, m.sub.id, d));
+            out.push(change_out(latest, m.sub, d));
             fanned.delivered += 1;
         }
         fanned
@@ -201,7 +209,7 @@ impl Hub {
                 key,
                 op: &op,
             };
-            let fanned = g.deliver(&c, &carried, &mut self.out);
+            let fanned = g.deliver(&c, &carried, &self.latest, &mut self.out);
             self.stats.deliveries += fanned.delivered;
             overflow.extend(fanned.overflow);
         }
@@ -275,7 +283,7 @@ impl Hub {
         push_snapshot(&mut self.out, sub, page.entries, answer.token, !answer.done);
         if answer.done {
             for d in own.release_held() {
-                self.out.push(Out::Change(sub.conn, sub.id, Rc::new(d)));
+                self.out.push(change_out(&self.latest, sub, Rc::new(d)));
                 self.stats.deliveries += 1;
             }
         }

@@ -15,7 +15,7 @@ use super::group::Group;
 use super::index::GroupId;
 use super::members::{Member, Own};
 use super::watches::{Role, WatchRef};
-use super::{ConnRef, Hub, SubRef};
+use super::{ConnRef, Hub, Out, SubRef};
 
 /// A join watch to issue.
 #[derive(Debug)]
@@ -285,6 +285,9 @@ impl Hub {
         let Some(gid) = self.groups.remove_sub(sub) else {
             return false;
         };
+        if self.latest.remove(&sub) {
+            self.out.push(Out::Ended(sub.conn, sub.id));
+        }
         let left = self
             .groups
             .group(gid)

@@ -9,7 +9,8 @@
 //! - Subscriptions are grouped: one group per (worker, key or prefix) however many local
 //!   clients follow it. Every client subscription is a member of its target's group; the
 //!   group holds the internal watch(es) whose changes are fanned out to its members, each
-//!   change encoded once ([`Delivery`]).
+//!   change encoded once ([`Delivery`]). A subscription in `latest` mode gets its changes
+//!   as [`Out::Latest`] (the worker may conflate them) and its end as [`Out::Ended`].
 //!
 //! How a member starts: it gets its own *join* watch on the store (a snapshot, or a resume
 //! from its token), so that what it receives is exactly consistent with its own position.
@@ -58,11 +59,11 @@ mod tests_model;
 mod watches;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use wire::client::{ErrorCode, Position, Request, Response, encode_token};
+use wire::client::{ErrorCode, Position, Request, Response, SubMode, encode_token};
 use wire::cluster::ClusterMap;
 use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, MsgIdRef, WatchId};
 
@@ -87,6 +88,12 @@ pub enum Out {
     /// A change for subscription `id` of a connection; the change is shared by every
     /// subscriber it goes to.
     Change(ConnRef, u64, Rc<Delivery>),
+    /// The same, for a subscription in `latest` mode: the worker may hold it back and
+    /// send only the newest change per key once the connection has caught up.
+    Latest(ConnRef, u64, Rc<Delivery>),
+    /// Subscription `id` (in `latest` mode) of a connection ended: whatever the worker
+    /// holds back for it is dropped.
+    Ended(ConnRef, u64),
 }
 
 /// A read or write waiting for its store's reply.
@@ -131,6 +138,9 @@ pub struct Hub {
     /// Requests waiting, per connection (absent: none).
     inflight: HashMap<ConnRef, u32>,
     groups: index::Groups,
+    /// The subscriptions in `latest` mode (most workers have none: then a delivery
+    /// costs one emptiness check more).
+    latest: HashSet<SubRef>,
     /// Most subscriptions one connection may hold.
     max_subs: usize,
     /// Counters.
@@ -151,6 +161,7 @@ impl Hub {
             requests: HashMap::new(),
             inflight: HashMap::new(),
             groups: index::Groups::default(),
+            latest: HashSet::new(),
             max_subs: MAX_SUBS_PER_CONN,
             stats: HubStats::default(),
         }
@@ -224,7 +235,19 @@ impl Hub {
     /// meet another's; anonymous connections share one scope.
     pub fn request(&mut self, conn: ConnRef, req: Request<'_>, subject: &str) {
         match req {
-            Request::Sub { id, target, from } => self.subscribe(conn, id, &target, from.as_deref()),
+            Request::Sub {
+                id,
+                target,
+                from,
+                mode,
+            } => {
+                let sub = SubRef { conn, id };
+                let fresh = !self.groups.has_sub(sub);
+                self.subscribe(conn, id, &target, from.as_deref());
+                if mode == SubMode::Latest && fresh && self.groups.has_sub(sub) {
+                    self.latest.insert(sub);
+                }
+            }
             Request::Unsub { id } => {
                 if self.unsubscribe(SubRef { conn, id }) {
                     self.reply(
@@ -490,4 +513,14 @@ fn newer(a: &Position, b: &Position) -> bool {
 /// A client's msg_id as the store keys it: within `subject`'s scope.
 fn scoped<'a>(msg_id: Option<&'a str>, subject: &'a str) -> Option<MsgIdRef<'a>> {
     msg_id.map(|id| MsgIdRef { scope: subject, id })
+}
+
+/// The message carrying change `d` to subscription `sub`: a `latest` one's may be
+/// conflated by the worker.
+fn change_out(latest: &HashSet<SubRef>, sub: SubRef, d: Rc<Delivery>) -> Out {
+    if !latest.is_empty() && latest.contains(&sub) {
+        Out::Latest(sub.conn, sub.id, d)
+    } else {
+        Out::Change(sub.conn, sub.id, d)
+    }
 }

@@ -214,9 +214,26 @@ impl Sim {
             }
         }
         for o in std::mem::take(&mut self.hub.out) {
+            // Odd connections subscribe in `latest` mode: their changes, and only
+            // theirs, come as `Latest`, and their subscriptions' ends as `Ended`.
             let (conn, id, r) = match &o {
                 Out::Msg(c, r) => (*c, r.id().unwrap_or(0), r.clone()),
-                Out::Change(c, id, d) => (*c, *id, d.response(*id).into_owned()),
+                Out::Change(c, id, d) => {
+                    assert_eq!(c.0 % 2, 0, "a stream change for a latest subscription");
+                    (*c, *id, d.response(*id).into_owned())
+                }
+                Out::Latest(c, id, d) => {
+                    assert_eq!(c.0 % 2, 1, "a latest change for a stream subscription");
+                    (*c, *id, d.response(*id).into_owned())
+                }
+                Out::Ended(c, id) => {
+                    assert_eq!(c.0 % 2, 1, "the end of a stream subscription announced");
+                    // Nothing may follow it for the subscription.
+                    if let Some(v) = self.views.get_mut(&(*c, *id)) {
+                        v.gone = true;
+                    }
+                    continue;
+                }
             };
             let Some(v) = self.views.get_mut(&(conn, id)) else {
                 // Only the answer to an `unsub` goes to no subscription.
@@ -311,6 +328,11 @@ impl Sim {
                 id,
                 target,
                 from: sent.map(|(token, _)| token.into()),
+                mode: if conn % 2 == 1 {
+                    wire::client::SubMode::Latest
+                } else {
+                    wire::client::SubMode::Stream
+                },
             },
             "",
         );

@@ -47,6 +47,29 @@ pub fn nodelay(fd: &OwnedFd) {
     let _ = sockopt::set_tcp_nodelay(fd, true);
 }
 
+/// Set `TCP_NOTSENT_LOWAT` to `bytes` (0: leave the kernel's default, no limit): the
+/// kernel then takes no more for the socket while that much is written and not yet
+/// sent, so the backlog of a client that reads slowly stays in the connection's own
+/// queue (bounded by `max_outbound`, conflated for `latest` subscriptions) instead of
+/// in socket buffers the kernel grows to megabytes.
+pub fn send_lowat(fd: &OwnedFd, bytes: u32) {
+    if bytes == 0 {
+        return;
+    }
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is an open socket; the option value is a c_int that lives across
+    // the call, and its size is passed with it.
+    let _ = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 /// A new non-blocking TCP socket for a link to `addr` (connected by the ring).
 pub fn link_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let family = match addr {

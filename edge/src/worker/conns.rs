@@ -98,6 +98,7 @@ impl Worker {
         if let Some(fd) = net::adopt(c.result) {
             WorkerMetrics::add(&self.metrics.accepted, 1);
             net::nodelay(&fd);
+            net::send_lowat(&fd, self.cfg.send_lowat);
             self.admit(fd, t);
         } else if c.result != -libc::ECANCELED {
             debug!(worker = self.id, errno = -c.result, "accept failed");
@@ -316,6 +317,7 @@ impl Worker {
             Ok(c.result as usize)
         };
         conn.handle_sent(c.sent, sent);
+        self.release_held(key);
         self.drive(key);
     }
 
@@ -398,6 +400,7 @@ impl Worker {
         }
         // Dropping the descriptor closes the socket.
         if self.conns.remove(key).is_some() {
+            self.conflation.forget(key);
             self.hub.conn_closed(conn_ref(key));
             WorkerMetrics::sub(&self.metrics.connections, 1);
             admission::remove(&self.shared.load, self.id);

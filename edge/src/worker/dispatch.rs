@@ -2,19 +2,24 @@
 //! form (JSON text or flatbuffers binary) and queued. A change is encoded once per
 //! form: the JSON body after the subscription id, the binary message with its id
 //! patched per subscriber. Each subscriber gets its own few head bytes, and the shared
-//! rest by reference when it is large enough for that to beat a copy.
+//! rest by reference when it is large enough for that to beat a copy. A change of a
+//! `latest` subscription whose connection is behind is held instead ([`super::conflate`])
+//! and released when the connection's queue drains.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use wire::client::Response;
 use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
 use wire::frame::{Opcode, encode_frame, encode_header};
 
+use super::conflate::Holding;
 use super::conn::{Conn, Proto};
 use super::slab::Key;
 use super::{Worker, key_of};
-use crate::hub::Out;
+use crate::hub::{Delivery, Out};
 use crate::metrics::WorkerMetrics;
 
 /// Shared bodies shorter than this are copied into the connection's queue instead.
@@ -46,8 +51,49 @@ fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
     }
 }
 
+/// Queue change `d` of subscription `id` on `conn`, in its form: the JSON body after
+/// the subscription id, or the binary message with its id patched in, shared with every
+/// other subscriber of the change.
+fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    if conn.proto() != Proto::Fb {
+        PreparedChange::write_head(id, scratch);
+        queue_split(conn, Opcode::Text, scratch, d.json_tail());
+        return;
+    }
+    match d.fb_template(fb) {
+        Some((tpl, at)) => {
+            // The message encoded once: this subscriber's copy of its head with the
+            // id patched in, then the shared rest.
+            let end = at + 8;
+            scratch.extend_from_slice(tpl.get(..end).unwrap_or_default());
+            if let Some(slot) = scratch.get_mut(*at..end) {
+                slot.copy_from_slice(&id.to_le_bytes());
+            }
+            queue_split(conn, Opcode::Binary, scratch, &tpl.slice(end..));
+        }
+        None => {
+            fb.encode_response(&d.response(id), scratch);
+            conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+        }
+    }
+}
+
+/// Queue response `msg` on `conn`, in its form.
+fn queue_msg(conn: &mut Conn, msg: &Response<'_>, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    if conn.proto() == Proto::Fb {
+        fb.encode_response(msg, scratch);
+        conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+    } else {
+        json::encode_response(msg, scratch);
+        conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
+    }
+}
+
 impl Worker {
-    /// Queue every message the hub produced this round.
+    /// Queue every message the hub produced this round (a `latest` subscription's change
+    /// may be held instead: [`super::conflate`]).
     pub(super) fn dispatch(&mut self) {
         if self.hub.out.is_empty() {
             return;
@@ -55,10 +101,13 @@ impl Worker {
         let out = std::mem::take(&mut self.hub.out);
         let mut touched: Vec<Key> = Vec::new();
         let mut messages = 0u64;
+        let above = self.cfg.latest_above;
         let Encoders { fb, scratch } = &mut self.delivery;
         for o in &out {
             let me = match o {
-                Out::Msg(c, _) | Out::Change(c, _, _) => *c,
+                Out::Msg(c, _) | Out::Change(c, _, _) | Out::Latest(c, _, _) | Out::Ended(c, _) => {
+                    *c
+                }
             };
             let key = key_of(me);
             let Some(conn) = self.conns.get_mut(key) else {
@@ -67,36 +116,30 @@ impl Worker {
             if !conn.is_open() {
                 continue;
             }
-            let proto = conn.proto();
-            scratch.clear();
-            match (o, proto) {
-                (Out::Msg(_, msg), Proto::Fb) => {
-                    fb.encode_response(msg, scratch);
-                    conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
-                }
-                (Out::Msg(_, msg), _) => {
-                    json::encode_response(msg, scratch);
-                    conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
-                }
-                (Out::Change(_, id, d), Proto::Fb) => match d.fb_template(fb) {
-                    Some((tpl, at)) => {
-                        // The message encoded once: this subscriber's copy of its head
-                        // with the id patched in, then the shared rest.
-                        let end = at + 8;
-                        scratch.extend_from_slice(tpl.get(..end).unwrap_or_default());
-                        if let Some(slot) = scratch.get_mut(*at..end) {
-                            slot.copy_from_slice(&id.to_le_bytes());
+            let held = &mut self.conflation;
+            match o {
+                Out::Msg(_, msg) => {
+                    // What a subscription holds leaves before its next message.
+                    if let Some(id) = msg.id().filter(|_| held.holds(key)) {
+                        for (sub, d) in held.release_sub(key, id) {
+                            queue_change(conn, sub, &d, fb, scratch);
                         }
-                        queue_split(conn, Opcode::Binary, scratch, &tpl.slice(end..));
                     }
-                    None => {
-                        fb.encode_response(&d.response(*id), scratch);
-                        conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+                    queue_msg(conn, msg, fb, scratch);
+                }
+                Out::Change(_, id, d) => queue_change(conn, *id, d, fb, scratch),
+                Out::Latest(_, id, d) => {
+                    if held.holds(key) || conn.queued_bytes() > above {
+                        if held.hold(key, *id, Rc::clone(d)) == Holding::Replaced {
+                            WorkerMetrics::add(&self.metrics.conflated, 1);
+                        }
+                        continue;
                     }
-                },
-                (Out::Change(_, id, d), _) => {
-                    PreparedChange::write_head(*id, scratch);
-                    queue_split(conn, Opcode::Text, scratch, d.json_tail());
+                    queue_change(conn, *id, d, fb, scratch);
+                }
+                Out::Ended(_, id) => {
+                    held.end(key, *id);
+                    continue;
                 }
             }
             messages += 1;
@@ -113,6 +156,33 @@ impl Worker {
         }
     }
 
+    /// The connection at `key` has sent everything queued: what its `latest`
+    /// subscriptions hold goes out, in order, up to `latest_above` bytes (the rest stays
+    /// held, for its next drain).
+    pub(super) fn release_held(&mut self, key: Key) {
+        if !self.conflation.holds(key) {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            self.conflation.forget(key);
+            return;
+        };
+        if !conn.is_open() || conn.queued_bytes() > 0 {
+            return;
+        }
+        let Encoders { fb, scratch } = &mut self.delivery;
+        let mut sent = 0u64;
+        for (id, d) in self.conflation.release(key) {
+            if conn.queued_bytes() > self.cfg.latest_above {
+                self.conflation.hold(key, id, d);
+                continue;
+            }
+            queue_change(conn, id, &d, fb, scratch);
+            sent += 1;
+        }
+        WorkerMetrics::add(&self.metrics.messages_out, sent);
+    }
+
     /// Once a tick: the hub's figures and the queue depth go to `/metrics`.
     pub(super) fn publish_hub(&self) {
         let m = &self.metrics;
@@ -124,5 +194,7 @@ impl Worker {
         m.queued_bytes.store(queued as u64, Ordering::Relaxed);
         m.receive_buffer_bytes
             .store(self.bufs.provided_bytes() as u64, Ordering::Relaxed);
+        m.latest_held
+            .store(self.conflation.held() as u64, Ordering::Relaxed);
     }
 }

@@ -3,7 +3,8 @@
 //! connections it accepted (in a [`slab`]) and its links to the stores. This file is
 //! the run loop: reap completions, route each by its token to the connection
 //! ([`conns`]), link ([`link`]) or tick ([`tick`]) it is for, hand the hub's output to
-//! connections ([`dispatch`]), then give every connection and link with frames queued
+//! connections ([`dispatch`]; `latest` subscriptions of connections that are behind
+//! are conflated in [`conflate`]), then give every connection and link with frames queued
 //! one vectored send. The state machines ([`conn`], [`link`]) do no I/O; the worker
 //! turns what they poll into ring operations. Nothing is shared with other workers but
 //! [`Shared`]: read-only configuration and map, the stop flag, the metrics atomics,
@@ -13,6 +14,7 @@
 //! over through its ring).
 
 mod admission;
+mod conflate;
 pub mod conn;
 mod conns;
 mod dispatch;
@@ -137,6 +139,8 @@ pub struct Worker {
     links: links::LinkSet,
     /// Client messages to deliver, encoded by `dispatch`.
     delivery: dispatch::Encoders,
+    /// Changes of `latest` subscriptions held for connections that are behind.
+    conflation: conflate::Conflation,
     /// The verifier tokens are checked against (`None`: auth is off), and the
     /// generation of [`Shared::keys`] it is.
     verifier: Option<Arc<crate::auth::token::Verifier>>,
@@ -249,6 +253,7 @@ impl Worker {
             ),
             hub: Hub::new(map).with_max_subs(max_subs),
             delivery: dispatch::Encoders::default(),
+            conflation: conflate::Conflation::default(),
             verifier,
             keys_seen,
             tls,

@@ -158,6 +158,7 @@ impl Client {
             id,
             target: Target::Key(key.into()),
             from: from.map(Cow::Borrowed),
+            mode: wire::client::SubMode::Stream,
         });
     }
 

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use proptest::prelude::*;
 
 use super::json::is_json;
-use super::{ChangeOp, Entry, ErrorCode, Request, Response, Target};
+use super::{ChangeOp, Entry, ErrorCode, Request, Response, SubMode, Target};
 
 /// Keys, prefixes, tokens and messages: any characters, controls and quotes included.
 fn text() -> impl Strategy<Value = Cow<'static, str>> {
@@ -61,8 +61,18 @@ pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
         text().prop_map(Target::Prefix)
     ];
     prop_oneof![
-        (any::<u64>(), target, proptest::option::of(text()))
-            .prop_map(|(id, target, from)| Request::Sub { id, target, from }),
+        (
+            any::<u64>(),
+            target,
+            proptest::option::of(text()),
+            prop_oneof![Just(SubMode::Stream), Just(SubMode::Latest)]
+        )
+            .prop_map(|(id, target, from, mode)| Request::Sub {
+                id,
+                target,
+                from,
+                mode
+            }),
         any::<u64>().prop_map(|id| Request::Unsub { id }),
         (any::<u64>(), text()).prop_map(|(id, key)| Request::Get { id, key }),
         (

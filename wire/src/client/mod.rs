@@ -24,5 +24,5 @@ mod tests;
 
 pub use error::{ClientError, ClientErrorKind};
 pub use token::{Position, TokenError, decode_token, encode_token};
-pub use types::{ChangeOp, Entry, ErrorCode, Request, Response, Target};
+pub use types::{ChangeOp, Entry, ErrorCode, Request, Response, SubMode, Target};
 pub use validate::{MAX_JWT_LEN, MAX_KEY_LEN, MAX_MSG_ID_LEN, MAX_TOKEN_LEN};

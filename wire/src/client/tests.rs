@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use proptest::prelude::*;
 
 use super::arbitrary;
-use super::{ChangeOp, ClientError, Entry, ErrorCode, Request, Response, Target, fb, json};
+use super::{
+    ChangeOp, ClientError, Entry, ErrorCode, Request, Response, SubMode, Target, fb, json,
+};
 
 fn via_json_request(r: &Request<'_>) -> Result<Request<'static>, ClientError> {
     let mut out = Vec::new();
@@ -57,11 +59,13 @@ fn every_request_variant_round_trips_in_both_forms() {
             id: 1,
             target: Target::Key("room/{42}/title".into()),
             from: None,
+            mode: SubMode::Stream,
         },
         Request::Sub {
             id: 2,
             target: Target::Prefix("room/".into()),
             from: Some("tok".into()),
+            mode: SubMode::Latest,
         },
         Request::Unsub { id: 1 },
         Request::Get {

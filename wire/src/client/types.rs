@@ -15,6 +15,8 @@ pub enum Request<'a> {
         target: Target<'a>,
         /// Resume after this token instead of starting with a snapshot.
         from: Option<Cow<'a, str>>,
+        /// Every change, or only the newest per key when behind.
+        mode: SubMode,
     },
     /// End the subscription started by request `id`.
     Unsub {
@@ -72,6 +74,37 @@ pub enum Request<'a> {
         /// The JWT.
         token: Cow<'a, str>,
     },
+}
+
+/// How a subscription delivers changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SubMode {
+    /// Every change, in order (`"stream"`, the default).
+    #[default]
+    Stream,
+    /// Only the newest value of each key matters (`"latest"`): while the connection is
+    /// behind, its changes are conflated to the newest per key and sent when it
+    /// catches up, so it is never closed for being slow and always converges.
+    Latest,
+}
+
+impl SubMode {
+    /// The mode's wire name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Latest => "latest",
+        }
+    }
+
+    /// Parses a wire name.
+    #[must_use]
+    pub fn from_wire(name: &str) -> Option<Self> {
+        [Self::Stream, Self::Latest]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
 }
 
 /// What a subscription follows.
@@ -290,10 +323,16 @@ impl Request<'_> {
     #[must_use]
     pub fn into_owned(self) -> Request<'static> {
         match self {
-            Self::Sub { id, target, from } => Request::Sub {
+            Self::Sub {
+                id,
+                target,
+                from,
+                mode,
+            } => Request::Sub {
                 id,
                 target: target.into_owned(),
                 from: from.map(own),
+                mode,
             },
             Self::Unsub { id } => Request::Unsub { id },
             Self::Get { id, key } => Request::Get { id, key: own(key) },

@@ -11,6 +11,94 @@ pub mod client {
 
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_SUB_MODE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_SUB_MODE: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_SUB_MODE: [SubMode; 2] = [
+  SubMode::Stream,
+  SubMode::Latest,
+];
+
+/// How a subscription delivers changes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct SubMode(pub u8);
+#[allow(non_upper_case_globals)]
+impl SubMode {
+  /// Every change, in order.
+  pub const Stream: Self = Self(0);
+  /// Only the newest value of each key matters: while the connection is behind, its
+  /// changes are conflated to the newest per key, sent when it catches up.
+  pub const Latest: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Stream,
+    Self::Latest,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Stream => Some("Stream"),
+      Self::Latest => Some("Latest"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for SubMode {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for SubMode {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for SubMode {
+    type Output = SubMode;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for SubMode {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for SubMode {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for SubMode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_OP: u8 = 7;
@@ -598,6 +686,7 @@ impl<'a> Sub<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_PREFIX: ::flatbuffers::VOffsetT = 6;
   pub const VT_FROM: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -612,6 +701,7 @@ impl<'a> Sub<'a> {
     if let Some(x) = args.from { builder.add_from(x); }
     if let Some(x) = args.prefix { builder.add_prefix(x); }
     if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_mode(args.mode);
     builder.finish()
   }
 
@@ -638,6 +728,13 @@ impl<'a> Sub<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Sub::VT_FROM, None)}
   }
+  #[inline]
+  pub fn mode(&self) -> SubMode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<SubMode>(Sub::VT_MODE, Some(SubMode::Stream)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Sub<'_> {
@@ -649,6 +746,7 @@ impl ::flatbuffers::Verifiable for Sub<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
+     .visit_field::<SubMode>("mode", Self::VT_MODE, false)?
      .finish();
     Ok(())
   }
@@ -657,6 +755,7 @@ pub struct SubArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub mode: SubMode,
 }
 impl<'a> Default for SubArgs<'a> {
   #[inline]
@@ -665,6 +764,7 @@ impl<'a> Default for SubArgs<'a> {
       key: None,
       prefix: None,
       from: None,
+      mode: SubMode::Stream,
     }
   }
 }
@@ -687,6 +787,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sub::VT_FROM, from);
   }
   #[inline]
+  pub fn add_mode(&mut self, mode: SubMode) {
+    self.fbb_.push_slot::<SubMode>(Sub::VT_MODE, mode, SubMode::Stream);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubBuilder {
@@ -707,6 +811,7 @@ impl ::core::fmt::Debug for Sub<'_> {
       ds.field("key", &self.key());
       ds.field("prefix", &self.prefix());
       ds.field("from", &self.from());
+      ds.field("mode", &self.mode());
       ds.finish()
   }
 }

@@ -126,6 +126,8 @@ fn config(style: RecvStyle) -> Config {
         max_connections: 10,
         max_message: 1 << 20,
         max_outbound: 1 << 22,
+        latest_above: 1 << 16,
+        send_lowat: 1 << 16,
         heartbeat: std::time::Duration::from_secs(u64::from(HEARTBEAT_TICKS)),
         handshake_timeout: std::time::Duration::from_secs(u64::from(HANDSHAKE_TICKS)),
         drain: std::time::Duration::from_secs(30),

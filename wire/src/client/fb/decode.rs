@@ -8,7 +8,7 @@ use flatbuffers::{Follow, Verifiable, VerifierOptions};
 use crate::client::error::shorten;
 use crate::client::validate;
 use crate::client::{
-    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Request, Response, Target,
+    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Request, Response, SubMode, Target,
 };
 use crate::generated::client as fb;
 
@@ -62,6 +62,16 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 id,
                 target,
                 from: validate::token(sub.from().map(Cow::Borrowed))?,
+                mode: match sub.mode() {
+                    fb::SubMode::Stream => SubMode::Stream,
+                    fb::SubMode::Latest => SubMode::Latest,
+                    other => {
+                        return Err(ClientErrorKind::Malformed(format!(
+                            "unknown mode {}",
+                            other.0
+                        )));
+                    }
+                },
             }
         }
         fb::Op::Unsub => Request::Unsub { id },
@@ -265,6 +275,28 @@ mod tests {
         assert!(matches!(msg_id, Some(Cow::Borrowed("m"))));
     }
 
+    #[test]
+    fn an_unknown_subscription_mode_is_a_bad_request() {
+        let mut fbb = FlatBufferBuilder::new();
+        let key = Some(fbb.create_string("k"));
+        let args = fb::SubArgs {
+            key,
+            prefix: None,
+            from: None,
+            mode: fb::SubMode(9),
+        };
+        let op = Some(fb::Sub::create(&mut fbb, &args).as_union_value());
+        let args = fb::RequestArgs {
+            id: Some(3),
+            op_type: fb::Op::Sub,
+            op,
+        };
+        let root = fb::Request::create(&mut fbb, &args);
+        fbb.finish(root, None);
+        let err = decode_request(fbb.finished_data()).unwrap_err();
+        assert_eq!((err.id, err.code()), (Some(3), ErrorCode::BadRequest));
+    }
+
     /// A request built by hand, for shapes the encoder never produces.
     fn raw_request(id: Option<u64>, sub: Option<(Option<&str>, Option<&str>)>) -> Vec<u8> {
         let mut fbb = FlatBufferBuilder::new();
@@ -277,6 +309,7 @@ mod tests {
                     key,
                     prefix,
                     from: None,
+                    mode: fb::SubMode::Stream,
                 },
             )
             .as_union_value()
@@ -365,6 +398,7 @@ mod tests {
                 id: 1,
                 target: Target::Prefix("p/".into()),
                 from: Some("t".into()),
+                mode: SubMode::Stream,
             },
             Request::Put {
                 id: 2,

@@ -3,7 +3,7 @@
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
-use crate::client::{ChangeOp, Entry, Request, Response, Target};
+use crate::client::{ChangeOp, Entry, Request, Response, SubMode, Target};
 use crate::generated::client as fb;
 
 /// Encodes client messages with one reused `FlatBufferBuilder`.
@@ -39,13 +39,24 @@ impl FbEncoder {
         let fbb = &mut self.fbb;
         fbb.reset();
         let (op_type, op) = match request {
-            Request::Sub { target, from, .. } => {
+            Request::Sub {
+                target, from, mode, ..
+            } => {
                 let (key, prefix) = match target {
                     Target::Key(key) => (Some(fbb.create_string(key)), None),
                     Target::Prefix(prefix) => (None, Some(fbb.create_string(prefix))),
                 };
                 let from = from.as_ref().map(|from| fbb.create_string(from));
-                let args = fb::SubArgs { key, prefix, from };
+                let mode = match mode {
+                    SubMode::Stream => fb::SubMode::Stream,
+                    SubMode::Latest => fb::SubMode::Latest,
+                };
+                let args = fb::SubArgs {
+                    key,
+                    prefix,
+                    from,
+                    mode,
+                };
                 (fb::Op::Sub, fb::Sub::create(fbb, &args).as_union_value())
             }
             Request::Unsub { .. } => (

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use crate::client::error::shorten;
 use crate::client::validate;
 use crate::client::{
-    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Request, Response, Target,
+    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Request, Response, SubMode, Target,
 };
 
 /// A string field, borrowed from the input unless it contains escapes.
@@ -46,6 +46,8 @@ struct WireRequest<'a> {
     token: Option<Str<'a>>,
     #[serde(borrow)]
     msg_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    mode: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +138,12 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 id,
                 target,
                 from: validate::token(cow(wire.from))?,
+                mode: match cow(wire.mode) {
+                    None => SubMode::Stream,
+                    Some(m) => SubMode::from_wire(&m).ok_or_else(|| {
+                        ClientErrorKind::Malformed(format!("unknown mode {:?}", shorten(&m)))
+                    })?,
+                },
             }
         }
         "unsub" => Request::Unsub { id },
@@ -323,6 +331,7 @@ mod tests {
                     id: 1,
                     target: Target::Key("room/{42}/title".into()),
                     from: None,
+                    mode: SubMode::Stream,
                 },
             ),
             (
@@ -331,14 +340,16 @@ mod tests {
                     id: 2,
                     target: Target::Prefix("room/{42}/".into()),
                     from: None,
+                    mode: SubMode::Stream,
                 },
             ),
             (
-                r#"{"op":"sub","id":3,"key":"k","from":"tok"}"#,
+                r#"{"op":"sub","id":3,"key":"k","from":"tok","mode":"latest"}"#,
                 Request::Sub {
                     id: 3,
                     target: Target::Key("k".into()),
                     from: Some("tok".into()),
+                    mode: SubMode::Latest,
                 },
             ),
             (r#"{"op":"unsub","id":1}"#, Request::Unsub { id: 1 }),
@@ -446,6 +457,8 @@ mod tests {
             r#"{"op":"sub","id":1}"#,
             r#"{"op":"sub","id":1,"key":"k","prefix":"p"}"#,
             r#"{"op":"sub","id":1,"prefix":""}"#,
+            r#"{"op":"sub","id":1,"key":"k","mode":"newest"}"#,
+            r#"{"op":"sub","id":1,"key":"k","mode":1}"#,
             r#"{"op":"put","id":1,"key":"k"}"#,
             r#"{"op":"pub","id":1,"key":"k"}"#,
             r#"{"op":"put","id":1,"key":"k","value":1,"if_version":-3}"#,

@@ -2,7 +2,7 @@
 //! generators) in, one JSON object appended to a buffer out.
 
 use super::write::{head, name, opt_str_field, str_field, string, uint_field, value_field};
-use crate::client::{ChangeOp, Request, Response, Target};
+use crate::client::{ChangeOp, Request, Response, SubMode, Target};
 
 /// Appends `response` as one JSON object.
 pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
@@ -157,14 +157,20 @@ impl PreparedChange {
 /// `{"b64":"..."}`, which the edge stores as that JSON text (the JSON form can only put JSON).
 pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
     match request {
-        Request::Sub { id, target, from } => {
+        Request::Sub {
+            id,
+            target,
+            from,
+            mode,
+        } => {
             head(out, "sub", *id);
             match target {
                 Target::Key(key) => str_field(out, "key", key),
                 Target::Prefix(prefix) => str_field(out, "prefix", prefix),
             }
-            if let Some(from) = from {
-                str_field(out, "from", from);
+            opt_str_field(out, "from", from.as_deref());
+            if *mode != SubMode::Stream {
+                str_field(out, "mode", mode.as_str());
             }
         }
         Request::Unsub { id } => head(out, "unsub", *id),
@@ -397,6 +403,7 @@ mod tests {
                     id: 1,
                     target: Target::Key("room/{42}/title".into()),
                     from: None,
+                    mode: SubMode::Stream,
                 },
                 r#"{"op":"sub","id":1,"key":"room/{42}/title"}"#,
             ),
@@ -405,6 +412,7 @@ mod tests {
                     id: 2,
                     target: Target::Prefix("room/{42}/".into()),
                     from: None,
+                    mode: SubMode::Stream,
                 },
                 r#"{"op":"sub","id":2,"prefix":"room/{42}/"}"#,
             ),
@@ -413,8 +421,9 @@ mod tests {
                     id: 3,
                     target: Target::Key("k".into()),
                     from: Some("t".into()),
+                    mode: SubMode::Latest,
                 },
-                r#"{"op":"sub","id":3,"key":"k","from":"t"}"#,
+                r#"{"op":"sub","id":3,"key":"k","from":"t","mode":"latest"}"#,
             ),
             (Request::Unsub { id: 1 }, r#"{"op":"unsub","id":1}"#),
             (
