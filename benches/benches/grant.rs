@@ -59,6 +59,7 @@ fn bench(c: &mut Criterion) {
         target: Target::Prefix(Cow::Borrowed("room/{42}/")),
         from: None,
         mode: wire::client::SubMode::Stream,
+        durable: None,
     };
     let last = put("tenant/255/doc/1");
     let mut g = c.benchmark_group("grant");

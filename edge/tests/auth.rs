@@ -110,12 +110,14 @@ fn with_auth_required_tokens_are_checked_and_every_op_is_granted_or_forbidden() 
             target: Target::Prefix("user/".into()),
             from: None,
             mode: wire::client::SubMode::Stream,
+            durable: None,
         },
         Request::Sub {
             id: 7,
             target: Target::Prefix("user/bo".into()),
             from: None,
             mode: wire::client::SubMode::Stream,
+            durable: None,
         },
         Request::Pub {
             id: 8,
@@ -154,6 +156,7 @@ fn with_auth_required_tokens_are_checked_and_every_op_is_granted_or_forbidden() 
         target: Target::Prefix("user/bob/".into()),
         from: None,
         mode: wire::client::SubMode::Stream,
+        durable: None,
     });
     assert!(matches!(w.recv(), Response::Snapshot { id: 11, .. }));
     // Counted: every refused handshake and every denied op.
@@ -462,6 +465,7 @@ fn a_refresh_replaces_the_grant_and_ends_the_subscriptions_it_no_longer_allows()
         target: Target::Prefix("room/".into()),
         from: None,
         mode: wire::client::SubMode::Stream,
+        durable: None,
     });
     // A prefix's snapshot comes in parts, one per partition at least.
     loop {

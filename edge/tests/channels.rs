@@ -119,6 +119,7 @@ fn slow_reader(c: &Cluster, mode: SubMode, base: u64) -> Outcome {
         target: Target::Prefix("px/{h}/".into()),
         from: None,
         mode,
+        durable: None,
     });
     assert!(matches!(r.recv(), Response::Snapshot { more: false, .. }));
     let conflated_before = c.edge.metric("ringline_edge_conflated_total");
@@ -225,4 +226,53 @@ fn a_latest_subscriber_reading_ten_times_slower_converges_with_bounded_memory() 
         assert!(Instant::now() < deadline, "changes still held");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_latest_subscriber_of_ever_new_keys_that_never_reads_is_a_slow_consumer_after_all() {
+    // What it follows no longer fits once held changes and the queue pass max_outbound.
+    let c = Cluster::start_with(&["--max-message", "65536", "--max-outbound", "262144"]);
+    let mut r = Client::json(c.edge.addr);
+    small_receive_buffer(&r);
+    r.send(&Request::Sub {
+        id: 1,
+        target: Target::Prefix("nk/{h}/".into()),
+        from: None,
+        mode: SubMode::Latest,
+        durable: None,
+    });
+    assert!(matches!(r.recv(), Response::Snapshot { more: false, .. }));
+    let mut w = Client::json(c.edge.addr);
+    let value = format!("\"{}\"", "x".repeat(4000));
+    for batch in 0..8u64 {
+        for i in 0..50 {
+            let n = batch * 50 + i;
+            w.send(&Request::Put {
+                id: n,
+                key: format!("nk/{{h}}/k{n}").into(),
+                value: Cow::Borrowed(value.as_bytes()),
+                if_version: None,
+                msg_id: None,
+            });
+        }
+        for _ in 0..50 {
+            assert!(matches!(w.recv(), Response::Ok { .. }));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match r.next() {
+            Event::Msg(_) | Event::Silent => assert!(Instant::now() < deadline, "never closed"),
+            Event::Close(code) => {
+                assert_eq!(code, Some(4008));
+                break;
+            }
+            Event::Ended => panic!("ended without a close frame"),
+        }
+    }
+    assert_eq!(
+        c.edge
+            .metric("ringline_edge_close_frames_sent_total{code=\"4008\"}"),
+        1
+    );
 }

@@ -1086,3 +1086,107 @@ fn a_write_repeated_with_its_msg_id_lands_once_through_either_edge_and_across_a_
         assert!(end.0 > second.0);
     }
 }
+
+/// A durable subscription to `key` named `name`, resuming from `from` if given.
+fn durable_sub<'a>(id: u64, key: &'a str, name: &'a str, from: Option<&'a str>) -> Request<'a> {
+    Request::Sub {
+        id,
+        target: wire::client::Target::Key(key.into()),
+        from: from.map(Cow::Borrowed),
+        mode: wire::client::SubMode::Stream,
+        durable: Some(name.into()),
+    }
+}
+
+/// The next `n` put changes of `c`: (value, token).
+fn next_changes(c: &mut Client, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|_| {
+            let (value, _, token) = change(&c.recv());
+            (value, token)
+        })
+        .collect()
+}
+
+#[test]
+fn a_durable_subscriber_that_lost_its_token_resumes_after_its_ack_on_the_other_edge() {
+    let c = LocalCluster::start(&[]);
+    for s in 0..2 {
+        let key = key_of(s, "durable/", 0);
+        let mut w = Client::json(c.edges[0].addr);
+        // Before the subscription: part of its snapshot, not of its changes.
+        assert!(matches!(w.put(0, &key, "0"), Response::Ok { .. }));
+        let mut a = Client::json(c.edges[0].addr);
+        a.send(&durable_sub(1, &key, "inbox-reader", None));
+        assert!(matches!(a.recv(), Response::Snapshot { .. }));
+        for v in 1..=5 {
+            assert!(matches!(
+                w.put(v, &key, &v.to_string()),
+                Response::Ok { .. }
+            ));
+        }
+        let got = next_changes(&mut a, 5);
+        // It processed up to "3" and says so; an older ack afterwards changes nothing.
+        let ack = |c: &mut Client, token: &str| {
+            c.call(&Request::Ack {
+                id: 1,
+                token: token.into(),
+            })
+        };
+        assert!(matches!(ack(&mut a, &got[2].1), Response::Ok { id: 1, .. }));
+        assert!(matches!(ack(&mut a, &got[0].1), Response::Ok { id: 1, .. }));
+        // An ack for a subscription that is not durable is refused.
+        let r = a.call(&Request::Ack {
+            id: 9,
+            token: got[2].1.as_str().into(),
+        });
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: wire::client::ErrorCode::BadRequest,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        // Its device is lost, token and all; more changes come meanwhile.
+        drop(a);
+        for v in 6..=7 {
+            assert!(matches!(
+                w.put(v, &key, &v.to_string()),
+                Response::Ok { .. }
+            ));
+        }
+        // A new device, through the other edge, with the same name and no token:
+        // exactly the changes after the ack, then live ones.
+        let mut b = Client::json(c.edges[1].addr);
+        b.send(&durable_sub(1, &key, "inbox-reader", None));
+        assert!(matches!(b.recv(), Response::Resumed { .. }));
+        let values: Vec<String> = next_changes(&mut b, 4)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(values, ["4", "5", "6", "7"], "store {s}");
+        assert!(matches!(w.put(8, &key, "8"), Response::Ok { .. }));
+        assert_eq!(next_changes(&mut b, 1)[0].0, "8");
+        // Another name starts from a snapshot; the record itself is not for clients.
+        let mut d = Client::json(c.edges[1].addr);
+        d.send(&durable_sub(1, &key, "another", None));
+        assert!(matches!(d.recv(), Response::Snapshot { .. }));
+        let r = d.call(&Request::Get {
+            id: 2,
+            key: "@durable/0:".into(),
+        });
+        assert!(
+            matches!(
+                r,
+                Response::Error {
+                    code: wire::client::ErrorCode::Forbidden,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+}

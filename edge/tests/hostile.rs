@@ -415,6 +415,7 @@ fn escalation(addr: std::net::SocketAddr) {
             target: Target::Prefix(prefix.into()),
             from: None,
             mode: wire::client::SubMode::Stream,
+            durable: None,
         });
         let r = c.recv();
         assert!(

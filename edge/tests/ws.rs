@@ -396,6 +396,7 @@ fn prefix_subscriptions_span_partitions_and_resume() {
         target: Target::Prefix("room/".into()),
         from: None,
         mode: wire::client::SubMode::Stream,
+        durable: None,
     });
     // The snapshot may come in parts; all entries under the prefix, nothing else.
     let mut keys = Vec::new();
@@ -434,6 +435,7 @@ fn prefix_subscriptions_span_partitions_and_resume() {
         target: Target::Prefix("room/".into()),
         from: Some(Cow::Borrowed(&token)),
         mode: wire::client::SubMode::Stream,
+        durable: None,
     });
     assert!(matches!(a.recv(), Response::Resumed { id: 2, .. }));
     let mut got = Vec::new();
@@ -611,6 +613,7 @@ fn with_one_of_two_stores_down_the_other_partitions_keep_working() {
         target: Target::Prefix("key".into()),
         from: None,
         mode: wire::client::SubMode::Stream,
+        durable: None,
     });
     let r = a.recv();
     assert!(
@@ -643,6 +646,7 @@ fn a_large_snapshot_comes_in_parts_of_at_most_64_kib() {
         target: Target::Prefix("big/{t}/".into()),
         from: None,
         mode: wire::client::SubMode::Stream,
+        durable: None,
     });
     let (mut parts, mut keys) = (0, Vec::new());
     loop {

@@ -17,6 +17,8 @@ const REQUESTS: &[&str] = &[
     r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"h\u00e9llo \ud83d\ude00"}"#,
     r#"{"op":"put","id":8,"key":"order/{7}","value":"paid","msg_id":"0c6f-1"}"#,
     r#"{"op":"sub","id":9,"prefix":"prices/{eu}/","mode":"latest"}"#,
+    r#"{"op":"sub","id":10,"key":"user/{42}/inbox","durable":"phone"}"#,
+    r#"{"op":"ack","id":10,"token":"AQAAAAAAAAACAAAAAAAAAAMAAAAAAAAA"}"#,
 ];
 
 const RESPONSES: &[&str] = &[

@@ -395,7 +395,8 @@ impl Grant {
     pub fn permits(&self, req: &Request<'_>) -> bool {
         match req {
             Request::Sub { target, .. } => self.allows_target(target),
-            Request::Unsub { .. } | Request::Auth { .. } => true,
+            // An ack touches only the connection's own durable subscription.
+            Request::Unsub { .. } | Request::Auth { .. } | Request::Ack { .. } => true,
             Request::Get { key, .. } => self.allows(Access::Read, key),
             Request::Put { key, .. } | Request::Del { key, .. } => self.allows(Access::Write, key),
             Request::Pub { key, .. } => self.allows(Access::Publish, key),

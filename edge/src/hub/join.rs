@@ -288,6 +288,7 @@ impl Hub {
         if self.latest.remove(&sub) {
             self.out.push(Out::Ended(sub.conn, sub.id));
         }
+        self.durables.remove(&sub);
         let left = self
             .groups
             .group(gid)

@@ -46,6 +46,7 @@
 //! - `snapshot`: a store's snapshot page cut into client messages.
 
 mod delivery;
+mod durable;
 mod group;
 mod index;
 mod join;
@@ -63,11 +64,12 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use wire::client::{ErrorCode, Position, Request, Response, SubMode, encode_token};
+use wire::client::{ErrorCode, Position, Request, Response, SubMode, Target, encode_token};
 use wire::cluster::ClusterMap;
 use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, MsgIdRef, WatchId};
 
 pub use delivery::Delivery;
+pub use durable::touches_reserved;
 
 /// A connection of this worker: (slab index, generation).
 pub type ConnRef = (u32, u32);
@@ -97,13 +99,26 @@ pub enum Out {
 }
 
 /// A read or write waiting for its store's reply.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Pending {
     conn: ConnRef,
     id: u64,
     store: usize,
-    /// A publish (its reply carries no version).
-    publish: bool,
+    kind: PendingKind,
+}
+
+/// What a store's reply is for.
+#[derive(Debug)]
+enum PendingKind {
+    /// A client's get, put or delete: the reply goes to it.
+    Plain,
+    /// A client's publish (its reply carries no version).
+    Publish,
+    /// The record of a durable `sub`, read before it subscribes.
+    DurableSub(Box<durable::DurableSub>),
+    /// An `ack` reading, then writing, its subscription's record.
+    AckRead(Box<durable::AckState>),
+    AckWrite(Box<durable::AckState>),
 }
 
 /// Most subscriptions one connection may hold, unless configured otherwise.
@@ -141,6 +156,8 @@ pub struct Hub {
     /// The subscriptions in `latest` mode (most workers have none: then a delivery
     /// costs one emptiness check more).
     latest: HashSet<SubRef>,
+    /// Durable subscriptions' records (see `durable`).
+    durables: HashMap<SubRef, Box<str>>,
     /// Most subscriptions one connection may hold.
     max_subs: usize,
     /// Counters.
@@ -162,6 +179,7 @@ impl Hub {
             inflight: HashMap::new(),
             groups: index::Groups::default(),
             latest: HashSet::new(),
+            durables: HashMap::new(),
             max_subs: MAX_SUBS_PER_CONN,
             stats: HubStats::default(),
         }
@@ -234,20 +252,29 @@ impl Hub {
     /// A write's msg_id goes to the store scoped by the subject, so one user's ids never
     /// meet another's; anonymous connections share one scope.
     pub fn request(&mut self, conn: ConnRef, req: Request<'_>, subject: &str) {
+        let scope = scope_of(subject);
+        let subject = &*scope;
         match req {
             Request::Sub {
                 id,
                 target,
                 from,
                 mode,
+                durable: None,
             } => {
-                let sub = SubRef { conn, id };
-                let fresh = !self.groups.has_sub(sub);
-                self.subscribe(conn, id, &target, from.as_deref());
-                if mode == SubMode::Latest && fresh && self.groups.has_sub(sub) {
-                    self.latest.insert(sub);
-                }
+                self.sub_with_mode(SubRef { conn, id }, &target, from.as_deref(), mode);
             }
+            Request::Sub {
+                id,
+                target,
+                from,
+                mode,
+                durable: Some(name),
+            } => {
+                let record = durable::record_key(subject, &name, &target);
+                self.durable_sub(SubRef { conn, id }, target, from.as_deref(), mode, record);
+            }
+            Request::Ack { id, token } => self.ack(conn, id, &token),
             Request::Unsub { id } => {
                 if self.unsubscribe(SubRef { conn, id }) {
                     self.reply(
@@ -263,7 +290,7 @@ impl Hub {
                 }
             }
             Request::Get { id, key } => {
-                self.forward(conn, id, &key, false, |enc, out, rid| {
+                self.forward(conn, id, &key, PendingKind::Plain, |enc, out, rid| {
                     enc.get(out, rid, &key)
                 });
             }
@@ -275,7 +302,7 @@ impl Hub {
                 msg_id,
             } => {
                 let msg = scoped(msg_id.as_deref(), subject);
-                self.forward(conn, id, &key, false, |enc, out, rid| {
+                self.forward(conn, id, &key, PendingKind::Plain, |enc, out, rid| {
                     enc.put(out, rid, &key, &value, if_version, msg)
                 });
             }
@@ -286,7 +313,7 @@ impl Hub {
                 msg_id,
             } => {
                 let msg = scoped(msg_id.as_deref(), subject);
-                self.forward(conn, id, &key, false, |enc, out, rid| {
+                self.forward(conn, id, &key, PendingKind::Plain, |enc, out, rid| {
                     enc.delete(out, rid, &key, if_version, msg)
                 });
             }
@@ -297,7 +324,7 @@ impl Hub {
                 msg_id,
             } => {
                 let msg = scoped(msg_id.as_deref(), subject);
-                self.forward(conn, id, &key, true, |enc, out, rid| {
+                self.forward(conn, id, &key, PendingKind::Publish, |enc, out, rid| {
                     enc.publish(out, rid, &key, &value, msg)
                 });
             }
@@ -315,7 +342,7 @@ impl Hub {
         conn: ConnRef,
         id: u64,
         key: &str,
-        publish: bool,
+        kind: PendingKind,
         encode: impl FnOnce(
             &mut LinkEncoder,
             &mut Vec<u8>,
@@ -355,7 +382,7 @@ impl Hub {
                 conn,
                 id,
                 store,
-                publish,
+                kind,
             },
         );
         *self.inflight.entry(conn).or_insert(0) += 1;
@@ -416,60 +443,115 @@ impl Hub {
         self.lose_watches(s);
     }
 
+    /// A read's reply: the value to the client, or to the durable subscription or ack
+    /// that asked.
+    fn on_get_reply(&mut self, p: Pending, r: &wire::link::internal::GetReply<'_>) {
+        let value = r
+            .found()
+            .then(|| r.value().map(|v| v.bytes()).unwrap_or_default());
+        let version = if value.is_some() { r.version() } else { 0 };
+        match p.kind {
+            PendingKind::DurableSub(d) => {
+                self.durable_record(
+                    SubRef {
+                        conn: p.conn,
+                        id: p.id,
+                    },
+                    *d,
+                    value,
+                );
+            }
+            PendingKind::AckRead(a) => {
+                self.ack_read(p.conn, p.id, *a, value.map(|v| (v, version)));
+            }
+            _ => self.reply(
+                p.conn,
+                Response::Value {
+                    id: p.id,
+                    key: Cow::Owned(r.key().to_owned()),
+                    value: value.map(|v| Cow::Owned(v.to_vec())),
+                    version,
+                },
+            ),
+        }
+    }
+
+    /// A write's reply: `ok` to the client (an ack's, once its record is written).
+    fn on_write_reply(&mut self, p: Pending, r: &wire::link::internal::WriteReply<'_>) {
+        let publish = match p.kind {
+            PendingKind::AckWrite(_) => return self.acked(p.conn, p.id),
+            PendingKind::Publish => true,
+            _ => false,
+        };
+        let token = r.position().map(|pos| encode_token(&[Position::from(pos)]));
+        self.reply(
+            p.conn,
+            Response::Ok {
+                id: p.id,
+                version: (!publish).then(|| r.version()),
+                token: token.map(Cow::Owned),
+            },
+        );
+    }
+
+    /// A request failed at its store: the error to the client (an ack whose write lost
+    /// to another reads the record again).
+    fn on_error_reply(&mut self, p: Pending, e: &wire::link::internal::Error<'_>) {
+        let code = map_code(e.code());
+        if let (PendingKind::AckWrite(a), ErrorCode::Conflict) = (p.kind, code) {
+            return self.ack_conflict(p.conn, p.id, *a);
+        }
+        let message = e.message().unwrap_or("store error").to_owned();
+        let version = (code == ErrorCode::Conflict).then(|| e.current_version());
+        self.reply(
+            p.conn,
+            Response::Error {
+                id: Some(p.id),
+                code,
+                message: Cow::Owned(message),
+                version,
+            },
+        );
+    }
+
+    /// Subscribe `sub` in `mode`; whether it is subscribed now.
+    fn sub_with_mode(
+        &mut self,
+        sub: SubRef,
+        target: &Target<'_>,
+        from: Option<&str>,
+        mode: SubMode,
+    ) -> bool {
+        let fresh = !self.groups.has_sub(sub);
+        self.subscribe(sub.conn, sub.id, target, from);
+        let subscribed = fresh && self.groups.has_sub(sub);
+        if mode == SubMode::Latest && subscribed {
+            self.latest.insert(sub);
+        }
+        subscribed
+    }
+
     /// A frame from a store: a reply, or watch traffic (watch ids say whose).
     pub fn on_frame(&mut self, frame: &LinkFrame<'_>) {
         let rid = frame.request_id;
         match frame.message {
             LinkMessage::GetReply(r) => {
-                let Some(p) = self.take_request(rid) else {
-                    return;
-                };
-                let value = r
-                    .found()
-                    .then(|| Cow::Owned(r.value().map(|v| v.bytes().to_vec()).unwrap_or_default()));
-                let version = if value.is_some() { r.version() } else { 0 };
-                self.reply(
-                    p.conn,
-                    Response::Value {
-                        id: p.id,
-                        key: Cow::Owned(r.key().to_owned()),
-                        value,
-                        version,
-                    },
-                );
-            }
-            LinkMessage::WriteReply(r) => {
-                let Some(p) = self.take_request(rid) else {
-                    return;
-                };
-                let token = r.position().map(|pos| encode_token(&[Position::from(pos)]));
-                self.reply(
-                    p.conn,
-                    Response::Ok {
-                        id: p.id,
-                        version: (!p.publish).then(|| r.version()),
-                        token: token.map(Cow::Owned),
-                    },
-                );
-            }
-            LinkMessage::Error(e) => {
-                let code = map_code(e.code());
-                let message = e.message().unwrap_or("store error").to_owned();
                 if let Some(p) = self.take_request(rid) {
-                    let version = (code == ErrorCode::Conflict).then(|| e.current_version());
-                    self.reply(
-                        p.conn,
-                        Response::Error {
-                            id: Some(p.id),
-                            code,
-                            message: Cow::Owned(message),
-                            version,
-                        },
-                    );
-                } else {
-                    self.watch_failed(WatchId::from_raw(rid), code, &message);
+                    self.on_get_reply(p, &r);
                 }
             }
+            LinkMessage::WriteReply(r) => {
+                if let Some(p) = self.take_request(rid) {
+                    self.on_write_reply(p, &r);
+                }
+            }
+            LinkMessage::Error(e) => match self.take_request(rid) {
+                Some(p) => self.on_error_reply(p, &e),
+                None => {
+                    let message = e.message().unwrap_or("store error");
+                    self.watch_failed(WatchId::from_raw(rid), map_code(e.code()), message);
+                }
+            },
             LinkMessage::Snapshot(snap) => self.on_snapshot(&snap),
             LinkMessage::Resumed(r) => {
                 self.on_resumed(WatchId::from_raw(r.watch_id()), r.partition());
@@ -510,9 +592,24 @@ fn newer(a: &Position, b: &Position) -> bool {
     (a.epoch, a.seq) > (b.epoch, b.seq)
 }
 
-/// A client's msg_id as the store keys it: within `subject`'s scope.
-fn scoped<'a>(msg_id: Option<&'a str>, subject: &'a str) -> Option<MsgIdRef<'a>> {
-    msg_id.map(|id| MsgIdRef { scope: subject, id })
+/// A client's msg_id as the store keys it: within `scope` (see [`scope_of`]).
+fn scoped<'a>(msg_id: Option<&'a str>, scope: &'a str) -> Option<MsgIdRef<'a>> {
+    msg_id.map(|id| MsgIdRef { scope, id })
+}
+
+/// Subjects longer than this name their msg_ids and durable records by a hash.
+const MAX_SCOPE: usize = 256;
+
+/// Whom a connection's msg_ids and durable subscriptions belong to: its token's subject
+/// (empty: anonymous), or for a long one `#` and its 128-bit hash, so that stored keys
+/// stay within the store's limits whatever a token holds.
+fn scope_of(subject: &str) -> Cow<'_, str> {
+    if subject.len() <= MAX_SCOPE {
+        Cow::Borrowed(subject)
+    } else {
+        let h = xxhash_rust::xxh3::xxh3_128(subject.as_bytes());
+        Cow::Owned(format!("#{h:032x}"))
+    }
 }
 
 /// The message carrying change `d` to subscription `sub`: a `latest` one's may be

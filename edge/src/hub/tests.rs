@@ -333,6 +333,7 @@ impl Sim {
                 } else {
                     wire::client::SubMode::Stream
                 },
+                durable: None,
             },
             "",
         );

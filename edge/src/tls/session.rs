@@ -328,6 +328,11 @@ impl<E: Endpoint> Tls<E> {
         Ok(())
     }
 
+    /// Bytes sealed and not yet handed to a send.
+    pub fn sealed_bytes(&self) -> usize {
+        self.sealed.iter().map(|c| c.as_slice().len()).sum()
+    }
+
     /// The ciphertext of the next send, if any is sealed.
     pub fn take_sealed(&mut self) -> Option<Vec<Chunk>> {
         (!self.sealed.is_empty()).then(|| std::mem::take(&mut self.sealed))

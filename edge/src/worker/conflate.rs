@@ -8,20 +8,71 @@
 //! but held here, in one worker-wide table: one entry per (subscription, key), the newer
 //! change replacing the older in place (counted as conflated). Once anything is held for
 //! a connection, its later `latest` changes are held too, so that each subscription's
-//! changes (and tokens) still leave in order. When the connection's queue is empty, every
-//! held change goes out, in the order its newest change arrived. So a slow reader costs
-//! at most one held change per key it follows, is never closed for being slow by these
-//! subscriptions, and always ends at the newest value of every key.
+//! changes (and tokens) still leave in order. When the connection's queue is down to half
+//! of `latest_above` (a send completes, or a round queued little), the held changes go
+//! out, in the order their newest change arrived, up to `latest_above` at a time. A
+//! reset or a snapshot of a subscription drops what it held (the snapshot replaces it);
+//! its `resumed` lets it go out first. So a slow reader costs
+//! at most one held change per key it follows, is not closed for being slow by these
+//! subscriptions while the keys it follows fit in `max_outbound`, and always ends at the
+//! newest value of every key. (Past `max_outbound`, queued and held together, it is a
+//! slow consumer after all: 4008.)
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use wire::client::ChangeOp;
+
 use super::slab::Key;
 use crate::hub::Delivery;
 
-/// One connection's held changes, by (subscription id, key): the newest change and when
-/// it arrived (a worker-wide counter).
-type Held = HashMap<(u64, Box<str>), (u64, Rc<Delivery>)>;
+/// Where a held change belongs: its subscription (the client's id) and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Slot {
+    sub: u64,
+    key: Box<str>,
+}
+
+/// A held change and when it arrived (a worker-wide counter: the order they leave in).
+#[derive(Debug, Clone)]
+struct Newest {
+    arrival: u64,
+    change: Rc<Delivery>,
+}
+
+/// One connection's held changes, the newest per slot, and about how many bytes they
+/// would take queued.
+#[derive(Debug, Default)]
+struct Held {
+    changes: HashMap<Slot, Newest>,
+    bytes: usize,
+}
+
+/// About what `d` takes queued (its JSON form: the key, the value, the token, the rest).
+fn size(d: &Delivery) -> usize {
+    let value = match &d.op {
+        ChangeOp::Put { value, .. } | ChangeOp::Publish { value } => value.len(),
+        ChangeOp::Delete { .. } => 0,
+    };
+    64 + d.key.len() + value + d.token.len()
+}
+
+impl Held {
+    /// Keep the changes of the subscriptions `keep` says; return the others.
+    fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) -> Vec<(Slot, Newest)> {
+        let mut gone = Vec::new();
+        let bytes = &mut self.bytes;
+        self.changes.retain(|slot, n| {
+            if keep(slot.sub) {
+                return true;
+            }
+            *bytes = bytes.saturating_sub(size(&n.change));
+            gone.push((slot.clone(), n.clone()));
+            false
+        });
+        gone
+    }
+}
 
 /// Every connection's held changes.
 #[derive(Debug, Default)]
@@ -50,10 +101,27 @@ impl Conflation {
     pub fn hold(&mut self, key: Key, id: u64, d: Rc<Delivery>) -> Holding {
         self.arrivals += 1;
         let held = self.by_conn.entry(key).or_default();
-        match held.insert((id, d.key.clone()), (self.arrivals, d)) {
-            Some(_) => Holding::Replaced,
+        held.bytes += size(&d);
+        let slot = Slot {
+            sub: id,
+            key: d.key.clone(),
+        };
+        let newest = Newest {
+            arrival: self.arrivals,
+            change: d,
+        };
+        match held.changes.insert(slot, newest) {
+            Some(old) => {
+                held.bytes = held.bytes.saturating_sub(size(&old.change));
+                Holding::Replaced
+            }
             None => Holding::New,
         }
+    }
+
+    /// About how many bytes the changes held for the connection at `key` would take.
+    pub fn held_bytes(&self, key: Key) -> usize {
+        self.by_conn.get(&key).map_or(0, |h| h.bytes)
     }
 
     /// Everything held for the connection at `key`, in the order its newest changes
@@ -62,7 +130,7 @@ impl Conflation {
         let Some(held) = self.by_conn.remove(&key) else {
             return Vec::new();
         };
-        in_order(held.into_iter())
+        in_order(held.changes.into_iter())
     }
 
     /// What is held for subscription `id` of the connection at `key`, in order (to go
@@ -71,29 +139,17 @@ impl Conflation {
         let Some(held) = self.by_conn.get_mut(&key) else {
             return Vec::new();
         };
-        let mut taken = Vec::new();
-        held.retain(|(sub, k), v| {
-            if *sub == id {
-                taken.push(((*sub, k.clone()), v.clone()));
-                false
-            } else {
-                true
-            }
-        });
-        if held.is_empty() {
+        let taken = held.retain(|sub| sub != id);
+        if held.changes.is_empty() {
             self.by_conn.remove(&key);
         }
         in_order(taken.into_iter())
     }
 
-    /// Subscription `id` of the connection at `key` ended: what it held is dropped.
+    /// Subscription `id` of the connection at `key` ended, or starts over (a reset and
+    /// a snapshot replace what it held): what it held is dropped.
     pub fn end(&mut self, key: Key, id: u64) {
-        if let Some(held) = self.by_conn.get_mut(&key) {
-            held.retain(|(sub, _), _| *sub != id);
-            if held.is_empty() {
-                self.by_conn.remove(&key);
-            }
-        }
+        drop(self.release_sub(key, id));
     }
 
     /// The connection at `key` is gone.
@@ -103,24 +159,21 @@ impl Conflation {
 
     /// Changes held now, over every connection.
     pub fn held(&self) -> usize {
-        self.by_conn.values().map(HashMap::len).sum()
+        self.by_conn.values().map(|h| h.changes.len()).sum()
     }
 }
 
 /// Held changes as (subscription id, change), in the order their newest change arrived.
-fn in_order(
-    held: impl Iterator<Item = ((u64, Box<str>), (u64, Rc<Delivery>))>,
-) -> Vec<(u64, Rc<Delivery>)> {
-    let mut all: Vec<(u64, u64, Rc<Delivery>)> =
-        held.map(|((id, _), (at, d))| (at, id, d)).collect();
-    all.sort_unstable_by_key(|(at, ..)| *at);
-    all.into_iter().map(|(_, id, d)| (id, d)).collect()
+fn in_order(held: impl Iterator<Item = (Slot, Newest)>) -> Vec<(u64, Rc<Delivery>)> {
+    let mut all: Vec<(Slot, Newest)> = held.collect();
+    all.sort_unstable_by_key(|(_, n)| n.arrival);
+    all.into_iter()
+        .map(|(slot, n)| (slot.sub, n.change))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use wire::client::ChangeOp;
-
     use super::*;
     use crate::uring::Gen;
 
@@ -165,6 +218,8 @@ mod tests {
         );
         assert!(c.holds(a) && c.holds(b));
         assert_eq!(c.held(), 4);
+        // Three held for `a` (one replaced), each 64 + key + value + token bytes.
+        assert_eq!(c.held_bytes(a), 3 * (64 + 1 + 1 + 2));
         assert_eq!(tokens(&c.release(a)), [(7, "t2"), (7, "t3"), (8, "t4")]);
         assert!(!c.holds(a));
         assert!(c.release(a).is_empty());

@@ -15,7 +15,7 @@ use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
 use wire::frame::{Opcode, encode_frame, encode_header};
 
-use super::conflate::Holding;
+use super::conflate::{Conflation, Holding};
 use super::conn::{Conn, Proto};
 use super::slab::Key;
 use super::{Worker, key_of};
@@ -79,6 +79,28 @@ fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, fb: &mut FbEncoder, scra
     }
 }
 
+/// A subscription's message arrives while it holds changes: a reset or a snapshot
+/// replaces them (they are dropped), a `resumed` lets them go out first. Anything else
+/// (a reply that merely reuses the id, an error, which `Ended` follows) leaves them.
+fn held_before(
+    held: &mut Conflation,
+    key: Key,
+    msg: &Response<'_>,
+    conn: &mut Conn,
+    fb: &mut FbEncoder,
+    scratch: &mut Vec<u8>,
+) {
+    match msg {
+        Response::Reset { id, .. } | Response::Snapshot { id, .. } => held.end(key, *id),
+        Response::Resumed { id, .. } => {
+            for (sub, d) in held.release_sub(key, *id) {
+                queue_change(conn, sub, &d, fb, scratch);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Queue response `msg` on `conn`, in its form.
 fn queue_msg(conn: &mut Conn, msg: &Response<'_>, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
     scratch.clear();
@@ -119,11 +141,8 @@ impl Worker {
             let held = &mut self.conflation;
             match o {
                 Out::Msg(_, msg) => {
-                    // What a subscription holds leaves before its next message.
-                    if let Some(id) = msg.id().filter(|_| held.holds(key)) {
-                        for (sub, d) in held.release_sub(key, id) {
-                            queue_change(conn, sub, &d, fb, scratch);
-                        }
+                    if held.holds(key) {
+                        held_before(held, key, msg, conn, fb, scratch);
                     }
                     queue_msg(conn, msg, fb, scratch);
                 }
@@ -132,6 +151,11 @@ impl Worker {
                     if held.holds(key) || conn.queued_bytes() > above {
                         if held.hold(key, *id, Rc::clone(d)) == Holding::Replaced {
                             WorkerMetrics::add(&self.metrics.conflated, 1);
+                        }
+                        if held.held_bytes(key) + conn.queued_bytes() > self.cfg.max_outbound {
+                            // Ever new keys: what it follows no longer fits.
+                            held.forget(key);
+                            conn.close_slow(self.wheel.now(), &self.metrics);
                         }
                         continue;
                     }
@@ -152,13 +176,14 @@ impl Worker {
             .deliveries
             .store(self.hub.stats.deliveries, Ordering::Relaxed);
         for key in touched {
+            self.release_held(key);
             self.drive(key);
         }
     }
 
-    /// The connection at `key` has sent everything queued: what its `latest`
-    /// subscriptions hold goes out, in order, up to `latest_above` bytes (the rest stays
-    /// held, for its next drain).
+    /// Once the connection at `key` has sent all but half of `latest_above`: what its
+    /// `latest` subscriptions hold goes out, in order, up to `latest_above` bytes (the
+    /// rest stays held, for its next drain).
     pub(super) fn release_held(&mut self, key: Key) {
         if !self.conflation.holds(key) {
             return;
@@ -167,7 +192,7 @@ impl Worker {
             self.conflation.forget(key);
             return;
         };
-        if !conn.is_open() || conn.queued_bytes() > 0 {
+        if !conn.is_open() || conn.queued_bytes() > self.cfg.latest_above / 2 {
             return;
         }
         let Encoders { fb, scratch } = &mut self.delivery;

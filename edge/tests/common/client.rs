@@ -159,6 +159,7 @@ impl Client {
             target: Target::Key(key.into()),
             from: from.map(Cow::Borrowed),
             mode: wire::client::SubMode::Stream,
+            durable: None,
         });
     }
 

@@ -65,13 +65,15 @@ pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
             any::<u64>(),
             target,
             proptest::option::of(text()),
-            prop_oneof![Just(SubMode::Stream), Just(SubMode::Latest)]
+            prop_oneof![Just(SubMode::Stream), Just(SubMode::Latest)],
+            proptest::option::of(text())
         )
-            .prop_map(|(id, target, from, mode)| Request::Sub {
+            .prop_map(|(id, target, from, mode, durable)| Request::Sub {
                 id,
                 target,
                 from,
-                mode
+                mode,
+                durable
             }),
         any::<u64>().prop_map(|id| Request::Unsub { id }),
         (any::<u64>(), text()).prop_map(|(id, key)| Request::Get { id, key }),
@@ -110,6 +112,7 @@ pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
             }
         }),
         (any::<u64>(), text()).prop_map(|(id, token)| Request::Auth { id, token }),
+        (any::<u64>(), text()).prop_map(|(id, token)| Request::Ack { id, token }),
     ]
 }
 

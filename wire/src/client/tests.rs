@@ -60,12 +60,14 @@ fn every_request_variant_round_trips_in_both_forms() {
             target: Target::Key("room/{42}/title".into()),
             from: None,
             mode: SubMode::Stream,
+            durable: None,
         },
         Request::Sub {
             id: 2,
             target: Target::Prefix("room/".into()),
             from: Some("tok".into()),
             mode: SubMode::Latest,
+            durable: Some("phone".into()),
         },
         Request::Unsub { id: 1 },
         Request::Get {
@@ -94,6 +96,10 @@ fn every_request_variant_round_trips_in_both_forms() {
         Request::Auth {
             id: 8,
             token: "eyJhbGciOiJIUzI1NiJ9.e30.c2ln".into(),
+        },
+        Request::Ack {
+            id: 2,
+            token: "AQAAAAAAAAACAAAAAAAAAAMAAAAAAAAA".into(),
         },
     ];
     for request in requests {

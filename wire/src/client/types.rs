@@ -17,6 +17,9 @@ pub enum Request<'a> {
         from: Option<Cow<'a, str>>,
         /// Every change, or only the newest per key when behind.
         mode: SubMode,
+        /// A durable subscription's name: its acknowledged position is kept, and a
+        /// `Sub` without `from` resumes from it.
+        durable: Option<Cow<'a, str>>,
     },
     /// End the subscription started by request `id`.
     Unsub {
@@ -72,6 +75,14 @@ pub enum Request<'a> {
         /// Request id.
         id: u64,
         /// The JWT.
+        token: Cow<'a, str>,
+    },
+    /// Acknowledge the position of durable subscription `id`: every change up to
+    /// `token` is processed (never moves the kept position backwards).
+    Ack {
+        /// The durable `Sub`'s id.
+        id: u64,
+        /// The resume token of the last change processed.
         token: Cow<'a, str>,
     },
 }
@@ -315,7 +326,8 @@ impl Request<'_> {
             | Self::Put { id, .. }
             | Self::Del { id, .. }
             | Self::Pub { id, .. }
-            | Self::Auth { id, .. } => *id,
+            | Self::Auth { id, .. }
+            | Self::Ack { id, .. } => *id,
         }
     }
 
@@ -328,11 +340,13 @@ impl Request<'_> {
                 target,
                 from,
                 mode,
+                durable,
             } => Request::Sub {
                 id,
                 target: target.into_owned(),
                 from: from.map(own),
                 mode,
+                durable: durable.map(own),
             },
             Self::Unsub { id } => Request::Unsub { id },
             Self::Get { id, key } => Request::Get { id, key: own(key) },
@@ -372,6 +386,10 @@ impl Request<'_> {
                 msg_id: msg_id.map(own),
             },
             Self::Auth { id, token } => Request::Auth {
+                id,
+                token: own(token),
+            },
+            Self::Ack { id, token } => Request::Ack {
                 id,
                 token: own(token),
             },

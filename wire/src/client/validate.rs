@@ -18,15 +18,37 @@ pub const MAX_MSG_ID_LEN: usize = 128;
 
 /// An absent `msg_id`, or a non-empty one of at most [`MAX_MSG_ID_LEN`] bytes.
 pub(super) fn msg_id(id: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
-    match id {
-        Some(m) if m.is_empty() => Err(ClientErrorKind::Empty("msg_id")),
-        Some(m) if m.len() > MAX_MSG_ID_LEN => Err(ClientErrorKind::KeyTooLong {
-            field: "msg_id",
-            len: m.len(),
-            max: MAX_MSG_ID_LEN,
+    optional_name("msg_id", MAX_MSG_ID_LEN, id)
+}
+
+/// An absent optional name, or a non-empty one of at most `max` bytes.
+fn optional_name<'a>(
+    field: &'static str,
+    max: usize,
+    name: Option<Cow<'a, str>>,
+) -> Result<Option<Cow<'a, str>>, ClientErrorKind> {
+    match name {
+        Some(n) if n.is_empty() => Err(ClientErrorKind::Empty(field)),
+        Some(n) if n.len() > max => Err(ClientErrorKind::KeyTooLong {
+            field,
+            len: n.len(),
+            max,
         }),
-        m => Ok(m),
+        n => Ok(n),
     }
+}
+
+/// Longest durable subscription name, in bytes.
+pub const MAX_DURABLE_LEN: usize = 128;
+
+/// An absent durable name, or a non-empty one of at most [`MAX_DURABLE_LEN`] bytes.
+pub(super) fn durable(name: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+    optional_name("durable", MAX_DURABLE_LEN, name)
+}
+
+/// A present resume token (an `ack`'s) of at most [`MAX_TOKEN_LEN`] bytes.
+pub(super) fn ack_token(token: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
+    self::token(token)?.ok_or(ClientErrorKind::Missing("token"))
 }
 
 /// A present, non-empty key or prefix of at most [`MAX_KEY_LEN`] bytes.

@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for SubMode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 7;
+pub const ENUM_MAX_OP: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 8] = [
+pub const ENUM_VALUES_OP: [Op; 9] = [
   Op::NONE,
   Op::Sub,
   Op::Unsub,
@@ -113,6 +113,7 @@ pub const ENUM_VALUES_OP: [Op; 8] = [
   Op::Del,
   Op::Pub,
   Op::Auth,
+  Op::Ack,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -128,9 +129,10 @@ impl Op {
   pub const Del: Self = Self(5);
   pub const Pub: Self = Self(6);
   pub const Auth: Self = Self(7);
+  pub const Ack: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Sub,
@@ -140,6 +142,7 @@ impl Op {
     Self::Del,
     Self::Pub,
     Self::Auth,
+    Self::Ack,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -152,6 +155,7 @@ impl Op {
       Self::Del => Some("Del"),
       Self::Pub => Some("Pub"),
       Self::Auth => Some("Auth"),
+      Self::Ack => Some("Ack"),
       _ => None,
     }
   }
@@ -687,6 +691,7 @@ impl<'a> Sub<'a> {
   pub const VT_PREFIX: ::flatbuffers::VOffsetT = 6;
   pub const VT_FROM: ::flatbuffers::VOffsetT = 8;
   pub const VT_MODE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DURABLE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -698,6 +703,7 @@ impl<'a> Sub<'a> {
     args: &'args SubArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Sub<'bldr>> {
     let mut builder = SubBuilder::new(_fbb);
+    if let Some(x) = args.durable { builder.add_durable(x); }
     if let Some(x) = args.from { builder.add_from(x); }
     if let Some(x) = args.prefix { builder.add_prefix(x); }
     if let Some(x) = args.key { builder.add_key(x); }
@@ -735,6 +741,16 @@ impl<'a> Sub<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<SubMode>(Sub::VT_MODE, Some(SubMode::Stream)).unwrap()}
   }
+  /// A durable subscription's name (1 to 128 bytes): the edge keeps the position
+  /// acknowledged with `Ack` per (user, name, target); subscribing again without
+  /// `from` resumes from it.
+  #[inline]
+  pub fn durable(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Sub::VT_DURABLE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Sub<'_> {
@@ -747,6 +763,7 @@ impl ::flatbuffers::Verifiable for Sub<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
      .visit_field::<SubMode>("mode", Self::VT_MODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("durable", Self::VT_DURABLE, false)?
      .finish();
     Ok(())
   }
@@ -756,6 +773,7 @@ pub struct SubArgs<'a> {
     pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub mode: SubMode,
+    pub durable: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for SubArgs<'a> {
   #[inline]
@@ -765,6 +783,7 @@ impl<'a> Default for SubArgs<'a> {
       prefix: None,
       from: None,
       mode: SubMode::Stream,
+      durable: None,
     }
   }
 }
@@ -791,6 +810,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<SubMode>(Sub::VT_MODE, mode, SubMode::Stream);
   }
   #[inline]
+  pub fn add_durable(&mut self, durable: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sub::VT_DURABLE, durable);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubBuilder {
@@ -812,6 +835,7 @@ impl ::core::fmt::Debug for Sub<'_> {
       ds.field("prefix", &self.prefix());
       ds.field("from", &self.from());
       ds.field("mode", &self.mode());
+      ds.field("durable", &self.durable());
       ds.finish()
   }
 }
@@ -1500,6 +1524,104 @@ impl ::core::fmt::Debug for Auth<'_> {
       ds.finish()
   }
 }
+pub enum AckOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Acknowledge a durable subscription's position (the Request's id is the
+/// subscription's): the token of the last change the client has processed.
+pub struct Ack<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Ack<'a> {
+  type Inner = Ack<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Ack<'a> {
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Ack { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AckArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Ack<'bldr>> {
+    let mut builder = AckBuilder::new(_fbb);
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Ack::VT_TOKEN, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Ack<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AckArgs<'a> {
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AckArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AckArgs {
+      token: None,
+    }
+  }
+}
+
+pub struct AckBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AckBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Ack::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AckBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AckBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Ack<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Ack<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Ack");
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1664,6 +1786,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_ack(&self) -> Option<Ack<'a>> {
+    if self.op_type() == Op::Ack {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Ack::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -1682,6 +1819,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Op::Del => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Del>>("Op::Del", pos),
           Op::Pub => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pub>>("Op::Pub", pos),
           Op::Auth => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Auth>>("Op::Auth", pos),
+          Op::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("Op::Ack", pos),
           _ => Ok(()),
         }
      })?
@@ -1787,6 +1925,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Op::Auth => {
           if let Some(x) = self.op_as_auth() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::Ack => {
+          if let Some(x) = self.op_as_ack() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")

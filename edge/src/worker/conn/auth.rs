@@ -35,6 +35,12 @@ impl Standing<'_> {
 
     /// Whether `req` may go on; if not, the error code and message to answer with.
     fn check(&self, req: &Request<'_>) -> Result<(), (ErrorCode, &'static str)> {
+        if crate::hub::touches_reserved(req) {
+            return Err((
+                ErrorCode::Forbidden,
+                "keys under @durable/ hold durable subscriptions' positions: not for clients",
+            ));
+        }
         if self.verifier.is_none() {
             return Ok(());
         }

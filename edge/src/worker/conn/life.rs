@@ -304,10 +304,17 @@ impl Conn {
         }
     }
 
-    /// A slow consumer: more than `max` bytes queued. What is queued is dropped and
-    /// the connection closed with 4008.
+    /// A slow consumer: more than `max` bytes queued (sealed ones included). What is
+    /// queued is dropped and the connection closed with 4008.
     pub fn enforce_outbound(&mut self, max: usize, now: Tick, m: &WorkerMetrics) {
-        if self.out.bytes() > max && self.is_live() {
+        if self.queued_bytes() > max {
+            self.close_slow(now, m);
+        }
+    }
+
+    /// Close as a slow consumer (4008), dropping what is queued.
+    pub fn close_slow(&mut self, now: Tick, m: &WorkerMetrics) {
+        if self.is_live() {
             self.out.clear();
             self.close(CloseCode::SLOW_CONSUMER, "slow consumer", now, m);
         }

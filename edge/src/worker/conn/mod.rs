@@ -235,9 +235,10 @@ impl Conn {
         self.proto
     }
 
-    /// Bytes queued for sending.
+    /// Bytes queued for sending: frames, and on TLS the records sealed and not yet
+    /// handed to a send.
     pub fn queued_bytes(&self) -> usize {
-        self.out.bytes()
+        self.out.bytes() + self.tls.as_ref().map_or(0, |t| t.sealed_bytes())
     }
 
     /// Queue bytes built by `write`, coalescing small frames into one chunk.

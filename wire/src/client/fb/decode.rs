@@ -72,6 +72,7 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                         )));
                     }
                 },
+                durable: validate::durable(sub.durable().map(Cow::Borrowed))?,
             }
         }
         fb::Op::Unsub => Request::Unsub { id },
@@ -112,6 +113,13 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
             Request::Auth {
                 id,
                 token: validate::jwt(auth.token().map(Cow::Borrowed))?,
+            }
+        }
+        fb::Op::Ack => {
+            let ack = root.op_as_ack().ok_or(Missing("op"))?;
+            Request::Ack {
+                id,
+                token: validate::ack_token(ack.token().map(Cow::Borrowed))?,
             }
         }
         fb::Op::NONE => return Err(Missing("op")),
@@ -284,6 +292,7 @@ mod tests {
             prefix: None,
             from: None,
             mode: fb::SubMode(9),
+            durable: None,
         };
         let op = Some(fb::Sub::create(&mut fbb, &args).as_union_value());
         let args = fb::RequestArgs {
@@ -310,6 +319,7 @@ mod tests {
                     prefix,
                     from: None,
                     mode: fb::SubMode::Stream,
+                    durable: None,
                 },
             )
             .as_union_value()
@@ -399,6 +409,7 @@ mod tests {
                 target: Target::Prefix("p/".into()),
                 from: Some("t".into()),
                 mode: SubMode::Stream,
+                durable: None,
             },
             Request::Put {
                 id: 2,

@@ -40,7 +40,11 @@ impl FbEncoder {
         fbb.reset();
         let (op_type, op) = match request {
             Request::Sub {
-                target, from, mode, ..
+                target,
+                from,
+                mode,
+                durable,
+                ..
             } => {
                 let (key, prefix) = match target {
                     Target::Key(key) => (Some(fbb.create_string(key)), None),
@@ -51,11 +55,13 @@ impl FbEncoder {
                     SubMode::Stream => fb::SubMode::Stream,
                     SubMode::Latest => fb::SubMode::Latest,
                 };
+                let durable = durable.as_deref().map(|d| fbb.create_string(d));
                 let args = fb::SubArgs {
                     key,
                     prefix,
                     from,
                     mode,
+                    durable,
                 };
                 (fb::Op::Sub, fb::Sub::create(fbb, &args).as_union_value())
             }
@@ -117,6 +123,13 @@ impl FbEncoder {
                 (
                     fb::Op::Auth,
                     fb::Auth::create(fbb, &fb::AuthArgs { token }).as_union_value(),
+                )
+            }
+            Request::Ack { token, .. } => {
+                let token = Some(fbb.create_string(token));
+                (
+                    fb::Op::Ack,
+                    fb::Ack::create(fbb, &fb::AckArgs { token }).as_union_value(),
                 )
             }
         };

@@ -48,6 +48,8 @@ struct WireRequest<'a> {
     msg_id: Option<Str<'a>>,
     #[serde(borrow)]
     mode: Option<Str<'a>>,
+    #[serde(borrow)]
+    durable: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +146,7 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
                         ClientErrorKind::Malformed(format!("unknown mode {:?}", shorten(&m)))
                     })?,
                 },
+                durable: validate::durable(cow(wire.durable))?,
             }
         }
         "unsub" => Request::Unsub { id },
@@ -173,6 +176,10 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
         "auth" => Request::Auth {
             id,
             token: validate::jwt(cow(wire.token))?,
+        },
+        "ack" => Request::Ack {
+            id,
+            token: validate::ack_token(cow(wire.token))?,
         },
         other => return Err(ClientErrorKind::UnknownOp(shorten(other))),
     })
@@ -324,7 +331,7 @@ mod tests {
 
     #[test]
     fn requests_decode() {
-        let cases: [(&str, Request<'_>); 11] = [
+        let cases: [(&str, Request<'_>); 12] = [
             (
                 r#"{"op":"sub","id":1,"key":"room/{42}/title"}"#,
                 Request::Sub {
@@ -332,6 +339,7 @@ mod tests {
                     target: Target::Key("room/{42}/title".into()),
                     from: None,
                     mode: SubMode::Stream,
+                    durable: None,
                 },
             ),
             (
@@ -341,15 +349,17 @@ mod tests {
                     target: Target::Prefix("room/{42}/".into()),
                     from: None,
                     mode: SubMode::Stream,
+                    durable: None,
                 },
             ),
             (
-                r#"{"op":"sub","id":3,"key":"k","from":"tok","mode":"latest"}"#,
+                r#"{"op":"sub","id":3,"key":"k","from":"tok","mode":"latest","durable":"d"}"#,
                 Request::Sub {
                     id: 3,
                     target: Target::Key("k".into()),
                     from: Some("tok".into()),
                     mode: SubMode::Latest,
+                    durable: Some("d".into()),
                 },
             ),
             (r#"{"op":"unsub","id":1}"#, Request::Unsub { id: 1 }),
@@ -406,6 +416,13 @@ mod tests {
                 },
             ),
             (
+                r#"{"op":"ack","id":3,"token":"tok"}"#,
+                Request::Ack {
+                    id: 3,
+                    token: "tok".into(),
+                },
+            ),
+            (
                 r#"{"op":"auth","id":8,"token":"h.c.s"}"#,
                 Request::Auth {
                     id: 8,
@@ -459,6 +476,9 @@ mod tests {
             r#"{"op":"sub","id":1,"prefix":""}"#,
             r#"{"op":"sub","id":1,"key":"k","mode":"newest"}"#,
             r#"{"op":"sub","id":1,"key":"k","mode":1}"#,
+            r#"{"op":"sub","id":1,"key":"k","durable":""}"#,
+            r#"{"op":"ack","id":1}"#,
+            r#"{"op":"ack","id":1,"token":5}"#,
             r#"{"op":"put","id":1,"key":"k"}"#,
             r#"{"op":"pub","id":1,"key":"k"}"#,
             r#"{"op":"put","id":1,"key":"k","value":1,"if_version":-3}"#,

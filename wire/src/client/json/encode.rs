@@ -162,6 +162,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             target,
             from,
             mode,
+            durable,
         } => {
             head(out, "sub", *id);
             match target {
@@ -172,6 +173,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             if *mode != SubMode::Stream {
                 str_field(out, "mode", mode.as_str());
             }
+            opt_str_field(out, "durable", durable.as_deref());
         }
         Request::Unsub { id } => head(out, "unsub", *id),
         Request::Get { id, key } => {
@@ -219,6 +221,10 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         }
         Request::Auth { id, token } => {
             head(out, "auth", *id);
+            str_field(out, "token", token);
+        }
+        Request::Ack { id, token } => {
+            head(out, "ack", *id);
             str_field(out, "token", token);
         }
     }
@@ -404,6 +410,7 @@ mod tests {
                     target: Target::Key("room/{42}/title".into()),
                     from: None,
                     mode: SubMode::Stream,
+                    durable: None,
                 },
                 r#"{"op":"sub","id":1,"key":"room/{42}/title"}"#,
             ),
@@ -413,6 +420,7 @@ mod tests {
                     target: Target::Prefix("room/{42}/".into()),
                     from: None,
                     mode: SubMode::Stream,
+                    durable: None,
                 },
                 r#"{"op":"sub","id":2,"prefix":"room/{42}/"}"#,
             ),
@@ -422,6 +430,7 @@ mod tests {
                     target: Target::Key("k".into()),
                     from: Some("t".into()),
                     mode: SubMode::Latest,
+                    durable: None,
                 },
                 r#"{"op":"sub","id":3,"key":"k","from":"t","mode":"latest"}"#,
             ),
