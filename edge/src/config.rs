@@ -69,6 +69,12 @@ pub struct Args {
     /// Serve the `/echo` WebSocket endpoint [default: true].
     #[arg(long, value_name = "BOOL")]
     pub echo: Option<bool>,
+    /// Subscribe every authenticated connection to its user's inbox `@user/<sub>` (as subscription 0) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub inbox: Option<bool>,
+    /// Deliver what is published to `@all` to every open /ws connection (as subscription 0) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub broadcast: Option<bool>,
     /// Pin each worker to a core [default: true].
     #[arg(long, value_name = "BOOL")]
     pub pin: Option<bool>,
@@ -237,6 +243,8 @@ struct FileConfig {
     handshake_timeout_secs: Option<u64>,
     drain_secs: Option<u64>,
     echo: Option<bool>,
+    inbox: Option<bool>,
+    broadcast: Option<bool>,
     pin: Option<bool>,
     recv_mode: Option<RecvMode>,
     admission: Option<Admission>,
@@ -299,6 +307,10 @@ pub struct Config {
     pub drain: Duration,
     /// `/echo` on.
     pub echo: bool,
+    /// Authenticated connections get their inbox.
+    pub inbox: bool,
+    /// `@all` reaches every connection.
+    pub broadcast: bool,
     /// Pin workers to cores.
     pub pin: bool,
     /// How sockets are read.
@@ -406,6 +418,8 @@ impl Config {
             ),
             drain: Duration::from_secs(args.drain_secs.or(f.drain_secs).unwrap_or(30)),
             echo: args.echo.or(f.echo).unwrap_or(true),
+            inbox: args.inbox.or(f.inbox).unwrap_or(true),
+            broadcast: args.broadcast.or(f.broadcast).unwrap_or(true),
             pin: args.pin.or(f.pin).unwrap_or(true),
             recv_mode: args.recv_mode.or(f.recv_mode).unwrap_or(RecvMode::Poll),
             admission: args

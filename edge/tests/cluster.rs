@@ -1072,7 +1072,8 @@ fn a_write_repeated_with_its_msg_id_lands_once_through_either_edge_and_across_a_
         c.stores[s].restart();
         let again = written(&call_until_served(&mut b, &once(6, &key, "1", "retry-1")));
         assert_eq!(again, first, "across the restart");
-        assert_eq!(written(&a.call(&once(7, &key, "2", "retry-2"))), second);
+        let through_a = call_until_served(&mut a, &once(7, &key, "2", "retry-2"));
+        assert_eq!(written(&through_a), second);
         // The watcher saw each write once: "1", then "2", then the end marker.
         let end = written(&a.call(&once(8, &key, "end", "retry-3")));
         let mut seen = Vec::new();
@@ -1187,6 +1188,154 @@ fn a_durable_subscriber_that_lost_its_token_resumes_after_its_ack_on_the_other_e
                 }
             ),
             "{r:?}"
+        );
+    }
+}
+
+/// The HS256 secret of the sending test (test-only).
+const SEND_SECRET: &str = "a test secret for sending, thirty-two bytes or more";
+
+/// An HS256 token for `sub` granting `publish` patterns (and reading everything).
+fn sender_token(sub: &str, publish: &[&str]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": sub, "exp": now + 600, "iat": now,
+        "rl": { "read": ["*"], "write": [], "publish": publish },
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(SEND_SECRET.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+/// `(id, key, value)` of the next change `c` receives.
+fn next_publish(c: &mut Client) -> (u64, String, String) {
+    match c.recv() {
+        Response::Change {
+            id,
+            key,
+            op: ChangeOp::Publish { value },
+            ..
+        } => (
+            id,
+            key.to_string(),
+            String::from_utf8(value.to_vec()).unwrap(),
+        ),
+        other => panic!("expected a publish, got {other:?}"),
+    }
+}
+
+fn publish<'a>(id: u64, key: &'a str, value: &'a str) -> Request<'a> {
+    Request::Pub {
+        id,
+        key: key.into(),
+        value: Cow::Borrowed(value.as_bytes()),
+        msg_id: None,
+    }
+}
+
+#[test]
+fn a_users_inbox_reaches_every_connection_of_theirs_and_a_broadcast_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SEND_SECRET).unwrap();
+    let s = secret.to_str().unwrap();
+    let c = LocalCluster::start_with(&[], &["--auth", "required", "--auth-secret-file", s]);
+    let (alice, bob) = (sender_token("alice", &[]), sender_token("bob", &[]));
+    let service = sender_token("notifier", &["@user/*", "@all"]);
+    let on = |edge: usize, token: &str| Client::json_with_token(c.edges[edge].addr, token).unwrap();
+    // Alice on three devices over both edges; Bob on each edge; and enough other
+    // connections that every worker of both edges holds some.
+    let mut alices = vec![on(0, &alice), on(0, &alice), on(1, &alice)];
+    let mut bobs = vec![on(0, &bob), on(1, &bob)];
+    let mut others: Vec<Client> = (0..8).map(|i| on(i % 2, &service)).collect();
+    let mut sender = on(1, &service);
+    // Bob may not write to Alice's inbox; the service may.
+    let r = bobs[0].call(&publish(1, "@user/alice", "from bob"));
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: wire::client::ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert!(matches!(
+        sender.call(&publish(2, "@user/alice", "hi alice")),
+        Response::Ok { .. }
+    ));
+    let mut inbox_token = String::new();
+    for a in &mut alices {
+        let r = a.recv();
+        let Response::Change {
+            id: 0,
+            key,
+            op: ChangeOp::Publish { value },
+            token,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (key.as_ref(), &value[..]),
+            ("@user/alice", &b"hi alice"[..])
+        );
+        inbox_token = token.to_string();
+    }
+    // Exactly once across a reconnect: a device that was away subscribes to its inbox
+    // with its last token and gets what it missed, once, under its own id.
+    drop(alices.pop());
+    let away = publish(4, "@user/alice", "while away");
+    assert!(matches!(sender.call(&away), Response::Ok { .. }));
+    for a in &mut alices {
+        assert_eq!(next_publish(a).2, "while away");
+    }
+    let mut back = on(1, &alice);
+    back.send(&Request::Sub {
+        id: 5,
+        target: wire::client::Target::Key("@user/alice".into()),
+        from: Some(inbox_token.as_str().into()),
+        mode: wire::client::SubMode::Stream,
+        durable: None,
+    });
+    assert!(matches!(back.recv(), Response::Resumed { id: 5, .. }));
+    let missed = next_publish(&mut back);
+    assert_eq!(missed, (5, "@user/alice".into(), "while away".into()));
+    alices.push(back);
+    // A broadcast reaches every connection of every worker of both edges (the sender's
+    // own too), and is the next thing Bob sees: he had nothing of Alice's.
+    assert!(matches!(
+        sender.call(&publish(3, "@all", "to everyone")),
+        Response::Ok { .. }
+    ));
+    let everyone = alices
+        .iter_mut()
+        .chain(&mut bobs)
+        .chain(&mut others)
+        .chain(std::iter::once(&mut sender));
+    let mut reached = 0;
+    for conn in everyone {
+        assert_eq!(next_publish(conn), (0, "@all".into(), "to everyone".into()));
+        reached += 1;
+    }
+    assert_eq!(reached, 14);
+    // The device that subscribed by hand gets its inbox there only (not also as 0).
+    let last = publish(6, "@user/alice", "last");
+    assert!(matches!(sender.call(&last), Response::Ok { .. }));
+    let ids: Vec<u64> = alices.iter_mut().map(|a| next_publish(a).0).collect();
+    assert_eq!(ids, [0, 0, 5]);
+    for e in &c.edges {
+        let body = e.http("/metrics").1;
+        let per_worker: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("ringline_edge_connections{"))
+            .collect();
+        assert!(
+            per_worker.len() >= 2 && per_worker.iter().all(|l| !l.ends_with(" 0")),
+            "every worker holds connections: {per_worker:?}"
         );
     }
 }

@@ -403,11 +403,16 @@ impl Grant {
         }
     }
 
-    /// Whether a subscription to `target` is granted: a key if it is readable, a
-    /// prefix only if every key under it is.
+    /// Whether a subscription to `target` is granted: a key if it is readable (a user's
+    /// own inbox always is), a prefix only if every key under it is.
     pub fn allows_target(&self, target: &Target<'_>) -> bool {
         let (read, subject) = (&self.template.read, self.subject.as_bytes());
         match target {
+            Target::Key(k)
+                if !self.subject.is_empty() && **k == wire::client::inbox_key(&self.subject) =>
+            {
+                true
+            }
             Target::Key(k) => read.allows_key(k.as_bytes(), subject),
             Target::Prefix(p) => read.covers_prefix(p.as_bytes(), subject),
         }

@@ -20,7 +20,7 @@ use super::index::GroupId;
 use super::members::{Arriving, ChangeStep};
 use super::snapshot::{SnapshotPage, push_snapshot};
 use super::watches::Role;
-use super::{Hub, Out, SubRef, change_out};
+use super::{Hub, Out, SubRef, change_out, sending};
 
 /// One change as delivered to subscribers, encoded once per form.
 #[derive(Debug)]
@@ -172,7 +172,11 @@ impl Group {
                 }
                 ChangeStep::Skip | ChangeStep::Stale | ChangeStep::Held => continue,
             };
-            out.push(change_out(latest, m.sub, d));
+            out.push(if sending::is_inboxes(m.sub) {
+                sending::inbox_change(c.key, c.op, c.pos)
+            } else {
+                change_out(latest, m.sub, d)
+            });
             fanned.delivered += 1;
         }
         fanned

@@ -11,6 +11,7 @@
 //!   group holds the internal watch(es) whose changes are fanned out to its members, each
 //!   change encoded once ([`Delivery`]). A subscription in `latest` mode gets its changes
 //!   as [`Out::Latest`] (the worker may conflate them) and its end as [`Out::Ended`].
+//! - `durable`: acknowledged positions; `sending`: users' inboxes and broadcast.
 //!
 //! How a member starts: it gets its own *join* watch on the store (a snapshot, or a resume
 //! from its token), so that what it receives is exactly consistent with its own position.
@@ -51,6 +52,7 @@ mod group;
 mod index;
 mod join;
 mod members;
+mod sending;
 mod snapshot;
 
 #[cfg(test)]
@@ -70,6 +72,7 @@ use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, MsgIdRef, Watc
 
 pub use delivery::Delivery;
 pub use durable::touches_reserved;
+pub use sending::{BROADCAST_SUB, INBOX_ID, INBOXES_SUB, WORKER_CONN};
 
 /// A connection of this worker: (slab index, generation).
 pub type ConnRef = (u32, u32);
@@ -96,6 +99,9 @@ pub enum Out {
     /// Subscription `id` (in `latest` mode) of a connection ended: whatever the worker
     /// holds back for it is dropped.
     Ended(ConnRef, u64),
+    /// A change of a user's inbox, for the worker's connections authenticated as the
+    /// user ([`Hub::inbox_conns`]).
+    Inbox(Rc<Delivery>),
 }
 
 /// A read or write waiting for its store's reply.
@@ -158,6 +164,8 @@ pub struct Hub {
     latest: HashSet<SubRef>,
     /// Durable subscriptions' records (see `durable`).
     durables: HashMap<SubRef, Box<str>>,
+    /// Which connections get whose inbox (see `sending`).
+    inboxes: sending::Inboxes,
     /// Most subscriptions one connection may hold.
     max_subs: usize,
     /// Counters.
@@ -180,6 +188,7 @@ impl Hub {
             groups: index::Groups::default(),
             latest: HashSet::new(),
             durables: HashMap::new(),
+            inboxes: sending::Inboxes::new(),
             max_subs: MAX_SUBS_PER_CONN,
             stats: HubStats::default(),
         }
@@ -202,15 +211,26 @@ impl Hub {
         self.groups.watch_count()
     }
 
-    /// Client subscriptions held.
+    /// Client subscriptions held (the worker's own broadcast subscription aside).
     pub fn subscriptions(&self) -> usize {
-        self.groups.sub_count()
+        let own = [BROADCAST_SUB, INBOXES_SUB]
+            .into_iter()
+            .filter(|&id| {
+                self.groups.has_sub(SubRef {
+                    conn: WORKER_CONN,
+                    id,
+                })
+            })
+            .count();
+        self.groups.sub_count() - own
     }
 
     /// Give back what a burst left behind (see [`crate::mem`]).
     pub fn trim(&mut self) {
         crate::mem::trim_map(&mut self.requests);
         crate::mem::trim_map(&mut self.inflight);
+        crate::mem::trim_map(&mut self.inboxes);
+        crate::mem::trim_map(&mut self.durables);
         // `out` and `link_out` need none: the worker takes them whole every round.
         self.groups.trim();
     }
@@ -262,6 +282,7 @@ impl Hub {
                 mode,
                 durable: None,
             } => {
+                self.replace_inbox(conn, &target, subject);
                 self.sub_with_mode(SubRef { conn, id }, &target, from.as_deref(), mode);
             }
             Request::Sub {
@@ -294,45 +315,45 @@ impl Hub {
                     enc.get(out, rid, &key)
                 });
             }
-            Request::Put {
-                id,
-                key,
-                value,
-                if_version,
-                msg_id,
-            } => {
-                let msg = scoped(msg_id.as_deref(), subject);
-                self.forward(conn, id, &key, PendingKind::Plain, |enc, out, rid| {
-                    enc.put(out, rid, &key, &value, if_version, msg)
-                });
-            }
-            Request::Del {
-                id,
-                key,
-                if_version,
-                msg_id,
-            } => {
-                let msg = scoped(msg_id.as_deref(), subject);
-                self.forward(conn, id, &key, PendingKind::Plain, |enc, out, rid| {
-                    enc.delete(out, rid, &key, if_version, msg)
-                });
-            }
-            Request::Pub {
-                id,
-                key,
-                value,
-                msg_id,
-            } => {
-                let msg = scoped(msg_id.as_deref(), subject);
-                self.forward(conn, id, &key, PendingKind::Publish, |enc, out, rid| {
-                    enc.publish(out, rid, &key, &value, msg)
-                });
+            w @ (Request::Put { .. } | Request::Del { .. } | Request::Pub { .. }) => {
+                self.write(conn, &w, subject);
             }
             // The connection answers `auth` itself; one that reached here is a bug,
             // refused rather than forwarded.
             Request::Auth { id, .. } => {
                 self.fail(conn, id, ErrorCode::Internal, "auth is not routed");
             }
+        }
+    }
+
+    /// A `put`, `del` or `pub` of connection `conn`: to the key's store, its msg_id in
+    /// `scope`.
+    fn write(&mut self, conn: ConnRef, req: &Request<'_>, scope: &str) {
+        let msg = scoped(req.msg_id(), scope);
+        match req {
+            Request::Put {
+                id,
+                key,
+                value,
+                if_version,
+                ..
+            } => self.forward(conn, *id, key, PendingKind::Plain, |enc, out, rid| {
+                enc.put(out, rid, key, value, *if_version, msg)
+            }),
+            Request::Del {
+                id,
+                key,
+                if_version,
+                ..
+            } => self.forward(conn, *id, key, PendingKind::Plain, |enc, out, rid| {
+                enc.delete(out, rid, key, *if_version, msg)
+            }),
+            Request::Pub { id, key, value, .. } => {
+                self.forward(conn, *id, key, PendingKind::Publish, |enc, out, rid| {
+                    enc.publish(out, rid, key, value, msg)
+                });
+            }
+            _ => {}
         }
     }
 

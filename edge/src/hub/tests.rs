@@ -226,6 +226,7 @@ impl Sim {
                     assert_eq!(c.0 % 2, 1, "a latest change for a stream subscription");
                     (*c, *id, d.response(*id).into_owned())
                 }
+                Out::Inbox(_) => panic!("no inbox subscription in these tests"),
                 Out::Ended(c, id) => {
                     assert_eq!(c.0 % 2, 1, "the end of a stream subscription announced");
                     // Nothing may follow it for the subscription.

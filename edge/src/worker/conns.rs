@@ -399,8 +399,11 @@ impl Worker {
             }
         }
         // Dropping the descriptor closes the socket.
-        if self.conns.remove(key).is_some() {
+        if let Some(conn) = self.conns.remove(key) {
             self.conflation.forget(key);
+            if let Some(subject) = conn.subject() {
+                self.hub.close_inbox(conn_ref(key), subject);
+            }
             self.hub.conn_closed(conn_ref(key));
             WorkerMetrics::sub(&self.metrics.connections, 1);
             admission::remove(&self.shared.load, self.id);

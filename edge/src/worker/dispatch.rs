@@ -17,9 +17,9 @@ use wire::frame::{Opcode, encode_frame, encode_header};
 
 use super::conflate::{Conflation, Holding};
 use super::conn::{Conn, Proto};
-use super::slab::Key;
+use super::slab::{Key, Slab};
 use super::{Worker, key_of};
-use crate::hub::{Delivery, Out};
+use crate::hub::{BROADCAST_SUB, Delivery, INBOX_ID, INBOXES_SUB, Out, WORKER_CONN};
 use crate::metrics::WorkerMetrics;
 
 /// Shared bodies shorter than this are copied into the connection's queue instead.
@@ -79,6 +79,48 @@ fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, fb: &mut FbEncoder, scra
     }
 }
 
+/// Who a change of the worker's own subscriptions goes to.
+#[derive(Debug, Clone, Copy)]
+enum Recipients {
+    /// Every admitted connection (broadcast).
+    Admitted,
+    /// The connections authenticated as the user whose inbox changed.
+    Inbox,
+}
+
+/// Queue change `d` on each of its recipients (as the automatic subscription
+/// [`INBOX_ID`]); returns how many.
+fn send_to_many(
+    conns: &mut Slab<Conn>,
+    hub: &crate::hub::Hub,
+    to: Recipients,
+    d: &Delivery,
+    fb: &mut FbEncoder,
+    scratch: &mut Vec<u8>,
+    touched: &mut Vec<Key>,
+) -> u64 {
+    let mut n = 0;
+    let mut queue = |key: Key, conn: &mut Conn| {
+        if conn.admitted() {
+            queue_change(conn, INBOX_ID, d, fb, scratch);
+            touched.push(key);
+            n += 1;
+        }
+    };
+    match to {
+        Recipients::Admitted => conns.iter_mut().for_each(|(key, conn)| queue(key, conn)),
+        Recipients::Inbox => {
+            for &c in hub.inbox_conns(&d.key) {
+                let key = key_of(c);
+                if let Some(conn) = conns.get_mut(key) {
+                    queue(key, conn);
+                }
+            }
+        }
+    }
+    n
+}
+
 /// A subscription's message arrives while it holds changes: a reset or a snapshot
 /// replaces them (they are dropped), a `resumed` lets them go out first. Anything else
 /// (a reply that merely reuses the id, an error, which `Ended` follows) leaves them.
@@ -130,7 +172,22 @@ impl Worker {
                 Out::Msg(c, _) | Out::Change(c, _, _) | Out::Latest(c, _, _) | Out::Ended(c, _) => {
                     *c
                 }
+                Out::Inbox(_) => WORKER_CONN,
             };
+            if me == WORKER_CONN {
+                // The worker's own subscriptions: their changes go to many connections,
+                // their other messages (snapshots, errors) nowhere.
+                let to = match o {
+                    Out::Change(_, BROADCAST_SUB, d) => Some((Recipients::Admitted, d)),
+                    Out::Change(_, INBOXES_SUB, d) | Out::Inbox(d) => Some((Recipients::Inbox, d)),
+                    _ => None,
+                };
+                if let Some((to, d)) = to {
+                    let conns = &mut self.conns;
+                    messages += send_to_many(conns, &self.hub, to, d, fb, scratch, &mut touched);
+                }
+                continue;
+            }
             let key = key_of(me);
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -165,6 +222,8 @@ impl Worker {
                     held.end(key, *id);
                     continue;
                 }
+                // Taken above, with the worker's own subscriptions.
+                Out::Inbox(_) => continue,
             }
             messages += 1;
             if touched.last() != Some(&key) {
@@ -206,6 +265,13 @@ impl Worker {
             sent += 1;
         }
         WorkerMetrics::add(&self.metrics.messages_out, sent);
+    }
+
+    /// Hold the worker's own subscriptions: broadcast, and with authentication on the
+    /// inboxes (made again if one failed).
+    pub(super) fn ensure_own_subs(&mut self) {
+        let inboxes = self.cfg.inbox && self.cfg.auth != crate::config::AuthMode::Off;
+        self.hub.ensure_own_subs(self.cfg.broadcast, inboxes);
     }
 
     /// Once a tick: the hub's figures and the queue depth go to `/metrics`.

@@ -271,6 +271,7 @@ impl Worker {
                 }
                 info!(worker = self.id, store = s, id = %store_id, "store link up");
                 self.hub.link_up(s);
+                self.ensure_own_subs();
                 self.wake_siblings(s);
             }
             Change::Down {

@@ -115,6 +115,25 @@ impl<T> Slab<T> {
             })
     }
 
+    /// Every value with its key, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
+        self.values
+            .iter_mut()
+            .zip(&self.generations)
+            .enumerate()
+            .filter_map(|(i, (v, g))| {
+                v.as_mut().map(|v| {
+                    (
+                        Key {
+                            slot: i as u32,
+                            generation: *g,
+                        },
+                        v,
+                    )
+                })
+            })
+    }
+
     /// Give back the room a burst of frees left in the free list.
     pub fn trim(&mut self) {
         crate::mem::trim_vec(&mut self.free);

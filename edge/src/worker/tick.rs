@@ -37,6 +37,7 @@ impl Worker {
         let now = self.wheel.now();
         self.links_tick(self.links.now());
         self.publish_hub();
+        self.ensure_own_subs();
         self.hub.trim();
         self.ring.trim();
         self.conns.trim();

@@ -75,6 +75,11 @@ impl LocalCluster {
         Self::launch(store_flags, &[], None)
     }
 
+    /// Start it all; `store_flags` go to both stores, `edge_flags` to both edges.
+    pub fn start_with(store_flags: &[&str], edge_flags: &[&str]) -> Self {
+        Self::launch(store_flags, edge_flags, None)
+    }
+
     /// Start it all with HAProxy terminating TLS with `pem` (the chain, then the key)
     /// and sending the PROXY protocol from [`TLS_HAPROXY_SOURCE`] (the test itself
     /// talks to the edges from 127.0.0.1, without a header); `edge_flags` go to both

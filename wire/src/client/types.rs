@@ -118,6 +118,20 @@ impl SubMode {
     }
 }
 
+/// The key of the inbox of the user whose token's subject is `subject` (the edge
+/// subscribes each of the user's connections to it as subscription [`AUTO_SUB_ID`]).
+#[must_use]
+pub fn inbox_key(subject: &str) -> String {
+    format!("@user/{subject}")
+}
+
+/// The key whose changes reach every connection (as subscription [`AUTO_SUB_ID`]).
+pub const BROADCAST_KEY: &str = "@all";
+
+/// The subscription id of the subscriptions the edge makes by itself: a user's inbox,
+/// and broadcast.
+pub const AUTO_SUB_ID: u64 = 0;
+
 /// What a subscription follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target<'a> {

@@ -25,6 +25,8 @@ pub(super) struct Standing<'a> {
     pub(super) anonymous: &'a Grant,
     /// The tick it must (re-)authenticate by; 0: never.
     pub(super) auth_by: &'a mut Tick,
+    /// An authenticated connection is subscribed to its user's inbox.
+    pub(super) inbox: bool,
 }
 
 impl Standing<'_> {
@@ -124,6 +126,10 @@ impl FrameLoop<'_> {
                 *self.standing.auth_by = expiry(self.now, verifier.remaining(&new));
                 let grant = &new.grant;
                 self.narrowed += self.hub.narrow(self.me, |t| grant.allows_target(t));
+                let first = self.standing.identity.is_none();
+                if first && self.standing.inbox {
+                    self.hub.open_inbox(self.me, new.subject());
+                }
                 *self.standing.identity = Some(Box::new(new));
                 self.reply(opcode, &ok(id));
                 return;

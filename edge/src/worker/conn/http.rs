@@ -107,6 +107,9 @@ impl Conn {
                         self.auth_by = deadline_after(now, secs);
                     }
                     Admission::Verified(identity, secs) => {
+                        if ctx.cfg.inbox {
+                            ctx.hub.open_inbox(ctx.me, identity.subject());
+                        }
                         self.identity = Some(identity);
                         self.auth_by = super::auth::expiry(now, secs);
                     }

@@ -235,6 +235,19 @@ impl Conn {
         self.proto
     }
 
+    /// Who its token says it is (`None`: anonymous, or not authenticated yet).
+    pub fn subject(&self) -> Option<&str> {
+        self.identity.as_deref().map(Identity::subject)
+    }
+
+    /// Whether it is an open `/ws` connection that may be sent data: not `/echo`, and
+    /// not waiting for its first `auth`.
+    pub fn admitted(&self) -> bool {
+        self.is_open()
+            && self.proto != Proto::Echo
+            && !(self.identity.is_none() && self.auth_by != 0)
+    }
+
     /// Bytes queued for sending: frames, and on TLS the records sealed and not yet
     /// handed to a send.
     pub fn queued_bytes(&self) -> usize {

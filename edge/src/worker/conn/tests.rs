@@ -132,6 +132,8 @@ fn config(style: RecvStyle) -> Config {
         handshake_timeout: std::time::Duration::from_secs(u64::from(HANDSHAKE_TICKS)),
         drain: std::time::Duration::from_secs(30),
         echo: true,
+        inbox: true,
+        broadcast: true,
         pin: false,
         admission: crate::config::Admission::LeastLoaded,
         recv_mode: match style {

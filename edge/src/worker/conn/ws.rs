@@ -180,6 +180,7 @@ impl Conn {
                 identity,
                 anonymous: &ctx.cfg.anonymous,
                 auth_by,
+                inbox: ctx.cfg.inbox,
             },
             now,
             budget,
