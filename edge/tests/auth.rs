@@ -124,6 +124,7 @@ fn with_auth_required_tokens_are_checked_and_every_op_is_granted_or_forbidden() 
             key: "user/bob/inbox".into(),
             value: Cow::Borrowed(b"m"),
             msg_id: None,
+            echo: true,
         },
         Request::Del {
             id: 9,

@@ -276,3 +276,41 @@ fn a_latest_subscriber_of_ever_new_keys_that_never_reads_is_a_slow_consumer_afte
         1
     );
 }
+
+#[test]
+fn a_publish_with_echo_false_skips_only_the_publishing_connection() {
+    let c = Cluster::start();
+    let room = "room/{7}/chat";
+    let mut a = Client::json(c.edge.addr);
+    let mut b = Client::json(c.edge.addr);
+    for x in [&mut a, &mut b] {
+        x.sub(1, room, None);
+        assert!(matches!(x.recv(), Response::Snapshot { .. }));
+    }
+    let say = |id, text: &'static str, echo| Request::Pub {
+        id,
+        key: room.into(),
+        value: Cow::Borrowed(text.as_bytes()),
+        msg_id: None,
+        echo,
+    };
+    let said = |r: Response<'_>| match r {
+        Response::Change {
+            op: ChangeOp::Publish { value },
+            ..
+        } => String::from_utf8(value.to_vec()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        a.call(&say(2, "\"quiet\"", false)),
+        Response::Ok { .. }
+    ));
+    assert_eq!(said(b.recv()), "\"quiet\"");
+    assert!(matches!(
+        a.call(&say(3, "\"loud\"", true)),
+        Response::Ok { .. }
+    ));
+    // A's next message is its own second publish: the first never came back to it.
+    assert_eq!(said(a.recv()), "\"loud\"");
+    assert_eq!(said(b.recv()), "\"loud\"");
+}

@@ -466,6 +466,7 @@ fn survive(c: &LocalCluster, ends: Ends, disrupt: fn(&LocalCluster)) -> Vec<Foll
                 key: k.as_str().into(),
                 value: Cow::Owned(value.into_bytes()),
                 msg_id: None,
+                echo: true,
             })
         };
         assert!(matches!(r, Response::Ok { .. }), "write {n}: {r:?}");
@@ -1232,6 +1233,7 @@ fn publish<'a>(id: u64, key: &'a str, value: &'a str) -> Request<'a> {
         key: key.into(),
         value: Cow::Borrowed(value.as_bytes()),
         msg_id: None,
+        echo: true,
     }
 }
 

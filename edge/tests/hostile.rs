@@ -288,6 +288,7 @@ fn floods(addr: std::net::SocketAddr) {
                 key: "user/publisher/chat".into(),
                 value: Cow::Borrowed(b"1"),
                 msg_id: None,
+                echo: true,
             });
         }
         for _ in 0..50 {

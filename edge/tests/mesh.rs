@@ -82,6 +82,23 @@ impl SecureStore {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.refusals()
+    }
+
+    /// The "link refused" lines so far, once one contains `what` (a refused edge that
+    /// went away may still have had attempts under way: their lines can come first).
+    fn wait_refusal(&self, what: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.refusals();
+            if lines.iter().any(|l| l.contains(what)) || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn refusals(&self) -> Vec<String> {
         let log = self.log.lock().unwrap();
         log.iter()
             .filter(|l| l.contains("link refused"))
@@ -235,7 +252,8 @@ fn only_links_that_prove_the_cluster_secret_are_served() {
 
     // No secret: the hello carries no nonce; the store refuses it at once.
     let none = Edge::start(&["--cluster", map]);
-    let lines = store.wait_refused(refused_before + 1);
+    store.wait_refused(refused_before + 1);
+    let lines = store.wait_refusal("without the cluster secret");
     assert!(
         lines
             .iter()

@@ -127,6 +127,7 @@ fn reads_writes_and_a_subscription_in_json() {
         key: "greeting".into(),
         value: Cow::Borrowed(b"\"hi\""),
         msg_id: None,
+        echo: true,
     });
     assert!(
         matches!(

@@ -172,6 +172,10 @@ impl Group {
                 }
                 ChangeStep::Skip | ChangeStep::Stale | ChangeStep::Held => continue,
             };
+            if c.skip == Some(m.sub.conn) {
+                // Its own publish, asked not to come back (its position moved all the same).
+                continue;
+            }
             out.push(if sending::is_inboxes(m.sub) {
                 sending::inbox_change(c.key, c.op, c.pos)
             } else {
@@ -197,6 +201,7 @@ impl Hub {
         }
         let op = change_op(ch);
         let key = ch.key();
+        let skip = self.no_echo.take(pos);
         let mut overflow: Vec<SubRef> = Vec::new();
         for carried in reached {
             let Some(g) = self.groups.group(carried.gid) else {
@@ -212,6 +217,7 @@ impl Hub {
                 pos,
                 key,
                 op: &op,
+                skip,
             };
             let fanned = g.deliver(&c, &carried, &self.latest, &mut self.out);
             self.stats.deliveries += fanned.delivered;

@@ -9,7 +9,7 @@ use wire::link::WatchId;
 
 use super::delivery::Delivery;
 use super::group::GPart;
-use super::{SubRef, newer};
+use super::{ConnRef, SubRef, newer};
 
 /// Most changes held for one member while its snapshot completes.
 const MAX_HELD: usize = 10_000;
@@ -61,6 +61,8 @@ pub(super) struct Arriving<'a> {
     pub(super) pos: Position,
     pub(super) key: &'a str,
     pub(super) op: &'a ChangeOp<'static>,
+    /// The connection that published it with `"echo":false`: its members skip it.
+    pub(super) skip: Option<ConnRef>,
 }
 
 /// What a change means for one member.

@@ -48,6 +48,7 @@
 
 mod delivery;
 mod durable;
+mod echo;
 mod group;
 mod index;
 mod join;
@@ -118,8 +119,11 @@ struct Pending {
 enum PendingKind {
     /// A client's get, put or delete: the reply goes to it.
     Plain,
-    /// A client's publish (its reply carries no version).
-    Publish,
+    /// A client's publish (its reply carries no version); `echo: false`: its change
+    /// does not come back to the publishing connection.
+    Publish {
+        echo: bool,
+    },
     /// The record of a durable `sub`, read before it subscribes.
     DurableSub(Box<durable::DurableSub>),
     /// An `ack` reading, then writing, its subscription's record.
@@ -166,6 +170,8 @@ pub struct Hub {
     durables: HashMap<SubRef, Box<str>>,
     /// Which connections get whose inbox (see `sending`).
     inboxes: sending::Inboxes,
+    /// Publishes whose change must not come back to their connection (see `echo`).
+    no_echo: echo::NoEcho,
     /// Most subscriptions one connection may hold.
     max_subs: usize,
     /// Counters.
@@ -189,6 +195,7 @@ impl Hub {
             latest: HashSet::new(),
             durables: HashMap::new(),
             inboxes: sending::Inboxes::new(),
+            no_echo: echo::NoEcho::default(),
             max_subs: MAX_SUBS_PER_CONN,
             stats: HubStats::default(),
         }
@@ -231,6 +238,7 @@ impl Hub {
         crate::mem::trim_map(&mut self.inflight);
         crate::mem::trim_map(&mut self.inboxes);
         crate::mem::trim_map(&mut self.durables);
+        self.no_echo.tick();
         // `out` and `link_out` need none: the worker takes them whole every round.
         self.groups.trim();
     }
@@ -348,8 +356,15 @@ impl Hub {
             } => self.forward(conn, *id, key, PendingKind::Plain, |enc, out, rid| {
                 enc.delete(out, rid, key, *if_version, msg)
             }),
-            Request::Pub { id, key, value, .. } => {
-                self.forward(conn, *id, key, PendingKind::Publish, |enc, out, rid| {
+            Request::Pub {
+                id,
+                key,
+                value,
+                echo,
+                ..
+            } => {
+                let kind = PendingKind::Publish { echo: *echo };
+                self.forward(conn, *id, key, kind, |enc, out, rid| {
                     enc.publish(out, rid, key, value, msg)
                 });
             }
@@ -501,7 +516,12 @@ impl Hub {
     fn on_write_reply(&mut self, p: Pending, r: &wire::link::internal::WriteReply<'_>) {
         let publish = match p.kind {
             PendingKind::AckWrite(_) => return self.acked(p.conn, p.id),
-            PendingKind::Publish => true,
+            PendingKind::Publish { echo } => {
+                if let (false, Some(pos)) = (echo, r.position()) {
+                    self.no_echo.insert(Position::from(pos), p.conn);
+                }
+                true
+            }
             _ => false,
         };
         let token = r.position().map(|pos| encode_token(&[Position::from(pos)]));

@@ -103,14 +103,20 @@ pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
                 if_version,
                 msg_id
             }),
-        (any::<u64>(), text(), request_value(), msg_id()).prop_map(|(id, key, value, msg_id)| {
-            Request::Pub {
+        (
+            any::<u64>(),
+            text(),
+            request_value(),
+            msg_id(),
+            any::<bool>()
+        )
+            .prop_map(|(id, key, value, msg_id, echo)| Request::Pub {
                 id,
                 key,
                 value,
                 msg_id,
-            }
-        }),
+                echo
+            }),
         (any::<u64>(), text()).prop_map(|(id, token)| Request::Auth { id, token }),
         (any::<u64>(), text()).prop_map(|(id, token)| Request::Ack { id, token }),
     ]

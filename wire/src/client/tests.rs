@@ -92,6 +92,7 @@ fn every_request_variant_round_trips_in_both_forms() {
             key: "room/{42}/chat".into(),
             value: value(b"\"hi\""),
             msg_id: Some("m\"1\u{e9}".into()),
+            echo: false,
         },
         Request::Auth {
             id: 8,

@@ -68,6 +68,9 @@ pub enum Request<'a> {
         value: Cow<'a, [u8]>,
         /// Makes the publish idempotent (see `Put`).
         msg_id: Option<Cow<'a, str>>,
+        /// `false`: the publishing connection's own subscriptions do not receive it
+        /// (others, the same user's other connections included, do).
+        echo: bool,
     },
     /// Authenticate (or refresh the token of) this connection: a browser's first
     /// message, where no header can carry the token.
@@ -393,11 +396,13 @@ impl Request<'_> {
                 key,
                 value,
                 msg_id,
+                echo,
             } => Request::Pub {
                 id,
                 key: own(key),
                 value: own(value),
                 msg_id: msg_id.map(own),
+                echo,
             },
             Self::Auth { id, token } => Request::Auth {
                 id,

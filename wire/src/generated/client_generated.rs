@@ -1315,6 +1315,7 @@ impl<'a> Pub<'a> {
   pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
   pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
   pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ECHO: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1329,6 +1330,7 @@ impl<'a> Pub<'a> {
     if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.value { builder.add_value(x); }
     if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_echo(args.echo);
     builder.finish()
   }
 
@@ -1354,6 +1356,14 @@ impl<'a> Pub<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Pub::VT_MSG_ID, None)}
   }
+  /// false: the publishing connection's own subscriptions do not receive it.
+  #[inline]
+  pub fn echo(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Pub::VT_ECHO, Some(true)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Pub<'_> {
@@ -1365,6 +1375,7 @@ impl ::flatbuffers::Verifiable for Pub<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
+     .visit_field::<bool>("echo", Self::VT_ECHO, false)?
      .finish();
     Ok(())
   }
@@ -1373,6 +1384,7 @@ pub struct PubArgs<'a> {
     pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub echo: bool,
 }
 impl<'a> Default for PubArgs<'a> {
   #[inline]
@@ -1381,6 +1393,7 @@ impl<'a> Default for PubArgs<'a> {
       key: None,
       value: None,
       msg_id: None,
+      echo: true,
     }
   }
 }
@@ -1403,6 +1416,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PubBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Pub::VT_MSG_ID, msg_id);
   }
   #[inline]
+  pub fn add_echo(&mut self, echo: bool) {
+    self.fbb_.push_slot::<bool>(Pub::VT_ECHO, echo, true);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PubBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PubBuilder {
@@ -1423,6 +1440,7 @@ impl ::core::fmt::Debug for Pub<'_> {
       ds.field("key", &self.key());
       ds.field("value", &self.value());
       ds.field("msg_id", &self.msg_id());
+      ds.field("echo", &self.echo());
       ds.finish()
   }
 }

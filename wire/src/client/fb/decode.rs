@@ -106,6 +106,7 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 key: key("key", publish.key())?,
                 value: validate::value(bytes(publish.value()))?,
                 msg_id: validate::msg_id(publish.msg_id().map(Cow::Borrowed))?,
+                echo: publish.echo(),
             }
         }
         fb::Op::Auth => {

@@ -110,12 +110,21 @@ impl FbEncoder {
                 (fb::Op::Del, fb::Del::create(fbb, &args).as_union_value())
             }
             Request::Pub {
-                key, value, msg_id, ..
+                key,
+                value,
+                msg_id,
+                echo,
+                ..
             } => {
                 let value = Some(fbb.create_vector(value));
                 let key = Some(fbb.create_string(key));
                 let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
-                let args = fb::PubArgs { key, value, msg_id };
+                let args = fb::PubArgs {
+                    key,
+                    value,
+                    msg_id,
+                    echo: *echo,
+                };
                 (fb::Op::Pub, fb::Pub::create(fbb, &args).as_union_value())
             }
             Request::Auth { token, .. } => {

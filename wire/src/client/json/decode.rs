@@ -50,6 +50,7 @@ struct WireRequest<'a> {
     mode: Option<Str<'a>>,
     #[serde(borrow)]
     durable: Option<Str<'a>>,
+    echo: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +173,7 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
             key: validate::key("key", key)?,
             value: validate::value(value)?,
             msg_id: validate::msg_id(cow(wire.msg_id))?,
+            echo: wire.echo.unwrap_or(true),
         },
         "auth" => Request::Auth {
             id,
@@ -400,12 +402,13 @@ mod tests {
                 },
             ),
             (
-                r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"hi","extra":1}"#,
+                r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"hi","extra":1,"echo":false}"#,
                 Request::Pub {
                     id: 7,
                     key: "room/{42}/chat".into(),
                     value: Cow::Borrowed(b"\"hi\""),
                     msg_id: None,
+                    echo: false,
                 },
             ),
             (
@@ -478,6 +481,7 @@ mod tests {
             r#"{"op":"sub","id":1,"key":"k","mode":1}"#,
             r#"{"op":"sub","id":1,"key":"k","durable":""}"#,
             r#"{"op":"ack","id":1}"#,
+            r#"{"op":"pub","id":1,"key":"k","value":1,"echo":"no"}"#,
             r#"{"op":"ack","id":1,"token":5}"#,
             r#"{"op":"put","id":1,"key":"k"}"#,
             r#"{"op":"pub","id":1,"key":"k"}"#,

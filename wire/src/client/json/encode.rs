@@ -213,11 +213,16 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             key,
             value,
             msg_id,
+            echo,
         } => {
             head(out, "pub", *id);
             str_field(out, "key", key);
             value_field(out, "value", value);
             opt_str_field(out, "msg_id", msg_id.as_deref());
+            if !*echo {
+                name(out, "echo");
+                out.extend_from_slice(b"false");
+            }
         }
         Request::Auth { id, token } => {
             head(out, "auth", *id);
@@ -467,6 +472,7 @@ mod tests {
                     key: "room/{42}/chat".into(),
                     value: v(b"\"hello\""),
                     msg_id: None,
+                    echo: true,
                 },
                 r#"{"op":"pub","id":7,"key":"room/{42}/chat","value":"hello"}"#,
             ),
