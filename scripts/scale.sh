@@ -10,7 +10,9 @@
 # Needs a release build (`cargo build --release --workspace`). EDGE_BIN runs another
 # edge binary (an older build, for a before/after ratio) with the same store and load
 # generator. SCALE_AUTH=1 runs the edges with auth required (HS256) and gives every
-# connection its own token, sent as its first message.
+# connection its own token, sent as its first message. SCALE_BROADCAST=1 makes
+# `fanout` a broadcast: the writer publishes to `@all`, which every connection gets
+# without subscribing.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
@@ -64,6 +66,6 @@ ep=$(IFS=,; echo "${edge_pids[*]}")
 lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}" ${auth_lg[@]+"${auth_lg[@]}"})
 case "$scenario" in
   memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "${SCALE_KEYS:-$n}" --hold 5 ;;
-  fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ;;
+  fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ${SCALE_BROADCAST:+--broadcast} ;;
   resume) "${lg[@]}" resume --conns "$n" --keys "${SCALE_KEYS:-100}" --missed "${SCALE_MISSED:-20}" ;;
 esac

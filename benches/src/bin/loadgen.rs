@@ -79,6 +79,10 @@ struct Args {
     /// `fanout`: measured seconds (after one second of warm-up).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// `fanout`: publish to the broadcast key `@all` instead of putting to the keys; the
+    /// connections do not subscribe (every connection gets broadcasts).
+    #[arg(long)]
+    broadcast: bool,
     /// `fanout`: value size in bytes.
     #[arg(long, default_value_t = 64)]
     value_size: usize,
@@ -370,9 +374,13 @@ fn write_steady(args: &Args, secs: f64) -> u64 {
             }
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {
+                    let (op, k) = if args.broadcast {
+                        ("pub", "@all".to_owned())
+                    } else {
+                        ("put", key(sent as usize % args.keys))
+                    };
                     let put = format!(
-                        r#"{{"op":"put","id":{sent},"key":"{}","value":"{}"}}"#,
-                        key(sent as usize % args.keys),
+                        r#"{{"op":"{op}","id":{sent},"key":"{k}","value":"{}"}}"#,
                         value(sent, args.value_size)
                     );
                     ws.send_text(&put).await.unwrap_or_else(|e| panic!("{e}"));
@@ -678,8 +686,9 @@ struct Conn {
 
 /// Connect (and subscribe, unless `connect` mode); the connection and its token.
 async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
-    let sub = args.mode != Mode::Connect || args.subscribe;
-    let protocol = sub.then_some("ringline.v1.json");
+    let ws_proto = args.mode != Mode::Connect || args.subscribe;
+    let protocol = ws_proto.then_some("ringline.v1.json");
+    let sub = ws_proto && !args.broadcast;
     let mut ws = Ws::connect(args.target, &args.path, protocol, source(args, index, n))
         .await
         .ok()?;
