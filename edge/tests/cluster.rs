@@ -1341,3 +1341,33 @@ fn a_users_inbox_reaches_every_connection_of_theirs_and_a_broadcast_everyone() {
         );
     }
 }
+
+/// A measurement, not a bar: publish → inbox delivery on the other edge, one message at
+/// a time (the figure goes to BENCHMARKS.md; nothing here is timed to pass or fail).
+#[test]
+fn inbox_delivery_latency_to_a_connection_on_the_other_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SEND_SECRET).unwrap();
+    let s = secret.to_str().unwrap();
+    let c = LocalCluster::start_with(&[], &["--auth", "required", "--auth-secret-file", s]);
+    let on = |edge: usize, token: &str| Client::json_with_token(c.edges[edge].addr, token).unwrap();
+    let mut alice = on(0, &sender_token("alice", &[]));
+    let mut sender = on(1, &sender_token("notifier", &["@user/*"]));
+    let mut took: Vec<Duration> = Vec::new();
+    for n in 0..500u64 {
+        let t = Instant::now();
+        sender.send(&publish(n, "@user/alice", "ping"));
+        assert_eq!(next_publish(&mut alice).2, "ping");
+        took.push(t.elapsed());
+        assert!(matches!(sender.recv(), Response::Ok { .. }));
+    }
+    took.sort_unstable();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    eprintln!(
+        "inbox, publish on edge 2 -> delivery on edge 1, 500 one at a time: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        took[took.len() - 1]
+    );
+}
