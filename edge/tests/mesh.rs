@@ -283,7 +283,8 @@ fn only_links_that_prove_the_cluster_secret_are_served() {
         [wire::link::Kind::AuthChallenge],
         "only a new challenge, then closed"
     );
-    let lines = store.wait_refused(before + 1);
+    store.wait_refused(before + 1);
+    let lines = store.wait_refusal("replayed");
     assert!(lines.iter().any(|l| l.contains("replayed")), "{lines:?}");
     write_and_see(&mut writer, &mut watcher);
     assert_eq!(edge.metric("ringline_edge_link_auth_failed_total"), 0);
