@@ -314,3 +314,62 @@ fn a_publish_with_echo_false_skips_only_the_publishing_connection() {
     assert_eq!(said(a.recv()), "\"loud\"");
     assert_eq!(said(b.recv()), "\"loud\"");
 }
+
+#[test]
+fn over_wss_too_a_latest_subscriber_of_ever_new_keys_that_never_reads_is_a_slow_consumer() {
+    // The same bound through the TLS record layer (frames are sealed into records
+    // before they are sent; a backlog builds behind the send in flight).
+    use common::tls::{TestCa, TlsEdge};
+    use common::ws::{Msg, Ws};
+    use wire::frame::Opcode;
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::store::Store::start(&dir.path().join("store"), "127.0.0.1:0");
+    let map = store.cluster_file(dir.path());
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["localhost"], "edge");
+    let limits = ["--max-message", "65536", "--max-outbound", "262144"];
+    let mut flags = vec!["--cluster", map.to_str().unwrap()];
+    flags.extend_from_slice(&limits);
+    let edge = TlsEdge::start(&[&leaf], &flags);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while edge.metric("ringline_edge_link_state") != 4 {
+        assert!(Instant::now() < deadline, "links not up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = ca.connect(edge.tls, "localhost").unwrap();
+    socket2::SockRef::from(&s.sock)
+        .set_recv_buffer_size(128 << 10)
+        .unwrap();
+    let mut r = Ws::upgrade(s, "/ws", Some("ringline.v1.json"), "").unwrap();
+    let sub = r#"{"op":"sub","id":1,"prefix":"nk/{h}/","mode":"latest"}"#;
+    r.send(true, Opcode::Text, sub.as_bytes());
+    assert!(matches!(r.recv(), Msg::Text(t) if t.contains(r#""op":"snapshot""#)));
+    let mut w = Client::json(edge.addr);
+    let value = format!("\"{}\"", "x".repeat(4000));
+    for batch in 0..8u64 {
+        for i in 0..50 {
+            let n = batch * 50 + i;
+            w.send(&Request::Put {
+                id: n,
+                key: format!("nk/{{h}}/k{n}").into(),
+                value: Cow::Borrowed(value.as_bytes()),
+                if_version: None,
+                msg_id: None,
+            });
+        }
+        for _ in 0..50 {
+            assert!(matches!(w.recv(), Response::Ok { .. }));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match r.recv() {
+            Msg::Close(code) => {
+                assert_eq!(code, Some(4008));
+                break;
+            }
+            Msg::Eof => panic!("ended without a close frame"),
+            _ => assert!(Instant::now() < deadline, "never closed"),
+        }
+    }
+}
