@@ -73,7 +73,7 @@ use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, MsgIdRef, Watc
 
 pub use delivery::Delivery;
 pub use durable::touches_reserved;
-pub use sending::{BROADCAST_SUB, INBOX_ID, INBOXES_SUB, WORKER_CONN};
+pub use sending::{BROADCAST_SUB, INBOX_ID, INBOXES_SUB, WORKER_CONN, inbox_subject};
 
 /// A connection of this worker: (slab index, generation).
 pub type ConnRef = (u32, u32);

@@ -37,17 +37,49 @@ pub const INBOXES_SUB: u64 = 1;
 /// What every inbox key starts with.
 const INBOX_PREFIX: &str = "@user/";
 
-/// Which connections of a worker get whose inbox.
-pub(super) type Inboxes = HashMap<Box<str>, Vec<ConnRef>>;
+/// Which connections of a worker get whose inbox, by a hash of the subject (no copy of
+/// it: an entry costs about 40 bytes per user; a collision only makes the worker look
+/// at a connection whose subject then does not match: [`Hub::inbox_conns`]).
+pub(super) type Inboxes = HashMap<u64, Holders>;
+
+/// The connections of one user on a worker: most users have one.
+#[derive(Debug)]
+pub(super) enum Holders {
+    One(ConnRef),
+    Many(Vec<ConnRef>),
+}
+
+impl Holders {
+    fn as_slice(&self) -> &[ConnRef] {
+        match self {
+            Self::One(c) => std::slice::from_ref(c),
+            Self::Many(v) => v,
+        }
+    }
+}
+
+fn subject_hash(subject: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(subject.as_bytes())
+}
 
 impl Hub {
     /// Connection `conn` has just been authenticated as `subject`: it gets the user's
     /// inbox.
     pub fn open_inbox(&mut self, conn: ConnRef, subject: &str) {
-        if !subject.is_empty() {
-            let conns = self.inboxes.entry(subject.into()).or_default();
-            if !conns.contains(&conn) {
-                conns.push(conn);
+        if subject.is_empty() {
+            return;
+        }
+        match self.inboxes.entry(subject_hash(subject)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Holders::One(conn));
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let h = e.get_mut();
+                if !h.as_slice().contains(&conn) {
+                    let mut all = h.as_slice().to_vec();
+                    all.push(conn);
+                    *h = Holders::Many(all);
+                }
             }
         }
     }
@@ -55,19 +87,31 @@ impl Hub {
     /// Connection `conn`, authenticated as `subject`, no longer gets its inbox (it
     /// closed, or follows its inbox by a subscription of its own).
     pub fn close_inbox(&mut self, conn: ConnRef, subject: &str) {
-        if let Some(conns) = self.inboxes.get_mut(subject) {
-            conns.retain(|&c| c != conn);
-            if conns.is_empty() {
-                self.inboxes.remove(subject);
+        let h = subject_hash(subject);
+        let Some(holders) = self.inboxes.get_mut(&h) else {
+            return;
+        };
+        let rest: Vec<ConnRef> = holders
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|&c| c != conn)
+            .collect();
+        match rest.as_slice() {
+            [] => {
+                self.inboxes.remove(&h);
             }
+            [one] => *holders = Holders::One(*one),
+            _ => *holders = Holders::Many(rest),
         }
     }
 
-    /// The connections whose inbox is `key`.
+    /// The connections that may be `key`'s user's (by the subject's hash: the caller
+    /// checks each one's subject against [`inbox_subject`]).
     pub fn inbox_conns(&self, key: &str) -> &[ConnRef] {
-        key.strip_prefix(INBOX_PREFIX)
-            .and_then(|subject| self.inboxes.get(subject))
-            .map_or(&[], Vec::as_slice)
+        inbox_subject(key)
+            .and_then(|subject| self.inboxes.get(&subject_hash(subject)))
+            .map_or(&[], Holders::as_slice)
     }
 
     /// A subscription of `conn` (authenticated as `subject`) to its own inbox under an
@@ -124,4 +168,9 @@ pub(super) fn inbox_change(key: &str, op: &ChangeOp<'static>, pos: Position) -> 
         op.clone(),
         encode_token(&[pos]),
     )))
+}
+
+/// The subject whose inbox `key` is, if it is an inbox key.
+pub fn inbox_subject(key: &str) -> Option<&str> {
+    key.strip_prefix(INBOX_PREFIX)
 }

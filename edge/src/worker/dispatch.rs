@@ -110,9 +110,11 @@ fn send_to_many(
     match to {
         Recipients::Admitted => conns.iter_mut().for_each(|(key, conn)| queue(key, conn)),
         Recipients::Inbox => {
+            let subject = crate::hub::inbox_subject(&d.key);
             for &c in hub.inbox_conns(&d.key) {
                 let key = key_of(c);
-                if let Some(conn) = conns.get_mut(key) {
+                // The map is by the subject's hash: a collision is checked here.
+                if let Some(conn) = conns.get_mut(key).filter(|c| c.subject() == subject) {
                     queue(key, conn);
                 }
             }
