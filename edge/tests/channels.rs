@@ -228,21 +228,9 @@ fn a_latest_subscriber_reading_ten_times_slower_converges_with_bounded_memory() 
     }
 }
 
-#[test]
-fn a_latest_subscriber_of_ever_new_keys_that_never_reads_is_a_slow_consumer_after_all() {
-    // What it follows no longer fits once held changes and the queue pass max_outbound.
-    let c = Cluster::start_with(&["--max-message", "65536", "--max-outbound", "262144"]);
-    let mut r = Client::json(c.edge.addr);
-    small_receive_buffer(&r);
-    r.send(&Request::Sub {
-        id: 1,
-        target: Target::Prefix("nk/{h}/".into()),
-        from: None,
-        mode: SubMode::Latest,
-        durable: None,
-    });
-    assert!(matches!(r.recv(), Response::Snapshot { more: false, .. }));
-    let mut w = Client::json(c.edge.addr);
+/// Put 400 values of 4 KB, each to a new key under `nk/{h}/`, pipelined 50 at a time.
+fn put_new_keys(addr: std::net::SocketAddr) {
+    let mut w = Client::json(addr);
     let value = format!("\"{}\"", "x".repeat(4000));
     for batch in 0..8u64 {
         for i in 0..50 {
@@ -259,6 +247,23 @@ fn a_latest_subscriber_of_ever_new_keys_that_never_reads_is_a_slow_consumer_afte
             assert!(matches!(w.recv(), Response::Ok { .. }));
         }
     }
+}
+
+#[test]
+fn a_latest_subscriber_of_ever_new_keys_that_never_reads_is_a_slow_consumer_after_all() {
+    // What it follows no longer fits once held changes and the queue pass max_outbound.
+    let c = Cluster::start_with(&["--max-message", "65536", "--max-outbound", "262144"]);
+    let mut r = Client::json(c.edge.addr);
+    small_receive_buffer(&r);
+    r.send(&Request::Sub {
+        id: 1,
+        target: Target::Prefix("nk/{h}/".into()),
+        from: None,
+        mode: SubMode::Latest,
+        durable: None,
+    });
+    assert!(matches!(r.recv(), Response::Snapshot { more: false, .. }));
+    put_new_keys(c.edge.addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match r.next() {
@@ -344,23 +349,7 @@ fn over_wss_too_a_latest_subscriber_of_ever_new_keys_that_never_reads_is_a_slow_
     let sub = r#"{"op":"sub","id":1,"prefix":"nk/{h}/","mode":"latest"}"#;
     r.send(true, Opcode::Text, sub.as_bytes());
     assert!(matches!(r.recv(), Msg::Text(t) if t.contains(r#""op":"snapshot""#)));
-    let mut w = Client::json(edge.addr);
-    let value = format!("\"{}\"", "x".repeat(4000));
-    for batch in 0..8u64 {
-        for i in 0..50 {
-            let n = batch * 50 + i;
-            w.send(&Request::Put {
-                id: n,
-                key: format!("nk/{{h}}/k{n}").into(),
-                value: Cow::Borrowed(value.as_bytes()),
-                if_version: None,
-                msg_id: None,
-            });
-        }
-        for _ in 0..50 {
-            assert!(matches!(w.recv(), Response::Ok { .. }));
-        }
-    }
+    put_new_keys(edge.addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match r.recv() {
