@@ -76,56 +76,8 @@ impl FbEncoder {
                     fb::Get::create(fbb, &fb::GetArgs { key }).as_union_value(),
                 )
             }
-            Request::Put {
-                key,
-                value,
-                if_version,
-                msg_id,
-                ..
-            } => {
-                let value = Some(fbb.create_vector(value));
-                let key = Some(fbb.create_string(key));
-                let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
-                let args = fb::PutArgs {
-                    key,
-                    value,
-                    if_version: *if_version,
-                    msg_id,
-                };
-                (fb::Op::Put, fb::Put::create(fbb, &args).as_union_value())
-            }
-            Request::Del {
-                key,
-                if_version,
-                msg_id,
-                ..
-            } => {
-                let key = Some(fbb.create_string(key));
-                let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
-                let args = fb::DelArgs {
-                    key,
-                    if_version: *if_version,
-                    msg_id,
-                };
-                (fb::Op::Del, fb::Del::create(fbb, &args).as_union_value())
-            }
-            Request::Pub {
-                key,
-                value,
-                msg_id,
-                echo,
-                ..
-            } => {
-                let value = Some(fbb.create_vector(value));
-                let key = Some(fbb.create_string(key));
-                let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
-                let args = fb::PubArgs {
-                    key,
-                    value,
-                    msg_id,
-                    echo: *echo,
-                };
-                (fb::Op::Pub, fb::Pub::create(fbb, &args).as_union_value())
+            Request::Put { .. } | Request::Del { .. } | Request::Pub { .. } => {
+                write_op(fbb, request)
             }
             Request::Auth { token, .. } => {
                 let token = Some(fbb.create_string(token));
@@ -333,4 +285,69 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
 /// Appends `response` as one `Response` flatbuffer (with a fresh builder; see [`FbEncoder`]).
 pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
     FbEncoder::new().encode_response(response, out);
+}
+
+/// A `put`, `del` or `pub` as its union member (anything else: `Unsub`'s empty table,
+/// never reached).
+fn write_op(
+    fbb: &mut FlatBufferBuilder<'static>,
+    request: &Request<'_>,
+) -> (fb::Op, WIPOffset<UnionWIPOffset>) {
+    match request {
+        Request::Put {
+            key,
+            value,
+            if_version,
+            msg_id,
+            ..
+        } => {
+            let value = Some(fbb.create_vector(value));
+            let key = Some(fbb.create_string(key));
+            let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
+            let args = fb::PutArgs {
+                key,
+                value,
+                if_version: *if_version,
+                msg_id,
+            };
+            (fb::Op::Put, fb::Put::create(fbb, &args).as_union_value())
+        }
+        Request::Del {
+            key,
+            if_version,
+            msg_id,
+            ..
+        } => {
+            let key = Some(fbb.create_string(key));
+            let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
+            let args = fb::DelArgs {
+                key,
+                if_version: *if_version,
+                msg_id,
+            };
+            (fb::Op::Del, fb::Del::create(fbb, &args).as_union_value())
+        }
+        Request::Pub {
+            key,
+            value,
+            msg_id,
+            echo,
+            ..
+        } => {
+            let value = Some(fbb.create_vector(value));
+            let key = Some(fbb.create_string(key));
+            let msg_id = msg_id.as_deref().map(|m| fbb.create_string(m));
+            let args = fb::PubArgs {
+                key,
+                value,
+                msg_id,
+                echo: *echo,
+            };
+            (fb::Op::Pub, fb::Pub::create(fbb, &args).as_union_value())
+        }
+        _ => (
+            fb::Op::Unsub,
+            fb::Unsub::create(fbb, &fb::UnsubArgs {}).as_union_value(),
+        ),
+    }
 }
