@@ -25,6 +25,7 @@ fn spec(read: &[&str], write: &[&str], publish: &[&str]) -> GrantSpec {
         read: own(read),
         write: own(write),
         publish: own(publish),
+        presence: Vec::new(),
     }
 }
 

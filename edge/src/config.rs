@@ -57,6 +57,9 @@ pub struct Args {
     /// Bytes the kernel may hold written and not yet sent per connection (TCP_NOTSENT_LOWAT); beyond it a connection's backlog waits in its own queue; 0: no limit [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub send_lowat: Option<u32>,
+    /// Milliseconds a presence subscription's joins and leaves are gathered into one message; 0: each at once [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub presence_batch_ms: Option<u64>,
     /// Seconds between server pings; two silent intervals close the connection [default: 25].
     #[arg(long, value_name = "SECS")]
     pub heartbeat_secs: Option<u64>,
@@ -191,6 +194,10 @@ pub struct Args {
     /// The same for publishing (`pub`).
     #[arg(long = "anonymous-publish", value_name = "PATTERN")]
     pub anonymous_publish: Vec<String>,
+    /// The same for presence: the channels connections without a token may join and
+    /// list (`join`, `presence`, a presence `sub`).
+    #[arg(long = "anonymous-presence", value_name = "PATTERN")]
+    pub anonymous_presence: Vec<String>,
 }
 
 /// Whether clients must authenticate.
@@ -239,6 +246,7 @@ struct FileConfig {
     max_outbound: Option<usize>,
     latest_above: Option<usize>,
     send_lowat: Option<u32>,
+    presence_batch_ms: Option<u64>,
     heartbeat_secs: Option<u64>,
     handshake_timeout_secs: Option<u64>,
     drain_secs: Option<u64>,
@@ -274,6 +282,7 @@ struct FileConfig {
     anonymous_read: Option<Vec<String>>,
     anonymous_write: Option<Vec<String>>,
     anonymous_publish: Option<Vec<String>>,
+    anonymous_presence: Option<Vec<String>>,
 }
 
 /// A resolved configuration.
@@ -299,6 +308,8 @@ pub struct Config {
     pub latest_above: usize,
     /// `TCP_NOTSENT_LOWAT` of client connections (0: none).
     pub send_lowat: u32,
+    /// How long presence events are gathered per subscription (zero: not at all).
+    pub presence_batch: Duration,
     /// Ping interval.
     pub heartbeat: Duration,
     /// Handshake deadline.
@@ -410,6 +421,11 @@ impl Config {
             max_outbound: args.max_outbound.or(f.max_outbound).unwrap_or(4 << 20),
             latest_above: args.latest_above.or(f.latest_above).unwrap_or(64 << 10),
             send_lowat: args.send_lowat.or(f.send_lowat).unwrap_or(64 << 10),
+            presence_batch: Duration::from_millis(
+                args.presence_batch_ms
+                    .or(f.presence_batch_ms)
+                    .unwrap_or(100),
+            ),
             heartbeat: Duration::from_secs(args.heartbeat_secs.or(f.heartbeat_secs).unwrap_or(25)),
             handshake_timeout: Duration::from_secs(
                 args.handshake_timeout_secs
@@ -580,6 +596,7 @@ fn anonymous_grant(args: &Args, f: &FileConfig) -> Result<Grant, ConfigError> {
         read: flags_or_file(&args.anonymous_read, &f.anonymous_read),
         write: flags_or_file(&args.anonymous_write, &f.anonymous_write),
         publish: flags_or_file(&args.anonymous_publish, &f.anonymous_publish),
+        presence: flags_or_file(&args.anonymous_presence, &f.anonymous_presence),
     };
     Grant::compile(&spec, "").map_err(|e| ConfigError::Pattern(format!("anonymous grant: {e}")))
 }

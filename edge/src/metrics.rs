@@ -71,6 +71,10 @@ pub struct WorkerMetrics {
     pub conflated: AtomicU64,
     /// Changes of `latest` subscriptions held for connections that are behind (gauge).
     pub latest_held: AtomicU64,
+    /// Channels joined by this worker's connections (gauge).
+    pub presence_joins: AtomicU64,
+    /// Presence events waiting for their subscription's batch interval (gauge).
+    pub presence_waiting: AtomicU64,
     /// Internal watches open on store links (gauge).
     pub watches: AtomicU64,
     /// Client subscriptions (gauge).
@@ -123,7 +127,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 28] = [
+static SERIES: [Series; 30] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -279,6 +283,18 @@ static SERIES: [Series; 28] = [
         "gauge",
         "Changes of latest-mode subscriptions held for connections that are behind.",
         |m| &m.latest_held,
+    ),
+    (
+        "ringline_edge_presence_joins",
+        "gauge",
+        "Channels joined by connections (one per connection and channel).",
+        |m| &m.presence_joins,
+    ),
+    (
+        "ringline_edge_presence_waiting",
+        "gauge",
+        "Presence events waiting for their subscription's batch interval.",
+        |m| &m.presence_waiting,
     ),
     (
         "ringline_edge_watches",

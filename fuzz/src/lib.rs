@@ -292,7 +292,7 @@ pub mod patterns {
 
     use crate::grant::{Access, Grant, GrantSpec};
 
-    /// Arbitrary bytes as a subject and read/write/publish patterns (lines; the first
+    /// Arbitrary bytes as a subject and read/write/publish/presence patterns (lines; the first
     /// is the subject, then a line `--` between the lists), compiled: never a panic;
     /// a grant that compiled allows each exact pattern's own key (the subject in
     /// place of `{sub}`), each prefix pattern's keys and prefixes, and nothing in a
@@ -303,20 +303,21 @@ pub mod patterns {
         };
         let mut lines = text.split('\n');
         let subject = lines.next().unwrap_or_default();
-        let mut lists: [Vec<String>; 3] = Default::default();
+        let mut lists: [Vec<String>; 4] = Default::default();
         let mut at = 0;
         for l in lines {
             if l == "--" {
-                at = (at + 1).min(2);
+                at = (at + 1).min(3);
             } else if let Some(list) = lists.get_mut(at) {
                 list.push(l.to_owned());
             }
         }
-        let [read, write, publish] = lists;
+        let [read, write, publish, presence] = lists;
         let spec = GrantSpec {
             read,
             write,
             publish,
+            presence,
         };
         let Ok(grant) = Grant::compile(&spec, subject) else {
             return;
@@ -325,6 +326,7 @@ pub mod patterns {
             (Access::Read, &spec.read),
             (Access::Write, &spec.write),
             (Access::Publish, &spec.publish),
+            (Access::Presence, &spec.presence),
         ] {
             for p in list {
                 let key = p.replace("{sub}", subject);

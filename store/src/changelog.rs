@@ -1043,6 +1043,51 @@ impl<E: Engine> ChangeLog<E> {
         Ok(read?)
     }
 
+    /// Up to `limit` live keys under `prefix` in key order, after the key `after` when
+    /// given, read on the partition that owns `prefix` (one with a hash tag, such as a
+    /// presence channel's); and whether more may follow.
+    pub fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
+        let p = self.partition_of(prefix);
+        if !self.parts.contains_key(&p) {
+            return Err(StoreError::WrongPartition(p));
+        }
+        let (mut start, end) = keys::value_prefix_range(p, prefix);
+        if let Some(after) = after {
+            let mut from = keys::value(p, after);
+            from.push(0);
+            start = start.max(from);
+        }
+        let read = self.engine.snapshot_read(|r| {
+            let mut out = Vec::new();
+            loop {
+                let batch = r.scan(&start, &end, limit.saturating_add(1).min(SCAN_PAGE))?;
+                let full = batch.len() == limit.saturating_add(1).min(SCAN_PAGE);
+                for (k, v) in &batch {
+                    if out.len() == limit {
+                        return Ok::<_, Failure>((out, true));
+                    }
+                    // Tombstones of deleted keys are skipped.
+                    if let Some(c) = records::decode_current(v)?.live() {
+                        out.push((keys::user_key(k).to_vec(), c));
+                    }
+                }
+                match batch.last() {
+                    Some((k, _)) if full => {
+                        start = k.clone();
+                        start.push(0);
+                    }
+                    _ => return Ok((out, false)),
+                }
+            }
+        });
+        Ok(read?)
+    }
+
     /// The changes of `target` after `from`, if `from` can still be resumed. The cost
     /// is proportional to what is returned (plus, for a prefix, one seek per key under
     /// it), not to the partition's log length nor to the keys' older history.

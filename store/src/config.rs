@@ -62,6 +62,10 @@ pub struct Args {
     /// [default: 1000000].
     #[arg(long, value_name = "N")]
     pub dedup_max_entries: Option<usize>,
+    /// Seconds a gone edge's presence members are kept before they leave (a client that
+    /// reconnects elsewhere within it never appears to have left) [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub presence_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +84,14 @@ struct FileConfig {
     retention: FileRetention,
     #[serde(default)]
     dedup: FileDedup,
+    #[serde(default)]
+    presence: FilePresence,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePresence {
+    grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +107,9 @@ struct FileRetention {
     entries: Option<u64>,
     seconds: Option<u64>,
 }
+
+/// How long a gone edge's presence members are kept by default (10 s).
+pub const DEFAULT_PRESENCE_GRACE_MS: u64 = 10_000;
 
 /// A resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +130,8 @@ pub struct Config {
     pub retention: Retention,
     /// How long, and how many, writes with a msg_id are remembered.
     pub dedup: DedupLimits,
+    /// How long a gone edge's presence members are kept, in ms.
+    pub presence_grace_ms: u64,
     /// The cluster secret's file.
     pub cluster_secret_file: Option<PathBuf>,
     /// TLS on the links: the certificate chain's file and its key's.
@@ -195,6 +212,10 @@ impl Config {
                     .or(file.dedup.max_entries)
                     .unwrap_or(dedup_defaults.max_entries),
             },
+            presence_grace_ms: args
+                .presence_grace_secs
+                .or(file.presence.grace_secs)
+                .map_or(DEFAULT_PRESENCE_GRACE_MS, |s| s.saturating_mul(1000)),
             store_id,
         })
     }
@@ -238,6 +259,7 @@ mod tests {
             DedupLimits::default(),
             "the file states the defaults"
         );
+        assert_eq!(c.presence_grace_ms, DEFAULT_PRESENCE_GRACE_MS);
     }
 
     #[test]

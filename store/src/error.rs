@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The edge's fault: the partition is not served by this store.
     #[error("partition {0} is not served by this store")]
     WrongPartition(u32),
+    /// The edge's fault: a presence write that is not one of its own members'.
+    #[error(transparent)]
+    Presence(#[from] crate::presence::Refusal),
     /// The store's fault: nothing was written, nothing can be read.
     #[error(transparent)]
     Failed(#[from] Failure),
@@ -130,7 +133,7 @@ impl StoreError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::Refused(_) => Fault::Client,
-            Self::WrongPartition(_) => Fault::Edge,
+            Self::WrongPartition(_) | Self::Presence(_) => Fault::Edge,
             Self::Failed(_) => Fault::Store,
         }
     }
@@ -142,6 +145,7 @@ impl StoreError {
             Self::Refused(Refused::TooLarge { .. }) => (ErrorCode::TooLarge, 0),
             Self::Refused(Refused::MsgIdReused) => (ErrorCode::BadRequest, 0),
             Self::WrongPartition(_) => (ErrorCode::WrongPartition, 0),
+            Self::Presence(_) => (ErrorCode::BadRequest, 0),
             Self::Failed(_) => {
                 return Answer {
                     code: ErrorCode::Internal,

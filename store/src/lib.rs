@@ -24,6 +24,7 @@ pub mod error;
 pub mod generated;
 pub mod keys;
 pub mod metrics;
+pub mod presence;
 pub mod records;
 pub mod server;
 pub mod watchers;

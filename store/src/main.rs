@@ -163,6 +163,7 @@ fn run(args: &Args) -> Result<(), String> {
         map_version: map.version,
         sync: cfg.sync,
         retention: cfg.retention,
+        presence_grace_ms: cfg.presence_grace_ms,
         metrics: Arc::clone(&metrics),
         cluster_secret: cluster_secret.map(Arc::new),
         link_tls: load_link_tls(&cfg)?,

@@ -129,6 +129,14 @@ pub struct Metrics {
     pub partitions: Mutex<Vec<PartitionLog>>,
     /// Writes remembered by msg_id, as last published by the core.
     pub dedup: Mutex<DedupStats>,
+    /// Presence members held now.
+    pub presence_members: AtomicU64,
+    /// Channels with presence members now.
+    pub presence_channels: AtomicU64,
+    /// Members that left because their edge was gone past the grace period.
+    pub presence_expired: AtomicU64,
+    /// Members that left because their relinked worker no longer announced them.
+    pub presence_stale: AtomicU64,
     /// The link listener is up: `GET /health` says ok (503 before).
     pub serving: std::sync::atomic::AtomicBool,
 }
@@ -159,6 +167,10 @@ impl Default for Metrics {
             link_queue_bytes: AtomicU64::new(0),
             partitions: Mutex::new(Vec::new()),
             dedup: Mutex::new(DedupStats::default()),
+            presence_members: AtomicU64::new(0),
+            presence_channels: AtomicU64::new(0),
+            presence_expired: AtomicU64::new(0),
+            presence_stale: AtomicU64::new(0),
             serving: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -217,7 +229,36 @@ impl Metrics {
         self.render_links(&mut o);
         self.render_partitions(&mut o);
         self.render_dedup(&mut o);
+        self.render_presence(&mut o);
         o
+    }
+
+    /// Presence: members and channels held, and members the store made leave.
+    fn render_presence(&self, o: &mut String) {
+        counter(
+            o,
+            "ringline_store_presence_members",
+            "Presence members held.",
+            "gauge",
+            &self.presence_members,
+        );
+        counter(
+            o,
+            "ringline_store_presence_channels",
+            "Channels with presence members.",
+            "gauge",
+            &self.presence_channels,
+        );
+        labeled(
+            o,
+            "ringline_store_presence_removed_total",
+            "Presence members the store made leave: their edge gone past the grace period (expired), or no longer announced by their relinked worker (stale).",
+            "reason",
+            &[
+                ("expired", &self.presence_expired),
+                ("stale", &self.presence_stale),
+            ],
+        );
     }
 
     /// Writes remembered by msg_id: held, repeats, and why entries left.

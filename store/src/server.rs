@@ -170,7 +170,10 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
         seq: p.seq(),
     };
     Some(match msg {
-        LinkMessage::Hello(_) => Req::Hello,
+        LinkMessage::Hello(h) => Req::Hello {
+            edge: h.edge_id().unwrap_or_default().to_owned(),
+            worker: h.worker(),
+        },
         LinkMessage::Ping(p) => Req::Ping(p.nonce()),
         LinkMessage::Get(g) => Req::Get(g.key().to_owned()),
         LinkMessage::Put(p) => Req::Write(Write::Put {
@@ -196,6 +199,20 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
             from: w.from().map(pos),
         },
         LinkMessage::Unwatch(u) => Req::Unwatch(WatchId::from_raw(u.watch_id())),
+        LinkMessage::Members(m) => Req::Members {
+            prefix: m.prefix().to_owned(),
+            after: m.after().map(str::to_owned),
+            limit: m.limit(),
+        },
+        LinkMessage::PresenceSync(s) => Req::PresenceSync {
+            members: s
+                .entries()
+                .into_iter()
+                .flatten()
+                .map(|e| (e.key().to_owned(), e.value().map(|v| v.bytes().to_vec()).unwrap_or_default()))
+                .collect(),
+            last: s.last(),
+        },
         // Replies and pushes are the store's to send, not to receive.
         _ => return None,
     })

@@ -1,5 +1,6 @@
 //! Permissions: which keys a connection may read (`get`, `sub`), write (`put`, `del`)
-//! and publish to (`pub`). A [`Grant`] comes from the patterns of a token's claim:
+//! and publish to (`pub`), and which channels' presence it may join and see (`join`,
+//! `presence`, a presence `sub`). A [`Grant`] comes from the patterns of a token's claim:
 //! each pattern is an exact key, or a prefix ending in `*`, and `{sub}` stands for the
 //! token's subject. The patterns are compiled once per distinct claim on each worker
 //! and shared (a connection holds a pointer to them and its subject, which is matched
@@ -25,6 +26,8 @@ pub enum Access {
     Write,
     /// `pub`.
     Publish,
+    /// `join`, `presence` and a presence `sub`, on a channel.
+    Presence,
 }
 
 /// The placeholder for the token's subject.
@@ -276,6 +279,7 @@ pub struct GrantSpec {
     pub read: Vec<String>,
     pub write: Vec<String>,
     pub publish: Vec<String>,
+    pub presence: Vec<String>,
 }
 
 /// A grant's patterns with `{sub}` still in them: compiled once per distinct claim and
@@ -285,6 +289,7 @@ struct Template {
     read: Patterns,
     write: Patterns,
     publish: Patterns,
+    presence: Patterns,
 }
 
 impl Template {
@@ -293,6 +298,7 @@ impl Template {
             read: Patterns::compile(&spec.read)?,
             write: Patterns::compile(&spec.write)?,
             publish: Patterns::compile(&spec.publish)?,
+            presence: Patterns::compile(&spec.presence)?,
         })
     }
 
@@ -302,6 +308,7 @@ impl Template {
             .iter()
             .chain(&self.write.list)
             .chain(&self.publish.list)
+            .chain(&self.presence.list)
     }
 
     /// Whether it was compiled from `spec`.
@@ -312,6 +319,7 @@ impl Template {
         same(&self.read, &spec.read)
             && same(&self.write, &spec.write)
             && same(&self.publish, &spec.publish)
+            && same(&self.presence, &spec.presence)
     }
 }
 
@@ -381,6 +389,7 @@ impl Grant {
             Access::Read => &t.read,
             Access::Write => &t.write,
             Access::Publish => &t.publish,
+            Access::Presence => &t.presence,
         }
     }
 
@@ -390,13 +399,19 @@ impl Grant {
             .allows_key(key.as_bytes(), self.subject.as_bytes())
     }
 
-    /// Whether `req` is granted (an `unsub` always is: it only gives up what was
-    /// granted; so is `auth`, which touches no key).
+    /// Whether `req` is granted (an `unsub` or a `leave` always is: it only gives up
+    /// what was granted; so is `auth`, which touches no key).
     pub fn permits(&self, req: &Request<'_>) -> bool {
         match req {
             Request::Sub { target, .. } => self.allows_target(target),
             // An ack touches only the connection's own durable subscription.
-            Request::Unsub { .. } | Request::Auth { .. } | Request::Ack { .. } => true,
+            Request::Unsub { .. }
+            | Request::Auth { .. }
+            | Request::Ack { .. }
+            | Request::Leave { .. } => true,
+            Request::Join { channel, .. } | Request::Presence { channel, .. } => {
+                self.allows(Access::Presence, channel)
+            }
             Request::Get { key, .. } => self.allows(Access::Read, key),
             Request::Put { key, .. } | Request::Del { key, .. } => self.allows(Access::Write, key),
             Request::Pub { key, .. } => self.allows(Access::Publish, key),
@@ -415,6 +430,7 @@ impl Grant {
             }
             Target::Key(k) => read.allows_key(k.as_bytes(), subject),
             Target::Prefix(p) => read.covers_prefix(p.as_bytes(), subject),
+            Target::Presence(c) => self.allows(Access::Presence, c),
         }
     }
 }

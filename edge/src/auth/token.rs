@@ -97,6 +97,8 @@ struct GrantClaim {
     write: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    #[serde(default)]
+    presence: Vec<String>,
 }
 
 /// One key and the one algorithm it verifies.
@@ -287,6 +289,7 @@ impl Verifier {
             read: c.grant.read,
             write: c.grant.write,
             publish: c.grant.publish,
+            presence: c.grant.presence,
         };
         let grant = Grant::compile(&spec, &c.sub)?;
         let expires = c.exp.ok_or_else(|| TokenError::Missing("exp".to_owned()))?;

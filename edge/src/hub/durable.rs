@@ -46,6 +46,7 @@ pub fn record_key(subject: &str, name: &str, target: &Target<'_>) -> String {
     let (kind, text) = match target {
         Target::Key(k) => ('k', &**k),
         Target::Prefix(p) => ('p', &**p),
+        Target::Presence(c) => ('r', &**c),
     };
     format!(
         "{RESERVED}{}:{subject}{}:{name}{kind}{text}",
@@ -54,22 +55,40 @@ pub fn record_key(subject: &str, name: &str, target: &Target<'_>) -> String {
     )
 }
 
-/// Whether `req` names a key in the reserved space (or a prefix reaching into it).
+/// The key spaces clients may not name: durable records, and presence members (which
+/// they reach only through `join`, `leave`, `presence` and presence subscriptions).
+const RESERVED_SPACES: [&str; 2] = [RESERVED, wire::presence::PREFIX];
+
+/// Whether `key` is in a reserved space.
+fn reserved_key(key: &str) -> bool {
+    RESERVED_SPACES.iter().any(|r| key.starts_with(r))
+}
+
+/// Whether `req` names a key in a reserved space (or a prefix reaching into one).
 pub fn touches_reserved(req: &Request<'_>) -> bool {
     match req {
         Request::Get { key, .. }
         | Request::Put { key, .. }
         | Request::Del { key, .. }
-        | Request::Pub { key, .. } => key.starts_with(RESERVED),
+        | Request::Pub { key, .. } => reserved_key(key),
         Request::Sub {
             target: Target::Key(k),
             ..
-        } => k.starts_with(RESERVED),
+        } => reserved_key(k),
         Request::Sub {
             target: Target::Prefix(p),
             ..
-        } => p.starts_with(RESERVED) || RESERVED.starts_with(&**p),
-        Request::Unsub { .. } | Request::Auth { .. } | Request::Ack { .. } => false,
+        } => reserved_key(p) || RESERVED_SPACES.iter().any(|r| r.starts_with(&**p)),
+        Request::Sub {
+            target: Target::Presence(_),
+            ..
+        }
+        | Request::Unsub { .. }
+        | Request::Auth { .. }
+        | Request::Ack { .. }
+        | Request::Join { .. }
+        | Request::Leave { .. }
+        | Request::Presence { .. } => false,
     }
 }
 

@@ -72,9 +72,15 @@ impl Hub {
                 return;
             }
         };
+        let members;
         let (prefix, text) = match target {
             Target::Key(k) => (false, &**k),
             Target::Prefix(p) => (true, &**p),
+            Target::Presence(channel) => {
+                // A channel's members: the keys under its prefix, on its one partition.
+                members = wire::presence::channel_prefix(channel);
+                (true, members.as_str())
+            }
         };
         let existing = self.groups.find_group(prefix, text);
         let parts: Vec<u32> = match existing.and_then(|g| self.groups.get(g)) {
@@ -288,6 +294,7 @@ impl Hub {
         if self.latest.remove(&sub) {
             self.out.push(Out::Ended(sub.conn, sub.id));
         }
+        self.presence_unsubscribed(sub);
         self.durables.remove(&sub);
         let left = self
             .groups

@@ -53,6 +53,7 @@ mod group;
 mod index;
 mod join;
 mod members;
+mod presence;
 mod sending;
 mod snapshot;
 
@@ -103,6 +104,9 @@ pub enum Out {
     /// A change of a user's inbox, for the worker's connections authenticated as the
     /// user ([`Hub::inbox_conns`]).
     Inbox(Rc<Delivery>),
+    /// A member of a channel joined or left, for presence subscription `id` of a
+    /// connection (the worker batches these per subscription).
+    Presence(ConnRef, u64, Rc<Delivery>),
 }
 
 /// A read or write waiting for its store's reply.
@@ -129,6 +133,14 @@ enum PendingKind {
     /// An `ack` reading, then writing, its subscription's record.
     AckRead(Box<durable::AckState>),
     AckWrite(Box<durable::AckState>),
+    /// A `join` (with its member key, forgotten if it fails) or a `leave`.
+    Presence {
+        join: Option<Box<str>>,
+    },
+    /// A `presence` page of the channel whose member keys start with `prefix`.
+    Members {
+        prefix: Box<str>,
+    },
 }
 
 /// Most subscriptions one connection may hold, unless configured otherwise.
@@ -172,6 +184,8 @@ pub struct Hub {
     inboxes: sending::Inboxes,
     /// Publishes whose change must not come back to their connection (see `echo`).
     no_echo: echo::NoEcho,
+    /// Joins and presence subscriptions (see `presence`).
+    presence: presence::Presence,
     /// Most subscriptions one connection may hold.
     max_subs: usize,
     /// Counters.
@@ -196,6 +210,7 @@ impl Hub {
             durables: HashMap::new(),
             inboxes: sending::Inboxes::new(),
             no_echo: echo::NoEcho::default(),
+            presence: presence::Presence::default(),
             max_subs: MAX_SUBS_PER_CONN,
             stats: HubStats::default(),
         }
@@ -205,6 +220,14 @@ impl Hub {
     #[must_use]
     pub fn with_max_subs(mut self, n: usize) -> Self {
         self.max_subs = n.max(1);
+        self
+    }
+
+    /// Name this worker's connections in presence as worker `worker` of the edge process
+    /// `edge` (its links' `edge_id`).
+    #[must_use]
+    pub fn with_presence(mut self, edge: &str, worker: u16) -> Self {
+        self.presence = presence::Presence::new(edge, worker);
         self
     }
 
@@ -304,6 +327,14 @@ impl Hub {
                 self.durable_sub(SubRef { conn, id }, target, from.as_deref(), mode, record);
             }
             Request::Ack { id, token } => self.ack(conn, id, &token),
+            Request::Join { id, channel, meta } => self.join(conn, id, &channel, &meta, subject),
+            Request::Leave { id, channel } => self.leave(conn, id, &channel, subject),
+            Request::Presence {
+                id,
+                channel,
+                cursor,
+                count_only,
+            } => self.presence_query(conn, id, &channel, cursor.as_deref(), count_only),
             Request::Unsub { id } => {
                 if self.unsubscribe(SubRef { conn, id }) {
                     self.reply(
@@ -345,17 +376,21 @@ impl Hub {
                 value,
                 if_version,
                 ..
-            } => self.forward(conn, *id, key, PendingKind::Plain, |enc, out, rid| {
-                enc.put(out, rid, key, value, *if_version, msg)
-            }),
+            } => {
+                self.forward(conn, *id, key, PendingKind::Plain, |enc, out, rid| {
+                    enc.put(out, rid, key, value, *if_version, msg)
+                });
+            }
             Request::Del {
                 id,
                 key,
                 if_version,
                 ..
-            } => self.forward(conn, *id, key, PendingKind::Plain, |enc, out, rid| {
-                enc.delete(out, rid, key, *if_version, msg)
-            }),
+            } => {
+                self.forward(conn, *id, key, PendingKind::Plain, |enc, out, rid| {
+                    enc.delete(out, rid, key, *if_version, msg)
+                });
+            }
             Request::Pub {
                 id,
                 key,
@@ -372,7 +407,8 @@ impl Hub {
         }
     }
 
-    /// Send a read or write to the store owning `key`.
+    /// Send a read or write to the store owning `key`; whether it went (else the client
+    /// has its error).
     fn forward(
         &mut self,
         conn: ConnRef,
@@ -384,7 +420,7 @@ impl Hub {
             &mut Vec<u8>,
             u64,
         ) -> Result<(), wire::link::FrameTooLarge>,
-    ) {
+    ) -> bool {
         let store = self.store_of(key);
         if self.inflight.get(&conn).copied().unwrap_or(0) >= MAX_INFLIGHT_PER_CONN {
             self.fail(
@@ -393,7 +429,7 @@ impl Hub {
                 ErrorCode::Overloaded,
                 "too many requests waiting on this connection",
             );
-            return;
+            return false;
         }
         if !self.is_up(store) {
             self.fail(
@@ -402,15 +438,15 @@ impl Hub {
                 ErrorCode::Unavailable,
                 "the key's store is unreachable",
             );
-            return;
+            return false;
         }
         let rid = self.id();
         let Some(out) = self.link_out.get_mut(store) else {
-            return;
+            return false;
         };
         if encode(&mut self.enc, out, rid).is_err() {
             self.fail(conn, id, ErrorCode::TooLarge, "request too large");
-            return;
+            return false;
         }
         self.requests.insert(
             rid,
@@ -422,6 +458,7 @@ impl Hub {
             },
         );
         *self.inflight.entry(conn).or_insert(0) += 1;
+        true
     }
 
     /// Take request `rid` off the waiting list.
@@ -439,6 +476,7 @@ impl Hub {
     /// A connection closed: its subscriptions end.
     pub fn conn_closed(&mut self, conn: ConnRef) {
         self.inflight.remove(&conn);
+        self.presence_closed(conn);
         for id in self.groups.subs_of(conn) {
             self.unsubscribe(SubRef { conn, id });
         }
@@ -449,6 +487,7 @@ impl Hub {
         if let Some(u) = self.up.get_mut(s) {
             *u = true;
         }
+        self.presence_announce(s);
         self.rewatch(s);
     }
 
@@ -516,6 +555,7 @@ impl Hub {
     fn on_write_reply(&mut self, p: Pending, r: &wire::link::internal::WriteReply<'_>) {
         let publish = match p.kind {
             PendingKind::AckWrite(_) => return self.acked(p.conn, p.id),
+            PendingKind::Presence { .. } => return self.reply(p.conn, presence::ok(p.id)),
             PendingKind::Publish { echo } => {
                 if let (false, Some(pos)) = (echo, r.position()) {
                     self.no_echo.insert(Position::from(pos), p.conn);
@@ -539,8 +579,14 @@ impl Hub {
     /// to another reads the record again).
     fn on_error_reply(&mut self, p: Pending, e: &wire::link::internal::Error<'_>) {
         let code = map_code(e.code());
-        if let (PendingKind::AckWrite(a), ErrorCode::Conflict) = (p.kind, code) {
-            return self.ack_conflict(p.conn, p.id, *a);
+        match (p.kind, code) {
+            (PendingKind::AckWrite(a), ErrorCode::Conflict) => {
+                return self.ack_conflict(p.conn, p.id, *a);
+            }
+            (PendingKind::Presence { join: Some(key) }, _) => {
+                self.forget_join(p.conn, &key);
+            }
+            _ => {}
         }
         let message = e.message().unwrap_or("store error").to_owned();
         let version = (code == ErrorCode::Conflict).then(|| e.current_version());
@@ -566,7 +612,10 @@ impl Hub {
         let fresh = !self.groups.has_sub(sub);
         self.subscribe(sub.conn, sub.id, target, from);
         let subscribed = fresh && self.groups.has_sub(sub);
-        if mode == SubMode::Latest && subscribed {
+        if subscribed && matches!(target, Target::Presence(_)) {
+            // Every join and leave matters: a presence subscription is never conflated.
+            self.presence.subs.insert(sub);
+        } else if mode == SubMode::Latest && subscribed {
             self.latest.insert(sub);
         }
         subscribed
@@ -574,6 +623,13 @@ impl Hub {
 
     /// A frame from a store: a reply, or watch traffic (watch ids say whose).
     pub fn on_frame(&mut self, frame: &LinkFrame<'_>) {
+        let mark = self.out.len();
+        self.on_message(frame);
+        self.present(mark);
+    }
+
+    /// [`Hub::on_frame`]'s message, routed.
+    fn on_message(&mut self, frame: &LinkFrame<'_>) {
         let rid = frame.request_id;
         match frame.message {
             LinkMessage::GetReply(r) => {
@@ -584,6 +640,17 @@ impl Hub {
             LinkMessage::WriteReply(r) => {
                 if let Some(p) = self.take_request(rid) {
                     self.on_write_reply(p, &r);
+                }
+            }
+            LinkMessage::MembersReply(r) => {
+                if let Some(Pending {
+                    conn,
+                    id,
+                    kind: PendingKind::Members { prefix },
+                    ..
+                }) = self.take_request(rid)
+                {
+                    self.on_members_reply(conn, id, &prefix, &r);
                 }
             }
             LinkMessage::Error(e) => match self.take_request(rid) {

@@ -227,6 +227,7 @@ impl Sim {
                     (*c, *id, d.response(*id).into_owned())
                 }
                 Out::Inbox(_) => panic!("no inbox subscription in these tests"),
+                Out::Presence(..) => panic!("no presence subscription in these tests"),
                 Out::Ended(c, id) => {
                     assert_eq!(c.0 % 2, 1, "the end of a stream subscription announced");
                     // Nothing may follow it for the subscription.

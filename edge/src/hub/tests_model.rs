@@ -335,6 +335,11 @@ impl Model {
                     let nonce = p.nonce();
                     self.push(s, |e, o| e.pong(o, frame.request_id, nonce).unwrap());
                 }
+                // Every link's return announces the worker's presence members: none
+                // here (these tests join nothing).
+                LinkMessage::PresenceSync(p) => {
+                    assert!(p.last() && p.entries().is_none_or(|e| e.is_empty()));
+                }
                 other => panic!("unexpected {:?}", other.kind()),
             }
         }

@@ -28,8 +28,8 @@ const SHARE_MIN: usize = 512;
 /// Reused encoders.
 #[derive(Debug, Default)]
 pub struct Encoders {
-    fb: FbEncoder,
-    scratch: Vec<u8>,
+    pub(super) fb: FbEncoder,
+    pub(super) scratch: Vec<u8>,
 }
 
 /// Queue one frame whose payload is `head` (this connection's own bytes) then `rest`
@@ -146,7 +146,7 @@ fn held_before(
 }
 
 /// Queue response `msg` on `conn`, in its form.
-fn queue_msg(conn: &mut Conn, msg: &Response<'_>, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
+pub(super) fn queue_msg(conn: &mut Conn, msg: &Response<'_>, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
     scratch.clear();
     if conn.proto() == Proto::Fb {
         fb.encode_response(msg, scratch);
@@ -171,9 +171,11 @@ impl Worker {
         let Encoders { fb, scratch } = &mut self.delivery;
         for o in &out {
             let me = match o {
-                Out::Msg(c, _) | Out::Change(c, _, _) | Out::Latest(c, _, _) | Out::Ended(c, _) => {
-                    *c
-                }
+                Out::Msg(c, _)
+                | Out::Change(c, _, _)
+                | Out::Latest(c, _, _)
+                | Out::Ended(c, _)
+                | Out::Presence(c, _, _) => *c,
                 Out::Inbox(_) => WORKER_CONN,
             };
             if me == WORKER_CONN {
@@ -203,7 +205,17 @@ impl Worker {
                     if held.holds(key) {
                         held_before(held, key, msg, conn, fb, scratch);
                     }
+                    self.batches.before(key, msg, conn, fb, scratch);
                     queue_msg(conn, msg, fb, scratch);
+                }
+                Out::Presence(_, id, d) => {
+                    if !self.cfg.presence_batch.is_zero() {
+                        self.batches.push(key, *id, Rc::clone(d));
+                        continue;
+                    }
+                    if let Some(m) = super::presence::events_message(*id, std::slice::from_ref(d)) {
+                        queue_msg(conn, &m, fb, scratch);
+                    }
                 }
                 Out::Change(_, id, d) => queue_change(conn, *id, d, fb, scratch),
                 Out::Latest(_, id, d) => {
@@ -222,6 +234,7 @@ impl Worker {
                 }
                 Out::Ended(_, id) => {
                     held.end(key, *id);
+                    self.batches.drop_sub(key, *id);
                     continue;
                 }
                 // Taken above, with the worker's own subscriptions.
@@ -236,6 +249,7 @@ impl Worker {
         self.metrics
             .deliveries
             .store(self.hub.stats.deliveries, Ordering::Relaxed);
+        self.arm_presence_timer();
         for key in touched {
             self.release_held(key);
             self.drive(key);
@@ -289,5 +303,9 @@ impl Worker {
             .store(self.bufs.provided_bytes() as u64, Ordering::Relaxed);
         m.latest_held
             .store(self.conflation.held() as u64, Ordering::Relaxed);
+        m.presence_joins
+            .store(self.hub.presence_members() as u64, Ordering::Relaxed);
+        m.presence_waiting
+            .store(self.batches.len() as u64, Ordering::Relaxed);
     }
 }

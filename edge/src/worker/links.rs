@@ -42,6 +42,17 @@ fn fresh_nonce() -> Option<Nonce> {
     Some(Nonce(n))
 }
 
+/// This edge process's id on its links, `edge-<pid>-<8 hex digits>`: the digits are
+/// random per start, so that a restarted edge is never taken for the one before it
+/// (stores name presence members by it).
+pub(crate) fn edge_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let boot = fresh_nonce().map_or(0, |n| u32::from_le_bytes([n.0[0], n.0[1], n.0[2], n.0[3]]));
+        format!("edge-{}-{boot:08x}", std::process::id())
+    })
+}
+
 /// The token of `kind` for link `s`'s socket of `generation`.
 fn token(kind: OpKind, s: usize, generation: Gen) -> Token {
     Token::new(kind, s as u32, generation)
@@ -85,7 +96,7 @@ impl LinkSet {
                 .collect(),
             enc: LinkEncoder::new(&LinkLimits::default()),
             jitter: Jitter::new(seed),
-            edge_id: format!("edge-{}", std::process::id()),
+            edge_id: edge_id().to_owned(),
             worker: worker as u16,
             partitions: map.partitions,
             map_version: map.version,

@@ -21,6 +21,7 @@ mod dispatch;
 pub mod link;
 mod links;
 pub mod per_ip;
+mod presence;
 pub mod slab;
 mod tick;
 pub mod timer;
@@ -141,6 +142,8 @@ pub struct Worker {
     delivery: dispatch::Encoders,
     /// Changes of `latest` subscriptions held for connections that are behind.
     conflation: conflate::Conflation,
+    /// Presence events waiting for their interval.
+    batches: presence::Batches,
     /// The verifier tokens are checked against (`None`: auth is off), and the
     /// generation of [`Shared::keys`] it is.
     verifier: Option<Arc<crate::auth::token::Verifier>>,
@@ -251,9 +254,12 @@ impl Worker {
                     ^ u64::from(std::process::id()),
                 (cluster_secret, link_tls),
             ),
-            hub: Hub::new(map).with_max_subs(max_subs),
+            hub: Hub::new(map)
+                .with_max_subs(max_subs)
+                .with_presence(links::edge_id(), id as u16),
             delivery: dispatch::Encoders::default(),
             conflation: conflate::Conflation::default(),
+            batches: presence::Batches::default(),
             verifier,
             keys_seen,
             tls,
@@ -314,6 +320,7 @@ impl Worker {
             OpKind::Send => self.on_send(key, c),
             OpKind::Poll => self.on_poll(key, &c),
             OpKind::Tick if t.slot == links::LINK_TIMER_SLOT => self.on_link_timer(),
+            OpKind::Tick if t.slot == presence::PRESENCE_TIMER_SLOT => self.on_presence_timer(),
             OpKind::Tick => self.on_tick(),
             OpKind::Wake => {
                 if let Ok(s) = usize::try_from(c.result) {

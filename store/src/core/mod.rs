@@ -34,6 +34,7 @@
 
 mod committer;
 mod pages;
+mod presence;
 mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -60,8 +61,13 @@ pub use pages::{PAGE_BYTES, PAGE_ENTRIES, pages};
 /// A request decoded by a link, owned so that it can cross to the core thread.
 #[derive(Debug)]
 pub enum Req {
-    /// The edge introduced itself.
-    Hello,
+    /// The edge introduced itself: its process (link id) and the worker owning the link.
+    Hello {
+        /// The edge process's id (unique per start).
+        edge: String,
+        /// The worker.
+        worker: u16,
+    },
     /// Liveness probe.
     Ping(u64),
     /// Read a key.
@@ -81,6 +87,22 @@ pub enum Req {
     },
     /// Stop watching.
     Unwatch(WatchId),
+    /// A page of a channel's presence members (`limit` 0: the count only).
+    Members {
+        /// The channel's prefix ([`wire::presence::channel_prefix`]).
+        prefix: String,
+        /// The last member key of the previous page.
+        after: Option<String>,
+        /// Most members in the page.
+        limit: u32,
+    },
+    /// Members the link's worker holds, (key, meta): one part of its announcement.
+    PresenceSync {
+        /// The members.
+        members: Vec<(String, Vec<u8>)>,
+        /// The announcement's last part.
+        last: bool,
+    },
 }
 
 /// What reaches the core.
@@ -150,6 +172,8 @@ pub struct CoreConfig {
     /// TLS on the links: every link is a TLS session with this config (`None`:
     /// cleartext). Used by the link tasks, like the secret.
     pub link_tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a gone edge's presence members are kept (ms).
+    pub presence_grace_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -164,6 +188,7 @@ impl Default for CoreConfig {
             metrics: Arc::default(),
             cluster_secret: None,
             link_tls: None,
+            presence_grace_ms: crate::config::DEFAULT_PRESENCE_GRACE_MS,
         }
     }
 }
@@ -246,6 +271,11 @@ struct Core<E: Engine> {
     /// Trimming is due; `trimming` while a batch with trims is not yet committed.
     trim_due: bool,
     trimming: bool,
+    /// Presence members, and which edge process and worker each link serves.
+    presence: crate::presence::Presence,
+    link_edges: HashMap<LinkId, presence::LinkEdge>,
+    /// Per link: the member keys of a presence announcement in progress.
+    syncing: HashMap<LinkId, std::collections::HashSet<Box<str>>>,
 }
 
 /// Where requests, link events and commit outcomes reach the core.
@@ -286,7 +316,11 @@ pub async fn run<E: Engine>(
         deferred: HashMap::new(),
         trim_due: false,
         trimming: false,
+        presence: crate::presence::Presence::default(),
+        link_edges: HashMap::new(),
+        syncing: HashMap::new(),
     };
+    core.load_presence();
     core.publish_partitions();
     let mut last_tick = now_ms();
     let mut stopping = false;
@@ -310,6 +344,7 @@ pub async fn run<E: Engine>(
                 CoreMsg::Shutdown => stopping = true,
             }
         }
+        core.expire_presence();
         core.pump();
         core.flush();
         if stopping && core.idle() {
@@ -592,6 +627,7 @@ impl<E: Engine> Core<E> {
                 warn!(error = %e, "commit failed: the batch and the one prepared after it fail");
                 let e = Failure::Engine(e);
                 self.log.abort();
+                self.load_presence();
                 self.trimming = false;
                 let results = std::mem::take(&mut done.prepared.results);
                 done.prepared.results = crate::changelog::fail_all(results, &e);
@@ -678,7 +714,8 @@ impl<E: Engine> Core<E> {
     /// Run a request whose turn has come: queue a write, answer anything else now.
     fn request(&mut self, link: LinkId, request_id: u64, req: Req) {
         match req {
-            Req::Hello => {
+            Req::Hello { edge, worker } => {
+                self.presence_hello(link, edge, worker);
                 let buf = self.pending.entry(link).or_default();
                 let _ = self.enc.hello_ack(
                     buf,
@@ -705,7 +742,14 @@ impl<E: Engine> Core<E> {
                 }
                 Err(e) => self.read_error(link, request_id, &e),
             },
+            Req::Write(w) if presence::is_presence(&w) => self.presence_write(link, request_id, w),
             Req::Write(w) => self.enqueue(link, request_id, w),
+            Req::Members {
+                prefix,
+                after,
+                limit,
+            } => self.members(link, request_id, &prefix, after.as_deref(), limit),
+            Req::PresenceSync { members, last } => self.presence_sync(link, members, last),
             Req::Watch {
                 watch_id,
                 target,
@@ -727,6 +771,7 @@ impl<E: Engine> Core<E> {
         self.pending.remove(&link);
         self.deferred.remove(&link);
         self.watchers.remove_link(link);
+        self.presence_link_gone(link);
         Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
         Metrics::set(&self.cfg.metrics.watches, self.watchers.len() as u64);
     }

@@ -6,7 +6,10 @@ use std::borrow::Cow;
 use proptest::prelude::*;
 
 use super::json::is_json;
-use super::{ChangeOp, Entry, ErrorCode, Request, Response, SubMode, Target};
+use super::{
+    ChangeOp, Entry, ErrorCode, Member, MemberMeta, PresenceEvent, Request, Response, SubMode,
+    Target,
+};
 
 /// Keys, prefixes, tokens and messages: any characters, controls and quotes included.
 fn text() -> impl Strategy<Value = Cow<'static, str>> {
@@ -55,10 +58,80 @@ fn stored_value() -> impl Strategy<Value = Cow<'static, [u8]>> {
     prop_oneof![json_value(), binary_value()].prop_map(Cow::Owned)
 }
 
+/// A channel that can hold presence.
+fn channel() -> impl Strategy<Value = Cow<'static, str>> {
+    text().prop_filter("a presence channel", |c| {
+        crate::presence::check_channel(c).is_ok()
+    })
+}
+
+/// A member's meta: JSON within the limit.
+fn meta() -> impl Strategy<Value = Cow<'static, [u8]>> {
+    json_value()
+        .prop_filter("within the meta limit", |m| {
+            m.len() <= crate::presence::MAX_META_LEN
+        })
+        .prop_map(Cow::Owned)
+}
+
+/// `join`, `leave` and `presence`.
+fn presence_request() -> impl Strategy<Value = Request<'static>> {
+    prop_oneof![
+        (any::<u64>(), channel(), meta())
+            .prop_map(|(id, channel, meta)| Request::Join { id, channel, meta }),
+        (any::<u64>(), channel()).prop_map(|(id, channel)| Request::Leave { id, channel }),
+        (
+            any::<u64>(),
+            channel(),
+            proptest::option::of(text()),
+            any::<bool>()
+        )
+            .prop_map(|(id, channel, cursor, count_only)| Request::Presence {
+                id,
+                channel,
+                cursor,
+                count_only
+            }),
+    ]
+}
+
+/// A `members` page or `presence` events.
+fn presence_response() -> impl Strategy<Value = Response<'static>> {
+    let user = || proptest::option::of(text());
+    let member_meta = (text(), meta()).prop_map(|(conn, meta)| MemberMeta { conn, meta });
+    let member = (user(), proptest::collection::vec(member_meta, 0..3))
+        .prop_map(|(user, metas)| Member { user, metas });
+    let event = (proptest::option::of(meta()), user(), text())
+        .prop_map(|(joined, user, conn)| PresenceEvent { joined, user, conn });
+    prop_oneof![
+        (
+            any::<u64>(),
+            proptest::collection::vec(member, 0..3),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+            any::<bool>()
+        )
+            .prop_map(
+                |(id, members, total, cursor, token, more)| Response::Members {
+                    id,
+                    members,
+                    total,
+                    cursor,
+                    token,
+                    more
+                }
+            ),
+        (any::<u64>(), proptest::collection::vec(event, 0..4), text())
+            .prop_map(|(id, events, token)| Response::Presence { id, events, token }),
+    ]
+}
+
 pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
     let target = prop_oneof![
         text().prop_map(Target::Key),
-        text().prop_map(Target::Prefix)
+        text().prop_map(Target::Prefix),
+        channel().prop_map(Target::Presence),
     ];
     prop_oneof![
         (
@@ -119,6 +192,7 @@ pub(super) fn request() -> impl Strategy<Value = Request<'static>> {
             }),
         (any::<u64>(), text()).prop_map(|(id, token)| Request::Auth { id, token }),
         (any::<u64>(), text()).prop_map(|(id, token)| Request::Ack { id, token }),
+        presence_request(),
     ]
 }
 
@@ -186,5 +260,6 @@ pub(super) fn response() -> impl Strategy<Value = Response<'static>> {
                 version,
             }
         }),
+        presence_response(),
     ]
 }

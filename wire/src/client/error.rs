@@ -29,8 +29,8 @@ pub enum ClientErrorKind {
     /// The `op` is not one this protocol knows.
     #[error("unknown op `{0}`")]
     UnknownOp(String),
-    /// `sub` has both or neither of `key` and `prefix`.
-    #[error("`sub` needs exactly one of `key` and `prefix`")]
+    /// `sub` has more or fewer than one of `key`, `prefix` and `presence`.
+    #[error("`sub` needs exactly one of `key`, `prefix` and `presence`")]
     SubTarget,
     /// A key or prefix is empty.
     #[error("`{0}` must not be empty")]

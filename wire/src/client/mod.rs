@@ -25,7 +25,7 @@ mod tests;
 pub use error::{ClientError, ClientErrorKind};
 pub use token::{Position, TokenError, decode_token, encode_token};
 pub use types::{
-    AUTO_SUB_ID, BROADCAST_KEY, ChangeOp, Entry, ErrorCode, Request, Response, SubMode, Target,
-    inbox_key,
+    AUTO_SUB_ID, BROADCAST_KEY, ChangeOp, Entry, ErrorCode, Member, MemberMeta, PresenceEvent,
+    Request, Response, SubMode, Target, inbox_key,
 };
 pub use validate::{MAX_DURABLE_LEN, MAX_JWT_LEN, MAX_KEY_LEN, MAX_MSG_ID_LEN, MAX_TOKEN_LEN};

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::arbitrary;
 use super::{
-    ChangeOp, ClientError, Entry, ErrorCode, Request, Response, SubMode, Target, fb, json,
+    ChangeOp, ClientError, Member, MemberMeta, PresenceEvent, Entry, ErrorCode, Request, Response, SubMode, Target, fb, json,
 };
 
 fn via_json_request(r: &Request<'_>) -> Result<Request<'static>, ClientError> {
@@ -42,6 +42,8 @@ fn with_id(mut response: Response<'static>, new: u64) -> Response<'static> {
         | Response::Resumed { id, .. }
         | Response::Reset { id, .. }
         | Response::Value { id, .. }
+        | Response::Members { id, .. }
+        | Response::Presence { id, .. }
         | Response::Ok { id, .. } => *id = new,
         Response::Error { id, .. } => *id = id.map(|_| new),
     }
@@ -101,6 +103,28 @@ fn every_request_variant_round_trips_in_both_forms() {
         Request::Ack {
             id: 2,
             token: "AQAAAAAAAAACAAAAAAAAAAMAAAAAAAAA".into(),
+        },
+        Request::Sub {
+            id: 9,
+            target: Target::Presence("room/{42}".into()),
+            from: None,
+            mode: SubMode::Stream,
+            durable: None,
+        },
+        Request::Join {
+            id: 10,
+            channel: "room/{42}".into(),
+            meta: value(b"{\"name\":\"Alice\"}"),
+        },
+        Request::Leave {
+            id: 11,
+            channel: "room/{42}".into(),
+        },
+        Request::Presence {
+            id: 12,
+            channel: "lobby".into(),
+            cursor: Some("c".into()),
+            count_only: true,
         },
     ];
     for request in requests {
@@ -193,6 +217,48 @@ fn every_response_variant_round_trips_in_both_forms() {
             code: ErrorCode::BadRequest,
             message: "bad".into(),
             version: None,
+        },
+        Response::Members {
+            id: 7,
+            members: vec![
+                Member {
+                    user: Some("alice".into()),
+                    metas: vec![
+                        MemberMeta {
+                            conn: "e/0/1.1".into(),
+                            meta: value(b"{\"on\":\"phone\"}"),
+                        },
+                        MemberMeta {
+                            conn: "e/1/4.2".into(),
+                            meta: value(b"null"),
+                        },
+                    ],
+                },
+                Member {
+                    user: None,
+                    metas: vec![],
+                },
+            ],
+            total: Some(3),
+            cursor: Some("c".into()),
+            token: None,
+            more: true,
+        },
+        Response::Presence {
+            id: 7,
+            events: vec![
+                PresenceEvent {
+                    joined: Some(value(b"1")),
+                    user: Some("bob".into()),
+                    conn: "e/0/2.1".into(),
+                },
+                PresenceEvent {
+                    joined: None,
+                    user: None,
+                    conn: "e/0/3.1".into(),
+                },
+            ],
+            token: "t".into(),
         },
     ];
     for response in responses {

@@ -88,6 +88,33 @@ pub enum Request<'a> {
         /// The resume token of the last change processed.
         token: Cow<'a, str>,
     },
+    /// Join a channel's presence as this connection (again: replace the meta).
+    Join {
+        /// Request id.
+        id: u64,
+        /// The channel.
+        channel: Cow<'a, str>,
+        /// What others see of this member: JSON text (`null` when not given).
+        meta: Cow<'a, [u8]>,
+    },
+    /// Leave a channel's presence.
+    Leave {
+        /// Request id.
+        id: u64,
+        /// The channel.
+        channel: Cow<'a, str>,
+    },
+    /// List a channel's members, a page at a time, or only count them.
+    Presence {
+        /// Request id.
+        id: u64,
+        /// The channel.
+        channel: Cow<'a, str>,
+        /// Where the previous page ended (its `cursor`); `None`: the first page.
+        cursor: Option<Cow<'a, str>>,
+        /// Only the count, no members.
+        count_only: bool,
+    },
 }
 
 /// How a subscription delivers changes.
@@ -142,6 +169,8 @@ pub enum Target<'a> {
     Key(Cow<'a, str>),
     /// Every key starting with this prefix.
     Prefix(Cow<'a, str>),
+    /// A channel's presence: its members, then who joins and leaves.
+    Presence(Cow<'a, str>),
 }
 
 /// A message from an edge to a client.
@@ -204,6 +233,33 @@ pub enum Response<'a> {
         /// Position of the write.
         token: Option<Cow<'a, str>>,
     },
+    /// A page of a channel's members (the answer to `Presence`, or the snapshot of a
+    /// presence subscription), grouped by user.
+    Members {
+        /// The request's (or subscription's) id.
+        id: u64,
+        /// The members in this page; one user's connections are in one group (a user
+        /// whose connections span two pages appears in both).
+        members: Vec<Member<'a>>,
+        /// How many connections are members of the channel (the first page of an
+        /// answer, and `count_only`).
+        total: Option<u64>,
+        /// Where the next page starts (an answer with more pages to come).
+        cursor: Option<Cow<'a, str>>,
+        /// Position the list is consistent with (a subscription's last page).
+        token: Option<Cow<'a, str>>,
+        /// More pages of this subscription's list follow.
+        more: bool,
+    },
+    /// Members that joined or left a channel a presence subscription follows, in order.
+    Presence {
+        /// The subscription's id.
+        id: u64,
+        /// What happened, oldest first.
+        events: Vec<PresenceEvent<'a>>,
+        /// Resume token for the position just after the last event.
+        token: Cow<'a, str>,
+    },
     /// A request failed.
     Error {
         /// The request's id; `None` when the request was too malformed to have one.
@@ -226,6 +282,65 @@ pub struct Entry<'a> {
     pub value: Cow<'a, [u8]>,
     /// Its version.
     pub version: u64,
+}
+
+/// One user's connections in a channel (anonymous connections are one group each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member<'a> {
+    /// The user (a token's subject); `None`: anonymous.
+    pub user: Option<Cow<'a, str>>,
+    /// One entry per connection.
+    pub metas: Vec<MemberMeta<'a>>,
+}
+
+/// One connection's membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberMeta<'a> {
+    /// The connection (unique in the cluster).
+    pub conn: Cow<'a, str>,
+    /// Its meta (JSON text).
+    pub meta: Cow<'a, [u8]>,
+}
+
+/// A member joined (or changed its meta) or left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent<'a> {
+    /// Joined (with its meta) or left.
+    pub joined: Option<Cow<'a, [u8]>>,
+    /// The user; `None`: anonymous.
+    pub user: Option<Cow<'a, str>>,
+    /// The connection.
+    pub conn: Cow<'a, str>,
+}
+
+impl PresenceEvent<'_> {
+    /// Copies the borrowed parts.
+    #[must_use]
+    pub fn into_owned(self) -> PresenceEvent<'static> {
+        PresenceEvent {
+            joined: self.joined.map(own),
+            user: self.user.map(own),
+            conn: own(self.conn),
+        }
+    }
+}
+
+impl Member<'_> {
+    /// Copies the borrowed parts.
+    #[must_use]
+    pub fn into_owned(self) -> Member<'static> {
+        Member {
+            user: self.user.map(own),
+            metas: self
+                .metas
+                .into_iter()
+                .map(|m| MemberMeta {
+                    conn: own(m.conn),
+                    meta: own(m.meta),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What a change did.
@@ -344,7 +459,10 @@ impl Request<'_> {
             | Self::Del { id, .. }
             | Self::Pub { id, .. }
             | Self::Auth { id, .. }
-            | Self::Ack { id, .. } => *id,
+            | Self::Ack { id, .. }
+            | Self::Join { id, .. }
+            | Self::Leave { id, .. }
+            | Self::Presence { id, .. } => *id,
         }
     }
 
@@ -412,6 +530,26 @@ impl Request<'_> {
                 id,
                 token: own(token),
             },
+            Self::Join { id, channel, meta } => Request::Join {
+                id,
+                channel: own(channel),
+                meta: own(meta),
+            },
+            Self::Leave { id, channel } => Request::Leave {
+                id,
+                channel: own(channel),
+            },
+            Self::Presence {
+                id,
+                channel,
+                cursor,
+                count_only,
+            } => Request::Presence {
+                id,
+                channel: own(channel),
+                cursor: cursor.map(own),
+                count_only,
+            },
         }
     }
 }
@@ -423,6 +561,7 @@ impl Target<'_> {
         match self {
             Self::Key(key) => Target::Key(own(key)),
             Self::Prefix(prefix) => Target::Prefix(own(prefix)),
+            Self::Presence(channel) => Target::Presence(own(channel)),
         }
     }
 }
@@ -437,6 +576,8 @@ impl Response<'_> {
             | Self::Resumed { id, .. }
             | Self::Reset { id, .. }
             | Self::Value { id, .. }
+            | Self::Members { id, .. }
+            | Self::Presence { id, .. }
             | Self::Ok { id, .. } => Some(*id),
             Self::Error { id, .. } => *id,
         }
@@ -481,6 +622,26 @@ impl Response<'_> {
                 key: own(key),
                 value: value.map(own),
                 version,
+            },
+            Self::Members {
+                id,
+                members,
+                total,
+                cursor,
+                token,
+                more,
+            } => Response::Members {
+                id,
+                members: members.into_iter().map(Member::into_owned).collect(),
+                total,
+                cursor: cursor.map(own),
+                token: token.map(own),
+                more,
+            },
+            Self::Presence { id, events, token } => Response::Presence {
+                id,
+                events: events.into_iter().map(PresenceEvent::into_owned).collect(),
+                token: own(token),
             },
             Self::Ok { id, version, token } => Response::Ok {
                 id,

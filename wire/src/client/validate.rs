@@ -103,6 +103,42 @@ pub(super) fn value(value: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, Clien
     value.ok_or(ClientErrorKind::Missing("value"))
 }
 
+/// A present channel that can hold presence ([`crate::presence::check_channel`]).
+pub(super) fn channel(value: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
+    use crate::presence::{ChannelError, MAX_CHANNEL_LEN, check_channel};
+    let value = value.ok_or(ClientErrorKind::Missing("channel"))?;
+    match check_channel(&value) {
+        Ok(()) => Ok(value),
+        Err(ChannelError::Empty) => Err(ClientErrorKind::Empty("channel")),
+        Err(ChannelError::TooLong(len)) => Err(ClientErrorKind::KeyTooLong {
+            field: "channel",
+            len,
+            max: MAX_CHANNEL_LEN,
+        }),
+        Err(e @ ChannelError::Brace) => Err(ClientErrorKind::Malformed(e.to_string())),
+    }
+}
+
+/// A member's meta: one JSON value of at most [`crate::presence::MAX_META_LEN`] bytes
+/// (`null` when absent).
+pub(super) fn meta(meta: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientErrorKind> {
+    use crate::presence::MAX_META_LEN;
+    let Some(meta) = meta else {
+        return Ok(Cow::Borrowed(b"null"));
+    };
+    if meta.len() > MAX_META_LEN {
+        return Err(ClientErrorKind::KeyTooLong {
+            field: "meta",
+            len: meta.len(),
+            max: MAX_META_LEN,
+        });
+    }
+    if !super::json::is_json(&meta) {
+        return Err(ClientErrorKind::Malformed("`meta` must be one JSON value".into()));
+    }
+    Ok(meta)
+}
+
 /// A present request id.
 pub(super) fn id(id: Option<u64>) -> Result<u64, ClientErrorKind> {
     id.ok_or(ClientErrorKind::Missing("id"))

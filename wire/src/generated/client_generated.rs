@@ -101,10 +101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for SubMode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OP: u8 = 8;
+pub const ENUM_MAX_OP: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OP: [Op; 9] = [
+pub const ENUM_VALUES_OP: [Op; 12] = [
   Op::NONE,
   Op::Sub,
   Op::Unsub,
@@ -114,6 +114,9 @@ pub const ENUM_VALUES_OP: [Op; 9] = [
   Op::Pub,
   Op::Auth,
   Op::Ack,
+  Op::Join,
+  Op::Leave,
+  Op::Presence,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -130,9 +133,12 @@ impl Op {
   pub const Pub: Self = Self(6);
   pub const Auth: Self = Self(7);
   pub const Ack: Self = Self(8);
+  pub const Join: Self = Self(9);
+  pub const Leave: Self = Self(10);
+  pub const Presence: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Sub,
@@ -143,6 +149,9 @@ impl Op {
     Self::Pub,
     Self::Auth,
     Self::Ack,
+    Self::Join,
+    Self::Leave,
+    Self::Presence,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -156,6 +165,9 @@ impl Op {
       Self::Pub => Some("Pub"),
       Self::Auth => Some("Auth"),
       Self::Ack => Some("Ack"),
+      Self::Join => Some("Join"),
+      Self::Leave => Some("Leave"),
+      Self::Presence => Some("Presence"),
       _ => None,
     }
   }
@@ -303,10 +315,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ChangeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 7;
+pub const ENUM_MAX_REPLY: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 8] = [
+pub const ENUM_VALUES_REPLY: [Reply; 10] = [
   Reply::NONE,
   Reply::Snapshot,
   Reply::Change,
@@ -315,6 +327,8 @@ pub const ENUM_VALUES_REPLY: [Reply; 8] = [
   Reply::Value,
   Reply::Ok,
   Reply::Error,
+  Reply::Members,
+  Reply::PresenceEvents,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -330,9 +344,11 @@ impl Reply {
   pub const Value: Self = Self(5);
   pub const Ok: Self = Self(6);
   pub const Error: Self = Self(7);
+  pub const Members: Self = Self(8);
+  pub const PresenceEvents: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Snapshot,
@@ -342,6 +358,8 @@ impl Reply {
     Self::Value,
     Self::Ok,
     Self::Error,
+    Self::Members,
+    Self::PresenceEvents,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -354,6 +372,8 @@ impl Reply {
       Self::Value => Some("Value"),
       Self::Ok => Some("Ok"),
       Self::Error => Some("Error"),
+      Self::Members => Some("Members"),
+      Self::PresenceEvents => Some("PresenceEvents"),
       _ => None,
     }
   }
@@ -673,7 +693,8 @@ impl ::core::fmt::Debug for ResumeToken<'_> {
 pub enum SubOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Subscribe to one key or to every key under a prefix (exactly one is set).
+/// Subscribe to one key, to every key under a prefix, or to a channel's presence
+/// (exactly one of `key`, `prefix` and `presence` is set).
 pub struct Sub<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -692,6 +713,7 @@ impl<'a> Sub<'a> {
   pub const VT_FROM: ::flatbuffers::VOffsetT = 8;
   pub const VT_MODE: ::flatbuffers::VOffsetT = 10;
   pub const VT_DURABLE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PRESENCE: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -703,6 +725,7 @@ impl<'a> Sub<'a> {
     args: &'args SubArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Sub<'bldr>> {
     let mut builder = SubBuilder::new(_fbb);
+    if let Some(x) = args.presence { builder.add_presence(x); }
     if let Some(x) = args.durable { builder.add_durable(x); }
     if let Some(x) = args.from { builder.add_from(x); }
     if let Some(x) = args.prefix { builder.add_prefix(x); }
@@ -751,6 +774,14 @@ impl<'a> Sub<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Sub::VT_DURABLE, None)}
   }
+  /// A channel: its members (Members), then who joins and leaves (Presence).
+  #[inline]
+  pub fn presence(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Sub::VT_PRESENCE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Sub<'_> {
@@ -764,6 +795,7 @@ impl ::flatbuffers::Verifiable for Sub<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from", Self::VT_FROM, false)?
      .visit_field::<SubMode>("mode", Self::VT_MODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("durable", Self::VT_DURABLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("presence", Self::VT_PRESENCE, false)?
      .finish();
     Ok(())
   }
@@ -774,6 +806,7 @@ pub struct SubArgs<'a> {
     pub from: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub mode: SubMode,
     pub durable: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub presence: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for SubArgs<'a> {
   #[inline]
@@ -784,6 +817,7 @@ impl<'a> Default for SubArgs<'a> {
       from: None,
       mode: SubMode::Stream,
       durable: None,
+      presence: None,
     }
   }
 }
@@ -814,6 +848,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sub::VT_DURABLE, durable);
   }
   #[inline]
+  pub fn add_presence(&mut self, presence: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sub::VT_PRESENCE, presence);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubBuilder {
@@ -836,6 +874,7 @@ impl ::core::fmt::Debug for Sub<'_> {
       ds.field("from", &self.from());
       ds.field("mode", &self.mode());
       ds.field("durable", &self.durable());
+      ds.field("presence", &self.presence());
       ds.finish()
   }
 }
@@ -1640,6 +1679,350 @@ impl ::core::fmt::Debug for Ack<'_> {
       ds.finish()
   }
 }
+pub enum JoinOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Join a channel's presence as this connection (again: replace the meta).
+pub struct Join<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Join<'a> {
+  type Inner = Join<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Join<'a> {
+  pub const VT_CHANNEL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_META: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Join { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JoinArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Join<'bldr>> {
+    let mut builder = JoinBuilder::new(_fbb);
+    if let Some(x) = args.meta { builder.add_meta(x); }
+    if let Some(x) = args.channel { builder.add_channel(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn channel(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Join::VT_CHANNEL, None)}
+  }
+  /// JSON text of at most 1 KiB (absent: null).
+  #[inline]
+  pub fn meta(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Join::VT_META, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Join<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("channel", Self::VT_CHANNEL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("meta", Self::VT_META, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JoinArgs<'a> {
+    pub channel: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for JoinArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JoinArgs {
+      channel: None,
+      meta: None,
+    }
+  }
+}
+
+pub struct JoinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_channel(&mut self, channel: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Join::VT_CHANNEL, channel);
+  }
+  #[inline]
+  pub fn add_meta(&mut self, meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Join::VT_META, meta);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JoinBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Join<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Join<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Join");
+      ds.field("channel", &self.channel());
+      ds.field("meta", &self.meta());
+      ds.finish()
+  }
+}
+pub enum LeaveOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Leave a channel's presence.
+pub struct Leave<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Leave<'a> {
+  type Inner = Leave<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Leave<'a> {
+  pub const VT_CHANNEL: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Leave { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaveArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Leave<'bldr>> {
+    let mut builder = LeaveBuilder::new(_fbb);
+    if let Some(x) = args.channel { builder.add_channel(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn channel(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Leave::VT_CHANNEL, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Leave<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("channel", Self::VT_CHANNEL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaveArgs<'a> {
+    pub channel: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LeaveArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LeaveArgs {
+      channel: None,
+    }
+  }
+}
+
+pub struct LeaveBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaveBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_channel(&mut self, channel: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Leave::VT_CHANNEL, channel);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaveBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaveBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Leave<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Leave<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Leave");
+      ds.field("channel", &self.channel());
+      ds.finish()
+  }
+}
+pub enum PresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// List a channel's members a page at a time (`cursor`: where the last page ended),
+/// or only count them.
+pub struct Presence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Presence<'a> {
+  type Inner = Presence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Presence<'a> {
+  pub const VT_CHANNEL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CURSOR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_COUNT_ONLY: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Presence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Presence<'bldr>> {
+    let mut builder = PresenceBuilder::new(_fbb);
+    if let Some(x) = args.cursor { builder.add_cursor(x); }
+    if let Some(x) = args.channel { builder.add_channel(x); }
+    builder.add_count_only(args.count_only);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn channel(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Presence::VT_CHANNEL, None)}
+  }
+  #[inline]
+  pub fn cursor(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Presence::VT_CURSOR, None)}
+  }
+  #[inline]
+  pub fn count_only(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Presence::VT_COUNT_ONLY, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Presence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("channel", Self::VT_CHANNEL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("cursor", Self::VT_CURSOR, false)?
+     .visit_field::<bool>("count_only", Self::VT_COUNT_ONLY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceArgs<'a> {
+    pub channel: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub cursor: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub count_only: bool,
+}
+impl<'a> Default for PresenceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceArgs {
+      channel: None,
+      cursor: None,
+      count_only: false,
+    }
+  }
+}
+
+pub struct PresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_channel(&mut self, channel: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Presence::VT_CHANNEL, channel);
+  }
+  #[inline]
+  pub fn add_cursor(&mut self, cursor: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Presence::VT_CURSOR, cursor);
+  }
+  #[inline]
+  pub fn add_count_only(&mut self, count_only: bool) {
+    self.fbb_.push_slot::<bool>(Presence::VT_COUNT_ONLY, count_only, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Presence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Presence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Presence");
+      ds.field("channel", &self.channel());
+      ds.field("cursor", &self.cursor());
+      ds.field("count_only", &self.count_only());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1819,6 +2202,51 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_join(&self) -> Option<Join<'a>> {
+    if self.op_type() == Op::Join {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Join::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_leave(&self) -> Option<Leave<'a>> {
+    if self.op_type() == Op::Leave {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Leave::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_presence(&self) -> Option<Presence<'a>> {
+    if self.op_type() == Op::Presence {
+      self.op().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Presence::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -1838,6 +2266,9 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           Op::Pub => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pub>>("Op::Pub", pos),
           Op::Auth => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Auth>>("Op::Auth", pos),
           Op::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("Op::Ack", pos),
+          Op::Join => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Join>>("Op::Join", pos),
+          Op::Leave => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Leave>>("Op::Leave", pos),
+          Op::Presence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Presence>>("Op::Presence", pos),
           _ => Ok(()),
         }
      })?
@@ -1950,6 +2381,27 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         Op::Ack => {
           if let Some(x) = self.op_as_ack() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::Join => {
+          if let Some(x) = self.op_as_join() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::Leave => {
+          if let Some(x) = self.op_as_leave() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Op::Presence => {
+          if let Some(x) = self.op_as_presence() {
             ds.field("op", &x)
           } else {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -2961,6 +3413,663 @@ impl ::core::fmt::Debug for Error<'_> {
       ds.finish()
   }
 }
+pub enum MemberMetaOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One connection in a channel.
+pub struct MemberMeta<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberMeta<'a> {
+  type Inner = MemberMeta<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberMeta<'a> {
+  pub const VT_CONN: ::flatbuffers::VOffsetT = 4;
+  pub const VT_META: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberMeta { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberMetaArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberMeta<'bldr>> {
+    let mut builder = MemberMetaBuilder::new(_fbb);
+    if let Some(x) = args.meta { builder.add_meta(x); }
+    if let Some(x) = args.conn { builder.add_conn(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conn(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberMeta::VT_CONN, None)}
+  }
+  /// JSON text.
+  #[inline]
+  pub fn meta(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(MemberMeta::VT_META, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberMeta<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("conn", Self::VT_CONN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("meta", Self::VT_META, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberMetaArgs<'a> {
+    pub conn: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for MemberMetaArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberMetaArgs {
+      conn: None,
+      meta: None,
+    }
+  }
+}
+
+pub struct MemberMetaBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberMetaBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conn(&mut self, conn: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberMeta::VT_CONN, conn);
+  }
+  #[inline]
+  pub fn add_meta(&mut self, meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberMeta::VT_META, meta);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberMetaBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberMetaBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberMeta<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberMeta<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberMeta");
+      ds.field("conn", &self.conn());
+      ds.field("meta", &self.meta());
+      ds.finish()
+  }
+}
+pub enum MemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One user's connections in a channel (`user` absent: one anonymous connection).
+pub struct Member<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Member<'a> {
+  type Inner = Member<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Member<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_METAS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Member { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Member<'bldr>> {
+    let mut builder = MemberBuilder::new(_fbb);
+    if let Some(x) = args.metas { builder.add_metas(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Member::VT_USER, None)}
+  }
+  #[inline]
+  pub fn metas(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberMeta<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberMeta>>>>(Member::VT_METAS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Member<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MemberMeta>>>>("metas", Self::VT_METAS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberArgs<'a> {
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub metas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberMeta<'a>>>>>,
+}
+impl<'a> Default for MemberArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberArgs {
+      user: None,
+      metas: None,
+    }
+  }
+}
+
+pub struct MemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_metas(&mut self, metas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MemberMeta<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Member::VT_METAS, metas);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Member<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Member<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Member");
+      ds.field("user", &self.user());
+      ds.field("metas", &self.metas());
+      ds.finish()
+  }
+}
+pub enum MembersOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A page of a channel's members: an answer to Presence, or a presence
+/// subscription's list (all but its last page with `more`).
+pub struct Members<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Members<'a> {
+  type Inner = Members<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Members<'a> {
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CURSOR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MORE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Members { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MembersArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Members<'bldr>> {
+    let mut builder = MembersBuilder::new(_fbb);
+    if let Some(x) = args.total { builder.add_total(x); }
+    if let Some(x) = args.token { builder.add_token(x); }
+    if let Some(x) = args.cursor { builder.add_cursor(x); }
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.add_more(args.more);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member>>>>(Members::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn total(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Members::VT_TOTAL, None)}
+  }
+  #[inline]
+  pub fn cursor(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Members::VT_CURSOR, None)}
+  }
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Members::VT_TOKEN, None)}
+  }
+  #[inline]
+  pub fn more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Members::VT_MORE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Members<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Member>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("total", Self::VT_TOTAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("cursor", Self::VT_CURSOR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .visit_field::<bool>("more", Self::VT_MORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MembersArgs<'a> {
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Member<'a>>>>>,
+    pub total: Option<u64>,
+    pub cursor: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub more: bool,
+}
+impl<'a> Default for MembersArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MembersArgs {
+      members: None,
+      total: None,
+      cursor: None,
+      token: None,
+      more: false,
+    }
+  }
+}
+
+pub struct MembersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MembersBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Member<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Members::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_total(&mut self, total: u64) {
+    self.fbb_.push_slot_always::<u64>(Members::VT_TOTAL, total);
+  }
+  #[inline]
+  pub fn add_cursor(&mut self, cursor: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Members::VT_CURSOR, cursor);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Members::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_more(&mut self, more: bool) {
+    self.fbb_.push_slot::<bool>(Members::VT_MORE, more, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MembersBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MembersBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Members<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Members<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Members");
+      ds.field("members", &self.members());
+      ds.field("total", &self.total());
+      ds.field("cursor", &self.cursor());
+      ds.field("token", &self.token());
+      ds.field("more", &self.more());
+      ds.finish()
+  }
+}
+pub enum PresenceEventOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A member joined (`joined`: its meta is set) or left.
+pub struct PresenceEvent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceEvent<'a> {
+  type Inner = PresenceEvent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceEvent<'a> {
+  pub const VT_JOINED: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONN: ::flatbuffers::VOffsetT = 8;
+  pub const VT_META: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceEvent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceEventArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceEvent<'bldr>> {
+    let mut builder = PresenceEventBuilder::new(_fbb);
+    if let Some(x) = args.meta { builder.add_meta(x); }
+    if let Some(x) = args.conn { builder.add_conn(x); }
+    if let Some(x) = args.user { builder.add_user(x); }
+    builder.add_joined(args.joined);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn joined(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceEvent::VT_JOINED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceEvent::VT_USER, None)}
+  }
+  #[inline]
+  pub fn conn(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceEvent::VT_CONN, None)}
+  }
+  #[inline]
+  pub fn meta(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PresenceEvent::VT_META, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceEvent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("joined", Self::VT_JOINED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("conn", Self::VT_CONN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("meta", Self::VT_META, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceEventArgs<'a> {
+    pub joined: bool,
+    pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub conn: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PresenceEventArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceEventArgs {
+      joined: false,
+      user: None,
+      conn: None,
+      meta: None,
+    }
+  }
+}
+
+pub struct PresenceEventBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceEventBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_joined(&mut self, joined: bool) {
+    self.fbb_.push_slot::<bool>(PresenceEvent::VT_JOINED, joined, false);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceEvent::VT_USER, user);
+  }
+  #[inline]
+  pub fn add_conn(&mut self, conn: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceEvent::VT_CONN, conn);
+  }
+  #[inline]
+  pub fn add_meta(&mut self, meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceEvent::VT_META, meta);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceEventBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceEventBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceEvent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceEvent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceEvent");
+      ds.field("joined", &self.joined());
+      ds.field("user", &self.user());
+      ds.field("conn", &self.conn());
+      ds.field("meta", &self.meta());
+      ds.finish()
+  }
+}
+pub enum PresenceEventsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Who joined and left a channel, oldest first; `token` resumes after the last.
+pub struct PresenceEvents<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceEvents<'a> {
+  type Inner = PresenceEvents<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceEvents<'a> {
+  pub const VT_EVENTS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceEvents { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceEventsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceEvents<'bldr>> {
+    let mut builder = PresenceEventsBuilder::new(_fbb);
+    if let Some(x) = args.token { builder.add_token(x); }
+    if let Some(x) = args.events { builder.add_events(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn events(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PresenceEvent<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PresenceEvent>>>>(PresenceEvents::VT_EVENTS, None)}
+  }
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PresenceEvents::VT_TOKEN, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceEvents<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PresenceEvent>>>>("events", Self::VT_EVENTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceEventsArgs<'a> {
+    pub events: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PresenceEvent<'a>>>>>,
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for PresenceEventsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceEventsArgs {
+      events: None,
+      token: None,
+    }
+  }
+}
+
+pub struct PresenceEventsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceEventsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_events(&mut self, events: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PresenceEvent<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceEvents::VT_EVENTS, events);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceEvents::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceEventsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceEventsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceEvents<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceEvents<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceEvents");
+      ds.field("events", &self.events());
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
 pub enum ResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3126,6 +4235,36 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_members(&self) -> Option<Members<'a>> {
+    if self.body_type() == Reply::Members {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Members::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence_events(&self) -> Option<PresenceEvents<'a>> {
+    if self.body_type() == Reply::PresenceEvents {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PresenceEvents::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -3144,6 +4283,8 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           Reply::Value => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Value>>("Reply::Value", pos),
           Reply::Ok => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ok>>("Reply::Ok", pos),
           Reply::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("Reply::Error", pos),
+          Reply::Members => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Members>>("Reply::Members", pos),
+          Reply::PresenceEvents => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceEvents>>("Reply::PresenceEvents", pos),
           _ => Ok(()),
         }
      })?
@@ -3249,6 +4390,20 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         Reply::Error => {
           if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::Members => {
+          if let Some(x) = self.body_as_members() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::PresenceEvents => {
+          if let Some(x) = self.body_as_presence_events() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -13,10 +13,10 @@ pub mod internal {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_KIND: u8 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_KIND: u8 = 19;
+pub const ENUM_MAX_KIND: u8 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_KIND: [Kind; 19] = [
+pub const ENUM_VALUES_KIND: [Kind; 22] = [
   Kind::Hello,
   Kind::HelloAck,
   Kind::Ping,
@@ -36,6 +36,9 @@ pub const ENUM_VALUES_KIND: [Kind; 19] = [
   Kind::Reset,
   Kind::AuthChallenge,
   Kind::AuthProof,
+  Kind::Members,
+  Kind::MembersReply,
+  Kind::PresenceSync,
 ];
 
 /// The `kind` byte of a link frame header: which root table the payload holds.
@@ -75,9 +78,14 @@ impl Kind {
   pub const AuthChallenge: Self = Self(18);
   /// edge -> store, answers AuthChallenge: the edge's proof.
   pub const AuthProof: Self = Self(19);
+  /// edge -> store, a page of a channel's presence members; answered by MembersReply.
+  pub const Members: Self = Self(20);
+  pub const MembersReply: Self = Self(21);
+  /// edge -> store, the presence members this link's worker holds (after a relink).
+  pub const PresenceSync: Self = Self(22);
 
   pub const ENUM_MIN: u8 = 1;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Hello,
     Self::HelloAck,
@@ -98,6 +106,9 @@ impl Kind {
     Self::Reset,
     Self::AuthChallenge,
     Self::AuthProof,
+    Self::Members,
+    Self::MembersReply,
+    Self::PresenceSync,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -121,6 +132,9 @@ impl Kind {
       Self::Reset => Some("Reset"),
       Self::AuthChallenge => Some("AuthChallenge"),
       Self::AuthProof => Some("AuthProof"),
+      Self::Members => Some("Members"),
+      Self::MembersReply => Some("MembersReply"),
+      Self::PresenceSync => Some("PresenceSync"),
       _ => None,
     }
   }
@@ -3319,6 +3333,389 @@ impl ::core::fmt::Debug for Reset<'_> {
       ds.field("partition", &self.partition());
       ds.field("epoch", &self.epoch());
       ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum MembersOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A page of one channel's presence members (keys under `prefix`, see wire::presence),
+/// in key order after `after`; `limit` 0: only the count.
+pub struct Members<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Members<'a> {
+  type Inner = Members<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Members<'a> {
+  pub const VT_PREFIX: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Members { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MembersArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Members<'bldr>> {
+    let mut builder = MembersBuilder::new(_fbb);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.after { builder.add_after(x); }
+    if let Some(x) = args.prefix { builder.add_prefix(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn prefix(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Members::VT_PREFIX, None).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Members::VT_AFTER, None)}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Members::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Members<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("prefix", Self::VT_PREFIX, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MembersArgs<'a> {
+    pub prefix: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub after: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+}
+impl<'a> Default for MembersArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MembersArgs {
+      prefix: None, // required field
+      after: None,
+      limit: 0,
+    }
+  }
+}
+
+pub struct MembersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MembersBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_prefix(&mut self, prefix: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Members::VT_PREFIX, prefix);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Members::VT_AFTER, after);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(Members::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MembersBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MembersBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Members<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Members::VT_PREFIX,"prefix");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Members<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Members");
+      ds.field("prefix", &self.prefix());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum MembersReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MembersReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MembersReply<'a> {
+  type Inner = MembersReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MembersReply<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MORE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MembersReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MembersReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MembersReply<'bldr>> {
+    let mut builder = MembersReplyBuilder::new(_fbb);
+    builder.add_total(args.total);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.add_more(args.more);
+    builder.finish()
+  }
+
+
+  /// Key: the member's key; value: its meta.
+  #[inline]
+  pub fn entries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry>>>>(MembersReply::VT_ENTRIES, None)}
+  }
+  /// How many members the channel has.
+  #[inline]
+  pub fn total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MembersReply::VT_TOTAL, Some(0)).unwrap()}
+  }
+  /// More members follow the last entry.
+  #[inline]
+  pub fn more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MembersReply::VT_MORE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MembersReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Entry>>>>("entries", Self::VT_ENTRIES, false)?
+     .visit_field::<u64>("total", Self::VT_TOTAL, false)?
+     .visit_field::<bool>("more", Self::VT_MORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MembersReplyArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry<'a>>>>>,
+    pub total: u64,
+    pub more: bool,
+}
+impl<'a> Default for MembersReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MembersReplyArgs {
+      entries: None,
+      total: 0,
+      more: false,
+    }
+  }
+}
+
+pub struct MembersReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MembersReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Entry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MembersReply::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_total(&mut self, total: u64) {
+    self.fbb_.push_slot::<u64>(MembersReply::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn add_more(&mut self, more: bool) {
+    self.fbb_.push_slot::<bool>(MembersReply::VT_MORE, more, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MembersReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MembersReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MembersReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MembersReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MembersReply");
+      ds.field("entries", &self.entries());
+      ds.field("total", &self.total());
+      ds.field("more", &self.more());
+      ds.finish()
+  }
+}
+pub enum PresenceSyncOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Presence members held by the sending link's worker (key: the member's key, value: its
+/// meta), sent after every (re)link, in one or more frames, the last with `last`. The
+/// store then makes that worker's members exactly these: each is joined (nothing is
+/// logged for one unchanged), and every other member of that worker leaves.
+pub struct PresenceSync<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceSync<'a> {
+  type Inner = PresenceSync<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceSync<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceSync { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceSyncArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PresenceSync<'bldr>> {
+    let mut builder = PresenceSyncBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.add_last(args.last);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry>>>>(PresenceSync::VT_ENTRIES, None)}
+  }
+  #[inline]
+  pub fn last(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceSync::VT_LAST, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceSync<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Entry>>>>("entries", Self::VT_ENTRIES, false)?
+     .visit_field::<bool>("last", Self::VT_LAST, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceSyncArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry<'a>>>>>,
+    pub last: bool,
+}
+impl<'a> Default for PresenceSyncArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PresenceSyncArgs {
+      entries: None,
+      last: false,
+    }
+  }
+}
+
+pub struct PresenceSyncBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceSyncBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Entry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceSync::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_last(&mut self, last: bool) {
+    self.fbb_.push_slot::<bool>(PresenceSync::VT_LAST, last, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceSyncBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceSyncBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceSync<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceSync<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceSync");
+      ds.field("entries", &self.entries());
+      ds.field("last", &self.last());
       ds.finish()
   }
 }

@@ -6,8 +6,9 @@ use zerocopy::FromBytes;
 
 use super::header::{HEADER_LEN, LinkHeader};
 use super::internal::{
-    AuthChallenge, AuthProof, Changes, Delete, Error, Get, GetReply, Hello, HelloAck, Ping, Pong,
-    Publish, Put, Reset, Resumed, Snapshot, Unwatch, Watch, WriteReply,
+    AuthChallenge, AuthProof, Changes, Delete, Error, Get, GetReply, Hello, HelloAck, Members,
+    MembersReply, Ping, Pong, PresenceSync, Publish, Put, Reset, Resumed, Snapshot, Unwatch, Watch,
+    WriteReply,
 };
 use super::{Kind, LinkError};
 use crate::Decoded;
@@ -83,6 +84,9 @@ pub enum LinkMessage<'a> {
     Reset(Reset<'a>),
     AuthChallenge(AuthChallenge<'a>),
     AuthProof(AuthProof<'a>),
+    Members(Members<'a>),
+    MembersReply(MembersReply<'a>),
+    PresenceSync(PresenceSync<'a>),
 }
 
 impl LinkMessage<'_> {
@@ -109,6 +113,9 @@ impl LinkMessage<'_> {
             Self::Reset(_) => Kind::Reset,
             Self::AuthChallenge(_) => Kind::AuthChallenge,
             Self::AuthProof(_) => Kind::AuthProof,
+            Self::Members(_) => Kind::Members,
+            Self::MembersReply(_) => Kind::MembersReply,
+            Self::PresenceSync(_) => Kind::PresenceSync,
         }
     }
 }
@@ -177,6 +184,13 @@ fn verify<'a>(
             LinkMessage::AuthChallenge(root::<AuthChallenge>(kind, &opts, payload)?)
         }
         Kind::AuthProof => LinkMessage::AuthProof(root::<AuthProof>(kind, &opts, payload)?),
+        Kind::Members => LinkMessage::Members(root::<Members>(kind, &opts, payload)?),
+        Kind::MembersReply => {
+            LinkMessage::MembersReply(root::<MembersReply>(kind, &opts, payload)?)
+        }
+        Kind::PresenceSync => {
+            LinkMessage::PresenceSync(root::<PresenceSync>(kind, &opts, payload)?)
+        }
         _ => return Err(LinkError::UnknownKind(kind.0)),
     };
     Ok(message)

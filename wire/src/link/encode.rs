@@ -7,8 +7,9 @@ use zerocopy::IntoBytes;
 use super::header::{HEADER_LEN, LinkHeader};
 use super::internal::{
     self, AuthChallengeArgs, AuthProofArgs, ChangeArgs, ChangesArgs, DeleteArgs, EntryArgs,
-    ErrorArgs, GetArgs, GetReplyArgs, HelloAckArgs, HelloArgs, PingArgs, PongArgs, PublishArgs,
-    PutArgs, ResetArgs, ResumedArgs, SnapshotArgs, UnwatchArgs, WatchArgs, WriteReplyArgs,
+    ErrorArgs, GetArgs, GetReplyArgs, HelloAckArgs, HelloArgs, MembersArgs, MembersReplyArgs,
+    PingArgs, PongArgs, PresenceSyncArgs, PublishArgs, PutArgs, ResetArgs, ResumedArgs,
+    SnapshotArgs, UnwatchArgs, WatchArgs, WriteReplyArgs,
 };
 use super::{ChangeKind, ErrorCode, FrameTooLarge, Kind, LinkLimits, Position};
 
@@ -421,6 +422,84 @@ impl LinkEncoder {
         self.finish(out, Kind::Unwatch, request_id, root)
     }
 
+    /// `entries` as a vector of `Entry` tables (the offsets gathered in a vector kept for
+    /// reuse).
+    fn entry_vector(
+        &mut self,
+        entries: &[EntryRef<'_>],
+    ) -> WIPOffset<flatbuffers::Vector<'static, flatbuffers::ForwardsUOffset<internal::Entry<'static>>>>
+    {
+        let mut offsets = std::mem::take(&mut self.entries);
+        offsets.clear();
+        for entry in entries {
+            let value = Some(self.fbb.create_vector(entry.value));
+            let key = Some(self.fbb.create_string(entry.key));
+            let args = EntryArgs {
+                key,
+                value,
+                version: entry.version,
+            };
+            offsets.push(internal::Entry::create(&mut self.fbb, &args));
+        }
+        let vector = self.fbb.create_vector(&offsets);
+        self.entries = offsets;
+        vector
+    }
+
+    /// [`Kind::Members`]: a page of at most `limit` presence members under `prefix`, after
+    /// the key `after`; `limit` 0 asks for the count only.
+    pub fn members(
+        &mut self,
+        out: &mut Vec<u8>,
+        request_id: u64,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(), FrameTooLarge> {
+        let prefix = Some(self.fbb.create_string(prefix));
+        let after = after.map(|a| self.fbb.create_string(a));
+        let args = MembersArgs {
+            prefix,
+            after,
+            limit,
+        };
+        let root = internal::Members::create(&mut self.fbb, &args);
+        self.finish(out, Kind::Members, request_id, root)
+    }
+
+    /// [`Kind::MembersReply`]: members (key, meta) and the channel's count.
+    pub fn members_reply(
+        &mut self,
+        out: &mut Vec<u8>,
+        request_id: u64,
+        entries: &[EntryRef<'_>],
+        total: u64,
+        more: bool,
+    ) -> Result<(), FrameTooLarge> {
+        let entries = Some(self.entry_vector(entries));
+        let args = MembersReplyArgs {
+            entries,
+            total,
+            more,
+        };
+        let root = internal::MembersReply::create(&mut self.fbb, &args);
+        self.finish(out, Kind::MembersReply, request_id, root)
+    }
+
+    /// [`Kind::PresenceSync`]: members the link's worker holds; `last` on the last frame.
+    pub fn presence_sync(
+        &mut self,
+        out: &mut Vec<u8>,
+        request_id: u64,
+        entries: &[EntryRef<'_>],
+        last: bool,
+    ) -> Result<(), FrameTooLarge> {
+        let entries = Some(self.entry_vector(entries));
+        let args = PresenceSyncArgs { entries, last };
+        let root = internal::PresenceSync::create(&mut self.fbb, &args);
+        self.finish(out, Kind::PresenceSync, request_id, root)
+    }
+
     /// [`Kind::Snapshot`]: one partition's entries for a watch, consistent with `position`;
     /// `more` on every frame but the last of a snapshot.
     #[allow(clippy::too_many_arguments)]
@@ -434,20 +513,7 @@ impl LinkEncoder {
         position: Position,
         more: bool,
     ) -> Result<(), FrameTooLarge> {
-        let mut offsets = std::mem::take(&mut self.entries);
-        offsets.clear();
-        for entry in entries {
-            let value = Some(self.fbb.create_vector(entry.value));
-            let key = Some(self.fbb.create_string(entry.key));
-            let args = EntryArgs {
-                key,
-                value,
-                version: entry.version,
-            };
-            offsets.push(internal::Entry::create(&mut self.fbb, &args));
-        }
-        let entries = Some(self.fbb.create_vector(&offsets));
-        self.entries = offsets;
+        let entries = Some(self.entry_vector(entries));
         let args = SnapshotArgs {
             watch_id,
             partition,

@@ -116,7 +116,7 @@ mod tests {
         let mut h = good;
         h.reserved = [0, 1, 0];
         assert_eq!(h.validate(), Err(LinkError::ReservedBitsSet([0, 1, 0])));
-        for kind in [0, 20, 255] {
+        for kind in [0, 23, 255] {
             let mut h = good;
             h.kind = kind;
             assert_eq!(h.validate(), Err(LinkError::UnknownKind(kind)));

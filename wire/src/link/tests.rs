@@ -104,6 +104,14 @@ fn one_of_each() -> Vec<Vec<u8>> {
     build(e, f, |e, o| {
         e.auth_proof(o, 19, &super::auth::Proof([4; 32]))
     });
+    build(e, f, |e, o| e.members(o, 20, "@presence/{a}/1:a", Some("k"), 1000));
+    let member = [EntryRef {
+        key: "@presence/{a}/1:a0:1:e/0/1.1",
+        value: b"{}",
+        version: 0,
+    }];
+    build(e, f, |e, o| e.members_reply(o, 21, &member, 7, true));
+    build(e, f, |e, o| e.presence_sync(o, 22, &member, true));
     std::mem::take(f)
 }
 
@@ -199,7 +207,28 @@ fn fields_as_built(message: &LinkMessage<'_>) -> bool {
             m.nonce().bytes() == [2u8; 32] && m.proof().bytes() == [3u8; 32]
         }
         LinkMessage::AuthProof(m) => m.proof().bytes() == [4u8; 32],
+        LinkMessage::Members(m) => {
+            m.prefix() == "@presence/{a}/1:a" && m.after() == Some("k") && m.limit() == 1000
+        }
+        LinkMessage::MembersReply(m) => {
+            m.total() == 7 && m.more() && one_member(m.entries())
+        }
+        LinkMessage::PresenceSync(m) => m.last() && one_member(m.entries()),
     }
+}
+
+/// Whether `entries` is the one member `one_of_each` builds.
+fn one_member(
+    entries: Option<
+        flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<super::internal::Entry<'_>>>,
+    >,
+) -> bool {
+    let got: Vec<_> = entries
+        .into_iter()
+        .flatten()
+        .map(|e| (e.key(), e.value().map(|v| v.bytes())))
+        .collect();
+    got == [("@presence/{a}/1:a0:1:e/0/1.1", Some(b"{}".as_slice()))]
 }
 
 #[test]

@@ -128,6 +128,7 @@ fn config(style: RecvStyle) -> Config {
         max_outbound: 1 << 22,
         latest_above: 1 << 16,
         send_lowat: 1 << 16,
+        presence_batch: std::time::Duration::from_millis(100),
         heartbeat: std::time::Duration::from_secs(u64::from(HEARTBEAT_TICKS)),
         handshake_timeout: std::time::Duration::from_secs(u64::from(HANDSHAKE_TICKS)),
         drain: std::time::Duration::from_secs(30),

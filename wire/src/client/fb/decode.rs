@@ -8,7 +8,8 @@ use flatbuffers::{Follow, Verifiable, VerifierOptions};
 use crate::client::error::shorten;
 use crate::client::validate;
 use crate::client::{
-    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Request, Response, SubMode, Target,
+    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Member, MemberMeta, PresenceEvent,
+    Request, Response, SubMode, Target,
 };
 use crate::generated::client as fb;
 
@@ -53,9 +54,10 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
     Ok(match root.op_type() {
         fb::Op::Sub => {
             let sub = root.op_as_sub().ok_or(Missing("op"))?;
-            let target = match (sub.key(), sub.prefix()) {
-                (Some(k), None) => Target::Key(key("key", Some(k))?),
-                (None, Some(p)) => Target::Prefix(key("prefix", Some(p))?),
+            let target = match (sub.key(), sub.prefix(), sub.presence()) {
+                (Some(k), None, None) => Target::Key(key("key", Some(k))?),
+                (None, Some(p), None) => Target::Prefix(key("prefix", Some(p))?),
+                (None, None, Some(c)) => Target::Presence(validate::channel(Some(c.into()))?),
                 _ => return Err(ClientErrorKind::SubTarget),
             };
             Request::Sub {
@@ -123,6 +125,30 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 token: validate::ack_token(ack.token().map(Cow::Borrowed))?,
             }
         }
+        fb::Op::Join => {
+            let join = root.op_as_join().ok_or(Missing("op"))?;
+            Request::Join {
+                id,
+                channel: validate::channel(join.channel().map(Cow::Borrowed))?,
+                meta: validate::meta(bytes(join.meta()))?,
+            }
+        }
+        fb::Op::Leave => {
+            let leave = root.op_as_leave().ok_or(Missing("op"))?;
+            Request::Leave {
+                id,
+                channel: validate::channel(leave.channel().map(Cow::Borrowed))?,
+            }
+        }
+        fb::Op::Presence => {
+            let p = root.op_as_presence().ok_or(Missing("op"))?;
+            Request::Presence {
+                id,
+                channel: validate::channel(p.channel().map(Cow::Borrowed))?,
+                cursor: validate::token(p.cursor().map(Cow::Borrowed))?,
+                count_only: p.count_only(),
+            }
+        }
         fb::Op::NONE => return Err(Missing("op")),
         other => return Err(ClientErrorKind::UnknownOp(other.0.to_string())),
     })
@@ -180,6 +206,29 @@ fn response(root: fb::Response<'_>) -> Result<Response<'_>, ClientErrorKind> {
                 token: ok.token().map(Cow::Borrowed),
             }
         }
+        fb::Reply::Members => members(id, root.body_as_members().ok_or(Missing("body"))?)?,
+        fb::Reply::PresenceEvents => {
+            let p = root.body_as_presence_events().ok_or(Missing("body"))?;
+            Response::Presence {
+                id,
+                events: p
+                    .events()
+                    .ok_or(Missing("events"))?
+                    .iter()
+                    .map(|e| {
+                        Ok(PresenceEvent {
+                            joined: match e.joined() {
+                                true => Some(bytes(e.meta()).ok_or(Missing("meta"))?),
+                                false => None,
+                            },
+                            user: e.user().map(Cow::Borrowed),
+                            conn: required(e.conn(), "conn")?,
+                        })
+                    })
+                    .collect::<Result<_, ClientErrorKind>>()?,
+                token: required(p.token(), "token")?,
+            }
+        }
         fb::Reply::NONE => return Err(Missing("body")),
         other => return Err(ClientErrorKind::UnknownOp(other.0.to_string())),
     })
@@ -221,6 +270,39 @@ fn snapshot(id: u64, snapshot: fb::Snapshot<'_>) -> Result<Response<'_>, ClientE
         entries,
         token: snapshot.token().map(Cow::Borrowed),
         more: snapshot.more(),
+    })
+}
+
+/// A page of members.
+fn members(id: u64, m: fb::Members<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    let members = m
+        .members()
+        .ok_or(Missing("members"))?
+        .iter()
+        .map(|m| {
+            let metas = m.metas().ok_or(Missing("metas"))?;
+            Ok(Member {
+                user: m.user().map(Cow::Borrowed),
+                metas: metas
+                    .iter()
+                    .map(|x| {
+                        Ok(MemberMeta {
+                            conn: required(x.conn(), "conn")?,
+                            meta: bytes(x.meta()).ok_or(Missing("meta"))?,
+                        })
+                    })
+                    .collect::<Result<_, ClientErrorKind>>()?,
+            })
+        })
+        .collect::<Result<_, ClientErrorKind>>()?;
+    Ok(Response::Members {
+        id,
+        members,
+        total: m.total(),
+        cursor: m.cursor().map(Cow::Borrowed),
+        token: m.token().map(Cow::Borrowed),
+        more: m.more(),
     })
 }
 
@@ -294,6 +376,7 @@ mod tests {
             from: None,
             mode: fb::SubMode(9),
             durable: None,
+            presence: None,
         };
         let op = Some(fb::Sub::create(&mut fbb, &args).as_union_value());
         let args = fb::RequestArgs {
@@ -321,6 +404,7 @@ mod tests {
                     from: None,
                     mode: fb::SubMode::Stream,
                     durable: None,
+                    presence: None,
                 },
             )
             .as_union_value()

@@ -3,7 +3,7 @@
 
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
-use crate::client::{ChangeOp, Entry, Request, Response, SubMode, Target};
+use crate::client::{ChangeOp, Entry, Member, Request, Response, SubMode, Target};
 use crate::generated::client as fb;
 
 /// Encodes client messages with one reused `FlatBufferBuilder`.
@@ -46,9 +46,10 @@ impl FbEncoder {
                 durable,
                 ..
             } => {
-                let (key, prefix) = match target {
-                    Target::Key(key) => (Some(fbb.create_string(key)), None),
-                    Target::Prefix(prefix) => (None, Some(fbb.create_string(prefix))),
+                let (key, prefix, presence) = match target {
+                    Target::Key(key) => (Some(fbb.create_string(key)), None, None),
+                    Target::Prefix(prefix) => (None, Some(fbb.create_string(prefix)), None),
+                    Target::Presence(channel) => (None, None, Some(fbb.create_string(channel))),
                 };
                 let from = from.as_ref().map(|from| fbb.create_string(from));
                 let mode = match mode {
@@ -62,6 +63,7 @@ impl FbEncoder {
                     from,
                     mode,
                     durable,
+                    presence,
                 };
                 (fb::Op::Sub, fb::Sub::create(fbb, &args).as_union_value())
             }
@@ -92,6 +94,9 @@ impl FbEncoder {
                     fb::Op::Ack,
                     fb::Ack::create(fbb, &fb::AckArgs { token }).as_union_value(),
                 )
+            }
+            Request::Join { .. } | Request::Leave { .. } | Request::Presence { .. } => {
+                presence_op(fbb, request)
             }
         };
         let args = fb::RequestArgs {
@@ -227,6 +232,51 @@ impl FbEncoder {
                 };
                 (fb::Reply::Ok, fb::Ok::create(fbb, &args).as_union_value())
             }
+            Response::Members {
+                members,
+                total,
+                cursor,
+                token,
+                more,
+                ..
+            } => {
+                let members = members_vector(fbb, members);
+                let cursor = cursor.as_deref().map(|c| fbb.create_string(c));
+                let token = token.as_deref().map(|t| fbb.create_string(t));
+                let args = fb::MembersArgs {
+                    members: Some(members),
+                    total: *total,
+                    cursor,
+                    token,
+                    more: *more,
+                };
+                (
+                    fb::Reply::Members,
+                    fb::Members::create(fbb, &args).as_union_value(),
+                )
+            }
+            Response::Presence { events, token, .. } => {
+                let mut offsets = Vec::with_capacity(events.len());
+                for e in events {
+                    let meta = e.joined.as_deref().map(|m| fbb.create_vector(m));
+                    let user = e.user.as_deref().map(|u| fbb.create_string(u));
+                    let conn = Some(fbb.create_string(&e.conn));
+                    let args = fb::PresenceEventArgs {
+                        joined: e.joined.is_some(),
+                        user,
+                        conn,
+                        meta,
+                    };
+                    offsets.push(fb::PresenceEvent::create(fbb, &args));
+                }
+                let events = Some(fbb.create_vector(&offsets));
+                let token = Some(fbb.create_string(token));
+                let args = fb::PresenceEventsArgs { events, token };
+                (
+                    fb::Reply::PresenceEvents,
+                    fb::PresenceEvents::create(fbb, &args).as_union_value(),
+                )
+            }
             Response::Error {
                 code,
                 message,
@@ -246,6 +296,70 @@ impl FbEncoder {
                 )
             }
         }
+    }
+}
+
+/// A page of members as a vector of `Member` tables.
+fn members_vector<'f>(
+    fbb: &mut FlatBufferBuilder<'f>,
+    members: &[Member<'_>],
+) -> WIPOffset<flatbuffers::Vector<'f, flatbuffers::ForwardsUOffset<fb::Member<'f>>>> {
+    let mut groups = Vec::with_capacity(members.len());
+    let mut metas = Vec::new();
+    for m in members {
+        metas.clear();
+        for x in &m.metas {
+            let meta = Some(fbb.create_vector(&x.meta));
+            let conn = Some(fbb.create_string(&x.conn));
+            metas.push(fb::MemberMeta::create(fbb, &fb::MemberMetaArgs { conn, meta }));
+        }
+        let metas = Some(fbb.create_vector(&metas));
+        let user = m.user.as_deref().map(|u| fbb.create_string(u));
+        groups.push(fb::Member::create(fbb, &fb::MemberArgs { user, metas }));
+    }
+    fbb.create_vector(&groups)
+}
+
+/// A `join`, `leave` or `presence` as its union member (anything else: `Unsub`'s empty
+/// table, never reached).
+fn presence_op(
+    fbb: &mut FlatBufferBuilder<'static>,
+    request: &Request<'_>,
+) -> (fb::Op, WIPOffset<UnionWIPOffset>) {
+    match request {
+        Request::Join { channel, meta, .. } => {
+            let meta = Some(fbb.create_vector(meta));
+            let channel = Some(fbb.create_string(channel));
+            let args = fb::JoinArgs { channel, meta };
+            (fb::Op::Join, fb::Join::create(fbb, &args).as_union_value())
+        }
+        Request::Leave { channel, .. } => {
+            let channel = Some(fbb.create_string(channel));
+            let args = fb::LeaveArgs { channel };
+            (fb::Op::Leave, fb::Leave::create(fbb, &args).as_union_value())
+        }
+        Request::Presence {
+            channel,
+            cursor,
+            count_only,
+            ..
+        } => {
+            let channel = Some(fbb.create_string(channel));
+            let cursor = cursor.as_deref().map(|c| fbb.create_string(c));
+            let args = fb::PresenceArgs {
+                channel,
+                cursor,
+                count_only: *count_only,
+            };
+            (
+                fb::Op::Presence,
+                fb::Presence::create(fbb, &args).as_union_value(),
+            )
+        }
+        _ => (
+            fb::Op::Unsub,
+            fb::Unsub::create(fbb, &fb::UnsubArgs {}).as_union_value(),
+        ),
     }
 }
 

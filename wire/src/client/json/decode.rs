@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 use crate::client::error::shorten;
 use crate::client::validate;
 use crate::client::{
-    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Request, Response, SubMode, Target,
+    ChangeOp, ClientError, ClientErrorKind, Entry, ErrorCode, Member, MemberMeta, PresenceEvent,
+    Request, Response, SubMode, Target,
 };
 
 /// A string field, borrowed from the input unless it contains escapes.
@@ -51,6 +52,15 @@ struct WireRequest<'a> {
     #[serde(borrow)]
     durable: Option<Str<'a>>,
     echo: Option<bool>,
+    #[serde(borrow)]
+    presence: Option<Str<'a>>,
+    #[serde(borrow)]
+    channel: Option<Str<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    meta: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cursor: Option<Str<'a>>,
+    count_only: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +96,41 @@ struct WireResponse<'a> {
     code: Option<Str<'a>>,
     #[serde(borrow)]
     message: Option<Str<'a>>,
+    #[serde(borrow)]
+    members: Option<Vec<WireMember<'a>>>,
+    total: Option<u64>,
+    #[serde(borrow)]
+    cursor: Option<Str<'a>>,
+    #[serde(borrow)]
+    events: Option<Vec<WireEvent<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WireMember<'a> {
+    #[serde(borrow)]
+    user: Option<Str<'a>>,
+    #[serde(borrow)]
+    metas: Vec<WireMeta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireMeta<'a> {
+    #[serde(borrow)]
+    conn: Str<'a>,
+    #[serde(borrow)]
+    meta: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    #[serde(borrow)]
+    event: Str<'a>,
+    #[serde(borrow)]
+    user: Option<Str<'a>>,
+    #[serde(borrow)]
+    conn: Str<'a>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    meta: Option<&'a RawValue>,
 }
 
 /// Just the id, for errors about messages that are valid JSON but not a valid message.
@@ -132,9 +177,12 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
     let (key, prefix) = (cow(wire.key), cow(wire.prefix));
     Ok(match op.as_ref() {
         "sub" => {
-            let target = match (key, prefix) {
-                (Some(key), None) => Target::Key(validate::key("key", Some(key))?),
-                (None, Some(prefix)) => Target::Prefix(validate::key("prefix", Some(prefix))?),
+            let target = match (key, prefix, cow(wire.presence)) {
+                (Some(key), None, None) => Target::Key(validate::key("key", Some(key))?),
+                (None, Some(prefix), None) => {
+                    Target::Prefix(validate::key("prefix", Some(prefix))?)
+                }
+                (None, None, Some(channel)) => Target::Presence(validate::channel(Some(channel))?),
                 _ => return Err(ClientErrorKind::SubTarget),
             };
             Request::Sub {
@@ -182,6 +230,21 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
         "ack" => Request::Ack {
             id,
             token: validate::ack_token(cow(wire.token))?,
+        },
+        "join" => Request::Join {
+            id,
+            channel: validate::channel(cow(wire.channel))?,
+            meta: validate::meta(wire.meta.map(raw))?,
+        },
+        "leave" => Request::Leave {
+            id,
+            channel: validate::channel(cow(wire.channel))?,
+        },
+        "presence" => Request::Presence {
+            id,
+            channel: validate::channel(cow(wire.channel))?,
+            cursor: validate::token(cow(wire.cursor))?,
+            count_only: wire.count_only.unwrap_or(false),
         },
         other => return Err(ClientErrorKind::UnknownOp(shorten(other))),
     })
@@ -232,6 +295,25 @@ fn change_op(
                 "change is both deleted and pub".into(),
             ));
         }
+    })
+}
+
+/// One presence event: `joined` (with its meta) or `left`.
+fn event(e: WireEvent<'_>) -> Result<PresenceEvent<'_>, ClientErrorKind> {
+    let joined = match e.event.0.as_ref() {
+        "joined" => Some(e.meta.map(raw).ok_or(ClientErrorKind::Missing("meta"))?),
+        "left" => None,
+        other => {
+            return Err(ClientErrorKind::Malformed(format!(
+                "unknown presence event {:?}",
+                shorten(other)
+            )));
+        }
+    };
+    Ok(PresenceEvent {
+        joined,
+        user: cow(e.user),
+        conn: e.conn.0,
     })
 }
 
@@ -316,6 +398,39 @@ fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
             id,
             version: wire.version,
             token,
+        },
+        "members" => Response::Members {
+            id,
+            members: wire
+                .members
+                .ok_or(Missing("members"))?
+                .into_iter()
+                .map(|m| Member {
+                    user: cow(m.user),
+                    metas: m
+                        .metas
+                        .into_iter()
+                        .map(|x| MemberMeta {
+                            conn: x.conn.0,
+                            meta: raw(x.meta),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            total: wire.total,
+            cursor: cow(wire.cursor),
+            token,
+            more: wire.more.unwrap_or(false),
+        },
+        "presence" => Response::Presence {
+            id,
+            events: wire
+                .events
+                .ok_or(Missing("events"))?
+                .into_iter()
+                .map(event)
+                .collect::<Result<_, _>>()?,
+            token: token.ok_or(Missing("token"))?,
         },
         other => return Err(ClientErrorKind::UnknownOp(shorten(other))),
     })

@@ -2,7 +2,7 @@
 //! generators) in, one JSON object appended to a buffer out.
 
 use super::write::{head, name, opt_str_field, str_field, string, uint_field, value_field};
-use crate::client::{ChangeOp, Request, Response, SubMode, Target};
+use crate::client::{ChangeOp, Member, PresenceEvent, Request, Response, SubMode, Target};
 
 /// Appends `response` as one JSON object.
 pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
@@ -72,6 +72,30 @@ pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
                 str_field(out, "token", token);
             }
         }
+        Response::Members {
+            id,
+            members,
+            total,
+            cursor,
+            token,
+            more,
+        } => {
+            head(out, "members", *id);
+            members_field(out, members);
+            if let Some(total) = total {
+                uint_field(out, "total", *total);
+            }
+            opt_str_field(out, "cursor", cursor.as_deref());
+            opt_str_field(out, "token", token.as_deref());
+            if *more {
+                out.extend_from_slice(b",\"more\":true");
+            }
+        }
+        Response::Presence { id, events, token } => {
+            head(out, "presence", *id);
+            events_field(out, events);
+            str_field(out, "token", token);
+        }
         Response::Error {
             id,
             code,
@@ -90,6 +114,65 @@ pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
         }
     }
     out.push(b'}');
+}
+
+/// `,"user":"<user>"` or `,"user":null`.
+fn user_field(out: &mut Vec<u8>, user: Option<&str>) {
+    match user {
+        Some(user) => str_field(out, "user", user),
+        None => out.extend_from_slice(b",\"user\":null"),
+    }
+}
+
+/// `,"members":[{"user":..,"metas":[{"conn":..,"meta":..},..]},..]`.
+fn members_field(out: &mut Vec<u8>, members: &[Member<'_>]) {
+    name(out, "members");
+    out.push(b'[');
+    for (i, m) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"user\":");
+        match &m.user {
+            Some(user) => string(out, user),
+            None => out.extend_from_slice(b"null"),
+        }
+        name(out, "metas");
+        out.push(b'[');
+        for (j, x) in m.metas.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"conn\":");
+            string(out, &x.conn);
+            value_field(out, "meta", &x.meta);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.push(b']');
+}
+
+/// `,"events":[{"event":"joined","user":..,"conn":..,"meta":..},{"event":"left",..},..]`.
+fn events_field(out: &mut Vec<u8>, events: &[PresenceEvent<'_>]) {
+    name(out, "events");
+    out.push(b'[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let what: &[u8] = if e.joined.is_some() { b"joined" } else { b"left" };
+        out.extend_from_slice(b"{\"event\":\"");
+        out.extend_from_slice(what);
+        out.push(b'"');
+        user_field(out, e.user.as_deref());
+        str_field(out, "conn", &e.conn);
+        if let Some(meta) = &e.joined {
+            value_field(out, "meta", meta);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// Everything of a `change` message after its id, closing brace included.
@@ -168,6 +251,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             match target {
                 Target::Key(key) => str_field(out, "key", key),
                 Target::Prefix(prefix) => str_field(out, "prefix", prefix),
+                Target::Presence(channel) => str_field(out, "presence", channel),
             }
             opt_str_field(out, "from", from.as_deref());
             if *mode != SubMode::Stream {
@@ -231,6 +315,28 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Ack { id, token } => {
             head(out, "ack", *id);
             str_field(out, "token", token);
+        }
+        Request::Join { id, channel, meta } => {
+            head(out, "join", *id);
+            str_field(out, "channel", channel);
+            value_field(out, "meta", meta);
+        }
+        Request::Leave { id, channel } => {
+            head(out, "leave", *id);
+            str_field(out, "channel", channel);
+        }
+        Request::Presence {
+            id,
+            channel,
+            cursor,
+            count_only,
+        } => {
+            head(out, "presence", *id);
+            str_field(out, "channel", channel);
+            opt_str_field(out, "cursor", cursor.as_deref());
+            if *count_only {
+                out.extend_from_slice(b",\"count_only\":true");
+            }
         }
     }
     out.push(b'}');

@@ -1,0 +1,263 @@
+//! Presence's storage keys, shared by edge and store: a channel's members are keys under
+//! the reserved prefix `@presence/`, one per (channel, user, connection), so that the
+//! store's log, watches, snapshots and resume tokens carry joins and leaves like any
+//! change. Everything that builds or reads such a key goes through this module.
+//!
+//! A member's key is
+//!
+//! ```text
+//! @presence/{R}/<len>:<channel><len>:<user><len>:<edge>/<worker>/<slot>.<gen>
+//! ```
+//!
+//! - `R` is the channel's routing key (its hash tag's content, or the whole channel when
+//!   it has none), so every member of a channel lives on the partition that owns the
+//!   channel's own key ([`crate::partition`]), and a channel's members are one prefix
+//!   ([`channel_prefix`]) on that one partition;
+//! - lengths (decimal bytes, then `:`) make every part unambiguous whatever it holds: no
+//!   channel's prefix is a prefix of another channel's keys;
+//! - `user` is the connection's token subject (empty: anonymous); sorting by key
+//!   therefore lists one user's connections together;
+//! - the last part names the connection: the edge process (its link id, unique per
+//!   process start), the worker and the connection's slot and generation.
+//!
+//! The value of a member's key is its meta (JSON text, possibly empty).
+
+use std::fmt::Write as _;
+
+use crate::partition::routing_key;
+
+/// The reserved prefix of every presence key.
+pub const PREFIX: &str = "@presence/";
+
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 256;
+
+/// Longest meta (JSON text), in bytes.
+pub const MAX_META_LEN: usize = 1024;
+
+/// Why a channel name cannot hold presence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Empty.
+    #[error("the channel is empty")]
+    Empty,
+    /// Longer than [`MAX_CHANNEL_LEN`].
+    #[error("the channel is {0} bytes long; the limit is {MAX_CHANNEL_LEN}")]
+    TooLong(usize),
+    /// A channel without a hash tag may not contain `}` (its members' keys could not
+    /// carry its routing key as their own hash tag).
+    #[error("a channel without a {{hash tag}} may not contain '}}'")]
+    Brace,
+}
+
+/// Checks a channel name.
+pub fn check_channel(channel: &str) -> Result<(), ChannelError> {
+    if channel.is_empty() {
+        return Err(ChannelError::Empty);
+    }
+    if channel.len() > MAX_CHANNEL_LEN {
+        return Err(ChannelError::TooLong(channel.len()));
+    }
+    if routing_key(channel.as_bytes()).contains(&b'}') {
+        return Err(ChannelError::Brace);
+    }
+    Ok(())
+}
+
+/// A connection as presence names it: unique in the cluster, never reused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnName<'a> {
+    /// The edge process (its link `edge_id`, unique per start).
+    pub edge: &'a str,
+    /// The edge's worker.
+    pub worker: u16,
+    /// The connection's slot in the worker.
+    pub slot: u32,
+    /// The slot's generation.
+    pub generation: u32,
+}
+
+impl std::fmt::Display for ConnName<'_> {
+    /// `edge/worker/slot.gen`, the form clients see as a member's `conn`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}.{}",
+            self.edge, self.worker, self.slot, self.generation
+        )
+    }
+}
+
+/// One member's key, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberKey<'a> {
+    /// The channel.
+    pub channel: &'a str,
+    /// The user (a token's subject; empty: anonymous).
+    pub user: &'a str,
+    /// The connection.
+    pub conn: ConnName<'a>,
+}
+
+fn push_part(out: &mut String, part: &str) {
+    let _ = write!(out, "{}:", part.len());
+    out.push_str(part);
+}
+
+/// The prefix every member key of `channel` starts with (and no other key does); the
+/// channel should have passed [`check_channel`].
+#[must_use]
+pub fn channel_prefix(channel: &str) -> String {
+    let routing = String::from_utf8_lossy(routing_key(channel.as_bytes()));
+    let mut out = String::with_capacity(PREFIX.len() + routing.len() + channel.len() + 8);
+    out.push_str(PREFIX);
+    out.push('{');
+    out.push_str(&routing);
+    out.push_str("}/");
+    push_part(&mut out, channel);
+    out
+}
+
+impl MemberKey<'_> {
+    /// The key.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut out = channel_prefix(self.channel);
+        push_part(&mut out, self.user);
+        push_part(&mut out, self.conn.edge);
+        let c = &self.conn;
+        let _ = write!(out, "/{}/{}.{}", c.worker, c.slot, c.generation);
+        out
+    }
+}
+
+/// Splits `<len>:<part>` off the front of `s`.
+fn take_part(s: &str) -> Option<(&str, &str)> {
+    let colon = s.find(':')?;
+    let digits = s.get(..colon)?;
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let len: usize = digits.parse().ok()?;
+    let rest = s.get(colon + 1..)?;
+    Some((rest.get(..len)?, rest.get(len..)?))
+}
+
+/// Parses a member key (`None`: not one, or malformed).
+#[must_use]
+pub fn parse(key: &str) -> Option<MemberKey<'_>> {
+    let rest = key.strip_prefix(PREFIX)?.strip_prefix('{')?;
+    let close = rest.find("}/")?;
+    let rest = rest.get(close + 2..)?;
+    let (channel, rest) = take_part(rest)?;
+    let (user, rest) = take_part(rest)?;
+    let (edge, rest) = take_part(rest)?;
+    let mut parts = rest.strip_prefix('/')?.splitn(2, '/');
+    let worker = parts.next()?.parse().ok()?;
+    let (slot, generation) = parts.next()?.split_once('.')?;
+    let parsed = MemberKey {
+        channel,
+        user,
+        conn: ConnName {
+            edge,
+            worker,
+            slot: slot.parse().ok()?,
+            generation: generation.parse().ok()?,
+        },
+    };
+    // Only the canonical form: the routing part must be the channel's.
+    (parsed.encode() == key).then_some(parsed)
+}
+
+/// Whether `key` is a presence key (reserved: clients may not read or write it).
+#[must_use]
+pub fn is_presence_key(key: &str) -> bool {
+    key.starts_with(PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::partition_of;
+    use proptest::prelude::*;
+
+    fn member<'a>(channel: &'a str, user: &'a str, edge: &'a str) -> MemberKey<'a> {
+        MemberKey {
+            channel,
+            user,
+            conn: ConnName {
+                edge,
+                worker: 3,
+                slot: 17,
+                generation: 2,
+            },
+        }
+    }
+
+    #[test]
+    fn a_key_reads_back_and_lives_with_its_channel() {
+        let m = member("room/{42}", "alice", "edge-9-ab");
+        let key = m.encode();
+        assert_eq!(key, "@presence/{42}/9:room/{42}5:alice9:edge-9-ab/3/17.2");
+        assert_eq!(parse(&key), Some(m));
+        assert!(key.starts_with(&channel_prefix("room/{42}")));
+        for n in [1, 7, 64] {
+            assert_eq!(
+                partition_of(key.as_bytes(), n),
+                partition_of(b"room/{42}", n)
+            );
+            let lobby = member("lobby", "", "e").encode();
+            assert_eq!(partition_of(lobby.as_bytes(), n), partition_of(b"lobby", n));
+        }
+    }
+
+    #[test]
+    fn channel_checks() {
+        assert_eq!(check_channel(""), Err(ChannelError::Empty));
+        assert_eq!(check_channel("a}b"), Err(ChannelError::Brace));
+        assert_eq!(check_channel("x{}y}"), Err(ChannelError::Brace));
+        assert!(check_channel("room/{4}2}").is_ok());
+        assert!(check_channel("a{b").is_ok());
+        let long = "c".repeat(MAX_CHANNEL_LEN + 1);
+        assert_eq!(check_channel(&long), Err(ChannelError::TooLong(long.len())));
+    }
+
+    #[test]
+    fn non_canonical_keys_are_refused() {
+        assert_eq!(parse("@presence/{x}/1:a0:1:e/0/1.1"), None);
+        assert_eq!(parse("@presence/{a}/1:a0:1:e/0/1.1x"), None);
+        assert_eq!(parse("@durable/{a}/1:a0:1:e/0/1.1"), None);
+        assert_eq!(parse("@presence/{a}/9:a0:1:e/0/1.1"), None);
+        assert!(parse("@presence/{a}/1:a0:1:e/0/1.1").is_some());
+    }
+
+    /// A channel: text with or without one `{tag}`.
+    fn channel() -> impl Strategy<Value = String> {
+        ("[a-z{/:0-9]{0,6}", proptest::option::of("[a-z/:0-9]{0,3}"), "[a-z/:0-9]{0,4}")
+            .prop_map(|(head, tag, tail)| match tag {
+                Some(t) => format!("{head}{{{t}}}{tail}"),
+                None => format!("{head}{tail}"),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn keys_round_trip_and_prefixes_never_mix(
+            a in channel(),
+            b in channel(),
+            extend in any::<bool>(),
+            user in "[a-z:0-9/]{0,6}",
+            edge in "[a-z:0-9/-]{1,6}",
+        ) {
+            // Often a channel that starts with the other.
+            let b = if extend { format!("{a}{b}") } else { b };
+            prop_assume!(check_channel(&a).is_ok() && check_channel(&b).is_ok());
+            let m = member(&a, &user, &edge);
+            let key = m.encode();
+            prop_assert_eq!(parse(&key), Some(m));
+            prop_assert!(key.starts_with(&channel_prefix(&a)));
+            prop_assert_eq!(key.starts_with(&channel_prefix(&b)), a == b);
+            prop_assert_eq!(partition_of(key.as_bytes(), 13), partition_of(a.as_bytes(), 13));
+        }
+    }
+}
