@@ -52,10 +52,16 @@ fn connect(addr: std::net::SocketAddr, user: &str) -> Client {
 }
 
 fn join(c: &mut Client, id: u64, channel: &str, meta: &str) -> Response<'static> {
+    join_as(c, id, channel, meta, None)
+}
+
+/// A join as `device` (`None`: as this connection).
+fn join_as(c: &mut Client, id: u64, channel: &str, meta: &str, device: Option<&str>) -> Response<'static> {
     c.call(&Request::Join {
         id,
         channel: channel.into(),
         meta: Cow::Owned(meta.as_bytes().to_vec()),
+        device: device.map(|d| Cow::Owned(d.to_owned())),
     })
 }
 
@@ -207,6 +213,7 @@ fn presence_needs_its_grant_and_member_keys_are_out_of_reach() {
             id: 1,
             channel: "lobby".into(),
             meta: Cow::Borrowed(b"null"),
+            device: None,
         },
         Request::Presence {
             id: 2,
@@ -243,7 +250,8 @@ fn presence_needs_its_grant_and_member_keys_are_out_of_reach() {
 }
 
 #[test]
-fn a_killed_edges_members_leave_after_the_grace_and_a_restarted_store_is_rebuilt() {
+fn a_killed_edges_members_leave_after_the_grace_unless_they_reconnect_and_a_restarted_store_is_rebuilt()
+{
     let (_dir, mut c) = cluster(&["--presence-grace-secs", "3"]);
     let (e0, e1) = (c.edges[0].addr, c.edges[1].addr);
     let room = "room/{9}";
@@ -253,11 +261,13 @@ fn a_killed_edges_members_leave_after_the_grace_and_a_restarted_store_is_rebuilt
     snapshot(&mut watcher, 1);
     let mut stays = connect(e0, "ann");
     let mut goes = connect(e0, "gus");
-    let mut far = connect(e1, "fay");
-    for (cl, meta) in [(&mut stays, "1"), (&mut goes, "2"), (&mut far, "3")] {
-        assert!(ok(&join(cl, 1, room, meta)));
-    }
-    assert_eq!(events(&mut watcher, 1, 3, Duration::from_secs(5)).0.len(), 3);
+    let mut fay = connect(e1, "fay");
+    let mut hal = connect(e1, "hal");
+    assert!(ok(&join(&mut stays, 1, room, "1")));
+    assert!(ok(&join(&mut goes, 1, room, "2")));
+    assert!(ok(&join_as(&mut fay, 1, room, "3", Some("laptop"))));
+    assert!(ok(&join(&mut hal, 1, room, "4")));
+    assert_eq!(events(&mut watcher, 1, 4, Duration::from_secs(5)).0.len(), 4);
 
     // The channel's store is killed; Gus leaves while it is down; it comes back.
     c.stores[owner].kill();
@@ -273,23 +283,40 @@ fn a_killed_edges_members_leave_after_the_grace_and_a_restarted_store_is_rebuilt
     let (more, _, _) = events(&mut watcher, 1, 1, Duration::from_millis(1500));
     assert!(more.is_empty(), "{more:?}");
 
-    // Edge 1 is killed: Fay stays listed for the grace period, then leaves.
+    // Edge 1 is killed. Fay's laptop reconnects through edge 0 within the grace period:
+    // nobody sees her leave or join. Hal does not: he leaves after the grace period,
+    // not before.
     c.edges[1].signal("KILL");
     let killed = Instant::now();
+    drop((fay, hal));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut fay = connect(e0, "fay");
+    assert!(ok(&join_as(&mut fay, 1, room, "3", Some("laptop"))));
     let (got, _, _) = events(&mut watcher, 1, 1, Duration::from_secs(8));
     let after = killed.elapsed();
-    assert_eq!(got, [("left", Some("fay".into()), None)]);
+    assert_eq!(got, [("left", Some("hal".into()), None)]);
     assert!(
         after >= Duration::from_secs(3) && after < Duration::from_secs(6),
-        "Fay left {after:?} after her edge died (grace 3 s)"
+        "Hal left {after:?} after his edge died (grace 3 s)"
     );
-    // Gus (stale: not announced after the restart) and Fay (expired).
+    let (more, _, _) = events(&mut watcher, 1, 1, Duration::from_secs(2));
+    assert!(more.is_empty(), "{more:?}");
+    // Gus (stale: not announced after the restart) and Hal (expired).
     assert_eq!(c.store_metric(owner, "ringline_store_presence_removed_total"), 2);
     let r = stays.call(&Request::Presence {
         id: 7,
         channel: room.into(),
         cursor: None,
-        count_only: true,
+        count_only: false,
     });
-    assert!(matches!(r, Response::Members { total: Some(1), .. }), "{r:?}");
+    let Response::Members { members, total, .. } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(total, Some(2));
+    let mut listed: Vec<(Option<String>, String)> = members
+        .iter()
+        .flat_map(|m| m.metas.iter().map(|x| (m.user.as_deref().map(str::to_owned), x.conn.to_string())))
+        .collect();
+    listed.sort();
+    assert_eq!(listed[1], (Some("fay".into()), "laptop".into()));
 }

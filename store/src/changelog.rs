@@ -1043,6 +1043,20 @@ impl<E: Engine> ChangeLog<E> {
         Ok(read?)
     }
 
+    /// Partition `p`'s presence owner records: (member key, owner).
+    pub fn owners(&self, p: u32) -> Result<Vec<crate::engine::Pair>, StoreError> {
+        let (start, end) = keys::owner_range(p);
+        let read = self.engine.snapshot_read(|r| {
+            let mut out = Vec::new();
+            scan_all(r, start, &end, |k, v| {
+                out.push((keys::user_key(k).to_vec(), v.to_vec()));
+                Ok(())
+            })?;
+            Ok::<_, Failure>(out)
+        });
+        Ok(read?)
+    }
+
     /// Up to `limit` live keys under `prefix` in key order, after the key `after` when
     /// given, read on the partition that owns `prefix` (one with a hash tag, such as a
     /// presence channel's); and whether more may follow.

@@ -10,6 +10,7 @@
 //! | `L p:u32 seq:u64` | `storage.fbs` `LogEntry` | the change log |
 //! | `H p:u32 key` | seq:u64 | the key's last publish (head of its publish chain; see `LogEntry.prev`) |
 //! | `D p:u32 klen:u16 key slen:u16 scope msg_id` | `storage.fbs` `Remembered` | a write with a msg_id, remembered for idempotency (see `dedup`) |
+//! | `O p:u32 key` | the owner's `ConnName` text | the connection holding presence member `key` (see `presence`; not logged) |
 //! | `R` | `clean` / `sync` / `async` | how the store last ran: stopped cleanly, or running with or without fsync |
 //!
 //! No per-key index is stored: each log entry points at the key's previous change
@@ -133,6 +134,20 @@ pub fn publish_prefix_range(p: u32, prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
 /// Strip the `V p` or `H p` header from a value or publish head key.
 pub fn user_key(k: &[u8]) -> &[u8] {
     k.get(5..).unwrap_or_default()
+}
+
+/// The key recording which connection holds presence member `key` of partition `p`.
+pub fn owner(p: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = with_partition(b'O', p, key.len());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The range `[start, end)` of partition `p`'s owner records.
+pub fn owner_range(p: u32) -> (Vec<u8>, Vec<u8>) {
+    let start = with_partition(b'O', p, 0);
+    let end = prefix_end(&start);
+    (start, end)
 }
 
 /// The smallest byte string greater than every string starting with `prefix`

@@ -176,6 +176,16 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
         },
         LinkMessage::Ping(p) => Req::Ping(p.nonce()),
         LinkMessage::Get(g) => Req::Get(g.key().to_owned()),
+        LinkMessage::Put(p) if wire::presence::is_presence_key(p.key()) => Req::Member {
+            key: p.key().to_owned(),
+            meta: Some(p.value().map(|v| v.bytes().to_vec()).unwrap_or_default()),
+            owner: p.owner().unwrap_or_default().to_owned(),
+        },
+        LinkMessage::Delete(d) if wire::presence::is_presence_key(d.key()) => Req::Member {
+            key: d.key().to_owned(),
+            meta: None,
+            owner: d.owner().unwrap_or_default().to_owned(),
+        },
         LinkMessage::Put(p) => Req::Write(Write::Put {
             key: p.key().as_bytes().to_vec(),
             value: p.value().map(|v| v.bytes().to_vec()).unwrap_or_default(),
@@ -209,7 +219,11 @@ fn to_req(msg: &LinkMessage<'_>) -> Option<Req> {
                 .entries()
                 .into_iter()
                 .flatten()
-                .map(|e| (e.key().to_owned(), e.value().map(|v| v.bytes().to_vec()).unwrap_or_default()))
+                .zip(s.owners().into_iter().flatten())
+                .map(|(e, owner)| {
+                    let meta = e.value().map(|v| v.bytes().to_vec()).unwrap_or_default();
+                    (e.key().to_owned(), meta, owner.to_owned())
+                })
                 .collect(),
             last: s.last(),
         },

@@ -6,7 +6,7 @@
 //! A member's key is
 //!
 //! ```text
-//! @presence/{R}/<len>:<channel><len>:<user><len>:<edge>/<worker>/<slot>.<gen>
+//! @presence/{R}/<len>:<channel><len>:<user><len>:<member>
 //! ```
 //!
 //! - `R` is the channel's routing key (its hash tag's content, or the whole channel when
@@ -17,10 +17,14 @@
 //!   channel's prefix is a prefix of another channel's keys;
 //! - `user` is the connection's token subject (empty: anonymous); sorting by key
 //!   therefore lists one user's connections together;
-//! - the last part names the connection: the edge process (its link id, unique per
-//!   process start), the worker and the connection's slot and generation.
+//! - `member` is the device the join named (`d:<device>`, so that a user's device that
+//!   reconnects anywhere is the same member) or else the connection (`c:` and its
+//!   [`ConnName`]).
 //!
-//! The value of a member's key is its meta (JSON text, possibly empty).
+//! The value of a member's key is its meta (JSON text). Which connection holds a
+//! member now (its *owner*, a [`ConnName`]) travels beside the key in link frames and
+//! is not part of it: a device that reconnects through another edge takes its member
+//! over without a leave or a join.
 
 use std::fmt::Write as _;
 
@@ -34,6 +38,9 @@ pub const MAX_CHANNEL_LEN: usize = 256;
 
 /// Longest meta (JSON text), in bytes.
 pub const MAX_META_LEN: usize = 1024;
+
+/// Longest device name, in bytes.
+pub const MAX_DEVICE_LEN: usize = 64;
 
 /// Why a channel name cannot hold presence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,13 +85,49 @@ pub struct ConnName<'a> {
 }
 
 impl std::fmt::Display for ConnName<'_> {
-    /// `edge/worker/slot.gen`, the form clients see as a member's `conn`.
+    /// `edge/worker/slot.gen`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{}/{}/{}.{}",
             self.edge, self.worker, self.slot, self.generation
         )
+    }
+}
+
+impl<'a> ConnName<'a> {
+    /// Parses the [`Display`](std::fmt::Display) form.
+    #[must_use]
+    pub fn parse(s: &'a str) -> Option<Self> {
+        let (rest, slot_gen) = s.rsplit_once('/')?;
+        let (edge, worker) = rest.rsplit_once('/')?;
+        let (slot, generation) = slot_gen.split_once('.')?;
+        let c = Self {
+            edge,
+            worker: worker.parse().ok()?,
+            slot: slot.parse().ok()?,
+            generation: generation.parse().ok()?,
+        };
+        (!edge.is_empty() && c.to_string() == s).then_some(c)
+    }
+}
+
+/// Who a member is within its channel and user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberId<'a> {
+    /// A device the user named: the same member from any connection.
+    Device(&'a str),
+    /// One connection (its [`ConnName`] text).
+    Conn(&'a str),
+}
+
+impl MemberId<'_> {
+    /// What clients see as the member's `conn`: the device's name, or the connection.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Device(d) | Self::Conn(d) => d,
+        }
     }
 }
 
@@ -95,8 +138,8 @@ pub struct MemberKey<'a> {
     pub channel: &'a str,
     /// The user (a token's subject; empty: anonymous).
     pub user: &'a str,
-    /// The connection.
-    pub conn: ConnName<'a>,
+    /// The member.
+    pub member: MemberId<'a>,
 }
 
 fn push_part(out: &mut String, part: &str) {
@@ -124,9 +167,11 @@ impl MemberKey<'_> {
     pub fn encode(&self) -> String {
         let mut out = channel_prefix(self.channel);
         push_part(&mut out, self.user);
-        push_part(&mut out, self.conn.edge);
-        let c = &self.conn;
-        let _ = write!(out, "/{}/{}.{}", c.worker, c.slot, c.generation);
+        let (tag, id) = match self.member {
+            MemberId::Device(d) => ("d:", d),
+            MemberId::Conn(c) => ("c:", c),
+        };
+        let _ = write!(out, "{}:{tag}{id}", id.len() + 2);
         out
     }
 }
@@ -151,19 +196,19 @@ pub fn parse(key: &str) -> Option<MemberKey<'_>> {
     let rest = rest.get(close + 2..)?;
     let (channel, rest) = take_part(rest)?;
     let (user, rest) = take_part(rest)?;
-    let (edge, rest) = take_part(rest)?;
-    let mut parts = rest.strip_prefix('/')?.splitn(2, '/');
-    let worker = parts.next()?.parse().ok()?;
-    let (slot, generation) = parts.next()?.split_once('.')?;
+    let (member, rest) = take_part(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let member = match (member.strip_prefix("d:"), member.strip_prefix("c:")) {
+        (Some(d), _) => MemberId::Device(d),
+        (_, Some(c)) => MemberId::Conn(c),
+        _ => return None,
+    };
     let parsed = MemberKey {
         channel,
         user,
-        conn: ConnName {
-            edge,
-            worker,
-            slot: slot.parse().ok()?,
-            generation: generation.parse().ok()?,
-        },
+        member,
     };
     // Only the canonical form: the routing part must be the channel's.
     (parsed.encode() == key).then_some(parsed)
@@ -181,24 +226,41 @@ mod tests {
     use crate::partition::partition_of;
     use proptest::prelude::*;
 
-    fn member<'a>(channel: &'a str, user: &'a str, edge: &'a str) -> MemberKey<'a> {
+    fn member<'a>(channel: &'a str, user: &'a str, id: &'a str) -> MemberKey<'a> {
         MemberKey {
             channel,
             user,
-            conn: ConnName {
-                edge,
-                worker: 3,
-                slot: 17,
-                generation: 2,
-            },
+            member: MemberId::Conn(id),
+        }
+    }
+
+    #[test]
+    fn connection_names_read_back() {
+        let c = ConnName {
+            edge: "edge-9-ab",
+            worker: 3,
+            slot: 17,
+            generation: 2,
+        };
+        let text = c.to_string();
+        assert_eq!(text, "edge-9-ab/3/17.2");
+        assert_eq!(ConnName::parse(&text), Some(c));
+        for bad in ["", "e/1/2", "/1/2.3", "e/x/2.3", "e/1/2.3.4", "e/01/2.3"] {
+            assert_eq!(ConnName::parse(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn a_key_reads_back_and_lives_with_its_channel() {
-        let m = member("room/{42}", "alice", "edge-9-ab");
+        let m = member("room/{42}", "alice", "edge-9-ab/3/17.2");
         let key = m.encode();
-        assert_eq!(key, "@presence/{42}/9:room/{42}5:alice9:edge-9-ab/3/17.2");
+        assert_eq!(key, "@presence/{42}/9:room/{42}5:alice18:c:edge-9-ab/3/17.2");
+        let phone = MemberKey {
+            channel: "room/{42}",
+            user: "alice",
+            member: MemberId::Device("phone"),
+        };
+        assert_eq!(parse(&phone.encode()), Some(phone));
         assert_eq!(parse(&key), Some(m));
         assert!(key.starts_with(&channel_prefix("room/{42}")));
         for n in [1, 7, 64] {
@@ -224,11 +286,13 @@ mod tests {
 
     #[test]
     fn non_canonical_keys_are_refused() {
-        assert_eq!(parse("@presence/{x}/1:a0:1:e/0/1.1"), None);
-        assert_eq!(parse("@presence/{a}/1:a0:1:e/0/1.1x"), None);
-        assert_eq!(parse("@durable/{a}/1:a0:1:e/0/1.1"), None);
-        assert_eq!(parse("@presence/{a}/9:a0:1:e/0/1.1"), None);
-        assert!(parse("@presence/{a}/1:a0:1:e/0/1.1").is_some());
+        assert_eq!(parse("@presence/{x}/1:a0:3:c:e"), None);
+        assert_eq!(parse("@presence/{a}/1:a0:3:c:ex"), None);
+        assert_eq!(parse("@presence/{a}/1:a0:3:x:e"), None);
+        assert_eq!(parse("@durable/{a}/1:a0:3:c:e"), None);
+        assert_eq!(parse("@presence/{a}/9:a0:3:c:e"), None);
+        assert!(parse("@presence/{a}/1:a0:3:c:e").is_some());
+        assert!(parse("@presence/{a}/1:a0:3:d:e").is_some());
     }
 
     /// A channel: text with or without one `{tag}`.

@@ -133,7 +133,7 @@ enum PendingKind {
     /// An `ack` reading, then writing, its subscription's record.
     AckRead(Box<durable::AckState>),
     AckWrite(Box<durable::AckState>),
-    /// A `join` (with its member key, forgotten if it fails) or a `leave`.
+    /// A `join` (with its channel: forgotten if it fails) or a `leave`.
     Presence {
         join: Option<Box<str>>,
     },
@@ -327,8 +327,13 @@ impl Hub {
                 self.durable_sub(SubRef { conn, id }, target, from.as_deref(), mode, record);
             }
             Request::Ack { id, token } => self.ack(conn, id, &token),
-            Request::Join { id, channel, meta } => self.join(conn, id, &channel, &meta, subject),
-            Request::Leave { id, channel } => self.leave(conn, id, &channel, subject),
+            Request::Join {
+                id,
+                channel,
+                meta,
+                device,
+            } => self.join(conn, id, &channel, &meta, device.as_deref(), subject),
+            Request::Leave { id, channel } => self.leave(conn, id, &channel),
             Request::Presence {
                 id,
                 channel,
@@ -583,8 +588,8 @@ impl Hub {
             (PendingKind::AckWrite(a), ErrorCode::Conflict) => {
                 return self.ack_conflict(p.conn, p.id, *a);
             }
-            (PendingKind::Presence { join: Some(key) }, _) => {
-                self.forget_join(p.conn, &key);
+            (PendingKind::Presence { join: Some(channel) }, _) => {
+                self.take_join(p.conn, &channel);
             }
             _ => {}
         }

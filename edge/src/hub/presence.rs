@@ -4,10 +4,12 @@
 //! (a member is a key under `@presence/`, [`wire::presence`]), and `members` / presence
 //! events to clients.
 //!
-//! - A join is a put of the connection's member key (its meta the value), a leave its
-//!   delete; the worker remembers each connection's joins, so that a close leaves them
-//!   all, and a relinked store hears every member this worker holds for it (one
-//!   `PresenceSync`, in parts), which it reconciles without logging the unchanged ones.
+//! - A join is a put of the member's key (the connection's, or with `device` the user's
+//!   device's: the same member from any connection) with its meta, naming the
+//!   connection that holds it; a leave its delete by that connection. The worker
+//!   remembers each connection's joins, so that a close leaves them all, and a relinked
+//!   store hears every member this worker holds for it (one `PresenceSync`, in parts),
+//!   which it reconciles without logging the unchanged ones.
 //! - A presence subscription is a prefix subscription to the channel's member keys (one
 //!   partition, by the channel's hash tag): the same groups, positions, tokens, resume
 //!   and reset as any subscription. Only its messages change form: a snapshot page
@@ -18,9 +20,9 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use wire::client::{Member, MemberMeta, Response};
+use wire::client::{ErrorCode, Member, MemberMeta, Response};
 use wire::link::EntryRef;
-use wire::presence::{ConnName, MemberKey, channel_prefix};
+use wire::presence::{ConnName, MemberId, MemberKey, channel_prefix};
 
 use super::{ConnRef, Hub, Out, PendingKind, SubRef};
 
@@ -32,7 +34,9 @@ const SYNC_PART: usize = 1000;
 
 /// One channel a connection joined.
 #[derive(Debug)]
-struct Joined {
+pub(super) struct Joined {
+    /// The channel.
+    channel: Box<str>,
     /// Its member key.
     key: Box<str>,
     /// Its meta (JSON text).
@@ -62,19 +66,15 @@ impl Presence {
         }
     }
 
-    /// The member key of connection `conn` of user `user` in `channel`.
-    fn key(&self, channel: &str, user: &str, conn: ConnRef) -> String {
-        MemberKey {
-            channel,
-            user,
-            conn: ConnName {
-                edge: &self.edge,
-                worker: self.worker,
-                slot: conn.0,
-                generation: conn.1,
-            },
+    /// Connection `conn`'s name in the cluster.
+    fn conn_name(&self, conn: ConnRef) -> String {
+        ConnName {
+            edge: &self.edge,
+            worker: self.worker,
+            slot: conn.0,
+            generation: conn.1,
         }
-        .encode()
+        .to_string()
     }
 
     /// Connections with joins.
@@ -93,7 +93,7 @@ pub(super) fn group<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8])>) -> V
         };
         let user = (!m.user.is_empty()).then(|| Cow::Owned(m.user.to_owned()));
         let meta = MemberMeta {
-            conn: Cow::Owned(m.conn.to_string()),
+            conn: Cow::Owned(m.member.as_str().to_owned()),
             meta: Cow::Owned(meta.to_vec()),
         };
         match out.last_mut() {
@@ -109,56 +109,76 @@ pub(super) fn group<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8])>) -> V
 }
 
 impl Hub {
-    /// `join`: the connection's member key of `channel` is written with `meta` (again:
-    /// the meta is replaced).
-    pub(super) fn join(&mut self, conn: ConnRef, id: u64, channel: &str, meta: &[u8], user: &str) {
-        let key = self.presence.key(channel, user, conn);
-        let joins = self.presence.joined.entry(conn).or_default();
-        match joins.iter_mut().find(|j| *j.key == *key) {
-            Some(j) => j.meta = meta.into(),
-            None => joins.push(Joined {
-                key: key.as_str().into(),
-                meta: meta.into(),
-            }),
+    /// `join`: the member (`device`'s, else the connection's) of user `user` in
+    /// `channel` is written with `meta`, held by this connection (again: the meta is
+    /// replaced; with another device, the previous member leaves).
+    pub(super) fn join(&mut self, conn: ConnRef, id: u64, channel: &str, meta: &[u8], device: Option<&str>, user: &str) {
+        if device.is_some() && user.is_empty() {
+            let why = "a device needs an authenticated connection";
+            return self.fail(conn, id, ErrorCode::BadRequest, why);
         }
+        let owner = self.presence.conn_name(conn);
+        let member = match device {
+            Some(d) => MemberId::Device(d),
+            None => MemberId::Conn(&owner),
+        };
+        let key = MemberKey { channel, user, member }.encode();
+        if let Some(old) = self.take_join(conn, channel).filter(|o| *o.key != *key) {
+            self.send_leave(&old.key, &owner);
+        }
+        self.presence.joined.entry(conn).or_default().push(Joined {
+            channel: channel.into(),
+            key: key.as_str().into(),
+            meta: meta.into(),
+        });
         let kind = PendingKind::Presence {
-            join: Some(key.as_str().into()),
+            join: Some(channel.into()),
         };
         let sent = self.forward(conn, id, &key, kind, |enc, out, rid| {
-            enc.put(out, rid, &key, meta, None, None)
+            enc.join(out, rid, &key, meta, &owner)
         });
         if !sent {
             // Refused before it reached a store: not a member.
-            self.forget_join(conn, &key);
+            self.take_join(conn, channel);
         }
     }
 
-    /// `leave`: the connection's member key of `channel` is deleted (a channel it did
-    /// not join is left at once).
-    pub(super) fn leave(&mut self, conn: ConnRef, id: u64, channel: &str, user: &str) {
-        let key = self.presence.key(channel, user, conn);
-        if !self.forget_join(conn, &key) {
+    /// `leave`: the connection's member of `channel` is deleted (a channel it did not
+    /// join is left at once).
+    pub(super) fn leave(&mut self, conn: ConnRef, id: u64, channel: &str) {
+        let Some(j) = self.take_join(conn, channel) else {
             self.reply(conn, ok(id));
             return;
-        }
+        };
+        let owner = self.presence.conn_name(conn);
         let kind = PendingKind::Presence { join: None };
-        self.forward(conn, id, &key, kind, |enc, out, rid| {
-            enc.delete(out, rid, &key, None, None)
+        self.forward(conn, id, &j.key, kind, |enc, out, rid| {
+            enc.leave(out, rid, &j.key, &owner)
         });
     }
 
-    /// Drop the connection's join with `key`; whether it had one.
-    pub(super) fn forget_join(&mut self, conn: ConnRef, key: &str) -> bool {
-        let Some(joins) = self.presence.joined.get_mut(&conn) else {
-            return false;
-        };
-        let before = joins.len();
-        joins.retain(|j| *j.key != *key);
-        let had = joins.len() < before;
+    /// A leave of `key` by `owner` that nobody waits for (if its store is up; else the
+    /// store hears of it when it relinks, from what this worker announces).
+    fn send_leave(&mut self, key: &str, owner: &str) {
+        let store = self.store_of(key);
+        if !self.is_up(store) {
+            return;
+        }
+        let rid = self.id();
+        if let Some(out) = self.link_out.get_mut(store) {
+            let _ = self.enc.leave(out, rid, key, owner);
+        }
+    }
+
+    /// Take the connection's join of `channel`, if it has one.
+    pub(super) fn take_join(&mut self, conn: ConnRef, channel: &str) -> Option<Joined> {
+        let joins = self.presence.joined.get_mut(&conn)?;
+        let at = joins.iter().position(|j| *j.channel == *channel)?;
+        let j = joins.swap_remove(at);
         if joins.is_empty() {
             self.presence.joined.remove(&conn);
         }
-        had
+        Some(j)
     }
 
     /// `presence`: a page of `channel`'s members after `cursor`, or its count.
@@ -220,30 +240,24 @@ impl Hub {
         let Some(joins) = self.presence.joined.remove(&conn) else {
             return;
         };
+        let owner = self.presence.conn_name(conn);
         for j in joins {
-            let store = self.store_of(&j.key);
-            if !self.is_up(store) {
-                continue;
-            }
-            let rid = self.id();
-            if let Some(out) = self.link_out.get_mut(store) {
-                let _ = self.enc.delete(out, rid, &j.key, None, None);
-            }
+            self.send_leave(&j.key, &owner);
         }
     }
 
     /// The link to store `s` is up: announce every member this worker holds there (at
     /// least one part, so that members it no longer holds leave).
     pub(super) fn presence_announce(&mut self, s: usize) {
-        let mine: Vec<(&str, &[u8])> = self
+        let mine: Vec<(&str, &[u8], String)> = self
             .presence
             .joined
-            .values()
-            .flatten()
-            .map(|j| (&*j.key, &*j.meta))
-            .filter(|(k, _)| self.store_of(k) == s)
+            .iter()
+            .flat_map(|(&c, js)| js.iter().map(move |j| (c, j)))
+            .filter(|(_, j)| self.store_of(&j.key) == s)
+            .map(|(c, j)| (&*j.key, &*j.meta, self.presence.conn_name(c)))
             .collect();
-        let parts: Vec<&[(&str, &[u8])]> = if mine.is_empty() {
+        let parts: Vec<&[(&str, &[u8], String)]> = if mine.is_empty() {
             vec![&[]]
         } else {
             mine.chunks(SYNC_PART).collect()
@@ -255,13 +269,14 @@ impl Hub {
         for (i, part) in parts.iter().enumerate() {
             let entries: Vec<EntryRef<'_>> = part
                 .iter()
-                .map(|(key, value)| EntryRef {
+                .map(|(key, value, _)| EntryRef {
                     key,
                     value,
                     version: 0,
                 })
                 .collect();
-            let _ = self.enc.presence_sync(out, 0, &entries, i == last);
+            let owners: Vec<&str> = part.iter().map(|(_, _, o)| o.as_str()).collect();
+            let _ = self.enc.presence_sync(out, 0, &entries, &owners, i == last);
         }
     }
 

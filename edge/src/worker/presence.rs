@@ -104,7 +104,7 @@ pub(super) fn events_message(id: u64, changes: &[Rc<Delivery>]) -> Option<Respon
             Some(PresenceEvent {
                 joined,
                 user: (!m.user.is_empty()).then_some(Cow::Borrowed(m.user)),
-                conn: Cow::Owned(m.conn.to_string()),
+                conn: Cow::Owned(m.member.as_str().to_owned()),
             })
         })
         .collect();
@@ -158,18 +158,13 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wire::presence::{ConnName, MemberKey};
+    use wire::presence::{MemberId, MemberKey};
 
     fn member(user: &str, slot: u32) -> String {
         MemberKey {
             channel: "room",
             user,
-            conn: ConnName {
-                edge: "e",
-                worker: 0,
-                slot,
-                generation: 1,
-            },
+            member: MemberId::Conn(&format!("e/0/{slot}.1")),
         }
         .encode()
     }

@@ -96,10 +96,20 @@ pub enum Req {
         /// Most members in the page.
         limit: u32,
     },
-    /// Members the link's worker holds, (key, meta): one part of its announcement.
+    /// A presence member's join (`meta`) or leave (`None`) by connection `owner`.
+    Member {
+        /// The member's key.
+        key: String,
+        /// The meta of a join.
+        meta: Option<Vec<u8>>,
+        /// The connection joining or leaving.
+        owner: String,
+    },
+    /// Members the link's worker holds, (key, meta, owner): one part of its
+    /// announcement.
     PresenceSync {
         /// The members.
-        members: Vec<(String, Vec<u8>)>,
+        members: Vec<(String, Vec<u8>, String)>,
         /// The announcement's last part.
         last: bool,
     },
@@ -276,6 +286,8 @@ struct Core<E: Engine> {
     link_edges: HashMap<LinkId, presence::LinkEdge>,
     /// Per link: the member keys of a presence announcement in progress.
     syncing: HashMap<LinkId, std::collections::HashSet<Box<str>>>,
+    /// Records outside the log, written with the next batch (presence owners).
+    side: Vec<crate::engine::BatchOp>,
 }
 
 /// Where requests, link events and commit outcomes reach the core.
@@ -319,6 +331,7 @@ pub async fn run<E: Engine>(
         presence: crate::presence::Presence::default(),
         link_edges: HashMap::new(),
         syncing: HashMap::new(),
+        side: Vec::new(),
     };
     core.load_presence();
     core.publish_partitions();
@@ -547,7 +560,7 @@ impl<E: Engine> Core<E> {
             take += 1;
         }
         let trim = self.trim_due && !self.trimming;
-        if take == 0 && !trim {
+        if take == 0 && !trim && self.side.is_empty() {
             return None;
         }
         let mut from = Vec::with_capacity(take);
@@ -558,6 +571,7 @@ impl<E: Engine> Core<E> {
         }
         let now = now_ms();
         let mut prepared = self.log.prepare(&writes, now);
+        prepared.batch.ops.append(&mut self.side);
         if trim {
             self.trim_due = false;
             let owned: Vec<u32> = self.log.owned().collect();
@@ -742,7 +756,13 @@ impl<E: Engine> Core<E> {
                 }
                 Err(e) => self.read_error(link, request_id, &e),
             },
-            Req::Write(w) if presence::is_presence(&w) => self.presence_write(link, request_id, w),
+            Req::Write(w) if presence::is_presence(&w) => {
+                let e = StoreError::Presence(crate::presence::Refusal::NoOwner);
+                self.write_error(link, request_id, &e);
+            }
+            Req::Member { key, meta, owner } => {
+                self.presence_write(link, request_id, key, meta, &owner);
+            }
             Req::Write(w) => self.enqueue(link, request_id, w),
             Req::Members {
                 prefix,

@@ -12,7 +12,7 @@ use wire::presence::PREFIX;
 
 use super::{Core, LinkId, now_ms, text, wire_pos};
 use crate::changelog::{Target, Write};
-use crate::engine::Engine;
+use crate::engine::{BatchOp, Engine};
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::presence::{Effect, Refusal};
@@ -39,14 +39,19 @@ pub(super) fn is_presence(w: &Write) -> bool {
 impl<E: Engine> Core<E> {
     /// (Re)build the member table from the engine, plus the presence writes queued and
     /// not yet in a batch; every edge without a link counts as gone from now.
+    ///
+    /// Members keep the owners they had (after a failed commit); the others are
+    /// unclaimed until an announcement claims them, and leave if none does within the
+    /// grace period.
     pub(super) fn load_presence(&mut self) {
+        let owners = self.presence.owners();
         self.presence.clear_members();
         let owned: Vec<u32> = self.log.owned().collect();
         for p in owned {
             match self.log.snapshot(p, Target::Prefix(PREFIX.as_bytes())) {
                 Ok((entries, _)) => {
                     for (key, current) in entries {
-                        let _ = self.presence.join(None, text(&key), &current.value);
+                        let _ = self.presence.join(None, text(&key), &current.value, None);
                     }
                 }
                 Err(e) => warn!(partition = p, error = %e, "cannot load presence members"),
@@ -55,15 +60,29 @@ impl<E: Engine> Core<E> {
         for (_, _, w) in &self.queue {
             match w {
                 Write::Put { key, value, .. } if is_presence(w) => {
-                    let _ = self.presence.join(None, text(key), value);
+                    let _ = self.presence.join(None, text(key), value, None);
                 }
                 Write::Delete { key, .. } if is_presence(w) => {
-                    let _ = self.presence.leave(None, text(key));
+                    let _ = self.presence.leave(text(key), None);
                 }
                 _ => {}
             }
         }
-        self.presence.all_gone(now_ms());
+        let owned: Vec<u32> = self.log.owned().collect();
+        for p in owned {
+            match self.log.owners(p) {
+                Ok(records) => {
+                    for (key, owner) in records {
+                        self.presence.claim(text(&key), text(&owner));
+                    }
+                }
+                Err(e) => warn!(partition = p, error = %e, "cannot load presence owners"),
+            }
+        }
+        for (key, owner) in owners {
+            self.presence.claim(&key, &owner);
+        }
+        self.presence.loaded(now_ms());
         self.publish_presence();
     }
 
@@ -85,23 +104,46 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// A link's join (a put) or leave (a delete) of a member key.
-    pub(super) fn presence_write(&mut self, link: LinkId, request_id: u64, w: Write) {
-        let key = text(w.key());
+    /// A link's join (`meta`) or leave (`None`) of member `key` by connection `owner`.
+    pub(super) fn presence_write(
+        &mut self,
+        link: LinkId,
+        request_id: u64,
+        key: String,
+        meta: Option<Vec<u8>>,
+        owner: &str,
+    ) {
         let p = self.log.partition_of(key.as_bytes());
         let Some(at) = self.log.position(p) else {
             return self.write_error(link, request_id, &StoreError::WrongPartition(p));
         };
         let edge = self.link_edges.get(&link).map(|l| &*l.edge);
-        let effect = match (&w, edge) {
-            (_, None) => Err(Refusal::OtherEdge),
-            (Write::Put { value, .. }, Some(edge)) => self.presence.join(Some(edge), key, value),
-            (Write::Delete { .. }, Some(edge)) => self.presence.leave(Some(edge), key),
-            (Write::Publish { .. }, _) => Err(Refusal::NotMember),
+        let held_by = self.presence.owner(&key).map(str::to_owned);
+        let effect = match (&meta, edge) {
+            (_, None) => Err(Refusal::NotOwner),
+            (Some(meta), Some(edge)) => self.presence.join(Some(edge), &key, meta, Some(owner)),
+            (None, Some(_)) => self.presence.leave(&key, Some(owner)),
         };
+        if effect.is_ok() {
+            self.record_owner(p, &key, held_by.as_deref());
+        }
         match effect {
             Err(r) => self.write_error(link, request_id, &StoreError::Presence(r)),
             Ok(Effect::Write) => {
+                let key = key.into_bytes();
+                let w = match meta {
+                    Some(value) => Write::Put {
+                        key,
+                        value,
+                        if_version: None,
+                        msg_id: None,
+                    },
+                    None => Write::Delete {
+                        key,
+                        if_version: None,
+                        msg_id: None,
+                    },
+                };
                 self.enqueue(link, request_id, w);
                 self.publish_presence();
             }
@@ -150,7 +192,12 @@ impl<E: Engine> Core<E> {
     /// One part of a relinked worker's announcement of its members: each is joined (an
     /// unchanged one logs nothing); after the last part, the worker's other members
     /// leave.
-    pub(super) fn presence_sync(&mut self, link: LinkId, members: Vec<(String, Vec<u8>)>, last: bool) {
+    pub(super) fn presence_sync(
+        &mut self,
+        link: LinkId,
+        members: Vec<(String, Vec<u8>, String)>,
+        last: bool,
+    ) {
         let Some((edge, worker)) = self
             .link_edges
             .get(&link)
@@ -159,12 +206,18 @@ impl<E: Engine> Core<E> {
             return;
         };
         let mut announced = self.syncing.remove(&link).unwrap_or_default();
-        for (key, meta) in members {
+        for (key, meta, owner) in members {
             let owned = self.log.position(self.log.partition_of(key.as_bytes())).is_some();
             if !owned {
                 continue;
             }
-            match self.presence.join(Some(&edge), &key, &meta) {
+            let p = self.log.partition_of(key.as_bytes());
+            let held_by = self.presence.owner(&key).map(str::to_owned);
+            let joined = self.presence.join(Some(&edge), &key, &meta, Some(&owner));
+            if joined.is_ok() {
+                self.record_owner(p, &key, held_by.as_deref());
+            }
+            match joined {
                 Ok(Effect::Write) => self.own_write(Write::Put {
                     key: key.clone().into_bytes(),
                     value: meta,
@@ -207,7 +260,9 @@ impl<E: Engine> Core<E> {
     fn leave_all<'k>(&mut self, keys: impl Iterator<Item = &'k str>) {
         let keys: Vec<String> = keys.map(str::to_owned).collect();
         for key in keys {
-            if self.presence.leave(None, &key) == Ok(Effect::Write) {
+            if self.presence.leave(&key, None) == Ok(Effect::Write) {
+                let p = self.log.partition_of(key.as_bytes());
+                self.side.push(BatchOp::Delete(crate::keys::owner(p, key.as_bytes())));
                 self.own_write(Write::Delete {
                     key: key.into_bytes(),
                     if_version: None,
@@ -216,6 +271,20 @@ impl<E: Engine> Core<E> {
             }
         }
         self.publish_presence();
+    }
+
+    /// Member `key` of partition `p` was held by `before`: if its owner is another now,
+    /// the next batch records it (or removes the record of a member gone).
+    fn record_owner(&mut self, p: u32, key: &str, before: Option<&str>) {
+        let now = self.presence.owner(key);
+        if now == before {
+            return;
+        }
+        let record = crate::keys::owner(p, key.as_bytes());
+        self.side.push(match now {
+            Some(owner) => BatchOp::Put(record, owner.as_bytes().to_vec()),
+            None => BatchOp::Delete(record),
+        });
     }
 
     /// A write of the store's own, answered to no one.

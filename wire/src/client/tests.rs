@@ -115,6 +115,7 @@ fn every_request_variant_round_trips_in_both_forms() {
             id: 10,
             channel: "room/{42}".into(),
             meta: value(b"{\"name\":\"Alice\"}"),
+            device: Some("phone".into()),
         },
         Request::Leave {
             id: 11,

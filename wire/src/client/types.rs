@@ -96,6 +96,10 @@ pub enum Request<'a> {
         channel: Cow<'a, str>,
         /// What others see of this member: JSON text (`null` when not given).
         meta: Cow<'a, [u8]>,
+        /// The device this is (authenticated connections): the user's member from any
+        /// connection, so that reconnecting (to any edge) changes nothing others see.
+        /// `None`: this connection is the member.
+        device: Option<Cow<'a, str>>,
     },
     /// Leave a channel's presence.
     Leave {
@@ -530,10 +534,16 @@ impl Request<'_> {
                 id,
                 token: own(token),
             },
-            Self::Join { id, channel, meta } => Request::Join {
+            Self::Join {
+                id,
+                channel,
+                meta,
+                device,
+            } => Request::Join {
                 id,
                 channel: own(channel),
                 meta: own(meta),
+                device: device.map(own),
             },
             Self::Leave { id, channel } => Request::Leave {
                 id,

@@ -139,6 +139,12 @@ pub(super) fn meta(meta: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientE
     Ok(meta)
 }
 
+/// An absent device, or a non-empty one of at most
+/// [`crate::presence::MAX_DEVICE_LEN`] bytes.
+pub(super) fn device(name: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+    optional_name("device", crate::presence::MAX_DEVICE_LEN, name)
+}
+
 /// A present request id.
 pub(super) fn id(id: Option<u64>) -> Result<u64, ClientErrorKind> {
     id.ok_or(ClientErrorKind::Missing("id"))

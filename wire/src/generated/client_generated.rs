@@ -1698,6 +1698,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Join<'a> {
 impl<'a> Join<'a> {
   pub const VT_CHANNEL: ::flatbuffers::VOffsetT = 4;
   pub const VT_META: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1709,6 +1710,7 @@ impl<'a> Join<'a> {
     args: &'args JoinArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Join<'bldr>> {
     let mut builder = JoinBuilder::new(_fbb);
+    if let Some(x) = args.device { builder.add_device(x); }
     if let Some(x) = args.meta { builder.add_meta(x); }
     if let Some(x) = args.channel { builder.add_channel(x); }
     builder.finish()
@@ -1730,6 +1732,15 @@ impl<'a> Join<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Join::VT_META, None)}
   }
+  /// The device this is (1 to 64 bytes; authenticated connections): the user's member
+  /// from any connection. Absent: the connection is the member.
+  #[inline]
+  pub fn device(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Join::VT_DEVICE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Join<'_> {
@@ -1740,6 +1751,7 @@ impl ::flatbuffers::Verifiable for Join<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("channel", Self::VT_CHANNEL, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("meta", Self::VT_META, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("device", Self::VT_DEVICE, false)?
      .finish();
     Ok(())
   }
@@ -1747,6 +1759,7 @@ impl ::flatbuffers::Verifiable for Join<'_> {
 pub struct JoinArgs<'a> {
     pub channel: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub meta: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub device: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for JoinArgs<'a> {
   #[inline]
@@ -1754,6 +1767,7 @@ impl<'a> Default for JoinArgs<'a> {
     JoinArgs {
       channel: None,
       meta: None,
+      device: None,
     }
   }
 }
@@ -1770,6 +1784,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_meta(&mut self, meta: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Join::VT_META, meta);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Join::VT_DEVICE, device);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JoinBuilder<'a, 'b, A> {
@@ -1791,6 +1809,7 @@ impl ::core::fmt::Debug for Join<'_> {
     let mut ds = f.debug_struct("Join");
       ds.field("channel", &self.channel());
       ds.field("meta", &self.meta());
+      ds.field("device", &self.device());
       ds.finish()
   }
 }

@@ -1686,6 +1686,7 @@ impl<'a> Put<'a> {
   pub const VT_IF_VERSION: ::flatbuffers::VOffsetT = 8;
   pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 10;
   pub const VT_MSG_SCOPE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_OWNER: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1698,6 +1699,7 @@ impl<'a> Put<'a> {
   ) -> ::flatbuffers::WIPOffset<Put<'bldr>> {
     let mut builder = PutBuilder::new(_fbb);
     if let Some(x) = args.if_version { builder.add_if_version(x); }
+    if let Some(x) = args.owner { builder.add_owner(x); }
     if let Some(x) = args.msg_scope { builder.add_msg_scope(x); }
     if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.value { builder.add_value(x); }
@@ -1742,6 +1744,15 @@ impl<'a> Put<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Put::VT_MSG_SCOPE, None)}
   }
+  /// A presence member's (a key under @presence/): the connection that holds it now,
+  /// `edge/worker/slot.gen` (wire::presence::ConnName).
+  #[inline]
+  pub fn owner(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Put::VT_OWNER, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Put<'_> {
@@ -1755,6 +1766,7 @@ impl ::flatbuffers::Verifiable for Put<'_> {
      .visit_field::<u64>("if_version", Self::VT_IF_VERSION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_scope", Self::VT_MSG_SCOPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("owner", Self::VT_OWNER, false)?
      .finish();
     Ok(())
   }
@@ -1765,6 +1777,7 @@ pub struct PutArgs<'a> {
     pub if_version: Option<u64>,
     pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub msg_scope: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub owner: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for PutArgs<'a> {
   #[inline]
@@ -1775,6 +1788,7 @@ impl<'a> Default for PutArgs<'a> {
       if_version: None,
       msg_id: None,
       msg_scope: None,
+      owner: None,
     }
   }
 }
@@ -1805,6 +1819,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PutBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Put::VT_MSG_SCOPE, msg_scope);
   }
   #[inline]
+  pub fn add_owner(&mut self, owner: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Put::VT_OWNER, owner);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PutBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PutBuilder {
@@ -1828,6 +1846,7 @@ impl ::core::fmt::Debug for Put<'_> {
       ds.field("if_version", &self.if_version());
       ds.field("msg_id", &self.msg_id());
       ds.field("msg_scope", &self.msg_scope());
+      ds.field("owner", &self.owner());
       ds.finish()
   }
 }
@@ -1851,6 +1870,7 @@ impl<'a> Delete<'a> {
   pub const VT_IF_VERSION: ::flatbuffers::VOffsetT = 6;
   pub const VT_MSG_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_MSG_SCOPE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_OWNER: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1863,6 +1883,7 @@ impl<'a> Delete<'a> {
   ) -> ::flatbuffers::WIPOffset<Delete<'bldr>> {
     let mut builder = DeleteBuilder::new(_fbb);
     if let Some(x) = args.if_version { builder.add_if_version(x); }
+    if let Some(x) = args.owner { builder.add_owner(x); }
     if let Some(x) = args.msg_scope { builder.add_msg_scope(x); }
     if let Some(x) = args.msg_id { builder.add_msg_id(x); }
     if let Some(x) = args.key { builder.add_key(x); }
@@ -1899,6 +1920,15 @@ impl<'a> Delete<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Delete::VT_MSG_SCOPE, None)}
   }
+  /// A presence member's: the connection leaving; the member is deleted only if that
+  /// connection still holds it.
+  #[inline]
+  pub fn owner(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Delete::VT_OWNER, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Delete<'_> {
@@ -1911,6 +1941,7 @@ impl ::flatbuffers::Verifiable for Delete<'_> {
      .visit_field::<u64>("if_version", Self::VT_IF_VERSION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_id", Self::VT_MSG_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("msg_scope", Self::VT_MSG_SCOPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("owner", Self::VT_OWNER, false)?
      .finish();
     Ok(())
   }
@@ -1920,6 +1951,7 @@ pub struct DeleteArgs<'a> {
     pub if_version: Option<u64>,
     pub msg_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub msg_scope: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub owner: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for DeleteArgs<'a> {
   #[inline]
@@ -1929,6 +1961,7 @@ impl<'a> Default for DeleteArgs<'a> {
       if_version: None,
       msg_id: None,
       msg_scope: None,
+      owner: None,
     }
   }
 }
@@ -1955,6 +1988,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delete::VT_MSG_SCOPE, msg_scope);
   }
   #[inline]
+  pub fn add_owner(&mut self, owner: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delete::VT_OWNER, owner);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeleteBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeleteBuilder {
@@ -1977,6 +2014,7 @@ impl ::core::fmt::Debug for Delete<'_> {
       ds.field("if_version", &self.if_version());
       ds.field("msg_id", &self.msg_id());
       ds.field("msg_scope", &self.msg_scope());
+      ds.field("owner", &self.owner());
       ds.finish()
   }
 }
@@ -3623,7 +3661,8 @@ impl<'a> ::flatbuffers::Follow<'a> for PresenceSync<'a> {
 
 impl<'a> PresenceSync<'a> {
   pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
-  pub const VT_LAST: ::flatbuffers::VOffsetT = 6;
+  pub const VT_OWNERS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAST: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3635,6 +3674,7 @@ impl<'a> PresenceSync<'a> {
     args: &'args PresenceSyncArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PresenceSync<'bldr>> {
     let mut builder = PresenceSyncBuilder::new(_fbb);
+    if let Some(x) = args.owners { builder.add_owners(x); }
     if let Some(x) = args.entries { builder.add_entries(x); }
     builder.add_last(args.last);
     builder.finish()
@@ -3647,6 +3687,14 @@ impl<'a> PresenceSync<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry>>>>(PresenceSync::VT_ENTRIES, None)}
+  }
+  /// The connection holding each entry's member, in the same order.
+  #[inline]
+  pub fn owners(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(PresenceSync::VT_OWNERS, None)}
   }
   #[inline]
   pub fn last(&self) -> bool {
@@ -3664,6 +3712,7 @@ impl ::flatbuffers::Verifiable for PresenceSync<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Entry>>>>("entries", Self::VT_ENTRIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("owners", Self::VT_OWNERS, false)?
      .visit_field::<bool>("last", Self::VT_LAST, false)?
      .finish();
     Ok(())
@@ -3671,6 +3720,7 @@ impl ::flatbuffers::Verifiable for PresenceSync<'_> {
 }
 pub struct PresenceSyncArgs<'a> {
     pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Entry<'a>>>>>,
+    pub owners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
     pub last: bool,
 }
 impl<'a> Default for PresenceSyncArgs<'a> {
@@ -3678,6 +3728,7 @@ impl<'a> Default for PresenceSyncArgs<'a> {
   fn default() -> Self {
     PresenceSyncArgs {
       entries: None,
+      owners: None,
       last: false,
     }
   }
@@ -3691,6 +3742,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceSyncBuilder<'a, 'b, A
   #[inline]
   pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Entry<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceSync::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_owners(&mut self, owners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PresenceSync::VT_OWNERS, owners);
   }
   #[inline]
   pub fn add_last(&mut self, last: bool) {
@@ -3715,6 +3770,7 @@ impl ::core::fmt::Debug for PresenceSync<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("PresenceSync");
       ds.field("entries", &self.entries());
+      ds.field("owners", &self.owners());
       ds.field("last", &self.last());
       ds.finish()
   }

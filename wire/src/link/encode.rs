@@ -322,9 +322,52 @@ impl LinkEncoder {
             if_version,
             msg_id,
             msg_scope,
+            owner: None,
         };
         let root = internal::Put::create(&mut self.fbb, &args);
         self.finish(out, Kind::Put, request_id, root)
+    }
+
+    /// A [`Kind::Put`] of presence member `key` with `meta`, held by connection `owner`
+    /// (a join).
+    pub fn join(
+        &mut self,
+        out: &mut Vec<u8>,
+        request_id: u64,
+        key: &str,
+        meta: &[u8],
+        owner: &str,
+    ) -> Result<(), FrameTooLarge> {
+        let value = Some(self.fbb.create_vector(meta));
+        let key = Some(self.fbb.create_string(key));
+        let owner = Some(self.fbb.create_string(owner));
+        let args = PutArgs {
+            key,
+            value,
+            owner,
+            ..PutArgs::default()
+        };
+        let root = internal::Put::create(&mut self.fbb, &args);
+        self.finish(out, Kind::Put, request_id, root)
+    }
+
+    /// A [`Kind::Delete`] of presence member `key` by connection `owner` (a leave).
+    pub fn leave(
+        &mut self,
+        out: &mut Vec<u8>,
+        request_id: u64,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), FrameTooLarge> {
+        let key = Some(self.fbb.create_string(key));
+        let owner = Some(self.fbb.create_string(owner));
+        let args = DeleteArgs {
+            key,
+            owner,
+            ..DeleteArgs::default()
+        };
+        let root = internal::Delete::create(&mut self.fbb, &args);
+        self.finish(out, Kind::Delete, request_id, root)
     }
 
     /// [`Kind::Delete`]: remove `key`, if its version is `if_version` (when given);
@@ -344,6 +387,7 @@ impl LinkEncoder {
             if_version,
             msg_id,
             msg_scope,
+            owner: None,
         };
         let root = internal::Delete::create(&mut self.fbb, &args);
         self.finish(out, Kind::Delete, request_id, root)
@@ -486,16 +530,24 @@ impl LinkEncoder {
         self.finish(out, Kind::MembersReply, request_id, root)
     }
 
-    /// [`Kind::PresenceSync`]: members the link's worker holds; `last` on the last frame.
+    /// [`Kind::PresenceSync`]: members the link's worker holds (key, meta) and the
+    /// connection holding each; `last` on the last frame.
     pub fn presence_sync(
         &mut self,
         out: &mut Vec<u8>,
         request_id: u64,
         entries: &[EntryRef<'_>],
+        owners: &[&str],
         last: bool,
     ) -> Result<(), FrameTooLarge> {
+        let owners: Vec<_> = owners.iter().map(|o| self.fbb.create_string(o)).collect();
+        let owners = Some(self.fbb.create_vector(&owners));
         let entries = Some(self.entry_vector(entries));
-        let args = PresenceSyncArgs { entries, last };
+        let args = PresenceSyncArgs {
+            entries,
+            owners,
+            last,
+        };
         let root = internal::PresenceSync::create(&mut self.fbb, &args);
         self.finish(out, Kind::PresenceSync, request_id, root)
     }

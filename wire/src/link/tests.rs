@@ -106,12 +106,12 @@ fn one_of_each() -> Vec<Vec<u8>> {
     });
     build(e, f, |e, o| e.members(o, 20, "@presence/{a}/1:a", Some("k"), 1000));
     let member = [EntryRef {
-        key: "@presence/{a}/1:a0:1:e/0/1.1",
+        key: "@presence/{a}/1:a0:9:c:e/0/1.1",
         value: b"{}",
         version: 0,
     }];
     build(e, f, |e, o| e.members_reply(o, 21, &member, 7, true));
-    build(e, f, |e, o| e.presence_sync(o, 22, &member, true));
+    build(e, f, |e, o| e.presence_sync(o, 22, &member, &["e/0/1.1"], true));
     std::mem::take(f)
 }
 
@@ -213,7 +213,11 @@ fn fields_as_built(message: &LinkMessage<'_>) -> bool {
         LinkMessage::MembersReply(m) => {
             m.total() == 7 && m.more() && one_member(m.entries())
         }
-        LinkMessage::PresenceSync(m) => m.last() && one_member(m.entries()),
+        LinkMessage::PresenceSync(m) => {
+            m.last()
+                && one_member(m.entries())
+                && m.owners().map(|o| o.iter().collect::<Vec<_>>()) == Some(vec!["e/0/1.1"])
+        }
     }
 }
 
@@ -228,7 +232,7 @@ fn one_member(
         .flatten()
         .map(|e| (e.key(), e.value().map(|v| v.bytes())))
         .collect();
-    got == [("@presence/{a}/1:a0:1:e/0/1.1", Some(b"{}".as_slice()))]
+    got == [("@presence/{a}/1:a0:9:c:e/0/1.1", Some(b"{}".as_slice()))]
 }
 
 #[test]

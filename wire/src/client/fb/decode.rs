@@ -131,6 +131,7 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 id,
                 channel: validate::channel(join.channel().map(Cow::Borrowed))?,
                 meta: validate::meta(bytes(join.meta()))?,
+                device: validate::device(join.device().map(Cow::Borrowed))?,
             }
         }
         fb::Op::Leave => {

@@ -327,10 +327,20 @@ fn presence_op(
     request: &Request<'_>,
 ) -> (fb::Op, WIPOffset<UnionWIPOffset>) {
     match request {
-        Request::Join { channel, meta, .. } => {
+        Request::Join {
+            channel,
+            meta,
+            device,
+            ..
+        } => {
             let meta = Some(fbb.create_vector(meta));
             let channel = Some(fbb.create_string(channel));
-            let args = fb::JoinArgs { channel, meta };
+            let device = device.as_deref().map(|d| fbb.create_string(d));
+            let args = fb::JoinArgs {
+                channel,
+                meta,
+                device,
+            };
             (fb::Op::Join, fb::Join::create(fbb, &args).as_union_value())
         }
         Request::Leave { channel, .. } => {

@@ -61,6 +61,8 @@ struct WireRequest<'a> {
     #[serde(borrow)]
     cursor: Option<Str<'a>>,
     count_only: Option<bool>,
+    #[serde(borrow)]
+    device: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +237,7 @@ fn request(wire: WireRequest<'_>) -> Result<Request<'_>, ClientErrorKind> {
             id,
             channel: validate::channel(cow(wire.channel))?,
             meta: validate::meta(wire.meta.map(raw))?,
+            device: validate::device(cow(wire.device))?,
         },
         "leave" => Request::Leave {
             id,

@@ -316,10 +316,16 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             head(out, "ack", *id);
             str_field(out, "token", token);
         }
-        Request::Join { id, channel, meta } => {
+        Request::Join {
+            id,
+            channel,
+            meta,
+            device,
+        } => {
             head(out, "join", *id);
             str_field(out, "channel", channel);
             value_field(out, "meta", meta);
+            opt_str_field(out, "device", device.as_deref());
         }
         Request::Leave { id, channel } => {
             head(out, "leave", *id);
