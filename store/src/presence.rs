@@ -269,9 +269,15 @@ impl Presence {
         }
     }
 
-    /// The table was (re)loaded at `now_ms`: its members are unclaimed from then.
+    /// The table was (re)loaded at `now_ms`: its unclaimed members, and the members of
+    /// every edge without a link, are on their way out from then.
     pub fn loaded(&mut self, now_ms: u64) {
         self.loaded_at = now_ms;
+        for e in self.edges.values_mut() {
+            if e.links == 0 && e.gone_since.is_none() {
+                e.gone_since = Some(now_ms);
+            }
+        }
     }
 
     /// The members of edges gone for at least `grace_ms` at `now_ms`, and those loaded
