@@ -6,6 +6,7 @@
 #   scripts/scale.sh memory [CONNS]      idle subscribed connections, memory per connection
 #   scripts/scale.sh fanout [SUBS]       one key watched by SUBS connections
 #   scripts/scale.sh resume [CLIENTS]    a resume storm
+#   scripts/scale.sh presence [MEMBERS]  one channel joined by MEMBERS connections
 #
 # Needs a release build (`cargo build --release --workspace`). EDGE_BIN runs another
 # edge binary (an older build, for a before/after ratio) with the same store and load
@@ -37,7 +38,8 @@ case "$scenario" in
   memory) n="${n:-100000}" ;;
   fanout) n="${n:-10000}" ;;
   resume) n="${n:-20000}" ;;
-  *) echo "unknown scenario $scenario (memory, fanout, resume)" >&2; exit 2 ;;
+  presence) n="${n:-100000}" ;;
+  *) echo "unknown scenario $scenario (memory, fanout, resume, presence)" >&2; exit 2 ;;
 esac
 edges=$(( (n + per_edge - 1) / per_edge ))
 
@@ -68,4 +70,5 @@ case "$scenario" in
   memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "${SCALE_KEYS:-$n}" --hold 5 ;;
   fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ${SCALE_BROADCAST:+--broadcast} ;;
   resume) "${lg[@]}" resume --conns "$n" --keys "${SCALE_KEYS:-100}" --missed "${SCALE_MISSED:-20}" ;;
+  presence) "${lg[@]}" connect --conns "$n" --hold 1 --presence "bench/{1}" --store-pid "${pids[0]}" ;;
 esac

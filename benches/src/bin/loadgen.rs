@@ -7,6 +7,9 @@
 //! - `resume`: clients subscribe, drop, miss M changes per key, and come back with
 //!   their tokens at once; time until the last one is caught up, and a check that
 //!   each received exactly the missed changes, in order.
+//! - `connect --presence CHANNEL`: once all are open, every connection joins one
+//!   channel; join throughput, `count_only` and full paged listing times, and the
+//!   edges' and the store's memory per member.
 //!
 //! N beyond one process's open-file limit is spread over several worker processes
 //! (`--procs`, default: one per 15,000 connections), each connecting from 250 loopback
@@ -107,6 +110,12 @@ struct Args {
     /// first message (`{"op":"auth"}`), as a browser would.
     #[arg(long)]
     auth_secret_file: Option<std::path::PathBuf>,
+    /// `connect`: once all are open, every connection joins this presence channel.
+    #[arg(long)]
+    presence: Option<String>,
+    /// The store's process id, whose memory per presence member to report.
+    #[arg(long)]
+    store_pid: Option<u32>,
     /// Internal: run as worker number N of `--procs`.
     #[arg(long, hide = true)]
     worker: Option<usize>,
@@ -423,6 +432,9 @@ fn parent(args: &Args) {
                 args.conns, args.hold
             );
             std::thread::sleep(Duration::from_secs(args.hold));
+            if let Some(channel) = &args.presence {
+                presence(args, channel, &mut workers, &mut summary);
+            }
             if !args.edge_pid.is_empty() {
                 let (rss1, slab1) = (rss(&args.edge_pid), slab_bytes());
                 let n = args.conns.max(1) as f64;
@@ -481,6 +493,101 @@ fn parent(args: &Args) {
     }
     let rs = results(workers);
     report(args, procs, &rs, edge_secs, summary);
+}
+
+/// `--presence`: every connection joins `channel` (timed, with the edges' and the
+/// store's memory before and after); then `count_only` queries and a full paged
+/// listing are timed.
+fn presence(
+    args: &Args,
+    channel: &str,
+    workers: &mut [Worker],
+    summary: &mut Vec<(String, String)>,
+) {
+    let rss = |pids: &[u32]| pids.iter().map(|&p| rss_bytes(p)).sum::<u64>();
+    let store: Vec<u32> = args.store_pid.into_iter().collect();
+    let before = (rss(&args.edge_pid), rss(&store));
+    eprintln!("[loadgen] all {} join {channel} ...", args.conns);
+    let t = Instant::now();
+    tell(workers, "JOIN");
+    for (i, w) in workers.iter().enumerate() {
+        loop {
+            match w.lines.recv() {
+                Ok(l) if l == "JOINED" => break,
+                Ok(_) => {}
+                Err(_) => panic!("worker {i} ended before joining"),
+            }
+        }
+        eprintln!("[loadgen] worker {i} joined ({:.1} s)", t.elapsed().as_secs_f64());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let n = args.conns.max(1) as f64;
+    summary.push((
+        "**joins per second** (all connections join at once)".into(),
+        format!("**{:.0}** ({} in {secs:.2} s)", n / secs, args.conns),
+    ));
+    // Let the store's commits and the edges' bookkeeping settle before measuring.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = (rss(&args.edge_pid), rss(&store));
+    if !args.edge_pid.is_empty() {
+        let per = after.0.saturating_sub(before.0) as f64 / n;
+        summary.push(("edges' memory per member".into(), format!("{per:.0} B")));
+    }
+    if !store.is_empty() {
+        let per = after.1.saturating_sub(before.1) as f64 / n;
+        summary.push(("store's memory per member".into(), format!("{per:.0} B")));
+    }
+    let (count, listing) = presence_queries(args, channel);
+    summary.push(("`count_only` answer, p50 / p99 of 200".into(), count));
+    summary.push(("full paged listing (1,000 per page)".into(), listing));
+}
+
+/// Time 200 `count_only` queries and one full listing of `channel`, from one
+/// connection: (p50 / p99 of the queries, the listing's time, pages and members).
+fn presence_queries(args: &Args, channel: &str) -> (String, String) {
+    let (rt, mut ws) = writer_conn(args);
+    rt.block_on(async move {
+        let mut h = histogram();
+        for i in 0..200u64 {
+            let q = format!(r#"{{"op":"presence","id":{i},"channel":"{channel}","count_only":true}}"#);
+            let t = Instant::now();
+            ws.send_text(&q).await.unwrap_or_else(|e| panic!("{e}"));
+            let a = ws.recv_text().await.unwrap_or_default();
+            assert!(a.contains(&format!(r#""total":{}"#, args.conns)), "count: {a}");
+            let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+        }
+        let count = format!(
+            "{:.2} / {:.2} ms",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0
+        );
+        let t = Instant::now();
+        let (mut cursor, mut pages, mut members) = (None::<String>, 0, 0usize);
+        loop {
+            let after = cursor
+                .as_deref()
+                .map(|c| format!(r#","cursor":{}"#, serde_json::Value::from(c)))
+                .unwrap_or_default();
+            let q = format!(r#"{{"op":"presence","id":1,"channel":"{channel}"{after}}}"#);
+            ws.send_text(&q).await.unwrap_or_else(|e| panic!("{e}"));
+            let a = ws.recv_text().await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&a).unwrap_or_else(|e| panic!("{e}: {a}"));
+            pages += 1;
+            members += v["members"]
+                .as_array()
+                .map_or(0, |g| g.iter().map(|m| m["metas"].as_array().map_or(0, Vec::len)).sum());
+            match v["cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(members, args.conns, "the listing holds every member");
+        let listing = format!(
+            "{:.0} ms ({pages} pages, {members} members)",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        (count, listing)
+    })
 }
 
 fn report(
@@ -686,7 +793,7 @@ struct Conn {
 
 /// Connect (and subscribe, unless `connect` mode); the connection and its token.
 async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
-    let ws_proto = args.mode != Mode::Connect || args.subscribe;
+    let ws_proto = args.mode != Mode::Connect || args.subscribe || args.presence.is_some();
     let protocol = ws_proto.then_some("ringline.v1.json");
     let sub = ws_proto && !args.broadcast;
     let mut ws = Ws::connect(args.target, &args.path, protocol, source(args, index, n))
@@ -730,7 +837,11 @@ fn auth_token(args: &Args, n: usize) -> Option<String> {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({
         "sub": format!("lg-user-{n}"), "exp": now + 24 * 3600, "iat": now,
-        "rl": { "read": ["user/{sub}/*", "lg/*"], "write": ["user/{sub}/inbox"] },
+        "rl": {
+            "read": ["user/{sub}/*", "lg/*"],
+            "write": ["user/{sub}/inbox"],
+            "presence": ["bench/*"],
+        },
     });
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key.as_ref()?).ok()
 }
@@ -750,6 +861,9 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
     let hs = Rc::new(RefCell::new(histogram()));
     let conns: Rc<RefCell<Vec<Conn>>> = Rc::new(RefCell::new(Vec::with_capacity(share)));
     let permits = Rc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    // `--presence`: the held connections join when the parent says JOIN.
+    let (join_tx, join_rx) = tokio::sync::watch::channel(false);
+    let joined = Arc::new(AtomicU64::new(0));
     let ticker = {
         let opened = Arc::clone(&opened);
         tokio::task::spawn_local(async move {
@@ -772,6 +886,7 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
                 Rc::clone(&conns),
                 Rc::clone(&permits),
             );
+            let (mut join_rx, joined) = (join_rx.clone(), Arc::clone(&joined));
             tokio::task::spawn_local(async move {
                 let permit = permits.acquire().await;
                 let t = Instant::now();
@@ -785,6 +900,13 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
                 opened.fetch_add(1, Ordering::Relaxed);
                 drop(permit);
                 if hold {
+                    if let Some(channel) = &args.presence {
+                        if join_rx.wait_for(|&go| go).await.is_err() || !join(&mut ws, channel).await {
+                            dropped.set(dropped.get() + 1);
+                            return;
+                        }
+                        joined.fetch_add(1, Ordering::Relaxed);
+                    }
                     while ws.recv(|_| true).await {}
                     dropped.set(dropped.get() + 1);
                 } else {
@@ -808,6 +930,14 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
     let conns = std::mem::take(&mut *conns.borrow_mut());
     match args.mode {
         Mode::Connect => {
+            if args.presence.is_some() {
+                let _ = lines.recv().await; // JOIN
+                let _ = join_tx.send(true);
+                while joined.load(Ordering::Relaxed) + dropped.get() < r.connected {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                say("JOINED");
+            }
             let _ = lines.recv().await;
             r.dropped = dropped.get();
         }
@@ -819,6 +949,25 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
     }
     ticker.abort();
     r
+}
+
+/// Join `channel` on `ws` and wait for the answer; whether it was `ok`.
+async fn join(ws: &mut Ws, channel: &str) -> bool {
+    let msg = format!(r#"{{"op":"join","id":2,"channel":"{channel}","meta":{{"n":1}}}}"#);
+    if ws.send_text(&msg).await.is_err() {
+        return false;
+    }
+    loop {
+        match ws.recv_text().await {
+            Some(t) if t.starts_with(r#"{"op":"ok","id":2"#) => return true,
+            Some(t) if t.starts_with(r#"{"op":"error""#) => {
+                eprintln!("[loadgen] join refused: {t}");
+                return false;
+            }
+            Some(_) => {}
+            None => return false,
+        }
+    }
 }
 
 async fn fanout(
