@@ -37,7 +37,12 @@ fn cluster(store_flags: &[&str]) -> (tempfile::TempDir, LocalCluster) {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
-    let flags = ["--auth", "required", "--auth-secret-file", secret.to_str().unwrap()];
+    let flags = [
+        "--auth",
+        "required",
+        "--auth-secret-file",
+        secret.to_str().unwrap(),
+    ];
     let c = LocalCluster::start_with(store_flags, &flags);
     (dir, c)
 }
@@ -56,7 +61,13 @@ fn join(c: &mut Client, id: u64, channel: &str, meta: &str) -> Response<'static>
 }
 
 /// A join as `device` (`None`: as this connection).
-fn join_as(c: &mut Client, id: u64, channel: &str, meta: &str, device: Option<&str>) -> Response<'static> {
+fn join_as(
+    c: &mut Client,
+    id: u64,
+    channel: &str,
+    meta: &str,
+    device: Option<&str>,
+) -> Response<'static> {
     c.call(&Request::Join {
         id,
         channel: channel.into(),
@@ -80,17 +91,30 @@ type Ev = (&'static str, Option<String>, Option<String>);
 
 /// What subscription `id` of `c` receives within `wait`: its events in order, the
 /// number of `presence` messages they came in, and the last token.
-fn events(c: &mut Client, id: u64, want: usize, wait: Duration) -> (Vec<Ev>, usize, Option<String>) {
+fn events(
+    c: &mut Client,
+    id: u64,
+    want: usize,
+    wait: Duration,
+) -> (Vec<Ev>, usize, Option<String>) {
     let deadline = Instant::now() + wait;
     let (mut got, mut messages, mut token) = (Vec::new(), 0, None);
     while got.len() < want && Instant::now() < deadline {
         let Some(r) = c.try_recv() else { continue };
-        if let Response::Presence { id: i, events, token: t } = r {
+        if let Response::Presence {
+            id: i,
+            events,
+            token: t,
+        } = r
+        {
             assert_eq!(i, id);
             messages += 1;
             token = Some(t.into_owned());
             for e in events {
-                let meta = e.joined.as_ref().map(|m| String::from_utf8_lossy(m).into_owned());
+                let meta = e
+                    .joined
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(m).into_owned());
                 let kind = if e.joined.is_some() { "joined" } else { "left" };
                 got.push((kind, e.user.map(Cow::into_owned), meta));
             }
@@ -104,7 +128,13 @@ fn snapshot(c: &mut Client, id: u64) -> (Vec<Member<'static>>, String) {
     let mut all = Vec::new();
     loop {
         match c.recv() {
-            Response::Members { id: i, members, token, more, .. } if i == id => {
+            Response::Members {
+                id: i,
+                members,
+                token,
+                more,
+                ..
+            } if i == id => {
                 all.extend(members);
                 if !more {
                     return (all, token.expect("the last page has a token").into_owned());
@@ -146,7 +176,10 @@ fn joins_and_leaves_reach_subscribers_on_every_edge_batched_and_resumable() {
     let (got, messages, _) = events(&mut watcher, 1, 3, Duration::from_secs(5));
     assert_eq!(got.len(), 3, "{got:?}");
     assert!(got.iter().all(|(k, _, _)| *k == "joined"));
-    assert!(messages < 3, "three joins within 100 ms came in {messages} messages");
+    assert!(
+        messages < 3,
+        "three joins within 100 ms came in {messages} messages"
+    );
 
     // Listing, grouped by user; the count alone.
     let mut reader = connect(e1, "carol");
@@ -156,7 +189,13 @@ fn joins_and_leaves_reach_subscribers_on_every_edge_batched_and_resumable() {
         cursor: None,
         count_only: false,
     });
-    let Response::Members { members, total, cursor, .. } = r else {
+    let Response::Members {
+        members,
+        total,
+        cursor,
+        ..
+    } = r
+    else {
         panic!("{r:?}")
     };
     assert_eq!(total, Some(3));
@@ -164,7 +203,10 @@ fn joins_and_leaves_reach_subscribers_on_every_edge_batched_and_resumable() {
     // One group per user (in the store's key order, not alphabetical).
     let mut grouped = users(&members);
     grouped.sort();
-    assert_eq!(grouped, [(Some("alice".into()), 2), (Some("bob".into()), 1)]);
+    assert_eq!(
+        grouped,
+        [(Some("alice".into()), 2), (Some("bob".into()), 1)]
+    );
     let r = reader.call(&Request::Presence {
         id: 6,
         channel: room.into(),
@@ -179,7 +221,14 @@ fn joins_and_leaves_reach_subscribers_on_every_edge_batched_and_resumable() {
     // Joining again changes the meta (one event); a close leaves.
     assert!(ok(&join(&mut bob, 2, room, r#"{"away":true}"#)));
     let (got, _, _) = events(&mut watcher, 1, 1, Duration::from_secs(5));
-    assert_eq!(got, [("joined", Some("bob".into()), Some(r#"{"away":true}"#.into()))]);
+    assert_eq!(
+        got,
+        [(
+            "joined",
+            Some("bob".into()),
+            Some(r#"{"away":true}"#.into())
+        )]
+    );
     drop(laptop);
     let (got, _, token) = events(&mut watcher, 1, 1, Duration::from_secs(5));
     assert_eq!(got, [("left", Some("alice".into()), None)]);
@@ -187,7 +236,10 @@ fn joins_and_leaves_reach_subscribers_on_every_edge_batched_and_resumable() {
     // The watcher goes away; meanwhile Bob leaves and Dave joins; from its token it
     // gets exactly those two, in order.
     drop(watcher);
-    assert!(ok(&bob.call(&Request::Leave { id: 3, channel: room.into() })));
+    assert!(ok(&bob.call(&Request::Leave {
+        id: 3,
+        channel: room.into()
+    })));
     let mut dave = connect(e0, "dave");
     assert!(ok(&join(&mut dave, 1, room, "1")));
     let mut back = connect(e1, "wendy");
@@ -224,12 +276,24 @@ fn presence_needs_its_grant_and_member_keys_are_out_of_reach() {
     ] {
         let r = eve.call(&req);
         assert!(
-            matches!(r, Response::Error { code: ErrorCode::Forbidden, .. }),
+            matches!(
+                r,
+                Response::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
             "{r:?}"
         );
     }
     subscribe(&mut eve, 3, "lobby", None);
-    assert!(matches!(eve.recv(), Response::Error { code: ErrorCode::Forbidden, .. }));
+    assert!(matches!(
+        eve.recv(),
+        Response::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
     // Nobody reaches the members' keys themselves, whatever their grant.
     let all = token_with(
         "mallory",
@@ -237,8 +301,20 @@ fn presence_needs_its_grant_and_member_keys_are_out_of_reach() {
     );
     let mut m = Client::json_with_token(e0, &all).unwrap();
     let key = wire::presence::channel_prefix("room/{7}");
-    let r = m.call(&Request::Get { id: 4, key: key.as_str().into() });
-    assert!(matches!(r, Response::Error { code: ErrorCode::Forbidden, .. }), "{r:?}");
+    let r = m.call(&Request::Get {
+        id: 4,
+        key: key.as_str().into(),
+    });
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     let r = m.call(&Request::Put {
         id: 5,
         key: format!("{key}0:4:x/0/1.1").into(),
@@ -246,12 +322,21 @@ fn presence_needs_its_grant_and_member_keys_are_out_of_reach() {
         if_version: None,
         msg_id: None,
     });
-    assert!(matches!(r, Response::Error { code: ErrorCode::Forbidden, .. }), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 }
 
 #[test]
 fn a_killed_edges_members_leave_after_the_grace_unless_they_reconnect_and_a_restarted_store_is_rebuilt()
-{
+ {
     let (_dir, mut c) = cluster(&["--presence-grace-secs", "3"]);
     let (e0, e1) = (c.edges[0].addr, c.edges[1].addr);
     let room = "room/{9}";
@@ -267,7 +352,10 @@ fn a_killed_edges_members_leave_after_the_grace_unless_they_reconnect_and_a_rest
     assert!(ok(&join(&mut goes, 1, room, "2")));
     assert!(ok(&join_as(&mut fay, 1, room, "3", Some("laptop"))));
     assert!(ok(&join(&mut hal, 1, room, "4")));
-    assert_eq!(events(&mut watcher, 1, 4, Duration::from_secs(5)).0.len(), 4);
+    assert_eq!(
+        events(&mut watcher, 1, 4, Duration::from_secs(5)).0.len(),
+        4
+    );
 
     // The channel's store is killed; Gus leaves while it is down; it comes back.
     c.stores[owner].kill();
@@ -302,7 +390,10 @@ fn a_killed_edges_members_leave_after_the_grace_unless_they_reconnect_and_a_rest
     let (more, _, _) = events(&mut watcher, 1, 1, Duration::from_secs(2));
     assert!(more.is_empty(), "{more:?}");
     // Gus (stale: not announced after the restart) and Hal (expired).
-    assert_eq!(c.store_metric(owner, "ringline_store_presence_removed_total"), 2);
+    assert_eq!(
+        c.store_metric(owner, "ringline_store_presence_removed_total"),
+        2
+    );
     let r = stays.call(&Request::Presence {
         id: 7,
         channel: room.into(),
@@ -315,7 +406,11 @@ fn a_killed_edges_members_leave_after_the_grace_unless_they_reconnect_and_a_rest
     assert_eq!(total, Some(2));
     let mut listed: Vec<(Option<String>, String)> = members
         .iter()
-        .flat_map(|m| m.metas.iter().map(|x| (m.user.as_deref().map(str::to_owned), x.conn.to_string())))
+        .flat_map(|m| {
+            m.metas
+                .iter()
+                .map(|x| (m.user.as_deref().map(str::to_owned), x.conn.to_string()))
+        })
         .collect();
     listed.sort();
     assert_eq!(listed[1], (Some("fay".into()), "laptop".into()));

@@ -238,10 +238,9 @@ impl Presence {
             return Vec::new();
         };
         let range = match after {
-            Some(a) => channel.range::<str, _>((
-                std::ops::Bound::Excluded(a),
-                std::ops::Bound::Unbounded,
-            )),
+            Some(a) => {
+                channel.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+            }
             None => channel.range::<str, _>(..),
         };
         range.take(limit).map(|(k, _)| Rc::clone(k)).collect()
@@ -337,11 +336,11 @@ impl Presence {
             return;
         };
         let prefix = presence::channel_prefix(m.channel);
-        let Some((k, member)) = self
-            .channels
-            .get_mut(prefix.as_str())
-            .and_then(|c| c.get_key_value(key).map(|(k, _)| Rc::clone(k)).zip(c.get_mut(key)))
-        else {
+        let Some((k, member)) = self.channels.get_mut(prefix.as_str()).and_then(|c| {
+            c.get_key_value(key)
+                .map(|(k, _)| Rc::clone(k))
+                .zip(c.get_mut(key))
+        }) else {
             return;
         };
         let before = member.owner.replace(owner.into());
@@ -394,9 +393,18 @@ mod tests {
         assert_eq!(p.join(Some("e1"), &a, b"1", Some(&c1)), Ok(Effect::None));
         assert_eq!(p.join(Some("e1"), &a, b"2", Some(&c1)), Ok(Effect::Write));
         let other = conn("e1", 0, 2);
-        assert_eq!(p.join(Some("e1"), &a, b"2", Some(&other)), Err(Refusal::NotOwner));
-        assert_eq!(p.join(Some("e2"), &a, b"2", Some(&c1)), Err(Refusal::NotOwner));
-        assert_eq!(p.join(Some("e1"), &a, b"2", Some("nope")), Err(Refusal::NoOwner));
+        assert_eq!(
+            p.join(Some("e1"), &a, b"2", Some(&other)),
+            Err(Refusal::NotOwner)
+        );
+        assert_eq!(
+            p.join(Some("e2"), &a, b"2", Some(&c1)),
+            Err(Refusal::NotOwner)
+        );
+        assert_eq!(
+            p.join(Some("e1"), &a, b"2", Some("nope")),
+            Err(Refusal::NoOwner)
+        );
         assert_eq!(p.join(None, "room", b"2", None), Err(Refusal::NotMember));
         assert_eq!(p.count(&presence::channel_prefix("room")), 1);
         assert_eq!(p.leave(&a, Some(&other)), Ok(Effect::None), "not its owner");
@@ -412,12 +420,22 @@ mod tests {
         let phone = key("room", "alice", MemberId::Device("phone"));
         p.link_up("e1");
         p.link_up("e2");
-        assert_eq!(p.join(Some("e1"), &phone, b"1", Some(&old)), Ok(Effect::Write));
+        assert_eq!(
+            p.join(Some("e1"), &phone, b"1", Some(&old)),
+            Ok(Effect::Write)
+        );
         p.link_down("e1", 0);
-        assert_eq!(p.join(Some("e2"), &phone, b"1", Some(&new)), Ok(Effect::None));
+        assert_eq!(
+            p.join(Some("e2"), &phone, b"1", Some(&new)),
+            Ok(Effect::None)
+        );
         assert_eq!(p.owner(&phone), Some(new.as_str()));
         assert!(p.expired(60_000, 10_000).is_empty(), "no longer e1's");
-        assert_eq!(p.leave(&phone, Some(&old)), Ok(Effect::None), "the old one is not its owner");
+        assert_eq!(
+            p.leave(&phone, Some(&old)),
+            Ok(Effect::None),
+            "the old one is not its owner"
+        );
         assert_eq!(p.len(), 1);
     }
 
@@ -433,12 +451,19 @@ mod tests {
         p.join(Some("e1"), &a, b"", Some(&ca)).unwrap();
         p.join(Some("e2"), &b, b"", Some(&cb)).unwrap();
         p.link_down("e1", 1_000);
-        assert!(p.expired(99_000, 10_000).is_empty(), "one link of e1 is left");
+        assert!(
+            p.expired(99_000, 10_000).is_empty(),
+            "one link of e1 is left"
+        );
         p.link_down("e1", 2_000);
         p.link_down("e2", 2_000);
         assert!(p.expired(11_999, 10_000).is_empty());
         p.link_up("e2");
-        let gone: Vec<String> = p.expired(12_000, 10_000).iter().map(|k| k.to_string()).collect();
+        let gone: Vec<String> = p
+            .expired(12_000, 10_000)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         assert_eq!(gone, [a]);
     }
 
@@ -453,7 +478,11 @@ mod tests {
         p.loaded(5_000);
         assert_eq!(p.join(Some("e1"), &a, b"", Some(&c)), Ok(Effect::None));
         assert!(p.expired(14_999, 10_000).is_empty());
-        let gone: Vec<String> = p.expired(15_000, 10_000).iter().map(|k| k.to_string()).collect();
+        let gone: Vec<String> = p
+            .expired(15_000, 10_000)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         assert_eq!(gone, [b]);
     }
 
@@ -468,7 +497,11 @@ mod tests {
             p.join(Some("e1"), k, b"", Some(o)).unwrap();
         }
         let announced: HashSet<Box<str>> = [a.clone().into_boxed_str()].into();
-        let stale: Vec<String> = p.stale("e1", 0, &announced).iter().map(|k| k.to_string()).collect();
+        let stale: Vec<String> = p
+            .stale("e1", 0, &announced)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         assert_eq!(stale, [b]);
     }
 
@@ -482,10 +515,17 @@ mod tests {
             p.join(None, k, b"", None).unwrap();
         }
         let prefix = presence::channel_prefix("r");
-        let first: Vec<String> = p.page(&prefix, None, 2).iter().map(|k| k.to_string()).collect();
+        let first: Vec<String> = p
+            .page(&prefix, None, 2)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         assert_eq!(first, keys[..2]);
-        let next: Vec<String> =
-            p.page(&prefix, Some(&keys[1]), 10).iter().map(|k| k.to_string()).collect();
+        let next: Vec<String> = p
+            .page(&prefix, Some(&keys[1]), 10)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         assert_eq!(next, keys[2..]);
     }
 }

@@ -167,7 +167,11 @@ impl Run {
     fn leave(&mut self, w: &Who) {
         let (key, owner) = (w.key(), w.owner());
         let got = self.table.leave(&key, Some(&owner)).unwrap();
-        let holds = self.model.members.get(&key).is_some_and(|(_, o)| *o == owner);
+        let holds = self
+            .model
+            .members
+            .get(&key)
+            .is_some_and(|(_, o)| *o == owner);
         if holds {
             self.model.members.remove(&key);
         }
@@ -304,7 +308,9 @@ impl Run {
         let mut per_channel: HashMap<String, u64> = HashMap::new();
         for k in self.model.members.keys() {
             let c = wire::presence::parse(k).unwrap().channel;
-            *per_channel.entry(wire::presence::channel_prefix(c)).or_default() += 1;
+            *per_channel
+                .entry(wire::presence::channel_prefix(c))
+                .or_default() += 1;
         }
         for (prefix, n) in per_channel {
             assert_eq!(self.table.count(&prefix), n);
@@ -345,6 +351,10 @@ fn reconnecting_within_the_grace_is_silent_and_past_it_is_not() {
         run.step(&Op::Join(phone(1), 1));
         run.step(&Op::Advance(20_000));
         assert_eq!(run.events - before.0, events, "reconnected after {wait} ms");
-        assert_eq!(run.model.visible(), before.1, "listed in the end either way");
+        assert_eq!(
+            run.model.visible(),
+            before.1,
+            "listed in the end either way"
+        );
     }
 }

@@ -254,7 +254,10 @@ mod tests {
     fn a_key_reads_back_and_lives_with_its_channel() {
         let m = member("room/{42}", "alice", "edge-9-ab/3/17.2");
         let key = m.encode();
-        assert_eq!(key, "@presence/{42}/9:room/{42}5:alice18:c:edge-9-ab/3/17.2");
+        assert_eq!(
+            key,
+            "@presence/{42}/9:room/{42}5:alice18:c:edge-9-ab/3/17.2"
+        );
         let phone = MemberKey {
             channel: "room/{42}",
             user: "alice",
@@ -297,7 +300,11 @@ mod tests {
 
     /// A channel: text with or without one `{tag}`.
     fn channel() -> impl Strategy<Value = String> {
-        ("[a-z{/:0-9]{0,6}", proptest::option::of("[a-z/:0-9]{0,3}"), "[a-z/:0-9]{0,4}")
+        (
+            "[a-z{/:0-9]{0,6}",
+            proptest::option::of("[a-z/:0-9]{0,3}"),
+            "[a-z/:0-9]{0,4}",
+        )
             .prop_map(|(head, tag, tail)| match tag {
                 Some(t) => format!("{head}{{{t}}}{tail}"),
                 None => format!("{head}{tail}"),

@@ -518,7 +518,10 @@ fn presence(
                 Err(_) => panic!("worker {i} ended before joining"),
             }
         }
-        eprintln!("[loadgen] worker {i} joined ({:.1} s)", t.elapsed().as_secs_f64());
+        eprintln!(
+            "[loadgen] worker {i} joined ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        );
     }
     let secs = t.elapsed().as_secs_f64();
     let n = args.conns.max(1) as f64;
@@ -549,11 +552,15 @@ fn presence_queries(args: &Args, channel: &str) -> (String, String) {
     rt.block_on(async move {
         let mut h = histogram();
         for i in 0..200u64 {
-            let q = format!(r#"{{"op":"presence","id":{i},"channel":"{channel}","count_only":true}}"#);
+            let q =
+                format!(r#"{{"op":"presence","id":{i},"channel":"{channel}","count_only":true}}"#);
             let t = Instant::now();
             ws.send_text(&q).await.unwrap_or_else(|e| panic!("{e}"));
             let a = ws.recv_text().await.unwrap_or_default();
-            assert!(a.contains(&format!(r#""total":{}"#, args.conns)), "count: {a}");
+            assert!(
+                a.contains(&format!(r#""total":{}"#, args.conns)),
+                "count: {a}"
+            );
             let _ = h.record((t.elapsed().as_micros() as u64).max(1));
         }
         let count = format!(
@@ -571,11 +578,14 @@ fn presence_queries(args: &Args, channel: &str) -> (String, String) {
             let q = format!(r#"{{"op":"presence","id":1,"channel":"{channel}"{after}}}"#);
             ws.send_text(&q).await.unwrap_or_else(|e| panic!("{e}"));
             let a = ws.recv_text().await.unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(&a).unwrap_or_else(|e| panic!("{e}: {a}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&a).unwrap_or_else(|e| panic!("{e}: {a}"));
             pages += 1;
-            members += v["members"]
-                .as_array()
-                .map_or(0, |g| g.iter().map(|m| m["metas"].as_array().map_or(0, Vec::len)).sum());
+            members += v["members"].as_array().map_or(0, |g| {
+                g.iter()
+                    .map(|m| m["metas"].as_array().map_or(0, Vec::len))
+                    .sum()
+            });
             match v["cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_owned()),
                 None => break,
@@ -901,7 +911,9 @@ async fn work_local(args: &Args, index: usize, first: usize, share: usize) -> Wo
                 drop(permit);
                 if hold {
                     if let Some(channel) = &args.presence {
-                        if join_rx.wait_for(|&go| go).await.is_err() || !join(&mut ws, channel).await {
+                        if join_rx.wait_for(|&go| go).await.is_err()
+                            || !join(&mut ws, channel).await
+                        {
                             dropped.set(dropped.get() + 1);
                             return;
                         }

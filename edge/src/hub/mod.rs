@@ -588,7 +588,12 @@ impl Hub {
             (PendingKind::AckWrite(a), ErrorCode::Conflict) => {
                 return self.ack_conflict(p.conn, p.id, *a);
             }
-            (PendingKind::Presence { join: Some(channel) }, _) => {
+            (
+                PendingKind::Presence {
+                    join: Some(channel),
+                },
+                _,
+            ) => {
                 self.take_join(p.conn, &channel);
             }
             _ => {}

@@ -85,7 +85,9 @@ impl Presence {
 
 /// The members of a page of (member key, meta), grouped by user in the order given
 /// (keys sort by channel, then user: one user's connections are adjacent).
-pub(super) fn group<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<Member<'static>> {
+pub(super) fn group<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<Member<'static>> {
     let mut out: Vec<Member<'static>> = Vec::new();
     for (key, meta) in entries {
         let Some(m) = wire::presence::parse(key) else {
@@ -112,7 +114,15 @@ impl Hub {
     /// `join`: the member (`device`'s, else the connection's) of user `user` in
     /// `channel` is written with `meta`, held by this connection (again: the meta is
     /// replaced; with another device, the previous member leaves).
-    pub(super) fn join(&mut self, conn: ConnRef, id: u64, channel: &str, meta: &[u8], device: Option<&str>, user: &str) {
+    pub(super) fn join(
+        &mut self,
+        conn: ConnRef,
+        id: u64,
+        channel: &str,
+        meta: &[u8],
+        device: Option<&str>,
+        user: &str,
+    ) {
         if device.is_some() && user.is_empty() {
             let why = "a device needs an authenticated connection";
             return self.fail(conn, id, ErrorCode::BadRequest, why);
@@ -122,7 +132,12 @@ impl Hub {
             Some(d) => MemberId::Device(d),
             None => MemberId::Conn(&owner),
         };
-        let key = MemberKey { channel, user, member }.encode();
+        let key = MemberKey {
+            channel,
+            user,
+            member,
+        }
+        .encode();
         if let Some(old) = self.take_join(conn, channel).filter(|o| *o.key != *key) {
             self.send_leave(&old.key, &owner);
         }
@@ -289,19 +304,30 @@ impl Hub {
         let subs = &self.presence.subs;
         for o in self.out.iter_mut().skip(from) {
             match o {
-                Out::Change(conn, id, d) if subs.contains(&SubRef { conn: *conn, id: *id }) => {
+                Out::Change(conn, id, d)
+                    if subs.contains(&SubRef {
+                        conn: *conn,
+                        id: *id,
+                    }) =>
+                {
                     *o = Out::Presence(*conn, *id, Rc::clone(d));
                 }
                 Out::Msg(conn, Response::Snapshot { id, .. })
-                    if subs.contains(&SubRef { conn: *conn, id: *id }) =>
+                    if subs.contains(&SubRef {
+                        conn: *conn,
+                        id: *id,
+                    }) =>
                 {
                     let conn = *conn;
-                    let Out::Msg(_, Response::Snapshot {
-                        id,
-                        entries,
-                        token,
-                        more,
-                    }) = std::mem::replace(o, Out::Ended(conn, 0))
+                    let Out::Msg(
+                        _,
+                        Response::Snapshot {
+                            id,
+                            entries,
+                            token,
+                            more,
+                        },
+                    ) = std::mem::replace(o, Out::Ended(conn, 0))
                     else {
                         continue;
                     };
@@ -334,7 +360,6 @@ impl Hub {
     pub fn presence_members(&self) -> usize {
         self.presence.members()
     }
-
 }
 
 /// `ok` without version or token.

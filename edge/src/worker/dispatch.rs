@@ -146,7 +146,12 @@ fn held_before(
 }
 
 /// Queue response `msg` on `conn`, in its form.
-pub(super) fn queue_msg(conn: &mut Conn, msg: &Response<'_>, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
+pub(super) fn queue_msg(
+    conn: &mut Conn,
+    msg: &Response<'_>,
+    fb: &mut FbEncoder,
+    scratch: &mut Vec<u8>,
+) {
     scratch.clear();
     if conn.proto() == Proto::Fb {
         fb.encode_response(msg, scratch);

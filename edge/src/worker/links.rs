@@ -48,7 +48,8 @@ fn fresh_nonce() -> Option<Nonce> {
 pub(crate) fn edge_id() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| {
-        let boot = fresh_nonce().map_or(0, |n| u32::from_le_bytes([n.0[0], n.0[1], n.0[2], n.0[3]]));
+        let boot =
+            fresh_nonce().map_or(0, |n| u32::from_le_bytes([n.0[0], n.0[1], n.0[2], n.0[3]]));
         format!("edge-{}-{boot:08x}", std::process::id())
     })
 }

@@ -250,6 +250,18 @@ fn change_ref<'a>(c: &'a Change, watch_ids: &'a [u64]) -> ChangeRef<'a> {
     }
 }
 
+/// Read entries as link frame entries.
+fn entry_refs(entries: &[crate::changelog::Entry]) -> Vec<wire::link::EntryRef<'_>> {
+    entries
+        .iter()
+        .map(|(k, c)| wire::link::EntryRef {
+            key: text(k),
+            value: &c.value,
+            version: c.version,
+        })
+        .collect()
+}
+
 /// The size of a change in a frame, for paging.
 fn change_size(c: &ChangeRef<'_>) -> usize {
     c.key.len() + c.value.map_or(0, <[u8]>::len) + 8 * c.watch_ids.len()

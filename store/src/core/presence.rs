@@ -7,10 +7,9 @@
 //! grace period. The table is loaded from the engine at start and after a failed commit.
 
 use tracing::warn;
-use wire::link::EntryRef;
 use wire::presence::PREFIX;
 
-use super::{Core, LinkId, now_ms, text, wire_pos};
+use super::{Core, LinkId, entry_refs, now_ms, text, wire_pos};
 use crate::changelog::{Target, Write};
 use crate::engine::{BatchOp, Engine};
 use crate::error::StoreError;
@@ -174,14 +173,7 @@ impl<E: Engine> Core<E> {
         };
         match page {
             Ok((entries, more)) => {
-                let refs: Vec<EntryRef<'_>> = entries
-                    .iter()
-                    .map(|(k, c)| EntryRef {
-                        key: text(k),
-                        value: &c.value,
-                        version: c.version,
-                    })
-                    .collect();
+                let refs = entry_refs(&entries);
                 let buf = self.pending.entry(link).or_default();
                 let _ = self.enc.members_reply(buf, request_id, &refs, total, more);
             }
@@ -207,7 +199,10 @@ impl<E: Engine> Core<E> {
         };
         let mut announced = self.syncing.remove(&link).unwrap_or_default();
         for (key, meta, owner) in members {
-            let owned = self.log.position(self.log.partition_of(key.as_bytes())).is_some();
+            let owned = self
+                .log
+                .position(self.log.partition_of(key.as_bytes()))
+                .is_some();
             if !owned {
                 continue;
             }
@@ -246,9 +241,7 @@ impl<E: Engine> Core<E> {
         if self.presence.is_empty() {
             return;
         }
-        let gone = self
-            .presence
-            .expired(now_ms(), self.cfg.presence_grace_ms);
+        let gone = self.presence.expired(now_ms(), self.cfg.presence_grace_ms);
         if gone.is_empty() {
             return;
         }
@@ -262,7 +255,8 @@ impl<E: Engine> Core<E> {
         for key in keys {
             if self.presence.leave(&key, None) == Ok(Effect::Write) {
                 let p = self.log.partition_of(key.as_bytes());
-                self.side.push(BatchOp::Delete(crate::keys::owner(p, key.as_bytes())));
+                self.side
+                    .push(BatchOp::Delete(crate::keys::owner(p, key.as_bytes())));
                 self.own_write(Write::Delete {
                     key: key.into_bytes(),
                     if_version: None,
@@ -297,5 +291,4 @@ impl<E: Engine> Core<E> {
         Metrics::set(&m.presence_members, self.presence.len() as u64);
         Metrics::set(&m.presence_channels, self.presence.channels() as u64);
     }
-
 }

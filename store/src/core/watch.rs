@@ -9,7 +9,7 @@
 //! that position is past the committed one (a batch was landing), the watch records a
 //! skip so the batch's dispatch does not send those changes a second time.
 
-use wire::link::{ChangeRef, EntryRef, WatchId};
+use wire::link::{ChangeRef, WatchId};
 use wire::partition::Partitions;
 
 use crate::changelog::{Position, Resume, Target};
@@ -18,7 +18,7 @@ use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::watchers::LinkId;
 
-use super::{Core, change_ref, change_size, pages, text, wire_pos};
+use super::{Core, change_ref, change_size, pages, wire_pos};
 
 impl<E: Engine> Core<E> {
     /// Remember that watch `watch_id` of `link` has already seen partition `p` up to
@@ -161,14 +161,7 @@ impl<E: Engine> Core<E> {
                 return false;
             }
         };
-        let refs: Vec<EntryRef<'_>> = entries
-            .iter()
-            .map(|(k, c)| EntryRef {
-                key: text(k),
-                value: &c.value,
-                version: c.version,
-            })
-            .collect();
+        let refs = super::entry_refs(&entries);
         // Big snapshots go out as several frames, all but the last with `more`; an
         // empty one is one empty frame.
         let mut pages = pages(&refs, |e| e.key.len() + e.value.len());

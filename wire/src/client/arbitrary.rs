@@ -77,14 +77,18 @@ fn meta() -> impl Strategy<Value = Cow<'static, [u8]>> {
 /// `join`, `leave` and `presence`.
 fn presence_request() -> impl Strategy<Value = Request<'static>> {
     prop_oneof![
-        (any::<u64>(), channel(), meta(), proptest::option::of(text())).prop_map(
-            |(id, channel, meta, device)| Request::Join {
+        (
+            any::<u64>(),
+            channel(),
+            meta(),
+            proptest::option::of(text())
+        )
+            .prop_map(|(id, channel, meta, device)| Request::Join {
                 id,
                 channel,
                 meta,
                 device
-            }
-        ),
+            }),
         (any::<u64>(), channel()).prop_map(|(id, channel)| Request::Leave { id, channel }),
         (
             any::<u64>(),

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 
 use super::arbitrary;
 use super::{
-    ChangeOp, ClientError, Member, MemberMeta, PresenceEvent, Entry, ErrorCode, Request, Response, SubMode, Target, fb, json,
+    ChangeOp, ClientError, Entry, ErrorCode, Member, MemberMeta, PresenceEvent, Request, Response,
+    SubMode, Target, fb, json,
 };
 
 fn via_json_request(r: &Request<'_>) -> Result<Request<'static>, ClientError> {

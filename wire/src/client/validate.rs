@@ -134,7 +134,9 @@ pub(super) fn meta(meta: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientE
         });
     }
     if !super::json::is_json(&meta) {
-        return Err(ClientErrorKind::Malformed("`meta` must be one JSON value".into()));
+        return Err(ClientErrorKind::Malformed(
+            "`meta` must be one JSON value".into(),
+        ));
     }
     Ok(meta)
 }

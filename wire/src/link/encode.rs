@@ -471,8 +471,9 @@ impl LinkEncoder {
     fn entry_vector(
         &mut self,
         entries: &[EntryRef<'_>],
-    ) -> WIPOffset<flatbuffers::Vector<'static, flatbuffers::ForwardsUOffset<internal::Entry<'static>>>>
-    {
+    ) -> WIPOffset<
+        flatbuffers::Vector<'static, flatbuffers::ForwardsUOffset<internal::Entry<'static>>>,
+    > {
         let mut offsets = std::mem::take(&mut self.entries);
         offsets.clear();
         for entry in entries {

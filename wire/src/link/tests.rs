@@ -104,14 +104,18 @@ fn one_of_each() -> Vec<Vec<u8>> {
     build(e, f, |e, o| {
         e.auth_proof(o, 19, &super::auth::Proof([4; 32]))
     });
-    build(e, f, |e, o| e.members(o, 20, "@presence/{a}/1:a", Some("k"), 1000));
+    build(e, f, |e, o| {
+        e.members(o, 20, "@presence/{a}/1:a", Some("k"), 1000)
+    });
     let member = [EntryRef {
         key: "@presence/{a}/1:a0:9:c:e/0/1.1",
         value: b"{}",
         version: 0,
     }];
     build(e, f, |e, o| e.members_reply(o, 21, &member, 7, true));
-    build(e, f, |e, o| e.presence_sync(o, 22, &member, &["e/0/1.1"], true));
+    build(e, f, |e, o| {
+        e.presence_sync(o, 22, &member, &["e/0/1.1"], true)
+    });
     std::mem::take(f)
 }
 
@@ -210,9 +214,7 @@ fn fields_as_built(message: &LinkMessage<'_>) -> bool {
         LinkMessage::Members(m) => {
             m.prefix() == "@presence/{a}/1:a" && m.after() == Some("k") && m.limit() == 1000
         }
-        LinkMessage::MembersReply(m) => {
-            m.total() == 7 && m.more() && one_member(m.entries())
-        }
+        LinkMessage::MembersReply(m) => m.total() == 7 && m.more() && one_member(m.entries()),
         LinkMessage::PresenceSync(m) => {
             m.last()
                 && one_member(m.entries())

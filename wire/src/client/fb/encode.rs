@@ -311,7 +311,10 @@ fn members_vector<'f>(
         for x in &m.metas {
             let meta = Some(fbb.create_vector(&x.meta));
             let conn = Some(fbb.create_string(&x.conn));
-            metas.push(fb::MemberMeta::create(fbb, &fb::MemberMetaArgs { conn, meta }));
+            metas.push(fb::MemberMeta::create(
+                fbb,
+                &fb::MemberMetaArgs { conn, meta },
+            ));
         }
         let metas = Some(fbb.create_vector(&metas));
         let user = m.user.as_deref().map(|u| fbb.create_string(u));
@@ -346,7 +349,10 @@ fn presence_op(
         Request::Leave { channel, .. } => {
             let channel = Some(fbb.create_string(channel));
             let args = fb::LeaveArgs { channel };
-            (fb::Op::Leave, fb::Leave::create(fbb, &args).as_union_value())
+            (
+                fb::Op::Leave,
+                fb::Leave::create(fbb, &args).as_union_value(),
+            )
         }
         Request::Presence {
             channel,

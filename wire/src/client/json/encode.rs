@@ -161,7 +161,11 @@ fn events_field(out: &mut Vec<u8>, events: &[PresenceEvent<'_>]) {
         if i > 0 {
             out.push(b',');
         }
-        let what: &[u8] = if e.joined.is_some() { b"joined" } else { b"left" };
+        let what: &[u8] = if e.joined.is_some() {
+            b"joined"
+        } else {
+            b"left"
+        };
         out.extend_from_slice(b"{\"event\":\"");
         out.extend_from_slice(what);
         out.push(b'"');
