@@ -294,6 +294,75 @@ fn presence_needs_its_grant_and_member_keys_are_out_of_reach() {
             ..
         }
     ));
+
+    // A refresh of the token keeps what it still grants (a presence subscription is
+    // granted as presence, not as reading its records), and leaves what it does not.
+    subscribe(&mut eve, 4, "room/{5}", None);
+    snapshot(&mut eve, 4);
+    assert!(ok(&join(&mut eve, 5, "room/{5}", "1")));
+    assert!(ok(&join(&mut eve, 6, "room/{6}", "1")));
+    let narrower = token_with("eve", &serde_json::json!({ "presence": ["room/{5}"] }));
+    eve.send(&Request::Auth {
+        id: 7,
+        token: narrower.as_str().into(),
+    });
+    // Eve's own join may come first, as an event of her subscription.
+    let mut r = eve.recv();
+    while matches!(r, Response::Presence { .. }) {
+        r = eve.recv();
+    }
+    assert!(ok(&r), "{r:?}");
+    let count = |c: &mut Client, id, channel: &str| {
+        c.call(&Request::Presence {
+            id,
+            channel: channel.into(),
+            cursor: None,
+            count_only: true,
+        })
+    };
+    let mut other = connect(e0, "otto");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !matches!(
+        count(&mut other, 8, "room/{6}"),
+        Response::Members { total: Some(0), .. }
+    ) {
+        assert!(Instant::now() < deadline, "eve stays in room/{{6}}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = count(&mut other, 9, "room/{5}");
+    assert!(
+        matches!(r, Response::Members { total: Some(1), .. }),
+        "{r:?}"
+    );
+    assert!(ok(&join(&mut other, 10, "room/{5}", "2")));
+    // Her own join (batched, it may come after the refresh's answer), then Otto's.
+    let (got, _, _) = events(&mut eve, 4, 2, Duration::from_secs(3));
+    assert_eq!(
+        got.last(),
+        Some(&("joined", Some("otto".into()), Some("2".into()))),
+        "eve's subscription stays: {got:?}"
+    );
+
+    // At most 100 channels per connection.
+    let mut busy = connect(e0, "bea");
+    for i in 0..100 {
+        assert!(ok(&join(&mut busy, 100 + i, &format!("room/{i}"), "1")));
+    }
+    let r = join(&mut busy, 300, "room/x", "1");
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                code: ErrorCode::TooManySubscriptions,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    assert!(
+        ok(&join(&mut busy, 301, "room/7", "2")),
+        "joining again is not one more"
+    );
     // Nobody reaches the members' keys themselves, whatever their grant.
     let all = token_with(
         "mallory",

@@ -330,10 +330,10 @@ impl Presence {
             .collect()
     }
 
-    /// `owner` holds `key` (if it is a member), its meta unchanged.
-    pub fn claim(&mut self, key: &str, owner: &str) {
+    /// `owner` holds `key` (if it is a member: whether it is), its meta unchanged.
+    pub fn claim(&mut self, key: &str, owner: &str) -> bool {
         let Some(m) = presence::parse(key) else {
-            return;
+            return false;
         };
         let prefix = presence::channel_prefix(m.channel);
         let Some((k, member)) = self.channels.get_mut(prefix.as_str()).and_then(|c| {
@@ -341,11 +341,12 @@ impl Presence {
                 .map(|(k, _)| Rc::clone(k))
                 .zip(c.get_mut(key))
         }) else {
-            return;
+            return false;
         };
         let before = member.owner.replace(owner.into());
         self.unindex(&k, before.as_deref());
         self.index(&k, Some(owner));
+        true
     }
 
     /// Forget every member (keeping the edges' links), before a reload.

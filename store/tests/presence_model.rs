@@ -232,7 +232,7 @@ impl Run {
             table.join(None, k, &[*m], None).unwrap();
         }
         for (k, (_, o)) in &self.model.members {
-            table.claim(k, o);
+            assert!(table.claim(k, o));
         }
         table.loaded(self.now);
         self.table = table;

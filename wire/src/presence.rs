@@ -214,6 +214,15 @@ pub fn parse(key: &str) -> Option<MemberKey<'_>> {
     (parsed.encode() == key).then_some(parsed)
 }
 
+/// The channel whose [`channel_prefix`] `prefix` is (`None`: not one).
+#[must_use]
+pub fn channel_of_prefix(prefix: &str) -> Option<&str> {
+    let rest = prefix.strip_prefix(PREFIX)?.strip_prefix('{')?;
+    let rest = rest.get(rest.find("}/")? + 2..)?;
+    let (channel, tail) = take_part(rest)?;
+    (tail.is_empty() && channel_prefix(channel) == prefix).then_some(channel)
+}
+
 /// Whether `key` is a presence key (reserved: clients may not read or write it).
 #[must_use]
 pub fn is_presence_key(key: &str) -> bool {
@@ -327,6 +336,9 @@ mod tests {
             let key = m.encode();
             prop_assert_eq!(parse(&key), Some(m));
             prop_assert!(key.starts_with(&channel_prefix(&a)));
+            let prefix = channel_prefix(&a);
+            prop_assert_eq!(channel_of_prefix(&prefix), Some(a.as_str()));
+            prop_assert_eq!(channel_of_prefix(&key), None);
             prop_assert_eq!(key.starts_with(&channel_prefix(&b)), a == b);
             prop_assert_eq!(partition_of(key.as_bytes(), 13), partition_of(a.as_bytes(), 13));
         }

@@ -266,10 +266,11 @@ impl Hub {
             else {
                 continue;
             };
-            let target = if g.prefix {
-                Target::Prefix(Cow::Borrowed(&g.target))
-            } else {
-                Target::Key(Cow::Borrowed(&g.target))
+            // A channel's presence is granted as presence, not as reading its records.
+            let target = match wire::presence::channel_of_prefix(&g.target) {
+                Some(channel) if g.prefix => Target::Presence(Cow::Borrowed(channel)),
+                _ if g.prefix => Target::Prefix(Cow::Borrowed(&g.target)),
+                _ => Target::Key(Cow::Borrowed(&g.target)),
             };
             if keep(&target) {
                 continue;

@@ -133,9 +133,9 @@ enum PendingKind {
     /// An `ack` reading, then writing, its subscription's record.
     AckRead(Box<durable::AckState>),
     AckWrite(Box<durable::AckState>),
-    /// A `join` (with its channel: forgotten if it fails) or a `leave`.
+    /// A `join` (with the number of its record: forgotten if it fails) or a `leave`.
     Presence {
-        join: Option<Box<str>>,
+        join: Option<u64>,
     },
     /// A `presence` page of the channel whose member keys start with `prefix`.
     Members {
@@ -588,14 +588,7 @@ impl Hub {
             (PendingKind::AckWrite(a), ErrorCode::Conflict) => {
                 return self.ack_conflict(p.conn, p.id, *a);
             }
-            (
-                PendingKind::Presence {
-                    join: Some(channel),
-                },
-                _,
-            ) => {
-                self.take_join(p.conn, &channel);
-            }
+            (PendingKind::Presence { join: Some(seq) }, _) => self.join_failed(p.conn, seq),
             _ => {}
         }
         let message = e.message().unwrap_or("store error").to_owned();

@@ -32,9 +32,14 @@ pub const PAGE: u32 = 1000;
 /// Members per `PresenceSync` part.
 const SYNC_PART: usize = 1000;
 
+/// Most channels one connection may have joined at once.
+pub const MAX_JOINS_PER_CONN: usize = 100;
+
 /// One channel a connection joined.
 #[derive(Debug)]
 pub(super) struct Joined {
+    /// Which join request wrote it (a failed one forgets it only if still current).
+    seq: u64,
     /// The channel.
     channel: Box<str>,
     /// Its member key.
@@ -113,7 +118,8 @@ pub(super) fn group<'a>(
 impl Hub {
     /// `join`: the member (`device`'s, else the connection's) of user `user` in
     /// `channel` is written with `meta`, held by this connection (again: the meta is
-    /// replaced; with another device, the previous member leaves).
+    /// replaced; with another device, the previous member leaves). Nothing changes
+    /// unless the join goes to its store.
     pub(super) fn join(
         &mut self,
         conn: ConnRef,
@@ -127,6 +133,12 @@ impl Hub {
             let why = "a device needs an authenticated connection";
             return self.fail(conn, id, ErrorCode::BadRequest, why);
         }
+        let joins = self.presence.joined.get(&conn);
+        let again = joins.is_some_and(|js| js.iter().any(|j| *j.channel == *channel));
+        if !again && joins.is_some_and(|js| js.len() >= MAX_JOINS_PER_CONN) {
+            let why = "this connection has joined as many channels as it may (100)";
+            return self.fail(conn, id, ErrorCode::TooManySubscriptions, why);
+        }
         let owner = self.presence.conn_name(conn);
         let member = match device {
             Some(d) => MemberId::Device(d),
@@ -138,23 +150,52 @@ impl Hub {
             member,
         }
         .encode();
-        if let Some(old) = self.take_join(conn, channel).filter(|o| *o.key != *key) {
-            self.send_leave(&old.key, &owner);
-        }
-        self.presence.joined.entry(conn).or_default().push(Joined {
-            channel: channel.into(),
-            key: key.as_str().into(),
-            meta: meta.into(),
-        });
-        let kind = PendingKind::Presence {
-            join: Some(channel.into()),
-        };
+        let seq = self.id();
+        let kind = PendingKind::Presence { join: Some(seq) };
         let sent = self.forward(conn, id, &key, kind, |enc, out, rid| {
             enc.join(out, rid, &key, meta, &owner)
         });
         if !sent {
-            // Refused before it reached a store: not a member.
-            self.take_join(conn, channel);
+            return;
+        }
+        if let Some(old) = self.take_join(conn, channel).filter(|o| *o.key != *key) {
+            self.send_leave(&old.key, &owner);
+        }
+        self.presence.joined.entry(conn).or_default().push(Joined {
+            seq,
+            channel: channel.into(),
+            key: key.as_str().into(),
+            meta: meta.into(),
+        });
+    }
+
+    /// A join failed at its store: forgotten, if it is still the connection's current
+    /// join of its channel.
+    pub(super) fn join_failed(&mut self, conn: ConnRef, seq: u64) {
+        let Some(joins) = self.presence.joined.get_mut(&conn) else {
+            return;
+        };
+        joins.retain(|j| j.seq != seq);
+        if joins.is_empty() {
+            self.presence.joined.remove(&conn);
+        }
+    }
+
+    /// Connection `conn`'s grant narrowed: it leaves every channel `keep` refuses.
+    pub fn narrow_joins(&mut self, conn: ConnRef, keep: impl Fn(&str) -> bool) {
+        let Some(joins) = self.presence.joined.get(&conn) else {
+            return;
+        };
+        let refused: Vec<Box<str>> = joins
+            .iter()
+            .filter(|j| !keep(&j.channel))
+            .map(|j| j.channel.clone())
+            .collect();
+        let owner = self.presence.conn_name(conn);
+        for channel in refused {
+            if let Some(j) = self.take_join(conn, &channel) {
+                self.send_leave(&j.key, &owner);
+            }
         }
     }
 
@@ -186,7 +227,7 @@ impl Hub {
     }
 
     /// Take the connection's join of `channel`, if it has one.
-    pub(super) fn take_join(&mut self, conn: ConnRef, channel: &str) -> Option<Joined> {
+    fn take_join(&mut self, conn: ConnRef, channel: &str) -> Option<Joined> {
         let joins = self.presence.joined.get_mut(&conn)?;
         let at = joins.iter().position(|j| *j.channel == *channel)?;
         let j = joins.swap_remove(at);

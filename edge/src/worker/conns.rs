@@ -401,6 +401,7 @@ impl Worker {
         // Dropping the descriptor closes the socket.
         if let Some(conn) = self.conns.remove(key) {
             self.conflation.forget(key);
+            self.batches.forget(key);
             if let Some(subject) = conn.subject() {
                 self.hub.close_inbox(conn_ref(key), subject);
             }

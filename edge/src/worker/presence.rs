@@ -48,6 +48,13 @@ impl Batches {
         }
     }
 
+    /// Drop what waits for any subscription of `key` (its connection is gone).
+    pub(super) fn forget(&mut self, key: Key) {
+        if !self.pending.is_empty() {
+            self.pending.retain(|(k, _), _| *k != key);
+        }
+    }
+
     /// Add `d` to what waits for `key`'s subscription `id`.
     pub(super) fn push(&mut self, key: Key, id: u64, d: Rc<Delivery>) {
         self.pending.entry((key, id)).or_default().push(d);
@@ -88,6 +95,33 @@ impl Batches {
     }
 }
 
+/// Largest `presence` message, in member keys and metas (as a snapshot's parts: any
+/// client's default message limit takes it).
+pub(super) const MESSAGE_PART: usize = 64 * 1024;
+
+/// `changes` cut into runs of at most [`MESSAGE_PART`] bytes (one change at least).
+fn parts(changes: &[Rc<Delivery>]) -> Vec<&[Rc<Delivery>]> {
+    let size = |d: &Delivery| {
+        let value = match &d.op {
+            ChangeOp::Put { value, .. } | ChangeOp::Publish { value } => value.len(),
+            ChangeOp::Delete { .. } => 0,
+        };
+        d.key.len() + value + 64
+    };
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, d) in changes.iter().enumerate() {
+        let n = size(d);
+        if i > start && bytes + n > MESSAGE_PART {
+            out.extend(changes.get(start..i));
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    out.extend(changes.get(start..).filter(|p| !p.is_empty()));
+    out
+}
+
 /// The `presence` message of subscription `id` for `changes` (member keys put or
 /// deleted), with the token after the last.
 pub(super) fn events_message(id: u64, changes: &[Rc<Delivery>]) -> Option<Response<'_>> {
@@ -124,17 +158,21 @@ impl Worker {
         }
     }
 
-    /// Queue the `presence` message of `changes` on `key`; whether one was queued.
+    /// Queue the `presence` messages of `changes` on `key` (one, or one per
+    /// [`MESSAGE_PART`] of events); whether any was queued.
     pub(super) fn send_presence(&mut self, key: Key, id: u64, changes: &[Rc<Delivery>]) -> bool {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
             return false;
         };
-        let Some(msg) = events_message(id, changes) else {
-            return false;
-        };
         let super::dispatch::Encoders { fb, scratch } = &mut self.delivery;
-        queue_msg(conn, &msg, fb, scratch);
-        true
+        let mut sent = false;
+        for part in parts(changes) {
+            if let Some(msg) = events_message(id, part) {
+                queue_msg(conn, &msg, fb, scratch);
+                sent = true;
+            }
+        }
+        sent
     }
 
     /// The interval is over: every subscription's waiting events go out.

@@ -72,14 +72,17 @@ impl<E: Engine> Core<E> {
             match self.log.owners(p) {
                 Ok(records) => {
                     for (key, owner) in records {
-                        self.presence.claim(text(&key), text(&owner));
+                        if !self.presence.claim(text(&key), text(&owner)) {
+                            // The record of a member whose write never landed.
+                            self.side.push(BatchOp::Delete(crate::keys::owner(p, &key)));
+                        }
                     }
                 }
                 Err(e) => warn!(partition = p, error = %e, "cannot load presence owners"),
             }
         }
         for (key, owner) in owners {
-            self.presence.claim(&key, &owner);
+            let _ = self.presence.claim(&key, &owner);
         }
         self.presence.loaded(now_ms());
         self.publish_presence();
@@ -203,7 +206,10 @@ impl<E: Engine> Core<E> {
                 .log
                 .position(self.log.partition_of(key.as_bytes()))
                 .is_some();
-            if !owned {
+            // A member another connection holds now (a device that moved) is not taken
+            // back by the one that held it before.
+            let moved = self.presence.owner(&key).is_some_and(|o| o != owner);
+            if !owned || moved {
                 continue;
             }
             let p = self.log.partition_of(key.as_bytes());

@@ -126,6 +126,9 @@ impl FrameLoop<'_> {
                 *self.standing.auth_by = expiry(self.now, verifier.remaining(&new));
                 let grant = &new.grant;
                 self.narrowed += self.hub.narrow(self.me, |t| grant.allows_target(t));
+                self.hub.narrow_joins(self.me, |c| {
+                    grant.allows(crate::auth::grant::Access::Presence, c)
+                });
                 let first = self.standing.identity.is_none();
                 if first && self.standing.inbox {
                     self.hub.open_inbox(self.me, new.subject());
