@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tracing::debug;
-use wire::client::{Request, Response, SubMode, Target, json};
+use wire::client::{Request, Response, SubMode, Target, fb, json};
 
 use crate::error::Error;
 use crate::session::{Event, Output, Session};
@@ -49,6 +49,9 @@ pub struct Config {
     /// The server's ping interval: nothing heard for two of them and the connection is
     /// taken for dead and replaced.
     pub heartbeat: Duration,
+    /// Speak the binary form (flatbuffers, `ringline.v1.fb`) instead of JSON: values
+    /// are then any bytes, not only JSON text.
+    pub binary: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -77,6 +80,7 @@ impl Config {
             stable_after: Duration::from_secs(10),
             queue_limit: 1000,
             heartbeat: Duration::from_secs(25),
+            binary: false,
         }
     }
 }
@@ -345,10 +349,12 @@ impl Driver {
             .into_client_request()
             .map_err(|e| e.to_string())?;
         let headers = req.headers_mut();
-        headers.insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static("ringline.v1.json"),
-        );
+        let protocol = if self.cfg.binary {
+            "ringline.v1.fb"
+        } else {
+            "ringline.v1.json"
+        };
+        headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
         if let Some(t) = &self.token {
             let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|e| e.to_string())?;
             headers.insert("Authorization", v);
@@ -378,8 +384,9 @@ impl Driver {
 
     /// Serve one connection until it ends.
     async fn serve(&mut self, mut ws: Ws, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> Ending {
+        let binary = self.cfg.binary;
         for req in self.session.connected() {
-            if send(&mut ws, &req).await.is_err() {
+            if send(&mut ws, &req, binary).await.is_err() {
                 return Ending::Later("send failed".into());
             }
         }
@@ -393,7 +400,7 @@ impl Driver {
                         return Ending::Stop("closed by the application".into());
                     };
                     for req in self.command(cmd) {
-                        if send(&mut ws, &req).await.is_err() {
+                        if send(&mut ws, &req, binary).await.is_err() {
                             return Ending::Later("send failed".into());
                         }
                     }
@@ -419,7 +426,7 @@ impl Driver {
                     self.retry.retain(|r| r.0 > now);
                     for id in due {
                         if let Some(req) = self.session.resubscribe(id)
-                            && send(&mut ws, &req).await.is_err()
+                            && send(&mut ws, &req, binary).await.is_err()
                         {
                             return Ending::Later("send failed".into());
                         }
@@ -431,35 +438,25 @@ impl Driver {
 
     /// One frame from the server; `Some` if the connection ends with it.
     async fn message(&mut self, msg: Message, ws: &mut Ws) -> Option<Ending> {
-        match msg {
-            Message::Text(text) => match json::decode_response(text.as_bytes()) {
-                Ok(resp) => {
-                    for out in self.session.handle(resp.into_owned()) {
-                        self.route(out);
-                    }
-                    None
+        let decoded = match &msg {
+            Message::Text(text) => json::decode_response(text.as_bytes()).map(Response::into_owned),
+            Message::Binary(bytes) => fb::decode_response(bytes).map(Response::into_owned),
+            Message::Close(frame) => return Some(closed_by_server(frame.as_ref())),
+            _ => return None,
+        };
+        match decoded {
+            Ok(resp) => {
+                for out in self.session.handle(resp) {
+                    self.route(out);
                 }
-                Err(e) => {
-                    let _ = ws.close(None).await;
-                    Some(Ending::Stop(format!(
-                        "the server sent what this client cannot read: {e}"
-                    )))
-                }
-            },
-            Message::Close(frame) => {
-                let (code, reason) = frame.map_or((1005, String::new()), |f| {
-                    (u16::from(f.code), f.reason.to_string())
-                });
-                debug!(code, %reason, "closed by the server");
-                let why = format!("closed by the server: {code} {reason}");
-                Some(match code {
-                    1001 => Ending::Now(why),
-                    4401 | 4419 => Ending::Token(why),
-                    c if TERMINAL.contains(&c) => Ending::Stop(why),
-                    _ => Ending::Later(why),
-                })
+                None
             }
-            _ => None,
+            Err(e) => {
+                let _ = ws.close(None).await;
+                Some(Ending::Stop(format!(
+                    "the server sent what this client cannot read: {e}"
+                )))
+            }
         }
     }
 
@@ -535,9 +532,34 @@ impl Driver {
     }
 }
 
-/// Send `req` as one text frame.
-async fn send(ws: &mut Ws, req: &Request<'_>) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+/// What a close frame from the server means for the client.
+fn closed_by_server(
+    frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) -> Ending {
+    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+        (u16::from(f.code), f.reason.to_string())
+    });
+    debug!(code, %reason, "closed by the server");
+    let why = format!("closed by the server: {code} {reason}");
+    match code {
+        1001 => Ending::Now(why),
+        4401 | 4419 => Ending::Token(why),
+        c if TERMINAL.contains(&c) => Ending::Stop(why),
+        _ => Ending::Later(why),
+    }
+}
+
+/// Send `req` as one frame: binary (flatbuffers) or text (JSON).
+async fn send(
+    ws: &mut Ws,
+    req: &Request<'_>,
+    binary: bool,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let mut out = Vec::new();
+    if binary {
+        fb::encode_request(req, &mut out);
+        return ws.send(Message::Binary(out.into())).await;
+    }
     json::encode_request(req, &mut out);
     let text = String::from_utf8(out).unwrap_or_default();
     ws.send(Message::Text(text.into())).await

@@ -103,10 +103,21 @@ fn config(urls: &[String]) -> Config {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn snapshot_changes_typed_errors_and_presence() {
+async fn snapshot_changes_typed_errors_and_presence_in_json() {
+    snapshot_changes_typed_errors_and_presence(false).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn snapshot_changes_typed_errors_and_presence_in_flatbuffers() {
+    snapshot_changes_typed_errors_and_presence(true).await;
+}
+
+async fn snapshot_changes_typed_errors_and_presence(binary: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (_store, _edges, urls) = cluster(dir.path());
-    let c = Client::connect(config(&urls));
+    let mut cfg = config(&urls);
+    cfg.binary = binary;
+    let c = Client::connect(cfg);
     let w = c.put("doc/{1}", br#""v1""#).await.unwrap();
     assert!(w.version.is_some() && w.token.is_some());
     let mut sub = c.subscribe("doc/{1}").await.unwrap();
@@ -145,6 +156,12 @@ async fn snapshot_changes_typed_errors_and_presence() {
     assert_eq!(c.count("room/{2}").await.unwrap(), 1);
     let page = c.presence("room/{2}", None).await.unwrap();
     assert_eq!((page.total, page.members.len(), page.cursor), (1, 1, None));
+    if binary {
+        // The binary form carries any bytes.
+        c.put("bin/{1}", b"\x00\xff").await.unwrap();
+        let (v, _) = c.get("bin/{1}").await.unwrap().unwrap();
+        assert_eq!(v, b"\x00\xff");
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
