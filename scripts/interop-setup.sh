@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real WebSocket clients the interop tests drive, once, inside the
-# repository (both folders are git-ignored):
+# repository (these folders are git-ignored):
 #   .venv-interop/      Python 3 venv with `websockets`
 #   .interop-node/      node_modules with `ws` (needs node + npm: Debian nodejs, npm)
+#   clients/js/node_modules/  the TypeScript client's pinned typescript and ws (npm ci)
 # and Debian's `chromium` for the headless-browser test and `haproxy` for the cluster
 # tests and `make cluster`, and `nginx` to test the shipped nginx config.
 set -euo pipefail
@@ -36,4 +37,14 @@ if [[ ! -d "$root/.interop-node/node_modules/ws" ]]; then
   echo "interop: installing Node ws into .interop-node/ ..." >&2
   mkdir -p "$root/.interop-node"
   (cd "$root/.interop-node" && npm install --silent --no-audit --no-fund ws@8.18.3 >/dev/null)
+fi
+# The TypeScript client's toolchain (the pinned `typescript`, and `ws` for its tests in
+# Node < 22), from its lock file.
+if [[ ! -x "$root/clients/js/node_modules/typescript/bin/tsc" ]]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "interop: installing node and npm (Debian) ..." >&2
+    apt_install nodejs npm
+  fi
+  echo "interop: installing clients/js's dev dependencies (npm ci) ..." >&2
+  (cd "$root/clients/js" && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
