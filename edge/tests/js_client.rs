@@ -37,6 +37,42 @@ fn build() {
     );
 }
 
+/// Bundle the library for browsers (esbuild, minified) and return its gzipped size.
+fn bundle_gzip_bytes() -> usize {
+    // The native binary once its install script has run, else a Node shim: runnable
+    // either way.
+    let out = Command::new(js().join("node_modules/esbuild/bin/esbuild"))
+        .args([
+            "src/index.ts",
+            "--bundle",
+            "--minify",
+            "--format=esm",
+            "--target=es2020",
+            "--outfile=dist/ringline.min.js",
+        ])
+        .current_dir(js())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "esbuild failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = Command::new("node")
+        .args([
+            "-e",
+            "const z=require('zlib'),f=require('fs');\
+             process.stdout.write(String(z.gzipSync(f.readFileSync('dist/ringline.min.js'),{level:9}).length))",
+        ])
+        .current_dir(js())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&size.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Run `node --test` on `file` with `env`; fail with its output unless every test
 /// passed and none was skipped.
 fn node_test(file: &str, env: &[(&str, String)]) -> String {
@@ -63,6 +99,13 @@ fn node_test(file: &str, env: &[(&str, String)]) -> String {
 fn the_typescript_client_passes_its_unit_and_live_tests() {
     eprintln!("[js] compiling clients/js ...");
     build();
+    eprintln!("[js] browser bundle ...");
+    let gz = bundle_gzip_bytes();
+    eprintln!("[js] dist/ringline.min.js: {gz} B minified and gzipped");
+    assert!(
+        gz <= 15 * 1024,
+        "the browser bundle is {gz} B gzipped; the budget is 15 KiB"
+    );
     eprintln!("[js] unit tests ...");
     node_test("test/unit.test.mjs", &[]);
     eprintln!("[js] starting 2 stores, 2 edges, HAProxy ...");
