@@ -201,7 +201,16 @@ fn the_demo_page_at_root_subscribes_writes_and_shows_the_change() {
     let (head, body) = c.edge.http("/");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/html"), "{head}");
-    assert!(body.contains("ringline.v1.json"));
+    assert!(
+        body.contains("/ringline.min.js"),
+        "the page runs on the client library"
+    );
+    let (head, js) = c.edge.http("/ringline.min.js");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/javascript"),
+        "{head}"
+    );
+    assert!(js.contains("ringline.v1.json"));
     // The page drives its own buttons in selftest mode and, once it has shown the
     // change, writes <key>/done.
     let url = format!("http://{}/?selftest=demo/{{page}}/k", c.edge.addr);

@@ -106,6 +106,14 @@ fn the_typescript_client_passes_its_unit_and_live_tests() {
         gz <= 15 * 1024,
         "the browser bundle is {gz} B gzipped; the budget is 15 KiB"
     );
+    // The edge serves the page's copy of it: it must be this build.
+    let built = std::fs::read(js().join("dist/ringline.min.js")).unwrap();
+    let served = std::fs::read(js().join("../../edge/assets/ringline.min.js")).unwrap();
+    assert!(
+        built == served,
+        "edge/assets/ringline.min.js is not the current build: \
+         cp clients/js/dist/ringline.min.js edge/assets/"
+    );
     eprintln!("[js] unit tests ...");
     node_test("test/unit.test.mjs", &[]);
     eprintln!("[js] starting 2 stores, 2 edges, HAProxy ...");

@@ -29,6 +29,11 @@ use crate::worker::timer::{Tick, deadline_after};
 /// The page served at `/`.
 const DEMO_PAGE: &str = include_str!("../../../assets/index.html");
 
+/// The TypeScript client's browser build, which the page uses, served at
+/// `/ringline.min.js` (`clients/js`, `npm run bundle`; `edge/tests/js_client.rs`
+/// checks that this copy is the current build).
+const CLIENT_JS: &str = include_str!("../../../assets/ringline.min.js");
+
 /// Where a request goes.
 enum Route {
     /// Answered in plain HTTP, then closed.
@@ -280,6 +285,11 @@ fn answer_plain(path: &str, reply: &mut Vec<u8>, ctx: &Ctx<'_>) {
         "/healthz" => (Status::Ok, "text/plain", b"ok\n"),
         // A small page to try Ringline by hand (it speaks `/ws`).
         "/" => (Status::Ok, "text/html; charset=utf-8", DEMO_PAGE.as_bytes()),
+        "/ringline.min.js" => (
+            Status::Ok,
+            "text/javascript; charset=utf-8",
+            CLIENT_JS.as_bytes(),
+        ),
         "/metrics" => {
             let text = crate::metrics::render(ctx.all);
             write_response(
