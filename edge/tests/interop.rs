@@ -239,6 +239,33 @@ fn the_demo_page_at_root_subscribes_writes_and_shows_the_change() {
     );
 }
 
+#[test]
+fn a_page_reload_resumes_from_the_token_the_client_library_kept() {
+    let c = Cluster::start();
+    let key = "demo/{reload}/k";
+    let url = format!("http://{}/?reloadtest={key}", c.edge.addr);
+    let (mut browser, _profile) = chromium(&url);
+    let mut ws = common::ws::Ws::connect_with(c.edge.addr, "/ws", None).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let get = format!(r#"{{"op":"get","id":1,"key":"{key}/done"}}"#);
+        ws.send(true, wire::frame::Opcode::Text, get.as_bytes());
+        let common::ws::Msg::Text(t) = ws.recv() else {
+            panic!("no answer")
+        };
+        if t.contains(r#""value":""#) || std::time::Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = browser.kill();
+    let _ = browser.wait();
+    assert!(
+        done.contains(r#""value":"resumed""#),
+        "after the reload the page did not resume with exactly the missed change: {done}"
+    );
+}
+
 /// Headless Chromium on `url`, with a throw-away profile (kept alive by the caller).
 fn chromium(url: &str) -> (std::process::Child, tempfile::TempDir) {
     chromium_with(url, &[])
