@@ -112,6 +112,8 @@ enum Cmd {
         id: oneshot::Sender<u64>,
     },
     Unsubscribe(u64),
+    /// The automatic deliveries (inbox, broadcast) go to `events`.
+    Inbox(mpsc::UnboundedSender<Event>),
     Close,
 }
 
@@ -137,6 +139,7 @@ impl std::fmt::Debug for Cmd {
             Self::Request(..) => "Request",
             Self::Subscribe { .. } => "Subscribe",
             Self::Unsubscribe(_) => "Unsubscribe",
+            Self::Inbox(_) => "Inbox",
             Self::Close => "Close",
         })
     }
@@ -213,6 +216,19 @@ impl Client {
         let id = id_rx.await.map_err(|_| closed())?;
         Ok(Subscription {
             id,
+            events: rx,
+            cmds: self.cmds.clone(),
+        })
+    }
+
+    /// What the server sends without a subscription of ours (as id 0): the user's
+    /// inbox (`@user/<subject>`, authenticated connections) and broadcasts (`@all`).
+    /// One receiver at a time: a second call replaces the first.
+    pub fn inbox(&self) -> Result<Subscription, Error> {
+        let (events, rx) = mpsc::unbounded_channel();
+        self.cmds.send(Cmd::Inbox(events)).map_err(|_| closed())?;
+        Ok(Subscription {
+            id: wire::client::AUTO_SUB_ID,
             events: rx,
             cmds: self.cmds.clone(),
         })
@@ -488,6 +504,10 @@ impl Driver {
             Cmd::Unsubscribe(id) => {
                 self.subs.remove(&id);
                 self.session.unsubscribe(id).into_iter().collect()
+            }
+            Cmd::Inbox(events) => {
+                self.subs.insert(wire::client::AUTO_SUB_ID, events);
+                Vec::new()
             }
             Cmd::Close => {
                 self.closing = true;

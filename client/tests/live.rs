@@ -154,6 +154,13 @@ async fn snapshot_changes_typed_errors_and_presence(binary: bool) {
     ));
     c.join("room/{2}", br#"{"name":"a"}"#, None).await.unwrap();
     assert_eq!(c.count("room/{2}").await.unwrap(), 1);
+    // A broadcast reaches every connection's inbox stream without a subscription.
+    let mut inbox = c.inbox().unwrap();
+    c.publish("@all", br#""to everyone""#).await.unwrap();
+    let Some(Event::Change { key, .. }) = inbox.next().await else {
+        panic!("the broadcast")
+    };
+    assert_eq!(key, "@all");
     let page = c.presence("room/{2}", None).await.unwrap();
     assert_eq!((page.total, page.members.len(), page.cursor), (1, 1, None));
     if binary {

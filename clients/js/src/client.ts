@@ -237,6 +237,15 @@ export class Ringline {
     return sub;
   }
 
+  /** What the server sends without a subscription (as id 0): the user's inbox
+   * (`@user/<subject>`, authenticated connections) and broadcasts (`@all`). One at a
+   * time: a second call replaces the first. */
+  inbox(handlers: Handlers = {}): Subscription {
+    const sub = new Subscription(0, this, handlers);
+    this.subs.set(0, sub);
+    return sub;
+  }
+
   /** @internal */
   unsubscribe(id: number): void {
     this.subs.delete(id);

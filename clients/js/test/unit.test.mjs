@@ -168,3 +168,13 @@ test("a persisted subscription resumes from its stored token after a reload", as
   assert.equal(again.opened[0].sent[0].from, "t9");
   again.c.close();
 });
+
+test("inbox and broadcast deliveries (id 0) reach the inbox handlers", async () => {
+  const { c, opened } = client();
+  const got = [];
+  c.inbox({ onChange: (ch) => got.push([ch.key, ch.value]) });
+  opened[0].open();
+  opened[0].say({ op: "change", id: 0, key: "@all", value: "hi", pub: true, token: "t" });
+  assert.deepEqual(got, [["@all", "hi"]]);
+  c.close();
+});
