@@ -109,6 +109,21 @@ pub enum Out {
     Presence(ConnRef, u64, Rc<Delivery>),
 }
 
+impl Out {
+    /// The connection it is for ([`WORKER_CONN`] for the worker's own deliveries).
+    #[must_use]
+    pub fn conn(&self) -> ConnRef {
+        match self {
+            Self::Msg(c, _)
+            | Self::Change(c, _, _)
+            | Self::Latest(c, _, _)
+            | Self::Ended(c, _)
+            | Self::Presence(c, _, _) => *c,
+            Self::Inbox(_) => WORKER_CONN,
+        }
+    }
+}
+
 /// A read or write waiting for its store's reply.
 #[derive(Debug)]
 struct Pending {
@@ -342,14 +357,7 @@ impl Hub {
             } => self.presence_query(conn, id, &channel, cursor.as_deref(), count_only),
             Request::Unsub { id } => {
                 if self.unsubscribe(SubRef { conn, id }) {
-                    self.reply(
-                        conn,
-                        Response::Ok {
-                            id,
-                            version: None,
-                            token: None,
-                        },
-                    );
+                    self.reply(conn, presence::ok(id));
                 } else {
                     self.fail(conn, id, ErrorCode::BadRequest, "no such subscription");
                 }

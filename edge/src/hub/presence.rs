@@ -403,7 +403,7 @@ impl Hub {
     }
 }
 
-/// `ok` without version or token.
+/// `ok` without version or token (a join, a leave, an unsub).
 pub(super) fn ok(id: u64) -> Response<'static> {
     Response::Ok {
         id,

@@ -123,6 +123,16 @@ fn send_to_many(
     n
 }
 
+/// Who a message of the worker's own subscriptions goes to, and the change it carries
+/// (`None`: nobody; their snapshots and errors go nowhere).
+fn own_recipients(o: &Out) -> Option<(Recipients, &Rc<Delivery>)> {
+    match o {
+        Out::Change(_, BROADCAST_SUB, d) => Some((Recipients::Admitted, d)),
+        Out::Change(_, INBOXES_SUB, d) | Out::Inbox(d) => Some((Recipients::Inbox, d)),
+        _ => None,
+    }
+}
+
 /// A subscription's message arrives while it holds changes: a reset or a snapshot
 /// replaces them (they are dropped), a `resumed` lets them go out first. Anything else
 /// (a reply that merely reuses the id, an error, which `Ended` follows) leaves them.
@@ -175,23 +185,11 @@ impl Worker {
         let above = self.cfg.latest_above;
         let Encoders { fb, scratch } = &mut self.delivery;
         for o in &out {
-            let me = match o {
-                Out::Msg(c, _)
-                | Out::Change(c, _, _)
-                | Out::Latest(c, _, _)
-                | Out::Ended(c, _)
-                | Out::Presence(c, _, _) => *c,
-                Out::Inbox(_) => WORKER_CONN,
-            };
+            let me = o.conn();
             if me == WORKER_CONN {
                 // The worker's own subscriptions: their changes go to many connections,
                 // their other messages (snapshots, errors) nowhere.
-                let to = match o {
-                    Out::Change(_, BROADCAST_SUB, d) => Some((Recipients::Admitted, d)),
-                    Out::Change(_, INBOXES_SUB, d) | Out::Inbox(d) => Some((Recipients::Inbox, d)),
-                    _ => None,
-                };
-                if let Some((to, d)) = to {
+                if let Some((to, d)) = own_recipients(o) {
                     let conns = &mut self.conns;
                     messages += send_to_many(conns, &self.hub, to, d, fb, scratch, &mut touched);
                 }

@@ -202,18 +202,15 @@ impl<E: Engine> Core<E> {
         };
         let mut announced = self.syncing.remove(&link).unwrap_or_default();
         for (key, meta, owner) in members {
-            let owned = self
-                .log
-                .position(self.log.partition_of(key.as_bytes()))
-                .is_some();
+            let p = self.log.partition_of(key.as_bytes());
+            let owned = self.log.position(p).is_some();
+            let held_by = self.presence.owner(&key).map(str::to_owned);
             // A member another connection holds now (a device that moved) is not taken
             // back by the one that held it before.
-            let moved = self.presence.owner(&key).is_some_and(|o| o != owner);
+            let moved = held_by.as_deref().is_some_and(|o| o != owner);
             if !owned || moved {
                 continue;
             }
-            let p = self.log.partition_of(key.as_bytes());
-            let held_by = self.presence.owner(&key).map(str::to_owned);
             let joined = self.presence.join(Some(&edge), &key, &meta, Some(&owner));
             if joined.is_ok() {
                 self.record_owner(p, &key, held_by.as_deref());

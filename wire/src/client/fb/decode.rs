@@ -125,6 +125,16 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 token: validate::ack_token(ack.token().map(Cow::Borrowed))?,
             }
         }
+        fb::Op::Join | fb::Op::Leave | fb::Op::Presence => presence_request(id, root)?,
+        fb::Op::NONE => return Err(Missing("op")),
+        other => return Err(ClientErrorKind::UnknownOp(other.0.to_string())),
+    })
+}
+
+/// A `join`, `leave` or `presence` request (`root`'s op is one of them).
+fn presence_request(id: u64, root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    Ok(match root.op_type() {
         fb::Op::Join => {
             let join = root.op_as_join().ok_or(Missing("op"))?;
             Request::Join {
@@ -141,7 +151,7 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 channel: validate::channel(leave.channel().map(Cow::Borrowed))?,
             }
         }
-        fb::Op::Presence => {
+        _ => {
             let p = root.op_as_presence().ok_or(Missing("op"))?;
             Request::Presence {
                 id,
@@ -150,8 +160,6 @@ fn request(root: fb::Request<'_>) -> Result<Request<'_>, ClientErrorKind> {
                 count_only: p.count_only(),
             }
         }
-        fb::Op::NONE => return Err(Missing("op")),
-        other => return Err(ClientErrorKind::UnknownOp(other.0.to_string())),
     })
 }
 

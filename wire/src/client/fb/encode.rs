@@ -232,51 +232,7 @@ impl FbEncoder {
                 };
                 (fb::Reply::Ok, fb::Ok::create(fbb, &args).as_union_value())
             }
-            Response::Members {
-                members,
-                total,
-                cursor,
-                token,
-                more,
-                ..
-            } => {
-                let members = members_vector(fbb, members);
-                let cursor = cursor.as_deref().map(|c| fbb.create_string(c));
-                let token = token.as_deref().map(|t| fbb.create_string(t));
-                let args = fb::MembersArgs {
-                    members: Some(members),
-                    total: *total,
-                    cursor,
-                    token,
-                    more: *more,
-                };
-                (
-                    fb::Reply::Members,
-                    fb::Members::create(fbb, &args).as_union_value(),
-                )
-            }
-            Response::Presence { events, token, .. } => {
-                let mut offsets = Vec::with_capacity(events.len());
-                for e in events {
-                    let meta = e.joined.as_deref().map(|m| fbb.create_vector(m));
-                    let user = e.user.as_deref().map(|u| fbb.create_string(u));
-                    let conn = Some(fbb.create_string(&e.conn));
-                    let args = fb::PresenceEventArgs {
-                        joined: e.joined.is_some(),
-                        user,
-                        conn,
-                        meta,
-                    };
-                    offsets.push(fb::PresenceEvent::create(fbb, &args));
-                }
-                let events = Some(fbb.create_vector(&offsets));
-                let token = Some(fbb.create_string(token));
-                let args = fb::PresenceEventsArgs { events, token };
-                (
-                    fb::Reply::PresenceEvents,
-                    fb::PresenceEvents::create(fbb, &args).as_union_value(),
-                )
-            }
+            Response::Members { .. } | Response::Presence { .. } => presence_body(fbb, response),
             Response::Error {
                 code,
                 message,
@@ -295,6 +251,65 @@ impl FbEncoder {
                     fb::Error::create(fbb, &args).as_union_value(),
                 )
             }
+        }
+    }
+}
+
+/// A `members` page's or `presence` events' body (anything else: never reached, an
+/// empty `Ok`).
+fn presence_body<'f>(
+    fbb: &mut FlatBufferBuilder<'f>,
+    response: &Response<'_>,
+) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+    match response {
+        Response::Members {
+            members,
+            total,
+            cursor,
+            token,
+            more,
+            ..
+        } => {
+            let members = members_vector(fbb, members);
+            let cursor = cursor.as_deref().map(|c| fbb.create_string(c));
+            let token = token.as_deref().map(|t| fbb.create_string(t));
+            let args = fb::MembersArgs {
+                members: Some(members),
+                total: *total,
+                cursor,
+                token,
+                more: *more,
+            };
+            (
+                fb::Reply::Members,
+                fb::Members::create(fbb, &args).as_union_value(),
+            )
+        }
+        Response::Presence { events, token, .. } => {
+            let mut offsets = Vec::with_capacity(events.len());
+            for e in events {
+                let meta = e.joined.as_deref().map(|m| fbb.create_vector(m));
+                let user = e.user.as_deref().map(|u| fbb.create_string(u));
+                let conn = Some(fbb.create_string(&e.conn));
+                let args = fb::PresenceEventArgs {
+                    joined: e.joined.is_some(),
+                    user,
+                    conn,
+                    meta,
+                };
+                offsets.push(fb::PresenceEvent::create(fbb, &args));
+            }
+            let events = Some(fbb.create_vector(&offsets));
+            let token = Some(fbb.create_string(token));
+            let args = fb::PresenceEventsArgs { events, token };
+            (
+                fb::Reply::PresenceEvents,
+                fb::PresenceEvents::create(fbb, &args).as_union_value(),
+            )
+        }
+        _ => {
+            let args = fb::OkArgs::default();
+            (fb::Reply::Ok, fb::Ok::create(fbb, &args).as_union_value())
         }
     }
 }

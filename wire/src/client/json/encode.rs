@@ -72,6 +72,31 @@ pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
                 str_field(out, "token", token);
             }
         }
+        Response::Members { .. } | Response::Presence { .. } => presence_response(out, response),
+        Response::Error {
+            id,
+            code,
+            message,
+            version,
+        } => {
+            match id {
+                Some(id) => head(out, "error", *id),
+                None => out.extend_from_slice(b"{\"op\":\"error\""),
+            }
+            str_field(out, "code", code.as_str());
+            str_field(out, "message", message);
+            if let Some(version) = version {
+                uint_field(out, "version", *version);
+            }
+        }
+    }
+    out.push(b'}');
+}
+
+/// A `members` page or `presence` events, the object left open (anything else: never
+/// reached, nothing written).
+fn presence_response(out: &mut Vec<u8>, response: &Response<'_>) {
+    match response {
         Response::Members {
             id,
             members,
@@ -96,24 +121,8 @@ pub fn encode_response(response: &Response<'_>, out: &mut Vec<u8>) {
             events_field(out, events);
             str_field(out, "token", token);
         }
-        Response::Error {
-            id,
-            code,
-            message,
-            version,
-        } => {
-            match id {
-                Some(id) => head(out, "error", *id),
-                None => out.extend_from_slice(b"{\"op\":\"error\""),
-            }
-            str_field(out, "code", code.as_str());
-            str_field(out, "message", message);
-            if let Some(version) = version {
-                uint_field(out, "version", *version);
-            }
-        }
+        _ => {}
     }
-    out.push(b'}');
 }
 
 /// `,"user":"<user>"` or `,"user":null`.
@@ -320,6 +329,17 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
             head(out, "ack", *id);
             str_field(out, "token", token);
         }
+        Request::Join { .. } | Request::Leave { .. } | Request::Presence { .. } => {
+            presence_request(out, request);
+        }
+    }
+    out.push(b'}');
+}
+
+/// A `join`, `leave` or `presence` request, the object left open (anything else: never
+/// reached, nothing written).
+fn presence_request(out: &mut Vec<u8>, request: &Request<'_>) {
+    match request {
         Request::Join {
             id,
             channel,
@@ -348,8 +368,8 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
                 out.extend_from_slice(b",\"count_only\":true");
             }
         }
+        _ => {}
     }
-    out.push(b'}');
 }
 
 #[cfg(test)]
