@@ -180,7 +180,12 @@ impl MemberKey<'_> {
 fn take_part(s: &str) -> Option<(&str, &str)> {
     let colon = s.find(':')?;
     let digits = s.get(..colon)?;
-    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let canonical = digits == "0" || !digits.starts_with('0');
+    if digits.is_empty()
+        || digits.len() > 5
+        || !canonical
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let len: usize = digits.parse().ok()?;
@@ -193,8 +198,13 @@ fn take_part(s: &str) -> Option<(&str, &str)> {
 pub fn parse(key: &str) -> Option<MemberKey<'_>> {
     let rest = key.strip_prefix(PREFIX)?.strip_prefix('{')?;
     let close = rest.find("}/")?;
+    let routing = rest.get(..close)?;
     let rest = rest.get(close + 2..)?;
     let (channel, rest) = take_part(rest)?;
+    // Only the canonical form: the routing part must be the channel's.
+    if routing.as_bytes() != routing_key(channel.as_bytes()) {
+        return None;
+    }
     let (user, rest) = take_part(rest)?;
     let (member, rest) = take_part(rest)?;
     if !rest.is_empty() {
@@ -205,13 +215,11 @@ pub fn parse(key: &str) -> Option<MemberKey<'_>> {
         (_, Some(c)) => MemberId::Conn(c),
         _ => return None,
     };
-    let parsed = MemberKey {
+    Some(MemberKey {
         channel,
         user,
         member,
-    };
-    // Only the canonical form: the routing part must be the channel's.
-    (parsed.encode() == key).then_some(parsed)
+    })
 }
 
 /// The channel whose [`channel_prefix`] `prefix` is (`None`: not one).
@@ -303,6 +311,11 @@ mod tests {
         assert_eq!(parse("@presence/{a}/1:a0:3:x:e"), None);
         assert_eq!(parse("@durable/{a}/1:a0:3:c:e"), None);
         assert_eq!(parse("@presence/{a}/9:a0:3:c:e"), None);
+        assert_eq!(
+            parse("@presence/{a}/01:a0:3:c:e"),
+            None,
+            "a length's leading zero"
+        );
         assert!(parse("@presence/{a}/1:a0:3:c:e").is_some());
         assert!(parse("@presence/{a}/1:a0:3:d:e").is_some());
     }
@@ -341,6 +354,13 @@ mod tests {
             prop_assert_eq!(channel_of_prefix(&key), None);
             prop_assert_eq!(key.starts_with(&channel_prefix(&b)), a == b);
             prop_assert_eq!(partition_of(key.as_bytes(), 13), partition_of(a.as_bytes(), 13));
+        }
+
+        #[test]
+        fn only_canonical_keys_parse(key in "@presence/\\{[a-z0{]{0,3}\\}/[0-9:a-z/{}cd]{0,24}") {
+            if let Some(m) = parse(&key) {
+                prop_assert_eq!(m.encode(), key);
+            }
         }
     }
 }
