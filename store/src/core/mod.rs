@@ -29,8 +29,10 @@
 //! key, so it is prepared only when no batch is in flight.
 //!
 //! Frames for a link are collected per drain and handed to the link's writer in one
-//! piece; a link whose unwritten bytes pass a bound is dropped (its watches removed),
-//! so a peer that stops reading costs bounded memory.
+//! piece; a link with bytes still unwritten that new ones would take past a bound is
+//! dropped (its watches removed), so a peer that stops reading costs bounded memory (the
+//! bound plus one drain's frames: a large snapshot goes out whole to a link that keeps
+//! up).
 
 mod committer;
 mod pages;
@@ -808,8 +810,9 @@ impl<E: Engine> Core<E> {
         Metrics::set(&self.cfg.metrics.watches, self.watchers.len() as u64);
     }
 
-    /// Hand every link its frames for this drain, in one piece; drop a link whose
-    /// unwritten bytes would pass the limit (its peer has stopped reading).
+    /// Hand every link its frames for this drain, in one piece; drop a link with bytes
+    /// still unwritten that these would take past the limit (its peer has stopped
+    /// reading).
     fn flush(&mut self) {
         let pending: Vec<(LinkId, Vec<u8>)> = self
             .pending
@@ -821,7 +824,11 @@ impl<E: Engine> Core<E> {
                 continue;
             };
             let queued = outbox.queued.load(Ordering::Acquire);
-            if queued + bytes.len() > self.cfg.max_link_queue_bytes {
+            // Stuck: bytes still unwritten, and these would pass the bound. A link whose
+            // queue is empty takes one drain's frames whatever their size (a large
+            // snapshot answered at once); a peer that does not read them is dropped at
+            // the next flush.
+            if queued > 0 && queued + bytes.len() > self.cfg.max_link_queue_bytes {
                 Metrics::add(&self.cfg.metrics.links_dropped_stuck, 1);
                 self.drop_link(link, "outbound queue full (peer not reading)");
                 continue;
