@@ -484,3 +484,31 @@ fn a_killed_edges_members_leave_after_the_grace_unless_they_reconnect_and_a_rest
     listed.sort();
     assert_eq!(listed[1], (Some("fay".into()), "laptop".into()));
 }
+
+#[test]
+fn a_token_older_than_the_retained_log_gets_a_reset_and_the_current_list() {
+    let (_dir, c) = cluster(&["--retention-entries", "1", "--retention-secs", "0"]);
+    let e0 = c.edges[0].addr;
+    let room = "room/{old}";
+    let mut watcher = connect(e0, "wendy");
+    subscribe(&mut watcher, 1, room, None);
+    let (_, token) = snapshot(&mut watcher, 1);
+    drop(watcher);
+    // While it is away: three join, one leaves; the store trims its log meanwhile.
+    let mut ann = connect(e0, "ann");
+    let mut bob = connect(e0, "bob");
+    let mut cy = connect(e0, "cy");
+    for cl in [&mut ann, &mut bob, &mut cy] {
+        assert!(ok(&join(cl, 1, room, "1")));
+    }
+    drop(bob);
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut back = connect(e0, "wendy");
+    subscribe(&mut back, 2, room, Some(&token));
+    let first = back.recv();
+    assert!(matches!(first, Response::Reset { id: 2, .. }), "{first:?}");
+    let (members, _) = snapshot(&mut back, 2);
+    let mut users: Vec<_> = members.iter().filter_map(|m| m.user.as_deref()).collect();
+    users.sort_unstable();
+    assert_eq!(users, ["ann", "cy"], "a fresh list: the members now");
+}
