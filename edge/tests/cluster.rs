@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::client::{Client, Event, change};
 use common::cluster::{LocalCluster, key_of, store_of};
-use wire::client::{ChangeOp, Request, Response};
+use wire::client::{ChangeOp, ErrorCode, Request, Response};
 
 #[test]
 fn every_key_of_either_store_works_from_either_edge() {
@@ -458,16 +458,28 @@ fn survive(c: &LocalCluster, ends: Ends, disrupt: fn(&LocalCluster)) -> Vec<Foll
         let v = counters.entry(k.clone()).or_default();
         *v += 1;
         let value = v.to_string();
-        let r = if k.starts_with("put/") {
-            w.put(n, k, &value)
-        } else {
-            w.call(&Request::Pub {
-                id: n,
-                key: k.as_str().into(),
-                value: Cow::Owned(value.into_bytes()),
-                msg_id: None,
-                echo: true,
-            })
+        let r = loop {
+            let r = if k.starts_with("put/") {
+                w.put(n, k, &value)
+            } else {
+                w.call(&Request::Pub {
+                    id: n,
+                    key: k.as_str().into(),
+                    value: Cow::Owned(value.clone().into_bytes()),
+                    msg_id: None,
+                    echo: true,
+                })
+            };
+            // Over the connection's message rate (1,000/s past a burst of 2,000): the
+            // write was refused, not applied; slow down and send it again, as a client
+            // must.
+            match r {
+                Response::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                } => std::thread::sleep(Duration::from_millis(20)),
+                r => break r,
+            }
         };
         assert!(matches!(r, Response::Ok { .. }), "write {n}: {r:?}");
     }
