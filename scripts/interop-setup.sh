@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Installs the real WebSocket clients the interop tests drive, once, inside the
 # repository (these folders are git-ignored):
-#   .venv-interop/      Python 3 venv with `websockets`
+#   .venv-interop/      Python 3 venv with `websockets` and `openapi-spec-validator`
 #   .interop-node/      node_modules with `ws` (needs node + npm: Debian nodejs, npm)
 #   clients/js/node_modules/  the TypeScript client's pinned typescript, esbuild and ws (npm ci)
 # and Debian's `chromium` for the headless-browser test and `haproxy` for the cluster
 # tests and `make cluster`, and `nginx` to test the shipped nginx config.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ ! -x "$root/.venv-interop/bin/python" ]] || ! "$root/.venv-interop/bin/python" -c "import websockets" 2>/dev/null; then
-  echo "interop: installing Python websockets into .venv-interop/ ..." >&2
+if [[ ! -x "$root/.venv-interop/bin/python" ]] || ! "$root/.venv-interop/bin/python" -c "import websockets, openapi_spec_validator" 2>/dev/null; then
+  echo "interop: installing Python websockets and openapi-spec-validator into .venv-interop/ ..." >&2
   python3 -m venv "$root/.venv-interop"
-  "$root/.venv-interop/bin/pip" install -q "websockets==15.0.1"
+  "$root/.venv-interop/bin/pip" install -q "websockets==15.0.1" "openapi-spec-validator==0.7.1"
 fi
 apt_install() {
   if [[ $(id -u) -eq 0 ]]; then apt-get update -qq && apt-get install -y -qq "$@" >/dev/null

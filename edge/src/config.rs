@@ -72,6 +72,10 @@ pub struct Args {
     /// Serve the `/echo` WebSocket endpoint [default: true].
     #[arg(long, value_name = "BOOL")]
     pub echo: Option<bool>,
+    /// Serve the HTTP API (`/v1/keys/..`, `/v1/publish`, `/v1/presence/..`), with the
+    /// same tokens and grants as `/ws` [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub http_api: Option<bool>,
     /// Subscribe every authenticated connection to its user's inbox `@user/<sub>` (as subscription 0) [default: true].
     #[arg(long, value_name = "BOOL")]
     pub inbox: Option<bool>,
@@ -251,6 +255,7 @@ struct FileConfig {
     handshake_timeout_secs: Option<u64>,
     drain_secs: Option<u64>,
     echo: Option<bool>,
+    http_api: Option<bool>,
     inbox: Option<bool>,
     broadcast: Option<bool>,
     pin: Option<bool>,
@@ -318,6 +323,8 @@ pub struct Config {
     pub drain: Duration,
     /// `/echo` on.
     pub echo: bool,
+    /// The HTTP API on.
+    pub http_api: bool,
     /// Authenticated connections get their inbox.
     pub inbox: bool,
     /// `@all` reaches every connection.
@@ -434,6 +441,7 @@ impl Config {
             ),
             drain: Duration::from_secs(args.drain_secs.or(f.drain_secs).unwrap_or(30)),
             echo: args.echo.or(f.echo).unwrap_or(true),
+            http_api: args.http_api.or(f.http_api).unwrap_or(true),
             inbox: args.inbox.or(f.inbox).unwrap_or(true),
             broadcast: args.broadcast.or(f.broadcast).unwrap_or(true),
             pin: args.pin.or(f.pin).unwrap_or(true),

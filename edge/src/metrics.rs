@@ -49,6 +49,11 @@ pub struct WorkerMetrics {
     pub link_auth_failed: AtomicU64,
     /// Plain HTTP requests answered.
     pub http_requests: AtomicU64,
+    /// HTTP API requests taken (`/v1/...`).
+    pub api_requests: AtomicU64,
+    /// HTTP API requests refused by the edge itself: malformed, too large, no such
+    /// resource or method.
+    pub api_refused: AtomicU64,
     /// Messages received.
     pub messages_in: AtomicU64,
     /// Messages sent.
@@ -127,7 +132,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 30] = [
+static SERIES: [Series; 32] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -229,6 +234,18 @@ static SERIES: [Series; 30] = [
         "counter",
         "Plain HTTP requests answered.",
         |m| &m.http_requests,
+    ),
+    (
+        "ringline_edge_api_requests_total",
+        "counter",
+        "HTTP API requests taken (/v1/...).",
+        |m| &m.api_requests,
+    ),
+    (
+        "ringline_edge_api_refused_total",
+        "counter",
+        "HTTP API requests refused by the edge itself: malformed, too large, no such resource or method.",
+        |m| &m.api_refused,
     ),
     (
         "ringline_edge_messages_in_total",

@@ -36,6 +36,58 @@ pub mod handshake {
     }
 }
 
+pub mod api_request {
+    use wire::api::{call, parse_head, write_answer, write_error};
+    use wire::client::Response;
+    use wire::handshake::HandshakeLimits;
+
+    /// Arbitrary bytes as HTTP API requests: never a panic; a head parsed whole is never
+    /// parsed from a shorter prefix; each request maps to hub requests with consecutive
+    /// ids or to a refusal whose answer is a 4xx; every answer is a valid HTTP response.
+    pub fn run(data: &[u8]) {
+        let limits = HandshakeLimits::default();
+        match parse_head(data, &limits) {
+            Ok(Some((head, used))) => {
+                assert!(used <= data.len());
+                if let Ok(Some((_, n))) = parse_head(&data[..used.saturating_sub(1)], &limits) {
+                    panic!("a {n}-byte head inside the {used}-byte one");
+                }
+                let body = &data[used..data.len().min(used + head.content_length)];
+                match call(&head, body, 1) {
+                    Ok(c) => {
+                        for (i, r) in c.requests().iter().enumerate() {
+                            assert_eq!(r.id(), 1 + i as u64);
+                            let answer = Response::Ok { id: r.id(), version: Some(1), token: None };
+                            check_answer(|out| write_answer(out, &answer, true));
+                        }
+                    }
+                    Err(e) => {
+                        assert!((400..500).contains(&e.status().code()));
+                        check_answer(|out| write_error(out, &e, head.keep_alive));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                assert!(e.closes());
+                check_answer(|out| write_error(out, &e, true));
+            }
+        }
+    }
+
+    /// What `write` writes parses as one whole HTTP response whose body is JSON.
+    fn check_answer(write: impl FnOnce(&mut Vec<u8>)) {
+        let mut out = Vec::new();
+        write(&mut out);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut r = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = r.parse(&out) else {
+            panic!("not an HTTP response: {:?}", String::from_utf8_lossy(&out));
+        };
+        assert!(serde_json::from_slice::<serde_json::Value>(&out[n..]).is_ok());
+    }
+}
+
 pub mod frame {
     use wire::frame::{Decoder, Incoming, Limits, ProtocolError};
 

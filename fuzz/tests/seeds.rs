@@ -7,8 +7,9 @@ use std::path::Path;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 9] = [
+const TARGETS: [Target; 10] = [
     ("handshake", ringline_fuzz::handshake::run),
+    ("api_request", ringline_fuzz::api_request::run),
     ("frame", ringline_fuzz::frame::run),
     ("link_frame", ringline_fuzz::link_frame::run),
     ("client_json", ringline_fuzz::client_json::run),

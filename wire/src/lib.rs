@@ -6,6 +6,8 @@
 //! `Ok(Some((item, consumed)))`, `Ok(None)` when more bytes are needed (nothing is
 //! consumed), or a typed error that says who is at fault and how to answer it.
 //!
+//! - [`api`]: the HTTP API's requests and answers (`/v1/...`), mapped to and from the
+//!   client protocol.
 //! - [`handshake`]: the HTTP/1.1 opening handshake (RFC 6455 §4.2) and plain HTTP responses.
 //! - [`proxy`]: the PROXY protocol header (v1, v2) a balancer puts before a connection.
 //! - [`frame`]: WebSocket frames (RFC 6455 §5): decoding, reassembly, close handling, encoding.
@@ -19,6 +21,7 @@
 //! - [`presence`]: the storage keys of channels' members, which edge and store both read.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod client;
 pub mod cluster;
 pub mod frame;

@@ -55,6 +55,24 @@ impl Transport {
 /// sibling's index).
 const TLS_TAG: u32 = 1 << 23;
 
+/// The context a connection at `key` sees of worker `$w` (borrowed field by field: no
+/// reference-count traffic per completion, and the connections stay free to borrow).
+macro_rules! conn_ctx {
+    ($w:ident, $key:expr) => {
+        Ctx {
+            cfg: &$w.cfg,
+            metrics: &$w.metrics,
+            draining: $w.drain.is_some(),
+            all: &$w.shared.metrics,
+            auth: $w.verifier.as_deref(),
+            per_ip: &$w.shared.per_ip,
+            worker: $w.id,
+            hub: &mut $w.hub,
+            me: conn_ref($key),
+        }
+    };
+}
+
 impl Worker {
     /// Arm the multishot accept of every listener this worker has.
     pub(super) fn arm_accept(&mut self) -> std::io::Result<()> {
@@ -240,19 +258,7 @@ impl Worker {
 
     pub(super) fn on_recv(&mut self, key: Key, c: &Cqe) {
         let now = self.wheel.now();
-        let draining = self.drain.is_some();
-        // Borrowed field by field: no reference-count traffic per completion.
-        let mut ctx = Ctx {
-            cfg: &self.cfg,
-            metrics: &self.metrics,
-            draining,
-            all: &self.shared.metrics,
-            auth: self.verifier.as_deref(),
-            per_ip: &self.shared.per_ip,
-            worker: self.id,
-            hub: &mut self.hub,
-            me: conn_ref(key),
-        };
+        let mut ctx = conn_ctx!(self, key);
         let bid = c.buffer();
         let len = usize::try_from(c.result).unwrap_or(0);
         let Some(conn) = self.conns.get_mut(key) else {
@@ -286,6 +292,17 @@ impl Worker {
             }
             r if r != -libc::ECANCELED => conn.handle_io_error(),
             _ => {}
+        }
+        self.drive(key);
+    }
+
+    /// The HTTP API connection at `key` has room in its pipeline again: take the
+    /// requests waiting in its buffer.
+    pub(super) fn api_resume(&mut self, key: Key) {
+        let now = self.wheel.now();
+        let mut ctx = conn_ctx!(self, key);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.api_read(now, &mut ctx);
         }
         self.drive(key);
     }

@@ -1,5 +1,6 @@
 //! Client messages from the hub to connections: each is encoded in the connection's
-//! form (JSON text or flatbuffers binary) and queued. A change is encoded once per
+//! form (JSON text or flatbuffers binary) and queued; an HTTP API connection's answers
+//! go to its pipeline ([`super::conn::api`]). A change is encoded once per
 //! form: the JSON body after the subscription id, the binary message with its id
 //! patched per subscriber. Each subscriber gets its own few head bytes, and the shared
 //! rest by reference when it is large enough for that to beat a copy. A change of a
@@ -181,6 +182,7 @@ impl Worker {
         }
         let out = std::mem::take(&mut self.hub.out);
         let mut touched: Vec<Key> = Vec::new();
+        let mut resume: Vec<Key> = Vec::new();
         let mut messages = 0u64;
         let above = self.cfg.latest_above;
         let Encoders { fb, scratch } = &mut self.delivery;
@@ -199,6 +201,16 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
+            if conn.is_api() {
+                // An HTTP API request's answer (nothing else goes to one).
+                if let Out::Msg(_, msg) = o {
+                    if conn.handle_api_answer(msg, self.wheel.now()) {
+                        resume.push(key);
+                    }
+                    touched.push(key);
+                }
+                continue;
+            }
             if !conn.is_open() {
                 continue;
             }
@@ -253,6 +265,9 @@ impl Worker {
             .deliveries
             .store(self.hub.stats.deliveries, Ordering::Relaxed);
         self.arm_presence_timer();
+        for key in resume {
+            self.api_resume(key);
+        }
         for key in touched {
             self.release_held(key);
             self.drive(key);

@@ -104,7 +104,7 @@ const MAX_ECHO: usize = 120;
 
 /// `text` cut to at most [`MAX_ECHO`] bytes at a character boundary, with `…` when cut, so a
 /// client cannot make the edge echo megabytes back.
-pub(super) fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     if text.len() <= MAX_ECHO {
         return text.to_owned();
     }

@@ -10,12 +10,12 @@
 //! a plain `Result` (the message is consumed entirely). Their errors are [`ClientError`]s,
 //! which carry the protocol error code to answer with. Resume tokens are in [`token`].
 
-mod error;
+pub(crate) mod error;
 pub mod fb;
 pub mod json;
 pub mod token;
 mod types;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod arbitrary;

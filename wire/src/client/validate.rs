@@ -17,7 +17,7 @@ pub const MAX_TOKEN_LEN: usize = 34 * 1024;
 pub const MAX_MSG_ID_LEN: usize = 128;
 
 /// An absent `msg_id`, or a non-empty one of at most [`MAX_MSG_ID_LEN`] bytes.
-pub(super) fn msg_id(id: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+pub(crate) fn msg_id(id: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
     optional_name("msg_id", MAX_MSG_ID_LEN, id)
 }
 
@@ -42,17 +42,17 @@ fn optional_name<'a>(
 pub const MAX_DURABLE_LEN: usize = 128;
 
 /// An absent durable name, or a non-empty one of at most [`MAX_DURABLE_LEN`] bytes.
-pub(super) fn durable(name: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+pub(crate) fn durable(name: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
     optional_name("durable", MAX_DURABLE_LEN, name)
 }
 
 /// A present resume token (an `ack`'s) of at most [`MAX_TOKEN_LEN`] bytes.
-pub(super) fn ack_token(token: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
+pub(crate) fn ack_token(token: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
     self::token(token)?.ok_or(ClientErrorKind::Missing("token"))
 }
 
 /// A present, non-empty key or prefix of at most [`MAX_KEY_LEN`] bytes.
-pub(super) fn key<'a>(
+pub(crate) fn key<'a>(
     field: &'static str,
     value: Option<Cow<'a, str>>,
 ) -> Result<Cow<'a, str>, ClientErrorKind> {
@@ -71,7 +71,7 @@ pub(super) fn key<'a>(
 }
 
 /// A resume token of at most [`MAX_TOKEN_LEN`] bytes (its content is checked when decoded).
-pub(super) fn token(token: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+pub(crate) fn token(token: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
     match token {
         Some(t) if t.len() > MAX_TOKEN_LEN => Err(ClientErrorKind::TokenTooLong {
             len: t.len(),
@@ -83,7 +83,7 @@ pub(super) fn token(token: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>,
 
 /// A present, non-empty JWT of at most [`MAX_JWT_LEN`] bytes (its content is the
 /// edge's to check).
-pub(super) fn jwt(jwt: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
+pub(crate) fn jwt(jwt: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
     let jwt = jwt.ok_or(ClientErrorKind::Missing("token"))?;
     if jwt.is_empty() {
         return Err(ClientErrorKind::Empty("token"));
@@ -99,12 +99,12 @@ pub(super) fn jwt(jwt: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientError
 }
 
 /// A present value.
-pub(super) fn value(value: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientErrorKind> {
+pub(crate) fn value(value: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientErrorKind> {
     value.ok_or(ClientErrorKind::Missing("value"))
 }
 
 /// A present channel that can hold presence ([`crate::presence::check_channel`]).
-pub(super) fn channel(value: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
+pub(crate) fn channel(value: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, ClientErrorKind> {
     use crate::presence::{ChannelError, MAX_CHANNEL_LEN, check_channel};
     let value = value.ok_or(ClientErrorKind::Missing("channel"))?;
     match check_channel(&value) {
@@ -121,7 +121,7 @@ pub(super) fn channel(value: Option<Cow<'_, str>>) -> Result<Cow<'_, str>, Clien
 
 /// A member's meta: one JSON value of at most [`crate::presence::MAX_META_LEN`] bytes
 /// (`null` when absent).
-pub(super) fn meta(meta: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientErrorKind> {
+pub(crate) fn meta(meta: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientErrorKind> {
     use crate::presence::MAX_META_LEN;
     let Some(meta) = meta else {
         return Ok(Cow::Borrowed(b"null"));
@@ -143,12 +143,12 @@ pub(super) fn meta(meta: Option<Cow<'_, [u8]>>) -> Result<Cow<'_, [u8]>, ClientE
 
 /// An absent device, or a non-empty one of at most
 /// [`crate::presence::MAX_DEVICE_LEN`] bytes.
-pub(super) fn device(name: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
+pub(crate) fn device(name: Option<Cow<'_, str>>) -> Result<Option<Cow<'_, str>>, ClientErrorKind> {
     optional_name("device", crate::presence::MAX_DEVICE_LEN, name)
 }
 
 /// A present request id.
-pub(super) fn id(id: Option<u64>) -> Result<u64, ClientErrorKind> {
+pub(crate) fn id(id: Option<u64>) -> Result<u64, ClientErrorKind> {
     id.ok_or(ClientErrorKind::Missing("id"))
 }
 

@@ -19,6 +19,12 @@ pub enum Status {
     NotFound,
     /// 405 Method Not Allowed.
     MethodNotAllowed,
+    /// 409 Conflict (a write's expected version did not match).
+    Conflict,
+    /// 411 Length Required (a body framed other than by Content-Length).
+    LengthRequired,
+    /// 413 Content Too Large.
+    PayloadTooLarge,
     /// 426 Upgrade Required (carries `Sec-WebSocket-Version: 13`).
     UpgradeRequired,
     /// 429 Too Many Requests (over a per-address connection limit; carries
@@ -26,6 +32,8 @@ pub enum Status {
     TooManyRequests,
     /// 431 Request Header Fields Too Large.
     HeaderFieldsTooLarge,
+    /// 500 Internal Server Error.
+    InternalServerError,
     /// 503 Service Unavailable (full or draining; may carry Retry-After).
     ServiceUnavailable,
 }
@@ -40,9 +48,13 @@ impl Status {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
+            Self::LengthRequired => 411,
+            Self::PayloadTooLarge => 413,
             Self::UpgradeRequired => 426,
             Self::TooManyRequests => 429,
             Self::HeaderFieldsTooLarge => 431,
+            Self::InternalServerError => 500,
             Self::ServiceUnavailable => 503,
         }
     }
@@ -56,9 +68,13 @@ impl Status {
             Self::Forbidden => "Forbidden",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
+            Self::Conflict => "Conflict",
+            Self::LengthRequired => "Length Required",
+            Self::PayloadTooLarge => "Content Too Large",
             Self::UpgradeRequired => "Upgrade Required",
             Self::TooManyRequests => "Too Many Requests",
             Self::HeaderFieldsTooLarge => "Request Header Fields Too Large",
+            Self::InternalServerError => "Internal Server Error",
             Self::ServiceUnavailable => "Service Unavailable",
         }
     }

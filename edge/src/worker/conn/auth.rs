@@ -36,7 +36,7 @@ impl Standing<'_> {
     }
 
     /// Whether `req` may go on; if not, the error code and message to answer with.
-    fn check(&self, req: &Request<'_>) -> Result<(), (ErrorCode, &'static str)> {
+    pub(super) fn check(&self, req: &Request<'_>) -> Result<(), (ErrorCode, &'static str)> {
         if crate::hub::touches_reserved(req) {
             return Err((
                 ErrorCode::Forbidden,

@@ -41,6 +41,8 @@ enum Route {
     /// Upgraded: the bytes after the head, what its messages are, and who its token
     /// says it is.
     Upgraded(Vec<u8>, Proto, Admission),
+    /// An HTTP API request: the connection stays, taking requests ([`super::api`]).
+    Api,
 }
 
 /// How an upgrade stands with the verifier.
@@ -101,6 +103,10 @@ impl Conn {
                 route(&req, full, source, &mut reply, ctx)
             }
         };
+        if let Route::Api = route {
+            self.start_api(head, now, ctx);
+            return;
+        }
         self.out.push_owned(reply);
         match route {
             Route::Upgraded(mut rest, proto, admission) => {
@@ -125,6 +131,7 @@ impl Conn {
                 }
             }
             Route::Answered => self.closing(false, now),
+            Route::Api => {}
         }
     }
 
@@ -192,6 +199,21 @@ fn route(
     let m = ctx.metrics;
     let path = req.path;
     let Some(up) = req.websocket.as_ref() else {
+        if path.starts_with("/v1/") && ctx.cfg.http_api {
+            if full {
+                WorkerMetrics::add(&m.rejected_full, 1);
+                let body = b"{\"op\":\"error\",\"code\":\"unavailable\",\"message\":\"full\"}";
+                write_response(
+                    reply,
+                    Status::ServiceUnavailable,
+                    "application/json",
+                    body,
+                    Some(5),
+                );
+                return Route::Answered;
+            }
+            return Route::Api;
+        }
         answer_plain(path, reply, ctx);
         return Route::Answered;
     };
@@ -278,7 +300,7 @@ fn limit_source(req: &Request<'_>, from: Source<'_>, ctx: &Ctx<'_>) -> Result<()
 }
 
 /// A plain HTTP request (no upgrade), answered into `reply`.
-fn answer_plain(path: &str, reply: &mut Vec<u8>, ctx: &Ctx<'_>) {
+pub(super) fn answer_plain(path: &str, reply: &mut Vec<u8>, ctx: &Ctx<'_>) {
     WorkerMetrics::add(&ctx.metrics.http_requests, 1);
     let (status, kind, body): (_, _, &[u8]) = match path {
         "/healthz" if ctx.draining => (Status::ServiceUnavailable, "text/plain", b"draining\n"),
@@ -339,12 +361,7 @@ fn authenticate(req: &Request<'_>, ctx: &Ctx<'_>) -> Result<Admission, &'static 
     let (mode, Some(verifier)) = (ctx.cfg.auth, ctx.auth) else {
         return Ok(Admission::Free);
     };
-    // RFC 6750 §2.1: `Bearer` then the token; the scheme is case-insensitive.
-    let bearer = req.authorization.and_then(|a| {
-        let (scheme, token) = a.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    let token = match bearer {
+    let token = match super::api::bearer(req.authorization) {
         Some(t) => Some(std::borrow::Cow::Borrowed(t)),
         None if ctx.cfg.auth_query_token => query_token(req.query)?,
         None => None,
@@ -362,7 +379,9 @@ fn authenticate(req: &Request<'_>, ctx: &Ctx<'_>) -> Result<Admission, &'static 
 
 /// The `token` parameter of a request's query (RFC 6750 §2.3's `access_token` is
 /// taken too), percent-decoded; `Err` when it is there twice or does not decode.
-fn query_token(query: Option<&str>) -> Result<Option<std::borrow::Cow<'_, str>>, &'static str> {
+pub(super) fn query_token(
+    query: Option<&str>,
+) -> Result<Option<std::borrow::Cow<'_, str>>, &'static str> {
     let Some(query) = query else {
         return Ok(None);
     };
@@ -373,35 +392,15 @@ fn query_token(query: Option<&str>) -> Result<Option<std::borrow::Cow<'_, str>>,
             if found.is_some() {
                 return Err("more than one token");
             }
-            found = Some(percent_decode(value).ok_or("malformed token")?);
+            found = Some(wire::api::percent_decode(value, false).ok_or("malformed token")?);
         }
     }
     Ok(found)
 }
 
-/// `%XX` escapes decoded (a JWT needs none, but a client library may escape anyway);
-/// `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !s.contains('%') {
-        return Some(std::borrow::Cow::Borrowed(s));
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let hex = [bytes.next()?, bytes.next()?];
-            let hex = std::str::from_utf8(&hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
-}
-
 impl super::SendQueue {
     /// Append a buffer of this connection's own as one chunk.
-    fn push_owned(&mut self, v: Vec<u8>) {
+    pub(super) fn push_owned(&mut self, v: Vec<u8>) {
         self.bytes += v.len();
         self.chunks.push_back(Chunk::Owned(v));
     }

@@ -9,7 +9,9 @@
 //! ```text
 //! Handshake ──upgrade──▶ Open ──close(code)──▶ Closing ──flushed, linger──▶ Lingering
 //!     │ answered (HTTP)                           │ flushed, no linger         │ EOF, deadline
-//!     └──────────────────────▶ Closing ───────────┴────────────▶ Cancelling ◀──┘
+//!     ├──────────────────────▶ Closing ───────────┴────────────▶ Cancelling ◀──┘
+//!     │ /v1/ (HTTP API)              ▲ last answer out        ▲ idle, slow request
+//!     └───────────────────▶ Api ─────┴────────────────────────┘
 //!                     EOF, errors, deadlines ──────────────────────▶ Cancelling ──nothing armed──▶ released
 //! ```
 
@@ -47,6 +49,9 @@ pub enum Life {
         #[allow(clippy::box_collection)]
         partial: Option<Box<Vec<u8>>>,
     },
+    /// A keep-alive HTTP API connection (`/v1/...`): requests in, answers out, in order
+    /// ([`super::api`]).
+    Api(Box<super::api::Api>),
     /// A last answer (a close frame, or an HTTP response) is queued: nothing more is
     /// answered; what arrives is read and dropped (so a peer busy writing does not
     /// block and can then read the answer) until it is flushed or `deadline` passes.
@@ -181,13 +186,18 @@ impl Conn {
     /// Whether it still answers (not closing, lingering or cancelling): closing it
     /// means something.
     pub fn is_live(&self) -> bool {
-        matches!(self.life, Life::Handshake { .. } | Life::Open { .. })
+        matches!(
+            self.life,
+            Life::Handshake { .. } | Life::Open { .. } | Life::Api(_)
+        )
     }
 
     /// Whether it reads (and drops, once closing) what arrives.
     fn reading(&self) -> bool {
         match self.life {
-            Life::Handshake { .. } | Life::Open { .. } | Life::Lingering { .. } => true,
+            Life::Handshake { .. } | Life::Open { .. } | Life::Api(_) | Life::Lingering { .. } => {
+                true
+            }
             Life::Closing { reading, .. } => reading,
             Life::Cancelling => false,
         }
@@ -217,6 +227,10 @@ impl Conn {
                 true
             }
             Life::Handshake { .. } => false,
+            Life::Api(_) => {
+                self.api_close(now);
+                return;
+            }
             Life::Closing { .. } | Life::Lingering { .. } | Life::Cancelling => return,
         };
         self.closing(linger, now);
@@ -237,7 +251,7 @@ impl Conn {
     }
 
     /// Close at once: nothing more is sent or read.
-    fn cancel(&mut self) {
+    pub(super) fn cancel(&mut self) {
         self.life = Life::Cancelling;
     }
 
@@ -358,6 +372,7 @@ impl Conn {
                     self.set_due(next.max(now + 1));
                 }
             }
+            Life::Api(_) => self.api_timer(now),
             Life::Closing { deadline, .. } if now >= deadline => {
                 // The last answer could not be flushed in time: give up on it.
                 self.out.clear();

@@ -5,9 +5,11 @@
 //! session ([`ServerTls`]) sits between the two: records are opened before the bytes go on,
 //! and frames sealed on their way out. Its life is one enum,
 //! [`Life`], whose transitions are all in [`life`]; [`http`] answers the request head
-//! (plain HTTP, or the upgrade to a WebSocket) and [`ws`] runs the frame loop (echo on
-//! `/echo`, client requests for the [`Hub`](crate::hub::Hub) on `/ws`).
+//! (plain HTTP, or the upgrade to a WebSocket), [`ws`] runs the frame loop (echo on
+//! `/echo`, client requests for the [`Hub`](crate::hub::Hub) on `/ws`) and [`api`] the
+//! keep-alive HTTP API (`/v1/...`, requests for the same hub).
 
+pub mod api;
 mod auth;
 mod http;
 pub mod life;
@@ -46,6 +48,8 @@ pub enum Proto {
     Json,
     /// `/ws`, flatbuffers binary frames.
     Fb,
+    /// The HTTP API (`/v1/...`): answers become HTTP responses.
+    Api,
 }
 
 /// Frames queued for a connection and not yet handed to the kernel.
@@ -240,6 +244,11 @@ impl Conn {
         self.identity.as_deref().map(Identity::subject)
     }
 
+    /// Whether it is an HTTP API connection still taking answers.
+    pub fn is_api(&self) -> bool {
+        matches!(self.life, Life::Api(_))
+    }
+
     /// Whether it is an open `/ws` connection that may be sent data: not `/echo`, and
     /// not waiting for its first `auth`.
     pub fn admitted(&self) -> bool {
@@ -322,6 +331,7 @@ impl Conn {
                 self.on_head(now, ctx);
             }
             Life::Open { .. } => self.on_frames(data, now, ctx),
+            Life::Api(_) => self.on_api_bytes(data, now, ctx),
             // Closing: read and dropped.
             Life::Closing { .. } | Life::Lingering { .. } | Life::Cancelling => {}
         }

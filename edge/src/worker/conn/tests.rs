@@ -133,6 +133,7 @@ fn config(style: RecvStyle) -> Config {
         handshake_timeout: std::time::Duration::from_secs(u64::from(HANDSHAKE_TICKS)),
         drain: std::time::Duration::from_secs(30),
         echo: true,
+        http_api: true,
         inbox: true,
         broadcast: true,
         pin: false,

@@ -1,0 +1,470 @@
+//! A keep-alive connection of the HTTP API (`/v1/...`; the codec is [`wire::api`]).
+//! Received bytes collect in the connection's buffer; each whole request (head, then
+//! a body of `Content-Length` bytes, at most `max_message`) becomes a [`Slot`]:
+//! answered at once (refused, or a page that needs no store), or sent to the
+//! [`Hub`](crate::hub::Hub) as the client protocol's requests, numbered on from the
+//! connection's last id, and filled by the hub's answers ([`Conn::handle_api_answer`]).
+//! Answers go out in request order (pipelining), at most [`MAX_PIPELINE`] requests in
+//! flight; the bytes of later ones wait unread in the buffer until there is room. A
+//! request asking to close, a framing error, or a drain ends the connection once every
+//! earlier answer is out; one idle for [`IDLE_TICKS`], or whose request is not whole
+//! within [`REQUEST_TICKS`], is closed. Tokens are checked per request as on `/ws` (the last one
+//! verified is remembered until it expires), and every request spends from the
+//! connection's message budget.
+
+use std::collections::VecDeque;
+
+use wire::api::{self as http_api, ApiError, Head};
+use wire::client::{ErrorCode, Response};
+use wire::handshake::HandshakeLimits;
+
+use super::auth::Standing;
+use super::rate::Verdict;
+use super::{Conn, Ctx, Proto};
+use crate::config::AuthMode;
+use crate::metrics::WorkerMetrics;
+use crate::worker::conn::life::Life;
+use crate::worker::timer::{Tick, deadline_after};
+
+/// Most requests of one connection waiting for their answers.
+pub const MAX_PIPELINE: usize = 32;
+
+/// Ticks an idle keep-alive connection stays open (at least).
+pub const IDLE_TICKS: Tick = 30;
+
+/// Ticks a request may take to arrive whole once its first byte came (at least).
+pub const REQUEST_TICKS: Tick = 10;
+
+/// The OpenAPI description of the HTTP API, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../assets/openapi.json");
+
+/// A keep-alive HTTP API connection's own state (boxed in [`Life::Api`]).
+#[derive(Debug, Default)]
+pub struct Api {
+    /// Bytes received and not yet taken as a request.
+    buf: Vec<u8>,
+    /// Requests taken, oldest first, until their answers are sent.
+    slots: VecDeque<Slot>,
+    /// The id the next request to the hub gets.
+    next_id: u64,
+    /// No more requests are taken: the last one said `Connection: close`, or could not
+    /// be framed, or the edge is draining.
+    last: bool,
+    /// When the request now arriving started (0: none is): it must be whole within the
+    /// handshake timeout.
+    started: Tick,
+    /// The last token verified, and the tick it expires (its identity is the
+    /// connection's).
+    token: Option<(String, Tick)>,
+}
+
+/// One request, from the time it is taken until its answer is sent.
+#[derive(Debug)]
+struct Slot {
+    /// The id of its first request to the hub.
+    first: u64,
+    /// One answer per request to the hub, as they come.
+    answers: Vec<Option<Response<'static>>>,
+    /// A batch publish (one body of every answer).
+    batch: bool,
+    keep_alive: bool,
+    /// The whole HTTP answer, once it can be written.
+    ready: Option<Vec<u8>>,
+}
+
+impl Slot {
+    /// Answered at once.
+    fn ready(bytes: Vec<u8>, keep_alive: bool) -> Self {
+        Self {
+            first: 0,
+            answers: Vec::new(),
+            batch: false,
+            keep_alive,
+            ready: Some(bytes),
+        }
+    }
+
+    /// `e`, answered at once.
+    fn error(e: &ApiError, keep_alive: bool) -> Self {
+        let mut v = Vec::new();
+        http_api::write_error(&mut v, e, keep_alive);
+        Self::ready(v, keep_alive && !e.closes())
+    }
+
+    /// Once every answer is in: the HTTP answer written.
+    fn render_if_done(&mut self) {
+        if self.ready.is_some() || self.answers.iter().any(Option::is_none) {
+            return;
+        }
+        let answers: Vec<Response<'static>> = self.answers.drain(..).flatten().collect();
+        let mut v = Vec::new();
+        match answers.first() {
+            Some(one) if !self.batch => http_api::write_answer(&mut v, one, self.keep_alive),
+            _ => http_api::write_batch(&mut v, &answers, self.keep_alive),
+        }
+        self.ready = Some(v);
+    }
+}
+
+/// The next whole request (head and body) taken off the front of `buf`; `Ok(None)`
+/// while it is not all there.
+fn next_request(buf: &mut Vec<u8>, max_body: usize) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some((head, n)) = http_api::parse_head(buf, &HandshakeLimits::default())? else {
+        return Ok(None);
+    };
+    if head.content_length > max_body {
+        return Err(ApiError::BodyTooLarge {
+            len: head.content_length,
+            max: max_body,
+        });
+    }
+    let whole = n + head.content_length;
+    if buf.len() < whole {
+        return Ok(None);
+    }
+    let rest = buf.split_off(whole);
+    Ok(Some(std::mem::replace(buf, rest)))
+}
+
+/// The token of an `Authorization: Bearer` header (RFC 6750 §2.1: the scheme is
+/// case-insensitive).
+pub(super) fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let (scheme, token) = authorization?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl Conn {
+    /// The request head so far is an HTTP API request: the connection becomes a
+    /// keep-alive API connection, its bytes so far the start of its buffer.
+    pub(super) fn start_api(&mut self, bytes: Vec<u8>, now: Tick, ctx: &mut Ctx<'_>) {
+        self.life = Life::Api(Box::new(Api {
+            started: now,
+            next_id: 1,
+            ..Api::default()
+        }));
+        self.proto = Proto::Api;
+        self.budget = super::rate::Budget::new(ctx.cfg.messages);
+        self.on_api_bytes(&bytes, now, ctx);
+    }
+
+    /// Bytes of requests arrived.
+    pub(super) fn on_api_bytes(&mut self, data: &[u8], now: Tick, ctx: &mut Ctx<'_>) {
+        let Life::Api(api) = &mut self.life else {
+            return;
+        };
+        if api.buf.is_empty() {
+            api.started = now;
+        }
+        api.buf.extend_from_slice(data);
+        self.api_read(now, ctx);
+    }
+
+    /// Take whole requests from the buffer while there is room in the pipeline; send
+    /// what answers are ready.
+    pub(crate) fn api_read(&mut self, now: Tick, ctx: &mut Ctx<'_>) {
+        loop {
+            let Life::Api(api) = &mut self.life else {
+                return;
+            };
+            if api.last || api.slots.len() >= MAX_PIPELINE {
+                break;
+            }
+            match next_request(&mut api.buf, ctx.cfg.max_message) {
+                Ok(None) => break,
+                Ok(Some(raw)) => {
+                    api.started = if api.buf.is_empty() { 0 } else { now };
+                    let slot = self.api_request(&raw, now, ctx);
+                    if let Life::Api(api) = &mut self.life {
+                        api.last |= !slot.keep_alive;
+                        api.slots.push_back(slot);
+                    }
+                }
+                Err(e) => {
+                    WorkerMetrics::add(&ctx.metrics.api_refused, 1);
+                    api.buf = Vec::new();
+                    api.last = true;
+                    api.slots.push_back(Slot::error(&e, false));
+                }
+            }
+        }
+        self.api_flush(now);
+    }
+
+    /// One whole request, taken: its slot.
+    fn api_request(&mut self, raw: &[u8], now: Tick, ctx: &mut Ctx<'_>) -> Slot {
+        let Ok(Some((head, n))) = http_api::parse_head(raw, &HandshakeLimits::default()) else {
+            // `next_request` parsed this very head.
+            return Slot::error(&ApiError::Malformed("head"), false);
+        };
+        let body = raw.get(n..).unwrap_or_default();
+        let keep_alive = head.keep_alive && !ctx.draining;
+        WorkerMetrics::add(&ctx.metrics.api_requests, 1);
+        if !head.path.starts_with("/v1/") {
+            // The edge's other pages, answered as on a new connection (and closing).
+            let mut v = Vec::new();
+            super::http::answer_plain(head.path, &mut v, ctx);
+            return Slot::ready(v, false);
+        }
+        if head.path == "/v1/openapi.json" {
+            let mut v = Vec::new();
+            let page = OPENAPI.as_bytes();
+            let status = wire::handshake::Status::Ok;
+            wire::handshake::write_response(&mut v, status, "application/json", page, None);
+            return Slot::ready(v, false);
+        }
+        if let Some(refused) = self.api_admit(&head, now, ctx) {
+            let mut v = Vec::new();
+            http_api::write_answer(&mut v, &refused, keep_alive);
+            return Slot::ready(v, keep_alive);
+        }
+        let Life::Api(api) = &mut self.life else {
+            return Slot::error(&ApiError::Malformed("state"), false);
+        };
+        let first = api.next_id;
+        let call = match http_api::call(&head, body, first) {
+            Ok(call) => call,
+            Err(e) => {
+                WorkerMetrics::add(&ctx.metrics.api_refused, 1);
+                return Slot::error(&e, keep_alive);
+            }
+        };
+        let batch = matches!(call, http_api::Call::Batch(_));
+        let requests = call.requests();
+        api.next_id += requests.len() as u64;
+        let mut slot = Slot {
+            first,
+            answers: vec![None; requests.len()],
+            batch,
+            keep_alive,
+            ready: None,
+        };
+        self.api_send(requests, &mut slot, ctx);
+        slot.render_if_done();
+        slot
+    }
+
+    /// The message budget and the token: `Some` refusal (`rate_limited`,
+    /// `unauthorized`) when the request may not go on.
+    fn api_admit(
+        &mut self,
+        head: &Head<'_>,
+        now: Tick,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Response<'static>> {
+        let refuse = |code, message: &'static str| {
+            Some(Response::Error {
+                id: None,
+                code,
+                message: message.into(),
+                version: None,
+            })
+        };
+        match self.budget.spend(ctx.cfg.messages) {
+            Verdict::Take => {}
+            Verdict::Refuse | Verdict::Close => {
+                WorkerMetrics::add(&ctx.metrics.rate_limited, 1);
+                return refuse(
+                    ErrorCode::RateLimited,
+                    "over this connection's message rate: slow down",
+                );
+            }
+        }
+        match self.api_identity(head, now, ctx) {
+            Ok(()) => None,
+            Err(reason) => {
+                WorkerMetrics::add(&ctx.metrics.rejected_unauthorized, 1);
+                refuse(ErrorCode::Unauthorized, reason)
+            }
+        }
+    }
+
+    /// The request's token made the connection's identity (verified unless it is the
+    /// one last verified and not yet expired); none where auth is optional: anonymous.
+    fn api_identity(
+        &mut self,
+        head: &Head<'_>,
+        now: Tick,
+        ctx: &Ctx<'_>,
+    ) -> Result<(), &'static str> {
+        let (mode, Some(verifier)) = (ctx.cfg.auth, ctx.auth) else {
+            return Ok(());
+        };
+        let Life::Api(api) = &mut self.life else {
+            return Err("not an API connection");
+        };
+        let query;
+        let token = match bearer(head.authorization) {
+            Some(t) => Some(t),
+            None if ctx.cfg.auth_query_token => {
+                query = super::http::query_token(head.query)?;
+                query.as_deref()
+            }
+            None => None,
+        };
+        let Some(token) = token else {
+            api.token = None;
+            self.identity = None;
+            return match mode {
+                AuthMode::Required => Err("a token is required: Authorization: Bearer <JWT>"),
+                _ => Ok(()),
+            };
+        };
+        if api
+            .token
+            .as_ref()
+            .is_some_and(|(t, until)| t == token && now < *until)
+        {
+            return Ok(());
+        }
+        api.token = None;
+        self.identity = None;
+        let id = verifier.verify(token).map_err(|e| e.reason())?;
+        let until = super::auth::expiry(now, verifier.remaining(&id));
+        api.token = Some((token.to_owned(), until));
+        self.identity = Some(Box::new(id));
+        Ok(())
+    }
+
+    /// Each request that the connection's standing allows goes to the hub; the others
+    /// are answered in `slot` (`forbidden`).
+    fn api_send(
+        &mut self,
+        requests: Vec<wire::client::Request<'_>>,
+        slot: &mut Slot,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let mut auth_by = 0;
+        let standing = Standing {
+            verifier: ctx.auth,
+            identity: &mut self.identity,
+            anonymous: &ctx.cfg.anonymous,
+            auth_by: &mut auth_by,
+            inbox: false,
+        };
+        for (answer, req) in slot.answers.iter_mut().zip(requests) {
+            match standing.check(&req) {
+                Ok(()) => {
+                    let subject = standing.identity.as_ref().map_or("", |i| i.subject());
+                    ctx.hub.request(ctx.me, req, subject);
+                }
+                Err((code, message)) => {
+                    WorkerMetrics::add(&ctx.metrics.denied, 1);
+                    *answer = Some(Response::Error {
+                        id: Some(req.id()),
+                        code,
+                        message: message.into(),
+                        version: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The hub's answer to one of this connection's requests. `true`: requests wait
+    /// in the buffer and the pipeline has room again (call [`Conn::api_read`]).
+    pub fn handle_api_answer(&mut self, msg: &Response<'static>, now: Tick) -> bool {
+        let Life::Api(api) = &mut self.life else {
+            return false;
+        };
+        let Some(id) = msg.id() else {
+            return false;
+        };
+        let slot = api.slots.iter_mut().find(|s| {
+            id.checked_sub(s.first)
+                .and_then(|i| s.answers.get(usize::try_from(i).ok()?))
+                .is_some_and(Option::is_none)
+        });
+        if let Some(s) = slot {
+            let i = (id - s.first) as usize;
+            if let Some(a) = s.answers.get_mut(i) {
+                *a = Some(msg.clone());
+            }
+            s.render_if_done();
+        }
+        let room = api.slots.len() <= MAX_PIPELINE && !api.buf.is_empty() && !api.last;
+        self.api_flush(now);
+        room && matches!(self.life, Life::Api(_))
+    }
+
+    /// Send the answers that are ready, in request order; once the last one is out
+    /// (a request said close), close.
+    fn api_flush(&mut self, now: Tick) {
+        let Life::Api(api) = &mut self.life else {
+            return;
+        };
+        while let Some(bytes) = api.slots.front_mut().and_then(|s| s.ready.take()) {
+            api.slots.pop_front();
+            self.out.push_owned(bytes);
+        }
+        if api.last && api.slots.is_empty() {
+            self.closing(false, now);
+            return;
+        }
+        let idle = deadline_after(self.last_rx, IDLE_TICKS);
+        self.set_due(idle);
+    }
+
+    /// The timer of an API connection fired at `now`: a request started too long ago
+    /// and still not whole, or a connection idle too long, is closed.
+    pub(super) fn api_timer(&mut self, now: Tick) {
+        let Life::Api(api) = &mut self.life else {
+            return;
+        };
+        let slow = api.started != 0 && now >= deadline_after(api.started, REQUEST_TICKS);
+        let idle = api.slots.is_empty() && now >= deadline_after(self.last_rx, IDLE_TICKS);
+        if slow || idle {
+            self.cancel();
+            return;
+        }
+        let mut next = deadline_after(self.last_rx, IDLE_TICKS);
+        if api.started != 0 {
+            next = next.min(deadline_after(api.started, REQUEST_TICKS));
+        }
+        self.set_due(next.max(now + 1));
+    }
+
+    /// Asked to close (a drain): take no more requests; close once the answers to
+    /// those taken are out.
+    pub(super) fn api_close(&mut self, now: Tick) {
+        if let Life::Api(api) = &mut self.life {
+            api.last = true;
+            api.buf = Vec::new();
+        }
+        self.api_flush(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_taken_whole_one_at_a_time() {
+        let mut buf = b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 3\r\n\r\n12".to_vec();
+        assert_eq!(next_request(&mut buf, 100), Ok(None));
+        buf.extend_from_slice(b"3GET /v1/keys/k HTTP/1.1\r\n\r\nGET");
+        let first = next_request(&mut buf, 100).unwrap().unwrap();
+        assert!(first.ends_with(b"\r\n\r\n123"));
+        let second = next_request(&mut buf, 100).unwrap().unwrap();
+        assert_eq!(second, b"GET /v1/keys/k HTTP/1.1\r\n\r\n");
+        assert_eq!(buf, b"GET");
+        assert_eq!(next_request(&mut buf, 100), Ok(None));
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_before_it_is_read() {
+        let mut buf = b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec();
+        assert_eq!(
+            next_request(&mut buf, 100),
+            Err(ApiError::BodyTooLarge { len: 101, max: 100 })
+        );
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(Some("Bearer a.b.c")), Some("a.b.c"));
+        assert_eq!(bearer(Some("bearer  a.b.c ")), Some("a.b.c"));
+        assert_eq!(bearer(Some("Basic xyz")), None);
+        assert_eq!(bearer(None), None);
+    }
+}

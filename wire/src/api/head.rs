@@ -1,0 +1,248 @@
+//! One HTTP/1.1 request of the HTTP API: its head parsed (httparse) into the fields the
+//! API reads, and the framing of its body (RFC 9112 §6). Bytes flow in; a [`Head`] and
+//! the length of the head flow out, or `Ok(None)` while the head is incomplete (nothing
+//! consumed), or an [`ApiError`] whose answer closes the connection (after a bad head
+//! the next request cannot be found).
+
+use super::error::ApiError;
+use crate::Decoded;
+use crate::handshake::HandshakeLimits;
+use crate::handshake::request::MAX_HEADERS;
+
+/// A parsed request head of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path, without the query, still percent-encoded.
+    pub path: &'a str,
+    /// The query string after `?`, if any (still encoded).
+    pub query: Option<&'a str>,
+    /// The body's length (0 when none is declared).
+    pub content_length: usize,
+    /// Whether the connection stays open after the answer (HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+    pub keep_alive: bool,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The `If-Match` header.
+    pub if_match: Option<&'a str>,
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<&'a str>,
+    /// The `Idempotency-Key` header.
+    pub idempotency_key: Option<&'a str>,
+    /// The `Cookie` header.
+    pub cookie: Option<&'a str>,
+    /// The `Last-Event-ID` header (Server-Sent Events).
+    pub last_event_id: Option<&'a str>,
+    /// The `Origin` header.
+    pub origin: Option<&'a str>,
+}
+
+/// Iterate the comma-separated tokens of a header value, trimmed.
+fn tokens(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// Parse a request head from the start of `buf`. `Ok(None)` while it is incomplete
+/// and within `limits`. A body must be framed by `Content-Length` (one value): RFC 9112
+/// §6.3 lets a server that does not read chunked bodies answer 411, which this does for
+/// `Transfer-Encoding`.
+pub fn parse_head<'a>(
+    buf: &'a [u8],
+    limits: &HandshakeLimits,
+) -> Result<Decoded<Head<'a>>, ApiError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let max_headers = limits.max_headers.min(MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut storage[..max_headers]);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= limits.max_header_bytes => n,
+        Ok(httparse::Status::Partial) if buf.len() < limits.max_header_bytes => return Ok(None),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(ApiError::HeadTooLarge),
+        Err(_) => return Err(ApiError::Malformed("not an HTTP/1.1 request head")),
+    };
+    let target = req.path.unwrap_or_default();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let mut head = Head {
+        method: req.method.unwrap_or_default(),
+        path,
+        query,
+        content_length: 0,
+        keep_alive: req.version == Some(1),
+        authorization: None,
+        if_match: None,
+        if_none_match: None,
+        idempotency_key: None,
+        cookie: None,
+        last_event_id: None,
+        origin: None,
+    };
+    let mut lengths = 0usize;
+    for h in req.headers.iter() {
+        let Ok(value) = std::str::from_utf8(h.value.trim_ascii()) else {
+            continue;
+        };
+        let name = h.name;
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("content-length") {
+            lengths += 1;
+            // RFC 9110 §8.6: a value that is not one decimal number is unrecoverable.
+            head.content_length = value
+                .parse()
+                .map_err(|_| ApiError::Malformed("Content-Length is not a number"))?;
+        } else if is("transfer-encoding") {
+            return Err(ApiError::LengthRequired);
+        } else if is("connection") {
+            if tokens(value).any(|t| t.eq_ignore_ascii_case("close")) {
+                head.keep_alive = false;
+            } else if tokens(value).any(|t| t.eq_ignore_ascii_case("keep-alive")) {
+                head.keep_alive = true;
+            }
+        } else if is("authorization") {
+            head.authorization = Some(value);
+        } else if is("if-match") {
+            head.if_match = Some(value);
+        } else if is("if-none-match") {
+            head.if_none_match = Some(value);
+        } else if is("idempotency-key") {
+            head.idempotency_key = Some(value);
+        } else if is("cookie") {
+            head.cookie = Some(value);
+        } else if is("last-event-id") {
+            head.last_event_id = Some(value);
+        } else if is("origin") {
+            head.origin = Some(value);
+        }
+    }
+    // RFC 9112 §6.3 (5): differing Content-Length values are unrecoverable.
+    if lengths > 1 {
+        return Err(ApiError::Malformed("more than one Content-Length"));
+    }
+    Ok(Some((head, head_len)))
+}
+
+/// Percent-decode `s` (`plus`: `+` is a space, as in a query). `None` when an escape is
+/// malformed or the result is not UTF-8.
+#[must_use]
+pub fn percent_decode(s: &str, plus: bool) -> Option<std::borrow::Cow<'_, str>> {
+    if !s.bytes().any(|b| b == b'%' || (plus && b == b'+')) {
+        return Some(std::borrow::Cow::Borrowed(s));
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
+}
+
+/// The value of parameter `name` in `query`, decoded (the first one, if repeated).
+/// `Some(Err)`: present but malformed.
+#[must_use]
+pub fn query_param<'a>(
+    query: Option<&'a str>,
+    name: &str,
+) -> Option<Result<std::borrow::Cow<'a, str>, ApiError>> {
+    let pair = query?
+        .split('&')
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .find(|(n, _)| *n == name)?;
+    Some(percent_decode(pair.1, true).ok_or(ApiError::Malformed("a query parameter is not UTF-8")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Decoded<Head<'_>>, ApiError> {
+        parse_head(s.as_bytes(), &HandshakeLimits::default())
+    }
+
+    #[test]
+    fn reads_the_fields_the_api_uses() {
+        let s = "PUT /v1/keys/a%2Fb?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nIf-Match: \"7\"\r\nIdempotency-Key: k1\r\nAuthorization: Bearer t\r\n\r\nhello";
+        let (h, n) = parse(s).unwrap().unwrap();
+        assert_eq!(n, s.len() - 5);
+        assert_eq!(
+            (h.method, h.path, h.query),
+            ("PUT", "/v1/keys/a%2Fb", Some("x=1"))
+        );
+        assert_eq!(h.content_length, 5);
+        assert_eq!(h.if_match, Some("\"7\""));
+        assert_eq!(h.idempotency_key, Some("k1"));
+        assert_eq!(h.authorization, Some("Bearer t"));
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        let ka = |s: &str| parse(s).unwrap().unwrap().0.keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn incomplete_heads_wait_and_bad_framing_is_refused() {
+        assert_eq!(parse("GET / HTTP/1.1\r\nHost:"), Ok(None));
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(ApiError::LengthRequired)
+        );
+        assert!(matches!(
+            parse("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            Err(ApiError::Malformed(_))
+        ));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        assert_eq!(parse(&big), Err(ApiError::HeadTooLarge));
+        assert!(matches!(
+            parse("\x01\x02 nonsense\r\n\r\n"),
+            Err(ApiError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("room%2F%7B42%7D", false).unwrap(),
+            "room/{42}"
+        );
+        assert_eq!(percent_decode("a+b", true).unwrap(), "a b");
+        assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
+        assert_eq!(percent_decode("%zz", false), None);
+        assert_eq!(percent_decode("%4", false), None);
+        assert_eq!(percent_decode("%ff", false), None);
+        assert_eq!(
+            query_param(Some("a=1&cursor=x%3Dy&count_only=true"), "cursor")
+                .unwrap()
+                .unwrap(),
+            "x=y"
+        );
+        assert!(query_param(Some("a=1"), "cursor").is_none());
+        assert!(query_param(None, "cursor").is_none());
+    }
+}
