@@ -51,6 +51,8 @@ pub struct WorkerMetrics {
     pub http_requests: AtomicU64,
     /// HTTP API requests taken (`/v1/...`).
     pub api_requests: AtomicU64,
+    /// Server-Sent Events streams started.
+    pub event_streams: AtomicU64,
     /// HTTP API requests refused by the edge itself: malformed, too large, no such
     /// resource or method.
     pub api_refused: AtomicU64,
@@ -132,7 +134,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 32] = [
+static SERIES: [Series; 33] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -240,6 +242,12 @@ static SERIES: [Series; 32] = [
         "counter",
         "HTTP API requests taken (/v1/...).",
         |m| &m.api_requests,
+    ),
+    (
+        "ringline_edge_event_streams_total",
+        "counter",
+        "Server-Sent Events streams started (/v1/events).",
+        |m| &m.event_streams,
     ),
     (
         "ringline_edge_api_refused_total",

@@ -21,16 +21,8 @@ const AUTH_SECRET: &str = "a test secret of at least thirty-two bytes";
 /// An HS256 token for `sub`, granting `read` and `write` patterns, expiring `exp_in`
 /// seconds from now (negative: in the past), signed with `secret`.
 fn token(sub: &str, read: &[&str], write: &[&str], exp_in: i64, secret: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let claims = serde_json::json!({
-        "sub": sub, "exp": now + exp_in, "iat": now,
-        "rl": { "read": read, "write": write },
-    });
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    let rl = serde_json::json!({ "read": read, "write": write });
+    common::hs256_token(sub, rl, exp_in, secret)
 }
 
 #[test]

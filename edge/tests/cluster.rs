@@ -1210,16 +1210,8 @@ const SEND_SECRET: &str = "a test secret for sending, thirty-two bytes or more";
 
 /// An HS256 token for `sub` granting `publish` patterns (and reading everything).
 fn sender_token(sub: &str, publish: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({
-        "sub": sub, "exp": now + 600, "iat": now,
-        "rl": { "read": ["*"], "write": [], "publish": publish },
-    });
-    let key = jsonwebtoken::EncodingKey::from_secret(SEND_SECRET.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    let rl = serde_json::json!({ "read": ["*"], "write": [], "publish": publish });
+    common::hs256_token(sub, rl, 600, SEND_SECRET)
 }
 
 /// `(id, key, value)` of the next change `c` receives.

@@ -110,6 +110,20 @@ fn curl(addr: SocketAddr, args: &[&str], path: &str) -> Answer {
     last
 }
 
+/// Run Python `script` with `arg` by `interpreter`; it must succeed.
+fn python(interpreter: &Path, script: &str, arg: &str) {
+    let out = Command::new(interpreter)
+        .args(["-c", script, arg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The edge's figure `name`.
 fn metric(c: &Cluster, name: &str) -> u64 {
     c.edge.metric(name)
@@ -265,15 +279,10 @@ except urllib.error.HTTPError as e:
     assert e.code == 400 and json.load(e)["code"] == "bad_request"
 print("ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &format!("http://{}", c.edge.addr)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    python(
+        Path::new("python3"),
+        script,
+        &format!("http://{}", c.edge.addr),
     );
     // The first publish, then the batch in order; the repeat of m-1 was not delivered.
     assert_eq!(published(&sub.recv()), r#"{"text": "hello"}"#);
@@ -344,29 +353,13 @@ fn pipelined_requests_past_the_pipelines_depth_are_answered_in_order() {
 const AUTH_SECRET: &str = "a test secret of at least thirty-two bytes";
 
 fn token(sub: &str, read: &[&str], write: &[&str]) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({
-        "sub": sub, "exp": now + 600, "iat": now,
-        "rl": { "read": read, "write": write, "publish": write },
-    });
-    let key = jsonwebtoken::EncodingKey::from_secret(AUTH_SECRET.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    let rl = serde_json::json!({ "read": read, "write": write, "publish": write });
+    common::hs256_token(sub, rl, 600, AUTH_SECRET)
 }
 
 #[test]
 fn tokens_and_grants_apply_as_on_websockets() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, format!("{AUTH_SECRET}\n")).unwrap();
-    let c = Cluster::start_with(&[
-        "--auth",
-        "required",
-        "--auth-secret-file",
-        secret.to_str().unwrap(),
-    ]);
+    let c = Cluster::start_with_auth(AUTH_SECRET);
     let a = c.edge.addr;
     let none = curl(a, &[], "/v1/keys/k");
     assert_eq!(
@@ -506,15 +499,5 @@ fn the_openapi_document_is_served_valid_and_covers_every_route() {
     );
     let file = c.dir.path().join("openapi.json");
     std::fs::write(&file, &doc.body).unwrap();
-    let out = Command::new(python)
-        .args(["-c", VALIDATE])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    self::python(&python, VALIDATE, file.to_str().unwrap());
 }

@@ -266,6 +266,88 @@ fn a_page_reload_resumes_from_the_token_the_client_library_kept() {
     );
 }
 
+/// The value of `key` once it is set, read through `w` (within 90 s).
+fn wait_value(w: &mut common::client::Client, key: &str) -> serde_json::Value {
+    use wire::client::{Request, Response};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let r = w.call(&Request::Get {
+            id: 1,
+            key: key.into(),
+        });
+        if let Response::Value { value: Some(v), .. } = r {
+            return serde_json::from_slice(&v).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "{key} was never set");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn event_sources_in_chromium_through_haproxy_miss_nothing_across_an_edge_sigkill() {
+    use common::cluster::{LocalCluster, key_of};
+    use wire::client::{ErrorCode, Response};
+    let c = LocalCluster::start(&[]);
+    let key = key_of(1, "sse/", 0);
+    let n = 2000u64;
+    let q = key
+        .replace('/', "%2F")
+        .replace('{', "%7B")
+        .replace('}', "%7D");
+    let url = format!("http://{}/?ssetest={q}&n={n}&streams=4", c.front);
+    let (mut browser, _profile) = chromium(&url);
+    let mut w = common::client::Client::json(c.edges[1].addr);
+    wait_value(&mut w, &format!("{key}/ready"));
+    // HAProxy (leastconn) put some of the four streams on edge 0.
+    assert!(c.edges[0].metric("ringline_edge_event_streams_total") >= 1);
+    let t0 = std::time::Instant::now();
+    for i in 1..=n {
+        if i == n / 5 {
+            c.edges[0].signal("KILL");
+        }
+        // Paced at 500 writes/s: the streams on edge 0 come back while writes flow.
+        let due = t0 + std::time::Duration::from_millis(i * 2);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        loop {
+            match w.put(i, &key, &i.to_string()) {
+                Response::Ok { .. } => break,
+                Response::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                } => std::thread::sleep(std::time::Duration::from_millis(20)),
+                r => panic!("write {i}: {r:?}"),
+            }
+        }
+    }
+    let report = wait_value(&mut w, &format!("{key}/done"));
+    let _ = browser.kill();
+    let _ = browser.wait();
+    let want: Vec<u64> = (1..=n).collect();
+    let streams = report.as_array().unwrap();
+    assert_eq!(streams.len(), 4);
+    for (s, r) in streams.iter().enumerate() {
+        let got: Vec<u64> = r["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(
+            got == want,
+            "stream {s}: not every write exactly once in order: {r}"
+        );
+        assert_eq!(r["resets"], 0, "stream {s}");
+    }
+    let broken = streams
+        .iter()
+        .filter(|r| r["errors"].as_u64() > Some(0))
+        .count();
+    assert!(broken >= 1, "no stream saw the kill: {report}");
+    eprintln!(
+        "{broken} of 4 EventSources moved to the other edge; each got all {n} writes once, in order"
+    );
+}
+
 /// Headless Chromium on `url`, with a throw-away profile (kept alive by the caller).
 fn chromium(url: &str) -> (std::process::Child, tempfile::TempDir) {
     chromium_with(url, &[])

@@ -53,6 +53,9 @@ pub mod api_request {
                     panic!("a {n}-byte head inside the {used}-byte one");
                 }
                 let body = &data[used..data.len().min(used + head.content_length)];
+                if let Ok(sub) = wire::api::sse::events_request(&head) {
+                    assert_eq!(sub.id(), wire::api::sse::EVENTS_SUB);
+                }
                 match call(&head, body, 1) {
                     Ok(c) => {
                         for (i, r) in c.requests().iter().enumerate() {

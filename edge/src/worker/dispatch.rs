@@ -11,10 +11,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use wire::api::sse;
 use wire::client::Response;
 use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
-use wire::frame::{Opcode, encode_frame, encode_header};
+use wire::frame::{CloseCode, Opcode, encode_frame, encode_header};
 
 use super::conflate::{Conflation, Holding};
 use super::conn::{Conn, Proto};
@@ -56,6 +57,11 @@ fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
 /// the subscription id, or the binary message with its id patched in, shared with every
 /// other subscriber of the change.
 fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
+    if conn.proto() == Proto::Sse {
+        // An event stream: the change's JSON object as an event, encoded for it alone.
+        queue_msg(conn, &d.response(id), fb, scratch);
+        return;
+    }
     scratch.clear();
     if conn.proto() != Proto::Fb {
         PreparedChange::write_head(id, scratch);
@@ -164,12 +170,20 @@ pub(super) fn queue_msg(
     scratch: &mut Vec<u8>,
 ) {
     scratch.clear();
-    if conn.proto() == Proto::Fb {
-        fb.encode_response(msg, scratch);
-        conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
-    } else {
-        json::encode_response(msg, scratch);
-        conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
+    match conn.proto() {
+        Proto::Fb => {
+            fb.encode_response(msg, scratch);
+            conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+        }
+        Proto::Sse => {
+            json::encode_response(msg, scratch);
+            let (event, id) = sse::event_of(msg);
+            conn.queue_with(|v| sse::write_event(v, event, id, scratch));
+        }
+        Proto::Json | Proto::Echo | Proto::Api => {
+            json::encode_response(msg, scratch);
+            conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
+        }
     }
 }
 
@@ -250,7 +264,12 @@ impl Worker {
                 Out::Ended(_, id) => {
                     held.end(key, *id);
                     self.batches.drop_sub(key, *id);
-                    continue;
+                    if conn.proto() != Proto::Sse {
+                        continue;
+                    }
+                    // An event stream without its subscription ends (its error event
+                    // is queued); the browser comes back with its last event id.
+                    conn.close(CloseCode::NORMAL, "", self.wheel.now(), &self.metrics);
                 }
                 // Taken above, with the worker's own subscriptions.
                 Out::Inbox(_) => continue,

@@ -170,3 +170,16 @@ impl Drop for Edge {
         let _ = self.child.wait();
     }
 }
+
+/// An HS256 JWT for `sub` with grant `rl` (the `rl` claim: `read`, `write`, `publish`,
+/// `presence` lists), expiring `exp_in` seconds from now (negative: already expired),
+/// signed with `secret`.
+pub fn hs256_token(sub: &str, rl: serde_json::Value, exp_in: i64, secret: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({ "sub": sub, "exp": now + exp_in, "iat": now, "rl": rl });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}

@@ -121,7 +121,19 @@ impl Cluster {
 
     /// [`Cluster::start`] with more edge flags.
     pub fn start_with(edge_flags: &[&str]) -> Self {
+        Self::launch(tempfile::tempdir().unwrap(), edge_flags)
+    }
+
+    /// [`Cluster::start`] with auth required: tokens signed with HS256 `secret`.
+    pub fn start_with_auth(secret: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        let file = file.to_str().unwrap().to_owned();
+        Self::launch(dir, &["--auth", "required", "--auth-secret-file", &file])
+    }
+
+    fn launch(dir: tempfile::TempDir, edge_flags: &[&str]) -> Self {
         let store = Store::start(&dir.path().join("store"), "127.0.0.1:0");
         let map = store.cluster_file(dir.path());
         let mut flags = vec!["--cluster", map.to_str().unwrap()];

@@ -3,12 +3,14 @@
 //! [`call::call`] (the client protocol's requests for the hub, or an [`ApiError`]),
 //! and the hub's answers into [`answer`] (HTTP responses whose JSON bodies are the
 //! WebSocket protocol's own answer objects). Statuses for every refusal and error
-//! code are in [`error`], in one place.
+//! code are in [`error`], in one place. [`sse`] writes a subscription as Server-Sent
+//! Events (`/v1/events`).
 
 pub mod answer;
 pub mod call;
 pub mod error;
 pub mod head;
+pub mod sse;
 
 pub use answer::{write_answer, write_batch, write_error};
 pub use call::{Call, MAX_BATCH, call};

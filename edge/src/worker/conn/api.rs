@@ -18,7 +18,6 @@ use wire::api::{self as http_api, ApiError, Head};
 use wire::client::{ErrorCode, Response};
 use wire::handshake::HandshakeLimits;
 
-use super::auth::Standing;
 use super::rate::Verdict;
 use super::{Conn, Ctx, Proto};
 use crate::config::AuthMode;
@@ -173,7 +172,10 @@ impl Conn {
                 Ok(None) => break,
                 Ok(Some(raw)) => {
                     api.started = if api.buf.is_empty() { 0 } else { now };
-                    let slot = self.api_request(&raw, now, ctx);
+                    // `None`: the connection became an event stream.
+                    let Some(slot) = self.api_request(&raw, now, ctx) else {
+                        return;
+                    };
                     if let Life::Api(api) = &mut self.life {
                         api.last |= !slot.keep_alive;
                         api.slots.push_back(slot);
@@ -190,15 +192,35 @@ impl Conn {
         self.api_flush(now);
     }
 
-    /// One whole request, taken: its slot.
-    fn api_request(&mut self, raw: &[u8], now: Tick, ctx: &mut Ctx<'_>) -> Slot {
+    /// One whole request, taken: its slot (`None`: the connection became an event
+    /// stream).
+    fn api_request(&mut self, raw: &[u8], now: Tick, ctx: &mut Ctx<'_>) -> Option<Slot> {
         let Ok(Some((head, n))) = http_api::parse_head(raw, &HandshakeLimits::default()) else {
             // `next_request` parsed this very head.
-            return Slot::error(&ApiError::Malformed("head"), false);
+            return Some(Slot::error(&ApiError::Malformed("head"), false));
         };
         let body = raw.get(n..).unwrap_or_default();
         let keep_alive = head.keep_alive && !ctx.draining;
         WorkerMetrics::add(&ctx.metrics.api_requests, 1);
+        if head.path == "/v1/events" {
+            let pipelined = matches!(&self.life, Life::Api(api) if !api.slots.is_empty());
+            return match self.start_events(&head, pipelined, now, ctx) {
+                Ok(()) => None,
+                Err(super::events::Refused(bytes)) => Some(Slot::ready(bytes, true)),
+            };
+        }
+        Some(self.api_call(&head, body, keep_alive, now, ctx))
+    }
+
+    /// A request of the API proper (or another page): its slot.
+    fn api_call(
+        &mut self,
+        head: &Head<'_>,
+        body: &[u8],
+        keep_alive: bool,
+        now: Tick,
+        ctx: &mut Ctx<'_>,
+    ) -> Slot {
         if !head.path.starts_with("/v1/") {
             // The edge's other pages, answered as on a new connection (and closing).
             let mut v = Vec::new();
@@ -212,7 +234,7 @@ impl Conn {
             wire::handshake::write_response(&mut v, status, "application/json", page, None);
             return Slot::ready(v, false);
         }
-        if let Some(refused) = self.api_admit(&head, now, ctx) {
+        if let Some(refused) = self.api_admit(head, now, ctx) {
             let mut v = Vec::new();
             http_api::write_answer(&mut v, &refused, keep_alive);
             return Slot::ready(v, keep_alive);
@@ -221,7 +243,7 @@ impl Conn {
             return Slot::error(&ApiError::Malformed("state"), false);
         };
         let first = api.next_id;
-        let call = match http_api::call(&head, body, first) {
+        let call = match http_api::call(head, body, first) {
             Ok(call) => call,
             Err(e) => {
                 WorkerMetrics::add(&ctx.metrics.api_refused, 1);
@@ -269,8 +291,8 @@ impl Conn {
                 );
             }
         }
-        match self.api_identity(head, now, ctx) {
-            Ok(()) => None,
+        match self.api_identity(head, None, now, ctx) {
+            Ok(_) => None,
             Err(reason) => {
                 WorkerMetrics::add(&ctx.metrics.rejected_unauthorized, 1);
                 refuse(ErrorCode::Unauthorized, reason)
@@ -278,22 +300,25 @@ impl Conn {
         }
     }
 
-    /// The request's token made the connection's identity (verified unless it is the
-    /// one last verified and not yet expired); none where auth is optional: anonymous.
-    fn api_identity(
+    /// The request's token (`Authorization: Bearer`, else `cookie`, else the query
+    /// where the config allows) made the connection's identity (verified unless it is
+    /// the one last verified and not yet expired); none where auth is optional:
+    /// anonymous. `Ok`: the tick the token expires (0: no token).
+    pub(super) fn api_identity(
         &mut self,
         head: &Head<'_>,
+        cookie: Option<&str>,
         now: Tick,
         ctx: &Ctx<'_>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Tick, &'static str> {
         let (mode, Some(verifier)) = (ctx.cfg.auth, ctx.auth) else {
-            return Ok(());
+            return Ok(0);
         };
         let Life::Api(api) = &mut self.life else {
             return Err("not an API connection");
         };
         let query;
-        let token = match bearer(head.authorization) {
+        let token = match bearer(head.authorization).or(cookie) {
             Some(t) => Some(t),
             None if ctx.cfg.auth_query_token => {
                 query = super::http::query_token(head.query)?;
@@ -306,15 +331,15 @@ impl Conn {
             self.identity = None;
             return match mode {
                 AuthMode::Required => Err("a token is required: Authorization: Bearer <JWT>"),
-                _ => Ok(()),
+                _ => Ok(0),
             };
         };
-        if api
+        if let Some((_, until)) = api
             .token
             .as_ref()
-            .is_some_and(|(t, until)| t == token && now < *until)
+            .filter(|(t, until)| t == token && now < *until)
         {
-            return Ok(());
+            return Ok(*until);
         }
         api.token = None;
         self.identity = None;
@@ -322,7 +347,7 @@ impl Conn {
         let until = super::auth::expiry(now, verifier.remaining(&id));
         api.token = Some((token.to_owned(), until));
         self.identity = Some(Box::new(id));
-        Ok(())
+        Ok(until)
     }
 
     /// Each request that the connection's standing allows goes to the hub; the others
@@ -333,18 +358,10 @@ impl Conn {
         slot: &mut Slot,
         ctx: &mut Ctx<'_>,
     ) {
-        let mut auth_by = 0;
-        let standing = Standing {
-            verifier: ctx.auth,
-            identity: &mut self.identity,
-            anonymous: &ctx.cfg.anonymous,
-            auth_by: &mut auth_by,
-            inbox: false,
-        };
         for (answer, req) in slot.answers.iter_mut().zip(requests) {
-            match standing.check(&req) {
+            match self.permits(&req, ctx) {
                 Ok(()) => {
-                    let subject = standing.identity.as_ref().map_or("", |i| i.subject());
+                    let subject = self.identity.as_ref().map_or("", |i| i.subject());
                     ctx.hub.request(ctx.me, req, subject);
                 }
                 Err((code, message)) => {

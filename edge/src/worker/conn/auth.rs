@@ -67,6 +67,27 @@ impl Standing<'_> {
     }
 }
 
+impl super::Conn {
+    /// Whether the connection's identity (or, without one, the anonymous grant) lets
+    /// `req` go on: the check of [`Standing`] for a connection outside a frame loop
+    /// (the HTTP API's).
+    pub(super) fn permits(
+        &mut self,
+        req: &Request<'_>,
+        ctx: &super::Ctx<'_>,
+    ) -> Result<(), (ErrorCode, &'static str)> {
+        let mut auth_by = 0;
+        let standing = Standing {
+            verifier: ctx.auth,
+            identity: &mut self.identity,
+            anonymous: &ctx.cfg.anonymous,
+            auth_by: &mut auth_by,
+            inbox: false,
+        };
+        standing.check(req)
+    }
+}
+
 /// The tick a token with `secs` of validity left must be refreshed by, seen at `now`
 /// (never 0, which means "no deadline"; far deadlines are capped, not wrapped).
 pub(super) fn expiry(now: Tick, secs: u64) -> Tick {

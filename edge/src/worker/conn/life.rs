@@ -221,6 +221,8 @@ impl Conn {
     /// one that is already closing does nothing.
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Tick, m: &WorkerMetrics) {
         let linger = match self.life {
+            // An event stream just ends (its browser reconnects by itself).
+            Life::Open { .. } if self.proto == super::Proto::Sse => false,
             Life::Open { .. } => {
                 self.queue_with(|v| encode_close(v, code, reason));
                 m.close_sent(code.0);
@@ -354,6 +356,7 @@ impl Conn {
                 };
                 self.close(code, reason, now, m);
             }
+            Life::Open { .. } if self.proto == super::Proto::Sse => self.events_heartbeat(now, hb),
             Life::Open { .. } => {
                 // Two whole silent intervals, however late in its tick the last byte
                 // came.

@@ -7,10 +7,12 @@
 //! [`Life`], whose transitions are all in [`life`]; [`http`] answers the request head
 //! (plain HTTP, or the upgrade to a WebSocket), [`ws`] runs the frame loop (echo on
 //! `/echo`, client requests for the [`Hub`](crate::hub::Hub) on `/ws`) and [`api`] the
-//! keep-alive HTTP API (`/v1/...`, requests for the same hub).
+//! keep-alive HTTP API (`/v1/...`, requests for the same hub), from which [`events`]
+//! turns a connection into a Server-Sent Events stream.
 
 pub mod api;
 mod auth;
+mod events;
 mod http;
 pub mod life;
 pub mod rate;
@@ -50,6 +52,9 @@ pub enum Proto {
     Fb,
     /// The HTTP API (`/v1/...`): answers become HTTP responses.
     Api,
+    /// A Server-Sent Events stream (`/v1/events`): its subscription's messages become
+    /// events.
+    Sse,
 }
 
 /// Frames queued for a connection and not yet handed to the kernel.
@@ -253,7 +258,7 @@ impl Conn {
     /// not waiting for its first `auth`.
     pub fn admitted(&self) -> bool {
         self.is_open()
-            && self.proto != Proto::Echo
+            && matches!(self.proto, Proto::Json | Proto::Fb)
             && !(self.identity.is_none() && self.auth_by != 0)
     }
 
@@ -330,6 +335,8 @@ impl Conn {
                 head.extend_from_slice(data);
                 self.on_head(now, ctx);
             }
+            // An event stream's client has nothing to say: read and dropped.
+            Life::Open { .. } if self.proto == Proto::Sse => {}
             Life::Open { .. } => self.on_frames(data, now, ctx),
             Life::Api(_) => self.on_api_bytes(data, now, ctx),
             // Closing: read and dropped.

@@ -1,0 +1,124 @@
+//! A Server-Sent Events stream (`GET /v1/events?key=..|prefix=..`; the codec is
+//! [`wire::api::sse`]). It starts as an HTTP API request on a connection with nothing
+//! before it unanswered; checked like a `/ws` subscription (origin allow-list, message
+//! budget, token from the `Authorization` header, the `ringline_token` cookie or,
+//! where allowed, the query; the grant), it becomes an open connection whose one
+//! subscription's messages the dispatcher writes as events, a comment every heartbeat.
+//! What the client sends from then on is read and dropped; the stream ends when the
+//! subscription does (an error event first), on the token's expiry, a drain or a slow
+//! consumer, and the browser reconnects with `Last-Event-ID`.
+
+use wire::api::{self as http_api, ApiError, Head, sse};
+use wire::client::{ErrorCode, Response};
+use wire::frame::{Decoder, Limits};
+
+use super::rate::Verdict;
+use super::{Conn, Ctx, Proto};
+use crate::auth::origin::allowed as allowed_origin;
+use crate::metrics::WorkerMetrics;
+use crate::worker::conn::life::Life;
+use crate::worker::timer::Tick;
+
+/// The cookie a browser's `EventSource` may carry its token in.
+pub const TOKEN_COOKIE: &str = "ringline_token";
+
+/// Why an events request is refused: its HTTP answer.
+pub(super) struct Refused(pub(super) Vec<u8>);
+
+fn refused_with(code: ErrorCode, message: &'static str) -> Refused {
+    let mut v = Vec::new();
+    let r = Response::Error {
+        id: None,
+        code,
+        message: message.into(),
+        version: None,
+    };
+    http_api::write_answer(&mut v, &r, true);
+    Refused(v)
+}
+
+impl Conn {
+    /// `GET /v1/events` on an API connection (`pipelined`: requests before it are still
+    /// unanswered): refused, or the connection becomes the stream.
+    pub(super) fn start_events(
+        &mut self,
+        head: &Head<'_>,
+        pipelined: bool,
+        now: Tick,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Refused> {
+        let error = |e: &ApiError| {
+            let mut v = Vec::new();
+            http_api::write_error(&mut v, e, true);
+            Refused(v)
+        };
+        let sub = sse::events_request(head).map_err(|e| error(&e))?;
+        if pipelined {
+            return Err(error(&ApiError::BadHeader(
+                "an event stream must not be pipelined behind unanswered requests",
+            )));
+        }
+        if !allowed_origin(&ctx.cfg.allowed_origins, head.origin) {
+            WorkerMetrics::add(&ctx.metrics.rejected_origin, 1);
+            return Err(refused_with(ErrorCode::Forbidden, "origin not allowed"));
+        }
+        if self.budget.spend(ctx.cfg.messages) != Verdict::Take {
+            WorkerMetrics::add(&ctx.metrics.rate_limited, 1);
+            return Err(refused_with(
+                ErrorCode::RateLimited,
+                "over this connection's message rate: slow down",
+            ));
+        }
+        let cookie = sse::cookie(head.cookie, TOKEN_COOKIE);
+        let until = self
+            .api_identity(head, cookie, now, ctx)
+            .map_err(|reason| {
+                WorkerMetrics::add(&ctx.metrics.rejected_unauthorized, 1);
+                refused_with(ErrorCode::Unauthorized, reason)
+            })?;
+        if let Err((code, message)) = self.permits(&sub, ctx) {
+            WorkerMetrics::add(&ctx.metrics.denied, 1);
+            return Err(refused_with(code, message));
+        }
+        let subject = self.identity.as_ref().map_or("", |i| i.subject());
+        ctx.hub.request(ctx.me, sub, subject);
+        WorkerMetrics::add(&ctx.metrics.event_streams, 1);
+        self.open_stream(until, now, ctx);
+        Ok(())
+    }
+
+    /// The stream's head is sent and the connection is an open one of [`Proto::Sse`]
+    /// (`until`: the tick its token expires, 0: never).
+    fn open_stream(&mut self, until: Tick, now: Tick, ctx: &Ctx<'_>) {
+        let mut head = Vec::new();
+        sse::write_stream_head(&mut head);
+        self.out.push_owned(head);
+        let limits = Limits {
+            max_frame: 0,
+            max_message: 0,
+        };
+        self.life = Life::Open {
+            dec: Decoder::server(limits),
+            partial: None,
+        };
+        self.proto = Proto::Sse;
+        self.auth_by = until;
+        self.last_ping = now;
+        self.set_due(now + crate::worker::secs(ctx.cfg.heartbeat));
+        self.watch_auth_by(now);
+    }
+
+    /// A heartbeat of a stream: a comment, if nothing was sent for an interval (the
+    /// client sends nothing, so its silence means nothing).
+    pub(super) fn events_heartbeat(&mut self, now: Tick, hb: Tick) {
+        if now.saturating_sub(self.last_ping) >= hb {
+            self.queue_with(sse::write_comment);
+            self.last_ping = now;
+        }
+        let mut next = self.last_ping + hb;
+        if self.auth_by != 0 {
+            next = next.min(self.auth_by);
+        }
+        self.set_due(next.max(now + 1));
+    }
+}
