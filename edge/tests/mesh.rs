@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client::{Client, change};
-use common::cluster::free_port;
 use common::{Edge, http_get, metric_sum, spawn_logged};
 use wire::client::Response;
 use wire::link::auth::{ClusterSecret, Nonce, Side};
@@ -36,13 +35,13 @@ impl SecureStore {
     }
 
     fn start_with(dir: &Path, secret: &Path, extra: &[&std::ffi::OsStr]) -> Self {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (child, addr) = spawn_logged(
             Command::new(common::store::store_bin())
                 .args(["--listen", "127.0.0.1:0", "--sync", "false"])
-                .arg("--admin")
-                .arg(admin.to_string())
+                // Port 0: a port picked free beforehand may be taken by another test
+                // before the store binds it.
+                .args(["--admin", "127.0.0.1:0"])
                 .arg("--cluster-secret-file")
                 .arg(secret)
                 .arg("--data-dir")
@@ -52,6 +51,21 @@ impl SecureStore {
             "STORE_LOG",
             Some(Arc::clone(&log)),
         );
+        // It logged where its admin listener is bound before it served links.
+        let admin = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("serving admin"))
+            .and_then(|l| {
+                l.split("listen=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("the store logs its admin address");
         Self {
             child,
             addr,

@@ -205,6 +205,75 @@ fn curl_follows_a_key_and_resumes_from_its_last_event_id() {
 }
 
 #[test]
+fn one_stream_follows_several_subscriptions_and_one_id_resumes_them_all() {
+    let c = Cluster::start();
+    let url = format!("http://{}/v1/events?sub=m%2Fa&prefix=m%2Fp%2F", c.edge.addr);
+    let s = Stream::open(&url, &[]);
+    // Each subscription's snapshot, ending with a part without `more` (a prefix's may
+    // come in several).
+    let mut whole = Vec::new();
+    while whole.len() < 2 {
+        let e = s.next();
+        assert_eq!(e.name, "snapshot");
+        if e.json()["more"] != true {
+            whole.push(e.json()["id"].as_u64().unwrap());
+        }
+    }
+    whole.sort_unstable();
+    assert_eq!(whole, [1, 2]);
+    put(c.edge.addr, "m/a", "1");
+    let a = s.next();
+    assert_eq!(
+        (a.json()["id"].as_u64(), a.json()["value"].as_u64()),
+        (Some(1), Some(1))
+    );
+    put(c.edge.addr, "m/p/x", "2");
+    let p = s.next();
+    assert_eq!(
+        (p.json()["id"].as_u64(), p.json()["key"].as_str()),
+        (Some(2), Some("m/p/x"))
+    );
+    // The id holds both subscriptions' tokens.
+    let id = p.id.clone().unwrap();
+    let parts: Vec<&str> = id.split('.').collect();
+    assert_eq!(
+        parts,
+        [
+            a.json()["token"].as_str().unwrap(),
+            p.json()["token"].as_str().unwrap()
+        ]
+    );
+    drop(s);
+    put(c.edge.addr, "m/a", "3");
+    put(c.edge.addr, "m/p/y", "4");
+    let s = Stream::open(&url, &[&format!("Last-Event-ID: {id}")]);
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let e = s.next();
+        got.push((
+            e.name.clone(),
+            e.json()["id"].as_u64().unwrap(),
+            e.json()["value"].as_u64(),
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("change".into(), 1, Some(3)),
+            ("change".into(), 2, Some(4)),
+            ("resumed".into(), 1, None),
+            ("resumed".into(), 2, None),
+        ]
+    );
+    // Prefixes without a hash tag hold a position per partition: eight of them would
+    // make an id longer than a reconnect may send, and are refused up front.
+    let eight = "prefix=x%2F&".repeat(8);
+    let refused = Stream::open(&format!("http://{}/v1/events?{eight}", c.edge.addr), &[]);
+    assert!(refused.head().starts_with("HTTP/1.1 400"));
+}
+
+#[test]
 fn an_id_older_than_the_log_gets_a_reset_and_a_fresh_snapshot_through_haproxy() {
     let c = LocalCluster::start(&["--retention-entries", "50", "--retention-secs", "0"]);
     let key = key_of(0, "old/", 0);

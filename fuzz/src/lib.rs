@@ -53,8 +53,11 @@ pub mod api_request {
                     panic!("a {n}-byte head inside the {used}-byte one");
                 }
                 let body = &data[used..data.len().min(used + head.content_length)];
-                if let Ok(sub) = wire::api::sse::events_request(&head) {
-                    assert_eq!(sub.id(), wire::api::sse::EVENTS_SUB);
+                if let Ok(subs) = wire::api::sse::events_requests(&head) {
+                    assert!((1..=wire::api::sse::MAX_STREAM_SUBS).contains(&subs.len()));
+                    for (i, s) in subs.iter().enumerate() {
+                        assert_eq!(s.id(), wire::api::sse::EVENTS_SUB + i as u64);
+                    }
                 }
                 match call(&head, body, 1) {
                     Ok(c) => {

@@ -208,6 +208,11 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// The cluster's number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.map.partitions
+    }
+
     /// A hub routing with `map`; every link starts down.
     pub fn new(map: Arc<ClusterMap>) -> Self {
         let n = map.stores.len();

@@ -419,6 +419,7 @@ impl Worker {
         if let Some(conn) = self.conns.remove(key) {
             self.conflation.forget(key);
             self.batches.forget(key);
+            self.streams.forget(key);
             if let Some(subject) = conn.subject() {
                 self.hub.close_inbox(conn_ref(key), subject);
             }

@@ -1,6 +1,7 @@
 //! Client messages from the hub to connections: each is encoded in the connection's
 //! form (JSON text or flatbuffers binary) and queued; an HTTP API connection's answers
-//! go to its pipeline ([`super::conn::api`]). A change is encoded once per
+//! go to its pipeline ([`super::conn::api`]), an event stream's become events
+//! ([`super::streams`]). A change is encoded once per
 //! form: the JSON body after the subscription id, the binary message with its id
 //! patched per subscriber. Each subscriber gets its own few head bytes, and the shared
 //! rest by reference when it is large enough for that to beat a copy. A change of a
@@ -11,7 +12,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use wire::api::sse;
 use wire::client::Response;
 use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
@@ -57,11 +57,6 @@ fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
 /// the subscription id, or the binary message with its id patched in, shared with every
 /// other subscriber of the change.
 fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
-    if conn.proto() == Proto::Sse {
-        // An event stream: the change's JSON object as an event, encoded for it alone.
-        queue_msg(conn, &d.response(id), fb, scratch);
-        return;
-    }
     scratch.clear();
     if conn.proto() != Proto::Fb {
         PreparedChange::write_head(id, scratch);
@@ -170,20 +165,12 @@ pub(super) fn queue_msg(
     scratch: &mut Vec<u8>,
 ) {
     scratch.clear();
-    match conn.proto() {
-        Proto::Fb => {
-            fb.encode_response(msg, scratch);
-            conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
-        }
-        Proto::Sse => {
-            json::encode_response(msg, scratch);
-            let (event, id) = sse::event_of(msg);
-            conn.queue_with(|v| sse::write_event(v, event, id, scratch));
-        }
-        Proto::Json | Proto::Echo | Proto::Api => {
-            json::encode_response(msg, scratch);
-            conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
-        }
+    if conn.proto() == Proto::Fb {
+        fb.encode_response(msg, scratch);
+        conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+    } else {
+        json::encode_response(msg, scratch);
+        conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
     }
 }
 
@@ -228,6 +215,24 @@ impl Worker {
             if !conn.is_open() {
                 continue;
             }
+            if conn.proto() == Proto::Sse {
+                // An event stream: each message an event, encoded for it alone; one
+                // whose subscription ended ends too (its error event is queued), and
+                // the browser comes back with its last event id.
+                match o {
+                    Out::Msg(_, msg) => self.streams.queue(key, conn, msg, scratch),
+                    Out::Change(_, id, d) => {
+                        self.streams.queue(key, conn, &d.response(*id), scratch);
+                    }
+                    Out::Ended(..) => {
+                        conn.close(CloseCode::NORMAL, "", self.wheel.now(), &self.metrics);
+                    }
+                    _ => continue,
+                }
+                messages += 1;
+                touched.push(key);
+                continue;
+            }
             let held = &mut self.conflation;
             match o {
                 Out::Msg(_, msg) => {
@@ -264,12 +269,7 @@ impl Worker {
                 Out::Ended(_, id) => {
                     held.end(key, *id);
                     self.batches.drop_sub(key, *id);
-                    if conn.proto() != Proto::Sse {
-                        continue;
-                    }
-                    // An event stream without its subscription ends (its error event
-                    // is queued); the browser comes back with its last event id.
-                    conn.close(CloseCode::NORMAL, "", self.wheel.now(), &self.metrics);
+                    continue;
                 }
                 // Taken above, with the worker's own subscriptions.
                 Out::Inbox(_) => continue,

@@ -23,6 +23,7 @@ mod links;
 pub mod per_ip;
 mod presence;
 pub mod slab;
+mod streams;
 mod tick;
 pub mod timer;
 
@@ -142,6 +143,8 @@ pub struct Worker {
     delivery: dispatch::Encoders,
     /// Changes of `latest` subscriptions held for connections that are behind.
     conflation: conflate::Conflation,
+    /// The event streams' positions.
+    streams: streams::Streams,
     /// Presence events waiting for their interval.
     batches: presence::Batches,
     /// The verifier tokens are checked against (`None`: auth is off), and the
@@ -259,6 +262,7 @@ impl Worker {
                 .with_presence(links::edge_id(), id as u16),
             delivery: dispatch::Encoders::default(),
             conflation: conflate::Conflation::default(),
+            streams: streams::Streams::default(),
             batches: presence::Batches::default(),
             verifier,
             keys_seen,

@@ -155,6 +155,15 @@ pub fn percent_decode(s: &str, plus: bool) -> Option<std::borrow::Cow<'_, str>> 
     String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
 }
 
+/// The `name=value` pairs of `query`, in order, still encoded.
+pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
 /// The value of parameter `name` in `query`, decoded (the first one, if repeated).
 /// `Some(Err)`: present but malformed.
 #[must_use]
@@ -162,10 +171,7 @@ pub fn query_param<'a>(
     query: Option<&'a str>,
     name: &str,
 ) -> Option<Result<std::borrow::Cow<'a, str>, ApiError>> {
-    let pair = query?
-        .split('&')
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .find(|(n, _)| *n == name)?;
+    let pair = query_pairs(Some(query?)).find(|(n, _)| *n == name)?;
     Some(percent_decode(pair.1, true).ok_or(ApiError::Malformed("a query parameter is not UTF-8")))
 }
 

@@ -8,9 +8,10 @@
 use std::borrow::Cow;
 
 use super::error::ApiError;
-use super::head::{Head, query_param};
+use super::head::{Head, percent_decode, query_pairs, query_param};
 use crate::client::validate;
-use crate::client::{Request, Response, SubMode, Target};
+use crate::client::{Position, Request, Response, SubMode, Target, encode_token};
+use crate::partition::target_partitions;
 
 /// The id of the one subscription of an event stream.
 pub const EVENTS_SUB: u64 = 1;
@@ -70,38 +71,108 @@ pub fn write_event(out: &mut Vec<u8>, event: &str, id: Option<&str>, json: &[u8]
     out.push(b'\n');
 }
 
-/// The subscription `GET /v1/events` asks for: `?key=` (or `sub=`) or `?prefix=`,
-/// from the `Last-Event-ID` header (or a `from` parameter, for a page that kept its
-/// last id).
-pub fn events_request<'a>(head: &Head<'a>) -> Result<Request<'a>, ApiError> {
+/// Most subscriptions one event stream holds.
+pub const MAX_STREAM_SUBS: usize = 16;
+
+/// The subscriptions `GET /v1/events` asks for, in the order of the query: each
+/// `?sub=` (or `key=`) a key, each `prefix=` a prefix, numbered from
+/// [`EVENTS_SUB`]; each from its part of the `Last-Event-ID` header (or of a `from`
+/// parameter, for a page that kept its last id; see [`event_id`]).
+pub fn events_requests<'a>(head: &Head<'a>) -> Result<Vec<Request<'a>>, ApiError> {
     if head.method != "GET" {
         return Err(ApiError::MethodNotAllowed("GET"));
     }
-    let q = head.query;
-    let key = query_param(q, "key")
-        .or_else(|| query_param(q, "sub"))
-        .transpose()?;
-    let prefix = query_param(q, "prefix").transpose()?;
-    let target = match (key, prefix) {
-        (Some(k), None) => Target::Key(validate::key("key", Some(k)).map_err(ApiError::Invalid)?),
-        (None, Some(p)) => {
-            Target::Prefix(validate::key("prefix", Some(p)).map_err(ApiError::Invalid)?)
-        }
-        _ => return Err(ApiError::BadHeader("give one of ?key= and ?prefix=")),
-    };
-    let from = match head.last_event_id.filter(|t| !t.is_empty()) {
+    let mut targets = Vec::new();
+    for (name, value) in query_pairs(head.query) {
+        let decoded = || {
+            percent_decode(value, true).ok_or(ApiError::Malformed("a query parameter is not UTF-8"))
+        };
+        let target = match name {
+            "sub" | "key" => {
+                Target::Key(validate::key("key", Some(decoded()?)).map_err(ApiError::Invalid)?)
+            }
+            "prefix" => Target::Prefix(
+                validate::key("prefix", Some(decoded()?)).map_err(ApiError::Invalid)?,
+            ),
+            _ => continue,
+        };
+        targets.push(target);
+    }
+    if targets.is_empty() || targets.len() > MAX_STREAM_SUBS {
+        return Err(ApiError::BadHeader(
+            "give 1 to 16 of ?sub=<key> and ?prefix=<prefix>",
+        ));
+    }
+    let id = match head.last_event_id.filter(|t| !t.is_empty()) {
         Some(t) => Some(Cow::Borrowed(t)),
-        None => query_param(q, "from")
+        None => query_param(head.query, "from")
             .transpose()?
             .filter(|t| !t.is_empty()),
     };
-    Ok(Request::Sub {
-        id: EVENTS_SUB,
-        target,
-        from: validate::token(from).map_err(ApiError::Invalid)?,
-        mode: SubMode::Stream,
-        durable: None,
-    })
+    let froms = split_id(id.as_deref(), targets.len());
+    (EVENTS_SUB..)
+        .zip(targets)
+        .zip(froms)
+        .map(|((id, target), from)| {
+            Ok(Request::Sub {
+                id,
+                target,
+                from: validate::token(from.map(|f| Cow::Owned(f.to_owned())))
+                    .map_err(ApiError::Invalid)?,
+                mode: SubMode::Stream,
+                durable: None,
+            })
+        })
+        .collect()
+}
+
+/// The event id of a stream whose subscriptions stand at `tokens` (in their order; an
+/// empty one has no position yet): the one token itself for a stream of one, else the
+/// tokens joined by `.` (not in a token's base64url alphabet).
+#[must_use]
+pub fn event_id(tokens: &[String]) -> String {
+    tokens.join(".")
+}
+
+/// The longest event id a stream of `subs` can have in a cluster of `partitions`
+/// partitions: each subscription's token at its most (a key's, or a hash-tagged
+/// prefix's, holds one position; another prefix's one per partition), joined.
+#[must_use]
+pub fn max_event_id_len(subs: &[Request<'_>], partitions: u32) -> usize {
+    let most = Position {
+        partition: u32::MAX,
+        epoch: u64::MAX,
+        seq: u64::MAX,
+    };
+    let token_len = |n: usize| encode_token(&vec![most; n]).len();
+    let one = token_len(1);
+    let tokens: usize = subs
+        .iter()
+        .map(|s| match s {
+            Request::Sub {
+                target: Target::Prefix(p),
+                ..
+            } => match target_partitions(p.as_bytes(), true, partitions).single() {
+                Some(_) => one,
+                None => token_len(partitions as usize),
+            },
+            _ => one,
+        })
+        .sum();
+    tokens + subs.len().saturating_sub(1)
+}
+
+/// Each of `n` subscriptions' resume token in event id `id` ([`event_id`]); all `None`
+/// (fresh snapshots) when there is no id or it does not hold `n` parts.
+fn split_id(id: Option<&str>, n: usize) -> Vec<Option<&str>> {
+    let parts: Vec<&str> = id.map(|i| i.split('.').collect()).unwrap_or_default();
+    if parts.len() != n {
+        return vec![None; n];
+    }
+    parts
+        .into_iter()
+        .map(|p| (!p.is_empty()).then_some(p))
+        .collect()
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -148,45 +219,92 @@ mod tests {
         assert_eq!(event_of(&reset), ("reset", None));
     }
 
+    fn subs(raw: &str) -> Result<Vec<Request<'static>>, ApiError> {
+        events_requests(&head(raw)).map(|v| v.into_iter().map(Request::into_owned).collect())
+    }
+
+    fn sub(id: u64, target: Target<'static>, from: Option<&str>) -> Request<'static> {
+        Request::Sub {
+            id,
+            target,
+            from: from.map(|f| f.to_owned().into()),
+            mode: SubMode::Stream,
+            durable: None,
+        }
+    }
+
     #[test]
-    fn the_subscription_comes_from_the_query_and_last_event_id() {
-        let r = events_request(&head(
-            "GET /v1/events?key=a%2Fb HTTP/1.1\r\nLast-Event-ID: t1\r\n\r\n",
-        ))
-        .unwrap();
+    fn the_subscriptions_come_from_the_query_and_last_event_id() {
         assert_eq!(
-            r,
-            Request::Sub {
-                id: EVENTS_SUB,
-                target: Target::Key("a/b".into()),
-                from: Some("t1".into()),
-                mode: SubMode::Stream,
-                durable: None
-            }
+            subs("GET /v1/events?key=a%2Fb HTTP/1.1\r\nLast-Event-ID: t1\r\n\r\n"),
+            Ok(vec![sub(1, Target::Key("a/b".into()), Some("t1"))])
         );
-        let r =
-            events_request(&head("GET /v1/events?prefix=p%2F&from=t2 HTTP/1.1\r\n\r\n")).unwrap();
-        assert!(
-            matches!(r, Request::Sub { target: Target::Prefix(p), from: Some(f), .. } if p == "p/" && f == "t2")
+        assert_eq!(
+            subs("GET /v1/events?prefix=p%2F&from=t2 HTTP/1.1\r\n\r\n"),
+            Ok(vec![sub(1, Target::Prefix("p/".into()), Some("t2"))])
         );
+        // Several, in order, each from its part of the id.
+        assert_eq!(
+            subs("GET /v1/events?sub=a&prefix=p&sub=b HTTP/1.1\r\nLast-Event-ID: t1..t3\r\n\r\n"),
+            Ok(vec![
+                sub(1, Target::Key("a".into()), Some("t1")),
+                sub(2, Target::Prefix("p".into()), None),
+                sub(3, Target::Key("b".into()), Some("t3")),
+            ])
+        );
+        // An id of another shape: every one from a fresh snapshot.
+        assert_eq!(
+            subs("GET /v1/events?sub=a&sub=b HTTP/1.1\r\nLast-Event-ID: t1\r\n\r\n"),
+            Ok(vec![
+                sub(1, Target::Key("a".into()), None),
+                sub(2, Target::Key("b".into()), None),
+            ])
+        );
+        let many = format!("GET /v1/events?{} HTTP/1.1\r\n\r\n", "sub=a&".repeat(17));
         for bad in [
             "GET /v1/events HTTP/1.1\r\n\r\n",
-            "GET /v1/events?key=a&prefix=b HTTP/1.1\r\n\r\n",
             "GET /v1/events?key= HTTP/1.1\r\n\r\n",
+            "GET /v1/events?key=%ff HTTP/1.1\r\n\r\n",
+            many.as_str(),
         ] {
-            assert_eq!(
-                events_request(&head(bad)).unwrap_err().status().code(),
-                400,
-                "{bad}"
-            );
+            assert_eq!(subs(bad).unwrap_err().status().code(), 400, "{bad}");
         }
+        let post = subs("POST /v1/events?key=a HTTP/1.1\r\n\r\n");
+        assert_eq!(post.unwrap_err().status().code(), 405);
+    }
+
+    #[test]
+    fn the_longest_event_id_counts_a_position_per_partition_a_prefix_spans() {
+        let subs = subs("GET /v1/events?sub=a&prefix=room%2F%7B1%7D%2F&prefix=p HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let one = max_event_id_len(&subs[..1], 256);
         assert_eq!(
-            events_request(&head("POST /v1/events?key=a HTTP/1.1\r\n\r\n"))
-                .unwrap_err()
-                .status()
-                .code(),
-            405
+            max_event_id_len(&subs[1..2], 256),
+            one,
+            "a hash-tagged prefix: one partition"
         );
+        let all = max_event_id_len(&subs[2..], 256);
+        assert!(all > 100 * one, "{all} against {one}");
+        assert_eq!(max_event_id_len(&subs, 256), 2 * one + all + 2);
+        // What a stream really sends is never longer.
+        let real = encode_token(&[Position {
+            partition: 7,
+            epoch: 3,
+            seq: 99,
+        }]);
+        assert!(real.len() <= one);
+    }
+
+    #[test]
+    fn an_event_id_holds_every_subscriptions_token() {
+        assert_eq!(event_id(&["t1".into()]), "t1");
+        assert_eq!(
+            event_id(&["t1".into(), String::new(), "t3".into()]),
+            "t1..t3"
+        );
+        assert_eq!(split_id(Some("t1..t3"), 3), [Some("t1"), None, Some("t3")]);
+        assert_eq!(split_id(Some("t1"), 1), [Some("t1")]);
+        assert_eq!(split_id(None, 2), [None, None]);
     }
 
     #[test]

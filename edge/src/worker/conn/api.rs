@@ -28,6 +28,13 @@ use crate::worker::timer::{Tick, deadline_after};
 /// Most requests of one connection waiting for their answers.
 pub const MAX_PIPELINE: usize = 32;
 
+/// The bounds of a request head: larger than an upgrade's, for the `Last-Event-ID` of
+/// an event stream of several subscriptions.
+pub const API_LIMITS: HandshakeLimits = HandshakeLimits {
+    max_header_bytes: 64 * 1024,
+    max_headers: 32,
+};
+
 /// Ticks an idle keep-alive connection stays open (at least).
 pub const IDLE_TICKS: Tick = 30;
 
@@ -108,7 +115,7 @@ impl Slot {
 /// The next whole request (head and body) taken off the front of `buf`; `Ok(None)`
 /// while it is not all there.
 fn next_request(buf: &mut Vec<u8>, max_body: usize) -> Result<Option<Vec<u8>>, ApiError> {
-    let Some((head, n)) = http_api::parse_head(buf, &HandshakeLimits::default())? else {
+    let Some((head, n)) = http_api::parse_head(buf, &API_LIMITS)? else {
         return Ok(None);
     };
     if head.content_length > max_body {
@@ -134,8 +141,9 @@ pub(super) fn bearer(authorization: Option<&str>) -> Option<&str> {
 
 impl Conn {
     /// The request head so far is an HTTP API request: the connection becomes a
-    /// keep-alive API connection, its bytes so far the start of its buffer.
-    pub(super) fn start_api(&mut self, bytes: Vec<u8>, now: Tick, ctx: &mut Ctx<'_>) {
+    /// keep-alive API connection, its bytes so far the start of its buffer (`full`:
+    /// every worker was full when it came: 503, and it closes).
+    pub(super) fn start_api(&mut self, bytes: Vec<u8>, full: bool, now: Tick, ctx: &mut Ctx<'_>) {
         self.life = Life::Api(Box::new(Api {
             started: now,
             next_id: 1,
@@ -143,6 +151,20 @@ impl Conn {
         }));
         self.proto = Proto::Api;
         self.budget = super::rate::Budget::new(ctx.cfg.messages);
+        if full {
+            WorkerMetrics::add(&ctx.metrics.rejected_full, 1);
+            let full = Response::Error {
+                id: None,
+                code: ErrorCode::Overloaded,
+                message: "every worker is full: try another edge".into(),
+                version: None,
+            };
+            let mut v = Vec::new();
+            http_api::write_answer(&mut v, &full, false);
+            self.out.push_owned(v);
+            self.closing(false, now);
+            return;
+        }
         self.on_api_bytes(&bytes, now, ctx);
     }
 
@@ -195,7 +217,7 @@ impl Conn {
     /// One whole request, taken: its slot (`None`: the connection became an event
     /// stream).
     fn api_request(&mut self, raw: &[u8], now: Tick, ctx: &mut Ctx<'_>) -> Option<Slot> {
-        let Ok(Some((head, n))) = http_api::parse_head(raw, &HandshakeLimits::default()) else {
+        let Ok(Some((head, n))) = http_api::parse_head(raw, &API_LIMITS) else {
             // `next_request` parsed this very head.
             return Some(Slot::error(&ApiError::Malformed("head"), false));
         };

@@ -1,11 +1,11 @@
-//! A Server-Sent Events stream (`GET /v1/events?key=..|prefix=..`; the codec is
-//! [`wire::api::sse`]). It starts as an HTTP API request on a connection with nothing
+//! A Server-Sent Events stream (`GET /v1/events?sub=..&prefix=..`, up to 16
+//! subscriptions; the codec is [`wire::api::sse`]). It starts as an HTTP API request on a connection with nothing
 //! before it unanswered; checked like a `/ws` subscription (origin allow-list, message
 //! budget, token from the `Authorization` header, the `ringline_token` cookie or,
 //! where allowed, the query; the grant), it becomes an open connection whose one
-//! subscription's messages the dispatcher writes as events, a comment every heartbeat.
-//! What the client sends from then on is read and dropped; the stream ends when the
-//! subscription does (an error event first), on the token's expiry, a drain or a slow
+//! subscriptions' messages the dispatcher writes as events ([`crate::worker::streams`]),
+//! a comment every heartbeat. What the client sends from then on is read and dropped;
+//! the stream ends when one of its subscriptions does (an error event first), on the token's expiry, a drain or a slow
 //! consumer, and the browser reconnects with `Last-Event-ID`.
 
 use wire::api::{self as http_api, ApiError, Head, sse};
@@ -18,6 +18,10 @@ use crate::auth::origin::allowed as allowed_origin;
 use crate::metrics::WorkerMetrics;
 use crate::worker::conn::life::Life;
 use crate::worker::timer::Tick;
+
+/// Longest event id a stream may need: what a reconnect's head holds beside the rest
+/// of it.
+pub const MAX_EVENT_ID: usize = super::api::API_LIMITS.max_header_bytes - 4096;
 
 /// The cookie a browser's `EventSource` may carry its token in.
 pub const TOKEN_COOKIE: &str = "ringline_token";
@@ -47,17 +51,15 @@ impl Conn {
         now: Tick,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Refused> {
-        let error = |e: &ApiError| {
-            let mut v = Vec::new();
-            http_api::write_error(&mut v, e, true);
-            Refused(v)
+        let subs = match self.stream_subs(head, pipelined, ctx) {
+            Ok(subs) => subs,
+            Err(e) => {
+                WorkerMetrics::add(&ctx.metrics.api_refused, 1);
+                let mut v = Vec::new();
+                http_api::write_error(&mut v, &e, true);
+                return Err(Refused(v));
+            }
         };
-        let sub = sse::events_request(head).map_err(|e| error(&e))?;
-        if pipelined {
-            return Err(error(&ApiError::BadHeader(
-                "an event stream must not be pipelined behind unanswered requests",
-            )));
-        }
         if !allowed_origin(&ctx.cfg.allowed_origins, head.origin) {
             WorkerMetrics::add(&ctx.metrics.rejected_origin, 1);
             return Err(refused_with(ErrorCode::Forbidden, "origin not allowed"));
@@ -76,15 +78,41 @@ impl Conn {
                 WorkerMetrics::add(&ctx.metrics.rejected_unauthorized, 1);
                 refused_with(ErrorCode::Unauthorized, reason)
             })?;
-        if let Err((code, message)) = self.permits(&sub, ctx) {
-            WorkerMetrics::add(&ctx.metrics.denied, 1);
-            return Err(refused_with(code, message));
+        for sub in &subs {
+            if let Err((code, message)) = self.permits(sub, ctx) {
+                WorkerMetrics::add(&ctx.metrics.denied, 1);
+                return Err(refused_with(code, message));
+            }
         }
         let subject = self.identity.as_ref().map_or("", |i| i.subject());
-        ctx.hub.request(ctx.me, sub, subject);
+        for sub in subs {
+            ctx.hub.request(ctx.me, sub, subject);
+        }
         WorkerMetrics::add(&ctx.metrics.event_streams, 1);
         self.open_stream(until, now, ctx);
         Ok(())
+    }
+
+    /// The subscriptions an events request asks for, if it may have them as one
+    /// stream.
+    fn stream_subs<'h>(
+        &self,
+        head: &Head<'h>,
+        pipelined: bool,
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<wire::client::Request<'h>>, ApiError> {
+        let subs = sse::events_requests(head)?;
+        if sse::max_event_id_len(&subs, ctx.hub.partitions()) > MAX_EVENT_ID {
+            return Err(ApiError::BadHeader(
+                "these subscriptions' event id could pass the 60 KiB a reconnect's Last-Event-ID may hold: split them over several streams (a prefix without a hash tag holds a position per partition)",
+            ));
+        }
+        if pipelined {
+            return Err(ApiError::BadHeader(
+                "an event stream must not be pipelined behind unanswered requests",
+            ));
+        }
+        Ok(subs)
     }
 
     /// The stream's head is sent and the connection is an open one of [`Proto::Sse`]

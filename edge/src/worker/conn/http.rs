@@ -41,8 +41,6 @@ enum Route {
     /// Upgraded: the bytes after the head, what its messages are, and who its token
     /// says it is.
     Upgraded(Vec<u8>, Proto, Admission),
-    /// An HTTP API request: the connection stays, taking requests ([`super::api`]).
-    Api,
 }
 
 /// How an upgrade stands with the verifier.
@@ -79,6 +77,13 @@ impl Conn {
             Some(Proxy::Client(ip)) => *ip,
             _ => None,
         };
+        if ctx.cfg.http_api && is_api_request(head) {
+            // Its own limits apply (a reconnecting event stream's Last-Event-ID may be
+            // long): it is read as the API reads, from the start.
+            let head = std::mem::take(head);
+            self.start_api(head, full, now, ctx);
+            return;
+        }
         let limits = HandshakeLimits::default();
         // Parse only once the head can be complete (or too big).
         if !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < limits.max_header_bytes {
@@ -103,10 +108,6 @@ impl Conn {
                 route(&req, full, source, &mut reply, ctx)
             }
         };
-        if let Route::Api = route {
-            self.start_api(head, now, ctx);
-            return;
-        }
         self.out.push_owned(reply);
         match route {
             Route::Upgraded(mut rest, proto, admission) => {
@@ -131,7 +132,6 @@ impl Conn {
                 }
             }
             Route::Answered => self.closing(false, now),
-            Route::Api => {}
         }
     }
 
@@ -156,6 +156,18 @@ impl Conn {
         self.last_ping = now.saturating_sub(spread);
         self.set_due(self.last_ping + hb);
     }
+}
+
+/// Whether the request line so far is whole and asks for `/v1/...` (the HTTP API).
+fn is_api_request(head: &[u8]) -> bool {
+    let Some(end) = head.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    let mut parts = head[..end].split(|&b| b == b' ');
+    parts.next();
+    parts
+        .next()
+        .is_some_and(|target| target.starts_with(b"/v1/"))
 }
 
 /// From a balancer, its PROXY header comes first: take it off `head` once whole.
@@ -199,21 +211,6 @@ fn route(
     let m = ctx.metrics;
     let path = req.path;
     let Some(up) = req.websocket.as_ref() else {
-        if path.starts_with("/v1/") && ctx.cfg.http_api {
-            if full {
-                WorkerMetrics::add(&m.rejected_full, 1);
-                let body = b"{\"op\":\"error\",\"code\":\"unavailable\",\"message\":\"full\"}";
-                write_response(
-                    reply,
-                    Status::ServiceUnavailable,
-                    "application/json",
-                    body,
-                    Some(5),
-                );
-                return Route::Answered;
-            }
-            return Route::Api;
-        }
         answer_plain(path, reply, ctx);
         return Route::Answered;
     };
