@@ -29,10 +29,10 @@
 //! key, so it is prepared only when no batch is in flight.
 //!
 //! Frames for a link are collected per drain and handed to the link's writer in one
-//! piece; a link with bytes still unwritten that new ones would take past a bound is
-//! dropped (its watches removed), so a peer that stops reading costs bounded memory (the
-//! bound plus one drain's frames: a large snapshot goes out whole to a link that keeps
-//! up).
+//! piece. A link with bytes still unwritten that new ones would take past a bound is
+//! dropped (its watches removed) once its writer has written nothing for
+//! [`STALL`], or at once past four times the bound: a peer that stops reading costs
+//! bounded memory, while one that reads a large snapshot slowly keeps its link.
 
 mod committer;
 mod pages;
@@ -211,6 +211,44 @@ const TRIM_CHUNK: usize = 1000;
 /// Default bound on a link's unwritten bytes.
 pub const DEFAULT_LINK_QUEUE_BYTES: usize = 16 << 20;
 
+/// How long a link over its bound may go without its writer writing a byte before it
+/// is dropped as stuck.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the core knows of a link's writer's progress.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Bytes handed to the writer, ever.
+    handed: u64,
+    /// Over the bound: the bytes written when that was first seen without progress
+    /// since, and when.
+    over: Option<(u64, std::time::Instant)>,
+}
+
+impl Flow {
+    /// Whether a link with `queued` bytes unwritten, to take `new` more against a bound
+    /// of `max`, is stuck: over the bound and no byte written for [`STALL`], or past
+    /// four times the bound.
+    fn stuck(&mut self, queued: usize, new: usize, max: usize) -> bool {
+        if queued == 0 || queued + new <= max {
+            self.over = None;
+            return false;
+        }
+        if queued + new > 4 * max {
+            return true;
+        }
+        let written = self.handed.saturating_sub(queued as u64);
+        let now = std::time::Instant::now();
+        match self.over {
+            Some((w, since)) if w == written => now.duration_since(since) >= STALL,
+            _ => {
+                self.over = Some((written, now));
+                false
+            }
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -276,6 +314,8 @@ struct Core<E: Engine> {
     links: HashMap<LinkId, Outbox>,
     /// Frames per link produced in this drain, handed over by `flush`.
     pending: HashMap<LinkId, Vec<u8>>,
+    /// Per link: its writer's progress, for the stuck rule.
+    flows: HashMap<LinkId, Flow>,
     enc: LinkEncoder,
     cfg: CoreConfig,
     /// Writes waiting for a batch, with who asked.
@@ -331,6 +371,7 @@ pub async fn run<E: Engine>(
         watchers: Watchers::default(),
         links: HashMap::new(),
         pending: HashMap::new(),
+        flows: HashMap::new(),
         enc: LinkEncoder::new(&LinkLimits::default()),
         cfg,
         queue: VecDeque::new(),
@@ -803,6 +844,7 @@ impl<E: Engine> Core<E> {
             outbox.close.notify_one();
         }
         self.pending.remove(&link);
+        self.flows.remove(&link);
         self.deferred.remove(&link);
         self.watchers.remove_link(link);
         self.presence_link_gone(link);
@@ -824,15 +866,17 @@ impl<E: Engine> Core<E> {
                 continue;
             };
             let queued = outbox.queued.load(Ordering::Acquire);
-            // Stuck: bytes still unwritten, and these would pass the bound. A link whose
+            // Stuck: bytes still unwritten, these would pass the bound, and the peer
+            // has read nothing for a while (or the queue is far past it). A link whose
             // queue is empty takes one drain's frames whatever their size (a large
-            // snapshot answered at once); a peer that does not read them is dropped at
-            // the next flush.
-            if queued > 0 && queued + bytes.len() > self.cfg.max_link_queue_bytes {
+            // snapshot answered at once).
+            let flow = self.flows.entry(link).or_default();
+            if flow.stuck(queued, bytes.len(), self.cfg.max_link_queue_bytes) {
                 Metrics::add(&self.cfg.metrics.links_dropped_stuck, 1);
                 self.drop_link(link, "outbound queue full (peer not reading)");
                 continue;
             }
+            flow.handed += bytes.len() as u64;
             outbox.queued.fetch_add(bytes.len(), Ordering::AcqRel);
             if outbox.tx.send(bytes).is_err() {
                 self.drop_link(link, "closed");
@@ -893,4 +937,29 @@ pub fn spawn<E: Engine>(
         .name("store-core".into())
         .spawn(move || rt.block_on(run(log, cfg, for_core, rx)))?;
     Ok((tx, handle))
+}
+
+#[cfg(test)]
+mod flow_tests {
+    use super::*;
+
+    #[test]
+    fn a_link_over_its_bound_is_stuck_only_without_progress_or_far_past_it() {
+        let mut f = Flow {
+            handed: 100,
+            over: None,
+        };
+        // Under the bound, or nothing queued: never.
+        assert!(!f.stuck(50, 10, 100));
+        assert!(!f.stuck(0, 1000, 100));
+        // Over it: first seen, not yet.
+        assert!(!f.stuck(90, 20, 100));
+        // The writer wrote (queued fell with nothing new handed): progress, not stuck.
+        assert!(!f.stuck(80, 30, 100));
+        // Far past it: at once.
+        assert!(f.stuck(90, 400, 100));
+        // No progress for STALL: stuck.
+        f.over = f.over.map(|(w, since)| (w, since - STALL));
+        assert!(f.stuck(80, 30, 100));
+    }
 }
