@@ -1,5 +1,5 @@
-//! Cross-node delivery latency: two stores, two edges. A subscriber on edge 1 follows
-//! keys owned by both stores; a writer on edge 2 puts to them at a steady rate, each
+//! Cross-node delivery latency: two stores, two edges. A subscriber on edge 1 (the Rust
+//! SDK, `ringline-client`) follows keys owned by both stores; a writer on edge 2 puts to them at a steady rate, each
 //! value carrying its send time. Each delivery's latency (write sent → change received,
 //! same process, monotonic clock) goes into a histogram; prints p50/p90/p99/p99.9/max.
 //!
@@ -141,6 +141,68 @@ fn row(name: &str, h: &Histogram<u64>) {
     );
 }
 
+/// Follow `keys` through the edge at `addr` with the Rust SDK (one subscription per
+/// key, on a current-thread runtime); say so on `ready` once every snapshot is in, then
+/// record the latency of every change written after the first second, until `total`
+/// changes came.
+fn subscribe(
+    addr: std::net::SocketAddr,
+    keys: &[String],
+    start: Instant,
+    total: u64,
+    ready: &std::sync::mpsc::Sender<()>,
+) -> Histogram<u64> {
+    use futures_util::StreamExt;
+    use ringline_client::{Client, Config, Event};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(async {
+        let client = Client::connect(Config::new(&format!("ws://{addr}/ws")));
+        let mut subs = Vec::new();
+        for k in keys {
+            let mut s = client
+                .subscribe(k)
+                .await
+                .unwrap_or_else(|e| panic!("subscribe: {e}"));
+            match s.next().await {
+                Some(Event::Snapshot { last: true, .. }) => {}
+                other => panic!("expected a snapshot, got {other:?}"),
+            }
+            subs.push(s);
+        }
+        let _ = ready.send(());
+        let mut all = futures_util::stream::select_all(subs);
+        let (mut h, mut seen) = (histogram(), 0);
+        let warmup = Duration::from_secs(1);
+        while seen < total {
+            let next = tokio::time::timeout(Duration::from_secs(5), all.next()).await;
+            let Ok(Some(event)) = next else {
+                eprintln!("[cluster_latency] {seen} of {total} changes came (then 5 s of silence)");
+                break;
+            };
+            let now = start.elapsed().as_micros() as u64;
+            let Event::Change {
+                op: wire::client::ChangeOp::Put { value, .. },
+                ..
+            } = event
+            else {
+                continue;
+            };
+            seen += 1;
+            let sent = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(sent) = sent.filter(|s| Duration::from_micros(*s) >= warmup) {
+                let _ = h.record(now.saturating_sub(sent).max(1));
+            }
+        }
+        client.close();
+        h
+    })
+}
+
 fn main() {
     let args = Args::parse();
     eprintln!("[cluster_latency] starting 2 stores and 2 edges ...");
@@ -156,43 +218,24 @@ fn main() {
     let keys: Vec<String> = (0..args.keys)
         .flat_map(|i| [key_of(0, "lat/", i), key_of(1, "lat/", i)])
         .collect();
-    let mut sub = WsClient::connect(c.edges[0].1, "/ws", Some("ringline.v1.json"))
-        .unwrap_or_else(|e| panic!("subscriber: {e}"));
-    for (i, k) in keys.iter().enumerate() {
-        sub.send_text(&format!(r#"{{"op":"sub","id":{i},"key":"{k}"}}"#))
-            .unwrap_or_else(|e| panic!("sub: {e}"));
-        let snap = sub.recv_text().unwrap_or_default();
-        assert!(snap.contains("\"snapshot\""), "{snap}");
-    }
     let start = Instant::now();
-    let warmup = Duration::from_secs(1);
-    // The subscriber's thread: latency of each change (its value is the send time in
-    // microseconds since `start`), until the cluster is stopped.
-    let reader = std::thread::spawn(move || {
-        let mut h = histogram();
-        while let Some(text) = sub.recv_text() {
-            let now = start.elapsed().as_micros() as u64;
-            let Some(sent) = text
-                .split("\"value\":")
-                .nth(1)
-                .and_then(|r| r.split([',', '}']).next())
-                .and_then(|v| v.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if Duration::from_micros(sent) >= warmup {
-                let _ = h.record(now.saturating_sub(sent).max(1));
-            }
-        }
-        h
-    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let subscriber = c.edges[0].1;
+    let sub_keys = keys.clone();
+    let total = args.rate * (args.seconds + 1);
+    // The subscriber's thread (the Rust SDK, `ringline-client`): latency of each change
+    // (its value is the send time in microseconds since `start`) until every write came.
+    let reader =
+        std::thread::spawn(move || subscribe(subscriber, &sub_keys, start, total, &ready_tx));
+    ready_rx
+        .recv()
+        .unwrap_or_else(|_| panic!("the subscriber failed"));
     // The writer, on the other edge; its acknowledgements are read and dropped by a
     // thread of their own.
     let mut writer = WsClient::connect(c.edges[1].1, "/ws", Some("ringline.v1.json"))
         .unwrap_or_else(|e| panic!("writer: {e}"));
     let mut out = writer.writer().unwrap_or_else(|e| panic!("{e}"));
     let acks = std::thread::spawn(move || while writer.recv_text().is_some() {});
-    let total = args.rate * (args.seconds + 1);
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     eprintln!(
         "[cluster_latency] writing {total} puts at {}/s for {} s ...",
@@ -212,10 +255,9 @@ fn main() {
         )
         .unwrap_or_else(|e| panic!("put: {e}"));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    let h = reader.join().unwrap_or_else(|_| panic!("reader"));
     let commits = commit_buckets(&c);
     drop(c);
-    let h = reader.join().unwrap_or_else(|_| panic!("reader"));
     let _ = acks.join();
     println!(
         "\n{}/s for {} s, keys on both stores, store `--sync {}`, edge `--workers {}`:\n",

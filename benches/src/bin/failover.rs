@@ -1,15 +1,17 @@
-//! Failover time: two stores, two edges, HAProxy in front. `--clients` clients
-//! connect to edge 1 and each subscribes to one key (keys on both stores) while a
-//! writer on edge 2 keeps writing a rising counter to every key. Edge 1 is killed with
-//! SIGKILL; every client reconnects through HAProxy with its last token and counts as
-//! caught up when it has received a value written after the kill. Prints the time from
-//! the kill to each client being caught up (median, p99, last).
+//! Failover time: two stores, two edges, HAProxy in front. `--clients` clients of the
+//! Rust SDK (`ringline-client`, tasks on two threads; URLs: edge 1, then HAProxy)
+//! subscribe to one key each (keys on both stores) on edge 1 while a writer on edge 2
+//! keeps writing a rising counter to every key. Edge 1 is killed with SIGKILL; every
+//! client moves to HAProxy and resumes by itself, and counts as caught up when it has
+//! received a value written after the kill. Prints the time from the kill to each
+//! client being caught up (median, p99, last).
 //!
 //! With `--sdk-procs P`, the same failover runs again with the TypeScript SDK's clients
-//! (`clients/js/bench/failover.mjs`, over P Node processes: the library reconnects,
-//! to the next of its URLs, and resumes by itself), rounds alternating, each on a fresh
-//! cluster; the table gives both and their ratio. Caught-up times of the Node clients
-//! are their wall clocks against this tool's at the kill (one host, one clock).
+//! (`clients/js/bench/failover.mjs`, over P Node processes) and with hand-written
+//! clients on bare frames (a thread each, reconnecting at once: the floor), rounds
+//! alternating, each on a fresh cluster; the table gives all three and the ratios.
+//! Caught-up times of the Node clients are their wall clocks against this tool's at the
+//! kill (one host, one clock).
 //!
 //! `cargo run --release -p benches --bin failover -- --clients 1000`
 //! `cargo run --release -p benches --bin failover -- --clients 1000 --sdk-procs 4 --rounds 3`
@@ -33,7 +35,8 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     keys: usize,
     /// Also run the same failover with the TypeScript SDK's clients over this many Node
-    /// processes, alternating rounds with this tool's own clients (0: only those).
+    /// processes and with hand-written clients on bare frames, alternating rounds with
+    /// this tool's own clients (the Rust SDK) (0: only those).
     #[arg(long, default_value_t = 0)]
     sdk_procs: usize,
     /// Milliseconds between the writer's rounds (one write to every key each).
@@ -54,12 +57,12 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 fn main() {
     let args = Args::parse();
     if args.sdk_procs == 0 {
-        let times = run(&args, Way::Threads);
-        table(&args, &[(Way::Threads, vec![times])]);
+        let times = run(&args, Way::RustSdk);
+        table(&args, &[(Way::RustSdk, vec![times])]);
         return;
     }
-    // Both ways, rounds alternating, each on a fresh cluster.
-    let ways = [Way::Threads, Way::Sdk];
+    // Every way, rounds alternating, each on a fresh cluster.
+    let ways = [Way::RustSdk, Way::Sdk, Way::Threads];
     let mut runs: Vec<(Way, Vec<Vec<Duration>>)> = ways.iter().map(|w| (*w, Vec::new())).collect();
     for round in 0..args.rounds {
         for k in 0..ways.len() {
@@ -80,7 +83,11 @@ fn main() {
 /// How the clients are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
-    /// A thread each in this process, hand-written: reconnect at once, resume by token.
+    /// The Rust client library (`ringline-client`), every client a task in this
+    /// process: the tool's own clients.
+    RustSdk,
+    /// A thread each in this process, hand-written on bare frames: reconnect at once,
+    /// resume by token (a floor: no backoff, no jitter, no library).
     Threads,
     /// The TypeScript library in Node processes (`clients/js/bench/failover.mjs`).
     Sdk,
@@ -89,7 +96,8 @@ enum Way {
 impl Way {
     fn name(self) -> &'static str {
         match self {
-            Self::Threads => "this tool's own clients (threads)",
+            Self::RustSdk => "the Rust SDK (this tool's clients)",
+            Self::Threads => "hand-written clients on bare frames (threads)",
             Self::Sdk => "the TypeScript SDK (Node processes)",
         }
     }
@@ -127,10 +135,11 @@ fn table(args: &Args, runs: &[(Way, Vec<Vec<Duration>>)]) {
         );
         lasts.push(at(1.0));
     }
-    if let [threads, sdk] = lasts[..] {
+    if let [rust, ts, floor] = lasts[..] {
         println!(
-            "\nSDK / own clients, last caught up: {:.2}",
-            sdk / threads.max(1.0)
+            "\nlast caught up, TypeScript SDK / Rust SDK (the tool's own): {:.2}; Rust SDK / bare frames: {:.2}",
+            ts / rust.max(1.0),
+            rust / floor.max(1.0)
         );
     }
 }
@@ -154,6 +163,7 @@ fn run(args: &Args, way: Way) -> Vec<Duration> {
         args.clients
     );
     let clients = match way {
+        Way::RustSdk => Clients::rust(args.clients, victim, front, &keys),
         Way::Threads => Clients::threads(args.clients, victim, front, &keys),
         Way::Sdk => Clients::sdk(args, victim, front, &keys),
     };
@@ -221,6 +231,12 @@ enum Clients {
         t0: Arc<std::sync::OnceLock<Instant>>,
     },
     Sdk(Vec<std::process::Child>),
+    RustSdk {
+        rt: tokio::runtime::Runtime,
+        tasks: Vec<tokio::task::JoinHandle<Duration>>,
+        killed_at_value: Arc<AtomicU64>,
+        t0: Arc<std::sync::OnceLock<Instant>>,
+    },
 }
 
 impl Clients {
@@ -242,6 +258,38 @@ impl Clients {
         ready.wait();
         Self::Threads {
             handles,
+            killed_at_value,
+            t0,
+        }
+    }
+
+    /// `n` clients of the Rust SDK, tasks on a runtime of two threads, every one with
+    /// its snapshot.
+    fn rust(n: usize, victim: SocketAddr, front: SocketAddr, keys: &[String]) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let killed_at_value = Arc::new(AtomicU64::new(u64::MAX));
+        let t0: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let ready = Arc::new(tokio::sync::Barrier::new(n + 1));
+        let tasks = (0..n)
+            .map(|i| {
+                let key = keys[i % keys.len()].clone();
+                let (k, r, t) = (
+                    Arc::clone(&killed_at_value),
+                    Arc::clone(&ready),
+                    Arc::clone(&t0),
+                );
+                let urls = vec![format!("ws://{victim}/ws"), format!("ws://{front}/ws")];
+                rt.spawn(async move { sdk_client(urls, key, &k, &r, &t).await })
+            })
+            .collect();
+        rt.block_on(ready.wait());
+        Self::RustSdk {
+            rt,
+            tasks,
             killed_at_value,
             t0,
         }
@@ -309,6 +357,24 @@ impl Clients {
                 // This process's CPU (the writer's share included).
                 (times, benches::cpu_secs("self") - cpu0)
             }
+            Self::RustSdk {
+                rt,
+                tasks,
+                killed_at_value,
+                t0,
+            } => {
+                let _ = t0.set(Instant::now());
+                let cpu0 = benches::cpu_secs("self");
+                killed_at_value.store(kill(), Ordering::Relaxed);
+                let times = rt.block_on(async {
+                    let mut times = Vec::new();
+                    for t in tasks {
+                        times.push(t.await.unwrap_or_else(|e| panic!("a client failed: {e}")));
+                    }
+                    times
+                });
+                (times, benches::cpu_secs("self") - cpu0)
+            }
             Self::Sdk(mut children) => {
                 use std::io::Write;
                 let t0 = std::time::SystemTime::now();
@@ -344,6 +410,52 @@ impl Clients {
             }
         }
     }
+}
+
+/// One client of the Rust SDK: subscribe (connected to the victim first, the balancer
+/// next), and after the kill return the time to the first value written since.
+async fn sdk_client(
+    urls: Vec<String>,
+    key: String,
+    killed_at_value: &AtomicU64,
+    ready: &tokio::sync::Barrier,
+    t0: &std::sync::OnceLock<Instant>,
+) -> Duration {
+    use futures_util::StreamExt;
+    use ringline_client::{Client, Config, Event};
+    let cfg = Config {
+        urls,
+        ..Config::new("")
+    };
+    let client = Client::connect(cfg);
+    let mut sub = client
+        .subscribe(&key)
+        .await
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let mut waiting = true;
+    while let Some(event) = sub.next().await {
+        match event {
+            Event::Snapshot { last: true, .. } if waiting => {
+                waiting = false;
+                ready.wait().await;
+            }
+            Event::Change {
+                op: wire::client::ChangeOp::Put { value, .. },
+                ..
+            } => {
+                let v = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+                if v.is_some_and(|v| v > killed_at_value.load(Ordering::Relaxed)) {
+                    client.close();
+                    return t0.get().map_or(Duration::ZERO, Instant::elapsed);
+                }
+            }
+            Event::Reset { reason } => panic!("reset: {reason}"),
+            _ => {}
+        }
+    }
+    panic!("the subscription ended before catching up")
 }
 
 /// One client: subscribe on `victim`, wait, then after the kill reconnect through
