@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the Rust flatbuffers code in wire/src/generated/ from schemas/*.fbs.
+# Regenerates the Rust flatbuffers code in wire/src/generated/ (and store/src/generated/)
+# from schemas/*.fbs, and the TypeScript client's in clients/js/src/generated/.
 #
 #   scripts/gen-schemas.sh          regenerate (writes wire/src/generated/*_generated.rs)
 #   scripts/gen-schemas.sh --check  regenerate into a temp dir and fail if the committed
@@ -73,6 +74,21 @@ for target in "${targets[@]}"; do
     echo "gen-schemas: wrote $(cd "$gen" && ls -- *_generated.rs | tr '\n' ' ')to $out/"
   fi
 done
+# The TypeScript client's binary form: every type of client.fbs, one file each, under
+# clients/js/src/generated/ (flatc's own layout: ringline/client/*.ts).
+ts_out="clients/js/src/generated"
+gen="$tmp/ts"
+mkdir -p "$gen"
+(cd "$root" && "$flatc" --ts --gen-all -o "$gen" schemas/client.fbs)
+if [[ $check -eq 1 ]]; then
+  diff -ru "$root/$ts_out" "$gen" || status=1
+else
+  rm -rf "${root:?}/$ts_out"
+  mkdir -p "$root/$ts_out"
+  cp -r "$gen"/. "$root/$ts_out/"
+  echo "gen-schemas: wrote the TypeScript types of client.fbs to $ts_out/"
+fi
+
 if [[ $check -eq 1 ]]; then
   if [[ $status -ne 0 ]]; then
     echo "gen-schemas: generated code is out of date with schemas/; run scripts/gen-schemas.sh and commit the result" >&2

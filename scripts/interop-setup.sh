@@ -3,7 +3,8 @@
 # repository (these folders are git-ignored):
 #   .venv-interop/      Python 3 venv with `websockets` and `openapi-spec-validator`
 #   .interop-node/      node_modules with `ws` (needs node + npm: Debian nodejs, npm)
-#   clients/js/node_modules/  the TypeScript client's pinned typescript, esbuild and ws (npm ci)
+#   clients/js/node_modules/  the TypeScript client's pinned typescript, esbuild, ws and
+#                             flatbuffers (npm ci)
 # and Debian's `chromium` for the headless-browser test and `haproxy` for the cluster
 # tests and `make cluster`, and `nginx` to test the shipped nginx config.
 set -euo pipefail
@@ -40,11 +41,11 @@ if [[ ! -d "$root/.interop-node/node_modules/ws" ]]; then
 fi
 # The TypeScript client's toolchain (the pinned `typescript`, and `ws` for its tests in
 # Node < 22), from its lock file.
-if [[ ! -x "$root/clients/js/node_modules/typescript/bin/tsc" || ! -e "$root/clients/js/node_modules/esbuild/bin/esbuild" ]]; then
+if [[ ! -x "$root/clients/js/node_modules/typescript/bin/tsc" || ! -e "$root/clients/js/node_modules/esbuild/bin/esbuild" || ! -e "$root/clients/js/node_modules/flatbuffers/package.json" ]]; then
   if ! command -v npm >/dev/null 2>&1; then
     echo "interop: installing node and npm (Debian) ..." >&2
     apt_install nodejs npm
   fi
-  echo "interop: installing clients/js's dev dependencies (npm ci) ..." >&2
+  echo "interop: installing clients/js's dependencies (npm ci) ..." >&2
   (cd "$root/clients/js" && npm ci --silent --no-audit --no-fund >/dev/null)
 fi

@@ -31,6 +31,13 @@ pub fn cpu_secs(pid: &str) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// The median of `v` (the upper one of an even count; 0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// Start a server process and wait for its log line containing `marker`; the address
 /// is read from that line's `listen=ADDR` field, or else its last word. The rest of
 /// its log is drained in the background so that it never blocks on a full pipe.

@@ -116,6 +116,7 @@ fn the_typescript_client_passes_its_unit_and_live_tests() {
     );
     eprintln!("[js] unit tests ...");
     node_test("test/unit.test.mjs", &[]);
+    node_test("test/binary.test.mjs", &[]);
     eprintln!("[js] starting 2 stores, 2 edges, HAProxy ...");
     let c = LocalCluster::start(&[]);
     eprintln!("[js] live tests ...");

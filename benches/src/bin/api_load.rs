@@ -19,7 +19,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use benches::cpu_secs;
+use benches::{cpu_secs, median};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -151,12 +151,6 @@ fn run_ws(addr: SocketAddr, secs: u64) -> u64 {
         let _ = ws.recv_text();
     }
     done
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn main() {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use benches::{cpu_secs, spawn_listening};
+use benches::{cpu_secs, median, spawn_listening};
 use clap::Parser;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
@@ -171,12 +171,6 @@ fn put_cost(rounds: usize, secs: u64) -> Vec<f64> {
         out.push(ns);
     }
     out
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn main() {

@@ -11,7 +11,8 @@ import { type Entry, type Member, type Msg, type Output, type PresenceEvent, Ses
  * `WebSocket`, or the `ws` package's). */
 export interface WebSocketLike {
   readonly readyState: number;
-  send(data: string): void;
+  binaryType?: string;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
   onopen: ((ev: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
@@ -21,6 +22,29 @@ export interface WebSocketLike {
 
 /** A WebSocket constructor. */
 export type WebSocketCtor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** A form of the client protocol: its subprotocol, and its messages to and from the
+ * message objects the library works with (`{ op, id, ... }`, as in the JSON form). */
+export interface Codec {
+  readonly protocol: string;
+  encode(msg: Record<string, unknown>): string | Uint8Array;
+  /** `undefined`: not a message of this form. */
+  decode(data: string | ArrayBuffer | Uint8Array): Record<string, unknown> | undefined;
+}
+
+/** The JSON text form (`ringline.v1.json`), the default. */
+export const jsonCodec: Codec = {
+  protocol: "ringline.v1.json",
+  encode: (msg) => JSON.stringify(msg),
+  decode: (data) => {
+    const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+    try {
+      return JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  },
+};
 
 /** Where subscriptions' tokens are kept across page loads (`localStorage` fits). */
 export interface TokenStorage {
@@ -41,6 +65,9 @@ export interface Options {
   getToken?: () => Promise<string | undefined>;
   /** The WebSocket implementation [default: the global `WebSocket`]. */
   WebSocket?: WebSocketCtor;
+  /** The protocol's form: JSON (the default), or `binary` from `ringline/binary`
+   * (flatbuffers; values are then bytes). */
+  codec?: Codec;
   /** First wait before reconnecting, doubled after each failure [100 ms]. */
   backoffMinMs?: number;
   /** Longest wait before reconnecting [10 s]. */
@@ -152,7 +179,8 @@ export class Subscription implements AsyncIterable<SubEvent> {
 
 /** A Ringline client. */
 export class Ringline {
-  private readonly opts: Required<Omit<Options, "url" | "token" | "getToken" | "storage" | "WebSocket">>;
+  private readonly opts: Required<Omit<Options, "url" | "token" | "getToken" | "storage" | "WebSocket" | "codec">>;
+  private readonly codec: Codec;
   private readonly Ws: WebSocketCtor;
   private readonly session: Session;
   private readonly answers = new Map<number, { resolve(m: Record<string, unknown>): void; reject(e: RinglineError): void }>();
@@ -184,6 +212,7 @@ export class Ringline {
     const Ws = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
     if (!Ws) throw new TypeError("no WebSocket: pass options.WebSocket (the `ws` package in Node < 22)");
     this.Ws = Ws;
+    this.codec = options.codec ?? jsonCodec;
     this.storage = options.storage !== undefined ? options.storage : ((globalThis as { localStorage?: TokenStorage }).localStorage ?? null);
     this.token = options.token;
     this.backoff = this.opts.backoffMinMs;
@@ -330,7 +359,8 @@ export class Ringline {
     this.nextUrl = (this.nextUrl + 1) % this.opts.urls.length;
     let ws: WebSocketLike;
     try {
-      ws = new this.Ws(url, "ringline.v1.json");
+      ws = new this.Ws(url, this.codec.protocol);
+      ws.binaryType = "arraybuffer";
     } catch (e) {
       this.lost(false, String(e));
       return;
@@ -375,14 +405,8 @@ export class Ringline {
 
   private message(data: unknown): void {
     this.heardAt = Date.now();
-    const text = typeof data === "string" ? data : new TextDecoder().decode(data as ArrayBuffer);
-    let m: Record<string, unknown>;
-    try {
-      m = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    for (const out of this.session.handle(m)) this.route(out);
+    const m = this.codec.decode(data as string | ArrayBuffer | Uint8Array);
+    if (m) for (const out of this.session.handle(m)) this.route(out);
   }
 
   private route(out: Output): void {
@@ -466,7 +490,7 @@ export class Ringline {
 
   private sendRaw(msg: Record<string, unknown>): void {
     const ws = this.ws;
-    if (ws && ws.readyState === 1) ws.send(JSON.stringify(msg));
+    if (ws && ws.readyState === 1) ws.send(this.codec.encode(msg));
   }
 }
 

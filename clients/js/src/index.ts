@@ -3,7 +3,7 @@
 // reconnects and edges, calls made while offline wait and are sent with a msg_id, and
 // errors are typed (errors.ts).
 
-export { Ringline, Subscription } from "./client.js";
-export type { ClientEvent, Handlers, Options, SubOptions, TokenStorage, WebSocketCtor, WebSocketLike } from "./client.js";
+export { Ringline, Subscription, jsonCodec } from "./client.js";
+export type { ClientEvent, Codec, Handlers, Options, SubOptions, TokenStorage, WebSocketCtor, WebSocketLike } from "./client.js";
 export * from "./errors.js";
 export type { Entry, Member, PresenceEvent, SubEvent, Target } from "./session.js";

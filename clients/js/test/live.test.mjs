@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { Ringline, Conflict, Forbidden } from "../dist/index.js";
+import { binary } from "../dist/binary.js";
 
 const url = process.env.RINGLINE_URL;
 const killPid = Number(process.env.RINGLINE_KILL_PID ?? 0);
@@ -37,6 +38,33 @@ test("snapshot then changes, typed errors, presence", { skip, timeout: 30_000 },
   const room = `room/{js-${Date.now()}}`;
   await c.join(room, { name: "a" });
   assert.equal(await c.count(room), 1);
+});
+
+test("the binary form: bytes in and out, snapshot then changes, typed errors, presence", { skip, timeout: 30_000 }, async (t) => {
+  const c = connect({ codec: binary });
+  t.after(() => c.close());
+  const raw = new Uint8Array([0, 255, 1, 254]);
+  const { version } = await c.put("bin/{1}/k", raw);
+  const got = await c.get("bin/{1}/k");
+  assert.deepEqual([...got.value], [...raw]);
+  assert.equal(got.version, version);
+  const seen = [];
+  let resolve;
+  const done = new Promise((r) => (resolve = r));
+  c.subscribe("bin/{1}/k", {
+    onSnapshot: (entries) => seen.push(["snapshot", entries.map((e) => [...e.value])]),
+    onChange: (ch) => { seen.push(["change", new TextDecoder().decode(ch.value)]); resolve(); },
+  });
+  while (seen.length === 0) await new Promise((r) => setTimeout(r, 10));
+  await c.put("bin/{1}/k", "text, as UTF-8");
+  await done;
+  assert.deepEqual(seen, [["snapshot", [[...raw]]], ["change", "text, as UTF-8"]]);
+  await assert.rejects(c.put("bin/{1}/k", "x", { ifVersion: 1 }), Conflict);
+  const room = `room/{bin-${Date.now()}}`;
+  await c.join(room, { name: "b" });
+  assert.equal(await c.count(room), 1);
+  const page = await c.presence(room);
+  assert.equal(page.members[0].metas[0].meta.name, "b");
 });
 
 test("200 subscribers through HAProxy get 5,000 sequenced writes exactly once, in order, across an edge SIGKILL", { skip: skip || (killPid ? false : "RINGLINE_KILL_PID is not set"), timeout: 90_000 }, async () => {
