@@ -1,7 +1,8 @@
 //! Publishing over the HTTP API against over a WebSocket: the edge's CPU per publish.
 //! One edge (one worker) in front of two stores (no fsync); one client, three ways,
 //! rounds alternating:
-//! - `ws`: a `/ws` JSON connection keeping 64 `pub` requests in flight;
+//! - `ws`: a `/ws` JSON connection keeping 32 `pub` requests in flight (the HTTP
+//!   API's pipeline depth, so that both ways batch alike);
 //! - `http`: a keep-alive HTTP/1.1 connection pipelining 32 `POST /v1/publish` of one
 //!   message each;
 //! - `http batch`: the same connection style, 4 requests of 100 messages in flight.
@@ -30,7 +31,13 @@ struct Args {
     /// Seconds per way per round.
     #[arg(long, default_value_t = 3)]
     seconds: u64,
+    /// Only this way (`ws`, `http`, `batch`), for a profile of one [default: all].
+    #[arg(long)]
+    only: Option<String>,
 }
+
+/// Requests in flight, either way: the HTTP API's pipeline depth.
+const WINDOW: usize = 32;
 
 /// A 64-byte JSON value.
 const VALUE: &str = r#"{"text":"a message of sixty-four bytes, give or take a few bytes"}"#;
@@ -44,9 +51,17 @@ enum Way {
 }
 
 impl Way {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Http => "http",
+            Self::HttpBatch => "batch",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
-            Self::Ws => "ws, 64 in flight",
+            Self::Ws => "ws, 32 in flight",
             Self::Http => "http, 32 pipelined, 1 message each",
             Self::HttpBatch => "http, 4 pipelined, 100 messages each",
         }
@@ -122,7 +137,7 @@ fn run_http(addr: SocketAddr, secs: u64, window: usize, per: u64) -> u64 {
     done
 }
 
-/// Publish over `/ws` for `secs`, 64 in flight: the messages published.
+/// Publish over `/ws` for `secs`, [`WINDOW`] in flight: the messages published.
 fn run_ws(addr: SocketAddr, secs: u64) -> u64 {
     let mut ws = benches::ws::WsClient::connect(addr, "/ws", Some("ringline.v1.json"))
         .unwrap_or_else(|e| panic!("connect: {e}"));
@@ -134,7 +149,7 @@ fn run_ws(addr: SocketAddr, secs: u64) -> u64 {
         )
     };
     let mut id = 0u64;
-    for _ in 0..64 {
+    for _ in 0..WINDOW {
         id += 1;
         benches::ws::send_text(&mut w, &publish(id)).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -147,7 +162,7 @@ fn run_ws(addr: SocketAddr, secs: u64) -> u64 {
         id += 1;
         benches::ws::send_text(&mut w, &publish(id)).unwrap_or_else(|e| panic!("{e}"));
     }
-    for _ in 0..64 {
+    for _ in 0..WINDOW {
         let _ = ws.recv_text();
     }
     done
@@ -160,7 +175,12 @@ fn main() {
         panic!("no edge")
     };
     let pid = edge.id().to_string();
-    let ways = [Way::Ws, Way::Http, Way::HttpBatch];
+    let all = [Way::Ws, Way::Http, Way::HttpBatch];
+    let ways: Vec<Way> = all
+        .into_iter()
+        .filter(|w| args.only.as_deref().is_none_or(|o| o == w.flag()))
+        .collect();
+    eprintln!("[api_load] edge pid {pid}");
     // Per way: (publishes per edge CPU-second, publishes per second), one per round.
     let mut figures: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); ways.len()];
     for round in 0..args.rounds {
@@ -171,7 +191,7 @@ fn main() {
             let (cpu0, t0) = (cpu_secs(&pid), Instant::now());
             let done = match way {
                 Way::Ws => run_ws(*addr, args.seconds),
-                Way::Http => run_http(*addr, args.seconds, 32, 1),
+                Way::Http => run_http(*addr, args.seconds, WINDOW, 1),
                 Way::HttpBatch => run_http(*addr, args.seconds, 4, 100),
             };
             let (cpu, wall) = (cpu_secs(&pid) - cpu0, t0.elapsed().as_secs_f64());

@@ -112,9 +112,17 @@ impl Slot {
     }
 }
 
-/// The next whole request (head and body) taken off the front of `buf`; `Ok(None)`
-/// while it is not all there.
-fn next_request(buf: &mut Vec<u8>, max_body: usize) -> Result<Option<Vec<u8>>, ApiError> {
+/// A whole request at the start of a buffer.
+#[derive(Debug)]
+struct Framed<'a> {
+    head: Head<'a>,
+    body: &'a [u8],
+    /// The bytes it takes, head and body.
+    len: usize,
+}
+
+/// The request at the start of `buf`, if it is all there; `Ok(None)` while it is not.
+fn next_request(buf: &[u8], max_body: usize) -> Result<Option<Framed<'_>>, ApiError> {
     let Some((head, n)) = http_api::parse_head(buf, &API_LIMITS)? else {
         return Ok(None);
     };
@@ -124,12 +132,8 @@ fn next_request(buf: &mut Vec<u8>, max_body: usize) -> Result<Option<Vec<u8>>, A
             max: max_body,
         });
     }
-    let whole = n + head.content_length;
-    if buf.len() < whole {
-        return Ok(None);
-    }
-    let rest = buf.split_off(whole);
-    Ok(Some(std::mem::replace(buf, rest)))
+    let len = n + head.content_length;
+    Ok(buf.get(n..len).map(|body| Framed { head, body, len }))
 }
 
 /// The token of an `Authorization: Bearer` header (RFC 6750 §2.1: the scheme is
@@ -183,19 +187,26 @@ impl Conn {
     /// Take whole requests from the buffer while there is room in the pipeline; send
     /// what answers are ready.
     pub(crate) fn api_read(&mut self, now: Tick, ctx: &mut Ctx<'_>) {
+        let Life::Api(api) = &mut self.life else {
+            return;
+        };
+        // Requests are read in place; what they took is dropped once, at the end.
+        let mut buf = std::mem::take(&mut api.buf);
+        let mut at = 0;
         loop {
             let Life::Api(api) = &mut self.life else {
+                // It became an event stream: what follows is not read.
                 return;
             };
             if api.last || api.slots.len() >= MAX_PIPELINE {
                 break;
             }
-            match next_request(&mut api.buf, ctx.cfg.max_message) {
+            match next_request(buf.get(at..).unwrap_or_default(), ctx.cfg.max_message) {
                 Ok(None) => break,
-                Ok(Some(raw)) => {
-                    api.started = if api.buf.is_empty() { 0 } else { now };
-                    // `None`: the connection became an event stream.
-                    let Some(slot) = self.api_request(&raw, now, ctx) else {
+                Ok(Some(req)) => {
+                    at += req.len;
+                    api.started = if at == buf.len() { 0 } else { now };
+                    let Some(slot) = self.api_request(&req.head, req.body, now, ctx) else {
                         return;
                     };
                     if let Life::Api(api) = &mut self.life {
@@ -205,33 +216,38 @@ impl Conn {
                 }
                 Err(e) => {
                     WorkerMetrics::add(&ctx.metrics.api_refused, 1);
-                    api.buf = Vec::new();
+                    at = buf.len();
                     api.last = true;
                     api.slots.push_back(Slot::error(&e, false));
                 }
             }
+        }
+        buf.drain(..at.min(buf.len()));
+        if let Life::Api(api) = &mut self.life {
+            api.buf = buf;
         }
         self.api_flush(now);
     }
 
     /// One whole request, taken: its slot (`None`: the connection became an event
     /// stream).
-    fn api_request(&mut self, raw: &[u8], now: Tick, ctx: &mut Ctx<'_>) -> Option<Slot> {
-        let Ok(Some((head, n))) = http_api::parse_head(raw, &API_LIMITS) else {
-            // `next_request` parsed this very head.
-            return Some(Slot::error(&ApiError::Malformed("head"), false));
-        };
-        let body = raw.get(n..).unwrap_or_default();
+    fn api_request(
+        &mut self,
+        head: &Head<'_>,
+        body: &[u8],
+        now: Tick,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Slot> {
         let keep_alive = head.keep_alive && !ctx.draining;
         WorkerMetrics::add(&ctx.metrics.api_requests, 1);
         if head.path == "/v1/events" {
             let pipelined = matches!(&self.life, Life::Api(api) if !api.slots.is_empty());
-            return match self.start_events(&head, pipelined, now, ctx) {
+            return match self.start_events(head, pipelined, now, ctx) {
                 Ok(()) => None,
                 Err(super::events::Refused(bytes)) => Some(Slot::ready(bytes, true)),
             };
         }
-        Some(self.api_call(&head, body, keep_alive, now, ctx))
+        Some(self.api_call(head, body, keep_alive, now, ctx))
     }
 
     /// A request of the API proper (or another page): its slot.
@@ -402,23 +418,35 @@ impl Conn {
     /// The hub's answer to one of this connection's requests. `true`: requests wait
     /// in the buffer and the pipeline has room again (call [`Conn::api_read`]).
     pub fn handle_api_answer(&mut self, msg: &Response<'static>, now: Tick) -> bool {
-        let Life::Api(api) = &mut self.life else {
+        let Self { life, out, .. } = self;
+        let Life::Api(api) = life else {
             return false;
         };
         let Some(id) = msg.id() else {
             return false;
         };
-        let slot = api.slots.iter_mut().find(|s| {
+        let found = api.slots.iter().position(|s| {
             id.checked_sub(s.first)
                 .and_then(|i| s.answers.get(usize::try_from(i).ok()?))
                 .is_some_and(Option::is_none)
         });
-        if let Some(s) = slot {
-            let i = (id - s.first) as usize;
-            if let Some(a) = s.answers.get_mut(i) {
-                *a = Some(msg.clone());
+        if let Some((k, s)) = found.and_then(|k| Some((k, api.slots.get_mut(k)?))) {
+            if s.batch {
+                if let Some(a) = s.answers.get_mut((id - s.first) as usize) {
+                    *a = Some(msg.clone());
+                }
+                s.render_if_done();
+            } else if k == 0 {
+                // The next answer out: written straight into the send queue.
+                let keep_alive = s.keep_alive;
+                api.slots.pop_front();
+                out.push_with(&mut |v| http_api::write_answer(v, msg, keep_alive));
+            } else {
+                let mut v = Vec::new();
+                http_api::write_answer(&mut v, msg, s.keep_alive);
+                s.answers.clear();
+                s.ready = Some(v);
             }
-            s.render_if_done();
         }
         let room = api.slots.len() <= MAX_PIPELINE && !api.buf.is_empty() && !api.last;
         self.api_flush(now);
@@ -480,23 +508,27 @@ mod tests {
     #[test]
     fn requests_are_taken_whole_one_at_a_time() {
         let mut buf = b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 3\r\n\r\n12".to_vec();
-        assert_eq!(next_request(&mut buf, 100), Ok(None));
+        assert!(matches!(next_request(&buf, 100), Ok(None)));
         buf.extend_from_slice(b"3GET /v1/keys/k HTTP/1.1\r\n\r\nGET");
-        let first = next_request(&mut buf, 100).unwrap().unwrap();
-        assert!(first.ends_with(b"\r\n\r\n123"));
-        let second = next_request(&mut buf, 100).unwrap().unwrap();
-        assert_eq!(second, b"GET /v1/keys/k HTTP/1.1\r\n\r\n");
-        assert_eq!(buf, b"GET");
-        assert_eq!(next_request(&mut buf, 100), Ok(None));
+        let first = next_request(&buf, 100).unwrap().unwrap();
+        assert_eq!((first.head.method, first.body), ("PUT", &b"123"[..]));
+        let rest = &buf[first.len..];
+        let second = next_request(rest, 100).unwrap().unwrap();
+        assert_eq!(
+            (second.head.method, second.body.len(), second.len),
+            ("GET", 0, 27)
+        );
+        assert_eq!(&rest[second.len..], b"GET");
+        assert!(matches!(next_request(&rest[second.len..], 100), Ok(None)));
     }
 
     #[test]
     fn a_body_over_the_limit_is_refused_before_it_is_read() {
-        let mut buf = b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec();
-        assert_eq!(
-            next_request(&mut buf, 100),
+        let buf = b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec();
+        assert!(matches!(
+            next_request(&buf, 100),
             Err(ApiError::BodyTooLarge { len: 101, max: 100 })
-        );
+        ));
     }
 
     #[test]
