@@ -18,6 +18,12 @@
 //! saturates a core says so in the table. With `--edge-pid`, the edges' CPU over the
 //! measured window is read from `/proc`, giving deliveries per edge core.
 //!
+//! Its connections are lean hand-written clients on bare frames (`benches::ws`), not
+//! the client library: tens of thousands of them per process, each a few hundred
+//! bytes and no task, so that the generator is not what a measurement measures. The
+//! tools that measure what a user's client sees (`failover`, `cluster_latency`) use
+//! the Rust client library.
+//!
 //! `cargo run --release -p benches --bin loadgen -- fanout --target 127.0.0.1:8080
 //!  --conns 10000 --keys 1 --rate 40 --seconds 10 --edge-pid $(pgrep -x edge)`
 #![allow(clippy::panic)] // a measuring tool should stop loudly on any failure
