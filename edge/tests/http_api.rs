@@ -336,7 +336,7 @@ fn pipelined_requests_past_the_pipelines_depth_are_answered_in_order() {
     }
     // `Connection: close` is answered, then the connection ends.
     let mut s = r.into_inner();
-    s.write_all(b"GET /v1/keys/p%2F1 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /v1/keys/p%2F1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut r = BufReader::new(s);
     let a = read_answer(&mut r);

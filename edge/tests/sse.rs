@@ -294,7 +294,7 @@ fn an_id_older_than_the_log_gets_a_reset_and_a_fresh_snapshot_through_haproxy() 
         let body = v.to_string();
         write!(
             all,
-            "PUT /v1/keys/{path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            "PUT /v1/keys/{path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();

@@ -205,7 +205,8 @@ impl Worker {
             if conn.is_api() {
                 // An HTTP API request's answer (nothing else goes to one).
                 if let Out::Msg(_, msg) = o {
-                    if conn.handle_api_answer(msg, self.wheel.now()) {
+                    if conn.handle_api_answer(msg, self.wheel.now()) && resume.last() != Some(&key)
+                    {
                         resume.push(key);
                     }
                     touched.push(key);

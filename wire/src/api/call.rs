@@ -202,7 +202,8 @@ mod tests {
     use super::*;
     use crate::handshake::HandshakeLimits;
 
-    fn call_of(raw: &str) -> Result<Call<'_>, ApiError> {
+    fn call_of(raw: &str) -> Result<Call<'static>, ApiError> {
+        let raw: &'static str = Box::leak(super::super::head::with_host(raw).into_boxed_str());
         let (head, n) = super::super::head::parse_head(raw.as_bytes(), &HandshakeLimits::default())
             .unwrap()
             .unwrap();

@@ -19,6 +19,10 @@ pub enum ApiError {
     /// A body framed other than by `Content-Length`.
     #[error("a body needs Content-Length (chunked bodies are not read)")]
     LengthRequired,
+    /// Requests sent so far ahead of their answers that the bytes waiting pass one
+    /// whole request at its largest.
+    #[error("too many requests pipelined ahead of their answers")]
+    PipelineFull,
     /// A body over the edge's message limit.
     #[error("body is {len} bytes, the limit is {max}")]
     BodyTooLarge {
@@ -52,6 +56,7 @@ impl ApiError {
             Self::HeadTooLarge => Status::HeaderFieldsTooLarge,
             Self::LengthRequired => Status::LengthRequired,
             Self::BodyTooLarge { .. } => Status::PayloadTooLarge,
+            Self::PipelineFull => Status::TooManyRequests,
             Self::NotFound => Status::NotFound,
             Self::MethodNotAllowed(_) => Status::MethodNotAllowed,
             Self::Invalid(ClientErrorKind::KeyTooLong { .. }) => Status::PayloadTooLarge,
@@ -73,6 +78,7 @@ impl ApiError {
             Self::HeadTooLarge => "head_too_large",
             Self::LengthRequired => "length_required",
             Self::BodyTooLarge { .. } => "too_large",
+            Self::PipelineFull => "rate_limited",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
         }
@@ -88,6 +94,7 @@ impl ApiError {
                 | Self::HeadTooLarge
                 | Self::LengthRequired
                 | Self::BodyTooLarge { .. }
+                | Self::PipelineFull
         )
     }
 }

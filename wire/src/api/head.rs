@@ -37,6 +37,8 @@ pub struct Head<'a> {
     pub last_event_id: Option<&'a str>,
     /// The `Origin` header.
     pub origin: Option<&'a str>,
+    /// The `X-Forwarded-For` header (from a balancer in front).
+    pub x_forwarded_for: Option<&'a str>,
 }
 
 /// Iterate the comma-separated tokens of a header value, trimmed.
@@ -79,28 +81,37 @@ pub fn parse_head<'a>(
         cookie: None,
         last_event_id: None,
         origin: None,
+        x_forwarded_for: None,
     };
-    let mut lengths = 0usize;
+    let (mut lengths, mut hosts, mut close, mut keep) = (0usize, 0usize, false, false);
     for h in req.headers.iter() {
-        let Ok(value) = std::str::from_utf8(h.value.trim_ascii()) else {
-            continue;
-        };
         let name = h.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
+        // The framing headers first, whatever their bytes: one ignored for bytes that
+        // are not text would frame the body differently from a proxy in front.
+        if is("transfer-encoding") {
+            return Err(ApiError::LengthRequired);
+        }
+        let value = std::str::from_utf8(h.value.trim_ascii());
         if is("content-length") {
             lengths += 1;
             // RFC 9110 §8.6: a value that is not one decimal number is unrecoverable.
             head.content_length = value
-                .parse()
-                .map_err(|_| ApiError::Malformed("Content-Length is not a number"))?;
-        } else if is("transfer-encoding") {
-            return Err(ApiError::LengthRequired);
-        } else if is("connection") {
-            if tokens(value).any(|t| t.eq_ignore_ascii_case("close")) {
-                head.keep_alive = false;
-            } else if tokens(value).any(|t| t.eq_ignore_ascii_case("keep-alive")) {
-                head.keep_alive = true;
-            }
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+                .ok_or(ApiError::Malformed("Content-Length is not a number"))?;
+            continue;
+        }
+        if is("host") {
+            hosts += 1;
+        }
+        let Ok(value) = value else {
+            continue;
+        };
+        if is("connection") {
+            close |= tokens(value).any(|t| t.eq_ignore_ascii_case("close"));
+            keep |= tokens(value).any(|t| t.eq_ignore_ascii_case("keep-alive"));
         } else if is("authorization") {
             head.authorization = Some(value);
         } else if is("if-match") {
@@ -115,12 +126,22 @@ pub fn parse_head<'a>(
             head.last_event_id = Some(value);
         } else if is("origin") {
             head.origin = Some(value);
+        } else if is("x-forwarded-for") {
+            head.x_forwarded_for = Some(value);
         }
     }
     // RFC 9112 §6.3 (5): differing Content-Length values are unrecoverable.
     if lengths > 1 {
         return Err(ApiError::Malformed("more than one Content-Length"));
     }
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field and to any request
+    // message that contains more than one Host header field".
+    if (req.version == Some(1) && hosts == 0) || hosts > 1 {
+        return Err(ApiError::Malformed("one Host header is required"));
+    }
+    // `close` anywhere wins; HTTP/1.0 stays open only when asked.
+    head.keep_alive = !close && (head.keep_alive || keep);
     Ok(Some((head, head_len)))
 }
 
@@ -138,6 +159,9 @@ pub fn percent_decode(s: &str, plus: bool) -> Option<std::borrow::Cow<'_, str>> 
         match b {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -175,11 +199,25 @@ pub fn query_param<'a>(
     Some(percent_decode(pair.1, true).ok_or(ApiError::Malformed("a query parameter is not UTF-8")))
 }
 
+/// `raw` with a `Host` header after its request line if it has none (for tests of
+/// what is beside the point of a Host).
+#[cfg(test)]
+pub(crate) fn with_host(raw: &str) -> String {
+    if raw.to_ascii_lowercase().contains("\r\nhost:") {
+        return raw.to_owned();
+    }
+    match raw.split_once("\r\n") {
+        Some((line, rest)) => format!("{line}\r\nHost: x\r\n{rest}"),
+        None => raw.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Decoded<Head<'_>>, ApiError> {
+    fn parse(s: &str) -> Result<Decoded<Head<'static>>, ApiError> {
+        let s: &'static str = Box::leak(with_host(s).into_boxed_str());
         parse_head(s.as_bytes(), &HandshakeLimits::default())
     }
 
@@ -229,6 +267,41 @@ mod tests {
             parse("\x01\x02 nonsense\r\n\r\n"),
             Err(ApiError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn framing_is_strict_where_a_proxy_might_read_it_otherwise() {
+        fn strict(s: &str) -> Result<Decoded<Head<'_>>, ApiError> {
+            parse_head(s.as_bytes(), &HandshakeLimits::default())
+        }
+        assert!(matches!(
+            strict("GET / HTTP/1.1\r\n\r\n"),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(matches!(
+            strict("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(ApiError::Malformed(_))
+        ));
+        assert!(
+            strict("GET / HTTP/1.0\r\n\r\n").is_ok(),
+            "HTTP/1.0 needs no Host"
+        );
+        for cl in ["+5", "5 5", "0x5", ""] {
+            let raw = format!("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: {cl}\r\n\r\n");
+            assert!(
+                matches!(strict(&raw), Err(ApiError::Malformed(_))),
+                "{cl:?}"
+            );
+        }
+        let not_text = b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\x80\r\n\r\n";
+        assert!(parse_head(not_text, &HandshakeLimits::default()).is_err());
+        let te = b"PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\x80\r\n\r\n";
+        assert!(parse_head(te, &HandshakeLimits::default()).is_err());
+        // `close` wins wherever it is.
+        let both =
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n";
+        assert!(!strict(both).unwrap().unwrap().0.keep_alive);
+        assert_eq!(percent_decode("%+1", false), None);
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub fn event_of<'m>(msg: &'m Response<'_>) -> (&'static str, Option<&'m str>) {
         Response::Change { token, .. } => ("change", Some(token)),
         Response::Resumed { token, .. } => ("resumed", Some(token)),
         Response::Reset { .. } => ("reset", None),
-        Response::Error { .. } => ("error", None),
+        // Not `error`: a browser's EventSource fires that for its own connection errors.
+        Response::Error { .. } => ("failure", None),
         Response::Value { .. }
         | Response::Ok { .. }
         | Response::Members { .. }
@@ -162,16 +163,17 @@ pub fn max_event_id_len(subs: &[Request<'_>], partitions: u32) -> usize {
     tokens + subs.len().saturating_sub(1)
 }
 
-/// Each of `n` subscriptions' resume token in event id `id` ([`event_id`]); all `None`
-/// (fresh snapshots) when there is no id or it does not hold `n` parts.
+/// Each of `n` subscriptions' resume token in event id `id` ([`event_id`]): an id
+/// holds the tokens of the subscriptions up to the last that had one, so missing
+/// trailing parts are fresh snapshots; all are when there is no id or it holds more
+/// than `n` parts (it was not this stream's).
 fn split_id(id: Option<&str>, n: usize) -> Vec<Option<&str>> {
     let parts: Vec<&str> = id.map(|i| i.split('.').collect()).unwrap_or_default();
-    if parts.len() != n {
+    if parts.len() > n {
         return vec![None; n];
     }
-    parts
-        .into_iter()
-        .map(|p| (!p.is_empty()).then_some(p))
+    (0..n)
+        .map(|i| parts.get(i).copied().filter(|p| !p.is_empty()))
         .collect()
 }
 
@@ -190,7 +192,8 @@ mod tests {
     use super::*;
     use crate::handshake::HandshakeLimits;
 
-    fn head(raw: &str) -> Head<'_> {
+    fn head(raw: &str) -> Head<'static> {
+        let raw: &'static str = Box::leak(super::super::head::with_host(raw).into_boxed_str());
         super::super::head::parse_head(raw.as_bytes(), &HandshakeLimits::default())
             .unwrap()
             .unwrap()
@@ -217,6 +220,13 @@ mod tests {
             reason: "r".into(),
         };
         assert_eq!(event_of(&reset), ("reset", None));
+        let error = Response::Error {
+            id: Some(1),
+            code: crate::client::ErrorCode::Unavailable,
+            message: "m".into(),
+            version: None,
+        };
+        assert_eq!(event_of(&error), ("failure", None));
     }
 
     fn subs(raw: &str) -> Result<Vec<Request<'static>>, ApiError> {
@@ -252,13 +262,18 @@ mod tests {
                 sub(3, Target::Key("b".into()), Some("t3")),
             ])
         );
-        // An id of another shape: every one from a fresh snapshot.
+        // An id of the subscriptions up to the last with a position: the rest start
+        // fresh; one of more parts than subscriptions: all do.
         assert_eq!(
             subs("GET /v1/events?sub=a&sub=b HTTP/1.1\r\nLast-Event-ID: t1\r\n\r\n"),
             Ok(vec![
-                sub(1, Target::Key("a".into()), None),
+                sub(1, Target::Key("a".into()), Some("t1")),
                 sub(2, Target::Key("b".into()), None),
             ])
+        );
+        assert_eq!(
+            subs("GET /v1/events?sub=a HTTP/1.1\r\nLast-Event-ID: t1.t2\r\n\r\n"),
+            Ok(vec![sub(1, Target::Key("a".into()), None)])
         );
         let many = format!("GET /v1/events?{} HTTP/1.1\r\n\r\n", "sub=a&".repeat(17));
         for bad in [
@@ -304,6 +319,8 @@ mod tests {
         );
         assert_eq!(split_id(Some("t1..t3"), 3), [Some("t1"), None, Some("t3")]);
         assert_eq!(split_id(Some("t1"), 1), [Some("t1")]);
+        assert_eq!(split_id(Some("t1"), 3), [Some("t1"), None, None]);
+        assert_eq!(split_id(Some("a.b"), 1), [None]);
         assert_eq!(split_id(None, 2), [None, None]);
     }
 

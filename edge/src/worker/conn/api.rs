@@ -56,12 +56,17 @@ pub struct Api {
     /// No more requests are taken: the last one said `Connection: close`, or could not
     /// be framed, or the edge is draining.
     last: bool,
-    /// When the request now arriving started (0: none is): it must be whole within the
+    /// When the request now arriving started (`None`: none is): it must be whole within the
     /// handshake timeout.
-    started: Tick,
+    started: Option<Tick>,
     /// The last token verified, and the tick it expires (its identity is the
     /// connection's).
     token: Option<(String, Tick)>,
+    /// The client a balancer's PROXY header named, if any.
+    client: Option<std::net::IpAddr>,
+    /// Counted against its source address's limits (at its first whole request,
+    /// whose `X-Forwarded-For` a trusted balancer's connection is counted by).
+    counted: bool,
 }
 
 /// One request, from the time it is taken until its answer is sent.
@@ -88,6 +93,13 @@ impl Slot {
             keep_alive,
             ready: Some(bytes),
         }
+    }
+
+    /// An `error` of `code` the edge answers itself, at once.
+    fn refused(code: ErrorCode, message: &'static str, keep_alive: bool) -> Self {
+        let mut v = Vec::new();
+        http_api::write_answer(&mut v, &refusal(code, message), keep_alive);
+        Self::ready(v, keep_alive)
     }
 
     /// `e`, answered at once.
@@ -136,6 +148,27 @@ fn next_request(buf: &[u8], max_body: usize) -> Result<Option<Framed<'_>>, ApiEr
     Ok(buf.get(n..len).map(|body| Framed { head, body, len }))
 }
 
+/// An `error` answer of the edge's own (no request id).
+fn refusal(code: ErrorCode, message: &'static str) -> Response<'static> {
+    Response::Error {
+        id: None,
+        code,
+        message: message.into(),
+        version: None,
+    }
+}
+
+/// When the timer must look at an API connection last heard from at `last_rx`: when
+/// it would be idle too long, or its request arriving would be too slow, whichever
+/// comes first, and never before the next tick.
+fn api_deadline(api: &Api, last_rx: Tick, now: Tick) -> Tick {
+    let mut next = deadline_after(last_rx, IDLE_TICKS);
+    if let Some(started) = api.started {
+        next = next.min(deadline_after(started, REQUEST_TICKS));
+    }
+    next.max(now + 1)
+}
+
 /// The token of an `Authorization: Bearer` header (RFC 6750 §2.1: the scheme is
 /// case-insensitive).
 pub(super) fn bearer(authorization: Option<&str>) -> Option<&str> {
@@ -147,22 +180,28 @@ impl Conn {
     /// The request head so far is an HTTP API request: the connection becomes a
     /// keep-alive API connection, its bytes so far the start of its buffer (`full`:
     /// every worker was full when it came: 503, and it closes).
-    pub(super) fn start_api(&mut self, bytes: Vec<u8>, full: bool, now: Tick, ctx: &mut Ctx<'_>) {
+    pub(super) fn start_api(
+        &mut self,
+        bytes: Vec<u8>,
+        full: bool,
+        client: Option<std::net::IpAddr>,
+        now: Tick,
+        ctx: &mut Ctx<'_>,
+    ) {
         self.life = Life::Api(Box::new(Api {
-            started: now,
+            started: Some(now),
             next_id: 1,
+            client,
             ..Api::default()
         }));
         self.proto = Proto::Api;
         self.budget = super::rate::Budget::new(ctx.cfg.messages);
         if full {
             WorkerMetrics::add(&ctx.metrics.rejected_full, 1);
-            let full = Response::Error {
-                id: None,
-                code: ErrorCode::Overloaded,
-                message: "every worker is full: try another edge".into(),
-                version: None,
-            };
+            let full = refusal(
+                ErrorCode::Overloaded,
+                "every worker is full: try another edge",
+            );
             let mut v = Vec::new();
             http_api::write_answer(&mut v, &full, false);
             self.out.push_owned(v);
@@ -177,8 +216,25 @@ impl Conn {
         let Life::Api(api) = &mut self.life else {
             return;
         };
+        if api.last {
+            // Nothing more is taken (a request said close, or could not be framed):
+            // read and dropped.
+            return;
+        }
+        if api.buf.len() + data.len() > ctx.cfg.max_message + API_LIMITS.max_header_bytes {
+            // Pipelined further ahead than one whole request at its largest, with the
+            // pipeline full: refused, and the connection closes after the answers
+            // before it.
+            WorkerMetrics::add(&ctx.metrics.api_refused, 1);
+            api.buf = Vec::new();
+            api.last = true;
+            api.slots
+                .push_back(Slot::error(&ApiError::PipelineFull, false));
+            self.api_flush(now);
+            return;
+        }
         if api.buf.is_empty() {
-            api.started = now;
+            api.started = Some(now);
         }
         api.buf.extend_from_slice(data);
         self.api_read(now, ctx);
@@ -205,7 +261,7 @@ impl Conn {
                 Ok(None) => break,
                 Ok(Some(req)) => {
                     at += req.len;
-                    api.started = if at == buf.len() { 0 } else { now };
+                    api.started = (at < buf.len()).then_some(now);
                     let Some(slot) = self.api_request(&req.head, req.body, now, ctx) else {
                         return;
                     };
@@ -238,16 +294,47 @@ impl Conn {
         now: Tick,
         ctx: &mut Ctx<'_>,
     ) -> Option<Slot> {
-        let keep_alive = head.keep_alive && !ctx.draining;
+        if let Some(slot) = self.api_count_source(head, ctx) {
+            return Some(slot);
+        }
+        // A HEAD's answer here carries a body: the connection then closes, so that
+        // nothing reads that body as the next answer (RFC 9110 §9.3.2).
+        let keep_alive = head.keep_alive && !ctx.draining && head.method != "HEAD";
         WorkerMetrics::add(&ctx.metrics.api_requests, 1);
         if head.path == "/v1/events" {
             let pipelined = matches!(&self.life, Life::Api(api) if !api.slots.is_empty());
-            return match self.start_events(head, pipelined, now, ctx) {
+            return match self.start_events(head, pipelined, keep_alive, now, ctx) {
                 Ok(()) => None,
-                Err(super::events::Refused(bytes)) => Some(Slot::ready(bytes, true)),
+                Err(super::events::Refused(bytes, keep)) => Some(Slot::ready(bytes, keep)),
             };
         }
         Some(self.api_call(head, body, keep_alive, now, ctx))
+    }
+
+    /// At its first whole request, the connection is counted against its source
+    /// address's limits as a WebSocket is; over them: 429, and it closes.
+    fn api_count_source(&mut self, head: &Head<'_>, ctx: &Ctx<'_>) -> Option<Slot> {
+        let Life::Api(api) = &mut self.life else {
+            return None;
+        };
+        if api.counted {
+            return None;
+        }
+        let source = super::http::Source {
+            fd: &self.fd,
+            client: api.client,
+        };
+        match super::http::limit_source(head.x_forwarded_for, source, ctx) {
+            Ok(()) => {
+                api.counted = true;
+                None
+            }
+            Err(_) => {
+                WorkerMetrics::add(&ctx.metrics.rejected_rate, 1);
+                let message = "too many connections from this address";
+                Some(Slot::refused(ErrorCode::RateLimited, message, false))
+            }
+        }
     }
 
     /// A request of the API proper (or another page): its slot.
@@ -290,6 +377,13 @@ impl Conn {
         };
         let batch = matches!(call, http_api::Call::Batch(_));
         let requests = call.requests();
+        // Each message of a batch spends from the budget like a message of its own.
+        let budget = &mut self.budget;
+        if (1..requests.len()).any(|_| budget.spend(ctx.cfg.messages) != Verdict::Take) {
+            WorkerMetrics::add(&ctx.metrics.rate_limited, 1);
+            let message = "this batch is over this connection's message rate: slow down";
+            return Slot::refused(ErrorCode::RateLimited, message, keep_alive);
+        }
         api.next_id += requests.len() as u64;
         let mut slot = Slot {
             first,
@@ -311,14 +405,7 @@ impl Conn {
         now: Tick,
         ctx: &mut Ctx<'_>,
     ) -> Option<Response<'static>> {
-        let refuse = |code, message: &'static str| {
-            Some(Response::Error {
-                id: None,
-                code,
-                message: message.into(),
-                version: None,
-            })
-        };
+        let refuse = |code, message| Some(refusal(code, message));
         match self.budget.spend(ctx.cfg.messages) {
             Verdict::Take => {}
             Verdict::Refuse | Verdict::Close => {
@@ -448,7 +535,7 @@ impl Conn {
                 s.ready = Some(v);
             }
         }
-        let room = api.slots.len() <= MAX_PIPELINE && !api.buf.is_empty() && !api.last;
+        let room = api.slots.len() < MAX_PIPELINE && !api.buf.is_empty() && !api.last;
         self.api_flush(now);
         room && matches!(self.life, Life::Api(_))
     }
@@ -464,11 +551,14 @@ impl Conn {
             self.out.push_owned(bytes);
         }
         if api.last && api.slots.is_empty() {
-            self.closing(false, now);
+            // Half-close, then read and drop what still comes for a moment: closing
+            // with unread input would reset the connection under the last answer
+            // (RFC 9112 §9.6).
+            self.closing(true, now);
             return;
         }
-        let idle = deadline_after(self.last_rx, IDLE_TICKS);
-        self.set_due(idle);
+        let due = api_deadline(api, self.last_rx, now);
+        self.set_due(due);
     }
 
     /// The timer of an API connection fired at `now`: a request started too long ago
@@ -477,17 +567,16 @@ impl Conn {
         let Life::Api(api) = &mut self.life else {
             return;
         };
-        let slow = api.started != 0 && now >= deadline_after(api.started, REQUEST_TICKS);
+        let slow = api
+            .started
+            .is_some_and(|s| now >= deadline_after(s, REQUEST_TICKS));
         let idle = api.slots.is_empty() && now >= deadline_after(self.last_rx, IDLE_TICKS);
         if slow || idle {
             self.cancel();
             return;
         }
-        let mut next = deadline_after(self.last_rx, IDLE_TICKS);
-        if api.started != 0 {
-            next = next.min(deadline_after(api.started, REQUEST_TICKS));
-        }
-        self.set_due(next.max(now + 1));
+        let due = api_deadline(api, self.last_rx, now);
+        self.set_due(due);
     }
 
     /// Asked to close (a drain): take no more requests; close once the answers to
@@ -507,16 +596,16 @@ mod tests {
 
     #[test]
     fn requests_are_taken_whole_one_at_a_time() {
-        let mut buf = b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 3\r\n\r\n12".to_vec();
+        let mut buf = b"PUT /v1/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n12".to_vec();
         assert!(matches!(next_request(&buf, 100), Ok(None)));
-        buf.extend_from_slice(b"3GET /v1/keys/k HTTP/1.1\r\n\r\nGET");
+        buf.extend_from_slice(b"3GET /v1/keys/k HTTP/1.1\r\nHost: x\r\n\r\nGET");
         let first = next_request(&buf, 100).unwrap().unwrap();
         assert_eq!((first.head.method, first.body), ("PUT", &b"123"[..]));
         let rest = &buf[first.len..];
         let second = next_request(rest, 100).unwrap().unwrap();
         assert_eq!(
             (second.head.method, second.body.len(), second.len),
-            ("GET", 0, 27)
+            ("GET", 0, 36)
         );
         assert_eq!(&rest[second.len..], b"GET");
         assert!(matches!(next_request(&rest[second.len..], 100), Ok(None)));
@@ -524,7 +613,7 @@ mod tests {
 
     #[test]
     fn a_body_over_the_limit_is_refused_before_it_is_read() {
-        let buf = b"PUT /v1/keys/k HTTP/1.1\r\nContent-Length: 101\r\n\r\n".to_vec();
+        let buf = b"PUT /v1/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n".to_vec();
         assert!(matches!(
             next_request(&buf, 100),
             Err(ApiError::BodyTooLarge { len: 101, max: 100 })

@@ -26,10 +26,11 @@ pub const MAX_EVENT_ID: usize = super::api::API_LIMITS.max_header_bytes - 4096;
 /// The cookie a browser's `EventSource` may carry its token in.
 pub const TOKEN_COOKIE: &str = "ringline_token";
 
-/// Why an events request is refused: its HTTP answer.
-pub(super) struct Refused(pub(super) Vec<u8>);
+/// Why an events request is refused: its HTTP answer, and whether the connection
+/// stays open after it.
+pub(super) struct Refused(pub(super) Vec<u8>, pub(super) bool);
 
-fn refused_with(code: ErrorCode, message: &'static str) -> Refused {
+fn refused_with(code: ErrorCode, message: &'static str, keep_alive: bool) -> Refused {
     let mut v = Vec::new();
     let r = Response::Error {
         id: None,
@@ -37,8 +38,8 @@ fn refused_with(code: ErrorCode, message: &'static str) -> Refused {
         message: message.into(),
         version: None,
     };
-    http_api::write_answer(&mut v, &r, true);
-    Refused(v)
+    http_api::write_answer(&mut v, &r, keep_alive);
+    Refused(v, keep_alive)
 }
 
 impl Conn {
@@ -48,6 +49,7 @@ impl Conn {
         &mut self,
         head: &Head<'_>,
         pipelined: bool,
+        keep_alive: bool,
         now: Tick,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Refused> {
@@ -56,19 +58,25 @@ impl Conn {
             Err(e) => {
                 WorkerMetrics::add(&ctx.metrics.api_refused, 1);
                 let mut v = Vec::new();
-                http_api::write_error(&mut v, &e, true);
-                return Err(Refused(v));
+                let keep = keep_alive && !e.closes();
+                http_api::write_error(&mut v, &e, keep);
+                return Err(Refused(v, keep));
             }
         };
         if !allowed_origin(&ctx.cfg.allowed_origins, head.origin) {
             WorkerMetrics::add(&ctx.metrics.rejected_origin, 1);
-            return Err(refused_with(ErrorCode::Forbidden, "origin not allowed"));
+            return Err(refused_with(
+                ErrorCode::Forbidden,
+                "origin not allowed",
+                keep_alive,
+            ));
         }
         if self.budget.spend(ctx.cfg.messages) != Verdict::Take {
             WorkerMetrics::add(&ctx.metrics.rate_limited, 1);
             return Err(refused_with(
                 ErrorCode::RateLimited,
                 "over this connection's message rate: slow down",
+                keep_alive,
             ));
         }
         let cookie = sse::cookie(head.cookie, TOKEN_COOKIE);
@@ -76,12 +84,12 @@ impl Conn {
             .api_identity(head, cookie, now, ctx)
             .map_err(|reason| {
                 WorkerMetrics::add(&ctx.metrics.rejected_unauthorized, 1);
-                refused_with(ErrorCode::Unauthorized, reason)
+                refused_with(ErrorCode::Unauthorized, reason, keep_alive)
             })?;
         for sub in &subs {
             if let Err((code, message)) = self.permits(sub, ctx) {
                 WorkerMetrics::add(&ctx.metrics.denied, 1);
-                return Err(refused_with(code, message));
+                return Err(refused_with(code, message, keep_alive));
             }
         }
         let subject = self.identity.as_ref().map_or("", |i| i.subject());
@@ -102,7 +110,9 @@ impl Conn {
         ctx: &Ctx<'_>,
     ) -> Result<Vec<wire::client::Request<'h>>, ApiError> {
         let subs = sse::events_requests(head)?;
-        if sse::max_event_id_len(&subs, ctx.hub.partitions()) > MAX_EVENT_ID {
+        // A reconnect sends this head again with the id beside it.
+        let room = MAX_EVENT_ID.saturating_sub(head.path.len() + head.query.map_or(0, str::len));
+        if sse::max_event_id_len(&subs, ctx.hub.partitions()) > room {
             return Err(ApiError::BadHeader(
                 "these subscriptions' event id could pass the 60 KiB a reconnect's Last-Event-ID may hold: split them over several streams (a prefix without a hash tag holds a position per partition)",
             ));

@@ -81,7 +81,7 @@ impl Conn {
             // Its own limits apply (a reconnecting event stream's Last-Event-ID may be
             // long): it is read as the API reads, from the start.
             let head = std::mem::take(head);
-            self.start_api(head, full, now, ctx);
+            self.start_api(head, full, client, now, ctx);
             return;
         }
         let limits = HandshakeLimits::default();
@@ -194,9 +194,9 @@ fn read_proxy_header(head: &mut Vec<u8>, proxy: Option<&mut Proxy>) -> Result<bo
 /// Where a connection comes from, for the per-address limits: its socket's peer, or
 /// the client a balancer's PROXY header named.
 #[derive(Clone, Copy)]
-struct Source<'a> {
-    fd: &'a std::os::fd::OwnedFd,
-    client: Option<std::net::IpAddr>,
+pub(super) struct Source<'a> {
+    pub(super) fd: &'a std::os::fd::OwnedFd,
+    pub(super) client: Option<std::net::IpAddr>,
 }
 
 /// Answer a parsed request into `reply`, or accept its upgrade (`full`: every worker
@@ -249,7 +249,7 @@ fn route(
             return Route::Answered;
         }
     };
-    if let Err(over) = limit_source(req, source, ctx) {
+    if let Err(over) = limit_source(req.x_forwarded_for, source, ctx) {
         WorkerMetrics::add(&m.rejected_rate, 1);
         let body: &[u8] = match over {
             Over::Connections => b"too many connections from this address\n",
@@ -276,13 +276,17 @@ fn route(
 /// Count an upgrade against its source address's limits: the client a balancer's
 /// PROXY header named, else the peer, or the first `X-Forwarded-For` address when the
 /// peer is a trusted proxy. Loopback sources are not counted unless the config says so.
-fn limit_source(req: &Request<'_>, from: Source<'_>, ctx: &Ctx<'_>) -> Result<(), Over> {
+pub(super) fn limit_source(
+    x_forwarded_for: Option<&str>,
+    from: Source<'_>,
+    ctx: &Ctx<'_>,
+) -> Result<(), Over> {
     let Some(peer) = from.client.or_else(|| crate::uring::net::peer_ip(from.fd)) else {
         return Ok(());
     };
     let cfg = ctx.cfg;
     let source = if cfg.trusted_proxies.contains(&peer) {
-        req.x_forwarded_for
+        x_forwarded_for
             .and_then(|x| x.split(',').next())
             .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
             .map_or(peer, |a| a.to_canonical())

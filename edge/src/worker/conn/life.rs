@@ -330,6 +330,11 @@ impl Conn {
 
     /// Close as a slow consumer (4008), dropping what is queued.
     pub fn close_slow(&mut self, now: Tick, m: &WorkerMetrics) {
+        if let Life::Api(_) = self.life {
+            // An answer may be half sent: nothing after it could be framed.
+            self.cancel();
+            return;
+        }
         if self.is_live() {
             self.out.clear();
             self.close(CloseCode::SLOW_CONSUMER, "slow consumer", now, m);

@@ -594,3 +594,25 @@ fn a_polite_peer_gets_every_echo_then_the_close_answer() {
         }
     }
 }
+
+/// An HTTP API request that trickles in, a byte a tick, is dropped once it has taken
+/// `REQUEST_TICKS` (the bytes coming do not move its deadline).
+#[test]
+fn a_trickling_api_request_is_dropped_in_time() {
+    use super::api::REQUEST_TICKS;
+    let mut sim = Sim::new(RecvStyle::Multishot);
+    sim.to_server = b"GET /v1/keys/k HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_vec();
+    sim.step(&Ev::Recv { cut: 0 });
+    assert!(sim.conn.as_ref().is_some_and(Conn::is_api));
+    let start = sim.now;
+    while sim.conn.as_ref().is_some_and(Conn::is_live) {
+        sim.to_server.push(b'a');
+        sim.step(&Ev::Recv { cut: 0 });
+        sim.step(&Ev::Tick);
+        assert!(
+            sim.now <= start + REQUEST_TICKS + 2,
+            "still open at tick {} (started at {start})",
+            sim.now
+        );
+    }
+}
