@@ -2,9 +2,11 @@
 //! (header checks in [`header`], close payloads in [`close`], reassembly and UTF-8 in
 //! [`decoder`]); server frames flow out through [`encode`]. Every way a peer can
 //! break the protocol is a [`ProtocolError`], mapped to its close code in one place.
+//! [`deflate`] inflates and deflates the payloads of `permessage-deflate` messages.
 
 pub mod close;
 pub mod decoder;
+pub mod deflate;
 pub mod encode;
 pub mod error;
 pub mod header;
