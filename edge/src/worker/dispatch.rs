@@ -174,6 +174,27 @@ pub(super) fn queue_msg(
     }
 }
 
+/// What one round of [`Worker::dispatch`] gathers.
+#[derive(Debug, Default)]
+struct Round {
+    /// Connections with something new queued, to drive (each once in a row).
+    touched: Vec<Key>,
+    /// HTTP API connections whose pipeline has room again.
+    resume: Vec<Key>,
+    /// Messages queued.
+    messages: u64,
+}
+
+impl Round {
+    /// One message was queued on the connection at `key`.
+    fn sent(&mut self, key: Key) {
+        self.messages += 1;
+        if self.touched.last() != Some(&key) {
+            self.touched.push(key);
+        }
+    }
+}
+
 impl Worker {
     /// Queue every message the hub produced this round (a `latest` subscription's change
     /// may be held instead: [`super::conflate`]).
@@ -182,116 +203,120 @@ impl Worker {
             return;
         }
         let out = std::mem::take(&mut self.hub.out);
-        let mut touched: Vec<Key> = Vec::new();
-        let mut resume: Vec<Key> = Vec::new();
-        let mut messages = 0u64;
-        let above = self.cfg.latest_above;
-        let Encoders { fb, scratch } = &mut self.delivery;
+        let mut round = Round::default();
         for o in &out {
             let me = o.conn();
             if me == WORKER_CONN {
                 // The worker's own subscriptions: their changes go to many connections,
                 // their other messages (snapshots, errors) nowhere.
                 if let Some((to, d)) = own_recipients(o) {
-                    let conns = &mut self.conns;
-                    messages += send_to_many(conns, &self.hub, to, d, fb, scratch, &mut touched);
+                    let Encoders { fb, scratch } = &mut self.delivery;
+                    let (conns, touched) = (&mut self.conns, &mut round.touched);
+                    round.messages += send_to_many(conns, &self.hub, to, d, fb, scratch, touched);
                 }
                 continue;
             }
-            let key = key_of(me);
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.is_api() {
-                // An HTTP API request's answer (nothing else goes to one).
-                if let Out::Msg(_, msg) = o {
-                    if conn.handle_api_answer(msg, self.wheel.now()) && resume.last() != Some(&key)
-                    {
-                        resume.push(key);
-                    }
-                    touched.push(key);
-                }
-                continue;
-            }
-            if !conn.is_open() {
-                continue;
-            }
-            if conn.proto() == Proto::Sse {
-                // An event stream: each message an event, encoded for it alone; one
-                // whose subscription ended ends too (its error event is queued), and
-                // the browser comes back with its last event id.
-                match o {
-                    Out::Msg(_, msg) => self.streams.queue(key, conn, msg, scratch),
-                    Out::Change(_, id, d) => {
-                        self.streams.queue(key, conn, &d.response(*id), scratch);
-                    }
-                    Out::Ended(..) => {
-                        conn.close(CloseCode::NORMAL, "", self.wheel.now(), &self.metrics);
-                    }
-                    _ => continue,
-                }
-                messages += 1;
-                touched.push(key);
-                continue;
-            }
-            let held = &mut self.conflation;
-            match o {
-                Out::Msg(_, msg) => {
-                    if held.holds(key) {
-                        held_before(held, key, msg, conn, fb, scratch);
-                    }
-                    self.batches.before(key, msg, conn, fb, scratch);
-                    queue_msg(conn, msg, fb, scratch);
-                }
-                Out::Presence(_, id, d) => {
-                    if !self.cfg.presence_batch.is_zero() {
-                        self.batches.push(key, *id, Rc::clone(d));
-                        continue;
-                    }
-                    if let Some(m) = super::presence::events_message(*id, std::slice::from_ref(d)) {
-                        queue_msg(conn, &m, fb, scratch);
-                    }
-                }
-                Out::Change(_, id, d) => queue_change(conn, *id, d, fb, scratch),
-                Out::Latest(_, id, d) => {
-                    if held.holds(key) || conn.queued_bytes() > above {
-                        if held.hold(key, *id, Rc::clone(d)) == Holding::Replaced {
-                            WorkerMetrics::add(&self.metrics.conflated, 1);
-                        }
-                        if held.held_bytes(key) + conn.queued_bytes() > self.cfg.max_outbound {
-                            // Ever new keys: what it follows no longer fits.
-                            held.forget(key);
-                            conn.close_slow(self.wheel.now(), &self.metrics);
-                        }
-                        continue;
-                    }
-                    queue_change(conn, *id, d, fb, scratch);
-                }
-                Out::Ended(_, id) => {
-                    held.end(key, *id);
-                    self.batches.drop_sub(key, *id);
-                    continue;
-                }
-                // Taken above, with the worker's own subscriptions.
-                Out::Inbox(_) => continue,
-            }
-            messages += 1;
-            if touched.last() != Some(&key) {
-                touched.push(key);
-            }
+            self.deliver_one(key_of(me), o, &mut round);
         }
-        WorkerMetrics::add(&self.metrics.messages_out, messages);
+        WorkerMetrics::add(&self.metrics.messages_out, round.messages);
         self.metrics
             .deliveries
             .store(self.hub.stats.deliveries, Ordering::Relaxed);
         self.arm_presence_timer();
-        for key in resume {
+        for key in round.resume {
             self.api_resume(key);
         }
-        for key in touched {
+        for key in round.touched {
             self.release_held(key);
             self.drive(key);
         }
+    }
+
+    /// Queue message `o` for the connection at `key`, in its form: an HTTP API
+    /// connection's answer to its pipeline, an event stream's message as an event, a
+    /// WebSocket's as a frame (or held, for a `latest` subscription behind).
+    fn deliver_one(&mut self, key: Key, o: &Out, round: &mut Round) {
+        let now = self.wheel.now();
+        let Self {
+            conns,
+            delivery: Encoders { fb, scratch },
+            conflation: held,
+            batches,
+            streams,
+            cfg,
+            metrics,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        if conn.is_api() {
+            // An HTTP API request's answer (nothing else goes to one).
+            if let Out::Msg(_, msg) = o {
+                if conn.handle_api_answer(msg, now) && round.resume.last() != Some(&key) {
+                    round.resume.push(key);
+                }
+                round.touched.push(key);
+            }
+            return;
+        }
+        if !conn.is_open() {
+            return;
+        }
+        if conn.proto() == Proto::Sse {
+            // An event stream: each message an event, encoded for it alone; one
+            // whose subscription ended ends too (its error event is queued), and
+            // the browser comes back with its last event id.
+            match o {
+                Out::Msg(_, msg) => streams.queue(key, conn, msg, scratch),
+                Out::Change(_, id, d) => streams.queue(key, conn, &d.response(*id), scratch),
+                Out::Ended(..) => conn.close(CloseCode::NORMAL, "", now, metrics),
+                _ => return,
+            }
+            round.sent(key);
+            return;
+        }
+        match o {
+            Out::Msg(_, msg) => {
+                if held.holds(key) {
+                    held_before(held, key, msg, conn, fb, scratch);
+                }
+                batches.before(key, msg, conn, fb, scratch);
+                queue_msg(conn, msg, fb, scratch);
+            }
+            Out::Presence(_, id, d) => {
+                if !cfg.presence_batch.is_zero() {
+                    batches.push(key, *id, Rc::clone(d));
+                    return;
+                }
+                if let Some(m) = super::presence::events_message(*id, std::slice::from_ref(d)) {
+                    queue_msg(conn, &m, fb, scratch);
+                }
+            }
+            Out::Change(_, id, d) => queue_change(conn, *id, d, fb, scratch),
+            Out::Latest(_, id, d) => {
+                if held.holds(key) || conn.queued_bytes() > cfg.latest_above {
+                    if held.hold(key, *id, Rc::clone(d)) == Holding::Replaced {
+                        WorkerMetrics::add(&metrics.conflated, 1);
+                    }
+                    if held.held_bytes(key) + conn.queued_bytes() > cfg.max_outbound {
+                        // Ever new keys: what it follows no longer fits.
+                        held.forget(key);
+                        conn.close_slow(now, metrics);
+                    }
+                    return;
+                }
+                queue_change(conn, *id, d, fb, scratch);
+            }
+            Out::Ended(_, id) => {
+                held.end(key, *id);
+                batches.drop_sub(key, *id);
+                return;
+            }
+            // Taken with the worker's own subscriptions.
+            Out::Inbox(_) => return,
+        }
+        round.sent(key);
     }
 
     /// Once the connection at `key` has sent all but half of `latest_above`: what its

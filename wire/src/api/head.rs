@@ -83,8 +83,43 @@ pub fn parse_head<'a>(
         origin: None,
         x_forwarded_for: None,
     };
-    let (mut lengths, mut hosts, mut close, mut keep) = (0usize, 0usize, false, false);
-    for h in req.headers.iter() {
+    let framing = read_headers(req.headers, &mut head)?;
+    // RFC 9112 §6.3 (5): differing Content-Length values are unrecoverable.
+    if framing.lengths > 1 {
+        return Err(ApiError::Malformed("more than one Content-Length"));
+    }
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
+    // HTTP/1.1 request message that lacks a Host header field and to any request
+    // message that contains more than one Host header field".
+    if (req.version == Some(1) && framing.hosts == 0) || framing.hosts > 1 {
+        return Err(ApiError::Malformed("one Host header is required"));
+    }
+    // `close` anywhere wins; HTTP/1.0 stays open only when asked.
+    head.keep_alive = !framing.close && (head.keep_alive || framing.keep);
+    Ok(Some((head, head_len)))
+}
+
+/// What the headers say of the request's framing, beside the fields of [`Head`].
+#[derive(Debug, Default)]
+struct Framing {
+    /// `Content-Length` headers seen.
+    lengths: usize,
+    /// `Host` headers seen.
+    hosts: usize,
+    /// `Connection: close` seen.
+    close: bool,
+    /// `Connection: keep-alive` seen.
+    keep: bool,
+}
+
+/// Read `headers` into `head` (the fields the API reads, and the body's length); what
+/// they say of the framing besides.
+fn read_headers<'a>(
+    headers: &[httparse::Header<'a>],
+    head: &mut Head<'a>,
+) -> Result<Framing, ApiError> {
+    let mut f = Framing::default();
+    for h in headers {
         let name = h.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         // The framing headers first, whatever their bytes: one ignored for bytes that
@@ -94,7 +129,7 @@ pub fn parse_head<'a>(
         }
         let value = std::str::from_utf8(h.value.trim_ascii());
         if is("content-length") {
-            lengths += 1;
+            f.lengths += 1;
             // RFC 9110 §8.6: a value that is not one decimal number is unrecoverable.
             head.content_length = value
                 .ok()
@@ -104,14 +139,14 @@ pub fn parse_head<'a>(
             continue;
         }
         if is("host") {
-            hosts += 1;
+            f.hosts += 1;
         }
         let Ok(value) = value else {
             continue;
         };
         if is("connection") {
-            close |= tokens(value).any(|t| t.eq_ignore_ascii_case("close"));
-            keep |= tokens(value).any(|t| t.eq_ignore_ascii_case("keep-alive"));
+            f.close |= tokens(value).any(|t| t.eq_ignore_ascii_case("close"));
+            f.keep |= tokens(value).any(|t| t.eq_ignore_ascii_case("keep-alive"));
         } else if is("authorization") {
             head.authorization = Some(value);
         } else if is("if-match") {
@@ -130,19 +165,7 @@ pub fn parse_head<'a>(
             head.x_forwarded_for = Some(value);
         }
     }
-    // RFC 9112 §6.3 (5): differing Content-Length values are unrecoverable.
-    if lengths > 1 {
-        return Err(ApiError::Malformed("more than one Content-Length"));
-    }
-    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any
-    // HTTP/1.1 request message that lacks a Host header field and to any request
-    // message that contains more than one Host header field".
-    if (req.version == Some(1) && hosts == 0) || hosts > 1 {
-        return Err(ApiError::Malformed("one Host header is required"));
-    }
-    // `close` anywhere wins; HTTP/1.0 stays open only when asked.
-    head.keep_alive = !close && (head.keep_alive || keep);
-    Ok(Some((head, head_len)))
+    Ok(f)
 }
 
 /// Percent-decode `s` (`plus`: `+` is a space, as in a query). `None` when an escape is

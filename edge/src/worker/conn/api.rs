@@ -149,7 +149,7 @@ fn next_request(buf: &[u8], max_body: usize) -> Result<Option<Framed<'_>>, ApiEr
 }
 
 /// An `error` answer of the edge's own (no request id).
-fn refusal(code: ErrorCode, message: &'static str) -> Response<'static> {
+pub(super) fn refusal(code: ErrorCode, message: &'static str) -> Response<'static> {
     Response::Error {
         id: None,
         code,

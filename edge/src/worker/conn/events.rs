@@ -9,7 +9,7 @@
 //! consumer, and the browser reconnects with `Last-Event-ID`.
 
 use wire::api::{self as http_api, ApiError, Head, sse};
-use wire::client::{ErrorCode, Response};
+use wire::client::ErrorCode;
 use wire::frame::{Decoder, Limits};
 
 use super::rate::Verdict;
@@ -32,13 +32,7 @@ pub(super) struct Refused(pub(super) Vec<u8>, pub(super) bool);
 
 fn refused_with(code: ErrorCode, message: &'static str, keep_alive: bool) -> Refused {
     let mut v = Vec::new();
-    let r = Response::Error {
-        id: None,
-        code,
-        message: message.into(),
-        version: None,
-    };
-    http_api::write_answer(&mut v, &r, keep_alive);
+    http_api::write_answer(&mut v, &super::api::refusal(code, message), keep_alive);
     Refused(v, keep_alive)
 }
 
