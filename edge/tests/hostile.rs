@@ -503,6 +503,11 @@ fn hostile_clients_leave_the_others_served_and_the_memory_as_it_was() {
     }
     let buffers = || c.edge.metric("ringline_edge_receive_buffer_bytes");
     let buffers0 = buffers();
+    // What the allocator may keep of a burst's partly used pages: 12 rounds of the
+    // pipelined attack alone took the edge's anonymous memory from 2,360 to 3,028 KiB,
+    // flat after the seventh, so up to 1 MiB (or 5%, if more) is not a leak; a leak
+    // of 11 bytes per pipelined frame is past it.
+    let slack = (baseline / 20).max(1 << 20);
     for (name, case) in &cases {
         case(addr);
         witness.check(name);
@@ -510,7 +515,7 @@ fn hostile_clients_leave_the_others_served_and_the_memory_as_it_was() {
         loop {
             let grown = buffers().saturating_sub(buffers0);
             let now = rss(pid);
-            if now <= baseline + baseline / 20 + grown {
+            if now <= baseline + slack + grown {
                 eprintln!(
                     "[hostile] {name}: ok, resident {} KiB (baseline {} KiB, receive buffers grown by {} KiB)",
                     now / 1024,

@@ -5,7 +5,8 @@
 //! `poll_transmit`; what it has to say to the rest of the worker comes back as a
 //! [`Change`] (up, or down with the socket to shut). Received bytes are cut into
 //! verified frames: the hello's answer, keep-alive pings and pongs are handled here,
-//! every other frame goes to the caller (the hub). The link is the only owner of its
+//! every other frame goes to the caller (the hub); the tick gives back a receive
+//! buffer a burst left large and empty. The link is the only owner of its
 //! up/down state; the hub hears of it through [`Change`]. A link that fails (connect
 //! refused, reset, malformed frame, silent for [`LINK_DEAD_MS`]) is down until its
 //! [`backoff`](backoff::backoff) passes (tens of milliseconds, so that a store that
@@ -53,6 +54,9 @@ pub const LINK_PING_MS: Millis = 5_000;
 pub const LINK_DEAD_MS: Millis = 15_000;
 /// Milliseconds a connect plus hello may take.
 pub const LINK_CONNECT_MS: Millis = 5_000;
+/// Receive-buffer capacity a link keeps after a burst of answers; past it, the tick
+/// shrinks a mostly empty buffer.
+const INBUF_KEEP: usize = 64 * 1024;
 
 /// Where a link is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -565,6 +569,7 @@ impl Link {
     /// Every tick: give up on an attempt that takes too long, drop a silent link,
     /// ping an idle one.
     pub fn handle_tick(&mut self, now: Millis, ctx: &mut LinkCtx<'_>) -> Option<Change> {
+        self.trim();
         if self.seal_failed {
             return self.fail(now, "TLS could not seal the link's frames", ctx.jitter);
         }
@@ -586,6 +591,15 @@ impl Link {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// Give back what a burst of answers left in the receive buffer (see
+    /// [`crate::mem`]): past [`INBUF_KEEP`] and mostly empty, it is shrunk.
+    fn trim(&mut self) {
+        let (len, capacity) = (self.inbuf.len(), self.inbuf.capacity());
+        if capacity > INBUF_KEEP && len * 4 < capacity {
+            self.inbuf.shrink_to((len * 2).max(INBUF_KEEP));
         }
     }
 

@@ -18,7 +18,8 @@ use wire::link::{LinkEncoder, LinkLimits, LinkMessage, decode_frame};
 
 use super::backoff::MAX_BACKOFF_MS;
 use super::{
-    Change, LINK_CONNECT_MS, LINK_DEAD_MS, Link, LinkCtx, LinkOps, LinkState, Millis, RecvEnd,
+    Change, INBUF_KEEP, LINK_CONNECT_MS, LINK_DEAD_MS, Link, LinkCtx, LinkOps, LinkState, Millis,
+    RecvEnd,
 };
 use crate::uring::{Chunk, Gen};
 use wire::link::auth::{ClusterSecret, Nonce, Side};
@@ -414,6 +415,42 @@ fn a_link_comes_up_after_its_hello_is_answered_and_passes_frames_on() {
     assert_eq!(
         sim.frames_to_hub, 1,
         "a keep-alive pong stays with the link"
+    );
+}
+
+#[test]
+fn a_burst_of_answers_leaves_no_large_receive_buffer_behind_its_tick() {
+    let mut sim = Sim::new();
+    for e in [
+        Ev::ConnectDone { ok: true },
+        Ev::Sent {
+            part: 4,
+            fail: false,
+        },
+        Ev::Ack,
+    ] {
+        sim.step(&e);
+    }
+    let mut burst = Vec::new();
+    while burst.len() < 4 * INBUF_KEEP {
+        let _ = sim.enc.pong(&mut burst, 0, 7);
+    }
+    let whole = sim.frames_to_hub;
+    // All but the last byte: one frame stays incomplete in the buffer.
+    sim.store_sends(&burst[..burst.len() - 1]);
+    assert!(sim.link.inbuf.capacity() > INBUF_KEEP);
+    sim.tick_only();
+    assert!(
+        sim.link.inbuf.capacity() <= INBUF_KEEP,
+        "kept after the tick"
+    );
+    sim.store_sends(&burst[burst.len() - 1..]);
+    let mut one = Vec::new();
+    let _ = sim.enc.pong(&mut one, 0, 7);
+    assert_eq!(
+        (sim.frames_to_hub - whole) as usize,
+        burst.len() / one.len(),
+        "every frame passed on, the one cut in two as well"
     );
 }
 
