@@ -95,6 +95,7 @@ pub mod api_request {
 }
 
 pub mod frame {
+    use wire::frame::deflate::{Inflater, inflate_message};
     use wire::frame::{Decoder, Incoming, Limits, ProtocolError};
 
     #[derive(Debug, PartialEq)]
@@ -103,8 +104,17 @@ pub mod frame {
         Close(Option<(u16, String)>),
     }
 
-    fn decode_all(stream: &[u8], step: usize, limits: Limits) -> (Vec<Got>, Option<ProtocolError>) {
+    fn decode_all(
+        stream: &[u8],
+        step: usize,
+        limits: Limits,
+        deflate: bool,
+    ) -> (Vec<Got>, Option<ProtocolError>) {
         let mut d = Decoder::server(limits);
+        if deflate {
+            d.enable_deflate();
+        }
+        let mut inflater = Inflater::default();
         let mut pending = Vec::new();
         let mut out = Vec::new();
         let mut at = 0;
@@ -131,6 +141,16 @@ pub mod frame {
                             Incoming::Close(c) => {
                                 out.push(Got::Close(c.map(|c| (c.code.0, c.reason.to_owned()))))
                             }
+                            Incoming::Compressed { text, payload } => {
+                                let mut m = Vec::new();
+                                let max = limits.max_message;
+                                if let Err(e) = inflate_message(&mut inflater, text, payload, max, &mut m) {
+                                    return (out, Some(e));
+                                }
+                                assert!(m.len() <= max);
+                                assert!(!text || std::str::from_utf8(&m).is_ok());
+                                out.push(Got::Msg(m, text));
+                            }
                             Incoming::Fragment | Incoming::AfterClose => {}
                         }
                         pending.drain(..used);
@@ -152,8 +172,10 @@ pub mod frame {
             max_frame: 4096,
             max_message: 8192,
         };
-        let whole = decode_all(stream, usize::MAX, limits);
-        let cut = decode_all(stream, usize::from(sel % 16) + 1, limits);
+        // The top bit: permessage-deflate negotiated (compressed messages inflated).
+        let deflate = sel & 0x80 != 0;
+        let whole = decode_all(stream, usize::MAX, limits, deflate);
+        let cut = decode_all(stream, usize::from(sel % 16) + 1, limits, deflate);
         // Fail-fast UTF-8 may report an error earlier when cut, but messages delivered
         // before it and the verdict itself match.
         assert_eq!(whole.0, cut.0);

@@ -6,6 +6,7 @@ mod common;
 use common::{Got, feed};
 use wire::frame::{
     CloseCode, Decoder, Incoming, Limits, Opcode, ProtocolError, encode_client_frame,
+    encode_compressed_client_frame,
 };
 
 const K: [u8; 4] = [1, 2, 3, 4];
@@ -210,4 +211,98 @@ fn every_error_maps_to_a_close_code_an_endpoint_may_send() {
         assert!(c.is_sendable(), "{e}: {c:?}");
         assert!(matches!(c.0, 1002 | 1007 | 1009), "{e}: {c:?}");
     }
+}
+
+/// The messages `d` decodes from `stream` cut at `cuts`, compressed ones inflated:
+/// (text, bytes, was compressed).
+fn messages_of(
+    d: &mut Decoder,
+    stream: &[u8],
+    cuts: &[usize],
+) -> Result<Vec<(bool, Vec<u8>, bool)>, ProtocolError> {
+    use wire::frame::deflate::{Inflater, inflate_message};
+    let mut inflater = Inflater::default();
+    let mut out = Vec::new();
+    for got in feed(d, stream, cuts)? {
+        match got {
+            Got::Text(t) => out.push((true, t.into_bytes(), false)),
+            Got::Binary(b) => out.push((false, b, false)),
+            Got::Compressed(text, z) => {
+                let mut m = Vec::new();
+                inflate_message(&mut inflater, text, &z, 1 << 20, &mut m)?;
+                out.push((text, m, true));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn deflated(data: &[u8]) -> Vec<u8> {
+    let mut z = Vec::new();
+    wire::frame::deflate::Deflater::new(6).deflate_end(data, &mut z);
+    z
+}
+
+fn with_deflate() -> Decoder {
+    let mut d = Decoder::server(Limits::default());
+    d.enable_deflate();
+    d
+}
+
+#[test]
+fn compressed_messages_whole_or_fragmented_interleave_with_plain_ones() {
+    let hello = "héllo, héllo, héllo".as_bytes();
+    let z = deflated(hello);
+    let mut stream = Vec::new();
+    // Whole, compressed text.
+    encode_compressed_client_frame(&mut stream, Opcode::Text, &z, K);
+    // Plain text.
+    encode_client_frame(&mut stream, true, Opcode::Text, b"plain", K);
+    // Compressed text in three fragments (RSV1 on the first only): the deflated bytes
+    // are not UTF-8, and are not checked until inflated. A ping between.
+    let (a, rest) = z.split_at(3);
+    let (b, c) = rest.split_at(2);
+    let at = stream.len();
+    encode_client_frame(&mut stream, false, Opcode::Text, a, K);
+    stream[at] |= 0x40;
+    encode_client_frame(&mut stream, false, Opcode::Continuation, b, K);
+    encode_client_frame(&mut stream, true, Opcode::Ping, b"", K);
+    encode_client_frame(&mut stream, true, Opcode::Continuation, c, K);
+    // Compressed binary.
+    encode_compressed_client_frame(&mut stream, Opcode::Binary, &deflated(&[0, 1, 2]), K);
+    let want = vec![
+        (true, hello.to_vec(), true),
+        (true, b"plain".to_vec(), false),
+        (true, hello.to_vec(), true),
+        (false, vec![0, 1, 2], true),
+    ];
+    assert_eq!(
+        messages_of(&mut with_deflate(), &stream, &[]).unwrap(),
+        want
+    );
+    let every_byte: Vec<usize> = (1..stream.len()).collect();
+    assert_eq!(
+        messages_of(&mut with_deflate(), &stream, &every_byte).unwrap(),
+        want
+    );
+    // Without the extension, RSV1 is a protocol error.
+    let err = messages_of(&mut Decoder::server(Limits::default()), &stream, &[]).unwrap_err();
+    assert_eq!(err, ProtocolError::ReservedBits(4));
+    assert_eq!(err.close_code(), CloseCode::PROTOCOL_ERROR);
+}
+
+#[test]
+fn compressed_text_that_inflates_to_bad_utf8_and_rsv1_on_a_continuation_fail() {
+    let mut stream = Vec::new();
+    encode_compressed_client_frame(&mut stream, Opcode::Text, &deflated(&[0xc3, 0x28]), K);
+    let err = messages_of(&mut with_deflate(), &stream, &[]).unwrap_err();
+    assert_eq!(err.close_code(), CloseCode::INVALID_PAYLOAD);
+    let mut stream = client(&[(false, Opcode::Text, b"a")]);
+    let at = stream.len();
+    encode_client_frame(&mut stream, true, Opcode::Continuation, b"b", K);
+    stream[at] |= 0x40;
+    let err = messages_of(&mut with_deflate(), &stream, &[]).unwrap_err();
+    assert_eq!(err, ProtocolError::MisplacedCompressedBit);
+    assert_eq!(err.close_code(), CloseCode::PROTOCOL_ERROR);
 }

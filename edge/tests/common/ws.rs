@@ -5,7 +5,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use wire::frame::{Decoder, Incoming, Limits, Opcode, encode_client_frame};
+use wire::frame::deflate::{Deflater, Inflater, inflate_message};
+use wire::frame::{
+    Decoder, Incoming, Limits, Opcode, encode_client_frame, encode_compressed_client_frame,
+};
 
 /// A minimal WebSocket client built on `wire`'s client-side encoder and decoder, over
 /// TCP (or any stream: a TLS session, for `wss://`).
@@ -13,6 +16,11 @@ pub struct Ws<S = TcpStream> {
     pub s: S,
     dec: Decoder,
     buf: Vec<u8>,
+    /// The `Sec-WebSocket-Extensions` the server answered with, if any (with
+    /// `permessage-deflate` in it, compressed messages are inflated).
+    pub extensions: Option<String>,
+    /// Compressed messages received.
+    pub compressed: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -110,10 +118,24 @@ impl<S: Read + Write> Ws<S> {
                 .then(|| value.trim())
         });
         assert_eq!(accept, Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        let extensions = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-extensions")
+                .then(|| value.trim().to_owned())
+        });
+        let mut dec = Decoder::client(Limits::default());
+        if extensions
+            .as_deref()
+            .is_some_and(|e| e.starts_with("permessage-deflate"))
+        {
+            dec.enable_deflate();
+        }
         Ok(Self {
             s,
-            dec: Decoder::client(Limits::default()),
+            dec,
             buf: Vec::new(),
+            extensions,
+            compressed: 0,
         })
     }
 
@@ -124,11 +146,42 @@ impl<S: Read + Write> Ws<S> {
         let _ = self.s.write_all(&out);
     }
 
+    /// Send one message compressed (RSV1 set), deflated without context takeover.
+    pub fn send_compressed(&mut self, op: Opcode, payload: &[u8]) {
+        let mut z = Vec::new();
+        Deflater::new(6).deflate_end(payload, &mut z);
+        self.send_deflated(op, &z);
+    }
+
+    /// Send `deflated` as one compressed message, as it is.
+    pub fn send_deflated(&mut self, op: Opcode, deflated: &[u8]) {
+        let mut out = Vec::new();
+        encode_compressed_client_frame(&mut out, op, deflated, [1, 2, 3, 4]);
+        let _ = self.s.write_all(&out);
+    }
+
     pub fn recv(&mut self) -> Msg {
         loop {
             let got = match self.dec.decode(&mut self.buf).unwrap() {
                 Some((item, used)) => {
                     let m = match item {
+                        Incoming::Compressed { text, payload } => {
+                            self.compressed += 1;
+                            let mut m = Vec::new();
+                            inflate_message(
+                                &mut Inflater::default(),
+                                text,
+                                payload,
+                                1 << 30,
+                                &mut m,
+                            )
+                            .unwrap();
+                            Some(if text {
+                                Msg::Text(String::from_utf8(m).unwrap())
+                            } else {
+                                Msg::Binary(m)
+                            })
+                        }
                         Incoming::Text(t) => Some(Msg::Text(t.to_owned())),
                         Incoming::Binary(b) => Some(Msg::Binary(b.to_vec())),
                         Incoming::Ping(p) => Some(Msg::Ping(p.to_vec())),

@@ -4,10 +4,16 @@
 //! text as UTF-8 across fragments, and fails fast: a bad header, size or sequence is
 //! rejected before its payload arrives, and invalid UTF-8 is rejected as soon as the
 //! bytes received so far can no longer be valid, even inside one partial frame.
+//!
+//! With `permessage-deflate` negotiated ([`Decoder::enable_deflate`]), a message whose
+//! first frame has RSV1 set is compressed: it is reassembled like any other and handed
+//! over as [`Incoming::Compressed`], for the caller to inflate (with a worker's one
+//! [`Inflater`](super::deflate::Inflater), [`inflate_message`](super::deflate::inflate_message))
+//! and, if it is text, to validate then. Compressed and plain messages may interleave.
 
 use super::close::{CloseFrame, parse_close_payload};
 use super::error::ProtocolError;
-use super::header::{FrameHeader, Role};
+use super::header::{FrameHeader, RSV1, Role};
 use super::opcode::Opcode;
 use crate::Decoded;
 use crate::mask::{apply_mask, apply_mask_at};
@@ -38,6 +44,14 @@ pub enum Incoming<'a> {
     Text(&'a str),
     /// A complete binary message.
     Binary(&'a [u8]),
+    /// A complete compressed message (`permessage-deflate`): its deflated payload,
+    /// reassembled; `text` if its opcode was text (valid UTF-8 only once inflated).
+    Compressed {
+        /// A text message (else binary).
+        text: bool,
+        /// The payload as sent, without the removed `00 00 ff ff`.
+        payload: &'a [u8],
+    },
     /// A ping; answer with a pong carrying the same payload (§5.5.2).
     Ping(&'a [u8]),
     /// A pong.
@@ -72,6 +86,10 @@ pub struct Decoder {
     /// A fragmented message or a partial text frame in progress.
     work: Option<Box<Work>>,
     closed: bool,
+    /// `permessage-deflate` was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
+    /// The fragmented message in progress is compressed.
+    compressed: bool,
 }
 
 /// The state of a message in progress.
@@ -98,7 +116,20 @@ impl Decoder {
             assembling: None,
             work: None,
             closed: false,
+            deflate: false,
+            compressed: false,
         }
+    }
+
+    /// `permessage-deflate` was negotiated: from now on, a message whose first frame
+    /// has RSV1 set is compressed.
+    pub fn enable_deflate(&mut self) {
+        self.deflate = true;
+    }
+
+    /// Whether `permessage-deflate` was negotiated.
+    pub fn deflate(&self) -> bool {
+        self.deflate
     }
 
     /// A server-side decoder (client frames must be masked).
@@ -142,7 +173,7 @@ impl Decoder {
         {
             self.check_sequence(op)?;
         }
-        let Some((h, hlen)) = FrameHeader::parse(buf, self.role)? else {
+        let Some((h, hlen)) = FrameHeader::parse_with(buf, self.role, self.deflate)? else {
             return Ok(None);
         };
         let len = self.check_frame(&h)?;
@@ -168,57 +199,86 @@ impl Decoder {
                 self.work = None;
                 Incoming::Close(frame)
             }
-            Opcode::Text if h.fin => Incoming::Text(
-                simdutf8::basic::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
-            ),
-            Opcode::Binary if h.fin => Incoming::Binary(payload),
-            Opcode::Text | Opcode::Binary => {
-                let kind = if h.opcode == Opcode::Text {
-                    DataKind::Text
-                } else {
-                    DataKind::Binary
-                };
-                let work = self.work.get_or_insert_with(Box::default);
-                work.message.clear();
-                work.utf8.reset();
-                if kind == DataKind::Text {
-                    work.utf8
-                        .feed(payload)
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
-                }
-                self.append(payload)?;
-                self.assembling = Some(kind);
-                Incoming::Fragment
-            }
-            Opcode::Continuation => {
-                let kind = self
-                    .assembling
-                    .ok_or(ProtocolError::UnexpectedContinuation)?;
-                let work = self.work.get_or_insert_with(Box::default);
-                work.message.extend_from_slice(payload);
-                if kind == DataKind::Text {
-                    work.utf8
-                        .feed(payload)
-                        .map_err(|_| ProtocolError::InvalidUtf8)?;
-                }
-                if !h.fin {
-                    Incoming::Fragment
-                } else {
-                    self.assembling = None;
-                    match kind {
-                        DataKind::Binary => Incoming::Binary(&work.message),
-                        DataKind::Text => {
-                            work.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                            Incoming::Text(
-                                simdutf8::basic::from_utf8(&work.message)
-                                    .map_err(|_| ProtocolError::InvalidUtf8)?,
-                            )
-                        }
-                    }
-                }
-            }
+            Opcode::Text | Opcode::Binary => self.first_frame(&h, payload)?,
+            Opcode::Continuation => self.continuation(h.fin, payload)?,
         };
         Ok(Some((item, total)))
+    }
+
+    /// The first (or only) frame of a data message: the whole message when FIN is set,
+    /// else the start of one to reassemble.
+    fn first_frame<'a>(
+        &'a mut self,
+        h: &FrameHeader,
+        payload: &'a [u8],
+    ) -> Result<Incoming<'a>, ProtocolError> {
+        let text = h.opcode == Opcode::Text;
+        let compressed = h.rsv & RSV1 != 0;
+        if h.fin {
+            return Ok(if compressed {
+                Incoming::Compressed { text, payload }
+            } else if text {
+                Incoming::Text(
+                    simdutf8::basic::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?,
+                )
+            } else {
+                Incoming::Binary(payload)
+            });
+        }
+        let work = self.work.get_or_insert_with(Box::default);
+        work.message.clear();
+        work.utf8.reset();
+        if text && !compressed {
+            work.utf8
+                .feed(payload)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.append(payload)?;
+        self.assembling = Some(if text {
+            DataKind::Text
+        } else {
+            DataKind::Binary
+        });
+        self.compressed = compressed;
+        Ok(Incoming::Fragment)
+    }
+
+    /// A continuation frame: absorbed, and the whole message once FIN is set.
+    fn continuation<'a>(
+        &'a mut self,
+        fin: bool,
+        payload: &'a [u8],
+    ) -> Result<Incoming<'a>, ProtocolError> {
+        let kind = self
+            .assembling
+            .ok_or(ProtocolError::UnexpectedContinuation)?;
+        // Text is checked as it comes only when it is not compressed.
+        let plain_text = kind == DataKind::Text && !self.compressed;
+        let work = self.work.get_or_insert_with(Box::default);
+        work.message.extend_from_slice(payload);
+        if plain_text {
+            work.utf8
+                .feed(payload)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if !fin {
+            return Ok(Incoming::Fragment);
+        }
+        self.assembling = None;
+        Ok(match kind {
+            _ if self.compressed => Incoming::Compressed {
+                text: kind == DataKind::Text,
+                payload: &work.message,
+            },
+            DataKind::Binary => Incoming::Binary(&work.message),
+            DataKind::Text => {
+                work.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                Incoming::Text(
+                    simdutf8::basic::from_utf8(&work.message)
+                        .map_err(|_| ProtocolError::InvalidUtf8)?,
+                )
+            }
+        })
     }
 
     /// §5.4: continuation frames only inside a fragmented message, and no new data
@@ -293,9 +353,10 @@ impl Decoder {
     /// A text frame's payload is still arriving: validate the bytes that are here so
     /// that invalid UTF-8 fails now rather than when the frame completes.
     fn probe_partial(&mut self, h: &FrameHeader, avail: &[u8]) -> Result<(), ProtocolError> {
+        // A compressed message's text is only text once inflated.
         let text = match h.opcode {
-            Opcode::Text => true,
-            Opcode::Continuation => self.assembling == Some(DataKind::Text),
+            Opcode::Text => h.rsv & RSV1 == 0,
+            Opcode::Continuation => self.assembling == Some(DataKind::Text) && !self.compressed,
             _ => false,
         };
         if !text {

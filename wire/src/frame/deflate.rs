@@ -6,13 +6,17 @@
 //! - In: a message's payload, with the `00 00 ff ff` its sender removed put back
 //!   (§7.2.2), inflated into at most a caller's limit: a message that would inflate
 //!   past it is refused before more than the limit is held (a zip bomb costs nothing).
+//!   [`inflate_message`] maps what goes wrong to the protocol's errors and checks text.
 //! - Out: a payload is deflated with a sync flush and its final `00 00 ff ff` removed
-//!   (§7.2.1). A message made of a per-recipient head and a shared rest is the head
-//!   deflated whole (sync-flushed, ending on a byte boundary with an empty stored block)
-//!   followed by the rest deflated once: two such streams concatenate into one valid
-//!   stream, so the shared part is compressed once for every recipient.
+//!   (§7.2.1). A message made of a per-recipient head and a shared rest is the head in
+//!   a stored (uncompressed) block, [`stored_block`], followed by the rest deflated
+//!   once: a stored block ends on a byte boundary, where the rest's blocks begin, so
+//!   the two concatenate into one valid stream and the shared part is compressed once
+//!   for every recipient, with no compressor run per recipient.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::error::ProtocolError;
 
 /// The tail every sync-flushed deflate stream ends with, removed on the wire.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -112,6 +116,48 @@ impl Inflater {
     }
 }
 
+/// Inflate compressed message `payload` (of a text message if `text`) with `inflater`,
+/// appending it to `out`: past `limit` bytes it is [`ProtocolError::MessageTooLarge`]
+/// (1009), data that does not inflate [`ProtocolError::BadCompression`] (1007), and
+/// text that is not UTF-8 [`ProtocolError::InvalidUtf8`] (1007). On an error `out` is
+/// as it was.
+pub fn inflate_message(
+    inflater: &mut Inflater,
+    text: bool,
+    payload: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let start = out.len();
+    inflater.inflate(payload, limit, out).map_err(|e| match e {
+        InflateError::TooBig(max) => ProtocolError::MessageTooLarge {
+            len: max as u64 + 1,
+            max,
+        },
+        InflateError::Corrupt => ProtocolError::BadCompression,
+    })?;
+    let inflated = out.get(start..).unwrap_or_default();
+    if text && simdutf8::basic::from_utf8(inflated).is_err() {
+        out.truncate(start);
+        return Err(ProtocolError::InvalidUtf8);
+    }
+    Ok(())
+}
+
+/// Append `data` as stored (uncompressed) deflate blocks, none of them final (RFC 1951
+/// §3.2.4: a 3-bit block header `BFINAL=0 BTYPE=00`, padding to the byte, then `LEN`
+/// and its one's complement `NLEN`, little-endian, then the bytes): the per-recipient
+/// head of a message whose deflated rest follows.
+pub fn stored_block(data: &[u8], out: &mut Vec<u8>) {
+    for chunk in data.chunks(usize::from(u16::MAX)) {
+        let len = chunk.len() as u16;
+        out.push(0x00);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+}
+
 /// One compressor, reset for every payload (no context takeover).
 pub struct Deflater {
     c: Compress,
@@ -133,8 +179,8 @@ impl Deflater {
     }
 
     /// Append `data` deflated and sync-flushed to `out`, whole (ending with
-    /// `00 00 ff ff`): the start of a message whose rest follows.
-    pub fn deflate_whole(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    /// `00 00 ff ff`).
+    fn deflate_whole(&mut self, data: &[u8], out: &mut Vec<u8>) {
         self.c.reset();
         let mut at = 0;
         loop {
@@ -200,9 +246,10 @@ mod tests {
         for head in [
             &br#"{"op":"change","id":1,"#[..],
             br#"{"op":"change","id":123456,"#,
+            b"",
         ] {
             let mut msg = Vec::new();
-            d.deflate_whole(head, &mut msg);
+            stored_block(head, &mut msg);
             msg.extend_from_slice(&shared);
             let mut want = head.to_vec();
             want.extend_from_slice(rest);
@@ -212,6 +259,42 @@ mod tests {
         let mut one = Vec::new();
         d.deflate_end(b"hello, hello, hello", &mut one);
         assert_eq!(inflate(&one, 100).unwrap(), b"hello, hello, hello");
+    }
+
+    #[test]
+    fn stored_blocks_match_the_rfc_and_split_past_64_kib() {
+        // §7.2.3.3's "Hello" in a stored block, less its final flag and tail.
+        let mut b = Vec::new();
+        stored_block(b"Hello", &mut b);
+        assert_eq!(
+            b,
+            [0x00, 0x05, 0x00, 0xfa, 0xff, b'H', b'e', b'l', b'l', b'o']
+        );
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let mut b = Vec::new();
+        stored_block(&big, &mut b);
+        assert_eq!(b.len(), big.len() + 10, "two blocks");
+        assert_eq!(inflate(&b, 1 << 20).unwrap(), big);
+    }
+
+    #[test]
+    fn a_message_is_inflated_into_the_protocol_s_errors() {
+        let mut i = Inflater::default();
+        let mut out = b"x".to_vec();
+        let mut z = Vec::new();
+        Deflater::new(6).deflate_end("héllo".as_bytes(), &mut z);
+        assert_eq!(inflate_message(&mut i, true, &z, 100, &mut out), Ok(()));
+        assert_eq!(out, "xhéllo".as_bytes());
+        // Not UTF-8 once inflated: 1007, and nothing kept.
+        let mut bad = Vec::new();
+        Deflater::new(6).deflate_end(&[0xff, 0xfe, 0xfd], &mut bad);
+        let err = inflate_message(&mut i, true, &bad, 100, &mut out);
+        assert_eq!(err.map_err(|e| e.close_code().0), Err(1007));
+        assert_eq!(inflate_message(&mut i, false, &bad, 100, &mut out), Ok(()));
+        let too_big = inflate_message(&mut i, false, &z, 3, &mut Vec::new());
+        assert_eq!(too_big.map_err(|e| e.close_code().0), Err(1009));
+        let corrupt = inflate_message(&mut i, false, &[0xff; 4], 100, &mut Vec::new());
+        assert_eq!(corrupt, Err(ProtocolError::BadCompression));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::close::{CloseCode, CloseFrame, write_close_payload};
-use super::header::{FrameHeader, MAX_HEADER_LEN};
+use super::header::{FrameHeader, MAX_HEADER_LEN, RSV1};
 use super::opcode::Opcode;
 use crate::mask::apply_mask;
 
@@ -16,15 +16,15 @@ pub fn encode_frame_parts(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload:
         "§5.5: control frames are ≤ 125 bytes and unfragmented"
     );
     out.reserve(MAX_HEADER_LEN + payload.len());
-    write_header(out, fin, opcode, payload.len());
+    write_header(out, fin, 0, opcode, payload.len());
     out.extend_from_slice(payload);
 }
 
 /// Append an unmasked frame header for `len` payload bytes.
-fn write_header(out: &mut Vec<u8>, fin: bool, opcode: Opcode, len: usize) {
+fn write_header(out: &mut Vec<u8>, fin: bool, rsv: u8, opcode: Opcode, len: usize) {
     let h = FrameHeader {
         fin,
-        rsv: 0,
+        rsv,
         opcode,
         mask: None,
         payload_len: len as u64,
@@ -37,7 +37,17 @@ fn write_header(out: &mut Vec<u8>, fin: bool, opcode: Opcode, len: usize) {
 /// Append only the header of a complete (FIN) unmasked frame of `len` payload bytes; the
 /// caller sends the payload after it (possibly as several buffers).
 pub fn encode_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
-    write_header(out, true, opcode, len);
+    write_header(out, true, 0, opcode, len);
+}
+
+/// [`encode_header`] for a compressed message (`permessage-deflate`): RSV1 set, `len`
+/// bytes of deflated payload to follow.
+pub fn encode_compressed_header(out: &mut Vec<u8>, opcode: Opcode, len: usize) {
+    debug_assert!(
+        !opcode.is_control(),
+        "RFC 7692 §6.1: never on a control frame"
+    );
+    write_header(out, true, RSV1, opcode, len);
 }
 
 /// Append one complete (FIN) unmasked frame to `out`.
@@ -88,6 +98,21 @@ pub fn encode_client_frame(
     let start = out.len();
     out.extend_from_slice(payload);
     apply_mask(&mut out[start..], key);
+}
+
+/// Append one masked client frame of a compressed message (FIN, RSV1 set), `payload`
+/// already deflated.
+pub fn encode_compressed_client_frame(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    payload: &[u8],
+    key: [u8; 4],
+) {
+    let start = out.len();
+    encode_client_frame(out, true, opcode, payload, key);
+    if let Some(b0) = out.get_mut(start) {
+        *b0 |= RSV1 << 4;
+    }
 }
 
 /// A complete server frame, encoded once and shared immutably: cloning is a

@@ -17,6 +17,13 @@ pub enum ProtocolError {
     /// §5.2: RSV1-3 MUST be 0 unless an extension defining them was negotiated.
     #[error("reserved bits {0:#x} set without a negotiated extension")]
     ReservedBits(u8),
+    /// RFC 7692 §6.1: the "Per-Message Compressed" bit (RSV1) on a control frame or a
+    /// continuation.
+    #[error("compressed bit on a control frame or a continuation")]
+    MisplacedCompressedBit,
+    /// A compressed message's payload does not inflate (RFC 7692 §7.2.2).
+    #[error("compressed message is not valid deflate data")]
+    BadCompression,
     /// §5.2: reserved opcodes MUST fail the connection.
     #[error("reserved opcode {0:#x}")]
     ReservedOpcode(u8),
@@ -73,10 +80,13 @@ impl ProtocolError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::TOO_BIG,
-            Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCloseReason | Self::BadCompression => {
+                CloseCode::INVALID_PAYLOAD
+            }
             Self::UnmaskedFrame
             | Self::MaskedFrame
             | Self::ReservedBits(_)
+            | Self::MisplacedCompressedBit
             | Self::ReservedOpcode(_)
             | Self::ControlFrameTooLong(_)
             | Self::FragmentedControlFrame

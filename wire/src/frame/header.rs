@@ -10,6 +10,9 @@ use crate::Decoded;
 pub const MAX_HEADER_LEN: usize = 14;
 /// The largest payload a control frame may carry (§5.5).
 pub const MAX_CONTROL_PAYLOAD: u64 = 125;
+/// RSV1, as [`FrameHeader::rsv`] holds it: `permessage-deflate`'s "Per-Message
+/// Compressed" bit (RFC 7692 §6).
+pub const RSV1: u8 = 0b100;
 
 /// Which side of the connection is decoding: a server decodes masked client
 /// frames, a client (test tools, the load generator) decodes unmasked server frames.
@@ -37,21 +40,38 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// Parse a header from the start of `buf`. No extension is negotiated (Ringline
-    /// offers none), so every RSV bit must be zero.
+    /// Parse a header from the start of `buf`, with no extension negotiated: every RSV
+    /// bit must be zero.
     pub fn parse(buf: &[u8], role: Role) -> Result<Decoded<FrameHeader>, ProtocolError> {
+        Self::parse_with(buf, role, false)
+    }
+
+    /// Parse a header from the start of `buf`; `deflate`: `permessage-deflate` was
+    /// negotiated, so RSV1 may mark the first frame of a compressed message.
+    pub fn parse_with(
+        buf: &[u8],
+        role: Role,
+        deflate: bool,
+    ) -> Result<Decoded<FrameHeader>, ProtocolError> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
         let fin = b0 & 0x80 != 0;
         let rsv = (b0 >> 4) & 0x7;
         // §5.2: "If a nonzero value is received and none of the negotiated extensions
         // defines the meaning of such a nonzero value, the receiving endpoint MUST
         // _Fail the WebSocket Connection_."
-        if rsv != 0 {
+        let defined = if deflate { RSV1 } else { 0 };
+        if rsv & !defined != 0 {
             return Err(ProtocolError::ReservedBits(rsv));
         }
         // §5.2: "If an unknown opcode is received, the receiving endpoint MUST _Fail
         // the WebSocket Connection_."
         let opcode = Opcode::from_u4(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode(b0 & 0x0F))?;
+        // RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of
+        // control frames and non-first fragments of a data message. An endpoint
+        // receiving such a frame MUST _Fail the WebSocket Connection_."
+        if rsv & RSV1 != 0 && (opcode.is_control() || opcode == Opcode::Continuation) {
+            return Err(ProtocolError::MisplacedCompressedBit);
+        }
         let masked = b1 & 0x80 != 0;
         match role {
             // §5.1: "The server MUST close the connection upon receiving a frame that
@@ -213,6 +233,28 @@ mod tests {
             FrameHeader::parse(&[0x81, 0x80, 1, 2, 3, 4], Role::Client),
             Err(ProtocolError::MaskedFrame)
         );
+    }
+
+    #[test]
+    fn rsv1_only_where_deflate_defines_it() {
+        let with = |b: &[u8]| FrameHeader::parse_with(b, Role::Server, true);
+        // The first frame of a compressed message, whole or fragmented.
+        for b0 in [0xC1, 0xC2, 0x41, 0x42] {
+            let (h, _) = with(&[b0, 0x80, 0, 0, 0, 0]).unwrap().unwrap();
+            assert_eq!(h.rsv, RSV1);
+        }
+        // Not without the extension, nor RSV2/RSV3 with it.
+        assert_eq!(parse(&[0xC1, 0x80]), Err(ProtocolError::ReservedBits(4)));
+        assert_eq!(with(&[0xA1, 0x80]), Err(ProtocolError::ReservedBits(2)));
+        assert_eq!(with(&[0xE1, 0x80]), Err(ProtocolError::ReservedBits(6)));
+        // Never on a continuation or a control frame.
+        for b0 in [0xC0, 0x40, 0xC8, 0xC9, 0xCA] {
+            assert_eq!(
+                with(&[b0, 0x80]),
+                Err(ProtocolError::MisplacedCompressedBit),
+                "{b0:#x}"
+            );
+        }
     }
 
     #[test]

@@ -15,8 +15,9 @@ pub mod opcode;
 pub use close::{CloseCode, CloseFrame};
 pub use decoder::{Decoder, Incoming, Limits};
 pub use encode::{
-    SharedFrame, encode_client_frame, encode_close, encode_close_reply, encode_frame, encode_header,
+    SharedFrame, encode_client_frame, encode_close, encode_close_reply,
+    encode_compressed_client_frame, encode_compressed_header, encode_frame, encode_header,
 };
 pub use error::ProtocolError;
-pub use header::FrameHeader;
+pub use header::{FrameHeader, RSV1};
 pub use opcode::Opcode;

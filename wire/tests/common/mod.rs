@@ -12,6 +12,8 @@ pub enum Got {
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<(u16, String)>),
+    /// A compressed message, as sent (text if true).
+    Compressed(bool, Vec<u8>),
 }
 
 /// Feed `stream` cut at `cuts` (sorted, any values) and decode everything.
@@ -50,6 +52,9 @@ pub fn feed(
                             Some(Got::Close(c.map(|c| (c.code.0, c.reason.to_owned()))))
                         }
                         Incoming::Fragment | Incoming::AfterClose => None,
+                        Incoming::Compressed { text, payload } => {
+                            Some(Got::Compressed(text, payload.to_vec()))
+                        }
                     };
                     out.extend(got);
                     pending.drain(..used);

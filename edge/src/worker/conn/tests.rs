@@ -474,6 +474,7 @@ impl Sim {
                         Incoming::Pong(p) => out.push((Opcode::Pong, p.to_vec())),
                         Incoming::Close(_) => out.push((Opcode::Close, Vec::new())),
                         Incoming::Fragment | Incoming::AfterClose => {}
+                        Incoming::Compressed { .. } => panic!("deflate is not negotiated"),
                     }
                 }
                 Ok(None) => break,
