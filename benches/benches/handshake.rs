@@ -32,7 +32,7 @@ fn bench(c: &mut Criterion) {
             if let Ok(Some((r, _))) = parse_request(black_box(REQ), &limits, &protos)
                 && let Some(ws) = r.websocket
             {
-                write_switching_protocols(&mut out, &ws.accept, ws.protocol);
+                write_switching_protocols(&mut out, &ws.accept, ws.protocol, None);
             }
             black_box(out.len())
         })

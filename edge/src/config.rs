@@ -76,6 +76,16 @@ pub struct Args {
     /// same tokens and grants as `/ws` [default: true].
     #[arg(long, value_name = "BOOL")]
     pub http_api: Option<bool>,
+    /// Accept `permessage-deflate` (RFC 7692) when a client offers it, without context
+    /// takeover: a change is compressed once for all its subscribers [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub compression: Option<bool>,
+    /// Messages shorter than this go uncompressed on a compressed connection [default: 128].
+    #[arg(long, value_name = "BYTES")]
+    pub compression_min_bytes: Option<usize>,
+    /// Deflate level, 1 (fastest) to 9 (smallest) [default: 6].
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: Option<u32>,
     /// Subscribe every authenticated connection to its user's inbox `@user/<sub>` (as subscription 0) [default: true].
     #[arg(long, value_name = "BOOL")]
     pub inbox: Option<bool>,
@@ -256,6 +266,9 @@ struct FileConfig {
     drain_secs: Option<u64>,
     echo: Option<bool>,
     http_api: Option<bool>,
+    compression: Option<bool>,
+    compression_min_bytes: Option<usize>,
+    compression_level: Option<u32>,
     inbox: Option<bool>,
     broadcast: Option<bool>,
     pin: Option<bool>,
@@ -325,6 +338,12 @@ pub struct Config {
     pub echo: bool,
     /// The HTTP API on.
     pub http_api: bool,
+    /// `permessage-deflate` accepted.
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed.
+    pub compression_min_bytes: usize,
+    /// Deflate level (1 to 9).
+    pub compression_level: u32,
     /// Authenticated connections get their inbox.
     pub inbox: bool,
     /// `@all` reaches every connection.
@@ -442,6 +461,16 @@ impl Config {
             drain: Duration::from_secs(args.drain_secs.or(f.drain_secs).unwrap_or(30)),
             echo: args.echo.or(f.echo).unwrap_or(true),
             http_api: args.http_api.or(f.http_api).unwrap_or(true),
+            compression: args.compression.or(f.compression).unwrap_or(false),
+            compression_min_bytes: args
+                .compression_min_bytes
+                .or(f.compression_min_bytes)
+                .unwrap_or(128),
+            compression_level: args
+                .compression_level
+                .or(f.compression_level)
+                .unwrap_or(6)
+                .clamp(1, 9),
             inbox: args.inbox.or(f.inbox).unwrap_or(true),
             broadcast: args.broadcast.or(f.broadcast).unwrap_or(true),
             pin: args.pin.or(f.pin).unwrap_or(true),

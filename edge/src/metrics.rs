@@ -53,6 +53,13 @@ pub struct WorkerMetrics {
     pub api_requests: AtomicU64,
     /// Server-Sent Events streams started.
     pub event_streams: AtomicU64,
+    /// Deflate runs (`permessage-deflate`): one per message of a connection's own, one
+    /// per change for all its subscribers.
+    pub compressions: AtomicU64,
+    /// Messages sent compressed.
+    pub compressed_out: AtomicU64,
+    /// Compressed messages received.
+    pub compressed_in: AtomicU64,
     /// HTTP API requests refused by the edge itself: malformed, too large, no such
     /// resource or method.
     pub api_refused: AtomicU64,
@@ -134,7 +141,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 33] = [
+static SERIES: [Series; 36] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -242,6 +249,24 @@ static SERIES: [Series; 33] = [
         "counter",
         "HTTP API requests taken (/v1/...).",
         |m| &m.api_requests,
+    ),
+    (
+        "ringline_edge_compressions_total",
+        "counter",
+        "Deflate runs (permessage-deflate): one per message of a connection's own (answers, snapshots, echoes), one per change for all its compressed subscribers of a worker.",
+        |m| &m.compressions,
+    ),
+    (
+        "ringline_edge_compressed_out_total",
+        "counter",
+        "Messages sent compressed (permessage-deflate).",
+        |m| &m.compressed_out,
+    ),
+    (
+        "ringline_edge_compressed_in_total",
+        "counter",
+        "Compressed messages received (permessage-deflate).",
+        |m| &m.compressed_in,
     ),
     (
         "ringline_edge_event_streams_total",

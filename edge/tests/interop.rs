@@ -4,7 +4,10 @@
 //! and binary and closes cleanly. The same three subscribe, write and receive through
 //! `/ws` with a real store behind the edge (Python and Node also ping there; Python
 //! also resumes with a token).
-//! The three also run `/echo` over `wss://`, trusting only a test CA (`rcgen`).
+//! The three also run `/echo` over `wss://`, trusting only a test CA (`rcgen`), and
+//! `/echo` and `/ws` against an edge with compression on, where each must agree
+//! `permessage-deflate` in its handshake and the edge must have inflated and sent
+//! compressed messages.
 //! Their installation is `scripts/interop-setup.sh` (run by `make test`); a missing
 //! client fails the test with that instruction rather than skipping it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -158,10 +161,106 @@ fn headless_chromium_page_client_protocol() {
     assert_eq!(c.edge.metric("ringline_edge_messages_in_total"), 3);
 }
 
+const COMPRESSION: [&str; 2] = ["--compression", "true"];
+const EXPECT_DEFLATE: (&str, &str) = ("RINGLINE_EXPECT_DEFLATE", "1");
+
+/// After a client's exchange with compression on: the edge compressed what it sent,
+/// and (`inflated`) inflated what came compressed (figures published once a tick).
+fn compressed(edge: &Edge, inflated: bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (i, o) = (
+            edge.metric("ringline_edge_compressed_in_total"),
+            edge.metric("ringline_edge_compressed_out_total"),
+        );
+        if (i > 0 || !inflated) && o > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compressed in {i}, out {o}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn run_env(program: &Path, args: &[&str], env: &[(&str, PathBuf)], extra: (&str, &str)) {
+    let mut env: Vec<(&str, PathBuf)> = env.to_vec();
+    env.push((extra.0, PathBuf::from(extra.1)));
+    run(program, args, &env);
+}
+
+#[test]
+fn python_websockets_echo_and_client_protocol_compressed() {
+    let python = root().join(".venv-interop/bin/python");
+    let edge = Edge::start(&COMPRESSION);
+    let url = format!("ws://{}/echo", edge.addr);
+    let script = root().join("edge/tests/interop/echo_client.py");
+    run_env(
+        &python,
+        &[script.to_str().unwrap(), &url],
+        &[],
+        EXPECT_DEFLATE,
+    );
+    compressed(&edge, true);
+    let c = Cluster::start_with(&COMPRESSION);
+    let url = format!("ws://{}/ws", c.edge.addr);
+    let script = root().join("edge/tests/interop/ws_client.py");
+    run_env(
+        &python,
+        &[script.to_str().unwrap(), &url],
+        &[],
+        EXPECT_DEFLATE,
+    );
+    compressed(&c.edge, true);
+}
+
+#[test]
+fn node_ws_echo_and_client_protocol_compressed() {
+    let modules = [("NODE_PATH", root().join(".interop-node/node_modules"))];
+    let edge = Edge::start(&COMPRESSION);
+    let url = format!("ws://{}/echo", edge.addr);
+    let script = root().join("edge/tests/interop/echo_client.cjs");
+    run_env(
+        Path::new("node"),
+        &[script.to_str().unwrap(), &url],
+        &modules,
+        EXPECT_DEFLATE,
+    );
+    compressed(&edge, true);
+    let c = Cluster::start_with(&COMPRESSION);
+    let url = format!("ws://{}/ws", c.edge.addr);
+    let script = root().join("edge/tests/interop/ws_client.cjs");
+    run_env(
+        Path::new("node"),
+        &[script.to_str().unwrap(), &url],
+        &modules,
+        EXPECT_DEFLATE,
+    );
+    // Node compresses only messages of 1 KiB or more (its echo's 70,000 bytes came so,
+    // its requests here do not).
+    compressed(&c.edge, false);
+}
+
+#[test]
+fn headless_chromium_pages_compressed() {
+    let edge = Edge::start(&COMPRESSION);
+    chromium_page_with(&edge, "echo_page.html", "/echo", "&deflate=1");
+    compressed(&edge, true);
+    let c = Cluster::start_with(&COMPRESSION);
+    chromium_page_with(&c.edge, "ws_page.html", "/ws", "&deflate=1");
+    compressed(&c.edge, true);
+}
+
 /// Open `page` in headless Chromium against `path` on the edge; the page closes with
 /// 1000 when its exchange succeeded, 4000 otherwise.
 fn chromium_page(edge: &Edge, page: &str, path: &str) {
-    let url = format!("ws://{}{path}", edge.addr);
+    chromium_page_with(edge, page, path, "");
+}
+
+/// [`chromium_page`] with `query` (`&name=value...`) added to the page's URL.
+fn chromium_page_with(edge: &Edge, page: &str, path: &str, query: &str) {
+    let url = format!("ws://{}{path}{query}", edge.addr);
     let closes = page_closes(edge.addr, page, &url, &[]);
     assert_eq!(closes, (1, 0), "the page did not finish its exchange");
 }

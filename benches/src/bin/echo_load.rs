@@ -245,6 +245,7 @@ async fn upgrade<S: Stream>(s: &mut S) -> Option<()> {
                 &mut answer,
                 &wire::handshake::accept_key(key),
                 None,
+                None,
             );
             return s.write_all(&answer).await.ok();
         }

@@ -36,6 +36,11 @@ pub struct Delivery {
     /// The flatbuffers message, built on first use, and the offset of its 8-byte
     /// subscription id (patched per subscriber).
     fb: OnceCell<Option<(Bytes, usize)>>,
+    /// The JSON rest deflated (`permessage-deflate`), on first use; `None`: not worth
+    /// compressing.
+    json_z: OnceCell<Option<Bytes>>,
+    /// The flatbuffers rest (after the id) deflated, the same way.
+    fb_z: OnceCell<Option<Bytes>>,
 }
 
 impl Delivery {
@@ -47,6 +52,8 @@ impl Delivery {
             token,
             json: OnceCell::new(),
             fb: OnceCell::new(),
+            json_z: OnceCell::new(),
+            fb_z: OnceCell::new(),
         }
     }
 
@@ -69,6 +76,26 @@ impl Delivery {
                 Some((Bytes::from(tpl), at))
             })
             .as_ref()
+    }
+
+    /// [`json_tail`](Self::json_tail) deflated by `deflate` on first use, once for
+    /// every compressed subscriber (`None`: `deflate` found it not worth it).
+    pub fn json_tail_deflated(
+        &self,
+        deflate: impl FnOnce(&[u8]) -> Option<Bytes>,
+    ) -> Option<&Bytes> {
+        let rest = self.json_tail();
+        self.json_z.get_or_init(|| deflate(rest)).as_ref()
+    }
+
+    /// The binary form's shared rest (`rest`, the template after the id) deflated by
+    /// `deflate` on first use, the same way.
+    pub fn fb_rest_deflated(
+        &self,
+        rest: &[u8],
+        deflate: impl FnOnce(&[u8]) -> Option<Bytes>,
+    ) -> Option<&Bytes> {
+        self.fb_z.get_or_init(|| deflate(rest)).as_ref()
     }
 
     /// The change as a protocol response for subscription `id` (borrowing its value).

@@ -69,6 +69,7 @@ macro_rules! conn_ctx {
             worker: $w.id,
             hub: &mut $w.hub,
             me: conn_ref($key),
+            z: &mut $w.delivery.z,
         }
     };
 }

@@ -4,7 +4,10 @@
 //! ([`super::streams`]). A change is encoded once per
 //! form: the JSON body after the subscription id, the binary message with its id
 //! patched per subscriber. Each subscriber gets its own few head bytes, and the shared
-//! rest by reference when it is large enough for that to beat a copy. A change of a
+//! rest by reference when it is large enough for that to beat a copy. To a connection
+//! that negotiated `permessage-deflate`, the shared rest goes deflated, compressed once
+//! per change for all of them, behind its own head in a stored block
+//! ([`super::compress`]); its other messages are compressed for it alone. A change of a
 //! `latest` subscription whose connection is behind is held instead ([`super::conflate`])
 //! and released when the connection's queue drains.
 
@@ -17,6 +20,7 @@ use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
 use wire::frame::{CloseCode, Opcode, encode_frame, encode_header};
 
+use super::compress::Compression;
 use super::conflate::{Conflation, Holding};
 use super::conn::{Conn, Proto};
 use super::slab::{Key, Slab};
@@ -28,10 +32,23 @@ use crate::metrics::WorkerMetrics;
 const SHARE_MIN: usize = 512;
 
 /// Reused encoders.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Encoders {
     pub(super) fb: FbEncoder,
     pub(super) scratch: Vec<u8>,
+    /// `permessage-deflate`, both ways.
+    pub(super) z: Compression,
+}
+
+impl Encoders {
+    /// With compression at `level`, for messages of `min_bytes` or more.
+    pub fn new(level: u32, min_bytes: usize) -> Self {
+        Self {
+            fb: FbEncoder::default(),
+            scratch: Vec::new(),
+            z: Compression::new(level, min_bytes),
+        }
+    }
 }
 
 /// Queue one frame whose payload is `head` (this connection's own bytes) then `rest`
@@ -55,12 +72,21 @@ fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
 
 /// Queue change `d` of subscription `id` on `conn`, in its form: the JSON body after
 /// the subscription id, or the binary message with its id patched in, shared with every
-/// other subscriber of the change.
-fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, fb: &mut FbEncoder, scratch: &mut Vec<u8>) {
+/// other subscriber of the change (deflated once, if it is compressed).
+fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, enc: &mut Encoders) {
+    let Encoders { fb, scratch, z } = enc;
     scratch.clear();
     if conn.proto() != Proto::Fb {
         PreparedChange::write_head(id, scratch);
-        queue_split(conn, Opcode::Text, scratch, d.json_tail());
+        let whole = scratch.len() + d.json_tail().len();
+        let deflated = conn
+            .deflate()
+            .then(|| d.json_tail_deflated(|rest| z.deflate_shared(rest, whole)))
+            .flatten();
+        match deflated {
+            Some(rest_z) => z.queue_split(conn.out(), Opcode::Text, scratch, rest_z, SHARE_MIN),
+            None => queue_split(conn, Opcode::Text, scratch, d.json_tail()),
+        }
         return;
     }
     match d.fb_template(fb) {
@@ -72,12 +98,32 @@ fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, fb: &mut FbEncoder, scra
             if let Some(slot) = scratch.get_mut(*at..end) {
                 slot.copy_from_slice(&id.to_le_bytes());
             }
-            queue_split(conn, Opcode::Binary, scratch, &tpl.slice(end..));
+            let rest = tpl.slice(end..);
+            let deflated = conn
+                .deflate()
+                .then(|| d.fb_rest_deflated(&rest, |r| z.deflate_shared(r, tpl.len())))
+                .flatten();
+            match deflated {
+                Some(rest_z) => {
+                    z.queue_split(conn.out(), Opcode::Binary, scratch, rest_z, SHARE_MIN)
+                }
+                None => queue_split(conn, Opcode::Binary, scratch, &rest),
+            }
         }
         None => {
             fb.encode_response(&d.response(id), scratch);
-            conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+            queue_own(conn, Opcode::Binary, scratch, z);
         }
+    }
+}
+
+/// Queue `body`, a message of `conn`'s own, compressed if the connection is and it is
+/// worth it.
+fn queue_own(conn: &mut Conn, opcode: Opcode, body: &[u8], z: &mut Compression) {
+    if conn.deflate() {
+        z.queue(conn.out(), opcode, body);
+    } else {
+        conn.queue_with(|v| encode_frame(v, opcode, body));
     }
 }
 
@@ -97,14 +143,13 @@ fn send_to_many(
     hub: &crate::hub::Hub,
     to: Recipients,
     d: &Delivery,
-    fb: &mut FbEncoder,
-    scratch: &mut Vec<u8>,
+    enc: &mut Encoders,
     touched: &mut Vec<Key>,
 ) -> u64 {
     let mut n = 0;
     let mut queue = |key: Key, conn: &mut Conn| {
         if conn.admitted() {
-            queue_change(conn, INBOX_ID, d, fb, scratch);
+            queue_change(conn, INBOX_ID, d, enc);
             touched.push(key);
             n += 1;
         }
@@ -143,14 +188,13 @@ fn held_before(
     key: Key,
     msg: &Response<'_>,
     conn: &mut Conn,
-    fb: &mut FbEncoder,
-    scratch: &mut Vec<u8>,
+    enc: &mut Encoders,
 ) {
     match msg {
         Response::Reset { id, .. } | Response::Snapshot { id, .. } => held.end(key, *id),
         Response::Resumed { id, .. } => {
             for (sub, d) in held.release_sub(key, *id) {
-                queue_change(conn, sub, &d, fb, scratch);
+                queue_change(conn, sub, &d, enc);
             }
         }
         _ => {}
@@ -158,19 +202,15 @@ fn held_before(
 }
 
 /// Queue response `msg` on `conn`, in its form.
-pub(super) fn queue_msg(
-    conn: &mut Conn,
-    msg: &Response<'_>,
-    fb: &mut FbEncoder,
-    scratch: &mut Vec<u8>,
-) {
+pub(super) fn queue_msg(conn: &mut Conn, msg: &Response<'_>, enc: &mut Encoders) {
+    let Encoders { fb, scratch, z } = enc;
     scratch.clear();
     if conn.proto() == Proto::Fb {
         fb.encode_response(msg, scratch);
-        conn.queue_with(|v| encode_frame(v, Opcode::Binary, scratch));
+        queue_own(conn, Opcode::Binary, scratch, z);
     } else {
         json::encode_response(msg, scratch);
-        conn.queue_with(|v| encode_frame(v, Opcode::Text, scratch));
+        queue_own(conn, Opcode::Text, scratch, z);
     }
 }
 
@@ -210,9 +250,9 @@ impl Worker {
                 // The worker's own subscriptions: their changes go to many connections,
                 // their other messages (snapshots, errors) nowhere.
                 if let Some((to, d)) = own_recipients(o) {
-                    let Encoders { fb, scratch } = &mut self.delivery;
                     let (conns, touched) = (&mut self.conns, &mut round.touched);
-                    round.messages += send_to_many(conns, &self.hub, to, d, fb, scratch, touched);
+                    round.messages +=
+                        send_to_many(conns, &self.hub, to, d, &mut self.delivery, touched);
                 }
                 continue;
             }
@@ -239,7 +279,7 @@ impl Worker {
         let now = self.wheel.now();
         let Self {
             conns,
-            delivery: Encoders { fb, scratch },
+            delivery: enc,
             conflation: held,
             batches,
             streams,
@@ -268,8 +308,10 @@ impl Worker {
             // whose subscription ended ends too (its error event is queued), and
             // the browser comes back with its last event id.
             match o {
-                Out::Msg(_, msg) => streams.queue(key, conn, msg, scratch),
-                Out::Change(_, id, d) => streams.queue(key, conn, &d.response(*id), scratch),
+                Out::Msg(_, msg) => streams.queue(key, conn, msg, &mut enc.scratch),
+                Out::Change(_, id, d) => {
+                    streams.queue(key, conn, &d.response(*id), &mut enc.scratch)
+                }
                 Out::Ended(..) => conn.close(CloseCode::NORMAL, "", now, metrics),
                 _ => return,
             }
@@ -279,10 +321,10 @@ impl Worker {
         match o {
             Out::Msg(_, msg) => {
                 if held.holds(key) {
-                    held_before(held, key, msg, conn, fb, scratch);
+                    held_before(held, key, msg, conn, enc);
                 }
-                batches.before(key, msg, conn, fb, scratch);
-                queue_msg(conn, msg, fb, scratch);
+                batches.before(key, msg, conn, enc);
+                queue_msg(conn, msg, enc);
             }
             Out::Presence(_, id, d) => {
                 if !cfg.presence_batch.is_zero() {
@@ -290,10 +332,10 @@ impl Worker {
                     return;
                 }
                 if let Some(m) = super::presence::events_message(*id, std::slice::from_ref(d)) {
-                    queue_msg(conn, &m, fb, scratch);
+                    queue_msg(conn, &m, enc);
                 }
             }
-            Out::Change(_, id, d) => queue_change(conn, *id, d, fb, scratch),
+            Out::Change(_, id, d) => queue_change(conn, *id, d, enc),
             Out::Latest(_, id, d) => {
                 if held.holds(key) || conn.queued_bytes() > cfg.latest_above {
                     if held.hold(key, *id, Rc::clone(d)) == Holding::Replaced {
@@ -306,7 +348,7 @@ impl Worker {
                     }
                     return;
                 }
-                queue_change(conn, *id, d, fb, scratch);
+                queue_change(conn, *id, d, enc);
             }
             Out::Ended(_, id) => {
                 held.end(key, *id);
@@ -333,14 +375,13 @@ impl Worker {
         if !conn.is_open() || conn.queued_bytes() > self.cfg.latest_above / 2 {
             return;
         }
-        let Encoders { fb, scratch } = &mut self.delivery;
         let mut sent = 0u64;
         for (id, d) in self.conflation.release(key) {
             if conn.queued_bytes() > self.cfg.latest_above {
                 self.conflation.hold(key, id, d);
                 continue;
             }
-            queue_change(conn, id, &d, fb, scratch);
+            queue_change(conn, id, &d, &mut self.delivery);
             sent += 1;
         }
         WorkerMetrics::add(&self.metrics.messages_out, sent);
@@ -370,5 +411,6 @@ impl Worker {
             .store(self.hub.presence_members() as u64, Ordering::Relaxed);
         m.presence_waiting
             .store(self.batches.len() as u64, Ordering::Relaxed);
+        self.delivery.z.publish(m);
     }
 }

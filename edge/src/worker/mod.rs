@@ -14,6 +14,7 @@
 //! over through its ring).
 
 mod admission;
+pub mod compress;
 mod conflate;
 pub mod conn;
 mod conns;
@@ -235,6 +236,7 @@ impl Worker {
         let tls = shared.certs.as_ref().map(|c| c.current());
         let cluster_secret = shared.cluster_secret.clone();
         let link_tls = shared.link_tls.clone();
+        let delivery = dispatch::Encoders::new(cfg.compression_level, cfg.compression_min_bytes);
         Ok(Self {
             ring,
             bufs,
@@ -260,7 +262,7 @@ impl Worker {
             hub: Hub::new(map)
                 .with_max_subs(max_subs)
                 .with_presence(links::edge_id(), id as u16),
-            delivery: dispatch::Encoders::default(),
+            delivery,
             conflation: conflate::Conflation::default(),
             streams: streams::Streams::default(),
             batches: presence::Batches::default(),

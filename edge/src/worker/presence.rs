@@ -17,11 +17,9 @@ use std::rc::Rc;
 
 use wire::client::{ChangeOp, PresenceEvent, Response};
 
-use wire::client::fb::FbEncoder;
-
 use super::Worker;
 use super::conn::Conn;
-use super::dispatch::queue_msg;
+use super::dispatch::{Encoders, queue_msg};
 use super::slab::Key;
 use crate::hub::Delivery;
 use crate::uring::{Gen, OpKind, Token};
@@ -68,8 +66,7 @@ impl Batches {
         key: Key,
         msg: &Response<'_>,
         conn: &mut Conn,
-        fb: &mut FbEncoder,
-        scratch: &mut Vec<u8>,
+        enc: &mut Encoders,
     ) {
         let Some(id) = msg.id() else {
             return;
@@ -82,7 +79,7 @@ impl Batches {
             Response::Resumed { .. } => {
                 let waiting = self.pending.remove(&(key, id)).unwrap_or_default();
                 if let Some(m) = events_message(id, &waiting) {
-                    queue_msg(conn, &m, fb, scratch);
+                    queue_msg(conn, &m, enc);
                 }
             }
             _ => {}
@@ -164,11 +161,10 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
             return false;
         };
-        let super::dispatch::Encoders { fb, scratch } = &mut self.delivery;
         let mut sent = false;
         for part in parts(changes) {
             if let Some(msg) = events_message(id, part) {
-                queue_msg(conn, &msg, fb, scratch);
+                queue_msg(conn, &msg, &mut self.delivery);
                 sent = true;
             }
         }

@@ -1,6 +1,6 @@
 //! The worker's one-second tick: links are reconnected, pinged or dropped (a link
-//! that is down also has its own 25 ms timer, see `links.rs`), the hub's
-//! figures published, spare memory given back, a SIGTERM drain advanced (health
+//! that is down also has its own 25 ms timer, see `links.rs`), the hub's and the
+//! compression's figures published, spare memory given back, a SIGTERM drain advanced (health
 //! check says 503, the listeners close, connections are closed in a smooth wave), a
 //! reloaded token verifier and TLS config taken, idle source addresses forgotten
 //! (worker 0), and every connection whose deadline is due gets
@@ -42,6 +42,7 @@ impl Worker {
         self.ring.trim();
         self.conns.trim();
         crate::mem::trim_vec(&mut self.dirty);
+        self.delivery.z.trim();
         self.drain_tick();
         self.reload_keys();
         self.reload_tls();

@@ -10,6 +10,9 @@ setTimeout(() => fail('timed out'), 20000);
 const expected = [];
 const PING = 'ping from node';
 ws.on('open', () => {
+  // With compression on in the edge (the tests say so), it must have been agreed.
+  const deflate = String(ws.extensions).includes('permessage-deflate');
+  if (deflate !== Boolean(process.env.RINGLINE_EXPECT_DEFLATE)) fail(`extensions: ${ws.extensions}`);
   ws.ping(PING);
   expected.push('héllo from node');
   ws.send('héllo from node');

@@ -14,12 +14,18 @@ import sys
 
 from websockets.asyncio.client import connect
 
+# Set by the tests that run against an edge with compression on: the handshake must
+# have agreed permessage-deflate (websockets offers it by default).
+EXPECT_DEFLATE = bool(os.environ.get("RINGLINE_EXPECT_DEFLATE"))
+
 
 async def main(url: str) -> None:
     tls = None
     if url.startswith("wss://"):
         tls = ssl.create_default_context(cafile=os.environ["RINGLINE_CA"])
     async with connect(url, max_size=2**24, ssl=tls) as ws:
+        ext = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert ("permessage-deflate" in ext) == EXPECT_DEFLATE, ext
         await ws.send("héllo from python")
         assert await ws.recv() == "héllo from python"
         blob = bytes(range(256)) * 300

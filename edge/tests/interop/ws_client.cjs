@@ -15,7 +15,12 @@ const open = () => new Promise((resolve, reject) => {
     const m = JSON.parse(d.toString());
     if (ws.waiting.length) ws.waiting.shift()(m); else ws.queue.push(m);
   });
-  ws.on('open', () => resolve(ws));
+  ws.on('open', () => {
+    // With compression on in the edge (the tests say so), it must have been agreed.
+    const deflate = String(ws.extensions).includes('permessage-deflate');
+    if (deflate !== Boolean(process.env.RINGLINE_EXPECT_DEFLATE)) fail(`extensions: ${ws.extensions}`);
+    resolve(ws);
+  });
   ws.on('error', reject);
 });
 const next = (ws) => new Promise((resolve) => {

@@ -4,6 +4,7 @@ receive every change in order, get, publish, then leave, miss some writes, and
 resume with the last token to receive exactly the missed changes. Exit 0 when every
 check holds."""
 import json
+import os
 import sys
 
 from websockets.sync.client import connect
@@ -20,6 +21,9 @@ def call(ws, msg):
 with connect(url, subprotocols=["ringline.v1.json"]) as a, \
         connect(url, subprotocols=["ringline.v1.json"]) as w:
     assert a.subprotocol == "ringline.v1.json", a.subprotocol
+    # With compression on in the edge (the tests say so), it must have been agreed.
+    ext = a.response.headers.get("Sec-WebSocket-Extensions", "")
+    assert ("permessage-deflate" in ext) == bool(os.environ.get("RINGLINE_EXPECT_DEFLATE")), ext
     snap = call(a, {"op": "sub", "id": 1, "key": key})
     assert snap["op"] == "snapshot" and snap["id"] == 1, snap
     # Set only by a pong carrying this payload: a missing or mismatched pong fails.

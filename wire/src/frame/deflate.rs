@@ -158,6 +158,12 @@ pub fn stored_block(data: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The bytes [`stored_block`] appends for `n` bytes of data.
+#[must_use]
+pub fn stored_len(n: usize) -> usize {
+    n + 5 * n.div_ceil(usize::from(u16::MAX))
+}
+
 /// One compressor, reset for every payload (no context takeover).
 pub struct Deflater {
     c: Compress,
@@ -274,6 +280,8 @@ mod tests {
         let mut b = Vec::new();
         stored_block(&big, &mut b);
         assert_eq!(b.len(), big.len() + 10, "two blocks");
+        assert_eq!(stored_len(big.len()), b.len());
+        assert_eq!((stored_len(0), stored_len(5)), (0, 10));
         assert_eq!(inflate(&b, 1 << 20).unwrap(), big);
     }
 

@@ -81,8 +81,14 @@ impl Status {
 }
 
 /// Append `101 Switching Protocols` completing a handshake, with the selected
-/// subprotocol if any.
-pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &AcceptKey, protocol: Option<&str>) {
+/// subprotocol and the accepted extensions (a `Sec-WebSocket-Extensions` value, see
+/// [`Deflate::response`](super::deflate::Deflate::response)) if any.
+pub fn write_switching_protocols(
+    out: &mut Vec<u8>,
+    accept: &AcceptKey,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
@@ -90,6 +96,10 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &AcceptKey, protocol
     if let Some(p) = protocol {
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         out.extend_from_slice(p.as_bytes());
+    }
+    if let Some(e) = extensions {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(e.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
 }
@@ -185,8 +195,13 @@ mod tests {
             &mut out,
             &super::super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             Some("ringline.v1.json"),
+            Some("permessage-deflate; server_no_context_takeover"),
         );
         let (code, hs, body) = parse(&out);
+        assert!(hs.contains(&(
+            "Sec-WebSocket-Extensions".into(),
+            "permessage-deflate; server_no_context_takeover".into()
+        )));
         assert_eq!(code, 101);
         assert!(body.is_empty());
         assert!(hs.contains(&(

@@ -7,9 +7,12 @@
 //! where one is required opens the connection pending its `auth` message. A plain
 //! answer is the connection's last: it closes once that is flushed. A connection from
 //! a balancer configured to send the PROXY protocol starts with that header (else 400);
-//! the client it names is the one the per-address limits count.
+//! the client it names is the one the per-address limits count. An upgrade offering
+//! `permessage-deflate` gets it, when the config allows, on the terms of
+//! `wire::handshake::deflate` (no context takeover either way).
 
 use wire::frame::{Decoder, Limits};
+use wire::handshake::deflate::{DeflatePolicy, negotiate};
 use wire::handshake::{
     HandshakeLimits, Request, Status, parse_request, write_response, write_switching_protocols,
     write_unauthorized,
@@ -38,9 +41,9 @@ const CLIENT_JS: &str = include_str!("../../../assets/ringline.min.js");
 enum Route {
     /// Answered in plain HTTP, then closed.
     Answered,
-    /// Upgraded: the bytes after the head, what its messages are, and who its token
-    /// says it is.
-    Upgraded(Vec<u8>, Proto, Admission),
+    /// Upgraded: the bytes after the head, what its messages are, who its token says
+    /// it is, and whether it negotiated `permessage-deflate`.
+    Upgraded(Vec<u8>, Proto, Admission, bool),
 }
 
 /// How an upgrade stands with the verifier.
@@ -110,8 +113,8 @@ impl Conn {
         };
         self.out.push_owned(reply);
         match route {
-            Route::Upgraded(mut rest, proto, admission) => {
-                self.upgrade(proto, now, ctx);
+            Route::Upgraded(mut rest, proto, admission, deflate) => {
+                self.upgrade(proto, deflate, now, ctx);
                 match admission {
                     Admission::Free => {}
                     Admission::Pending => {
@@ -135,17 +138,18 @@ impl Conn {
         }
     }
 
-    /// The handshake is done: frames from now on, and the heartbeat instead of the
-    /// handshake deadline.
-    fn upgrade(&mut self, proto: Proto, now: Tick, ctx: &Ctx<'_>) {
+    /// The handshake is done: frames from now on (compressed ones too, if `deflate`),
+    /// and the heartbeat instead of the handshake deadline.
+    fn upgrade(&mut self, proto: Proto, deflate: bool, now: Tick, ctx: &Ctx<'_>) {
         let limits = Limits {
             max_frame: ctx.cfg.max_message,
             max_message: ctx.cfg.max_message,
         };
-        self.life = Life::Open {
-            dec: Decoder::server(limits),
-            partial: None,
-        };
+        let mut dec = Decoder::server(limits);
+        if deflate {
+            dec.enable_deflate();
+        }
+        self.life = Life::Open { dec, partial: None };
         self.proto = proto;
         self.budget = super::rate::Budget::new(ctx.cfg.messages);
         // The first ping comes up to half a heartbeat early, spread by slot, so that
@@ -269,8 +273,12 @@ fn route(
     } else {
         up.protocol
     };
-    write_switching_protocols(reply, &up.accept, protocol);
-    Route::Upgraded(req.rest.to_vec(), proto, admission)
+    let policy = DeflatePolicy {
+        enabled: ctx.cfg.compression,
+    };
+    let deflate = negotiate(up.extensions, policy).map(|d| d.response());
+    write_switching_protocols(reply, &up.accept, protocol, deflate.as_deref());
+    Route::Upgraded(req.rest.to_vec(), proto, admission, deflate.is_some())
 }
 
 /// Count an upgrade against its source address's limits: the client a balancer's

@@ -189,6 +189,8 @@ pub struct Ctx<'a> {
     pub per_ip: &'a crate::worker::per_ip::PerIp,
     /// This worker's index.
     pub worker: usize,
+    /// This worker's `permessage-deflate` state.
+    pub z: &'a mut crate::worker::compress::Compression,
 }
 
 /// Largest owned chunk small frames are coalesced into.
@@ -276,6 +278,16 @@ impl Conn {
     /// Queue a frame encoded once and shared with other connections.
     pub fn queue_shared(&mut self, frame: bytes::Bytes) {
         self.out.push_shared(frame);
+    }
+
+    /// Its send queue.
+    pub fn out(&mut self) -> &mut SendQueue {
+        &mut self.out
+    }
+
+    /// Whether it is an open WebSocket that negotiated `permessage-deflate`.
+    pub fn deflate(&self) -> bool {
+        matches!(&self.life, Life::Open { dec, .. } if dec.deflate())
     }
 
     /// Bytes arrived (`data` may be modified: frames are unmasked, TLS records opened,

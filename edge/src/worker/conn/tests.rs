@@ -112,6 +112,7 @@ struct Sim {
     cfg: Config,
     metrics: WorkerMetrics,
     per_ip: crate::worker::per_ip::PerIp,
+    z: crate::worker::compress::Compression,
 }
 
 fn config(style: RecvStyle) -> Config {
@@ -134,6 +135,9 @@ fn config(style: RecvStyle) -> Config {
         drain: std::time::Duration::from_secs(30),
         echo: true,
         http_api: true,
+        compression: false,
+        compression_min_bytes: 128,
+        compression_level: 6,
         inbox: true,
         broadcast: true,
         pin: false,
@@ -202,6 +206,7 @@ impl Sim {
             per_ip: crate::worker::per_ip::PerIp::new(config(style).per_ip),
             cfg: config(style),
             metrics: WorkerMetrics::default(),
+            z: crate::worker::compress::Compression::new(6, 128),
         };
         s.drive();
         s
@@ -282,6 +287,7 @@ impl Sim {
             metrics: &self.metrics,
             draining: false,
             all: &all,
+            z: &mut self.z,
         };
         f(conn, &mut ctx, self.now);
     }

@@ -3,7 +3,10 @@
 //! and each message is echoed (`/echo`) or decoded into a client request (`/ws`: one
 //! that does not decode gets its error answer; `auth`, and whether the others may go on
 //! to the hub, are [`auth`](super::auth)'s). Pings are answered, a close is echoed, and
-//! a protocol error closes with its code.
+//! a protocol error closes with its code. On a connection that negotiated
+//! `permessage-deflate`, a compressed message is inflated first (the worker's one
+//! inflater, [`Compression`]; past the message limit it closes with 1009), and the
+//! echoes and answers queued here go compressed when that is worth it.
 
 use wire::client::{ErrorCode, Response, fb as client_fb, json as client_json};
 use wire::frame::{CloseCode, Decoder, Incoming, Opcode, encode_close_reply, encode_frame};
@@ -13,6 +16,7 @@ use super::rate::{Budget, Limits, Verdict};
 use super::{Conn, Ctx, Proto, SendQueue};
 use crate::hub::{ConnRef, Hub};
 use crate::metrics::WorkerMetrics;
+use crate::worker::compress::Compression;
 use crate::worker::conn::life::Life;
 use crate::worker::timer::Tick;
 
@@ -38,6 +42,11 @@ pub(super) struct FrameLoop<'a> {
     budget: &'a mut Budget,
     limits: Limits,
     scratch: Vec<u8>,
+    /// The worker's compression, and whether this connection negotiated it.
+    z: &'a mut Compression,
+    deflate: bool,
+    /// The largest message, inflated.
+    max_message: usize,
     /// Messages received.
     messages: u64,
     /// Answers queued here (a `/ws` request that did not decode, was refused, or was
@@ -82,6 +91,7 @@ impl FrameLoop<'_> {
         match item {
             Incoming::Text(s) => self.on_message(Opcode::Text, s.as_bytes()),
             Incoming::Binary(b) => self.on_message(Opcode::Binary, b),
+            Incoming::Compressed { text, payload } => self.on_compressed(text, payload),
             Incoming::Ping(p) => out.push_with(&mut |v| encode_frame(v, Opcode::Pong, p)),
             Incoming::Close(frame) => {
                 out.push_with(&mut |v| encode_close_reply(v, frame.as_ref()));
@@ -90,6 +100,23 @@ impl FrameLoop<'_> {
             }
             Incoming::Pong(_) | Incoming::Fragment | Incoming::AfterClose => {}
         }
+    }
+
+    /// A compressed message: inflated into the worker's scratch, then handled as if it
+    /// had come so.
+    fn on_compressed(&mut self, text: bool, payload: &[u8]) {
+        let opcode = if text { Opcode::Text } else { Opcode::Binary };
+        // Taken out of the worker's compression state for the while: handling the
+        // message may use that state too (to compress its answer).
+        let mut inflated = self.z.take_inflated();
+        match self
+            .z
+            .inflate(text, payload, self.max_message, &mut inflated)
+        {
+            Ok(()) => self.on_message(opcode, &inflated),
+            Err(e) => self.stop = Some(Stop::Error(e.close_code(), "")),
+        }
+        self.z.put_inflated(inflated);
     }
 
     /// A whole message (text or binary). On `/ws` each one spends from the
@@ -111,7 +138,7 @@ impl FrameLoop<'_> {
         };
         let decoded = match (self.proto, opcode) {
             (Proto::Echo, _) => {
-                self.out.push_with(&mut |v| encode_frame(v, opcode, body));
+                self.send(opcode, body);
                 return;
             }
             (Proto::Json, Opcode::Text) => client_json::decode_request(body),
@@ -148,8 +175,19 @@ impl FrameLoop<'_> {
             client_fb::encode_response(response, &mut self.scratch);
         }
         self.answered += 1;
-        let body = &self.scratch;
-        self.out.push_with(&mut |v| encode_frame(v, opcode, body));
+        let body = std::mem::take(&mut self.scratch);
+        self.send(opcode, &body);
+        self.scratch = body;
+    }
+
+    /// Queue one message: compressed when the connection negotiated it and it is worth
+    /// it.
+    fn send(&mut self, opcode: Opcode, body: &[u8]) {
+        if self.deflate {
+            self.z.queue(self.out, opcode, body);
+        } else {
+            self.out.push_with(&mut |v| encode_frame(v, opcode, body));
+        }
     }
 }
 
@@ -186,6 +224,9 @@ impl Conn {
             budget,
             limits: ctx.cfg.messages,
             scratch: Vec::new(),
+            deflate: dec.deflate(),
+            z: &mut *ctx.z,
+            max_message: ctx.cfg.max_message,
             messages: 0,
             answered: 0,
             denied: 0,
