@@ -22,11 +22,11 @@ cluster: setup ## run a local cluster: 2 stores, 2 edges, HAProxy in front on 12
 	@bash scripts/interop-setup.sh
 	@bash scripts/run-cluster.sh
 
-test: setup gen-check lint fuzz-check fuzz-seeds ## everything CI runs: schema check, fmt, clippy, fuzz targets compile and pass their seeds, all tests (real clients included), Autobahn 1.*-10.* over ws:// and wss://
+test: setup gen-check lint fuzz-check fuzz-seeds ## everything CI runs: schema check, fmt, clippy, fuzz targets compile and pass their seeds, all tests (real clients included), every Autobahn case (517, compression on) over ws:// and 1.*-10.* over wss://
 	bash scripts/interop-setup.sh
 	$(CARGO) test $(PROFILE) --workspace --doc
 	$(CARGO) test $(PROFILE) --workspace --all-targets
-	bash scripts/autobahn.sh
+	bash scripts/autobahn.sh --full
 	bash scripts/autobahn.sh --tls
 
 autobahn: ## Autobahn TestSuite cases 1.*-10.* against the edge's /echo (sets up Python 2.7 once)
@@ -35,7 +35,7 @@ autobahn: ## Autobahn TestSuite cases 1.*-10.* against the edge's /echo (sets up
 autobahn-tls: ## Autobahn TestSuite cases 1.*-10.* over wss:// (the edge's TLS listener)
 	bash scripts/autobahn.sh --tls
 
-autobahn-full: ## every Autobahn case, compression (12.*, 13.*) included
+autobahn-full: ## every Autobahn case, compression (12.*, 13.*, the edge with --compression true) included
 	bash scripts/autobahn.sh --full
 
 lint: ## rustfmt and clippy (warnings are errors)

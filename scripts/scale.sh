@@ -13,7 +13,9 @@
 # generator. SCALE_AUTH=1 runs the edges with auth required (HS256) and gives every
 # connection its own token, sent as its first message. SCALE_BROADCAST=1 makes
 # `fanout` a broadcast: the writer publishes to `@all`, which every connection gets
-# without subscribing.
+# without subscribing. SCALE_EDGE_ARGS adds flags to every edge (e.g. "--compression
+# true"), SCALE_LG_ARGS to the load generator (e.g. "--deflate --value-json
+# --value-size 1024": subscribers that ask for compression, 1 KiB JSON values).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
@@ -56,7 +58,8 @@ if [ "${SCALE_AUTH:-0}" = 1 ]; then
   auth_lg=(--auth-secret-file "$dir/hs256.secret")
 fi
 for _ in $(seq "$edges"); do
-  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 ${auth_edge[@]+"${auth_edge[@]}"} &
+  # shellcheck disable=SC2086
+  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 ${auth_edge[@]+"${auth_edge[@]}"} ${SCALE_EDGE_ARGS:-} &
   pids+=($!); edge_pids+=($!)
 done
 for _ in $(seq 100); do
@@ -65,7 +68,8 @@ for _ in $(seq 100); do
 done
 sleep 1
 ep=$(IFS=,; echo "${edge_pids[*]}")
-lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}" ${auth_lg[@]+"${auth_lg[@]}"})
+# shellcheck disable=SC2206
+lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}" ${auth_lg[@]+"${auth_lg[@]}"} ${SCALE_LG_ARGS:-})
 case "$scenario" in
   memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "${SCALE_KEYS:-$n}" --hold 5 ;;
   fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ${SCALE_BROADCAST:+--broadcast} ;;

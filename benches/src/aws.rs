@@ -2,14 +2,26 @@
 //! (optionally from a chosen source address, so that one host can open more than one
 //! address's worth of ports to an edge), upgrade, masked text frames out, incoming
 //! messages handed to a callback straight from the read buffer (no copy per message),
-//! and the server's pings answered as they are read.
+//! and the server's pings answered as they are read. A connection may offer
+//! `permessage-deflate`; compressed messages are inflated by one inflater per thread
+//! (nothing per connection) before the callback sees them.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use wire::frame::deflate::{Inflater, inflate_message};
 use wire::frame::{Decoder, Incoming, Limits, Opcode, encode_client_frame};
+
+thread_local! {
+    /// The thread's inflater and the buffer a compressed message is inflated into.
+    static INFLATE: std::cell::RefCell<(Inflater, Vec<u8>)> =
+        std::cell::RefCell::new((Inflater::default(), Vec::new()));
+}
+
+/// The `Sec-WebSocket-Extensions` offer of a connection that asks for compression.
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// What a connection received, as the callback of [`Ws::recv`] sees it.
 #[derive(Debug)]
@@ -27,6 +39,8 @@ pub struct Ws {
     dec: Decoder,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// Bytes read from the socket since the handshake.
+    received: u64,
 }
 
 /// A TCP connection to `addr` from `source` (port chosen by the kernel) if given.
@@ -52,8 +66,25 @@ impl Ws {
         protocol: Option<&str>,
         source: Option<IpAddr>,
     ) -> io::Result<Self> {
+        Self::connect_offering(addr, path, protocol, source, false).await
+    }
+
+    /// [`connect`](Self::connect), offering `permessage-deflate` too if `deflate`.
+    pub async fn connect_offering(
+        addr: SocketAddr,
+        path: &str,
+        protocol: Option<&str>,
+        source: Option<IpAddr>,
+        deflate: bool,
+    ) -> io::Result<Self> {
         let mut s = tcp(addr, source).await?;
-        let req = crate::ws::upgrade_request(&addr.to_string(), path, protocol);
+        let mut req = crate::ws::upgrade_request(&addr.to_string(), path, protocol);
+        if deflate {
+            req.truncate(req.len() - 2);
+            req.push_str(&format!(
+                "Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n\r\n"
+            ));
+        }
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::with_capacity(512);
         let end = loop {
@@ -73,13 +104,27 @@ impl Ws {
                 line.lines().next().unwrap_or_default().to_owned(),
             ));
         }
+        let agreed = String::from_utf8_lossy(&buf[..end])
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions: permessage-deflate");
         buf.drain(..end);
+        let mut dec = Decoder::client(Limits::default());
+        if agreed {
+            dec.enable_deflate();
+        }
         Ok(Self {
             s,
-            dec: Decoder::client(Limits::default()),
+            dec,
             buf,
             out: Vec::new(),
+            received: 0,
         })
+    }
+
+    /// Bytes read from the socket since the handshake (frames as sent: compressed
+    /// ones compressed).
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// Send one text message.
@@ -115,6 +160,13 @@ impl Ws {
                             delivered = true;
                             f(Msg::Binary(b))
                         }
+                        Incoming::Compressed { text, payload } => {
+                            delivered = true;
+                            match inflated(text, payload, &mut f) {
+                                Some(more) => more,
+                                None => break false,
+                            }
+                        }
                         Incoming::Close(_) => break false,
                         Incoming::Ping(p) => {
                             pong = Some(p.to_vec());
@@ -144,7 +196,7 @@ impl Ws {
                     }
                     match self.s.read_buf(&mut self.buf).await {
                         Ok(0) | Err(_) => break false,
-                        Ok(_) => {}
+                        Ok(n) => self.received += n as u64,
                     }
                 }
                 Err(_) => break false,
@@ -174,4 +226,20 @@ impl Ws {
         }
         got
     }
+}
+
+/// Inflate compressed message `payload` with the thread's inflater and hand it to `f`;
+/// `None` if it does not inflate (the connection is done).
+fn inflated(text: bool, payload: &[u8], f: &mut impl FnMut(Msg<'_>) -> bool) -> Option<bool> {
+    INFLATE.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (inflater, out) = &mut *guard;
+        out.clear();
+        inflate_message(inflater, text, payload, 64 << 20, out).ok()?;
+        Some(if text {
+            f(Msg::Text(std::str::from_utf8(out).ok()?))
+        } else {
+            f(Msg::Binary(out))
+        })
+    })
 }

@@ -83,9 +83,12 @@ pub struct Args {
     /// Messages shorter than this go uncompressed on a compressed connection [default: 128].
     #[arg(long, value_name = "BYTES")]
     pub compression_min_bytes: Option<usize>,
-    /// Deflate level, 1 (fastest) to 9 (smallest) [default: 6].
+    /// Deflate level of a change, compressed once for all its subscribers, 1 (fastest) to 9 (smallest) [default: 6].
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: Option<u32>,
+    /// Deflate level of a message compressed for one connection (an answer, a snapshot, an echo) [default: 1].
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level_single: Option<u32>,
     /// Subscribe every authenticated connection to its user's inbox `@user/<sub>` (as subscription 0) [default: true].
     #[arg(long, value_name = "BOOL")]
     pub inbox: Option<bool>,
@@ -269,6 +272,7 @@ struct FileConfig {
     compression: Option<bool>,
     compression_min_bytes: Option<usize>,
     compression_level: Option<u32>,
+    compression_level_single: Option<u32>,
     inbox: Option<bool>,
     broadcast: Option<bool>,
     pin: Option<bool>,
@@ -342,8 +346,10 @@ pub struct Config {
     pub compression: bool,
     /// Messages shorter than this go uncompressed.
     pub compression_min_bytes: usize,
-    /// Deflate level (1 to 9).
+    /// Deflate level of a change, shared by its subscribers (1 to 9).
     pub compression_level: u32,
+    /// Deflate level of a message for one connection (1 to 9).
+    pub compression_level_single: u32,
     /// Authenticated connections get their inbox.
     pub inbox: bool,
     /// `@all` reaches every connection.
@@ -470,6 +476,11 @@ impl Config {
                 .compression_level
                 .or(f.compression_level)
                 .unwrap_or(6)
+                .clamp(1, 9),
+            compression_level_single: args
+                .compression_level_single
+                .or(f.compression_level_single)
+                .unwrap_or(1)
                 .clamp(1, 9),
             inbox: args.inbox.or(f.inbox).unwrap_or(true),
             broadcast: args.broadcast.or(f.broadcast).unwrap_or(true),

@@ -50,7 +50,18 @@ fn a_change_is_compressed_once_for_every_subscriber_and_reaches_each_whole() {
         .collect();
     let mut plain = Ws::connect_with(c.edge.addr, "/ws", Some("ringline.v1.json")).unwrap();
     assert!(plain.extensions.is_none());
-    for ws in subs.iter_mut().chain([&mut plain]) {
+    // One that limits our window to 9 bits: compressed for it alone.
+    let narrow_offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=9\r\n";
+    let mut narrow =
+        Ws::connect_headers(c.edge.addr, "/ws", Some("ringline.v1.json"), narrow_offer).unwrap();
+    assert!(
+        narrow
+            .extensions
+            .as_deref()
+            .unwrap()
+            .ends_with("server_max_window_bits=9")
+    );
+    for ws in subs.iter_mut().chain([&mut plain, &mut narrow]) {
         ws.send(true, Opcode::Text, sub.as_bytes());
         assert_eq!(json_of(ws.recv())["op"], "snapshot");
     }
@@ -68,7 +79,7 @@ fn a_change_is_compressed_once_for_every_subscriber_and_reaches_each_whole() {
     let value = value_1k(1);
     w.put(1, key, &value);
     let want: serde_json::Value = serde_json::from_str(&value).unwrap();
-    for ws in subs.iter_mut().chain([&mut plain]) {
+    for ws in subs.iter_mut().chain([&mut plain, &mut narrow]) {
         let before = ws.compressed;
         let m = json_of(ws.recv());
         assert_eq!(
@@ -78,8 +89,12 @@ fn a_change_is_compressed_once_for_every_subscriber_and_reaches_each_whole() {
         let compressed = ws.extensions.is_some();
         assert_eq!(ws.compressed - before, u64::from(compressed));
     }
-    assert_eq!(runs() - runs0, 1, "one compression for 20 subscribers");
-    assert_eq!(sent() - sent0, 20);
+    assert_eq!(
+        runs() - runs0,
+        2,
+        "one compression for 20 subscribers, one for the narrow window"
+    );
+    assert_eq!(sent() - sent0, 21);
 }
 
 /// The edge's resident memory, in bytes.

@@ -25,6 +25,11 @@
 //! client checks no certificate (its own cost is kept low; what is measured is the
 //! server's).
 //!
+//! `--deflate` measures `permessage-deflate`: two processes of the edge build, both with
+//! compression on, one echoing to clients that agree compression (each message
+//! compressed by the client, inflated and compressed again by the edge), the other to
+//! clients that do not; messages are JSON sensor rows (1 KiB and 16 KiB) either way.
+//!
 //! `cargo run --release -p benches --bin echo_load -- --seconds 4 --rounds 3`
 #![allow(clippy::panic)] // a load tool should stop loudly on any failure
 
@@ -78,6 +83,13 @@ struct Args {
     /// (2048 bits).
     #[arg(long, value_name = "KEY")]
     tls: Option<String>,
+    /// Measure compression: the edge echoing compressed beside the edge echoing
+    /// uncompressed, JSON messages of 1 KiB and 16 KiB.
+    #[arg(long)]
+    deflate: bool,
+    /// With `--deflate`: the edge's `--compression-level`.
+    #[arg(long, default_value_t = 6)]
+    deflate_level: u32,
     /// Internal: with `--fastwebsockets-server`, serve TLS with this certificate and
     /// key (PEM).
     #[arg(long, hide = true, num_args = 2)]
@@ -90,6 +102,37 @@ enum Scheme {
     Ws,
     /// TLS, every handshake a full one.
     Wss,
+    /// Cleartext, JSON messages, no compression offered.
+    WsJson,
+    /// Cleartext, JSON messages, `permessage-deflate` offered and used both ways.
+    WsDeflate,
+}
+
+impl Scheme {
+    /// Its messages are JSON text (sensor rows), not a run of one byte.
+    fn json(self) -> bool {
+        matches!(self, Self::WsJson | Self::WsDeflate)
+    }
+}
+
+/// JSON sensor rows of about `size` bytes, as a dashboard's message.
+fn json_payload(size: usize) -> Vec<u8> {
+    let mut v = String::from(r#"{"rows":["#);
+    let mut i = 0u64;
+    while v.len() + 2 < size {
+        if i > 0 {
+            v.push(',');
+        }
+        let reading = (i * 37) % 1000;
+        v.push_str(&format!(
+            r#"{{"sensor":"temperature-{i}","value":{}.{},"unit":"celsius","ok":true}}"#,
+            reading / 10,
+            reading % 10
+        ));
+        i += 1;
+    }
+    v.push_str("]}");
+    v.into_bytes()
 }
 
 /// A client stream: TCP, or TLS over it.
@@ -106,7 +149,7 @@ async fn connect(addr: SocketAddr, scheme: Scheme) -> std::io::Result<Box<dyn St
     #[allow(deprecated)]
     let _ = s.set_linger(Some(Duration::ZERO));
     match scheme {
-        Scheme::Ws => Ok(Box::new(s)),
+        Scheme::Ws | Scheme::WsJson | Scheme::WsDeflate => Ok(Box::new(s)),
         Scheme::Wss => {
             let name = rustls::pki_types::ServerName::try_from("localhost")
                 .map_err(std::io::Error::other)?;
@@ -264,7 +307,15 @@ async fn client_conn(
     let mut s = connect(addr, scheme)
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
-    s.write_all(benches::ws::upgrade_request("x", "/echo", None).as_bytes())
+    let mut req = benches::ws::upgrade_request("x", "/echo", None);
+    if scheme == Scheme::WsDeflate {
+        req.truncate(req.len() - 2);
+        req.push_str(&format!(
+            "Sec-WebSocket-Extensions: {}\r\n\r\n",
+            benches::aws::DEFLATE_OFFER
+        ));
+    }
+    s.write_all(req.as_bytes())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut buf = Vec::with_capacity(size + 64);
@@ -278,15 +329,8 @@ async fn client_conn(
             break;
         }
     }
-    let payload = vec![b'x'; size];
-    let op = if size <= 125 {
-        Opcode::Text
-    } else {
-        Opcode::Binary
-    };
-    let mut frame = Vec::new();
-    encode_client_frame(&mut frame, true, op, &payload, [1, 2, 3, 4]);
-    let mut dec = Decoder::client(Limits::default());
+    let (frame, dec) = client_frame(scheme, size);
+    let mut dec = dec;
     ready.wait().await;
     // Paced: one message per `period`, this connection's first after `offset`, so that
     // the connections' sends spread evenly over each period.
@@ -302,7 +346,10 @@ async fn client_conn(
         s.write_all(&frame).await.unwrap_or_else(|e| panic!("{e}"));
         loop {
             let got = match dec.decode(&mut buf) {
-                Ok(Some((Incoming::Text(_) | Incoming::Binary(_), used))) => Some((true, used)),
+                Ok(Some((
+                    Incoming::Text(_) | Incoming::Binary(_) | Incoming::Compressed { .. },
+                    used,
+                ))) => Some((true, used)),
                 Ok(Some((_, used))) => Some((false, used)),
                 Ok(None) => None,
                 Err(e) => panic!("{e}"),
@@ -323,6 +370,33 @@ async fn client_conn(
         }
         done.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The frame a client connection sends over and over, and its decoder: `size` bytes of
+/// `x` (text up to 125, binary past it), or JSON text, compressed for `WsDeflate`
+/// (the client deflates once; what is measured is the server).
+fn client_frame(scheme: Scheme, size: usize) -> (Vec<u8>, Decoder) {
+    let mut dec = Decoder::client(Limits::default());
+    let mut frame = Vec::new();
+    if !scheme.json() {
+        let op = if size <= 125 {
+            Opcode::Text
+        } else {
+            Opcode::Binary
+        };
+        encode_client_frame(&mut frame, true, op, &vec![b'x'; size], [1, 2, 3, 4]);
+        return (frame, dec);
+    }
+    let payload = json_payload(size);
+    if scheme == Scheme::WsDeflate {
+        let mut z = Vec::new();
+        wire::frame::deflate::Deflater::new(6).deflate_end(&payload, &mut z);
+        wire::frame::encode_compressed_client_frame(&mut frame, Opcode::Text, &z, [1, 2, 3, 4]);
+        dec.enable_deflate();
+    } else {
+        encode_client_frame(&mut frame, true, Opcode::Text, &payload, [1, 2, 3, 4]);
+    }
+    (frame, dec)
 }
 
 /// A current-thread runtime (the reference server and the client each run on one).
@@ -482,10 +556,10 @@ fn spawn_edge(
     recv_mode: &str,
     extra: &[std::ffi::OsString],
 ) -> (std::process::Child, SocketAddr) {
-    let field = if extra.is_empty() {
-        "listen="
-    } else {
+    let field = if extra.iter().any(|a| a == "--listen-tls") {
         "listen_tls="
+    } else {
+        "listen="
     };
     benches::spawn_listening_on(
         Command::new(bin)
@@ -517,6 +591,17 @@ fn start_servers(args: &Args) -> Vec<Server> {
         .unwrap_or_else(|| me.with_file_name("edge"));
     if let Some(key) = &args.tls {
         return start_tls_servers(args, &edge_bin, key);
+    }
+    if args.deflate {
+        let level = args.deflate_level.to_string();
+        let on =
+            ["--compression", "true", "--compression-level", &level].map(std::ffi::OsString::from);
+        let (a, a_addr) = spawn_edge(&edge_bin, &args.recv_mode, &on);
+        let (b, b_addr) = spawn_edge(&edge_bin, &args.recv_mode, &on);
+        return vec![
+            ("edge compressed".to_owned(), a, (a_addr, Scheme::WsDeflate)),
+            ("edge uncompressed".to_owned(), b, (b_addr, Scheme::WsJson)),
+        ];
     }
     let (edge, edge_addr) = spawn_edge(&edge_bin, &args.recv_mode, &[]);
     let mut servers = vec![("edge".to_owned(), edge, (edge_addr, Scheme::Ws))];
@@ -597,7 +682,8 @@ fn workloads(args: &Args) -> Vec<Workload> {
         false,
         Box::new(move |addr| measure_accept(addr, 64, secs)),
     )];
-    for (conns, size) in [(100usize, 20usize), (200, 16 * 1024)] {
+    let small = if args.deflate { 1024 } else { 20 };
+    for (conns, size) in [(100usize, small), (200, 16 * 1024)] {
         workloads.push((
             format!("{conns} × {size} B"),
             false,
@@ -606,9 +692,9 @@ fn workloads(args: &Args) -> Vec<Workload> {
     }
     let offered = args.offered;
     workloads.push((
-        format!("100 × 20 B at {offered:.0}/s offered, per server CPU-second"),
+        format!("100 × {small} B at {offered:.0}/s offered, per server CPU-second"),
         true,
-        Box::new(move |addr| measure(addr, 100, 20, secs, Some(offered))),
+        Box::new(move |addr| measure(addr, 100, small, secs, Some(offered))),
     ));
     let large = args.offered_large;
     workloads.push((

@@ -95,6 +95,13 @@ struct Args {
     /// `fanout`: value size in bytes.
     #[arg(long, default_value_t = 64)]
     value_size: usize,
+    /// `fanout`: the value is a JSON object of sensor rows (as a dashboard's), not a
+    /// padded string.
+    #[arg(long)]
+    value_json: bool,
+    /// Offer `permessage-deflate` on every subscriber's connection.
+    #[arg(long)]
+    deflate: bool,
     /// `resume`: changes per key written while the clients are away.
     #[arg(long, default_value_t = 20)]
     missed: u64,
@@ -155,6 +162,11 @@ struct WorkerResult {
     /// `fanout`: the worker's own CPU seconds inside the measured window.
     #[serde(default)]
     window_cpu_secs: f64,
+    /// `fanout`: bytes read from the sockets, and the changes they carried.
+    #[serde(default)]
+    rx_bytes: u64,
+    #[serde(default)]
+    rx_changes: u64,
 }
 
 fn now_us() -> u64 {
@@ -203,12 +215,17 @@ fn key(k: usize) -> String {
     format!("lg/{k}")
 }
 
-/// The `"value":"…"` string of a change message, if it is one.
+/// The `"value":"…"` string of a change message (or its `"sent"` string, when the
+/// value is a JSON object), if it is one.
 fn change_value(text: &str) -> Option<&str> {
     if !text.starts_with(r#"{"op":"change""#) {
         return None;
     }
-    text.split_once(r#""value":""#)?.1.split('"').next()
+    let rest = text.split_once(r#""value":"#)?.1;
+    let rest = rest
+        .strip_prefix('"')
+        .or_else(|| rest.strip_prefix(r#"{"sent":""#))?;
+    rest.split('"').next()
 }
 
 /// A value carrying its send time and sequence, padded to `size` bytes.
@@ -217,6 +234,30 @@ fn value(seq: u64, size: usize) -> String {
     while v.len() < size {
         v.push('x');
     }
+    v
+}
+
+/// A value as JSON: [`value`] as a string, or (`json`) an object carrying it as
+/// `"sent"` and sensor rows to about `size` bytes, numbers changing with `seq`.
+fn value_literal(seq: u64, size: usize, json: bool) -> String {
+    if !json {
+        return format!("\"{}\"", value(seq, size));
+    }
+    let mut v = format!(r#"{{"sent":"{}","rows":["#, value(seq, 0));
+    let mut i = 0u64;
+    while v.len() + 2 < size {
+        if i > 0 {
+            v.push(',');
+        }
+        let reading = (seq * 7 + i * 13) % 1000;
+        v.push_str(&format!(
+            r#"{{"sensor":"temperature-{i}","value":{}.{},"unit":"celsius","ok":true}}"#,
+            reading / 10,
+            reading % 10
+        ));
+        i += 1;
+    }
+    v.push_str("]}");
     v
 }
 
@@ -395,8 +436,8 @@ fn write_steady(args: &Args, secs: f64) -> u64 {
                         ("put", key(sent as usize % args.keys))
                     };
                     let put = format!(
-                        r#"{{"op":"{op}","id":{sent},"key":"{k}","value":"{}"}}"#,
-                        value(sent, args.value_size)
+                        r#"{{"op":"{op}","id":{sent},"key":"{k}","value":{}}}"#,
+                        value_literal(sent, args.value_size, args.value_json)
                     );
                     ws.send_text(&put).await.unwrap_or_else(|e| panic!("{e}"));
                     sent += 1;
@@ -657,6 +698,19 @@ fn report(
             "**deliveries/s**".into(),
             format!("**{:.0}**", d as f64 / args.seconds as f64),
         ));
+        let (bytes, changes) = (sum(|r| r.rx_bytes), sum(|r| r.rx_changes));
+        rows.push((
+            format!(
+                "**bytes on the wire per delivery** ({} B values{})",
+                args.value_size,
+                if args.deflate {
+                    ", compression offered"
+                } else {
+                    ""
+                }
+            ),
+            format!("**{:.0}**", bytes as f64 / changes.max(1) as f64),
+        ));
         if let Some(e) = edge_secs {
             rows.push(("edge CPU in the window".into(), format!("{e:.2} s")));
             rows.push((
@@ -812,7 +866,8 @@ async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
     let ws_proto = args.mode != Mode::Connect || args.subscribe || args.presence.is_some();
     let protocol = ws_proto.then_some("ringline.v1.json");
     let sub = ws_proto && !args.broadcast;
-    let mut ws = Ws::connect(args.target, &args.path, protocol, source(args, index, n))
+    let src = source(args, index, n);
+    let mut ws = Ws::connect_offering(args.target, &args.path, protocol, src, args.deflate)
         .await
         .ok()?;
     if let Some(jwt) = auth_token(args, n) {
@@ -1015,9 +1070,13 @@ async fn fanout(
         tokio::time::sleep_until(at(until)).await;
         wc.set(benches::cpu_secs("self") - c0);
     });
+    // Bytes read and changes carried, over every connection: bytes on the wire per
+    // delivery (compressed ones as sent).
+    let rx = std::rc::Rc::new(std::cell::Cell::new((0u64, 0u64)));
     let mut tasks = Vec::new();
     for Conn { mut ws, .. } in conns {
         let (hist, count) = (std::rc::Rc::clone(&hist), std::rc::Rc::clone(&count));
+        let rx = std::rc::Rc::clone(&rx);
         tasks.push(tokio::task::spawn_local(async move {
             let mut n = 0u64;
             // Stop a little after the window even if nothing more arrives.
@@ -1025,12 +1084,17 @@ async fn fanout(
                 + Duration::from_micros(until.saturating_sub(now_us()) + 200_000);
             loop {
                 let mut past = false;
+                let (bytes0, mut changes) = (ws.received(), 0u64);
                 let received = tokio::time::timeout_at(
                     stop_at,
                     ws.recv(|m| {
                         let now = now_us();
-                        if let Msg::Text(t) = m
-                            && let Some((sent, _)) = change_value(t).and_then(parse_value)
+                        let sent = match m {
+                            Msg::Text(t) => change_value(t).and_then(parse_value),
+                            Msg::Binary(_) => None,
+                        };
+                        changes += u64::from(sent.is_some());
+                        if let Some((sent, _)) = sent
                             && now >= from
                             && now < until
                         {
@@ -1042,6 +1106,8 @@ async fn fanout(
                     }),
                 )
                 .await;
+                let (b, c) = rx.get();
+                rx.set((b + ws.received() - bytes0, c + changes));
                 if !matches!(received, Ok(true)) || past {
                     break;
                 }
@@ -1064,6 +1130,7 @@ async fn fanout(
     let _ = meter.await;
     r.window_cpu_secs = window_cpu.get();
     r.deliveries = count.get();
+    (r.rx_bytes, r.rx_changes) = rx.get();
     r.latency_us = pairs(&hist.borrow());
 }
 

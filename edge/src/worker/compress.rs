@@ -5,11 +5,17 @@
 //! - In: a compressed message from a connection is inflated here, up to the message
 //!   limit (past it: 1009, before more is held), then handled like any other.
 //! - Out: a message of a connection's own (an answer, a snapshot, an echo) is
-//!   compressed for it alone when it is at least `compression_min_bytes` long and comes
-//!   out smaller. A change is compressed once per worker for all its subscribers
+//!   compressed for it alone (at `compression_level_single`, 1 by default: it is paid
+//!   per message) when it is at least `compression_min_bytes` long and comes out
+//!   smaller. A change is compressed once per worker for all its subscribers (at
+//!   `compression_level`, 6 by default: it is paid once)
 //!   ([`Delivery`](crate::hub::Delivery) keeps the deflated rest); each subscriber's
 //!   few bytes of head go in front of it in a stored block
 //!   ([`stored_block`]), so no compressor runs per subscriber.
+//!
+//! A connection that limited our window (`server_max_window_bits` 9 to 14) gets every
+//! message compressed for it alone, by a deflater of that window (one per window size
+//! in use, made on first use).
 //!
 //! Its figures (compressions run, messages sent and received compressed) reach
 //! `/metrics` once a tick.
@@ -33,7 +39,14 @@ const STORED_HEAD: usize = 5;
 #[derive(Debug)]
 pub struct Compression {
     inflater: Inflater,
-    deflater: Deflater,
+    /// For a change, shared by its subscribers.
+    shared: Deflater,
+    /// For a message of one connection's.
+    single: Deflater,
+    /// The same for connections that limited our window to 9..=14 bits, made on first
+    /// use.
+    windowed: [Option<Deflater>; 6],
+    level_single: u32,
     /// A compressed message, inflated.
     inflated: Vec<u8>,
     /// A message deflated for one connection.
@@ -56,14 +69,17 @@ struct Counts {
 }
 
 impl Compression {
-    /// At deflate `level`; messages shorter than `min_bytes` go uncompressed.
-    pub fn new(level: u32, min_bytes: usize) -> Self {
+    /// With the levels and threshold of `cfg`.
+    pub fn new(cfg: &crate::config::Config) -> Self {
         Self {
             inflater: Inflater::default(),
-            deflater: Deflater::new(level),
+            shared: Deflater::new(cfg.compression_level),
+            single: Deflater::new(cfg.compression_level_single),
+            windowed: Default::default(),
+            level_single: cfg.compression_level_single,
             inflated: Vec::new(),
             deflated: Vec::new(),
-            min_bytes,
+            min_bytes: cfg.compression_min_bytes,
             counts: Counts::default(),
         }
     }
@@ -93,12 +109,20 @@ impl Compression {
         self.inflated = v;
     }
 
-    /// Queue `body` as one message of `opcode` on `out`, a compressed connection's:
-    /// deflated when that is worth it, else as it is.
-    pub fn queue(&mut self, out: &mut SendQueue, opcode: Opcode, body: &[u8]) {
+    /// Queue `body` as one message of `opcode` on `out`, a compressed connection's whose
+    /// messages are deflated with a `window`-bit window: deflated when that is worth it,
+    /// else as it is.
+    pub fn queue(&mut self, out: &mut SendQueue, opcode: Opcode, body: &[u8], window: u8) {
         if body.len() >= self.min_bytes {
             self.deflated.clear();
-            self.deflater.deflate_end(body, &mut self.deflated);
+            let level = self.level_single;
+            let deflater = match self.windowed.get_mut(usize::from(window.saturating_sub(9))) {
+                Some(d) if window < 15 => {
+                    d.get_or_insert_with(|| Deflater::with_window(level, window))
+                }
+                _ => &mut self.single,
+            };
+            deflater.deflate_end(body, &mut self.deflated);
             self.counts.compressions += 1;
             if self.deflated.len() < body.len() {
                 self.counts.sent += 1;
@@ -121,7 +145,7 @@ impl Compression {
             return None;
         }
         let mut z = Vec::new();
-        self.deflater.deflate_end(rest, &mut z);
+        self.shared.deflate_end(rest, &mut z);
         self.counts.compressions += 1;
         (z.len() + STORED_HEAD < rest.len()).then(|| Bytes::from(z))
     }

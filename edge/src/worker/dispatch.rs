@@ -19,6 +19,7 @@ use wire::client::Response;
 use wire::client::fb::FbEncoder;
 use wire::client::json::{self, PreparedChange};
 use wire::frame::{CloseCode, Opcode, encode_frame, encode_header};
+use wire::handshake::deflate::SERVER_WINDOW_BITS;
 
 use super::compress::Compression;
 use super::conflate::{Conflation, Holding};
@@ -41,12 +42,12 @@ pub struct Encoders {
 }
 
 impl Encoders {
-    /// With compression at `level`, for messages of `min_bytes` or more.
-    pub fn new(level: u32, min_bytes: usize) -> Self {
+    /// With compression as `cfg` says.
+    pub fn new(cfg: &crate::config::Config) -> Self {
         Self {
             fb: FbEncoder::default(),
             scratch: Vec::new(),
-            z: Compression::new(level, min_bytes),
+            z: Compression::new(cfg),
         }
     }
 }
@@ -76,43 +77,42 @@ fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
 fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, enc: &mut Encoders) {
     let Encoders { fb, scratch, z } = enc;
     scratch.clear();
-    if conn.proto() != Proto::Fb {
+    let (opcode, rest) = if conn.proto() != Proto::Fb {
         PreparedChange::write_head(id, scratch);
-        let whole = scratch.len() + d.json_tail().len();
-        let deflated = conn
-            .deflate()
-            .then(|| d.json_tail_deflated(|rest| z.deflate_shared(rest, whole)))
-            .flatten();
-        match deflated {
-            Some(rest_z) => z.queue_split(conn.out(), Opcode::Text, scratch, rest_z, SHARE_MIN),
-            None => queue_split(conn, Opcode::Text, scratch, d.json_tail()),
-        }
-        return;
-    }
-    match d.fb_template(fb) {
-        Some((tpl, at)) => {
-            // The message encoded once: this subscriber's copy of its head with the
-            // id patched in, then the shared rest.
-            let end = at + 8;
-            scratch.extend_from_slice(tpl.get(..end).unwrap_or_default());
-            if let Some(slot) = scratch.get_mut(*at..end) {
-                slot.copy_from_slice(&id.to_le_bytes());
-            }
-            let rest = tpl.slice(end..);
-            let deflated = conn
-                .deflate()
-                .then(|| d.fb_rest_deflated(&rest, |r| z.deflate_shared(r, tpl.len())))
-                .flatten();
-            match deflated {
-                Some(rest_z) => {
-                    z.queue_split(conn.out(), Opcode::Binary, scratch, rest_z, SHARE_MIN)
-                }
-                None => queue_split(conn, Opcode::Binary, scratch, &rest),
-            }
-        }
-        None => {
+        (Opcode::Text, d.json_tail().clone())
+    } else {
+        let Some((tpl, at)) = d.fb_template(fb) else {
             fb.encode_response(&d.response(id), scratch);
-            queue_own(conn, Opcode::Binary, scratch, z);
+            return queue_own(conn, Opcode::Binary, scratch, z);
+        };
+        // The message encoded once: this subscriber's copy of its head with the id
+        // patched in, then the shared rest.
+        let end = at + 8;
+        scratch.extend_from_slice(tpl.get(..end).unwrap_or_default());
+        if let Some(slot) = scratch.get_mut(*at..end) {
+            slot.copy_from_slice(&id.to_le_bytes());
+        }
+        (Opcode::Binary, tpl.slice(end..))
+    };
+    match conn.deflate() {
+        None => queue_split(conn, opcode, scratch, &rest),
+        Some(SERVER_WINDOW_BITS) => {
+            let whole = scratch.len() + rest.len();
+            let deflate = |r: &[u8]| z.deflate_shared(r, whole);
+            let shared = if opcode == Opcode::Text {
+                d.json_tail_deflated(deflate)
+            } else {
+                d.fb_rest_deflated(&rest, deflate)
+            };
+            match shared {
+                Some(rest_z) => z.queue_split(conn.out(), opcode, scratch, rest_z, SHARE_MIN),
+                None => queue_split(conn, opcode, scratch, &rest),
+            }
+        }
+        // A window the shared compression does not fit: compressed for it alone.
+        Some(window) => {
+            scratch.extend_from_slice(&rest);
+            z.queue(conn.out(), opcode, scratch, window);
         }
     }
 }
@@ -120,10 +120,9 @@ fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, enc: &mut Encoders) {
 /// Queue `body`, a message of `conn`'s own, compressed if the connection is and it is
 /// worth it.
 fn queue_own(conn: &mut Conn, opcode: Opcode, body: &[u8], z: &mut Compression) {
-    if conn.deflate() {
-        z.queue(conn.out(), opcode, body);
-    } else {
-        conn.queue_with(|v| encode_frame(v, opcode, body));
+    match conn.deflate() {
+        Some(window) => z.queue(conn.out(), opcode, body, window),
+        None => conn.queue_with(|v| encode_frame(v, opcode, body)),
     }
 }
 

@@ -236,7 +236,7 @@ impl Worker {
         let tls = shared.certs.as_ref().map(|c| c.current());
         let cluster_secret = shared.cluster_secret.clone();
         let link_tls = shared.link_tls.clone();
-        let delivery = dispatch::Encoders::new(cfg.compression_level, cfg.compression_min_bytes);
+        let delivery = dispatch::Encoders::new(&cfg);
         Ok(Self {
             ring,
             bufs,

@@ -168,14 +168,16 @@ impl<S: Read + Write> Ws<S> {
                         Incoming::Compressed { text, payload } => {
                             self.compressed += 1;
                             let mut m = Vec::new();
-                            inflate_message(
-                                &mut Inflater::default(),
-                                text,
-                                payload,
-                                1 << 30,
-                                &mut m,
-                            )
-                            .unwrap();
+                            // With the window the server agreed to keep to: a message
+                            // reaching further back does not inflate.
+                            let window = self
+                                .extensions
+                                .as_deref()
+                                .and_then(|e| e.split("server_max_window_bits=").nth(1))
+                                .and_then(|b| b.trim().parse().ok())
+                                .unwrap_or(15);
+                            let mut inflater = Inflater::with_window(window);
+                            inflate_message(&mut inflater, text, payload, 1 << 30, &mut m).unwrap();
                             Some(if text {
                                 Msg::Text(String::from_utf8(m).unwrap())
                             } else {

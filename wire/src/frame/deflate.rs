@@ -59,6 +59,16 @@ impl Default for Inflater {
 }
 
 impl Inflater {
+    /// An inflater whose window is `bits` (9 to 15; others are taken as the nearest):
+    /// a client's, that limited the server's window, reading the server's messages.
+    #[must_use]
+    pub fn with_window(bits: u8) -> Self {
+        Self {
+            d: Decompress::new_with_window_bits(false, bits.clamp(9, 15)),
+            buf: vec![0; STEP],
+        }
+    }
+
     /// Inflate `payload`, one whole message's, appending at most `limit` bytes to
     /// `out` (nothing on an error).
     pub fn inflate(
@@ -184,6 +194,16 @@ impl Deflater {
         }
     }
 
+    /// A compressor at `level` whose window is `bits` (9 to 15; others are taken as
+    /// the nearest): what a peer that limited `server_max_window_bits` can inflate.
+    #[must_use]
+    pub fn with_window(level: u32, bits: u8) -> Self {
+        let c = Compression::new(level.min(9));
+        Self {
+            c: Compress::new_with_window_bits(c, false, bits.clamp(9, 15)),
+        }
+    }
+
     /// Append `data` deflated and sync-flushed to `out`, whole (ending with
     /// `00 00 ff ff`).
     fn deflate_whole(&mut self, data: &[u8], out: &mut Vec<u8>) {
@@ -303,6 +323,28 @@ mod tests {
         assert_eq!(too_big.map_err(|e| e.close_code().0), Err(1009));
         let corrupt = inflate_message(&mut i, false, &[0xff; 4], 100, &mut Vec::new());
         assert_eq!(corrupt, Err(ProtocolError::BadCompression));
+    }
+
+    #[test]
+    fn a_small_window_deflates_within_it() {
+        // Repeats 1,000 bytes apart: a 15-bit window reaches them, a 9-bit one (512
+        // bytes) cannot, and an inflater limited to 9 bits still reads its output.
+        let block: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let data = block.repeat(8);
+        let (mut wide, mut narrow) = (Vec::new(), Vec::new());
+        Deflater::new(6).deflate_end(&data, &mut wide);
+        Deflater::with_window(6, 9).deflate_end(&data, &mut narrow);
+        assert!(
+            narrow.len() > 2 * wide.len(),
+            "{} vs {}",
+            narrow.len(),
+            wide.len()
+        );
+        let mut d = Decompress::new_with_window_bits(false, 9);
+        let mut out = vec![0; data.len() + 16];
+        narrow.extend_from_slice(&TAIL);
+        let _ = d.decompress(&narrow, &mut out, FlushDecompress::Sync);
+        assert_eq!(out.get(..data.len()), Some(&data[..]));
     }
 
     #[test]

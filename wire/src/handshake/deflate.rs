@@ -8,11 +8,14 @@
 //! compression shared by every subscriber of a change), and asks the client to do the
 //! same, so that neither side keeps a compression window per connection: the response
 //! always carries `server_no_context_takeover` and `client_no_context_takeover`. An
-//! offer limiting the server's window below the 15 bits its compressor uses cannot be
-//! honoured and is declined.
+//! offer limiting the server's window (`server_max_window_bits`) is honoured down to 9
+//! bits and echoed; 8 cannot be (zlib's raw deflate uses 9 for 8) and is declined.
 
-/// The window the server's compressor uses, in bits (RFC 1951's 32 KiB).
+/// The window the server's compressor uses unless an offer limits it, in bits (RFC
+/// 1951's 32 KiB).
 pub const SERVER_WINDOW_BITS: u8 = 15;
+/// The smallest window the server can limit its compressor to.
+pub const MIN_SERVER_WINDOW_BITS: u8 = 9;
 
 /// What the server allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +30,12 @@ pub struct Deflate {
     /// The largest window the client may compress with, in bits (15 unless it offered
     /// less).
     pub client_window_bits: u8,
-    /// The offer limited the server's window (to 15, all it accepts): the response
-    /// says so (§7.1.2.1: "by including the server_max_window_bits extension parameter
-    /// in the extension negotiation response").
+    /// The window the server compresses with, in bits: 15, or what the offer limited
+    /// it to (9 to 15).
+    pub server_window_bits: u8,
+    /// The offer limited the server's window: the response says so (§7.1.2.1: "by
+    /// including the server_max_window_bits extension parameter in the extension
+    /// negotiation response").
     pub server_window_echo: bool,
 }
 
@@ -40,7 +46,10 @@ impl Deflate {
         let mut r =
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover".to_owned();
         if self.server_window_echo {
-            r.push_str("; server_max_window_bits=15");
+            r.push_str(&format!(
+                "; server_max_window_bits={}",
+                self.server_window_bits
+            ));
         }
         r
     }
@@ -121,17 +130,18 @@ pub fn negotiate(offers: Option<&str>, policy: DeflatePolicy) -> Option<Deflate>
         let Some(offer) = parse_offer(parts) else {
             continue;
         };
-        // Our compressor's window cannot be made smaller: an offer asking for that
-        // cannot be honoured (§7.1.2.1: the server "MUST decline" what it cannot do).
+        // A window below 9 bits cannot be honoured (§7.1.2.1: the server "MUST
+        // decline" what it cannot do).
         if offer
             .server_max_window_bits
-            .is_some_and(|b| b < SERVER_WINDOW_BITS)
+            .is_some_and(|b| b < MIN_SERVER_WINDOW_BITS)
         {
             continue;
         }
         let client_window_bits = offer.client_max_window_bits.flatten().unwrap_or(15);
         return Some(Deflate {
             client_window_bits,
+            server_window_bits: offer.server_max_window_bits.unwrap_or(SERVER_WINDOW_BITS),
             server_window_echo: offer.server_max_window_bits.is_some(),
         });
     }
@@ -184,7 +194,7 @@ mod tests {
     fn offers_that_cannot_be_honoured_or_are_malformed_are_declined() {
         // RFC 7692 §7: each of these declines its offer.
         for bad in [
-            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; server_max_window_bits=8",
             "permessage-deflate; server_max_window_bits",
             "permessage-deflate; server_max_window_bits=16",
             "permessage-deflate; client_max_window_bits=7",
@@ -200,10 +210,14 @@ mod tests {
         // The first offer the server can honour is the one accepted.
         assert_eq!(
             accepts(
-                "permessage-deflate; server_max_window_bits=10, permessage-deflate; client_max_window_bits=12"
+                "permessage-deflate; server_max_window_bits=8, permessage-deflate; client_max_window_bits=12"
             ),
             Some(12)
         );
+        // A smaller window is honoured, and echoed.
+        let d = negotiate(Some("permessage-deflate; server_max_window_bits=9"), ON);
+        assert_eq!(d.map(|d| d.server_window_bits), Some(9));
+        assert!(d.is_some_and(|d| d.response().ends_with("; server_max_window_bits=9")));
         assert_eq!(accepts("x-foo, permessage-deflate"), Some(15));
         // A limit the server meets is accepted and answered.
         let d = negotiate(Some("permessage-deflate; server_max_window_bits=15"), ON);

@@ -42,8 +42,8 @@ enum Route {
     /// Answered in plain HTTP, then closed.
     Answered,
     /// Upgraded: the bytes after the head, what its messages are, who its token says
-    /// it is, and whether it negotiated `permessage-deflate`.
-    Upgraded(Vec<u8>, Proto, Admission, bool),
+    /// it is, and the window it compresses with if it negotiated `permessage-deflate`.
+    Upgraded(Vec<u8>, Proto, Admission, Option<u8>),
 }
 
 /// How an upgrade stands with the verifier.
@@ -138,16 +138,18 @@ impl Conn {
         }
     }
 
-    /// The handshake is done: frames from now on (compressed ones too, if `deflate`),
-    /// and the heartbeat instead of the handshake deadline.
-    fn upgrade(&mut self, proto: Proto, deflate: bool, now: Tick, ctx: &Ctx<'_>) {
+    /// The handshake is done: frames from now on (compressed ones too, if `deflate`
+    /// says with which window ours are), and the heartbeat instead of the handshake
+    /// deadline.
+    fn upgrade(&mut self, proto: Proto, deflate: Option<u8>, now: Tick, ctx: &Ctx<'_>) {
         let limits = Limits {
             max_frame: ctx.cfg.max_message,
             max_message: ctx.cfg.max_message,
         };
         let mut dec = Decoder::server(limits);
-        if deflate {
+        if let Some(window) = deflate {
             dec.enable_deflate();
+            self.deflate_window = window;
         }
         self.life = Life::Open { dec, partial: None };
         self.proto = proto;
@@ -276,9 +278,11 @@ fn route(
     let policy = DeflatePolicy {
         enabled: ctx.cfg.compression,
     };
-    let deflate = negotiate(up.extensions, policy).map(|d| d.response());
-    write_switching_protocols(reply, &up.accept, protocol, deflate.as_deref());
-    Route::Upgraded(req.rest.to_vec(), proto, admission, deflate.is_some())
+    let deflate = negotiate(up.extensions, policy);
+    let extensions = deflate.map(|d| d.response());
+    write_switching_protocols(reply, &up.accept, protocol, extensions.as_deref());
+    let window = deflate.map(|d| d.server_window_bits);
+    Route::Upgraded(req.rest.to_vec(), proto, admission, window)
 }
 
 /// Count an upgrade against its source address's limits: the client a balancer's

@@ -166,6 +166,9 @@ pub struct Conn {
     full: bool,
     /// Its TLS session (`None`: cleartext).
     tls: Option<Box<ServerTls>>,
+    /// The window (bits) its compressed messages are deflated with, if it
+    /// negotiated `permessage-deflate` (kept here, in what was padding).
+    deflate_window: u8,
 }
 
 /// What a connection may see of its worker while handling bytes.
@@ -229,6 +232,7 @@ impl Conn {
             budget: rate::Budget::default(),
             full,
             tls,
+            deflate_window: 0,
         };
         c.set_due(deadline);
         // The request head is on its way: receive it at once (in poll mode too).
@@ -285,9 +289,13 @@ impl Conn {
         &mut self.out
     }
 
-    /// Whether it is an open WebSocket that negotiated `permessage-deflate`.
-    pub fn deflate(&self) -> bool {
-        matches!(&self.life, Life::Open { dec, .. } if dec.deflate())
+    /// The window its messages are deflated with, if it is an open WebSocket that
+    /// negotiated `permessage-deflate`.
+    pub fn deflate(&self) -> Option<u8> {
+        match &self.life {
+            Life::Open { dec, .. } if dec.deflate() => Some(self.deflate_window),
+            _ => None,
+        }
     }
 
     /// Bytes arrived (`data` may be modified: frames are unmasked, TLS records opened,

@@ -138,6 +138,7 @@ fn config(style: RecvStyle) -> Config {
         compression: false,
         compression_min_bytes: 128,
         compression_level: 6,
+        compression_level_single: 1,
         inbox: true,
         broadcast: true,
         pin: false,
@@ -206,7 +207,7 @@ impl Sim {
             per_ip: crate::worker::per_ip::PerIp::new(config(style).per_ip),
             cfg: config(style),
             metrics: WorkerMetrics::default(),
-            z: crate::worker::compress::Compression::new(6, 128),
+            z: crate::worker::compress::Compression::new(&config(style)),
         };
         s.drive();
         s

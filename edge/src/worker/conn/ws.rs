@@ -42,9 +42,10 @@ pub(super) struct FrameLoop<'a> {
     budget: &'a mut Budget,
     limits: Limits,
     scratch: Vec<u8>,
-    /// The worker's compression, and whether this connection negotiated it.
+    /// The worker's compression, and the window this connection's messages are
+    /// deflated with if it negotiated it.
     z: &'a mut Compression,
-    deflate: bool,
+    deflate: Option<u8>,
     /// The largest message, inflated.
     max_message: usize,
     /// Messages received.
@@ -183,8 +184,8 @@ impl FrameLoop<'_> {
     /// Queue one message: compressed when the connection negotiated it and it is worth
     /// it.
     fn send(&mut self, opcode: Opcode, body: &[u8]) {
-        if self.deflate {
-            self.z.queue(self.out, opcode, body);
+        if let Some(window) = self.deflate {
+            self.z.queue(self.out, opcode, body, window);
         } else {
             self.out.push_with(&mut |v| encode_frame(v, opcode, body));
         }
@@ -201,6 +202,7 @@ impl Conn {
             identity,
             auth_by,
             budget,
+            deflate_window,
             ..
         } = self;
         let Life::Open { dec, partial } = life else {
@@ -224,7 +226,7 @@ impl Conn {
             budget,
             limits: ctx.cfg.messages,
             scratch: Vec::new(),
-            deflate: dec.deflate(),
+            deflate: dec.deflate().then_some(*deflate_window),
             z: &mut *ctx.z,
             max_message: ctx.cfg.max_message,
             messages: 0,
