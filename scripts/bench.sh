@@ -4,7 +4,7 @@
 # markers) under a description of the machine. Each step prints its own progress.
 #
 #   scripts/bench.sh            echo vs peers, memory at 100k, fan-out 10k and 50k,
-#                               resume storm of 20k
+#                               resume storm of 20k, compression against none
 #   BENCH_BIG=1 scripts/bench.sh  also the biggest run: 1,000,000 connections (needs
 #                               `tuning/apply --connections 1000000 --processes 130`)
 #   BENCH_ROUNDS=N              echo rounds (default 7)
@@ -85,6 +85,9 @@ scale "Fan-out: one key watched by 50,000 connections" \
 scale "Resume storm: 20,000 clients" \
   "\`scripts/scale.sh resume 20000\`: 20,000 clients on 100 keys drop, 20 changes per key are written, and all come back at once with their tokens. Floor: all caught up in ≤ 2 s." \
   scripts/scale.sh resume 20000
+scale "Compression (permessage-deflate) against none" \
+  "\`scripts/bench-compression.sh\`: the edge with \`--compression true\`; subscribers that ask for compression against subscribers that do not, rounds alternating (fan-out of 1 KiB JSON sensor rows to 10,000 subscribers at 200,000 deliveries/s offered and at 400,000; idle subscribed connections), and \`echo_load --deflate\` (per server CPU-second at a fixed offered rate). Floors: fan-out ≥ 0.8 of the uncompressed deliveries per edge CPU-second; idle memory difference < 64 B per connection." \
+  scripts/bench-compression.sh
 if [ "${BENCH_BIG:-0}" = 1 ]; then
   scale "The biggest run: 1,000,000 subscribed connections" \
     "\`SCALE_KEYS=1000 scripts/scale.sh memory 1000000\`: 63 edge processes, 67 generator processes, all on loopback." \

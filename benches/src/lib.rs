@@ -31,6 +31,28 @@ pub fn cpu_secs(pid: &str) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// JSON sensor rows of about `size` bytes, as a dashboard's message: an object that
+/// starts with `head` (fields and a comma, or nothing), then `"rows"`, the readings
+/// varying with `seed`.
+pub fn json_rows(head: &str, seed: u64, size: usize) -> String {
+    let mut v = format!(r#"{{{head}"rows":["#);
+    let mut i = 0u64;
+    while v.len() + 2 < size {
+        if i > 0 {
+            v.push(',');
+        }
+        let reading = (seed * 7 + i * 13) % 1000;
+        v.push_str(&format!(
+            r#"{{"sensor":"temperature-{i}","value":{}.{},"unit":"celsius","ok":true}}"#,
+            reading / 10,
+            reading % 10
+        ));
+        i += 1;
+    }
+    v.push_str("]}");
+    v
+}
+
 /// The median of `v` (the upper one of an even count; 0 when empty).
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();

@@ -99,13 +99,7 @@ fn a_change_is_compressed_once_for_every_subscriber_and_reaches_each_whole() {
 
 /// The edge's resident memory, in bytes.
 fn rss(edge: &Edge) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", edge.child.id())).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+    common::rss(edge.child.id())
 }
 
 /// One compressed message of `bomb` on a new `/echo` connection: closed with 1009.

@@ -62,16 +62,6 @@ fn good(sub: &str) -> String {
 }
 
 /// The edge's resident memory, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// A writer putting 1, 2, 3... to `w/k` 50 times a second, and a witness following it.
 struct Witness {
     stop: Arc<AtomicBool>,
@@ -499,7 +489,7 @@ fn hostile_clients_leave_the_others_served_and_the_memory_as_it_was() {
         case(addr);
         witness.check(name);
         std::thread::sleep(Duration::from_millis(500));
-        baseline = baseline.max(rss(pid));
+        baseline = baseline.max(common::rss(pid));
     }
     let buffers = || c.edge.metric("ringline_edge_receive_buffer_bytes");
     let buffers0 = buffers();
@@ -514,7 +504,7 @@ fn hostile_clients_leave_the_others_served_and_the_memory_as_it_was() {
         let start = Instant::now();
         loop {
             let grown = buffers().saturating_sub(buffers0);
-            let now = rss(pid);
+            let now = common::rss(pid);
             if now <= baseline + slack + grown {
                 eprintln!(
                     "[hostile] {name}: ok, resident {} KiB (baseline {} KiB, receive buffers grown by {} KiB)",

@@ -115,26 +115,6 @@ impl Scheme {
     }
 }
 
-/// JSON sensor rows of about `size` bytes, as a dashboard's message.
-fn json_payload(size: usize) -> Vec<u8> {
-    let mut v = String::from(r#"{"rows":["#);
-    let mut i = 0u64;
-    while v.len() + 2 < size {
-        if i > 0 {
-            v.push(',');
-        }
-        let reading = (i * 37) % 1000;
-        v.push_str(&format!(
-            r#"{{"sensor":"temperature-{i}","value":{}.{},"unit":"celsius","ok":true}}"#,
-            reading / 10,
-            reading % 10
-        ));
-        i += 1;
-    }
-    v.push_str("]}");
-    v.into_bytes()
-}
-
 /// A client stream: TCP, or TLS over it.
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
@@ -387,7 +367,7 @@ fn client_frame(scheme: Scheme, size: usize) -> (Vec<u8>, Decoder) {
         encode_client_frame(&mut frame, true, op, &vec![b'x'; size], [1, 2, 3, 4]);
         return (frame, dec);
     }
-    let payload = json_payload(size);
+    let payload = benches::json_rows("", 1, size).into_bytes();
     if scheme == Scheme::WsDeflate {
         let mut z = Vec::new();
         wire::frame::deflate::Deflater::new(6).deflate_end(&payload, &mut z);

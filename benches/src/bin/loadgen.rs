@@ -243,22 +243,7 @@ fn value_literal(seq: u64, size: usize, json: bool) -> String {
     if !json {
         return format!("\"{}\"", value(seq, size));
     }
-    let mut v = format!(r#"{{"sent":"{}","rows":["#, value(seq, 0));
-    let mut i = 0u64;
-    while v.len() + 2 < size {
-        if i > 0 {
-            v.push(',');
-        }
-        let reading = (seq * 7 + i * 13) % 1000;
-        v.push_str(&format!(
-            r#"{{"sensor":"temperature-{i}","value":{}.{},"unit":"celsius","ok":true}}"#,
-            reading / 10,
-            reading % 10
-        ));
-        i += 1;
-    }
-    v.push_str("]}");
-    v
+    benches::json_rows(&format!(r#""sent":"{}","#, value(seq, 0)), seq, size)
 }
 
 /// The time (µs) a worker's `GO <µs>` line carries, or now.

@@ -63,6 +63,17 @@ pub fn spawn_logged(
     (child, addr)
 }
 
+/// Resident memory of process `pid`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
 /// `GET path` on `addr`: (head, body).
 /// Send signal `name` (`TERM`, `KILL`, `STOP`, `CONT`...) to a child process.
 pub fn send_signal(child: &Child, name: &str) {

@@ -65,8 +65,10 @@ pub struct Upgrade<'a> {
     pub protocol: Option<&'a str>,
     /// True when the client offered subprotocols (whether or not one was selected).
     pub protocols_offered: bool,
-    /// The Sec-WebSocket-Extensions offered, verbatim (none is accepted yet).
-    pub extensions: Option<&'a str>,
+    /// The Sec-WebSocket-Extensions offered, verbatim; several such headers joined by
+    /// commas (RFC 6455 §9.1: "logically the same as a single ... header field that
+    /// contains all values"). See [`negotiate`](super::deflate::negotiate).
+    pub extensions: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Iterate the comma-separated tokens of a header value, trimmed, empty ones skipped.
@@ -148,7 +150,7 @@ pub fn parse_request<'a>(
     let mut version: Option<&[u8]> = None;
     let mut protocol: Option<&'a str> = None;
     let mut protocols_offered = false;
-    let mut extensions = None;
+    let mut extensions: Option<std::borrow::Cow<'a, str>> = None;
 
     for h in req.headers.iter() {
         let value = h.value.trim_ascii();
@@ -183,7 +185,10 @@ pub fn parse_request<'a>(
                 }
             }
         } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
-            extensions = text();
+            extensions = match (extensions, text()) {
+                (Some(first), Some(more)) => Some(format!("{first}, {more}").into()),
+                (first, more) => first.or(more.map(Into::into)),
+            };
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = text();
         } else if name.eq_ignore_ascii_case("origin") {
@@ -308,6 +313,30 @@ mod tests {
         assert_eq!(ws.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(ws.protocol, Some("ringline.v1.fb"));
         assert!(ws.protocols_offered);
+    }
+
+    #[test]
+    fn extension_offers_in_several_headers_are_one_list() {
+        let one = req("Sec-WebSocket-Extensions: permessage-deflate\r\n");
+        let ext = |s: &str| {
+            parse(s)
+                .unwrap()
+                .unwrap()
+                .0
+                .websocket
+                .unwrap()
+                .extensions
+                .map(|e| e.into_owned())
+        };
+        assert_eq!(ext(&one).as_deref(), Some("permessage-deflate"));
+        let two = req(
+            "Sec-WebSocket-Extensions: x-foo\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+        );
+        assert_eq!(
+            ext(&two).as_deref(),
+            Some("x-foo, permessage-deflate; client_max_window_bits")
+        );
+        assert_eq!(ext(&req("")), None);
     }
 
     #[test]

@@ -278,7 +278,7 @@ fn route(
     let policy = DeflatePolicy {
         enabled: ctx.cfg.compression,
     };
-    let deflate = negotiate(up.extensions, policy);
+    let deflate = negotiate(up.extensions.as_deref(), policy);
     let extensions = deflate.map(|d| d.response());
     write_switching_protocols(reply, &up.accept, protocol, extensions.as_deref());
     let window = deflate.map(|d| d.server_window_bits);
