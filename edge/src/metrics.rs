@@ -253,7 +253,7 @@ static SERIES: [Series; 36] = [
     (
         "ringline_edge_compressions_total",
         "counter",
-        "Deflate runs (permessage-deflate): one per message of a connection's own (answers, snapshots, echoes), one per change for all its compressed subscribers of a worker.",
+        "Deflate runs (permessage-deflate): one per message of a connection's own (answers, snapshots, echoes), one per change for all its compressed subscribers of a worker (one per subscriber for those that limited the server's window below 15 bits).",
         |m| &m.compressions,
     ),
     (

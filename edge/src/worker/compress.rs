@@ -71,15 +71,25 @@ struct Counts {
 impl Compression {
     /// With the levels and threshold of `cfg`.
     pub fn new(cfg: &crate::config::Config) -> Self {
+        Self::with(
+            cfg.compression_level,
+            cfg.compression_level_single,
+            cfg.compression_min_bytes,
+        )
+    }
+
+    /// A change deflated at `level`, a connection's own message at `level_single`;
+    /// messages shorter than `min_bytes` uncompressed.
+    fn with(level: u32, level_single: u32, min_bytes: usize) -> Self {
         Self {
             inflater: Inflater::default(),
-            shared: Deflater::new(cfg.compression_level),
-            single: Deflater::new(cfg.compression_level_single),
+            shared: Deflater::new(level),
+            single: Deflater::new(level_single),
             windowed: Default::default(),
-            level_single: cfg.compression_level_single,
+            level_single,
             inflated: Vec::new(),
             deflated: Vec::new(),
-            min_bytes: cfg.compression_min_bytes,
+            min_bytes,
             counts: Counts::default(),
         }
     }
@@ -144,10 +154,14 @@ impl Compression {
         if whole < self.min_bytes {
             return None;
         }
-        let mut z = Vec::new();
-        self.shared.deflate_end(rest, &mut z);
+        self.deflated.clear();
+        self.shared.deflate_end(rest, &mut self.deflated);
         self.counts.compressions += 1;
-        (z.len() + STORED_HEAD < rest.len()).then(|| Bytes::from(z))
+        // Copied out of the scratch: a `Bytes` made from the `Vec` would keep all the
+        // capacity reserved for the uncompressed rest, uncounted by the send queues
+        // that hold it.
+        let z = &self.deflated;
+        (z.len() + STORED_HEAD < rest.len()).then(|| Bytes::copy_from_slice(z))
     }
 
     /// Queue one compressed message whose payload is `head` (this subscriber's own
@@ -192,5 +206,35 @@ impl Compression {
         m.compressions.store(c.compressions, Ordering::Relaxed);
         m.compressed_out.store(c.sent, Ordering::Relaxed);
         m.compressed_in.store(c.received, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shared rest is held by every subscriber's queue, which counts only its
+    /// length: it must not keep the capacity reserved for the uncompressed rest.
+    #[test]
+    fn a_shared_rest_holds_only_its_own_bytes() {
+        let mut z = Compression::with(6, 1, 128);
+        let rest = vec![b'a'; 1 << 20];
+        let shared = z.deflate_shared(&rest, rest.len());
+        let held: Vec<u8> = shared.map(Vec::from).unwrap_or_default();
+        assert!(!held.is_empty() && held.len() < 4096, "{}", held.len());
+        assert!(held.capacity() < 4096, "{} bytes held", held.capacity());
+        // Too short, or no gain: not compressed.
+        assert!(z.deflate_shared(b"short", 5).is_none());
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                // xorshift64: bytes deflate cannot shrink.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(z.deflate_shared(&noise, noise.len()).is_none());
     }
 }

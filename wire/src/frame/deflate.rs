@@ -109,6 +109,7 @@ impl Inflater {
                 let used = usize::try_from(self.d.total_in() - in0).unwrap_or(usize::MAX);
                 let made = usize::try_from(self.d.total_out() - out0).unwrap_or(usize::MAX);
                 at += used;
+                grow(out, made, start + limit + 1).map_err(|()| InflateError::TooBig(limit))?;
                 out.extend_from_slice(self.buf.get(..made).unwrap_or_default());
                 if out.len() - start > limit {
                     return Err(InflateError::TooBig(limit));
@@ -172,6 +173,18 @@ pub fn stored_block(data: &[u8], out: &mut Vec<u8>) {
 #[must_use]
 pub fn stored_len(n: usize) -> usize {
     n + 5 * n.div_ceil(usize::from(u16::MAX))
+}
+
+/// Make room in `out` for `more` bytes, doubling as a `Vec` does but never past `cap`
+/// bytes in all (what the limit allows and one byte more), and failing, not aborting,
+/// if the memory cannot be had.
+fn grow(out: &mut Vec<u8>, more: usize, cap: usize) -> Result<(), ()> {
+    let need = out.len() + more;
+    if need <= out.capacity() {
+        return Ok(());
+    }
+    let target = out.capacity().saturating_mul(2).min(cap).max(need);
+    out.try_reserve_exact(target - out.len()).map_err(|_| ())
 }
 
 /// One compressor, reset for every payload (no context takeover).
@@ -357,6 +370,11 @@ mod tests {
         let err = Inflater::default().inflate(&bomb, 64 * 1024, &mut out);
         assert_eq!(err, Err(InflateError::TooBig(64 * 1024)));
         assert_eq!(out, b"kept", "nothing of a refused message is kept");
+        assert!(
+            out.capacity() <= 4 + 64 * 1024 + 1,
+            "never held past the limit: {}",
+            out.capacity()
+        );
         assert_eq!(inflate(&bomb, 1 << 20).map(|v| v.len()), Ok(1 << 20));
         assert_eq!(
             inflate(&[0xff, 0xff, 0xff, 0xff], 100),
