@@ -161,7 +161,9 @@ fn headless_chromium_page_client_protocol() {
     assert_eq!(c.edge.metric("ringline_edge_messages_in_total"), 3);
 }
 
-const COMPRESSION: [&str; 2] = ["--compression", "true"];
+/// Compression on, and for messages of 32 B or more: the scripts' protocol messages
+/// are short (a change with its compact token, under the default 128 B).
+const COMPRESSION: [&str; 4] = ["--compression", "true", "--compression-min-bytes", "32"];
 const EXPECT_DEFLATE: (&str, &str) = ("RINGLINE_EXPECT_DEFLATE", "1");
 
 /// After a client's exchange with compression on: the edge compressed what it sent,

@@ -1,6 +1,13 @@
-//! Resume tokens: the opaque, URL-safe strings that carry log positions to clients and back.
-//! A token is the `ResumeToken` flatbuffer of `schemas/client.fbs` (one [`Position`] per
-//! partition a subscription spans), base64url-encoded without padding.
+//! Resume tokens: the opaque, URL-safe strings that carry log positions to clients and back,
+//! one [`Position`] per partition a subscription spans, base64url-encoded without padding.
+//! Two forms, both described in `schemas/client.fbs`, both decoded:
+//!
+//! - compact (version 1, what [`encode_token`] makes): a byte `0x01`, then for each
+//!   position its partition, epoch and seq as LEB128 varints. A position of a young log
+//!   takes a handful of bytes: a single-key token is about 8 characters;
+//! - the `ResumeToken` flatbuffer, what tokens were before: still read, so that tokens
+//!   already handed out keep working. Its first byte is the low byte of a 4-aligned
+//!   root offset, never `0x01`.
 //!
 //! Tokens come back from clients, so [`decode_token`] treats them as hostile: bounded length,
 //! verified buffer. The positions in a valid token are still only claims: the caller checks
@@ -73,6 +80,10 @@ pub enum TokenError {
     /// The token holds no position.
     #[error("token holds no position")]
     Empty,
+    /// A compact token whose varints do not decode: cut short, longer than their type,
+    /// or with trailing bytes.
+    #[error("token content is invalid: {0}")]
+    Malformed(&'static str),
     /// The token holds more than [`MAX_TOKEN_POSITIONS`] positions.
     #[error("token holds {count} positions, the limit is {max}")]
     TooManyPositions {
@@ -83,10 +94,80 @@ pub enum TokenError {
     },
 }
 
-/// Encodes `positions` as a token string. More than [`MAX_TOKEN_POSITIONS`] positions (or
-/// none) make a token that [`decode_token`] refuses.
+/// The first byte of a compact token.
+const COMPACT_V1: u8 = 0x01;
+
+/// Encodes `positions` as a (compact) token string. More than [`MAX_TOKEN_POSITIONS`]
+/// positions (or none) make a token that [`decode_token`] refuses.
 #[must_use]
 pub fn encode_token(positions: &[Position]) -> String {
+    let mut bytes = Vec::with_capacity(1 + 12 * positions.len());
+    bytes.push(COMPACT_V1);
+    for p in positions {
+        put_varint(&mut bytes, u64::from(p.partition));
+        put_varint(&mut bytes, p.epoch);
+        put_varint(&mut bytes, p.seq);
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Append `v` as an unsigned LEB128 varint (7 bits a byte, low first).
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The varint at the start of `bytes` and the bytes after it; at most 10 bytes, the
+/// last of them at most 1 (64 bits).
+fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), TokenError> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        if i == 9 && b > 1 {
+            return Err(TokenError::Malformed("varint past 64 bits"));
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((v, bytes.get(i + 1..).unwrap_or_default()));
+        }
+    }
+    Err(TokenError::Malformed("varint cut short"))
+}
+
+/// The positions of a compact token's bytes (after its version byte).
+fn decode_compact(mut bytes: &[u8]) -> Result<Vec<Position>, TokenError> {
+    let mut positions = Vec::new();
+    while !bytes.is_empty() {
+        if positions.len() == MAX_TOKEN_POSITIONS {
+            return Err(TokenError::TooManyPositions {
+                count: positions.len() + 1,
+                max: MAX_TOKEN_POSITIONS,
+            });
+        }
+        let (partition, rest) = take_varint(bytes)?;
+        let (epoch, rest) = take_varint(rest)?;
+        let (seq, rest) = take_varint(rest)?;
+        let partition = u32::try_from(partition)
+            .map_err(|_| TokenError::Malformed("partition past 32 bits"))?;
+        positions.push(Position {
+            partition,
+            epoch,
+            seq,
+        });
+        bytes = rest;
+    }
+    if positions.is_empty() {
+        return Err(TokenError::Empty);
+    }
+    Ok(positions)
+}
+
+/// Encodes `positions` in the earlier form, the `ResumeToken` flatbuffer (tests and
+/// tools that check old tokens still decode).
+#[must_use]
+pub fn encode_token_flatbuffer(positions: &[Position]) -> String {
     let mut fbb = FlatBufferBuilder::with_capacity(32 + 24 * positions.len());
     let items: Vec<fb::Position> = positions
         .iter()
@@ -107,6 +188,9 @@ pub fn decode_token(token: &str) -> Result<Vec<Position>, TokenError> {
         });
     }
     let bytes = URL_SAFE_NO_PAD.decode(token)?;
+    if let Some((&COMPACT_V1, rest)) = bytes.split_first() {
+        return decode_compact(rest);
+    }
     let opts = VerifierOptions {
         max_depth: 2,
         max_tables: 1,
@@ -149,6 +233,50 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
         assert_eq!(decode_token(&token), Ok(positions.to_vec()));
+    }
+
+    #[test]
+    fn a_young_single_position_is_a_few_characters_and_old_tokens_still_decode() {
+        let one = [pos(17, 3, 1_234)];
+        let token = encode_token(&one);
+        assert!(token.len() <= 10, "{token}");
+        assert_eq!(decode_token(&token), Ok(one.to_vec()));
+        let old = encode_token_flatbuffer(&one);
+        assert!(old.len() > 60, "{old}");
+        assert_eq!(decode_token(&old), Ok(one.to_vec()));
+        // Every valid flatbuffer token starts with a 4-aligned offset: never the
+        // compact form's first byte.
+        for n in 1..40u32 {
+            let ps: Vec<Position> = (0..n).map(|i| pos(i, u64::from(i), 7)).collect();
+            let raw = URL_SAFE_NO_PAD
+                .decode(encode_token_flatbuffer(&ps))
+                .unwrap_or_default();
+            assert_ne!(raw.first(), Some(&COMPACT_V1));
+        }
+    }
+
+    #[test]
+    fn malformed_compact_tokens_are_refused() {
+        let token = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(decode_token(&token(&[1])), Err(TokenError::Empty));
+        // A position cut short, a varint cut short, one past 64 bits, a partition past
+        // 32 bits.
+        for bad in [
+            &[1u8, 5, 1][..],
+            &[1, 0x80],
+            &[
+                1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0,
+            ],
+            &[1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0],
+        ] {
+            assert!(
+                matches!(decode_token(&token(bad)), Err(TokenError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        // u64::MAX itself is fine.
+        let max = [pos(u32::MAX, u64::MAX, u64::MAX)];
+        assert_eq!(decode_token(&encode_token(&max)), Ok(max.to_vec()));
     }
 
     #[test]
@@ -200,7 +328,8 @@ mod tests {
             (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(p, e, s)| pos(p, e, s)),
             1..40,
         )) {
-            prop_assert_eq!(decode_token(&encode_token(&positions)), Ok(positions));
+            prop_assert_eq!(decode_token(&encode_token(&positions)), Ok(positions.clone()));
+            prop_assert_eq!(decode_token(&encode_token_flatbuffer(&positions)), Ok(positions));
         }
 
         #[test]
