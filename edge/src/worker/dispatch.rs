@@ -77,9 +77,12 @@ fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
 fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, enc: &mut Encoders) {
     let Encoders { fb, scratch, z } = enc;
     scratch.clear();
+    // The binary form's rest is a slice of its template, made here; the JSON rest is
+    // borrowed (no reference-count traffic per subscriber).
+    let fb_rest;
     let (opcode, rest) = if conn.proto() != Proto::Fb {
         PreparedChange::write_head(id, scratch);
-        (Opcode::Text, d.json_tail().clone())
+        (Opcode::Text, d.json_tail())
     } else {
         let Some((tpl, at)) = d.fb_template(fb) else {
             fb.encode_response(&d.response(id), scratch);
@@ -92,26 +95,27 @@ fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, enc: &mut Encoders) {
         if let Some(slot) = scratch.get_mut(*at..end) {
             slot.copy_from_slice(&id.to_le_bytes());
         }
-        (Opcode::Binary, tpl.slice(end..))
+        fb_rest = tpl.slice(end..);
+        (Opcode::Binary, &fb_rest)
     };
     match conn.deflate() {
-        None => queue_split(conn, opcode, scratch, &rest),
+        None => queue_split(conn, opcode, scratch, rest),
         Some(SERVER_WINDOW_BITS) => {
             let whole = scratch.len() + rest.len();
             let deflate = |r: &[u8]| z.deflate_shared(r, whole);
             let shared = if opcode == Opcode::Text {
                 d.json_tail_deflated(deflate)
             } else {
-                d.fb_rest_deflated(&rest, deflate)
+                d.fb_rest_deflated(rest, deflate)
             };
             match shared {
                 Some(rest_z) => z.queue_split(conn.out(), opcode, scratch, rest_z, SHARE_MIN),
-                None => queue_split(conn, opcode, scratch, &rest),
+                None => queue_split(conn, opcode, scratch, rest),
             }
         }
         // A window the shared compression does not fit: compressed for it alone.
         Some(window) => {
-            scratch.extend_from_slice(&rest);
+            scratch.extend_from_slice(rest);
             z.queue(conn.out(), opcode, scratch, window);
         }
     }

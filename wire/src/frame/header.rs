@@ -92,35 +92,8 @@ impl FrameHeader {
                 return Err(ProtocolError::ControlFrameTooLong(len7));
             }
         }
-        let (payload_len, mut at) = match len7 {
-            126 => {
-                let Some(b) = buf.get(2..4) else {
-                    return Ok(None);
-                };
-                let len = u64::from(u16::from_be_bytes([b[0], b[1]]));
-                // §5.2: "the minimal number of bytes MUST be used to encode the length"
-                if len < 126 {
-                    return Err(ProtocolError::NonMinimalLength(len));
-                }
-                (len, 4)
-            }
-            127 => {
-                let Some(b) = buf.get(2..10) else {
-                    return Ok(None);
-                };
-                let mut be = [0u8; 8];
-                be.copy_from_slice(b);
-                let len = u64::from_be_bytes(be);
-                // §5.2: "the most significant bit MUST be 0"
-                if len >> 63 != 0 {
-                    return Err(ProtocolError::LengthTopBit);
-                }
-                if len <= u64::from(u16::MAX) {
-                    return Err(ProtocolError::NonMinimalLength(len));
-                }
-                (len, 10)
-            }
-            n => (n, 2),
+        let Some((payload_len, mut at)) = payload_len(buf, len7)? else {
+            return Ok(None);
         };
         let mask = if masked {
             let Some(k) = buf.get(at..at + 4) else {
@@ -180,6 +153,41 @@ impl FrameHeader {
         };
         len + if self.mask.is_some() { 4 } else { 0 }
     }
+}
+
+/// The payload length from its 7-bit field `len7` and, for 126 and 127, the 16- or
+/// 64-bit length after it in `buf`, with the header's length so far.
+fn payload_len(buf: &[u8], len7: u64) -> Result<Decoded<u64>, ProtocolError> {
+    Ok(Some(match len7 {
+        126 => {
+            let Some(b) = buf.get(2..4) else {
+                return Ok(None);
+            };
+            let len = u64::from(u16::from_be_bytes([b[0], b[1]]));
+            // §5.2: "the minimal number of bytes MUST be used to encode the length"
+            if len < 126 {
+                return Err(ProtocolError::NonMinimalLength(len));
+            }
+            (len, 4)
+        }
+        127 => {
+            let Some(b) = buf.get(2..10) else {
+                return Ok(None);
+            };
+            let mut be = [0u8; 8];
+            be.copy_from_slice(b);
+            let len = u64::from_be_bytes(be);
+            // §5.2: "the most significant bit MUST be 0"
+            if len >> 63 != 0 {
+                return Err(ProtocolError::LengthTopBit);
+            }
+            if len <= u64::from(u16::MAX) {
+                return Err(ProtocolError::NonMinimalLength(len));
+            }
+            (len, 10)
+        }
+        n => (n, 2),
+    }))
 }
 
 #[cfg(test)]
