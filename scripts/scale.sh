@@ -76,3 +76,16 @@ case "$scenario" in
   resume) "${lg[@]}" resume --conns "$n" --keys "${SCALE_KEYS:-100}" --missed "${SCALE_MISSED:-20}" ;;
   presence) "${lg[@]}" connect --conns "$n" --hold 1 --presence "bench/{1}" --store-pid "${pids[0]}" ;;
 esac
+if [ "$scenario" = fanout ]; then
+  # The edge's change batches (one edge process answers: with several, a sample).
+  curl -sf "http://127.0.0.1:$port/metrics" | awk '
+    /^ringline_edge_change_sends_total/ { s += $2 }
+    /^ringline_edge_change_frames_total/ { f += $2 }
+    /^ringline_edge_sends_deferred_total/ { d += $2 }
+    END {
+      print "\n| one edge process'"'"'s /metrics | value |\n|---|---:|"
+      printf "| sends carrying changes | %d |\n| change frames | %d |\n", s, f
+      printf "| **change frames per send** (mean batch) | **%.2f** |\n", (s ? f / s : 0)
+      printf "| connections left for the next round (summed) | %d |\n", d
+    }'
+fi

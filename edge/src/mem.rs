@@ -31,6 +31,13 @@ pub fn trim_table<T>(t: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
     }
 }
 
+/// Shrink `q` by the rule.
+pub fn trim_deque<T>(q: &mut std::collections::VecDeque<T>) {
+    if worth_trimming(q.len(), q.capacity()) {
+        q.shrink_to(q.len() * 2);
+    }
+}
+
 /// Shrink `v` by the rule.
 pub fn trim_vec<T>(v: &mut Vec<T>) {
     if worth_trimming(v.len(), v.capacity()) {

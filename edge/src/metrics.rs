@@ -80,6 +80,13 @@ pub struct WorkerMetrics {
     pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
     /// Changes delivered to subscribers.
     pub deliveries: AtomicU64,
+    /// Sends that carried at least one change frame.
+    pub change_sends: AtomicU64,
+    /// The change frames those sends carried (over `change_sends`: the mean batch).
+    pub change_frames: AtomicU64,
+    /// Connections left waiting for the next round by the per-round send limit, summed
+    /// over rounds.
+    pub sends_deferred: AtomicU64,
     /// Changes of `latest` subscriptions replaced by a newer one of their key while
     /// their connection was behind (never sent).
     pub conflated: AtomicU64,
@@ -141,7 +148,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 36] = [
+static SERIES: [Series; 39] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -321,6 +328,24 @@ static SERIES: [Series; 36] = [
         "counter",
         "Changes delivered to subscribers.",
         |m| &m.deliveries,
+    ),
+    (
+        "ringline_edge_change_sends_total",
+        "counter",
+        "Sends to WebSocket connections that carried at least one change frame (changes queued for a connection before its next send share that send: change_frames_total over this is the mean batch).",
+        |m| &m.change_sends,
+    ),
+    (
+        "ringline_edge_change_frames_total",
+        "counter",
+        "Change frames carried by those sends.",
+        |m| &m.change_frames,
+    ),
+    (
+        "ringline_edge_sends_deferred_total",
+        "counter",
+        "Connections with frames queued that a loop round left for the next one (at most 1,024 sends a round, so that a large fan-out does not hold the loop), summed over rounds.",
+        |m| &m.sends_deferred,
     ),
     (
         "ringline_edge_conflated_total",

@@ -102,6 +102,9 @@ struct Args {
     /// Offer `permessage-deflate` on every subscriber's connection.
     #[arg(long)]
     deflate: bool,
+    /// Subscribers speak `ringline.v2.json` (changes in the compact form).
+    #[arg(long)]
+    compact: bool,
     /// `resume`: changes per key written while the clients are away.
     #[arg(long, default_value_t = 20)]
     missed: u64,
@@ -215,13 +218,17 @@ fn key(k: usize) -> String {
     format!("lg/{k}")
 }
 
-/// The `"value":"…"` string of a change message (or its `"sent"` string, when the
-/// value is a JSON object), if it is one.
+/// The `"value":"…"` string of a change message, or `"v":"…"` in the compact form (or
+/// its `"sent"` string, when the value is a JSON object), if it is one.
 fn change_value(text: &str) -> Option<&str> {
-    if !text.starts_with(r#"{"op":"change""#) {
+    let field = if text.starts_with(r#"{"op":"change""#) {
+        r#""value":"#
+    } else if text.starts_with(r#"{"c":"#) {
+        r#""v":"#
+    } else {
         return None;
-    }
-    let rest = text.split_once(r#""value":"#)?.1;
+    };
+    let rest = text.split_once(field)?.1;
     let rest = rest
         .strip_prefix('"')
         .or_else(|| rest.strip_prefix(r#"{"sent":""#))?;
@@ -399,15 +406,31 @@ fn write_sequence(args: &Args, count: u64) {
     });
 }
 
-/// Put at `args.rate` per second for `secs`, round robin over the keys.
-fn write_steady(args: &Args, secs: f64) -> u64 {
+/// The id of an `ok` answer.
+fn ok_id(text: &str) -> Option<usize> {
+    if !text.contains(r#""op":"ok""#) {
+        return None;
+    }
+    let at = text.find(r#""id":"#)? + 5;
+    let digits = text.get(at..)?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits.get(..end)?.parse().ok()
+}
+
+/// Put at `args.rate` per second for `secs`, round robin over the keys; returns how
+/// many went and each one's put → `ok` time (µs): what a client's request waits while
+/// the edge fans changes out.
+fn write_steady(args: &Args, secs: f64) -> (u64, Histogram<u64>) {
     let (rt, mut ws) = writer_conn(args);
     rt.block_on(async move {
         let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
         let start = tokio::time::Instant::now();
         let mut sent = 0u64;
+        let mut sent_at: Vec<Instant> = Vec::new();
+        let mut answered = histogram();
         let end = start + Duration::from_secs_f64(secs);
-        // Acknowledgements are read and dropped alongside.
         loop {
             let due = start + interval.mul_f64(sent as f64);
             if due >= end {
@@ -424,13 +447,21 @@ fn write_steady(args: &Args, secs: f64) -> u64 {
                         r#"{{"op":"{op}","id":{sent},"key":"{k}","value":{}}}"#,
                         value_literal(sent, args.value_size, args.value_json)
                     );
+                    sent_at.push(Instant::now());
                     ws.send_text(&put).await.unwrap_or_else(|e| panic!("{e}"));
                     sent += 1;
                 }
-                alive = ws.recv(|_| true) => assert!(alive, "writer connection lost"),
+                alive = ws.recv(|m| {
+                    if let Msg::Text(t) = m
+                        && let Some(at) = ok_id(t).and_then(|id| sent_at.get(id))
+                    {
+                        let _ = answered.record(at.elapsed().as_micros() as u64);
+                    }
+                    true
+                }) => assert!(alive, "writer connection lost"),
             }
         }
-        sent
+        (sent, answered)
     })
 }
 
@@ -503,13 +534,18 @@ fn parent(args: &Args) {
                     *c = edge_cpu(&p0);
                 }
             });
-            let sent = write_steady(args, warm + args.seconds as f64);
+            let (sent, answered) = write_steady(args, warm + args.seconds as f64);
             let _ = sampler.join();
             if !pids.is_empty() {
                 let start = cpu0.lock().map_or(0.0, |c| *c);
                 edge_secs = Some(edge_cpu(&pids) - start);
             }
             summary.push(("writes sent".into(), sent.to_string()));
+            let q = |p: f64| answered.value_at_quantile(p);
+            summary.push((
+                "writer's put → ok p50 / p99 / max (waits behind the fan-out)".into(),
+                format!("{} / {} / {} µs", q(0.5), q(0.99), answered.max()),
+            ));
         }
         Mode::Resume => {
             tell(&mut workers, "DROP");
@@ -686,8 +722,13 @@ fn report(
         let (bytes, changes) = (sum(|r| r.rx_bytes), sum(|r| r.rx_changes));
         rows.push((
             format!(
-                "**bytes on the wire per delivery** ({} B values{})",
+                "**bytes on the wire per delivery** ({} B values{}{})",
                 args.value_size,
+                if args.compact {
+                    ", ringline.v2.json"
+                } else {
+                    ""
+                },
                 if args.deflate {
                     ", compression offered"
                 } else {
@@ -849,7 +890,12 @@ struct Conn {
 /// Connect (and subscribe, unless `connect` mode); the connection and its token.
 async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
     let ws_proto = args.mode != Mode::Connect || args.subscribe || args.presence.is_some();
-    let protocol = ws_proto.then_some("ringline.v1.json");
+    let form = if args.compact {
+        "ringline.v2.json"
+    } else {
+        "ringline.v1.json"
+    };
+    let protocol = ws_proto.then_some(form);
     let sub = ws_proto && !args.broadcast;
     let src = source(args, index, n);
     let mut ws = Ws::connect_offering(args.target, &args.path, protocol, src, args.deflate)

@@ -22,6 +22,15 @@ use super::snapshot::{SnapshotPage, push_snapshot};
 use super::watches::Role;
 use super::{Hub, Out, SubRef, change_out, sending};
 
+/// The JSON forms of a change message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonForm {
+    /// `ringline.v1.json`: `{"op":"change","id":..,"key":..,"value":..,...}`.
+    V1 = 0,
+    /// `ringline.v2.json`: `{"c":..,"k":..,"v":..,"n":..,"t":..}`.
+    Compact = 1,
+}
+
 /// One change as delivered to subscribers, encoded once per form.
 #[derive(Debug)]
 pub struct Delivery {
@@ -31,14 +40,15 @@ pub struct Delivery {
     pub op: ChangeOp<'static>,
     /// Resume token after it.
     pub token: String,
-    /// The JSON message after its subscription id, built on first use.
-    json: OnceCell<Bytes>,
+    /// The JSON message after its subscription id, built on first use, per form
+    /// ([`JsonForm`]).
+    json: [OnceCell<Bytes>; 2],
     /// The flatbuffers message, built on first use, and the offset of its 8-byte
     /// subscription id (patched per subscriber).
     fb: OnceCell<Option<(Bytes, usize)>>,
-    /// The JSON rest deflated (`permessage-deflate`), on first use; `None`: not worth
-    /// compressing.
-    json_z: OnceCell<Option<Bytes>>,
+    /// The JSON rest deflated (`permessage-deflate`), on first use, per form; `None`:
+    /// not worth compressing.
+    json_z: [OnceCell<Option<Bytes>>; 2],
     /// The flatbuffers rest (after the id) deflated, the same way.
     fb_z: OnceCell<Option<Bytes>>,
 }
@@ -50,18 +60,22 @@ impl Delivery {
             key: key.into(),
             op,
             token,
-            json: OnceCell::new(),
+            json: [OnceCell::new(), OnceCell::new()],
             fb: OnceCell::new(),
-            json_z: OnceCell::new(),
+            json_z: [OnceCell::new(), OnceCell::new()],
             fb_z: OnceCell::new(),
         }
     }
 
-    /// The JSON message after its subscription id, encoded once (each subscriber's
-    /// message is its own head, then this).
-    pub fn json_tail(&self) -> &Bytes {
-        self.json.get_or_init(|| {
-            Bytes::from(PreparedChange::new(&self.key, &self.op_ref(), &self.token).into_tail())
+    /// The JSON message in `form` after its subscription id, encoded once (each
+    /// subscriber's message is its own head, then this).
+    pub fn json_tail(&self, form: JsonForm) -> &Bytes {
+        self.json[form as usize].get_or_init(|| {
+            let (key, op, token) = (&self.key, &self.op_ref(), &self.token);
+            Bytes::from(match form {
+                JsonForm::V1 => PreparedChange::new(key, op, token).into_tail(),
+                JsonForm::Compact => PreparedChange::new_compact(key, op, token).into_tail(),
+            })
         })
     }
 
@@ -82,10 +96,13 @@ impl Delivery {
     /// every compressed subscriber (`None`: `deflate` found it not worth it).
     pub fn json_tail_deflated(
         &self,
+        form: JsonForm,
         deflate: impl FnOnce(&[u8]) -> Option<Bytes>,
     ) -> Option<&Bytes> {
-        let rest = self.json_tail();
-        self.json_z.get_or_init(|| deflate(rest)).as_ref()
+        let rest = self.json_tail(form);
+        self.json_z[form as usize]
+            .get_or_init(|| deflate(rest))
+            .as_ref()
     }
 
     /// The binary form's shared rest (`rest`, the template after the id) deflated by

@@ -72,7 +72,7 @@ use wire::client::{ErrorCode, Position, Request, Response, SubMode, Target, enco
 use wire::cluster::ClusterMap;
 use wire::link::{LinkEncoder, LinkFrame, LinkLimits, LinkMessage, MsgIdRef, WatchId};
 
-pub use delivery::Delivery;
+pub use delivery::{Delivery, JsonForm};
 pub use durable::touches_reserved;
 pub use sending::{BROADCAST_SUB, INBOX_ID, INBOXES_SUB, WORKER_CONN, inbox_subject};
 

@@ -4,7 +4,10 @@
 //! and become [`Conn`]s in the slab; each completion for one (receive, poll, send) is handed to its `handle_*`;
 //! then [`Worker::drive`] turns what the connection polls into ring operations, its
 //! deadline into a wheel entry, and its release into a free slot. At the end of a round
-//! [`Worker::flush`] gives each connection with frames queued one vectored send.
+//! [`Worker::flush`] gives each connection with frames queued one vectored send, to at
+//! most [`SENDS_PER_ROUND`] connections a round (the rest go next round, with whatever
+//! was queued for them meanwhile; those with an answer of their own go first), and counts the sends that carry changes (a change batch: the changes queued for
+//! a connection since its last send).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -395,8 +398,11 @@ impl Worker {
         if let Some(at) = conn.poll_timeout() {
             self.wheel.schedule(key, at);
         }
-        if conn.wants_transmit() {
-            self.dirty.push(key);
+        if conn.take_answer() {
+            self.answers.push(key);
+        }
+        if conn.list_for_send() {
+            self.dirty.push_back(key);
         }
     }
 
@@ -432,27 +438,76 @@ impl Worker {
         }
     }
 
-    /// One vectored send per connection with queued frames and none in flight.
+    /// One vectored send per connection with queued frames and none in flight: first
+    /// to each with an answer of its own waiting, then to at most [`SENDS_PER_ROUND`]
+    /// others, first listed first; the rest wait for the next round. Sends that carry
+    /// changes are counted, and the change frames queued: the mean batch is one over
+    /// the other.
     pub(super) fn flush(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for key in dirty {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
+        let mut sent = Sent::default();
+        for key in std::mem::take(&mut self.answers) {
+            // Still on the list, if it is: that turn finds its send in flight, or
+            // sends what was queued after this one.
+            self.send_to(key, &mut sent);
+        }
+        while sent.sends < SENDS_PER_ROUND {
+            let Some(key) = self.dirty.pop_front() else {
+                break;
             };
-            let Some(chunks) = conn.poll_transmit() else {
-                // Nothing to send after all: it may have failed and be closing now.
-                self.drive(key);
-                continue;
-            };
-            let raw = conn.fd().as_raw_fd();
-            if self
-                .ring
-                .writev(raw, chunks, token(OpKind::Send, key))
-                .is_err()
-            {
-                conn.handle_submit_failed(Armed::SEND);
-                self.drive(key);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.unlist();
+            }
+            self.send_to(key, &mut sent);
+        }
+        let m = &self.metrics;
+        let frames = std::mem::take(&mut self.delivery.changes);
+        let waiting = self.dirty.len() as u64;
+        for (counter, n) in [
+            (&m.change_sends, sent.with_changes),
+            (&m.change_frames, frames),
+            (&m.sends_deferred, waiting),
+        ] {
+            if n > 0 {
+                WorkerMetrics::add(counter, n);
             }
         }
     }
+
+    /// Give the connection at `key` its send, if it has frames queued and none in
+    /// flight.
+    fn send_to(&mut self, key: Key, sent: &mut Sent) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(chunks) = conn.poll_transmit() else {
+            // Nothing to send after all: it may have failed and be closing now.
+            self.drive(key);
+            return;
+        };
+        sent.sends += 1;
+        sent.with_changes += u64::from(conn.take_change());
+        let raw = conn.fd().as_raw_fd();
+        if self
+            .ring
+            .writev(raw, chunks, token(OpKind::Send, key))
+            .is_err()
+        {
+            conn.handle_submit_failed(Armed::SEND);
+            self.drive(key);
+        }
+    }
 }
+
+/// What one round's flush sent.
+#[derive(Debug, Default)]
+struct Sent {
+    sends: usize,
+    /// Of those, sends carrying changes.
+    with_changes: u64,
+}
+
+/// Sends submitted per round at most: a fan-out to more connections goes out over
+/// several rounds, and what completed meanwhile (a store link's next change, a
+/// client's request, a handshake) is handled between them. A change that arrives
+/// meanwhile joins the frames of the connections still waiting: one send carries both.
+pub(super) const SENDS_PER_ROUND: usize = 1024;

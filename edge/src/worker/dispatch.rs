@@ -1,5 +1,5 @@
 //! Client messages from the hub to connections: each is encoded in the connection's
-//! form (JSON text or flatbuffers binary) and queued; an HTTP API connection's answers
+//! form (JSON text, v1 or compact, or flatbuffers binary) and queued; an HTTP API connection's answers
 //! go to its pipeline ([`super::conn::api`]), an event stream's become events
 //! ([`super::streams`]). A change is encoded once per
 //! form: the JSON body after the subscription id, the binary message with its id
@@ -26,7 +26,7 @@ use super::conflate::{Conflation, Holding};
 use super::conn::{Conn, Proto};
 use super::slab::{Key, Slab};
 use super::{Worker, key_of};
-use crate::hub::{BROADCAST_SUB, Delivery, INBOX_ID, INBOXES_SUB, Out, WORKER_CONN};
+use crate::hub::{BROADCAST_SUB, Delivery, INBOX_ID, INBOXES_SUB, JsonForm, Out, WORKER_CONN};
 use crate::metrics::WorkerMetrics;
 
 /// Shared bodies shorter than this are copied into the connection's queue instead.
@@ -39,6 +39,8 @@ pub struct Encoders {
     pub(super) scratch: Vec<u8>,
     /// `permessage-deflate`, both ways.
     pub(super) z: Compression,
+    /// Change frames queued since the figures were last published.
+    pub(super) changes: u64,
 }
 
 impl Encoders {
@@ -48,6 +50,7 @@ impl Encoders {
             fb: FbEncoder::default(),
             scratch: Vec::new(),
             z: Compression::new(cfg),
+            changes: 0,
         }
     }
 }
@@ -75,14 +78,28 @@ fn queue_split(conn: &mut Conn, opcode: Opcode, head: &[u8], rest: &Bytes) {
 /// the subscription id, or the binary message with its id patched in, shared with every
 /// other subscriber of the change (deflated once, if it is compressed).
 fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, enc: &mut Encoders) {
-    let Encoders { fb, scratch, z } = enc;
+    let Encoders {
+        fb,
+        scratch,
+        z,
+        changes,
+    } = enc;
     scratch.clear();
+    *changes += 1;
+    conn.mark_change();
     // The binary form's rest is a slice of its template, made here; the JSON rest is
     // borrowed (no reference-count traffic per subscriber).
     let fb_rest;
+    let form = match conn.proto() {
+        Proto::JsonCompact => JsonForm::Compact,
+        _ => JsonForm::V1,
+    };
     let (opcode, rest) = if conn.proto() != Proto::Fb {
-        PreparedChange::write_head(id, scratch);
-        (Opcode::Text, d.json_tail())
+        match form {
+            JsonForm::V1 => PreparedChange::write_head(id, scratch),
+            JsonForm::Compact => PreparedChange::write_head_compact(id, scratch),
+        }
+        (Opcode::Text, d.json_tail(form))
     } else {
         let Some((tpl, at)) = d.fb_template(fb) else {
             fb.encode_response(&d.response(id), scratch);
@@ -104,7 +121,7 @@ fn queue_change(conn: &mut Conn, id: u64, d: &Delivery, enc: &mut Encoders) {
             let whole = scratch.len() + rest.len();
             let deflate = |r: &[u8]| z.deflate_shared(r, whole);
             let shared = if opcode == Opcode::Text {
-                d.json_tail_deflated(deflate)
+                d.json_tail_deflated(form, deflate)
             } else {
                 d.fb_rest_deflated(rest, deflate)
             };
@@ -206,13 +223,17 @@ fn held_before(
 
 /// Queue response `msg` on `conn`, in its form.
 pub(super) fn queue_msg(conn: &mut Conn, msg: &Response<'_>, enc: &mut Encoders) {
-    let Encoders { fb, scratch, z } = enc;
+    let Encoders { fb, scratch, z, .. } = enc;
     scratch.clear();
     if conn.proto() == Proto::Fb {
         fb.encode_response(msg, scratch);
         queue_own(conn, Opcode::Binary, scratch, z);
     } else {
-        json::encode_response(msg, scratch);
+        if conn.proto() == Proto::JsonCompact {
+            json::encode_response_compact(msg, scratch);
+        } else {
+            json::encode_response(msg, scratch);
+        }
         queue_own(conn, Opcode::Text, scratch, z);
     }
 }
@@ -328,6 +349,7 @@ impl Worker {
                 }
                 batches.before(key, msg, conn, enc);
                 queue_msg(conn, msg, enc);
+                conn.mark_answer();
             }
             Out::Presence(_, id, d) => {
                 if !cfg.presence_batch.is_zero() {

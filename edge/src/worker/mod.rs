@@ -28,6 +28,7 @@ mod streams;
 mod tick;
 pub mod timer;
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -129,8 +130,13 @@ pub struct Worker {
     id: usize,
     metrics: Arc<WorkerMetrics>,
     shared: Arc<Shared>,
-    /// Connections with frames queued this round.
-    dirty: Vec<Key>,
+    /// Connections with frames queued and no send yet, in the order they got them
+    /// (each at most once: [`Conn::list_for_send`]); a round sends to at most
+    /// [`conns::SENDS_PER_ROUND`] of them.
+    dirty: VecDeque<Key>,
+    /// Connections with an answer of their own queued (to a request, or an echo): sent
+    /// to first, so that a request does not wait behind a fan-out.
+    answers: Vec<Key>,
     drain: Option<tick::Drain>,
     /// Each listener's accept is armed.
     accepting: [bool; 2],
@@ -247,7 +253,8 @@ impl Worker {
             id,
             metrics,
             shared,
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
+            answers: Vec::new(),
             drain: None,
             accepting: [false; 2],
             ping: SharedFrame::new(Opcode::Ping, b"").into_bytes(),
@@ -285,7 +292,9 @@ impl Worker {
         let mut links_closed = false;
         loop {
             self.flush_links();
-            self.ring.submit_and_wait(1)?;
+            // Sends left for the next round: look at what completed, without waiting.
+            self.ring
+                .submit_and_wait(usize::from(self.dirty.is_empty()))?;
             self.ring.completions(&mut cqes);
             for c in cqes.drain(..) {
                 self.complete(c);

@@ -41,7 +41,8 @@ impl Worker {
         self.hub.trim();
         self.ring.trim();
         self.conns.trim();
-        crate::mem::trim_vec(&mut self.dirty);
+        crate::mem::trim_deque(&mut self.dirty);
+        crate::mem::trim_vec(&mut self.answers);
         self.delivery.z.trim();
         self.drain_tick();
         self.reload_keys();

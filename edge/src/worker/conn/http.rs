@@ -19,7 +19,7 @@ use wire::handshake::{
 };
 use wire::proxy::{ProxyHeader, parse_proxy_header};
 
-use super::{Conn, Ctx, PROTOCOL_FB, PROTOCOLS, Proto};
+use super::{Conn, Ctx, PROTOCOL_FB, PROTOCOL_JSON_COMPACT, PROTOCOLS, Proto};
 use crate::auth::origin::allowed as allowed_origin;
 use crate::auth::token::Identity;
 use crate::config::AuthMode;
@@ -235,6 +235,7 @@ fn route(
         "/echo" if ctx.cfg.echo => Proto::Echo,
         "/ws" => match up.protocol {
             Some(PROTOCOL_FB) => Proto::Fb,
+            Some(PROTOCOL_JSON_COMPACT) => Proto::JsonCompact,
             Some(_) => Proto::Json,
             None if !up.protocols_offered => Proto::Json,
             None => {
@@ -243,7 +244,7 @@ fn route(
                     reply,
                     Status::BadRequest,
                     "text/plain",
-                    b"unsupported subprotocol: offer ringline.v1.json or ringline.v1.fb\n",
+                    b"unsupported subprotocol: offer ringline.v1.json, ringline.v2.json or ringline.v1.fb\n",
                     None,
                 );
                 return Route::Answered;

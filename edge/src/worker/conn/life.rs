@@ -161,6 +161,12 @@ impl Pending {
     pub(super) const CANCELLED: u8 = 4;
     /// The release was polled: the connection is gone.
     pub(super) const RELEASED: u8 = 8;
+    /// It is on the worker's list of connections waiting for a send.
+    pub(super) const LISTED: u8 = 16;
+    /// A change frame was queued since its last send.
+    pub(super) const CHANGE: u8 = 32;
+    /// An answer to its own request (or an echo) was queued since its last send.
+    pub(super) const ANSWER: u8 = 64;
 
     pub(super) fn take(&mut self, bit: u8) -> bool {
         let had = self.0 & bit != 0;
@@ -487,6 +493,21 @@ impl Conn {
         };
         self.armed.set(Armed::SEND, true);
         Some(chunks)
+    }
+
+    /// Whether it goes on the worker's list of connections waiting for a send: it
+    /// [wants to transmit](Self::wants_transmit) and is not on it already.
+    pub fn list_for_send(&mut self) -> bool {
+        if self.pending.has(Pending::LISTED) || !self.wants_transmit() {
+            return false;
+        }
+        self.pending.put(Pending::LISTED);
+        true
+    }
+
+    /// It came off the worker's list (its turn to send).
+    pub fn unlist(&mut self) {
+        self.pending.take(Pending::LISTED);
     }
 
     /// Whether frames (or, on TLS, handshake records or a `close_notify`) wait for a

@@ -34,10 +34,13 @@ pub use life::{Armed, IoAction, Life, RecvStyle};
 /// A connection's TLS session (the server side).
 pub type ServerTls = crate::tls::session::Tls<rustls::server::UnbufferedServerConnection>;
 
-/// The subprotocols `/ws` speaks, in order of preference when a client offers both.
-pub const PROTOCOLS: [&str; 2] = [PROTOCOL_JSON, PROTOCOL_FB];
+/// The subprotocols `/ws` speaks (the client's first offered that is one of these is
+/// taken).
+pub const PROTOCOLS: [&str; 3] = [PROTOCOL_JSON, PROTOCOL_FB, PROTOCOL_JSON_COMPACT];
 /// The client protocol in JSON text frames.
 pub const PROTOCOL_JSON: &str = "ringline.v1.json";
+/// The client protocol in JSON text frames, changes in their compact form.
+pub const PROTOCOL_JSON_COMPACT: &str = "ringline.v2.json";
 /// The client protocol in flatbuffers binary frames.
 pub const PROTOCOL_FB: &str = "ringline.v1.fb";
 
@@ -48,6 +51,8 @@ pub enum Proto {
     Echo,
     /// `/ws`, JSON text frames.
     Json,
+    /// `/ws`, JSON text frames, changes in the compact form (`ringline.v2.json`).
+    JsonCompact,
     /// `/ws`, flatbuffers binary frames.
     Fb,
     /// The HTTP API (`/v1/...`): answers become HTTP responses.
@@ -264,7 +269,7 @@ impl Conn {
     /// not waiting for its first `auth`.
     pub fn admitted(&self) -> bool {
         self.is_open()
-            && matches!(self.proto, Proto::Json | Proto::Fb)
+            && matches!(self.proto, Proto::Json | Proto::JsonCompact | Proto::Fb)
             && !(self.identity.is_none() && self.auth_by != 0)
     }
 
@@ -282,6 +287,28 @@ impl Conn {
     /// Queue a frame encoded once and shared with other connections.
     pub fn queue_shared(&mut self, frame: bytes::Bytes) {
         self.out.push_shared(frame);
+    }
+
+    /// A change frame was queued (its send is counted as one carrying changes).
+    pub fn mark_change(&mut self) {
+        self.pending.put(Pending::CHANGE);
+    }
+
+    /// Whether a change frame was queued since the last call: the send just polled
+    /// carries it (a send that takes only part of the queue counts as carrying them).
+    pub fn take_change(&mut self) -> bool {
+        self.pending.take(Pending::CHANGE)
+    }
+
+    /// An answer to its own request (or an echo) was queued: its send goes before
+    /// the round's fan-out.
+    pub fn mark_answer(&mut self) {
+        self.pending.put(Pending::ANSWER);
+    }
+
+    /// Whether it may send now and an answer of its own waits: taken once per send.
+    pub fn take_answer(&mut self) -> bool {
+        self.wants_transmit() && self.pending.take(Pending::ANSWER)
     }
 
     /// Its send queue.

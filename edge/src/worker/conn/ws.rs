@@ -142,7 +142,7 @@ impl FrameLoop<'_> {
                 self.send(opcode, body);
                 return;
             }
-            (Proto::Json, Opcode::Text) => client_json::decode_request(body),
+            (Proto::Json | Proto::JsonCompact, Opcode::Text) => client_json::decode_request(body),
             (Proto::Fb, Opcode::Binary) => client_fb::decode_request(body),
             // "a binary frame on a JSON connection (or the reverse) is a protocol
             // error".
@@ -263,6 +263,9 @@ impl Conn {
         WorkerMetrics::add(&m.rejected_unauthorized, run.unauthorized);
         WorkerMetrics::add(&m.rate_limited, run.limited);
         WorkerMetrics::add(&m.messages_out, if echo { messages } else { answered });
+        if answered > 0 || echo && messages > 0 {
+            self.mark_answer();
+        }
         if self.auth_by != was_due {
             self.watch_auth_by(now);
         }

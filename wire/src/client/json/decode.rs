@@ -79,18 +79,23 @@ struct WireResponse<'a> {
     #[serde(borrow)]
     op: Option<Str<'a>>,
     id: Option<u64>,
+    /// A compact change's subscription id (`ringline.v2.json`); its other fields are
+    /// the short names below.
+    c: Option<u64>,
     #[serde(borrow)]
     entries: Option<Vec<WireEntry<'a>>>,
-    #[serde(borrow)]
+    #[serde(borrow, alias = "t")]
     token: Option<Str<'a>>,
     more: Option<bool>,
-    #[serde(borrow)]
+    #[serde(borrow, alias = "k")]
     key: Option<Str<'a>>,
-    #[serde(default, borrow, deserialize_with = "present")]
+    #[serde(default, borrow, deserialize_with = "present", alias = "v")]
     value: Option<&'a RawValue>,
+    #[serde(alias = "d")]
     deleted: Option<bool>,
-    #[serde(rename = "pub")]
+    #[serde(rename = "pub", alias = "p")]
     publish: Option<bool>,
+    #[serde(alias = "n")]
     version: Option<u64>,
     #[serde(borrow)]
     reason: Option<Str<'a>>,
@@ -320,8 +325,54 @@ fn event(e: WireEvent<'_>) -> Result<PresenceEvent<'_>, ClientErrorKind> {
     })
 }
 
+/// A change message's parts, in either form.
+fn change<'a>(
+    id: u64,
+    key: Option<Str<'a>>,
+    value: Option<&'a RawValue>,
+    version: Option<u64>,
+    deleted: Option<bool>,
+    publish: Option<bool>,
+    token: Option<Cow<'a, str>>,
+) -> Result<Response<'a>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    let key = cow(key).ok_or(Missing("key"))?;
+    let op = change_op(
+        value.map(unwrap_value),
+        version,
+        deleted.unwrap_or(false),
+        publish.unwrap_or(false),
+    )?;
+    Ok(Response::Change {
+        id,
+        key,
+        op,
+        token: token.ok_or(Missing("token"))?,
+    })
+}
+
+/// A compact change (`ringline.v2.json`): `{"c":<id>,"k":..,"v":..,"n":..,"t":..}`.
+fn compact_change(id: u64, wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    let id = validate::id(Some(id))?;
+    let token = cow(wire.token);
+    change(
+        id,
+        wire.key,
+        wire.value,
+        wire.version,
+        wire.deleted,
+        wire.publish,
+        token,
+    )
+}
+
 fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
     use ClientErrorKind::Missing;
+    if wire.op.is_none()
+        && let Some(id) = wire.c
+    {
+        return compact_change(id, wire);
+    }
     let op = cow(wire.op).ok_or(Missing("op"))?;
     if op == "error" {
         let code = cow(wire.code).ok_or(Missing("code"))?;
@@ -353,21 +404,15 @@ fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
             token,
             more: wire.more.unwrap_or(false),
         },
-        "change" => {
-            let key = cow(wire.key).ok_or(Missing("key"))?;
-            let op = change_op(
-                wire.value.map(unwrap_value),
-                wire.version,
-                wire.deleted.unwrap_or(false),
-                wire.publish.unwrap_or(false),
-            )?;
-            Response::Change {
-                id,
-                key,
-                op,
-                token: token.ok_or(Missing("token"))?,
-            }
-        }
+        "change" => change(
+            id,
+            wire.key,
+            wire.value,
+            wire.version,
+            wire.deleted,
+            wire.publish,
+            token,
+        )?,
         "resumed" => Response::Resumed {
             id,
             token: token.ok_or(Missing("token"))?,

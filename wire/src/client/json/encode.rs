@@ -188,28 +188,80 @@ fn events_field(out: &mut Vec<u8>, events: &[PresenceEvent<'_>]) {
     out.push(b']');
 }
 
+/// The field names of a change message, in one of the JSON forms.
+#[derive(Debug, Clone, Copy)]
+struct ChangeNames {
+    key: &'static str,
+    value: &'static str,
+    version: &'static str,
+    deleted: &'static str,
+    publish: &'static str,
+    token: &'static str,
+}
+
+/// `ringline.v1.json`.
+const NAMES_V1: ChangeNames = ChangeNames {
+    key: "key",
+    value: "value",
+    version: "version",
+    deleted: "deleted",
+    publish: "pub",
+    token: "token",
+};
+
+/// `ringline.v2.json`: every other message as in v1.
+const NAMES_COMPACT: ChangeNames = ChangeNames {
+    key: "k",
+    value: "v",
+    version: "n",
+    deleted: "d",
+    publish: "p",
+    token: "t",
+};
+
 /// Everything of a `change` message after its id, closing brace included.
 fn change_tail(out: &mut Vec<u8>, key: &str, op: &ChangeOp<'_>, token: &str) {
-    str_field(out, "key", key);
+    change_tail_named(out, NAMES_V1, key, op, token);
+}
+
+/// [`change_tail`] with the field names `n`.
+fn change_tail_named(out: &mut Vec<u8>, n: ChangeNames, key: &str, op: &ChangeOp<'_>, token: &str) {
+    str_field(out, n.key, key);
     match op {
         ChangeOp::Put {
             value: bytes,
             version,
         } => {
-            value_field(out, "value", bytes);
-            uint_field(out, "version", *version);
+            value_field(out, n.value, bytes);
+            uint_field(out, n.version, *version);
         }
         ChangeOp::Delete { version } => {
-            out.extend_from_slice(b",\"deleted\":true");
-            uint_field(out, "version", *version);
+            name(out, n.deleted);
+            out.extend_from_slice(b"true");
+            uint_field(out, n.version, *version);
         }
         ChangeOp::Publish { value: bytes } => {
-            value_field(out, "value", bytes);
-            out.extend_from_slice(b",\"pub\":true");
+            value_field(out, n.value, bytes);
+            name(out, n.publish);
+            out.extend_from_slice(b"true");
         }
     }
-    str_field(out, "token", token);
+    str_field(out, n.token, token);
     out.push(b'}');
+}
+
+/// Appends `response` as one JSON object in the compact form (`ringline.v2.json`): a
+/// change is `{"c":<id>,"k":<key>,"v":<value>,"n":<version>,"t":<token>}` (a delete
+/// has `"d":true` for the value, a publish `"p":true` for the version); every other
+/// message as [`encode_response`] writes it.
+pub fn encode_response_compact(response: &Response<'_>, out: &mut Vec<u8>) {
+    match response {
+        Response::Change { id, key, op, token } => {
+            PreparedChange::write_head_compact(*id, out);
+            change_tail_named(out, NAMES_COMPACT, key, op, token);
+        }
+        other => encode_response(other, out),
+    }
 }
 
 /// A `change` message encoded once for fan-out: everything but the subscription id, which
@@ -240,6 +292,22 @@ impl PreparedChange {
     /// message is that followed by [`PreparedChange::tail`], which may be sent by reference.
     pub fn write_head(id: u64, out: &mut Vec<u8>) {
         head(out, "change", id);
+    }
+
+    /// [`PreparedChange::new`] in the compact form (`ringline.v2.json`): its message is
+    /// [`PreparedChange::write_head_compact`] then this tail, byte-identical to
+    /// [`encode_response_compact`] of the same change.
+    #[must_use]
+    pub fn new_compact(key: &str, op: &ChangeOp<'_>, token: &str) -> Self {
+        let mut tail = Vec::with_capacity(32 + key.len() + token.len());
+        change_tail_named(&mut tail, NAMES_COMPACT, key, op, token);
+        Self { tail }
+    }
+
+    /// The compact form's per-subscriber start of the message: `{"c":N`.
+    pub fn write_head_compact(id: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"c\":");
+        super::write::uint(out, id);
     }
 
     /// The shared part of the message, after the id.
@@ -651,5 +719,54 @@ mod tests {
                 assert_eq!(String::from_utf8(out).unwrap(), response(&resp));
             }
         }
+    }
+
+    #[test]
+    fn compact_changes_are_short_and_decode_as_the_same_change() {
+        let ops = [
+            (
+                ChangeOp::Put {
+                    value: v(b"{\"a\":1}"),
+                    version: 3,
+                },
+                r#"{"c":7,"k":"k\u0001","v":{"a":1},"n":3,"t":"tok"}"#,
+            ),
+            (
+                ChangeOp::Delete { version: 4 },
+                r#"{"c":7,"k":"k\u0001","d":true,"n":4,"t":"tok"}"#,
+            ),
+            (
+                ChangeOp::Publish { value: v(b"\xff") },
+                r#"{"c":7,"k":"k\u0001","v":{"b64":"/w=="},"p":true,"t":"tok"}"#,
+            ),
+        ];
+        for (op, want) in ops {
+            let resp = Response::Change {
+                id: 7,
+                key: "k\u{1}".into(),
+                op: op.clone(),
+                token: "tok".into(),
+            };
+            let mut out = Vec::new();
+            encode_response_compact(&resp, &mut out);
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), want);
+            assert!(out.len() < response(&resp).len());
+            assert_eq!(super::super::decode_response(&out).unwrap(), resp);
+            // Encoded once for fan-out: the same bytes.
+            let prepared = PreparedChange::new_compact("k\u{1}", &op, "tok");
+            let mut once = Vec::new();
+            PreparedChange::write_head_compact(7, &mut once);
+            once.extend_from_slice(&prepared.into_tail());
+            assert_eq!(once, out);
+        }
+        // Every other message is written as in v1.
+        let ok = Response::Ok {
+            id: 1,
+            version: Some(2),
+            token: None,
+        };
+        let mut out = Vec::new();
+        encode_response_compact(&ok, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), response(&ok));
     }
 }

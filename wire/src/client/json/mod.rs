@@ -28,6 +28,18 @@
 //!     (no id when the request had none; version only for conflict)
 //! ```
 //!
+//! The compact form (subprotocol `ringline.v2.json`) differs only in changes, the
+//! messages a fan-out multiplies: short field names and no `op` (an object with `c` is a
+//! change):
+//!
+//! ```text
+//! {"c":1,"k":"k","v":<JSON>,"n":18,"t":"<t>"}
+//! {"c":1,"k":"k","d":true,"n":19,"t":"<t>"}
+//! {"c":1,"k":"k","v":<JSON>,"p":true,"t":"<t>"}
+//! ```
+//!
+//! [`decode_response`] reads both forms.
+//!
 //! Values travel as raw JSON: a request's `value` is kept as the exact JSON text the client
 //! sent (no re-serialisation), and a response embeds a stored value verbatim when its bytes
 //! are valid JSON. Bytes that are not (written through the binary form) are sent as
@@ -43,5 +55,5 @@ mod encode;
 mod write;
 
 pub use decode::{decode_request, decode_response};
-pub use encode::{PreparedChange, encode_request, encode_response};
+pub use encode::{PreparedChange, encode_request, encode_response, encode_response_compact};
 pub use write::is_json;
