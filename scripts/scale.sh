@@ -57,9 +57,17 @@ if [ "${SCALE_AUTH:-0}" = 1 ]; then
   auth_edge=(--auth required --auth-secret-file "$dir/hs256.secret")
   auth_lg=(--auth-secret-file "$dir/hs256.secret")
 fi
+fanout_edge=()
+# Generator processes: at least 2, and at most 15,000 sockets each (the open-file limit
+# is 20,000 per process).
+fanout_procs=$(( (n + 14999) / 15000 ))
+[ "$fanout_procs" -lt 2 ] && fanout_procs=2
+# The writer sends a put and a probe per write: from 500 writes/s it would be over the
+# default 1,000 messages/s per connection (refused, then closed with 1008).
+[ "$scenario" = fanout ] && fanout_edge=(--messages-per-sec 0)
 for _ in $(seq "$edges"); do
   # shellcheck disable=SC2086
-  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 ${auth_edge[@]+"${auth_edge[@]}"} ${SCALE_EDGE_ARGS:-} &
+  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 ${auth_edge[@]+"${auth_edge[@]}"} ${fanout_edge[@]+"${fanout_edge[@]}"} ${SCALE_EDGE_ARGS:-} &
   pids+=($!); edge_pids+=($!)
 done
 for _ in $(seq 100); do
@@ -72,7 +80,7 @@ ep=$(IFS=,; echo "${edge_pids[*]}")
 lg=("$bin/loadgen" --target "127.0.0.1:$port" --edge-pid "$ep" --concurrency "${SCALE_CONCURRENCY:-256}" ${auth_lg[@]+"${auth_lg[@]}"} ${SCALE_LG_ARGS:-})
 case "$scenario" in
   memory) "${lg[@]}" connect --subscribe --conns "$n" --keys "${SCALE_KEYS:-$n}" --hold 5 ;;
-  fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-2}" ${SCALE_BROADCAST:+--broadcast} ;;
+  fanout) "${lg[@]}" fanout --conns "$n" --keys 1 --rate "${SCALE_RATE:-40}" --seconds "${SCALE_SECONDS:-10}" --procs "${SCALE_PROCS:-$fanout_procs}" ${SCALE_BROADCAST:+--broadcast} ;;
   resume) "${lg[@]}" resume --conns "$n" --keys "${SCALE_KEYS:-100}" --missed "${SCALE_MISSED:-20}" ;;
   presence) "${lg[@]}" connect --conns "$n" --hold 1 --presence "bench/{1}" --store-pid "${pids[0]}" ;;
 esac
@@ -81,11 +89,13 @@ if [ "$scenario" = fanout ]; then
   curl -sf "http://127.0.0.1:$port/metrics" | awk '
     /^ringline_edge_change_sends_total/ { s += $2 }
     /^ringline_edge_change_frames_total/ { f += $2 }
-    /^ringline_edge_sends_deferred_total/ { d += $2 }
+    /^ringline_edge_rounds_send_limited_total/ { d += $2 }
+    /^ringline_edge_rate_limited_total/ { r += $2 }
     END {
       print "\n| one edge process'"'"'s /metrics | value |\n|---|---:|"
       printf "| sends carrying changes | %d |\n| change frames | %d |\n", s, f
       printf "| **change frames per send** (mean batch) | **%.2f** |\n", (s ? f / s : 0)
-      printf "| connections left for the next round (summed) | %d |\n", d
+      printf "| rounds that reached the send limit | %d |\n", d
+      printf "| messages refused as rate_limited | %d |\n", r
     }'
 fi

@@ -368,7 +368,8 @@ impl Driver {
         let protocol = if self.cfg.binary {
             "ringline.v1.fb"
         } else {
-            "ringline.v1.json"
+            // v1 with changes in the compact form; `decode_response` reads both.
+            "ringline.v2.json"
         };
         headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
         if let Some(t) = &self.token {

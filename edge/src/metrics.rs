@@ -82,11 +82,11 @@ pub struct WorkerMetrics {
     pub deliveries: AtomicU64,
     /// Sends that carried at least one change frame.
     pub change_sends: AtomicU64,
-    /// The change frames those sends carried (over `change_sends`: the mean batch).
+    /// Change frames queued (over `change_sends`: about the mean batch).
     pub change_frames: AtomicU64,
-    /// Connections left waiting for the next round by the per-round send limit, summed
-    /// over rounds.
-    pub sends_deferred: AtomicU64,
+    /// Loop rounds that reached the per-round send limit with connections still
+    /// waiting for a send.
+    pub rounds_limited: AtomicU64,
     /// Changes of `latest` subscriptions replaced by a newer one of their key while
     /// their connection was behind (never sent).
     pub conflated: AtomicU64,
@@ -332,20 +332,20 @@ static SERIES: [Series; 39] = [
     (
         "ringline_edge_change_sends_total",
         "counter",
-        "Sends to WebSocket connections that carried at least one change frame (changes queued for a connection before its next send share that send: change_frames_total over this is the mean batch).",
+        "Sends to WebSocket connections that carried at least one change frame (changes queued for a connection before its next send share that send: change_frames_total over this is about the mean batch).",
         |m| &m.change_sends,
     ),
     (
         "ringline_edge_change_frames_total",
         "counter",
-        "Change frames carried by those sends.",
+        "Change frames queued for WebSocket connections (a slow consumer's may be dropped with it instead of sent).",
         |m| &m.change_frames,
     ),
     (
-        "ringline_edge_sends_deferred_total",
+        "ringline_edge_rounds_send_limited_total",
         "counter",
-        "Connections with frames queued that a loop round left for the next one (at most 1,024 sends a round, so that a large fan-out does not hold the loop), summed over rounds.",
-        |m| &m.sends_deferred,
+        "Loop rounds that reached the send limit (1,024 sends a round, so that a large fan-out does not hold the loop) with connections still waiting for a send: they go next round.",
+        |m| &m.rounds_limited,
     ),
     (
         "ringline_edge_conflated_total",

@@ -406,9 +406,14 @@ fn write_sequence(args: &Args, count: u64) {
     });
 }
 
-/// The id of an `ok` answer.
-fn ok_id(text: &str) -> Option<usize> {
-    if !text.contains(r#""op":"ok""#) {
+/// The id of an answer (`ok`, or `error` when `error`).
+fn answer_id(text: &str, error: bool) -> Option<usize> {
+    let op = if error {
+        r#""op":"error""#
+    } else {
+        r#""op":"ok""#
+    };
+    if !text.contains(op) {
         return None;
     }
     let at = text.find(r#""id":"#)? + 5;
@@ -419,17 +424,29 @@ fn ok_id(text: &str) -> Option<usize> {
     digits.get(..end)?.parse().ok()
 }
 
-/// Put at `args.rate` per second for `secs`, round robin over the keys; returns how
-/// many went and each one's put → `ok` time (µs): what a client's request waits while
-/// the edge fans changes out.
-fn write_steady(args: &Args, secs: f64) -> (u64, Histogram<u64>) {
+/// Ids of the writer's probes: an `unsub` of a subscription it never made, answered
+/// `error` by the edge alone (no store on the way).
+const PROBE_IDS: usize = 1 << 40;
+
+/// What the writer saw: how many writes went, each one's put → `ok` time (µs), and
+/// each probe's time to its answer (µs): what a client's request waits while the edge
+/// fans changes out.
+struct Written {
+    sent: u64,
+    answered: Histogram<u64>,
+    probed: Histogram<u64>,
+}
+
+/// Put at `args.rate` per second for `secs`, round robin over the keys, each put
+/// followed by a probe.
+fn write_steady(args: &Args, secs: f64) -> Written {
     let (rt, mut ws) = writer_conn(args);
     rt.block_on(async move {
         let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
         let start = tokio::time::Instant::now();
         let mut sent = 0u64;
         let mut sent_at: Vec<Instant> = Vec::new();
-        let mut answered = histogram();
+        let (mut answered, mut probed) = (histogram(), histogram());
         let end = start + Duration::from_secs_f64(secs);
         loop {
             let due = start + interval.mul_f64(sent as f64);
@@ -447,21 +464,29 @@ fn write_steady(args: &Args, secs: f64) -> (u64, Histogram<u64>) {
                         r#"{{"op":"{op}","id":{sent},"key":"{k}","value":{}}}"#,
                         value_literal(sent, args.value_size, args.value_json)
                     );
+                    let probe = format!(r#"{{"op":"unsub","id":{}}}"#, PROBE_IDS + sent as usize);
                     sent_at.push(Instant::now());
                     ws.send_text(&put).await.unwrap_or_else(|e| panic!("{e}"));
+                    ws.send_text(&probe).await.unwrap_or_else(|e| panic!("{e}"));
                     sent += 1;
                 }
                 alive = ws.recv(|m| {
-                    if let Msg::Text(t) = m
-                        && let Some(at) = ok_id(t).and_then(|id| sent_at.get(id))
-                    {
-                        let _ = answered.record(at.elapsed().as_micros() as u64);
+                    if let Msg::Text(t) = m {
+                        let at = |id: usize| sent_at.get(id).map(|at| at.elapsed().as_micros() as u64);
+                        if let Some(us) = answer_id(t, false).and_then(at) {
+                            let _ = answered.record(us);
+                        } else if let Some(us) = answer_id(t, true)
+                            .and_then(|id| id.checked_sub(PROBE_IDS))
+                            .and_then(at)
+                        {
+                            let _ = probed.record(us);
+                        }
                     }
                     true
                 }) => assert!(alive, "writer connection lost"),
             }
         }
-        (sent, answered)
+        Written { sent, answered, probed }
     })
 }
 
@@ -534,17 +559,24 @@ fn parent(args: &Args) {
                     *c = edge_cpu(&p0);
                 }
             });
-            let (sent, answered) = write_steady(args, warm + args.seconds as f64);
+            let w = write_steady(args, warm + args.seconds as f64);
             let _ = sampler.join();
             if !pids.is_empty() {
                 let start = cpu0.lock().map_or(0.0, |c| *c);
                 edge_secs = Some(edge_cpu(&pids) - start);
             }
-            summary.push(("writes sent".into(), sent.to_string()));
-            let q = |p: f64| answered.value_at_quantile(p);
+            summary.push(("writes sent".into(), w.sent.to_string()));
+            let pct = |h: &Histogram<u64>| {
+                let q = |p: f64| h.value_at_quantile(p);
+                format!("{} / {} / {} µs", q(0.5), q(0.99), h.max())
+            };
             summary.push((
-                "writer's put → ok p50 / p99 / max (waits behind the fan-out)".into(),
-                format!("{} / {} / {} µs", q(0.5), q(0.99), answered.max()),
+                "writer's put → ok p50 / p99 / max (through the store)".into(),
+                pct(&w.answered),
+            ));
+            summary.push((
+                "writer's probe → answer p50 / p99 / max (the edge alone)".into(),
+                pct(&w.probed),
             ));
         }
         Mode::Resume => {

@@ -32,14 +32,28 @@ export interface Codec {
   decode(data: string | ArrayBuffer | Uint8Array): Record<string, unknown> | undefined;
 }
 
-/** The JSON text form (`ringline.v1.json`), the default. */
+/** A change in the compact form (`{"c":id,"k":..,"v":..,"n":..,"t":..}`, with `"d":true`
+ * for a delete, `"p":true` for a publish) as the `{ op: "change", ... }` message it
+ * stands for; any other message as it is. */
+function expandChange(m: Record<string, unknown>): Record<string, unknown> {
+  if (m.op !== undefined || m.c === undefined) return m;
+  const change: Record<string, unknown> = { op: "change", id: m.c, key: m.k, token: m.t };
+  if ("v" in m) change.value = m.v;
+  if ("n" in m) change.version = m.n;
+  if (m.d === true) change.deleted = true;
+  if (m.p === true) change.pub = true;
+  return change;
+}
+
+/** The JSON text form (`ringline.v2.json`: v1 with changes in a compact form, the
+ * messages a fan-out multiplies), the default. */
 export const jsonCodec: Codec = {
-  protocol: "ringline.v1.json",
+  protocol: "ringline.v2.json",
   encode: (msg) => JSON.stringify(msg),
   decode: (data) => {
     const text = typeof data === "string" ? data : new TextDecoder().decode(data);
     try {
-      return JSON.parse(text) as Record<string, unknown>;
+      return expandChange(JSON.parse(text) as Record<string, unknown>);
     } catch {
       return undefined;
     }

@@ -63,7 +63,7 @@ test("subscriptions resume from their last token and unanswered calls are sent a
   const put = c.put("k", { n: 1 });
   const s1 = opened[0];
   assert.equal(s1.url, "ws://a/ws");
-  assert.equal(s1.protocols, "ringline.v1.json");
+  assert.equal(s1.protocols, "ringline.v2.json");
   s1.open();
   assert.deepEqual(s1.sent.map((m) => m.op), ["sub", "put"]);
   const msgId = s1.sent[1].msg_id;
@@ -72,12 +72,16 @@ test("subscriptions resume from their last token and unanswered calls are sent a
   s1.say({ op: "change", id: sub.id, key: "k", value: 7, version: 2, token: "t1" });
   assert.deepEqual(changes, [7]);
   assert.equal(sub.token, "t1");
+  // The compact form the edge sends to ringline.v2.json.
+  s1.say({ c: sub.id, k: "k", v: 8, n: 3, t: "t1b" });
+  assert.deepEqual(changes, [7, 8]);
+  assert.equal(sub.token, "t1b");
   s1.drop(1006);
   await until(() => opened.length === 2, "a reconnect");
   const s2 = opened[1];
   assert.equal(s2.url, "ws://b/ws", "the next URL");
   s2.open();
-  assert.deepEqual(s2.sent[0], { op: "sub", id: sub.id, key: "k", from: "t1" });
+  assert.deepEqual(s2.sent[0], { op: "sub", id: sub.id, key: "k", from: "t1b" });
   assert.equal(s2.sent[1].msg_id, msgId, "the same write, the same msg_id");
   s2.say({ op: "ok", id: s2.sent[1].id, version: 3, token: "w" });
   assert.deepEqual(await put, { version: 3, token: "w" });

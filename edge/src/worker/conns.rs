@@ -6,7 +6,8 @@
 //! deadline into a wheel entry, and its release into a free slot. At the end of a round
 //! [`Worker::flush`] gives each connection with frames queued one vectored send, to at
 //! most [`SENDS_PER_ROUND`] connections a round (the rest go next round, with whatever
-//! was queued for them meanwhile; those with an answer of their own go first), and counts the sends that carry changes (a change batch: the changes queued for
+//! was queued for them meanwhile; those with an answer to their own input go first, up
+//! to as many again), and counts the sends that carry changes (a change batch: the changes queued for
 //! a connection since its last send).
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -278,7 +279,13 @@ impl Worker {
             if c.result > 0
                 && let Some(data) = self.bufs.get(b, len)
             {
+                let queued = conn.queued_bytes();
                 conn.handle_recv(data, now, &mut ctx);
+                if conn.queued_bytes() > queued {
+                    // Its own input answered (a reply, a pong, an echo, a handshake's
+                    // response): sent before the round's fan-out.
+                    conn.mark_answer();
+                }
             }
             if self.bufs.consumed(b, len, c.buffer_more()) && c.result > 0 {
                 // Poll mode: it ran to the end of its buffer, more is likely waiting.
@@ -438,18 +445,22 @@ impl Worker {
         }
     }
 
-    /// One vectored send per connection with queued frames and none in flight: first
-    /// to each with an answer of its own waiting, then to at most [`SENDS_PER_ROUND`]
-    /// others, first listed first; the rest wait for the next round. Sends that carry
-    /// changes are counted, and the change frames queued: the mean batch is one over
-    /// the other.
+    /// One vectored send per connection with queued frames and none in flight: to at
+    /// most [`SENDS_PER_ROUND`] with an answer of their own waiting, then to at most
+    /// [`SENDS_PER_ROUND`] others, first listed first; the rest wait for the next
+    /// round. Sends that carry changes are counted, and the change frames queued: the
+    /// mean batch is one over the other.
     pub(super) fn flush(&mut self) {
         let mut sent = Sent::default();
-        for key in std::mem::take(&mut self.answers) {
+        let mut answers = std::mem::take(&mut self.answers);
+        let later = answers.split_off(answers.len().min(SENDS_PER_ROUND));
+        for key in answers {
             // Still on the list, if it is: that turn finds its send in flight, or
             // sends what was queued after this one.
             self.send_to(key, &mut sent);
         }
+        self.answers.extend(later);
+        sent.sends = 0;
         while sent.sends < SENDS_PER_ROUND {
             let Some(key) = self.dirty.pop_front() else {
                 break;
@@ -461,11 +472,11 @@ impl Worker {
         }
         let m = &self.metrics;
         let frames = std::mem::take(&mut self.delivery.changes);
-        let waiting = self.dirty.len() as u64;
+        let limited = u64::from(!self.dirty.is_empty());
         for (counter, n) in [
             (&m.change_sends, sent.with_changes),
             (&m.change_frames, frames),
-            (&m.sends_deferred, waiting),
+            (&m.rounds_limited, limited),
         ] {
             if n > 0 {
                 WorkerMetrics::add(counter, n);
@@ -485,7 +496,7 @@ impl Worker {
             return;
         };
         sent.sends += 1;
-        sent.with_changes += u64::from(conn.take_change());
+        let changes = conn.take_change();
         let raw = conn.fd().as_raw_fd();
         if self
             .ring
@@ -494,6 +505,8 @@ impl Worker {
         {
             conn.handle_submit_failed(Armed::SEND);
             self.drive(key);
+        } else {
+            sent.with_changes += u64::from(changes);
         }
     }
 }
@@ -501,8 +514,9 @@ impl Worker {
 /// What one round's flush sent.
 #[derive(Debug, Default)]
 struct Sent {
+    /// Sends of the current pass (answers, then the list).
     sends: usize,
-    /// Of those, sends carrying changes.
+    /// Sends carrying changes.
     with_changes: u64,
 }
 

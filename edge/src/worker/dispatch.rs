@@ -238,6 +238,19 @@ pub(super) fn queue_msg(conn: &mut Conn, msg: &Response<'_>, enc: &mut Encoders)
     }
 }
 
+/// Whether `msg` answers one request of its connection (its send goes before the
+/// round's fan-out). Snapshots, resets and `resumed` are not: one link's loss or one
+/// group's reset sends them to every member at once.
+fn is_answer(msg: &Response<'_>) -> bool {
+    matches!(
+        msg,
+        Response::Ok { .. }
+            | Response::Value { .. }
+            | Response::Error { .. }
+            | Response::Members { .. }
+    )
+}
+
 /// What one round of [`Worker::dispatch`] gathers.
 #[derive(Debug, Default)]
 struct Round {
@@ -317,6 +330,7 @@ impl Worker {
         if conn.is_api() {
             // An HTTP API request's answer (nothing else goes to one).
             if let Out::Msg(_, msg) = o {
+                conn.mark_answer();
                 if conn.handle_api_answer(msg, now) && round.resume.last() != Some(&key) {
                     round.resume.push(key);
                 }
@@ -349,7 +363,9 @@ impl Worker {
                 }
                 batches.before(key, msg, conn, enc);
                 queue_msg(conn, msg, enc);
-                conn.mark_answer();
+                if is_answer(msg) {
+                    conn.mark_answer();
+                }
             }
             Out::Presence(_, id, d) => {
                 if !cfg.presence_batch.is_zero() {

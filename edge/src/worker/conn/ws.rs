@@ -263,9 +263,6 @@ impl Conn {
         WorkerMetrics::add(&m.rejected_unauthorized, run.unauthorized);
         WorkerMetrics::add(&m.rate_limited, run.limited);
         WorkerMetrics::add(&m.messages_out, if echo { messages } else { answered });
-        if answered > 0 || echo && messages > 0 {
-            self.mark_answer();
-        }
         if self.auth_by != was_due {
             self.watch_auth_by(now);
         }
