@@ -311,7 +311,7 @@ fn the_demo_page_at_root_subscribes_writes_and_shows_the_change() {
         head.starts_with("HTTP/1.1 200") && head.contains("text/javascript"),
         "{head}"
     );
-    assert!(js.contains("ringline.v1.json"));
+    assert!(js.contains("ringline.v2.json"));
     // The page drives its own buttons in selftest mode and, once it has shown the
     // change, writes <key>/done.
     let url = format!("http://{}/?selftest=demo/{{page}}/k", c.edge.addr);
