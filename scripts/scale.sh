@@ -10,7 +10,7 @@
 #
 # Needs a release build (`cargo build --release --workspace`). EDGE_BIN runs another
 # edge binary (an older build, for a before/after ratio) with the same store and load
-# generator. SCALE_AUTH=1 runs the edges with auth required (HS256) and gives every
+# generator; STORE_BIN another store binary. SCALE_AUTH=1 runs the edges with auth required (HS256) and gives every
 # connection its own token, sent as its first message. SCALE_BROADCAST=1 makes
 # `fanout` a broadcast: the writer publishes to `@all`, which every connection gets
 # without subscribing. SCALE_EDGE_ARGS adds flags to every edge (e.g. "--compression
@@ -46,7 +46,7 @@ esac
 edges=$(( (n + per_edge - 1) / per_edge ))
 
 echo "[scale] $scenario: $n connections, $edges edge process(es) on port $port, store data in $dir" >&2
-RUST_LOG=warn "$bin/store" --data-dir "$dir/store" --listen 127.0.0.1:7400 --admin 127.0.0.1:7401 &
+RUST_LOG=warn "${STORE_BIN:-$bin/store}" --data-dir "$dir/store" --listen 127.0.0.1:7400 --admin 127.0.0.1:7401 &
 pids+=($!)
 sleep 1
 edge_pids=()

@@ -105,6 +105,9 @@ pub struct Metrics {
     pub watch_resumed: AtomicU64,
     /// Watches whose position could not be resumed (reset + snapshot).
     pub watch_reset: AtomicU64,
+    /// Of the resumed watches, those that took an earlier watch's read of the same
+    /// target and position (the partition had not moved since).
+    pub resumes_shared: AtomicU64,
     /// Change entries sent to links.
     pub deliveries: AtomicU64,
     /// Links open now.
@@ -155,6 +158,7 @@ impl Default for Metrics {
             watch_snapshot: AtomicU64::new(0),
             watch_resumed: AtomicU64::new(0),
             watch_reset: AtomicU64::new(0),
+            resumes_shared: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             links: AtomicU64::new(0),
             links_accepted: AtomicU64::new(0),
@@ -351,6 +355,13 @@ impl Metrics {
                 ("resumed", &self.watch_resumed),
                 ("reset", &self.watch_reset),
             ],
+        );
+        counter(
+            o,
+            "ringline_store_resumes_shared_total",
+            "Watches resumed from an earlier watch's read of the same target and position (the partition had not moved since): a reconnect storm's clients of one key cost one read.",
+            c,
+            &self.resumes_shared,
         );
         counter(
             o,

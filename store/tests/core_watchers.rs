@@ -380,3 +380,128 @@ proptest! {
         prop_assert!(got.is_empty(), "changes for unknown watches: {:?}", got);
     }
 }
+
+/// A reconnect storm's shape: several watches resume one key from the same position.
+/// The first reads the log; the others take its read while the partition has not moved
+/// (`resumes_shared`), and each gets exactly the changes after the position; once a
+/// change is committed after that read, the next such watch reads again and gets it too.
+#[test]
+fn watches_resuming_from_one_position_share_a_read_until_the_partition_moves() {
+    use std::sync::atomic::Ordering;
+    let engine = Arc::new(MemoryEngine::new());
+    let owned: Vec<u32> = (0..PARTITIONS).collect();
+    let log = ChangeLog::open(engine, PARTITIONS, &owned, || EPOCH).unwrap();
+    let cfg = CoreConfig {
+        store_id: "t".into(),
+        sync: false,
+        max_link_queue_bytes: 1 << 30,
+        ..CoreConfig::default()
+    };
+    let metrics = Arc::clone(&cfg.metrics);
+    let (core, handle) = spawn(log, cfg).unwrap();
+    let mut rxs = Vec::new();
+    for link in 0..2u64 {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let outbox = Outbox {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            close: Arc::new(tokio::sync::Notify::new()),
+        };
+        core.send(CoreMsg::Open { link, outbox }).unwrap();
+        rxs.push(rx);
+    }
+    let p = store::partition::partition_of(b"a", PARTITIONS);
+    // Frames of link `i` until `n` of the kind `want` picks have arrived.
+    let mut frames = |i: usize, n: usize, want: &dyn Fn(&LinkMessage<'_>) -> Option<Vec<u64>>| {
+        let mut bytes = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            bytes.extend_from_slice(&rxs[i].blocking_recv().unwrap());
+            let mut at = 0;
+            out.clear();
+            while let Some((f, used)) = decode_frame(&bytes[at..], &LinkLimits::default()).unwrap()
+            {
+                at += used;
+                out.extend(want(&f.message));
+            }
+        }
+        out
+    };
+    let put = |n: u64, v: u8| CoreMsg::Request {
+        link: 0,
+        request_id: WRITE_IDS + n,
+        req: Req::Write(Write::Put {
+            key: b"a".to_vec(),
+            value: vec![v],
+            if_version: None,
+            msg_id: None,
+        }),
+    };
+    for n in 0..3 {
+        core.send(put(n, n as u8)).unwrap();
+    }
+    let replies = |m: &LinkMessage<'_>| matches!(m, LinkMessage::WriteReply(_)).then(Vec::new);
+    frames(0, 3, &replies);
+    let from = Position {
+        partition: p,
+        epoch: EPOCH,
+        seq: 1,
+    };
+    let watch = |id: u64| CoreMsg::Request {
+        link: 1,
+        request_id: id,
+        req: Req::Watch {
+            watch_id: WatchId::from_raw(id),
+            target: "a".into(),
+            prefix: false,
+            from: Some(from),
+        },
+    };
+    let seqs = |m: &LinkMessage<'_>| match m {
+        LinkMessage::Changes(cs) => Some(
+            cs.changes()
+                .iter()
+                .flatten()
+                .map(|c| c.position().unwrap().seq())
+                .collect(),
+        ),
+        _ => None,
+    };
+    for id in 1..=3 {
+        core.send(watch(id)).unwrap();
+    }
+    let got = frames(1, 3, &seqs);
+    assert_eq!(
+        got,
+        vec![vec![2, 3]; 3],
+        "each resumed watch gets the changes after its position"
+    );
+    assert_eq!(
+        metrics.resumes_shared.load(Ordering::Relaxed),
+        2,
+        "two of three took the first one's read"
+    );
+    core.send(put(3, 9)).unwrap();
+    frames(0, 1, &replies);
+    core.send(watch(4)).unwrap();
+    let got = frames(1, 1, &|m| match m {
+        LinkMessage::Changes(cs)
+            if cs
+                .changes()
+                .iter()
+                .flatten()
+                .any(|c| c.watch_ids().iter().flatten().any(|w| w == 4)) =>
+        {
+            seqs(m)
+        }
+        _ => None,
+    });
+    assert_eq!(
+        got,
+        vec![vec![2, 3, 4]],
+        "the partition moved: read again, the new change included"
+    );
+    assert_eq!(metrics.resumes_shared.load(Ordering::Relaxed), 2);
+    core.send(CoreMsg::Shutdown).unwrap();
+    handle.join().unwrap().unwrap();
+}

@@ -37,6 +37,7 @@
 mod committer;
 mod pages;
 mod presence;
+mod resumes;
 mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -342,6 +343,8 @@ struct Core<E: Engine> {
     syncing: HashMap<LinkId, std::collections::HashSet<Box<str>>>,
     /// Records outside the log, written with the next batch (presence owners).
     side: Vec<crate::engine::BatchOp>,
+    /// Resume reads kept for the watches that ask the same one.
+    resumes: resumes::Resumes,
 }
 
 /// Where requests, link events and commit outcomes reach the core.
@@ -387,6 +390,7 @@ pub async fn run<E: Engine>(
         link_edges: HashMap::new(),
         syncing: HashMap::new(),
         side: Vec::new(),
+        resumes: resumes::Resumes::default(),
     };
     core.load_presence();
     core.publish_partitions();

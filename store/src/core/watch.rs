@@ -5,7 +5,9 @@
 //! the position cannot be resumed or lies in a partition the target does not live in.
 //! A partition not served here refuses the watch (`wrong_partition`), and a failed
 //! snapshot fails it; neither registers it.
-//! Each runs against one engine snapshot and reports the exact position it read; if
+//! A resume's read is shared by the watches asking the same one while the partition has
+//! not moved ([`super::resumes`]). Each runs against one engine snapshot and reports the
+//! exact position it read; if
 //! that position is past the committed one (a batch was landing), the watch records a
 //! skip so the batch's dispatch does not send those changes a second time.
 
@@ -18,6 +20,7 @@ use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::watchers::LinkId;
 
+use super::resumes::Read;
 use super::{Core, change_ref, change_size, pages, wire_pos};
 
 impl<E: Engine> Core<E> {
@@ -118,24 +121,52 @@ impl<E: Engine> Core<E> {
     }
 
     /// Resume watch `s` in `from`'s partition: the retained changes of `t` after it,
-    /// or a reset. True when resumed; false when a snapshot must follow.
+    /// or a reset. True when resumed; false when a snapshot must follow. The read is
+    /// shared with the watches that ask the same while the partition stays where it
+    /// was ([`super::resumes`]).
     fn resume_into(&mut self, s: Start, from: Position, t: Target<'_>) -> bool {
         let p = from.partition;
-        match self.log.resume(from, t) {
-            Ok(Resume::Changes { changes, upto }) => {
+        // Still in the retained log (trimming does not move the partition's position).
+        let retained = self
+            .log
+            .first_seq(p)
+            .is_some_and(|first| from.seq.saturating_add(1) >= first);
+        let shared = self
+            .log
+            .position(p)
+            .filter(|_| retained)
+            .and_then(|now| self.resumes.get(from, t, now));
+        let read = match shared {
+            Some(read) => {
+                Metrics::add(&self.cfg.metrics.resumes_shared, 1);
+                Ok(read)
+            }
+            None => match self.log.resume(from, t) {
+                Ok(Resume::Changes { changes, upto }) => {
+                    Ok(self.resumes.keep(from, t, Read { changes, upto }))
+                }
+                Ok(Resume::Reset { reason, now }) => Err(Some((reason, now))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "resume failed");
+                    Err(None)
+                }
+            },
+        };
+        match read {
+            Ok(read) => {
                 Metrics::add(&self.cfg.metrics.watch_resumed, 1);
                 let buf = self.pending.entry(s.link).or_default();
                 let _ = self.enc.resumed(buf, s.request_id, s.watch_id, p);
                 let ids = [s.watch_id];
                 let refs: Vec<ChangeRef<'_>> =
-                    changes.iter().map(|c| change_ref(c, &ids)).collect();
+                    read.changes.iter().map(|c| change_ref(c, &ids)).collect();
                 for page in pages(&refs, change_size) {
                     let _ = self.enc.changes(buf, s.request_id, page);
                 }
-                self.note_read(s.link, s.watch_id, upto);
+                self.note_read(s.link, s.watch_id, read.upto);
                 true
             }
-            Ok(Resume::Reset { reason, now }) => {
+            Err(Some((reason, now))) => {
                 Metrics::add(&self.cfg.metrics.watch_reset, 1);
                 let buf = self.pending.entry(s.link).or_default();
                 let _ = self
@@ -143,10 +174,7 @@ impl<E: Engine> Core<E> {
                     .reset(buf, s.request_id, s.watch_id, p, now.epoch, reason);
                 false
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "resume failed");
-                false
-            }
+            Err(None) => false,
         }
     }
 
