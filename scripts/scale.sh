@@ -10,7 +10,8 @@
 #
 # Needs a release build (`cargo build --release --workspace`). EDGE_BIN runs another
 # edge binary (an older build, for a before/after ratio) with the same store and load
-# generator; STORE_BIN another store binary. SCALE_AUTH=1 runs the edges with auth required (HS256) and gives every
+# generator; STORE_BIN another store binary; SCALE_WORKERS workers per edge process
+# (default 1). SCALE_AUTH=1 runs the edges with auth required (HS256) and gives every
 # connection its own token, sent as its first message. SCALE_BROADCAST=1 makes
 # `fanout` a broadcast: the writer publishes to `@all`, which every connection gets
 # without subscribing. SCALE_EDGE_ARGS adds flags to every edge (e.g. "--compression
@@ -67,7 +68,7 @@ fanout_procs=$(( (n + 14999) / 15000 ))
 [ "$scenario" = fanout ] && fanout_edge=(--messages-per-sec 0)
 for _ in $(seq "$edges"); do
   # shellcheck disable=SC2086
-  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers 1 --pin false --max-connections 19000 ${auth_edge[@]+"${auth_edge[@]}"} ${fanout_edge[@]+"${fanout_edge[@]}"} ${SCALE_EDGE_ARGS:-} &
+  RUST_LOG=warn "$edge_bin" --listen "127.0.0.1:$port" --workers "${SCALE_WORKERS:-1}" --pin false --max-connections 19000 ${auth_edge[@]+"${auth_edge[@]}"} ${fanout_edge[@]+"${fanout_edge[@]}"} ${SCALE_EDGE_ARGS:-} &
   pids+=($!); edge_pids+=($!)
 done
 for _ in $(seq 100); do
