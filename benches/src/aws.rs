@@ -140,6 +140,13 @@ impl Ws {
         self.s.write_all(&self.out).await
     }
 
+    /// Send one binary message.
+    pub async fn send_binary(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        encode_client_frame(&mut self.out, true, Opcode::Binary, bytes, [9, 8, 7, 6]);
+        self.s.write_all(&self.out).await
+    }
+
     /// Wait for at least one message and hand every complete one to `f`, until `f`
     /// returns false or the buffer holds no complete message. Returns false once the
     /// connection has ended (closed, reset, or a protocol error).

@@ -105,6 +105,9 @@ struct Args {
     /// Subscribers speak `ringline.v2.json` (changes in the compact form).
     #[arg(long)]
     compact: bool,
+    /// `fanout`: subscribers speak the binary form (`ringline.v1.fb`).
+    #[arg(long, conflicts_with = "compact")]
+    binary: bool,
     /// `resume`: changes per key written while the clients are away.
     #[arg(long, default_value_t = 20)]
     missed: u64,
@@ -233,6 +236,27 @@ fn change_value(text: &str) -> Option<&str> {
         .strip_prefix('"')
         .or_else(|| rest.strip_prefix(r#"{"sent":""#))?;
     rest.split('"').next()
+}
+
+/// The value string of a binary-form change (the JSON string the writer put, without
+/// its quotes), if the message is one.
+fn binary_change_value(b: &[u8]) -> Option<&str> {
+    use wire::client::{ChangeOp, Response};
+    let Ok(Response::Change {
+        op: ChangeOp::Put { value, .. },
+        ..
+    }) = wire::client::fb::decode_response(b)
+    else {
+        return None;
+    };
+    // Borrowed from `b` (a value of a put is carried as bytes).
+    let value: &[u8] = match value {
+        std::borrow::Cow::Borrowed(v) => v,
+        std::borrow::Cow::Owned(_) => return None,
+    };
+    let text = std::str::from_utf8(value).ok()?;
+    let text = text.strip_prefix('"')?;
+    text.split('"').next()
 }
 
 /// A value carrying its send time and sequence, padded to `size` bytes.
@@ -756,7 +780,9 @@ fn report(
             format!(
                 "**bytes on the wire per delivery** ({} B values{}{})",
                 args.value_size,
-                if args.compact {
+                if args.binary {
+                    ", ringline.v1.fb"
+                } else if args.compact {
                     ", ringline.v2.json"
                 } else {
                     ""
@@ -922,7 +948,9 @@ struct Conn {
 /// Connect (and subscribe, unless `connect` mode); the connection and its token.
 async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
     let ws_proto = args.mode != Mode::Connect || args.subscribe || args.presence.is_some();
-    let form = if args.compact {
+    let form = if args.binary {
+        "ringline.v1.fb"
+    } else if args.compact {
         "ringline.v2.json"
     } else {
         "ringline.v1.json"
@@ -944,7 +972,34 @@ async fn open(args: &Args, index: usize, n: usize) -> Option<(Ws, String)> {
         }
     }
     let mut token = String::new();
-    if sub {
+    if sub && args.binary {
+        // The binary form: the subscription as flatbuffers, its snapshot skipped.
+        let k = key(n % args.keys.max(1));
+        let mut req = Vec::new();
+        wire::client::fb::encode_request(
+            &wire::client::Request::Sub {
+                id: 1,
+                target: wire::client::Target::Key(k.as_str().into()),
+                from: None,
+                mode: wire::client::SubMode::Stream,
+                durable: None,
+            },
+            &mut req,
+        );
+        ws.send_binary(&req).await.ok()?;
+        let mut snapshot = false;
+        while !snapshot {
+            if !ws
+                .recv(|m| {
+                    snapshot = matches!(m, Msg::Binary(_));
+                    !snapshot
+                })
+                .await
+            {
+                return None;
+            }
+        }
+    } else if sub {
         let k = n % args.keys.max(1);
         ws.send_text(&format!(r#"{{"op":"sub","id":1,"key":"{}"}}"#, key(k)))
             .await
@@ -1154,7 +1209,7 @@ async fn fanout(
                         let now = now_us();
                         let sent = match m {
                             Msg::Text(t) => change_value(t).and_then(parse_value),
-                            Msg::Binary(_) => None,
+                            Msg::Binary(b) => binary_change_value(b).and_then(parse_value),
                         };
                         changes += u64::from(sent.is_some());
                         if let Some((sent, _)) = sent
