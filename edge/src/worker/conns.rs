@@ -406,7 +406,7 @@ impl Worker {
             self.wheel.schedule(key, at);
         }
         if conn.take_answer() {
-            self.answers.push(key);
+            self.answers.push_back(key);
         }
         if conn.list_for_send() {
             self.dirty.push_back(key);
@@ -451,30 +451,31 @@ impl Worker {
     /// round. Sends that carry changes are counted, and the change frames queued: the
     /// mean batch is one over the other.
     pub(super) fn flush(&mut self) {
-        let mut sent = Sent::default();
-        let mut answers = std::mem::take(&mut self.answers);
-        let later = answers.split_off(answers.len().min(SENDS_PER_ROUND));
-        for key in answers {
+        let mut with_changes = 0;
+        // Those listed before this round (a connection answering again goes next round).
+        for _ in 0..self.answers.len().min(SENDS_PER_ROUND) {
+            let Some(key) = self.answers.pop_front() else {
+                break;
+            };
             // Still on the list, if it is: that turn finds its send in flight, or
             // sends what was queued after this one.
-            self.send_to(key, &mut sent);
+            self.send_to(key, &mut with_changes);
         }
-        self.answers.extend(later);
-        sent.sends = 0;
-        while sent.sends < SENDS_PER_ROUND {
+        let mut sends = 0;
+        while sends < SENDS_PER_ROUND {
             let Some(key) = self.dirty.pop_front() else {
                 break;
             };
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.unlist();
             }
-            self.send_to(key, &mut sent);
+            sends += usize::from(self.send_to(key, &mut with_changes));
         }
         let m = &self.metrics;
         let frames = std::mem::take(&mut self.delivery.changes);
         let limited = u64::from(!self.dirty.is_empty());
         for (counter, n) in [
-            (&m.change_sends, sent.with_changes),
+            (&m.change_sends, with_changes),
             (&m.change_frames, frames),
             (&m.rounds_limited, limited),
         ] {
@@ -485,17 +486,17 @@ impl Worker {
     }
 
     /// Give the connection at `key` its send, if it has frames queued and none in
-    /// flight.
-    fn send_to(&mut self, key: Key, sent: &mut Sent) {
+    /// flight; true if it had (`with_changes` counts the submitted sends that carry
+    /// changes).
+    fn send_to(&mut self, key: Key, with_changes: &mut u64) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
         let Some(chunks) = conn.poll_transmit() else {
             // Nothing to send after all: it may have failed and be closing now.
             self.drive(key);
-            return;
+            return false;
         };
-        sent.sends += 1;
         let changes = conn.take_change();
         let raw = conn.fd().as_raw_fd();
         if self
@@ -506,18 +507,10 @@ impl Worker {
             conn.handle_submit_failed(Armed::SEND);
             self.drive(key);
         } else {
-            sent.with_changes += u64::from(changes);
+            *with_changes += u64::from(changes);
         }
+        true
     }
-}
-
-/// What one round's flush sent.
-#[derive(Debug, Default)]
-struct Sent {
-    /// Sends of the current pass (answers, then the list).
-    sends: usize,
-    /// Sends carrying changes.
-    with_changes: u64,
 }
 
 /// Sends submitted per round at most: a fan-out to more connections goes out over

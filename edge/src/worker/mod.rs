@@ -136,7 +136,7 @@ pub struct Worker {
     dirty: VecDeque<Key>,
     /// Connections with an answer of their own queued (to a request, or an echo): sent
     /// to first, so that a request does not wait behind a fan-out.
-    answers: Vec<Key>,
+    answers: VecDeque<Key>,
     drain: Option<tick::Drain>,
     /// Each listener's accept is armed.
     accepting: [bool; 2],
@@ -254,7 +254,7 @@ impl Worker {
             metrics,
             shared,
             dirty: VecDeque::new(),
-            answers: Vec::new(),
+            answers: VecDeque::new(),
             drain: None,
             accepting: [false; 2],
             ping: SharedFrame::new(Opcode::Ping, b"").into_bytes(),

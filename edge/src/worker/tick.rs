@@ -42,7 +42,7 @@ impl Worker {
         self.ring.trim();
         self.conns.trim();
         crate::mem::trim_deque(&mut self.dirty);
-        crate::mem::trim_vec(&mut self.answers);
+        crate::mem::trim_deque(&mut self.answers);
         self.delivery.z.trim();
         self.drain_tick();
         self.reload_keys();

@@ -325,45 +325,23 @@ fn event(e: WireEvent<'_>) -> Result<PresenceEvent<'_>, ClientErrorKind> {
     })
 }
 
-/// A change message's parts, in either form.
-fn change<'a>(
-    id: u64,
-    key: Option<Str<'a>>,
-    value: Option<&'a RawValue>,
-    version: Option<u64>,
-    deleted: Option<bool>,
-    publish: Option<bool>,
-    token: Option<Cow<'a, str>>,
-) -> Result<Response<'a>, ClientErrorKind> {
+/// A change message, in either form (the compact one's fields arrive under the same
+/// names through their aliases).
+fn change(id: u64, wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
     use ClientErrorKind::Missing;
-    let key = cow(key).ok_or(Missing("key"))?;
+    let key = cow(wire.key).ok_or(Missing("key"))?;
     let op = change_op(
-        value.map(unwrap_value),
-        version,
-        deleted.unwrap_or(false),
-        publish.unwrap_or(false),
+        wire.value.map(unwrap_value),
+        wire.version,
+        wire.deleted.unwrap_or(false),
+        wire.publish.unwrap_or(false),
     )?;
     Ok(Response::Change {
         id,
         key,
         op,
-        token: token.ok_or(Missing("token"))?,
+        token: cow(wire.token).ok_or(Missing("token"))?,
     })
-}
-
-/// A compact change (`ringline.v2.json`): `{"c":<id>,"k":..,"v":..,"n":..,"t":..}`.
-fn compact_change(id: u64, wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
-    let id = validate::id(Some(id))?;
-    let token = cow(wire.token);
-    change(
-        id,
-        wire.key,
-        wire.value,
-        wire.version,
-        wire.deleted,
-        wire.publish,
-        token,
-    )
 }
 
 fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
@@ -371,7 +349,11 @@ fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
     if wire.op.is_none()
         && let Some(id) = wire.c
     {
-        return compact_change(id, wire);
+        // A compact change (`ringline.v2.json`): `{"c":<id>,"k":..,"v":..,"n":..,"t":..}`.
+        return change(validate::id(Some(id))?, wire);
+    }
+    if wire.op.as_ref().is_some_and(|op| op.0 == "change") {
+        return change(validate::id(wire.id)?, wire);
     }
     let op = cow(wire.op).ok_or(Missing("op"))?;
     if op == "error" {
@@ -404,15 +386,6 @@ fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
             token,
             more: wire.more.unwrap_or(false),
         },
-        "change" => change(
-            id,
-            wire.key,
-            wire.value,
-            wire.version,
-            wire.deleted,
-            wire.publish,
-            token,
-        )?,
         "resumed" => Response::Resumed {
             id,
             token: token.ok_or(Missing("token"))?,
