@@ -80,6 +80,8 @@ pub struct WorkerMetrics {
     pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
     /// Changes delivered to subscribers.
     pub deliveries: AtomicU64,
+    /// Subscriptions that resumed through another's join (same key, same position).
+    pub joins_shared: AtomicU64,
     /// Sends that carried at least one change frame.
     pub change_sends: AtomicU64,
     /// Change frames queued (over `change_sends`: about the mean batch).
@@ -148,7 +150,7 @@ type Series = (
 );
 
 /// Every per-worker counter and gauge: name, type, help, and where it is kept.
-static SERIES: [Series; 39] = [
+static SERIES: [Series; 40] = [
     (
         "ringline_edge_connections",
         "gauge",
@@ -328,6 +330,12 @@ static SERIES: [Series; 39] = [
         "counter",
         "Changes delivered to subscribers.",
         |m| &m.deliveries,
+    ),
+    (
+        "ringline_edge_resume_joins_shared_total",
+        "counter",
+        "Subscriptions that resumed through a join already on its way for the same target and position (a reconnect storm's clients cost the store one resume each, not one per client).",
+        |m| &m.joins_shared,
     ),
     (
         "ringline_edge_change_sends_total",

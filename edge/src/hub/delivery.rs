@@ -1,6 +1,7 @@
 //! Delivery: what the stores send about watches, to the members it concerns. In:
 //! changes, snapshot pages, `resumed` and `reset` frames, each naming its watch(es); out:
-//! client messages in [`Hub::out`]. A change is encoded once per form ([`Delivery`]) and
+//! client messages in [`Hub::out`]. What comes through a join goes to every member on
+//! it, and closes it to new riders. A change is encoded once per form ([`Delivery`]) and
 //! shared by every synced member; a member with positions of its own gets it only past
 //! them, with its own token.
 
@@ -198,6 +199,9 @@ impl Group {
         let advance = carried.via_group && self.advance(c.idx, c.pos);
         let Group { parts, members, .. } = self;
         let mut shared: Option<Rc<Delivery>> = None;
+        // Members with positions of their own are often at the same one (riders of one
+        // join): the last such delivery serves the next member with the same token.
+        let mut own_last: Option<Rc<Delivery>> = None;
         let mut fanned = Fanned::default();
         let visits = picked.as_ref().map_or(members.len(), Vec::len);
         for k in 0..visits {
@@ -209,7 +213,14 @@ impl Group {
                 ChangeStep::Shared => Rc::clone(shared.get_or_insert_with(|| {
                     Rc::new(Delivery::new(c.key, c.op.clone(), group_token(parts)))
                 })),
-                ChangeStep::Own(token) => Rc::new(Delivery::new(c.key, c.op.clone(), token)),
+                ChangeStep::Own(token) => match &own_last {
+                    Some(d) if d.token == token => Rc::clone(d),
+                    _ => {
+                        let d = Rc::new(Delivery::new(c.key, c.op.clone(), token));
+                        own_last = Some(Rc::clone(&d));
+                        d
+                    }
+                },
                 ChangeStep::Overflow => {
                     fanned.overflow.push(m.sub);
                     continue;
@@ -239,6 +250,11 @@ impl Hub {
             return;
         };
         let pos = Position::from(position);
+        if self.groups.any_open() {
+            for wid in ch.watch_ids().into_iter().flatten() {
+                self.groups.heard(WatchId::from_raw(wid));
+            }
+        }
         let reached = self.groups_reached(ch);
         if reached.is_empty() {
             return;
@@ -284,9 +300,11 @@ impl Hub {
             let Some(w) = self.groups.watch(WatchId::from_raw(wid)) else {
                 continue;
             };
-            let (via_group, join) = match w.role {
-                Role::Group => (true, None),
-                Role::Join(sub) | Role::Retired(sub) => (false, Some(sub)),
+            let (via_group, joins) = match w.role {
+                Role::Group => (true, Vec::new()),
+                Role::Join(first) | Role::Retired(first) => {
+                    (false, self.groups.join_subs(WatchId::from_raw(wid), first))
+                }
                 Role::Orphan => continue,
             };
             let at = match reached.iter().position(|c| c.gid == w.gid) {
@@ -302,7 +320,7 @@ impl Hub {
             };
             if let Some(c) = reached.get_mut(at) {
                 c.via_group |= via_group;
-                c.joins.extend(join);
+                c.joins.extend(joins);
             }
         }
         reached
@@ -314,35 +332,42 @@ impl Hub {
         let Some(w) = self.groups.watch(wid) else {
             return;
         };
+        self.groups.heard(wid);
         match w.role {
-            Role::Join(sub) => self.join_snapshot(wid, w.gid, sub, SnapshotPage::read(snap)),
+            Role::Join(first) => {
+                let subs = self.groups.join_subs(wid, first);
+                self.join_snapshot(wid, w.gid, &subs, SnapshotPage::read(snap));
+            }
             Role::Group => self.group_snapshot(w.gid, SnapshotPage::read(snap)),
             Role::Retired(..) | Role::Orphan => {}
         }
     }
 
-    /// A snapshot page through member `sub`'s join `wid`: out to the member; once its
-    /// every partition has answered, the changes held behind it follow.
-    fn join_snapshot(&mut self, wid: WatchId, gid: GroupId, sub: SubRef, page: SnapshotPage) {
-        let Some((i, own)) = self
-            .groups
-            .group(gid)
-            .and_then(|g| g.own_at(page.partition, sub))
-        else {
-            return;
-        };
-        let Some(answer) = own.answer_snapshot(i, page.pos, page.more) else {
-            return;
-        };
-        push_snapshot(&mut self.out, sub, page.entries, answer.token, !answer.done);
-        if answer.done {
-            for d in own.release_held() {
-                self.out.push(change_out(&self.latest, sub, Rc::new(d)));
-                self.stats.deliveries += 1;
+    /// A snapshot page through join `wid` of members `subs`: out to each member; once a
+    /// member's every partition has answered, the changes held behind it follow.
+    fn join_snapshot(&mut self, wid: WatchId, gid: GroupId, subs: &[SubRef], page: SnapshotPage) {
+        for &sub in subs {
+            let Some((i, own)) = self
+                .groups
+                .group(gid)
+                .and_then(|g| g.own_at(page.partition, sub))
+            else {
+                continue;
+            };
+            let Some(answer) = own.answer_snapshot(i, page.pos, page.more) else {
+                continue;
+            };
+            let entries = page.entries.clone();
+            push_snapshot(&mut self.out, sub, entries, answer.token, !answer.done);
+            if answer.done {
+                for d in own.release_held() {
+                    self.out.push(change_out(&self.latest, sub, Rc::new(d)));
+                    self.stats.deliveries += 1;
+                }
             }
         }
         if !page.more && self.groups.count_answer(wid) {
-            self.complete_join(wid, sub);
+            self.complete_join(wid, subs);
         }
     }
 
@@ -383,23 +408,27 @@ impl Hub {
         let Some(w) = self.groups.watch(wid) else {
             return;
         };
-        let Role::Join(sub) = w.role else {
+        let Role::Join(first) = w.role else {
             // A group watch resumed after a link loss: nothing to tell anyone.
             return;
         };
-        let Some((i, own)) = self.groups.group(w.gid).and_then(|g| g.own_at(p, sub)) else {
-            return;
-        };
-        let Some(answer) = own.answer_resume(i) else {
-            return;
-        };
-        if let Some(token) = answer.first {
-            let token = Cow::Owned(token);
-            self.out
-                .push(Out::Msg(sub.conn, Response::Resumed { id: sub.id, token }));
+        self.groups.heard(wid);
+        let subs = self.groups.join_subs(wid, first);
+        for &sub in &subs {
+            let Some((i, own)) = self.groups.group(w.gid).and_then(|g| g.own_at(p, sub)) else {
+                continue;
+            };
+            let Some(answer) = own.answer_resume(i) else {
+                continue;
+            };
+            if let Some(token) = answer.first {
+                let token = Cow::Owned(token);
+                self.out
+                    .push(Out::Msg(sub.conn, Response::Resumed { id: sub.id, token }));
+            }
         }
         if self.groups.count_answer(wid) {
-            self.complete_join(wid, sub);
+            self.complete_join(wid, &subs);
         }
     }
 
@@ -409,6 +438,7 @@ impl Hub {
         let Some(w) = self.groups.watch(wid) else {
             return;
         };
+        self.groups.heard(wid);
         let Some(g) = self.groups.get(w.gid) else {
             return;
         };
@@ -418,7 +448,7 @@ impl Hub {
         let multi = g.parts.len() > 1;
         let to: Vec<SubRef> = match w.role {
             Role::Retired(..) | Role::Orphan => Vec::new(),
-            Role::Join(sub) => vec![sub],
+            Role::Join(first) => self.groups.join_subs(wid, first),
             // Every member starts over, pending ones included.
             Role::Group if multi => g.subs(),
             // The snapshot that follows on this watch reaches those not pending here.

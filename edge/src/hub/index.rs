@@ -10,11 +10,16 @@
 //! - Watches: a group's own watches live in the group ([`Group::watches`]), found through
 //!   the group id every watch id carries as its tag, so that a key's steady state costs
 //!   no entry here; the table holds only joins in flight and retired joins.
+//! - Shared joins: a resume join that has heard nothing from its store yet is open, found
+//!   by (group, position); a later member resuming the group from the same position
+//!   rides on it instead of issuing its own. The first member is in the join's role, the
+//!   riders in a table of their own (most joins have none).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
+use wire::client::Position;
 use wire::cluster::ClusterMap;
 use wire::link::WatchId;
 
@@ -23,7 +28,7 @@ use super::watches::{Role, WatchRef};
 use super::{ConnRef, SubRef};
 
 /// A group's place in the slab, and the tag of every watch id the group issues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct GroupId(u32);
 
 impl GroupId {
@@ -57,6 +62,11 @@ pub(super) struct Groups {
     watches: HashMap<WatchId, WatchRef>,
     /// The groups' own watches, counted.
     group_watches: usize,
+    /// Members beyond the first on shared joins and retired shared joins.
+    riders: HashMap<WatchId, Vec<SubRef>>,
+    /// Resume joins that have heard nothing from their store yet, by group and the
+    /// position they resume after.
+    open: HashMap<(GroupId, Position), WatchId>,
     /// Subscriptions → group, ordered (one connection's are a range).
     subs: BTreeMap<SubRef, GroupId>,
 }
@@ -100,6 +110,8 @@ impl Groups {
 
     pub(super) fn trim(&mut self) {
         crate::mem::trim_map(&mut self.watches);
+        crate::mem::trim_map(&mut self.riders);
+        crate::mem::trim_map(&mut self.open);
         let Self {
             by_target,
             slab,
@@ -188,6 +200,7 @@ impl Groups {
                 role: Role::Group,
                 part: None,
                 left: 0,
+                from: None,
             });
         }
         self.watches.get(&wid).copied()
@@ -202,14 +215,14 @@ impl Groups {
             }
             self.group_watches -= 1;
         } else {
-            self.watches.remove(&wid);
+            self.forget_join(wid);
         }
         Some(w)
     }
 
     /// Make `wid` (a join in the table, or a new watch) one of its group's own.
     pub(super) fn own_watch(&mut self, wid: WatchId, store: usize) {
-        self.watches.remove(&wid);
+        self.forget_join(wid);
         if let Some(g) = self.group(GroupId::of(wid)) {
             crate::mem::push_tight(
                 &mut g.watches,
@@ -237,9 +250,96 @@ impl Groups {
         self.watches.get_mut(&wid)
     }
 
-    /// Take a join (or retired join) out of the table.
+    /// Take a join (or retired join) out of the table, with its riders.
     pub(super) fn forget_join(&mut self, wid: WatchId) {
+        self.heard(wid);
         self.watches.remove(&wid);
+        self.riders.remove(&wid);
+    }
+
+    /// File resume join `wid` of group `gid`, resuming after `from`, as open: it has
+    /// heard nothing yet.
+    pub(super) fn add_open(&mut self, gid: GroupId, from: Position, wid: WatchId) {
+        self.open.insert((gid, from), wid);
+    }
+
+    /// The open resume join of group `gid` resuming after `from`, if there is one: a
+    /// member resuming from there too may ride on it.
+    pub(super) fn open_join(&self, gid: GroupId, from: Position) -> Option<WatchId> {
+        let wid = *self.open.get(&(gid, from))?;
+        let w = self.watches.get(&wid)?;
+        matches!(w.role, Role::Join(_)).then_some(wid)
+    }
+
+    /// Whether any join is open (most of the time none is: then a change costs no
+    /// lookup for it).
+    pub(super) fn any_open(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// Watch `wid` has heard from its store: it is no longer open, for a member riding on
+    /// it from now on would miss what it heard.
+    pub(super) fn heard(&mut self, wid: WatchId) {
+        if self.open.is_empty() {
+            return;
+        }
+        if let Some(w) = self.watches.get(&wid)
+            && let Some(from) = w.from
+            && self.open.get(&(w.gid, from)) == Some(&wid)
+        {
+            self.open.remove(&(w.gid, from));
+        }
+    }
+
+    /// Member `sub` rides on join `wid` from now on.
+    pub(super) fn add_rider(&mut self, wid: WatchId, sub: SubRef) {
+        self.riders.entry(wid).or_default().push(sub);
+    }
+
+    /// Every member join (or retired join) `wid` serves, `first` (the one in its role)
+    /// first.
+    pub(super) fn join_subs(&self, wid: WatchId, first: SubRef) -> Vec<SubRef> {
+        let riders = self.riders.get(&wid).map_or(&[][..], Vec::as_slice);
+        std::iter::once(first)
+            .chain(riders.iter().copied())
+            .collect()
+    }
+
+    /// Set the members a join (or retired join) serves: the role's one and the riders.
+    pub(super) fn set_riders(&mut self, wid: WatchId, riders: Vec<SubRef>) {
+        if riders.is_empty() {
+            self.riders.remove(&wid);
+        } else {
+            self.riders.insert(wid, riders);
+        }
+    }
+
+    /// Member `sub` no longer waits for join (or retired join) `wid`: whether other
+    /// members still do (else the caller drops or orphans it). False too for a watch
+    /// that is not a member's.
+    pub(super) fn leave_join(&mut self, wid: WatchId, sub: SubRef) -> bool {
+        let Some(w) = self.watches.get_mut(&wid) else {
+            return false;
+        };
+        let (Role::Join(first) | Role::Retired(first)) = &mut w.role else {
+            return false;
+        };
+        let Some(riders) = self.riders.get_mut(&wid) else {
+            // Not shared: the first still waits for it unless it is `sub`.
+            return *first != sub;
+        };
+        if *first == sub {
+            match riders.pop() {
+                Some(next) => *first = next,
+                None => return false,
+            }
+        } else if let Some(at) = riders.iter().position(|&r| r == sub) {
+            riders.swap_remove(at);
+        }
+        if riders.is_empty() {
+            self.riders.remove(&wid);
+        }
+        true
     }
 
     /// Join `wid` has answered for one more partition: whether that was its last.

@@ -1,8 +1,9 @@
 //! Subscribing and unsubscribing: a member joins its target's group (made on first use)
 //! through join watches of its own, and leaves it. In: `sub` and `unsub` requests, and a
 //! join's last answer; out: `Watch` frames for the joins (one per partition to resume,
-//! else one per store to snapshot), then, when a join is complete, its adoption as the
-//! group's watch or its retirement; `Unwatch` frames for what a leaving member leaves.
+//! else one per store to snapshot; a resume from where an open join of the group resumes
+//! rides on it instead), then, when a join is complete, its adoption as the group's watch
+//! or its retirement; `Unwatch` frames for what a leaving member leaves.
 //! A connection whose grant narrows leaves what it may no longer read (`forbidden`).
 
 use std::borrow::Cow;
@@ -170,6 +171,14 @@ impl Hub {
         let joins = self.plan_joins(gid, &parts, resume.as_deref());
         let mut own = Own::starting(&parts, resume);
         for join in joins {
+            if let Some(wid) = join.from.and_then(|from| self.groups.open_join(gid, from)) {
+                // Resuming from where an open join resumes: the store's answer to it is
+                // this member's too.
+                self.groups.add_rider(wid, sub);
+                self.stats.joins_shared += 1;
+                own.joins.push(wid);
+                continue;
+            }
             if let Some(out) = self.link_out.get_mut(join.store) {
                 let wid = join.wid.get();
                 let from = join.from.map(Into::into);
@@ -181,8 +190,12 @@ impl Hub {
                 role: Role::Join(sub),
                 part: join.part,
                 left: join.left,
+                from: join.from,
             };
             self.groups.add_join(join.wid, w);
+            if let Some(from) = join.from {
+                self.groups.add_open(gid, from, join.wid);
+            }
             own.joins.push(join.wid);
         }
         Box::new(own)
@@ -243,9 +256,9 @@ impl Hub {
             .and_then(|m| m.own.take());
         if let Some(old) = old {
             for wid in old.joins {
-                self.drop_watch(wid);
+                self.release_watch(wid, sub);
             }
-            self.orphan(&old.retired);
+            self.orphan(sub, &old.retired);
         }
         let own = self.start_member(gid, sub, None);
         if let Some(m) = self.groups.group(gid).and_then(|g| g.member(sub)) {
@@ -303,9 +316,9 @@ impl Hub {
             .map(|g| g.leave(sub))
             .unwrap_or_default();
         for wid in left.drop {
-            self.drop_watch(wid);
+            self.release_watch(wid, sub);
         }
-        self.orphan(&left.orphan);
+        self.orphan(sub, &left.orphan);
         if left.empty {
             self.groups.remove_group(gid);
         }
@@ -326,9 +339,9 @@ impl Hub {
         }
     }
 
-    /// Join `wid` of member `sub` has answered for all its partitions: adopt it as the
-    /// group's watch where the group has none, else retire it.
-    pub(super) fn complete_join(&mut self, wid: WatchId, sub: SubRef) {
+    /// Join `wid` has answered for all its partitions, to each member on it (`subs`):
+    /// adopt it as the group's watch where the group has none, else retire it.
+    pub(super) fn complete_join(&mut self, wid: WatchId, subs: &[SubRef]) {
         let Some(w) = self.groups.watch(wid) else {
             return;
         };
@@ -336,17 +349,22 @@ impl Hub {
             return;
         };
         let idxs = self.watch_parts(g, &w);
-        let adopt = self
-            .groups
-            .group(w.gid)
-            .is_some_and(|g| g.take_over(wid, sub, &idxs));
+        let mut adopt = false;
+        if let Some(g) = self.groups.group(w.gid) {
+            for &sub in subs {
+                // The first takes the partitions over; the others' positions are its.
+                adopt |= g.take_over(wid, sub, &idxs);
+            }
+        }
         if adopt {
             self.groups.own_watch(wid, w.store);
         } else {
-            self.retire_watch(wid, sub);
+            self.retire_watch(wid, subs);
         }
         if let Some(g) = self.groups.group(w.gid) {
-            g.try_sync(sub);
+            for &sub in subs {
+                g.try_sync(sub);
+            }
         }
     }
 }

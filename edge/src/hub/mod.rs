@@ -171,6 +171,8 @@ pub const MAX_INFLIGHT_PER_CONN: u32 = 1024;
 pub struct HubStats {
     /// Changes delivered to subscribers.
     pub deliveries: u64,
+    /// Members that rode on another's resume join instead of issuing their own.
+    pub joins_shared: u64,
 }
 
 /// The routing state of one worker.

@@ -1,6 +1,7 @@
 //! The hub against a model store ([`super::tests_model`]), under random interleavings:
 //! subscriptions (keys, tagged and untagged prefixes, fresh or resumed from an earlier
-//! token with the state the client kept), unsubscribes, connections closing, puts,
+//! token with the state the client kept, alone or all at once so that resumes share their
+//! joins), unsubscribes, connections closing, puts,
 //! deletes and publishes (some landing while a watch starts), snapshots paged with
 //! `more` while writes land, partial delivery of the stores' frames, links dropped and
 //! kept down across operations, and logs trimmed or recreated (a new epoch) while a
@@ -26,8 +27,8 @@ use wire::client::{ChangeOp, Entry, ErrorCode, Request, Response, Target, decode
 use wire::link::{LinkLimits, LinkMessage, decode_frame};
 use wire::partition::{partition_of, prefix_partition};
 
-use super::tests_model::{Kind, Model, PARTITIONS, frames, map, matches};
-use super::{ConnRef, Hub, Out};
+use super::tests_model::{Kind, Model, PARTITIONS, map, matches};
+use super::{ConnRef, Hub, Out, SubRef};
 
 const KEYS: [&str; 6] = ["a", "b", "{t}x", "{t}y", "p/1", "p/2"];
 /// (target, prefix)
@@ -113,6 +114,12 @@ enum Op {
     /// The connection closes and comes back at once, resuming every subscription it
     /// had with its last token (a client's reconnect).
     Reconnect(u32),
+    /// Every connection but the first closes (the first keeps their groups), a put to
+    /// each of the first `missed` keys lands, then each comes back resuming what it had
+    /// (a balancer failing over): those at one position share their joins.
+    Storm {
+        missed: usize,
+    },
     /// A write; `hold`: its dispatch lands later (with `Release`).
     Write {
         key: usize,
@@ -160,6 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..CONNS, 0..TARGETS.len()).prop_map(|(conn, target)| Op::Unsub { conn, target }),
         1 => (0..CONNS).prop_map(Op::Close),
         1 => (0..CONNS).prop_map(Op::Reconnect),
+        1 => (0..4usize).prop_map(|missed| Op::Storm { missed }),
         5 => (0..KEYS.len(), kind(), prop::bool::weighted(0.25))
             .prop_map(|(key, kind, hold)| Op::Write { key, kind, hold }),
         1 => Just(Op::Release),
@@ -273,6 +281,17 @@ impl Sim {
                     self.subscribe(conn, target, true);
                 }
             }
+            Op::Storm { missed } => {
+                let had: Vec<(u32, Vec<usize>)> = (1..CONNS).map(|c| (c, self.close(c))).collect();
+                for key in KEYS.iter().take(missed) {
+                    self.model.write(key, Kind::Put, false);
+                }
+                for (conn, targets) in had {
+                    for target in targets {
+                        self.subscribe(conn, target, true);
+                    }
+                }
+            }
             Op::Write { key, kind, hold } => self.model.write(KEYS[key], kind, hold),
             Op::Release => self.model.release(),
             Op::Pump { store, n } => self.pump(store, n),
@@ -339,8 +358,8 @@ impl Sim {
             },
             "",
         );
-        // The join watches it opened, read before they go to the stores.
-        let joins = resume_joins(&self.hub.link_out);
+        // The resume joins it started through, its own or shared.
+        let joins = resume_joins_of(&mut self.hub, SubRef { conn: c, id });
         let v = self.views.get_mut(&(c, id)).unwrap();
         v.joins = joins;
         self.sync();
@@ -682,19 +701,25 @@ fn change_op(kind: Kind, value: &[u8], version: u64) -> ChangeOp<'static> {
     }
 }
 
-/// The resume watches in the hub's outgoing link frames: (watch id, store).
-fn resume_joins(link_out: &[Vec<u8>]) -> Vec<(u64, usize)> {
-    let mut joins = Vec::new();
-    for (s, bytes) in link_out.iter().enumerate() {
-        for frame in frames(bytes) {
-            if let LinkMessage::Watch(w) = frame.message
-                && w.from().is_some()
-            {
-                joins.push((w.watch_id(), s));
-            }
-        }
-    }
-    joins
+/// The resume joins subscription `sub` is starting through, its own or one it rides on:
+/// (watch id, store).
+fn resume_joins_of(hub: &mut Hub, sub: SubRef) -> Vec<(u64, usize)> {
+    let Some(gid) = hub.groups.group_of(sub) else {
+        return Vec::new();
+    };
+    let wids = hub
+        .groups
+        .group(gid)
+        .and_then(|g| g.member(sub))
+        .and_then(|m| m.own.as_ref())
+        .map(|own| own.joins.clone())
+        .unwrap_or_default();
+    wids.into_iter()
+        .filter_map(|wid| {
+            let w = hub.groups.watch(wid)?;
+            w.from.is_some().then_some((wid.get(), w.store))
+        })
+        .collect()
 }
 
 fn positions(token: &str) -> Positions {
@@ -876,4 +901,129 @@ fn a_multi_partition_reset_while_another_store_is_down_still_starts_over() {
     sim.settle();
     sim.check();
     assert!(sim.views.values().all(|v| !v.gone));
+}
+
+/// Connections `conns` subscribe to target `t`, settle, then close (their tokens kept);
+/// `missed` writes to its key land while they are away.
+fn subscribed_then_away(sim: &mut Sim, conns: &[u32], t: usize, missed: usize) {
+    for &conn in conns {
+        sim.apply(&Op::Sub {
+            conn,
+            target: t,
+            resume: false,
+        });
+    }
+    sim.apply(&put(0));
+    sim.settle();
+    sim.check();
+    for &conn in conns {
+        sim.apply(&Op::Close(conn));
+    }
+    for _ in 0..missed {
+        sim.apply(&put(0));
+    }
+}
+
+/// `conn` resumes target `t` with its last token (the store is not pumped).
+fn resume(sim: &mut Sim, conn: u32, t: usize) {
+    sim.apply(&Op::Sub {
+        conn,
+        target: t,
+        resume: true,
+    });
+}
+
+#[test]
+fn resumes_from_one_position_share_one_join() {
+    let mut sim = Sim::new(2);
+    subscribed_then_away(&mut sim, &[0, 1, 2], 0, 3);
+    assert_eq!(sim.model.watch_count(), 0);
+    for conn in 0..3 {
+        resume(&mut sim, conn, 0);
+    }
+    // One watch went to the store for the three; the others ride on it.
+    assert_eq!(sim.model.watch_count(), 1);
+    assert_eq!(sim.hub.stats.joins_shared, 2);
+    sim.settle();
+    sim.check();
+    // Each got `resumed` with its own token, then exactly the three it missed.
+    for conn in 0..3 {
+        let v = &sim.views[&(sim.conn(conn), 0)];
+        assert!(v.start.is_some() && !v.gone, "{conn}: {v:?}");
+        assert_eq!(v.got.len(), 3, "{conn}: {:?}", v.got);
+    }
+    sim.apply(&put(0));
+    sim.settle();
+    sim.check();
+    assert_eq!(sim.hub.watches(), 1);
+}
+
+#[test]
+fn a_shared_join_retired_brings_each_rider_what_it_missed() {
+    // Connection 3 keeps the group and its watch: the shared join is retired once
+    // answered, and the changes it catches up with reach every member on it.
+    let mut sim = Sim::new(2);
+    sim.apply(&Op::Sub {
+        conn: 3,
+        target: 0,
+        resume: false,
+    });
+    // Connection 3 has the two changes the others missed before they come back: those
+    // reach the two only through their join.
+    subscribed_then_away(&mut sim, &[0, 2], 0, 2);
+    sim.settle();
+    for conn in [0, 2] {
+        resume(&mut sim, conn, 0);
+    }
+    assert_eq!(sim.hub.stats.joins_shared, 1);
+    sim.settle();
+    sim.check();
+    for conn in [0, 2] {
+        assert_eq!(sim.views[&(sim.conn(conn), 0)].got.len(), 2, "{conn}");
+    }
+    assert_eq!(sim.hub.watches(), 1);
+}
+
+#[test]
+fn a_join_that_has_heard_from_its_store_takes_no_riders() {
+    let mut sim = Sim::new(2);
+    subscribed_then_away(&mut sim, &[0, 2], 0, 2);
+    let store = sim
+        .model
+        .map
+        .owner_index(partition_of(b"a", PARTITIONS))
+        .unwrap();
+    resume(&mut sim, 0, 0);
+    // The store answers the join in part: `resumed` is in, the changes are not.
+    sim.apply(&Op::Pump { store, n: 1 });
+    assert!(sim.views[&(sim.conn(0), 0)].start.is_some());
+    resume(&mut sim, 2, 0);
+    assert_eq!(sim.hub.stats.joins_shared, 0);
+    sim.settle();
+    sim.check();
+    for conn in [0, 2] {
+        assert_eq!(sim.views[&(sim.conn(conn), 0)].got.len(), 2, "{conn}");
+    }
+}
+
+#[test]
+fn a_shared_join_outlives_the_members_that_leave_it() {
+    // The first member (whose id the join's role holds) and then a rider leave while
+    // the join is on its way: the one left still gets everything it missed.
+    let mut sim = Sim::new(2);
+    subscribed_then_away(&mut sim, &[0, 1, 2], 0, 2);
+    for conn in 0..3 {
+        resume(&mut sim, conn, 0);
+    }
+    sim.apply(&Op::Close(0));
+    sim.apply(&Op::Unsub { conn: 1, target: 0 });
+    sim.settle();
+    sim.check();
+    let v = &sim.views[&(sim.conn(2), 0)];
+    assert!(v.start.is_some() && !v.gone);
+    assert_eq!(v.got.len(), 2);
+    // And once all are gone, so is the watch.
+    sim.apply(&Op::Close(2));
+    sim.settle();
+    assert_eq!(sim.hub.watches(), 0);
 }

@@ -1,7 +1,7 @@
 //! Watch roles and watch ids. Each internal watch on a store link is a group's own
 //! (carrying its changes), a member's join (its snapshot or resume), a retired join, or
-//! an orphan (see [`Role`]). In: the hub's decisions to issue, adopt, retire or drop a
-//! watch, the store's pongs and refusals, a link dropping and coming back; out: `Watch`,
+//! an orphan (see [`Role`]); a join may serve several members resuming from one
+//! position. In: the hub's decisions to issue, adopt, retire, drop or leave a watch, the store's pongs and refusals, a link dropping and coming back; out: `Watch`,
 //! `Unwatch` and `Ping` frames in the store's `link_out`, and `unavailable` (or the
 //! store's error) to the members a lost or refused watch was starting.
 
@@ -22,20 +22,25 @@ pub(super) struct WatchRef {
     pub(super) part: Option<u32>,
     /// Partitions not answered yet (a join completes at zero).
     pub(super) left: u32,
+    /// The position a resume join resumes after (`None`: a snapshot join, or a group's
+    /// own watch): while it has heard nothing, later resumes from it ride on it.
+    pub(super) from: Option<Position>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {
     /// Carries the group's changes.
     Group,
-    /// Starting one member: its snapshot or resume.
+    /// Starting one member (the first; more resuming from the same position ride on
+    /// it, see [`super::index::Groups::join_subs`]): their snapshot or resume.
     Join(SubRef),
     /// A join no longer needed, unwatched: frames the store sent before it saw the
     /// `Unwatch` (a resume's catch-up changes) still reach its member, and only it,
     /// until the store's answer to the ping sent right after the `Unwatch` proves none
-    /// is left. The member stays unsynced (`Own::retired`) until then.
+    /// is left. The member stays unsynced (`Own::retired`) until then. As for `Join`,
+    /// the members riding on it follow the first.
     Retired(SubRef),
-    /// A retired join whose member is gone (unsubscribed or restarted): its last
+    /// A retired join whose members are gone (unsubscribed or restarted): its last
     /// frames reach no one.
     Orphan,
 }
@@ -84,24 +89,32 @@ impl Hub {
         }
     }
 
-    /// Unwatch join `wid` of member `sub` but keep routing its frames to the member until
-    /// the store has answered a ping sent after the `Unwatch`.
-    pub(super) fn retire_watch(&mut self, wid: WatchId, sub: SubRef) {
+    /// Member `sub` no longer waits for watch `wid` (leaving, or starting over): a join
+    /// others still ride on stays theirs; else the watch is dropped.
+    pub(super) fn release_watch(&mut self, wid: WatchId, sub: SubRef) {
+        if !self.groups.leave_join(wid, sub) {
+            self.drop_watch(wid);
+        }
+    }
+
+    /// Unwatch join `wid` of members `subs` but keep routing its frames to them until the
+    /// store has answered a ping sent after the `Unwatch`.
+    pub(super) fn retire_watch(&mut self, wid: WatchId, subs: &[SubRef]) {
         let Some(gid) = self.groups.join_mut(wid).map(|w| w.gid) else {
             return;
         };
-        let own = self
-            .groups
-            .group(gid)
-            .and_then(|g| g.member(sub))
-            .and_then(|m| m.own.as_deref_mut());
-        let role = match own {
-            Some(own) => {
-                own.retired.push(wid);
-                Role::Retired(sub)
+        let mut waiting: Vec<SubRef> = Vec::new();
+        if let Some(g) = self.groups.group(gid) {
+            for &sub in subs {
+                if let Some(own) = g.member(sub).and_then(|m| m.own.as_deref_mut()) {
+                    own.retired.push(wid);
+                    waiting.push(sub);
+                }
             }
-            None => Role::Orphan,
-        };
+        }
+        let role = waiting.first().map_or(Role::Orphan, |&s| Role::Retired(s));
+        self.groups
+            .set_riders(wid, waiting.get(1..).unwrap_or_default().to_vec());
         let Some(w) = self.groups.join_mut(wid) else {
             return;
         };
@@ -127,12 +140,17 @@ impl Hub {
         }
     }
 
-    /// Retired watch `wid` is gone: its member no longer waits for it.
+    /// Retired watch `wid` is gone: its members no longer wait for it.
     fn forget_retired(&mut self, wid: WatchId, w: &WatchRef) {
+        let subs = match w.role {
+            Role::Retired(first) => self.groups.join_subs(wid, first),
+            _ => Vec::new(),
+        };
         self.groups.forget_join(wid);
-        if let Role::Retired(sub) = w.role
-            && let Some(g) = self.groups.group(w.gid)
-        {
+        let Some(g) = self.groups.group(w.gid) else {
+            return;
+        };
+        for sub in subs {
             if let Some(own) = g.member(sub).and_then(|m| m.own.as_deref_mut()) {
                 own.retired.retain(|&x| x != wid);
             }
@@ -140,10 +158,13 @@ impl Hub {
         }
     }
 
-    /// The member of these retired joins is gone: their last frames reach no one.
-    pub(super) fn orphan(&mut self, wids: &[WatchId]) {
+    /// Member `sub` of these retired joins is gone: those it alone waited for send their
+    /// last frames to no one.
+    pub(super) fn orphan(&mut self, sub: SubRef, wids: &[WatchId]) {
         for &wid in wids {
-            if let Some(w) = self.groups.join_mut(wid) {
+            if !self.groups.leave_join(wid, sub)
+                && let Some(w) = self.groups.join_mut(wid)
+            {
                 w.role = Role::Orphan;
             }
         }
@@ -157,11 +178,13 @@ impl Hub {
             let Some(w) = self.groups.join(wid) else {
                 continue;
             };
-            self.groups.forget_join(wid);
             match w.role {
                 // Groups keep their own watches (below).
                 Role::Group => {}
-                Role::Join(sub) => failed.push(sub),
+                Role::Join(first) => {
+                    failed.extend(self.groups.join_subs(wid, first));
+                    self.groups.forget_join(wid);
+                }
                 Role::Retired(..) | Role::Orphan => self.forget_retired(wid, &w),
             }
         }
@@ -230,7 +253,7 @@ impl Hub {
                 self.forget_retired(wid, &w);
                 return;
             }
-            Role::Join(sub) => vec![sub],
+            Role::Join(first) => self.groups.join_subs(wid, first),
             Role::Group => self.groups.get(w.gid).map(|g| g.subs()).unwrap_or_default(),
         };
         self.groups.remove_watch(wid);

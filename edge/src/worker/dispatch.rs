@@ -299,6 +299,9 @@ impl Worker {
         self.metrics
             .deliveries
             .store(self.hub.stats.deliveries, Ordering::Relaxed);
+        self.metrics
+            .joins_shared
+            .store(self.hub.stats.joins_shared, Ordering::Relaxed);
         self.arm_presence_timer();
         for key in round.resume {
             self.api_resume(key);
