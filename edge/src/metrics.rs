@@ -80,7 +80,8 @@ pub struct WorkerMetrics {
     pub closes: [AtomicU64; CLOSE_CODES.len() + 1],
     /// Changes delivered to subscribers.
     pub deliveries: AtomicU64,
-    /// Subscriptions that resumed through another's join (same key, same position).
+    /// Resume joins ridden instead of issued (per partition: a subscription resumed
+    /// through a join already on its way from the same position).
     pub joins_shared: AtomicU64,
     /// Sends that carried at least one change frame.
     pub change_sends: AtomicU64,
@@ -334,7 +335,7 @@ static SERIES: [Series; 40] = [
     (
         "ringline_edge_resume_joins_shared_total",
         "counter",
-        "Subscriptions that resumed through a join already on its way for the same target and position (a reconnect storm's clients cost the store one resume each, not one per client).",
+        "Resume joins ridden: a subscription resuming a partition of its target from the position a join already on its way resumes from used that join instead of its own (counted per partition; a reconnect storm's clients of one key then cost the store one resume, not one each).",
         |m| &m.joins_shared,
     ),
     (

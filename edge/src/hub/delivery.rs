@@ -345,8 +345,14 @@ impl Hub {
 
     /// A snapshot page through join `wid` of members `subs`: out to each member; once a
     /// member's every partition has answered, the changes held behind it follow.
-    fn join_snapshot(&mut self, wid: WatchId, gid: GroupId, subs: &[SubRef], page: SnapshotPage) {
-        for &sub in subs {
+    fn join_snapshot(
+        &mut self,
+        wid: WatchId,
+        gid: GroupId,
+        subs: &[SubRef],
+        mut page: SnapshotPage,
+    ) {
+        for (k, &sub) in subs.iter().enumerate() {
             let Some((i, own)) = self
                 .groups
                 .group(gid)
@@ -357,7 +363,12 @@ impl Hub {
             let Some(answer) = own.answer_snapshot(i, page.pos, page.more) else {
                 continue;
             };
-            let entries = page.entries.clone();
+            // The last member takes the entries; the others get copies.
+            let entries = if k + 1 == subs.len() {
+                std::mem::take(&mut page.entries)
+            } else {
+                page.entries.clone()
+            };
             push_snapshot(&mut self.out, sub, entries, answer.token, !answer.done);
             if answer.done {
                 for d in own.release_held() {

@@ -171,7 +171,8 @@ pub const MAX_INFLIGHT_PER_CONN: u32 = 1024;
 pub struct HubStats {
     /// Changes delivered to subscribers.
     pub deliveries: u64,
-    /// Members that rode on another's resume join instead of issuing their own.
+    /// Resume joins ridden instead of issued (one per partition of a member that rode
+    /// on another's join).
     pub joins_shared: u64,
 }
 

@@ -359,7 +359,7 @@ impl Sim {
             "",
         );
         // The resume joins it started through, its own or shared.
-        let joins = resume_joins_of(&mut self.hub, SubRef { conn: c, id });
+        let joins = resume_joins_of(&self.hub, SubRef { conn: c, id });
         let v = self.views.get_mut(&(c, id)).unwrap();
         v.joins = joins;
         self.sync();
@@ -703,14 +703,13 @@ fn change_op(kind: Kind, value: &[u8], version: u64) -> ChangeOp<'static> {
 
 /// The resume joins subscription `sub` is starting through, its own or one it rides on:
 /// (watch id, store).
-fn resume_joins_of(hub: &mut Hub, sub: SubRef) -> Vec<(u64, usize)> {
-    let Some(gid) = hub.groups.group_of(sub) else {
+fn resume_joins_of(hub: &Hub, sub: SubRef) -> Vec<(u64, usize)> {
+    let Some(g) = hub.groups.group_of(sub).and_then(|gid| hub.groups.get(gid)) else {
         return Vec::new();
     };
-    let wids = hub
-        .groups
-        .group(gid)
-        .and_then(|g| g.member(sub))
+    let wids = g
+        .find(sub)
+        .and_then(|i| g.members.get(i))
         .and_then(|m| m.own.as_ref())
         .map(|own| own.joins.clone())
         .unwrap_or_default();
