@@ -111,10 +111,53 @@ pub fn parse_request<'a>(
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let max_headers = limits.max_headers.min(MAX_HEADERS);
     let mut req = httparse::Request::new(&mut storage[..max_headers]);
-    let head_len = match req.parse(buf) {
+    let Some(head_len) = head_length(req.parse(buf), buf.len(), limits)? else {
+        return Ok(None);
+    };
+    // A complete parse always has a method, path and version.
+    let method = req.method.unwrap_or_default();
+    let target = RequestTarget::split(req.path.unwrap_or_default());
+    let mut fields = Fields::read(req.headers, server_protocols);
+
+    // RFC 9112 §3.2: a request with more than one Host, or an invalid one, gets 400.
+    if fields.host_count > 1 || (fields.host_count == 1 && fields.host.is_none()) {
+        return Err(HandshakeError::InvalidHost);
+    }
+    let host = target.authority.or(fields.host);
+
+    // A request carrying a WebSocket key is an upgrade attempt even if a proxy dropped
+    // its Upgrade header; it is then refused rather than routed as plain HTTP.
+    let websocket = if fields.upgrade_websocket || fields.key.is_some() {
+        Some(fields.upgrade(method, req.version, host)?)
+    } else {
+        None
+    };
+
+    let request = Request {
+        method,
+        path: target.path,
+        query: target.query,
+        host,
+        authorization: fields.authorization,
+        origin: fields.origin,
+        x_forwarded_for: fields.x_forwarded_for,
+        websocket,
+        rest: &buf[head_len..],
+    };
+    Ok(Some((request, head_len)))
+}
+
+/// The head's length once httparse found it complete (`parsed`, of `received` bytes);
+/// `None` while it is not, and within the limits.
+fn head_length(
+    parsed: httparse::Result<usize>,
+    received: usize,
+    limits: &HandshakeLimits,
+) -> Result<Option<usize>, HandshakeError> {
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         // A head still incomplete at the limit can only end beyond it.
-        Ok(httparse::Status::Partial) if buf.len() >= limits.max_header_bytes => {
+        Ok(httparse::Status::Partial) if received >= limits.max_header_bytes => {
             return Err(HandshakeError::HeadersTooLarge(limits.max_header_bytes));
         }
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -124,96 +167,126 @@ pub fn parse_request<'a>(
     if head_len > limits.max_header_bytes {
         return Err(HandshakeError::HeadersTooLarge(limits.max_header_bytes));
     }
-    // A complete parse always has a method, path and version.
-    let method = req.method.unwrap_or_default();
-    let target = req.path.unwrap_or_default();
-    // RFC 9112 §3.2.2: "A server MUST accept the absolute-form in requests" and then
-    // use its authority in place of the Host header.
-    let (authority, target) = split_absolute_form(target);
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
-    let path = if path.is_empty() { "/" } else { path };
+    Ok(Some(head_len))
+}
 
-    let mut host = None;
-    let mut host_count = 0usize;
-    let mut body_framing = false;
-    let mut version_count = 0usize;
-    let mut authorization = None;
-    let mut origin = None;
-    let mut x_forwarded_for = None;
-    let mut upgrade_websocket = false;
-    let mut connection_upgrade = false;
-    let mut key: Option<&[u8]> = None;
-    let mut duplicate_key = false;
-    let mut version: Option<&[u8]> = None;
-    let mut protocol: Option<&'a str> = None;
-    let mut protocols_offered = false;
-    let mut extensions: Option<std::borrow::Cow<'a, str>> = None;
+/// A request target, split.
+struct RequestTarget<'a> {
+    /// The authority of an absolute-form target.
+    authority: Option<&'a str>,
+    /// The path without the query (`/` when empty).
+    path: &'a str,
+    query: Option<&'a str>,
+}
 
-    for h in req.headers.iter() {
-        let value = h.value.trim_ascii();
+impl<'a> RequestTarget<'a> {
+    fn split(target: &'a str) -> Self {
+        // RFC 9112 §3.2.2: "A server MUST accept the absolute-form in requests" and then
+        // use its authority in place of the Host header.
+        let (authority, target) = split_absolute_form(target);
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        Self {
+            authority,
+            path,
+            query,
+        }
+    }
+}
+
+/// What a request's header fields say about its routing and its upgrade, read in one
+/// pass (repeated fields counted where a repeat is an error).
+#[derive(Default)]
+struct Fields<'a> {
+    host: Option<&'a str>,
+    host_count: usize,
+    /// A `Content-Length` or `Transfer-Encoding` was sent.
+    body_framing: bool,
+    authorization: Option<&'a str>,
+    origin: Option<&'a str>,
+    x_forwarded_for: Option<&'a str>,
+    upgrade_websocket: bool,
+    connection_upgrade: bool,
+    key: Option<&'a [u8]>,
+    duplicate_key: bool,
+    version: Option<&'a [u8]>,
+    version_count: usize,
+    /// The first offered subprotocol the server speaks.
+    protocol: Option<&'a str>,
+    protocols_offered: bool,
+    extensions: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    fn read(headers: &[httparse::Header<'a>], server_protocols: &[&str]) -> Self {
+        let mut fields = Self::default();
+        for h in headers {
+            fields.take(h.name, h.value.trim_ascii(), server_protocols);
+        }
+        fields
+    }
+
+    /// One header field, its value trimmed.
+    fn take(&mut self, name: &'a str, value: &'a [u8], server_protocols: &[&str]) {
         let text = || std::str::from_utf8(value).ok();
-        let name = h.name;
         if name.eq_ignore_ascii_case("host") {
-            host_count += 1;
-            host = text();
+            self.host_count += 1;
+            self.host = text();
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_websocket |=
+            self.upgrade_websocket |=
                 text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("websocket")));
         } else if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade |=
+            self.connection_upgrade |=
                 text().is_some_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            duplicate_key |= key.is_some();
-            key = Some(value);
+            self.duplicate_key |= self.key.is_some();
+            self.key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            version_count += 1;
-            version = Some(value);
+            self.version_count += 1;
+            self.version = Some(value);
         } else if name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("transfer-encoding")
         {
-            body_framing = true;
+            self.body_framing = true;
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             if let Some(v) = text() {
                 for offered in tokens(v) {
-                    protocols_offered = true;
-                    if protocol.is_none() && server_protocols.contains(&offered) {
-                        protocol = Some(offered);
+                    self.protocols_offered = true;
+                    if self.protocol.is_none() && server_protocols.contains(&offered) {
+                        self.protocol = Some(offered);
                     }
                 }
             }
         } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
-            extensions = match (extensions, text()) {
+            self.extensions = match (self.extensions.take(), text()) {
                 (Some(first), Some(more)) => Some(format!("{first}, {more}").into()),
                 (first, more) => first.or(more.map(Into::into)),
             };
         } else if name.eq_ignore_ascii_case("authorization") {
-            authorization = text();
+            self.authorization = text();
         } else if name.eq_ignore_ascii_case("origin") {
-            origin = text();
+            self.origin = text();
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            x_forwarded_for = text();
+            self.x_forwarded_for = text();
         }
     }
 
-    // RFC 9112 §3.2: a request with more than one Host, or an invalid one, gets 400.
-    if host_count > 1 || (host_count == 1 && host.is_none()) {
-        return Err(HandshakeError::InvalidHost);
-    }
-    if authority.is_some() {
-        host = authority;
-    }
-
-    // A request carrying a WebSocket key is an upgrade attempt even if a proxy dropped
-    // its Upgrade header; it is then refused rather than routed as plain HTTP.
-    let websocket = if upgrade_websocket || key.is_some() {
+    /// The WebSocket upgrade these fields ask for, validated (RFC 6455 §4.2.1), for a
+    /// request with `method`, HTTP/1.`version` and `host`.
+    fn upgrade(
+        &mut self,
+        method: &str,
+        version: Option<u8>,
+        host: Option<&str>,
+    ) -> Result<Upgrade<'a>, HandshakeError> {
         // §4.2.1 (1): "An HTTP/1.1 or higher GET request"
         if method != "GET" {
             return Err(HandshakeError::NotGet);
         }
-        if req.version != Some(1) {
+        if version != Some(1) {
             return Err(HandshakeError::HttpVersion);
         }
         // §4.2.1 (2): "A |Host| header field"
@@ -221,16 +294,16 @@ pub fn parse_request<'a>(
             return Err(HandshakeError::MissingHost);
         }
         // §4.2.1 (3): "An |Upgrade| header field containing the value "websocket""
-        if !upgrade_websocket {
+        if !self.upgrade_websocket {
             return Err(HandshakeError::MissingUpgrade);
         }
         // §4.2.1 (4): "A |Connection| header field that includes the token 'Upgrade'"
-        if !connection_upgrade {
+        if !self.connection_upgrade {
             return Err(HandshakeError::MissingConnectionUpgrade);
         }
         // §4.2.2: a version the server does not speak is answered with 426 and the
         // versions it does, before anything version-specific (such as the key) is read.
-        match (version, version_count) {
+        match (self.version, self.version_count) {
             (None, _) => return Err(HandshakeError::MissingVersion),
             (Some(b"13"), 1) => {}
             (Some(_), 1) => return Err(HandshakeError::UnsupportedVersion),
@@ -238,10 +311,10 @@ pub fn parse_request<'a>(
         }
         // §4.2.1 (5): "A |Sec-WebSocket-Key| header field with a base64-encoded value
         // that, when decoded, is 16 bytes in length."
-        if duplicate_key {
+        if self.duplicate_key {
             return Err(HandshakeError::DuplicateKey);
         }
-        let key = key.ok_or(HandshakeError::MissingKey)?;
+        let key = self.key.ok_or(HandshakeError::MissingKey)?;
         let mut decoded = [0u8; 18];
         match STANDARD.decode_slice(key, &mut decoded) {
             Ok(16) => {}
@@ -249,33 +322,18 @@ pub fn parse_request<'a>(
         }
         // A GET upgrade has no body; bytes after the head are WebSocket frames, so a
         // declared body would be misread as frames.
-        if body_framing {
+        if self.body_framing {
             return Err(HandshakeError::UnexpectedBody);
         }
-        Some(Upgrade {
+        Ok(Upgrade {
             // The key decoded as base64, so it is ASCII.
             key: std::str::from_utf8(key).unwrap_or_default(),
             accept: accept_key(key),
-            protocol,
-            protocols_offered,
-            extensions,
+            protocol: self.protocol,
+            protocols_offered: self.protocols_offered,
+            extensions: self.extensions.take(),
         })
-    } else {
-        None
-    };
-
-    let request = Request {
-        method,
-        path,
-        query,
-        host,
-        authorization,
-        origin,
-        x_forwarded_for,
-        websocket,
-        rest: &buf[head_len..],
-    };
-    Ok(Some((request, head_len)))
+    }
 }
 
 #[cfg(test)]
