@@ -344,7 +344,7 @@ fn change(id: u64, wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKi
     })
 }
 
-fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
+fn response(mut wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
     use ClientErrorKind::Missing;
     if wire.op.is_none()
         && let Some(id) = wire.c
@@ -355,94 +355,28 @@ fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
     if wire.op.as_ref().is_some_and(|op| op.0 == "change") {
         return change(validate::id(wire.id)?, wire);
     }
-    let op = cow(wire.op).ok_or(Missing("op"))?;
+    let op = cow(wire.op.take()).ok_or(Missing("op"))?;
     if op == "error" {
-        let code = cow(wire.code).ok_or(Missing("code"))?;
-        let code = ErrorCode::from_wire(&code)
-            .ok_or_else(|| ClientErrorKind::UnknownCode(shorten(&code)))?;
-        let message = cow(wire.message).ok_or(Missing("message"))?;
-        return Ok(Response::Error {
-            id: wire.id,
-            code,
-            message,
-            version: wire.version,
-        });
+        return error(wire);
     }
     let id = validate::id(wire.id)?;
-    let token = cow(wire.token);
     Ok(match op.as_ref() {
-        "snapshot" => Response::Snapshot {
-            id,
-            entries: wire
-                .entries
-                .ok_or(Missing("entries"))?
-                .into_iter()
-                .map(|e| Entry {
-                    key: e.key.0,
-                    value: unwrap_value(e.value),
-                    version: e.version,
-                })
-                .collect(),
-            token,
-            more: wire.more.unwrap_or(false),
-        },
+        "snapshot" => snapshot(id, wire)?,
         "resumed" => Response::Resumed {
             id,
-            token: token.ok_or(Missing("token"))?,
+            token: cow(wire.token).ok_or(Missing("token"))?,
         },
         "reset" => Response::Reset {
             id,
             reason: cow(wire.reason).ok_or(Missing("reason"))?,
         },
-        "value" => {
-            let key = cow(wire.key).ok_or(Missing("key"))?;
-            match wire.version {
-                Some(version) => {
-                    let value = wire.value.map(unwrap_value).ok_or(Missing("value"))?;
-                    Response::Value {
-                        id,
-                        key,
-                        value: Some(value),
-                        version,
-                    }
-                }
-                None if wire.value.is_none_or(|v| v.get() == "null") => Response::Value {
-                    id,
-                    key,
-                    value: None,
-                    version: 0,
-                },
-                None => return Err(Missing("version")),
-            }
-        }
+        "value" => value(id, wire)?,
         "ok" => Response::Ok {
             id,
             version: wire.version,
-            token,
+            token: cow(wire.token),
         },
-        "members" => Response::Members {
-            id,
-            members: wire
-                .members
-                .ok_or(Missing("members"))?
-                .into_iter()
-                .map(|m| Member {
-                    user: cow(m.user),
-                    metas: m
-                        .metas
-                        .into_iter()
-                        .map(|x| MemberMeta {
-                            conn: x.conn.0,
-                            meta: raw(x.meta),
-                        })
-                        .collect(),
-                })
-                .collect(),
-            total: wire.total,
-            cursor: cow(wire.cursor),
-            token,
-            more: wire.more.unwrap_or(false),
-        },
+        "members" => members(id, wire)?,
         "presence" => Response::Presence {
             id,
             events: wire
@@ -451,9 +385,90 @@ fn response(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
                 .into_iter()
                 .map(event)
                 .collect::<Result<_, _>>()?,
-            token: token.ok_or(Missing("token"))?,
+            token: cow(wire.token).ok_or(Missing("token"))?,
         },
         other => return Err(ClientErrorKind::UnknownOp(shorten(other))),
+    })
+}
+
+fn error(wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    let code = cow(wire.code).ok_or(Missing("code"))?;
+    let code =
+        ErrorCode::from_wire(&code).ok_or_else(|| ClientErrorKind::UnknownCode(shorten(&code)))?;
+    let message = cow(wire.message).ok_or(Missing("message"))?;
+    Ok(Response::Error {
+        id: wire.id,
+        code,
+        message,
+        version: wire.version,
+    })
+}
+
+fn snapshot(id: u64, wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    let entries = wire.entries.ok_or(ClientErrorKind::Missing("entries"))?;
+    Ok(Response::Snapshot {
+        id,
+        entries: entries
+            .into_iter()
+            .map(|e| Entry {
+                key: e.key.0,
+                value: unwrap_value(e.value),
+                version: e.version,
+            })
+            .collect(),
+        token: cow(wire.token),
+        more: wire.more.unwrap_or(false),
+    })
+}
+
+/// A `value` answer: with its version, the value; without, the key is absent (its
+/// value missing or `null`).
+fn value(id: u64, wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    use ClientErrorKind::Missing;
+    let key = cow(wire.key).ok_or(Missing("key"))?;
+    match wire.version {
+        Some(version) => {
+            let value = wire.value.map(unwrap_value).ok_or(Missing("value"))?;
+            Ok(Response::Value {
+                id,
+                key,
+                value: Some(value),
+                version,
+            })
+        }
+        None if wire.value.is_none_or(|v| v.get() == "null") => Ok(Response::Value {
+            id,
+            key,
+            value: None,
+            version: 0,
+        }),
+        None => Err(Missing("version")),
+    }
+}
+
+fn members(id: u64, wire: WireResponse<'_>) -> Result<Response<'_>, ClientErrorKind> {
+    let members = wire.members.ok_or(ClientErrorKind::Missing("members"))?;
+    Ok(Response::Members {
+        id,
+        members: members
+            .into_iter()
+            .map(|m| Member {
+                user: cow(m.user),
+                metas: m
+                    .metas
+                    .into_iter()
+                    .map(|x| MemberMeta {
+                        conn: x.conn.0,
+                        meta: raw(x.meta),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        total: wire.total,
+        cursor: cow(wire.cursor),
+        token: cow(wire.token),
+        more: wire.more.unwrap_or(false),
     })
 }
 
