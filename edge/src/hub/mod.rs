@@ -20,7 +20,9 @@
 //! whose pong proves its last frames are in): the group's watch carries the member from
 //! then on. Changes are delivered to a member only past its own position, so a change
 //! arriving through both watches, or one the member's snapshot already includes, is never
-//! delivered twice.
+//! delivered twice. Members resuming from the same position share one join while it has
+//! heard nothing from its store (a reconnect storm's clients of one key): its answer is
+//! each one's, as if each had issued it.
 //!
 //! Positions: the group keeps the position it delivered per partition; a member whose
 //! positions equal the group's ("synced", the normal state) shares the group's frame and
