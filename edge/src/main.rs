@@ -161,8 +161,8 @@ fn bind_listeners(cfg: &mut Config) -> Result<Vec<Listeners>, String> {
             continue;
         };
         for l in &mut listeners {
-            let fd =
-                uring::net::listener(*addr, 65535).map_err(|e| format!("listen on {addr}: {e}"))?;
+            let fd = uring::net::listener(*addr, 65535, cfg.send_lowat)
+                .map_err(|e| format!("listen on {addr}: {e}"))?;
             if addr.port() == 0 {
                 *addr = uring::net::local_addr(&fd).map_err(|e| e.to_string())?;
             }

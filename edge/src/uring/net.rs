@@ -8,8 +8,11 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use rustix::net::{AddressFamily, SocketType, bind, listen, socket, sockopt};
 
-/// A listening socket for one worker; every worker binds the same address.
-pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+/// A listening socket for one worker; every worker binds the same address. The
+/// connections it accepts inherit `TCP_NODELAY` (frames are already batched per
+/// connection) and [`send_lowat`]'s `TCP_NOTSENT_LOWAT` from it, so that accepting one
+/// costs no `setsockopt` of its own.
+pub fn listener(addr: SocketAddr, backlog: i32, lowat: u32) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
         SocketAddr::V6(_) => AddressFamily::INET6,
@@ -17,6 +20,8 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let fd = socket(family, SocketType::STREAM, None)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     sockopt::set_socket_reuseport(&fd, true)?;
+    sockopt::set_tcp_nodelay(&fd, true)?;
+    send_lowat(&fd, lowat);
     bind(&fd, &addr)?;
     listen(&fd, backlog)?;
     Ok(fd)
@@ -40,11 +45,6 @@ pub fn adopt(raw: i32) -> Option<OwnedFd> {
     // descriptor a sibling worker handed over and gave up (`Ring::hand_over`), or one
     // whose handover came back refused: in every case one that nothing else owns.
     (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-/// Set `TCP_NODELAY`: frames are already batched per connection.
-pub fn nodelay(fd: &OwnedFd) {
-    let _ = sockopt::set_tcp_nodelay(fd, true);
 }
 
 /// Set `TCP_NOTSENT_LOWAT` to `bytes` (0: leave the kernel's default, no limit): the
@@ -159,6 +159,43 @@ pub fn wait_for_stop(mut on_hangup: impl FnMut()) -> &'static str {
             (0, libc::SIGINT) => return "SIGINT",
             (0, libc::SIGHUP) => on_hangup(),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// `TCP_NOTSENT_LOWAT` of socket `fd`.
+    fn lowat_of(fd: &OwnedFd) -> libc::c_int {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` is an open socket; `value` and `len` live across the call and
+        // `len` holds `value`'s size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt");
+        value
+    }
+
+    #[test]
+    fn accepted_connections_inherit_the_listeners_socket_options() {
+        for lowat in [64 << 10, 4096] {
+            let l = listener(SocketAddr::from(([127, 0, 0, 1], 0)), 16, lowat).unwrap();
+            let _client = std::net::TcpStream::connect(local_addr(&l).unwrap()).unwrap();
+            let accepted = rustix::net::accept(&l).unwrap();
+            assert!(sockopt::tcp_nodelay(&accepted).unwrap());
+            assert_eq!(lowat_of(&accepted), lowat as libc::c_int);
         }
     }
 }

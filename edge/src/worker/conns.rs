@@ -119,9 +119,8 @@ impl Worker {
             self.accepting[t.index()] = false;
         }
         if let Some(fd) = net::adopt(c.result) {
+            // TCP_NODELAY and TCP_NOTSENT_LOWAT come with it from the listener.
             WorkerMetrics::add(&self.metrics.accepted, 1);
-            net::nodelay(&fd);
-            net::send_lowat(&fd, self.cfg.send_lowat);
             self.admit(fd, t);
         } else if c.result != -libc::ECANCELED {
             debug!(worker = self.id, errno = -c.result, "accept failed");
