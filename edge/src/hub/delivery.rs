@@ -300,11 +300,9 @@ impl Hub {
             let Some(w) = self.groups.watch(WatchId::from_raw(wid)) else {
                 continue;
             };
-            let (via_group, joins) = match w.role {
-                Role::Group => (true, Vec::new()),
-                Role::Join(first) | Role::Retired(first) => {
-                    (false, self.groups.join_subs(WatchId::from_raw(wid), first))
-                }
+            let (via_group, join) = match w.role {
+                Role::Group => (true, None),
+                Role::Join(first) | Role::Retired(first) => (false, Some(first)),
                 Role::Orphan => continue,
             };
             let at = match reached.iter().position(|c| c.gid == w.gid) {
@@ -320,7 +318,11 @@ impl Hub {
             };
             if let Some(c) = reached.get_mut(at) {
                 c.via_group |= via_group;
-                c.joins.extend(joins);
+                if let Some(first) = join {
+                    c.joins.push(first);
+                    c.joins
+                        .extend_from_slice(self.groups.riders_of(WatchId::from_raw(wid)));
+                }
             }
         }
         reached

@@ -296,12 +296,16 @@ impl Groups {
         self.riders.entry(wid).or_default().push(sub);
     }
 
+    /// The members riding on join (or retired join) `wid`, beyond the one in its role.
+    pub(super) fn riders_of(&self, wid: WatchId) -> &[SubRef] {
+        self.riders.get(&wid).map_or(&[][..], Vec::as_slice)
+    }
+
     /// Every member join (or retired join) `wid` serves, `first` (the one in its role)
     /// first.
     pub(super) fn join_subs(&self, wid: WatchId, first: SubRef) -> Vec<SubRef> {
-        let riders = self.riders.get(&wid).map_or(&[][..], Vec::as_slice);
         std::iter::once(first)
-            .chain(riders.iter().copied())
+            .chain(self.riders_of(wid).iter().copied())
             .collect()
     }
 

@@ -18,10 +18,10 @@ use super::members::{Member, Own};
 use super::watches::{Role, WatchRef};
 use super::{ConnRef, Hub, Out, SubRef};
 
-/// A join watch to issue.
+/// A join watch to issue (its id is taken only when it is: a resume riding on an open
+/// join issues none).
 #[derive(Debug)]
 struct Join {
-    wid: WatchId,
     store: usize,
     /// The one partition it covers; `None`: every partition of the target the store owns.
     part: Option<u32>,
@@ -168,7 +168,7 @@ impl Hub {
         };
         let (target, prefix) = (g.target.clone(), g.prefix);
         let parts = g.partitions();
-        let joins = self.plan_joins(gid, &parts, resume.as_deref());
+        let joins = self.plan_joins(&parts, resume.as_deref());
         let mut own = Own::starting(&parts, resume);
         for join in joins {
             if let Some(wid) = join.from.and_then(|from| self.groups.open_join(gid, from)) {
@@ -179,10 +179,12 @@ impl Hub {
                 own.joins.push(wid);
                 continue;
             }
+            let wid = self.watch_id(gid);
             if let Some(out) = self.link_out.get_mut(join.store) {
-                let wid = join.wid.get();
                 let from = join.from.map(Into::into);
-                let _ = self.enc.watch(out, wid, wid, &target, prefix, from);
+                let _ = self
+                    .enc
+                    .watch(out, wid.get(), wid.get(), &target, prefix, from);
             }
             let w = WatchRef {
                 gid,
@@ -192,29 +194,23 @@ impl Hub {
                 left: join.left,
                 from: join.from,
             };
-            self.groups.add_join(join.wid, w);
+            self.groups.add_join(wid, w);
             if let Some(from) = join.from {
-                self.groups.add_open(gid, from, join.wid);
+                self.groups.add_open(gid, from, wid);
             }
-            own.joins.push(join.wid);
+            own.joins.push(wid);
         }
         Box::new(own)
     }
 
-    /// The join watches a member of group `gid` (in `parts`) starts through.
-    fn plan_joins(
-        &mut self,
-        gid: GroupId,
-        parts: &[u32],
-        resume: Option<&[Position]>,
-    ) -> Vec<Join> {
+    /// The join watches a member of a group (in `parts`) starts through.
+    fn plan_joins(&self, parts: &[u32], resume: Option<&[Position]>) -> Vec<Join> {
         let map = Arc::clone(&self.map);
         let owner = |p: u32| map.owner_index(p).unwrap_or(0);
         match resume {
             Some(positions) => positions
                 .iter()
                 .map(|pos| Join {
-                    wid: self.watch_id(gid),
                     store: owner(pos.partition),
                     part: Some(pos.partition),
                     left: 1,
@@ -224,7 +220,6 @@ impl Hub {
             None if parts.len() == 1 => {
                 let p = parts.first().copied().unwrap_or(0);
                 vec![Join {
-                    wid: self.watch_id(gid),
                     store: owner(p),
                     part: Some(p),
                     left: 1,
@@ -235,7 +230,6 @@ impl Hub {
                 .stores_of(parts)
                 .into_iter()
                 .map(|s| Join {
-                    wid: self.watch_id(gid),
                     store: s,
                     part: None,
                     left: parts.iter().filter(|&&p| owner(p) == s).count() as u32,
