@@ -142,7 +142,7 @@ fn resume_path(c: &mut Criterion) {
 /// watching every key (measured until a ping queued after them is answered).
 fn write_path_with_dispatch(c: &mut Criterion) {
     use std::sync::atomic::AtomicUsize;
-    use store::core::{CoreConfig, CoreMsg, Outbox, Req, spawn};
+    use store::core::{CoreConfig, CoreMsg, Outbox, Req, Taken, spawn};
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let engine = Arc::new(RocksEngine::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
@@ -165,6 +165,7 @@ fn write_path_with_dispatch(c: &mut Criterion) {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
             close,
+            intake: Arc::default(),
         };
         core.send(CoreMsg::Open { link, outbox })
             .unwrap_or_else(|e| panic!("{e}"));
@@ -178,6 +179,7 @@ fn write_path_with_dispatch(c: &mut Criterion) {
             from: None,
         };
         core.send(CoreMsg::Request {
+            taken: Taken::NONE,
             link,
             request_id: 1,
             req,
@@ -198,6 +200,7 @@ fn write_path_with_dispatch(c: &mut Criterion) {
                         b"{\"t\":\"hello\"}",
                     );
                     core.send(CoreMsg::Request {
+                        taken: Taken::NONE,
                         link: 0,
                         request_id: n,
                         req: Req::Write(w),
@@ -205,6 +208,7 @@ fn write_path_with_dispatch(c: &mut Criterion) {
                     .unwrap_or_else(|e| panic!("{e}"));
                 }
                 core.send(CoreMsg::Request {
+                    taken: Taken::NONE,
                     link: 0,
                     request_id: 0,
                     req: Req::Ping(n),

@@ -118,6 +118,9 @@ pub struct Metrics {
     pub links_dropped_stuck: AtomicU64,
     /// Links closed for a malformed frame.
     pub links_dropped_malformed: AtomicU64,
+    /// Times a link's reader stopped reading because the core held as much of the
+    /// link's requests as it may (`core::intake`).
+    pub link_reads_paused: AtomicU64,
     /// Links refused: no proof of the cluster secret, a wrong one, or none in time.
     pub links_dropped_unauthenticated: AtomicU64,
     /// Links whose TLS handshake failed (link TLS on).
@@ -164,6 +167,7 @@ impl Default for Metrics {
             links_accepted: AtomicU64::new(0),
             links_dropped_stuck: AtomicU64::new(0),
             links_dropped_malformed: AtomicU64::new(0),
+            link_reads_paused: AtomicU64::new(0),
             links_dropped_unauthenticated: AtomicU64::new(0),
             links_dropped_tls: AtomicU64::new(0),
             watches: AtomicU64::new(0),
@@ -400,6 +404,13 @@ impl Metrics {
                 ("unauthenticated", &self.links_dropped_unauthenticated),
                 ("tls", &self.links_dropped_tls),
             ],
+        );
+        counter(
+            o,
+            "ringline_store_link_reads_paused_total",
+            "Times a link's reader stopped reading: the store held as many of its requests unanswered as it may.",
+            c,
+            &self.link_reads_paused,
         );
         counter(
             o,

@@ -1,7 +1,9 @@
 //! The store's one I/O thread: the core ([`crate::core`]) and every edge link's tasks
 //! share it, on a single-threaded tokio runtime. Each link has a reader (bytes →
-//! verified link frames → requests to the core, which runs on this same thread) and a
-//! writer (the core's frames for the link → socket, coalesced into few writes). Only
+//! verified link frames → requests to the core, which runs on this same thread; it
+//! stops reading while the core holds the link's full intake of requests unanswered,
+//! [`crate::core::intake`]) and a writer (the core's frames for the link → socket,
+//! coalesced into few writes). Only
 //! the committer, which owns the disk, runs on another thread. A malformed frame drops
 //! that one link, never the node.
 //!
@@ -31,7 +33,7 @@ use wire::link::auth::{ClusterSecret, Nonce, Side};
 use wire::link::{LinkEncoder, LinkLimits, LinkMessage, WatchId, decode_frame};
 
 use crate::changelog::{ChangeLog, Position, Write};
-use crate::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req};
+use crate::core::{CoreConfig, CoreMsg, CoreTx, Intake, IntakeLimits, Outbox, Req};
 use crate::dedup::MsgId;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -85,12 +87,13 @@ pub async fn run_node<E: Engine>(
         tls: cfg.link_tls.clone().map(tokio_rustls::TlsAcceptor::from),
         secret: cfg.cluster_secret.clone(),
     };
+    let intake = cfg.link_intake;
     let (core, inbox) = crate::core::channel();
     let mut core_task = tokio::task::spawn_local(crate::core::run(log, cfg, core.clone(), inbox));
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let links: LinkTasks = Rc::default();
     let failed = tokio::select! {
-        () = serve(listener, core.clone(), metrics, gate, stop_rx, Rc::clone(&links)) => None,
+        () = serve(listener, core.clone(), metrics, gate, intake, stop_rx, Rc::clone(&links)) => None,
         () = stop => None,
         // The core ended by itself: it failed; the node must not go on without it.
         r = &mut core_task => Some(r),
@@ -129,6 +132,7 @@ async fn serve(
     core: CoreTx,
     metrics: Arc<Metrics>,
     gate: Gate,
+    intake: IntakeLimits,
     stop: tokio::sync::watch::Receiver<bool>,
     links: LinkTasks,
 ) {
@@ -144,7 +148,7 @@ async fn serve(
                 let gate = gate.clone();
                 let task = tokio::task::spawn_local(async move {
                     let peer = Peer { link, addr: peer };
-                    run_link(peer, stream, core, &metrics, &gate, stop).await;
+                    run_link(peer, stream, core, &metrics, &gate, intake, stop).await;
                 });
                 let mut links = links.borrow_mut();
                 links.retain(|t| !t.is_finished());
@@ -256,17 +260,22 @@ fn spawn_writer(
     })
 }
 
-/// Hand the core every complete frame at the start of `pending` as a request of
-/// `link`: the bytes used, or why the link must close.
+/// Hand the core the complete frames at the start of `pending` as requests of
+/// `link`, each taking its share of the link's intake, until the intake is full: the
+/// bytes used, or why the link must close.
 fn forward(
     link: u64,
     pending: &[u8],
     limits: &LinkLimits,
     core: &CoreTx,
+    intake: &Intake,
     metrics: &Metrics,
 ) -> Result<usize, String> {
     let mut at = 0;
     loop {
+        if intake.full() {
+            return Ok(at);
+        }
         match decode_frame(&pending[at..], limits) {
             Ok(Some((frame, used))) => {
                 at += used;
@@ -280,6 +289,7 @@ fn forward(
                     link,
                     request_id: frame.request_id,
                     req,
+                    taken: intake.take(used),
                 };
                 if core.send(msg).is_err() {
                     return Err("store shutting down".to_string());
@@ -372,6 +382,7 @@ async fn run_link(
     core: CoreTx,
     metrics: &Metrics,
     gate: &Gate,
+    intake: IntakeLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let Peer {
@@ -386,10 +397,12 @@ async fn run_link(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(tokio::sync::Notify::new());
+    let intake = Arc::new(Intake::new(intake));
     let outbox = Outbox {
         tx,
         queued: Arc::clone(&queued),
         close: Arc::clone(&close),
+        intake: Arc::clone(&intake),
     };
     if core.send(CoreMsg::Open { link, outbox }).is_err() {
         return;
@@ -399,15 +412,25 @@ async fn run_link(
     let limits = LinkLimits::default();
     // What came with the proof (the hello, held back until the link proved itself)
     // goes first.
-    let first = forward(link, &pending, &limits, &core, metrics).map(|used| {
-        pending.drain(..used);
-    });
     let why = 'read: loop {
-        if let Err(why) = &first {
-            break 'read why.clone();
+        match forward(link, &pending, &limits, &core, &intake, metrics) {
+            Ok(used) => {
+                pending.drain(..used);
+            }
+            Err(why) => break 'read why,
         }
         if *stop.borrow() {
             break 'read STOPPING.to_string();
+        }
+        if intake.full() {
+            // The core holds as much of this link's requests as it may: read nothing
+            // more (TCP holds the edge back) until it has answered some.
+            Metrics::add(&metrics.link_reads_paused, 1);
+            tokio::select! {
+                () = intake.room() => continue 'read,
+                () = close.notified() => break 'read "dropped by the core".to_string(),
+                _ = stop.changed() => break 'read STOPPING.to_string(),
+            }
         }
         if pending.capacity() - pending.len() < READ_CHUNK / 4 {
             pending.reserve(READ_CHUNK);
@@ -423,12 +446,6 @@ async fn run_link(
             () = close.notified() => break 'read "dropped by the core".to_string(),
             // The node is stopping: no more requests from this link.
             _ = stop.changed() => break 'read STOPPING.to_string(),
-        }
-        match forward(link, &pending, &limits, &core, metrics) {
-            Ok(used) => {
-                pending.drain(..used);
-            }
-            Err(why) => break 'read why,
         }
     };
     if why == STOPPING {

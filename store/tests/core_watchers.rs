@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicUsize;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use store::changelog::{ChangeLog, Position, Retention, Write};
-use store::core::{CoreConfig, CoreMsg, Outbox, Req, spawn};
+use store::core::{CoreConfig, CoreMsg, Intake, Outbox, Req, Taken, spawn};
 use store::engine::memory::MemoryEngine;
 use wire::link::{ChangeKind, LinkLimits, LinkMessage, WatchId, decode_frame};
 
@@ -178,9 +178,12 @@ proptest! {
         let cfg = CoreConfig { store_id: "t".into(), map_version: 1, sync: false, retention: Retention::default(), max_drain: 64, max_link_queue_bytes: 1 << 30, ..CoreConfig::default() };
         let (core, handle) = spawn(log, cfg).unwrap();
         let mut rxs = BTreeMap::new();
+        // Each request takes a share of its link's intake, as a link's reader does.
+        let intakes: Vec<Arc<Intake>> = (0..3).map(|_| Arc::default()).collect();
         for link in 0..3u64 {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let outbox = Outbox { tx, queued: Arc::new(AtomicUsize::new(0)), close: Arc::new(tokio::sync::Notify::new()) };
+            let intake = Arc::clone(&intakes[link as usize]);
+            let outbox = Outbox { tx, queued: Arc::new(AtomicUsize::new(0)), close: Arc::new(tokio::sync::Notify::new()), intake };
             core.send(CoreMsg::Open { link, outbox }).unwrap();
             rxs.insert(link, rx);
         }
@@ -208,7 +211,7 @@ proptest! {
                     };
                     let request_id = WRITE_IDS + writes.len() as u64;
                     writes.push(Logged { p, seq: *seq, key: key.to_owned(), kind, value });
-                    core.send(CoreMsg::Request { link: 0, request_id, req: Req::Write(w) }).unwrap();
+                    core.send(CoreMsg::Request { taken: intakes[0].take(8), link: 0, request_id, req: Req::Write(w) }).unwrap();
                 }
                 Op::Watch { link, prefix, target, resume } => {
                     let target = if prefix { PREFIXES[target % PREFIXES.len()] } else { KEYS[target % KEYS.len()] }.to_owned();
@@ -219,20 +222,25 @@ proptest! {
                     }));
                     let id = next_id;
                     next_id += 1;
-                    core.send(CoreMsg::Request { link, request_id: id, req: Req::Watch { watch_id: WatchId::from_raw(id), target: target.clone(), prefix, from } }).unwrap();
+                    core.send(CoreMsg::Request { taken: intakes[link as usize].take(8), link, request_id: id, req: Req::Watch { watch_id: WatchId::from_raw(id), target: target.clone(), prefix, from } }).unwrap();
                     watches.push(ModelWatch { link, id, target, prefix, from, removed_at: None });
                 }
                 Op::Unwatch { link, nth } => {
                     let live: Vec<usize> = (0..watches.len()).filter(|&i| watches[i].link == link && watches[i].removed_at.is_none()).collect();
                     if let Some(&i) = live.get(nth % live.len().max(1)) {
                         watches[i].removed_at = Some(writes.len());
-                        core.send(CoreMsg::Request { link, request_id: 0, req: Req::Unwatch(WatchId::from_raw(watches[i].id)) }).unwrap();
+                        core.send(CoreMsg::Request { taken: intakes[link as usize].take(8), link, request_id: 0, req: Req::Unwatch(WatchId::from_raw(watches[i].id)) }).unwrap();
                     }
                 }
             }
         }
         core.send(CoreMsg::Shutdown).unwrap();
         handle.join().unwrap().unwrap();
+        // The core answered every request, and gave every share back.
+        for (link, intake) in intakes.iter().enumerate() {
+            prop_assert_eq!(intake.requests(), 0, "link {} still holds shares", link);
+            prop_assert!(!intake.full());
+        }
 
         // Replay each link's frames in order: every watch's start per partition, then
         // its changes, which must all come after that start.
@@ -406,6 +414,7 @@ fn watches_resuming_from_one_position_share_a_read_until_the_partition_moves() {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
             close: Arc::new(tokio::sync::Notify::new()),
+            intake: Arc::default(),
         };
         core.send(CoreMsg::Open { link, outbox }).unwrap();
         rxs.push(rx);
@@ -428,6 +437,7 @@ fn watches_resuming_from_one_position_share_a_read_until_the_partition_moves() {
         out
     };
     let put = |n: u64, v: u8| CoreMsg::Request {
+        taken: Taken::NONE,
         link: 0,
         request_id: WRITE_IDS + n,
         req: Req::Write(Write::Put {
@@ -448,6 +458,7 @@ fn watches_resuming_from_one_position_share_a_read_until_the_partition_moves() {
         seq: 1,
     };
     let watch = |id: u64| CoreMsg::Request {
+        taken: Taken::NONE,
         link: 1,
         request_id: id,
         req: Req::Watch {

@@ -876,6 +876,25 @@ fn sigterm_under_a_nonstop_write_stream_answers_what_it_took_and_stops() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The store holds at most its intake of each link's requests unanswered (8,192
+    // by default); the rest waits in TCP, so its queue stays bounded (without the
+    // bound it passed 200,000 writes here within a second) and so does what a stop
+    // has left to commit.
+    let mut most = 0.0f64;
+    let sampled = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < sampled {
+        most = most.max(store.metric("ringline_store_queued_writes"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("at most {most} writes queued");
+    assert!(
+        most <= 2.0 * store::core::intake::DEFAULT_MAX_REQUESTS as f64,
+        "{most} writes queued from two links"
+    );
+    assert!(
+        store.metric("ringline_store_link_reads_paused_total") > 0.0,
+        "the write streams never filled a link's intake"
+    );
     // It stops taking requests, answers what it took, and exits by itself.
     store.sigterm_and_wait("under load");
     let acked: Vec<(u64, Vec<u64>)> = links

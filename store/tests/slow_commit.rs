@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use store::changelog::{ChangeLog, Write};
-use store::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req, spawn};
+use store::core::{CoreConfig, CoreMsg, CoreTx, Outbox, Req, Taken, spawn};
 use store::dedup::MsgId;
 use store::engine::memory::MemoryEngine;
 use store::engine::{Engine, EngineError, Pair, Read, WriteBatch};
@@ -170,6 +170,7 @@ fn setup() -> Setup {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
             close: Arc::new(tokio::sync::Notify::new()),
+            intake: Arc::default(),
         };
         core.send(CoreMsg::Open { link: id, outbox }).unwrap();
         links.push(Link {
@@ -184,6 +185,7 @@ fn setup() -> Setup {
 
 fn send(core: &CoreTx, link: &Link, request_id: u64, req: Req) {
     core.send(CoreMsg::Request {
+        taken: Taken::NONE,
         link: link.id,
         request_id,
         req,

@@ -2,7 +2,9 @@
 //! thread that also runs the links' readers and writers ([`crate::server`]), and beside
 //! it the committer thread ([`committer`]) that owns the disk.
 //!
-//! Requests from every link arrive on one channel. Writes queue up; whatever has
+//! Requests from every link arrive on one channel, each holding a share of its link's
+//! [`intake`] until it is answered (a write: once committed), so a link's reader stops
+//! reading while the core holds as much of it as it may. Writes queue up; whatever has
 //! queued becomes **one** batch (one fsync with `sync = true`: group commit), handed
 //! to the committer. While that batch is on its way to disk, the core goes on: it
 //! answers reads, starts watches, and prepares the next batch from the writes that
@@ -35,6 +37,7 @@
 //! bounded memory, while one that reads a large snapshot slowly keeps its link.
 
 mod committer;
+pub mod intake;
 mod pages;
 mod presence;
 mod resumes;
@@ -57,6 +60,8 @@ use crate::error::{Failure, Fault, StoreError};
 use crate::metrics::{Metrics, PartitionLog};
 use crate::records::ChangeKind;
 use crate::watchers::{LinkId, Watchers};
+
+pub use intake::{Intake, IntakeLimits, Taken};
 
 pub use committer::Outcome;
 pub use pages::{PAGE_BYTES, PAGE_ENTRIES, pages};
@@ -136,6 +141,8 @@ pub enum CoreMsg {
         request_id: u64,
         /// The request.
         req: Req,
+        /// Its share of the link's intake, given back once it is answered.
+        taken: Taken,
     },
     /// A link closed.
     Closed {
@@ -159,6 +166,9 @@ pub struct Outbox {
     /// Signalled when the core drops the link: its socket is then shut down, which
     /// also frees a writer blocked on a peer that stopped reading.
     pub close: Arc<tokio::sync::Notify>,
+    /// What the link's requests hold of the core; the core gives each share back once
+    /// it has answered the request.
+    pub intake: Arc<Intake>,
 }
 
 /// Core settings.
@@ -176,6 +186,9 @@ pub struct CoreConfig {
     pub max_drain: usize,
     /// Bytes a link may have queued and unwritten before it is dropped as stuck.
     pub max_link_queue_bytes: usize,
+    /// How much of its requests a link may have in the core unanswered before its
+    /// reader stops reading (used by the link tasks, `server`).
+    pub link_intake: IntakeLimits,
     /// Where the core's figures go.
     pub metrics: Arc<Metrics>,
     /// The cluster secret links must prove they hold before anything is served
@@ -198,6 +211,7 @@ impl Default for CoreConfig {
             retention: Retention::default(),
             max_drain: 4096,
             max_link_queue_bytes: DEFAULT_LINK_QUEUE_BYTES,
+            link_intake: IntakeLimits::default(),
             metrics: Arc::default(),
             cluster_secret: None,
             link_tls: None,
@@ -275,7 +289,7 @@ fn text(key: &[u8]) -> &str {
 
 /// A prepared batch: who asked for each write, and what the change log made of it.
 struct Batch {
-    from: Vec<(LinkId, u64)>,
+    from: Vec<Asker>,
     prepared: Prepared,
 }
 
@@ -308,6 +322,15 @@ fn change_size(c: &ChangeRef<'_>) -> usize {
     c.key.len() + c.value.map_or(0, <[u8]>::len) + 8 * c.watch_ids.len()
 }
 
+/// Who asked for a request the core holds, and the share of the link's intake it
+/// holds until it is answered.
+#[derive(Debug, Clone, Copy)]
+struct Asker {
+    link: LinkId,
+    request_id: u64,
+    taken: Taken,
+}
+
 /// The core's state.
 struct Core<E: Engine> {
     log: ChangeLog<E>,
@@ -320,7 +343,7 @@ struct Core<E: Engine> {
     enc: LinkEncoder,
     cfg: CoreConfig,
     /// Writes waiting for a batch, with who asked.
-    queue: VecDeque<(LinkId, u64, Write)>,
+    queue: VecDeque<(Asker, Write)>,
     /// The batch the committer is writing.
     inflight: Option<Batch>,
     /// The next batch, prepared while `inflight` is written; submitted when it is done.
@@ -332,7 +355,7 @@ struct Core<E: Engine> {
     /// Per link: its writes queued, held or in flight.
     outstanding: HashMap<LinkId, usize>,
     /// Per link: requests waiting for the link's earlier writes, in order.
-    deferred: HashMap<LinkId, VecDeque<(u64, Req)>>,
+    deferred: HashMap<LinkId, VecDeque<(Asker, Req)>>,
     /// Trimming is due; `trimming` while a batch with trims is not yet committed.
     trim_due: bool,
     trimming: bool,
@@ -409,7 +432,15 @@ pub async fn run<E: Engine>(
                     link,
                     request_id,
                     req,
-                } => core.arrive(link, request_id, req),
+                    taken,
+                } => core.arrive(
+                    Asker {
+                        link,
+                        request_id,
+                        taken,
+                    },
+                    req,
+                ),
                 CoreMsg::Committed(outcome) => core.committed(outcome),
                 CoreMsg::Open { link, outbox } => core.open(link, outbox),
                 CoreMsg::Closed { link } => core.drop_link(link, "closed by peer"),
@@ -528,14 +559,15 @@ impl<E: Engine> Core<E> {
 
     /// A request arrives: it waits behind the link's requests already waiting, and
     /// (unless a write) behind the link's own uncommitted writes; else it runs now.
-    fn arrive(&mut self, link: LinkId, request_id: u64, req: Req) {
+    fn arrive(&mut self, asker: Asker, req: Req) {
+        let link = asker.link;
         if self.deferred.contains_key(&link) || self.behind_writes(link, &req) {
             self.deferred
                 .entry(link)
                 .or_default()
-                .push_back((request_id, req));
+                .push_back((asker, req));
         } else {
-            self.request(link, request_id, req);
+            self.request(asker, req);
         }
     }
 
@@ -545,9 +577,17 @@ impl<E: Engine> Core<E> {
         !matches!(req, Req::Write(_)) && self.outstanding.get(&link).is_some_and(|&n| n > 0)
     }
 
-    fn enqueue(&mut self, link: LinkId, request_id: u64, w: Write) {
-        *self.outstanding.entry(link).or_default() += 1;
-        self.queue.push_back((link, request_id, w));
+    fn enqueue(&mut self, asker: Asker, w: Write) {
+        *self.outstanding.entry(asker.link).or_default() += 1;
+        self.queue.push_back((asker, w));
+    }
+
+    /// A request of `asker`'s has been answered: its share of the link's intake goes
+    /// back (which may let the link's reader read again).
+    fn give_back(&self, asker: Asker) {
+        if let Some(outbox) = self.links.get(&asker.link) {
+            outbox.intake.give_back(asker.taken);
+        }
     }
 
     /// One of `link`'s writes has been answered: once none is left, run what waited.
@@ -566,13 +606,13 @@ impl<E: Engine> Core<E> {
         let Some(mut waiting) = self.deferred.remove(&link) else {
             return;
         };
-        while let Some((request_id, req)) = waiting.pop_front() {
+        while let Some((asker, req)) = waiting.pop_front() {
             if self.behind_writes(link, &req) {
-                waiting.push_front((request_id, req));
+                waiting.push_front((asker, req));
                 self.deferred.insert(link, waiting);
                 return;
             }
-            self.request(link, request_id, req);
+            self.request(asker, req);
         }
     }
 
@@ -612,7 +652,7 @@ impl<E: Engine> Core<E> {
     /// `conditional`, i.e. nothing is in flight) and from due trimming.
     fn prepare(&mut self, conditional: bool, max: usize) -> Option<Batch> {
         let mut take = 0;
-        for (_, _, w) in &self.queue {
+        for (_, w) in &self.queue {
             if take == max || (!conditional && is_conditional(w)) {
                 break;
             }
@@ -624,8 +664,8 @@ impl<E: Engine> Core<E> {
         }
         let mut from = Vec::with_capacity(take);
         let mut writes = Vec::with_capacity(take);
-        for (link, id, w) in self.queue.drain(..take) {
-            from.push((link, id));
+        for (asker, w) in self.queue.drain(..take) {
+            from.push(asker);
             writes.push(w);
         }
         let now = now_ms();
@@ -720,7 +760,10 @@ impl<E: Engine> Core<E> {
     fn answer(&mut self, b: Batch) {
         let mut changes: Vec<Change> = Vec::with_capacity(b.prepared.results.len());
         let mut links = Vec::with_capacity(b.from.len());
-        for ((link, request_id), r) in b.from.into_iter().zip(b.prepared.results) {
+        for (asker, r) in b.from.into_iter().zip(b.prepared.results) {
+            let Asker {
+                link, request_id, ..
+            } = asker;
             match r {
                 Ok(w) => {
                     let buf = self.pending.entry(link).or_default();
@@ -732,6 +775,7 @@ impl<E: Engine> Core<E> {
                 }
                 Err(e) => self.write_error(link, request_id, &e),
             }
+            self.give_back(asker);
             links.push(link);
         }
         self.dispatch(&changes);
@@ -784,8 +828,17 @@ impl<E: Engine> Core<E> {
         Metrics::set(&self.cfg.metrics.links, self.links.len() as u64);
     }
 
-    /// Run a request whose turn has come: queue a write, answer anything else now.
-    fn request(&mut self, link: LinkId, request_id: u64, req: Req) {
+    /// Run a request whose turn has come: queue a write (its share of the link's
+    /// intake goes back once it is answered), answer anything else now.
+    fn request(&mut self, asker: Asker, req: Req) {
+        match self.answer_now(asker.link, asker.request_id, req) {
+            Some(w) => self.enqueue(asker, w),
+            None => self.give_back(asker),
+        }
+    }
+
+    /// Answer a request, or return the write it asks for, to be queued.
+    fn answer_now(&mut self, link: LinkId, request_id: u64, req: Req) -> Option<Write> {
         match req {
             Req::Hello { edge, worker } => {
                 self.presence_hello(link, edge, worker);
@@ -820,9 +873,9 @@ impl<E: Engine> Core<E> {
                 self.write_error(link, request_id, &e);
             }
             Req::Member { key, meta, owner } => {
-                self.presence_write(link, request_id, key, meta, &owner);
+                return self.presence_write(link, request_id, key, meta, &owner);
             }
-            Req::Write(w) => self.enqueue(link, request_id, w),
+            Req::Write(w) => return Some(w),
             Req::Members {
                 prefix,
                 after,
@@ -840,6 +893,7 @@ impl<E: Engine> Core<E> {
                 Metrics::set(&self.cfg.metrics.watches, self.watchers.len() as u64);
             }
         }
+        None
     }
 
     fn drop_link(&mut self, link: LinkId, why: &str) {

@@ -56,7 +56,7 @@ impl<E: Engine> Core<E> {
                 Err(e) => warn!(partition = p, error = %e, "cannot load presence members"),
             }
         }
-        for (_, _, w) in &self.queue {
+        for (_, w) in &self.queue {
             match w {
                 Write::Put { key, value, .. } if is_presence(w) => {
                     let _ = self.presence.join(None, text(key), value, None);
@@ -106,7 +106,8 @@ impl<E: Engine> Core<E> {
         }
     }
 
-    /// A link's join (`meta`) or leave (`None`) of member `key` by connection `owner`.
+    /// A link's join (`meta`) or leave (`None`) of member `key` by connection `owner`:
+    /// answered now, or the write to queue.
     pub(super) fn presence_write(
         &mut self,
         link: LinkId,
@@ -114,10 +115,11 @@ impl<E: Engine> Core<E> {
         key: String,
         meta: Option<Vec<u8>>,
         owner: &str,
-    ) {
+    ) -> Option<Write> {
         let p = self.log.partition_of(key.as_bytes());
         let Some(at) = self.log.position(p) else {
-            return self.write_error(link, request_id, &StoreError::WrongPartition(p));
+            self.write_error(link, request_id, &StoreError::WrongPartition(p));
+            return None;
         };
         let edge = self.link_edges.get(&link).map(|l| &*l.edge);
         let held_by = self.presence.owner(&key).map(str::to_owned);
@@ -132,6 +134,7 @@ impl<E: Engine> Core<E> {
         match effect {
             Err(r) => self.write_error(link, request_id, &StoreError::Presence(r)),
             Ok(Effect::Write) => {
+                self.publish_presence();
                 let key = key.into_bytes();
                 let w = match meta {
                     Some(value) => Write::Put {
@@ -146,14 +149,14 @@ impl<E: Engine> Core<E> {
                         msg_id: None,
                     },
                 };
-                self.enqueue(link, request_id, w);
-                self.publish_presence();
+                return Some(w);
             }
             Ok(Effect::None) => {
                 let buf = self.pending.entry(link).or_default();
                 let _ = self.enc.write_reply(buf, request_id, wire_pos(at), 0);
             }
         }
+        None
     }
 
     /// A page of a channel's members (read from the engine: committed members only)
@@ -286,7 +289,12 @@ impl<E: Engine> Core<E> {
 
     /// A write of the store's own, answered to no one.
     fn own_write(&mut self, w: Write) {
-        self.enqueue(OWN, 0, w);
+        let asker = super::Asker {
+            link: OWN,
+            request_id: 0,
+            taken: super::Taken::NONE,
+        };
+        self.enqueue(asker, w);
     }
 
     fn publish_presence(&self) {
