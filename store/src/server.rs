@@ -426,11 +426,16 @@ async fn run_link(
             // The core holds as much of this link's requests as it may: read nothing
             // more (TCP holds the edge back) until it has answered some.
             Metrics::add(&metrics.link_reads_paused, 1);
-            tokio::select! {
-                () = intake.room() => continue 'read,
-                () = close.notified() => break 'read "dropped by the core".to_string(),
-                _ = stop.changed() => break 'read STOPPING.to_string(),
+            while intake.full() {
+                tokio::select! {
+                    // A stopping node takes no more requests, even with room made.
+                    biased;
+                    _ = stop.changed() => break 'read STOPPING.to_string(),
+                    () = close.notified() => break 'read "dropped by the core".to_string(),
+                    () = intake.room() => {}
+                }
             }
+            continue 'read;
         }
         if pending.capacity() - pending.len() < READ_CHUNK / 4 {
             pending.reserve(READ_CHUNK);

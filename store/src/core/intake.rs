@@ -3,8 +3,11 @@
 //! core ([`Intake::take`]) and stops reading its socket while the intake is full; the
 //! core gives each share back once it has answered the request (a write once it is
 //! committed), which wakes a reader that waits for room ([`Intake::room`]). So an edge
-//! that sends faster than the store commits is held back by TCP, the store's memory
-//! per link stays bounded, and a stopping store has a bounded amount left to commit.
+//! that sends faster than the store commits is held back by TCP, what the store holds
+//! of a link's requests stays within the bounds (passed by at most one frame), and a
+//! stopping store has a bounded amount left to commit. The members of a relinked
+//! edge's presence announcement become the store's own writes, outside any intake
+//! (an edge announces them once per link it opens).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// keeps the committer busy.
 pub const DEFAULT_MAX_REQUESTS: usize = 8192;
 /// Most bytes of request frames a link may have in the core unanswered, unless
-/// configured otherwise. A frame is taken whenever the intake is not full, so a frame
-/// larger than this still passes, alone.
+/// configured otherwise. A frame is taken whenever the intake is not full, so the
+/// bound may be passed by one frame.
 pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
 
 /// An intake's bounds.
@@ -68,10 +71,14 @@ impl Default for Intake {
 }
 
 impl Intake {
-    /// An empty intake with these bounds.
+    /// An empty intake with these bounds (each at least 1, so that a request always
+    /// passes an empty intake).
     pub fn new(limits: IntakeLimits) -> Self {
         Self {
-            limits,
+            limits: IntakeLimits {
+                requests: limits.requests.max(1),
+                bytes: limits.bytes.max(1),
+            },
             requests: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             room: tokio::sync::Notify::new(),
@@ -91,23 +98,30 @@ impl Intake {
         Taken { requests: 1, bytes }
     }
 
-    /// Give back a request's share; a reader waiting for room is woken once the intake
+    /// Give back a request's share; a reader waiting for room is woken if the intake
     /// is no longer full.
     pub fn give_back(&self, share: Taken) {
         if share == Taken::NONE {
             return;
         }
-        let was_full = self.full();
+        // Never below zero (every share given back was taken; a bug must not leave the
+        // link unread for good).
         let sub = |n: usize| move |v: usize| Some(v.saturating_sub(n));
-        // Never below zero: every share given back was taken.
-        let _ =
+        let requests =
             self.requests
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, sub(share.requests));
-        let _ = self
+        let bytes = self
             .bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, sub(share.bytes));
-        if was_full && !self.full() {
-            // A permit is kept if the reader is not waiting yet: it then finds it.
+        debug_assert!(
+            requests.is_ok_and(|r| r >= share.requests) && bytes.is_ok_and(|b| b >= share.bytes),
+            "a share given back that was not taken"
+        );
+        if !self.full() {
+            // Whether or not the reader waits yet: a permit is kept for it (several
+            // merge into one) and it checks `full` again when woken. Deciding on "was
+            // full before" instead could miss a reader on another thread that filled
+            // the intake in between.
             self.room.notify_one();
         }
     }
@@ -186,6 +200,19 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), i.room())
             .await
             .expect("the permit was kept");
+    }
+
+    #[test]
+    fn bounds_of_zero_still_let_one_request_in() {
+        let i = Intake::new(IntakeLimits {
+            requests: 0,
+            bytes: 0,
+        });
+        assert!(!i.full());
+        let a = i.take(1);
+        assert!(i.full());
+        i.give_back(a);
+        assert!(!i.full());
     }
 
     #[test]
