@@ -4,7 +4,8 @@
 //! `urllib` (single and batch publishes that a WebSocket subscriber receives),
 //! pipelined requests on one socket answered in order (past the pipeline's depth),
 //! tokens and grants as on `/ws`, 503 with `Retry-After` while the store is down,
-//! presence reads, and the OpenAPI document checked by `openapi-spec-validator`.
+//! presence reads, `Expect: 100-continue`, and the OpenAPI document checked by
+//! `openapi-spec-validator`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -347,6 +348,82 @@ fn pipelined_requests_past_the_pipelines_depth_are_answered_in_order() {
         0,
         "closed after the answer"
     );
+}
+
+/// `Expect: 100-continue` (RFC 9110 §10.1.1): curl, told to send it and to wait 10 s
+/// for the answer, gets `100 Continue` first; on one socket the 100 comes only after
+/// the answers to the requests before it, and an HTTP/1.0 request's expectation is
+/// ignored.
+#[test]
+fn a_request_expecting_100_continue_is_told_to_go_on_at_once() {
+    let c = Cluster::start();
+    let a = c.edge.addr;
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "20", "--expect100-timeout", "10"])
+        .args([
+            "-H",
+            "Expect: 100-continue",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "7",
+        ])
+        .arg(format!("http://{a}/v1/keys/expect"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "),
+        "{text}"
+    );
+
+    // A read, then a write's head alone: the read's answer, then the 100.
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /v1/keys/expect HTTP/1.1\r\nHost: x\r\n\r\n\
+          PUT /v1/keys/expect HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let got = read_answer(&mut r);
+    assert_eq!((got.status, got.json()["value"].as_u64()), (200, Some(7)));
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "\r\n");
+    s.write_all(b"8").unwrap();
+    let put = read_answer(&mut r);
+    assert_eq!((put.status, put.json()["op"].as_str()), (200, Some("ok")));
+
+    // HTTP/1.0: nothing comes before the content, then the answer alone.
+    let mut s = TcpStream::connect(a).unwrap();
+    s.write_all(b"PUT /v1/keys/expect HTTP/1.0\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut early = [0u8; 64];
+    match s.read(&mut early) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the edge sent something before the content: {other:?}"),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"9").unwrap();
+    let mut r = BufReader::new(s);
+    let put = read_answer(&mut r);
+    assert_eq!((put.status, put.json()["op"].as_str()), (200, Some("ok")));
+    assert!(metric(&c, "ringline_edge_api_requests_total") >= 4);
 }
 
 /// The HS256 secret of the auth test (test-only).

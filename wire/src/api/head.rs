@@ -39,6 +39,9 @@ pub struct Head<'a> {
     pub origin: Option<&'a str>,
     /// The `X-Forwarded-For` header (from a balancer in front).
     pub x_forwarded_for: Option<&'a str>,
+    /// An HTTP/1.1 request with `Expect: 100-continue`: the client may wait for a
+    /// `100 (Continue)` before it sends the content.
+    pub expects_continue: bool,
 }
 
 /// Iterate the comma-separated tokens of a header value, trimmed.
@@ -82,6 +85,7 @@ pub fn parse_head<'a>(
         last_event_id: None,
         origin: None,
         x_forwarded_for: None,
+        expects_continue: false,
     };
     let framing = read_headers(req.headers, &mut head)?;
     // RFC 9112 §6.3 (5): differing Content-Length values are unrecoverable.
@@ -96,7 +100,34 @@ pub fn parse_head<'a>(
     }
     // `close` anywhere wins; HTTP/1.0 stays open only when asked.
     head.keep_alive = !framing.close && (head.keep_alive || framing.keep);
+    // RFC 9110 §10.1.1: "A server that receives a 100-continue expectation in an
+    // HTTP/1.0 request MUST ignore that expectation."
+    head.expects_continue = framing.expect_continue && req.version == Some(1);
     Ok(Some((head, head_len)))
+}
+
+/// `100 (Continue)`, for a request that [`awaits_continue`].
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Whether the request at the start of `buf` waits for a [`CONTINUE`]: its head is
+/// whole, it expects 100-continue and declares content, and none of that has come.
+///
+/// RFC 9110 §10.1.1: "Upon receiving an HTTP/1.1 (or later) request that has a
+/// method, target URI, and complete header section that contains a 100-continue
+/// expectation and an indication that request content will follow, an origin server
+/// MUST send either: an immediate response with a final status code, if that status
+/// can be determined by examining just the method, target URI, and header fields, or
+/// an immediate 100 (Continue) response to encourage the client to send the request
+/// content. The origin server MUST NOT wait for the content before sending the 100
+/// (Continue) response." It "MAY omit sending a 100 (Continue) response if it has
+/// already received some or all of the content for the corresponding request, or if
+/// the framing indicates that there is no content."
+#[must_use]
+pub fn awaits_continue(buf: &[u8], limits: &HandshakeLimits) -> bool {
+    matches!(
+        parse_head(buf, limits),
+        Ok(Some((head, n))) if head.expects_continue && head.content_length > 0 && buf.len() == n
+    )
 }
 
 /// What the headers say of the request's framing, beside the fields of [`Head`].
@@ -110,6 +141,8 @@ struct Framing {
     close: bool,
     /// `Connection: keep-alive` seen.
     keep: bool,
+    /// `Expect: 100-continue` seen.
+    expect_continue: bool,
 }
 
 /// Read `headers` into `head` (the fields the API reads, and the body's length); what
@@ -163,6 +196,10 @@ fn read_headers<'a>(
             head.origin = Some(value);
         } else if is("x-forwarded-for") {
             head.x_forwarded_for = Some(value);
+        } else if is("expect") {
+            // Other expectations are ignored (RFC 9110 §10.1.1 lets a server answer
+            // them 417, and does not require it).
+            f.expect_continue |= tokens(value).any(|t| t.eq_ignore_ascii_case("100-continue"));
         }
     }
     Ok(f)
@@ -258,6 +295,31 @@ mod tests {
         assert_eq!(h.idempotency_key, Some("k1"));
         assert_eq!(h.authorization, Some("Bearer t"));
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn a_100_continue_is_awaited_until_content_comes() {
+        let limits = HandshakeLimits::default();
+        let waits = |s: &str| awaits_continue(s.as_bytes(), &limits);
+        let head = "PUT /v1/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+        assert!(waits(head));
+        assert!(
+            waits(&head.replace("100-continue", "100-Continue")),
+            "a case-insensitive token"
+        );
+        // Some content came: the client is sending it already.
+        assert!(!waits(&format!("{head}1")));
+        // Not whole yet, or no content, or no expectation, or HTTP/1.0.
+        assert!(!waits(&head[..head.len() - 2]));
+        assert!(!waits(
+            &head.replace("Content-Length: 3", "Content-Length: 0")
+        ));
+        assert!(!waits(
+            &head.replace("Expect: 100-continue", "Expect: something-else")
+        ));
+        assert!(!waits(&head.replace("HTTP/1.1", "HTTP/1.0")));
+        let (h, _) = parse_head(head.as_bytes(), &limits).unwrap().unwrap();
+        assert!(h.expects_continue);
     }
 
     #[test]

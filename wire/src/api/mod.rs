@@ -15,4 +15,6 @@ pub mod sse;
 pub use answer::{write_answer, write_batch, write_error};
 pub use call::{Call, MAX_BATCH, call};
 pub use error::{ApiError, status_of};
-pub use head::{Head, parse_head, percent_decode, query_pairs, query_param};
+pub use head::{
+    CONTINUE, Head, awaits_continue, parse_head, percent_decode, query_pairs, query_param,
+};

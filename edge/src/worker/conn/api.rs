@@ -6,6 +6,8 @@
 //! connection's last id, and filled by the hub's answers ([`Conn::handle_api_answer`]).
 //! Answers go out in request order (pipelining), at most [`MAX_PIPELINE`] requests in
 //! flight; the bytes of later ones wait unread in the buffer until there is room. A
+//! request with `Expect: 100-continue` whose head is whole gets `100 (Continue)` as
+//! soon as every earlier answer is out, without waiting for its content. A
 //! request asking to close, a framing error, or a drain ends the connection once every
 //! earlier answer is out; one idle for [`IDLE_TICKS`], or whose request is not whole
 //! within [`REQUEST_TICKS`], is closed. Tokens are checked per request as on `/ws` (the last one
@@ -67,6 +69,8 @@ pub struct Api {
     /// Counted against its source address's limits (at its first whole request,
     /// whose `X-Forwarded-For` a trusted balancer's connection is counted by).
     counted: bool,
+    /// The request now arriving was sent its `100 (Continue)`.
+    continued: bool,
 }
 
 /// One request, from the time it is taken until its answer is sent.
@@ -262,6 +266,7 @@ impl Conn {
                 Ok(Some(req)) => {
                     at += req.len;
                     api.started = (at < buf.len()).then_some(now);
+                    api.continued = false;
                     let Some(slot) = self.api_request(&req.head, req.body, now, ctx) else {
                         return;
                     };
@@ -549,6 +554,18 @@ impl Conn {
         while let Some(bytes) = api.slots.front_mut().and_then(|s| s.ready.take()) {
             api.slots.pop_front();
             self.out.push_owned(bytes);
+        }
+        // A client waiting to send its content is told to go on at once, once every
+        // earlier answer is out (a 1xx before them would be taken as theirs).
+        if api.slots.is_empty()
+            && !api.buf.is_empty()
+            && !api.last
+            && !api.continued
+            && http_api::awaits_continue(&api.buf, &API_LIMITS)
+        {
+            api.continued = true;
+            self.out
+                .push_with(&mut |v| v.extend_from_slice(http_api::CONTINUE));
         }
         if api.last && api.slots.is_empty() {
             // Half-close, then read and drop what still comes for a moment: closing
