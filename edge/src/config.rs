@@ -2,7 +2,7 @@
 //! `edge/edge.example.toml`), overridden by command-line flags, resolved into one
 //! [`Config`] with defaults for everything.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::auth::grant::{Grant, GrantSpec};
 use crate::auth::origin::OriginPattern;
+use crate::hub::MAX_SUBS_PER_CONN;
 use crate::tls::certs::CertFiles;
 
 /// Ringline edge node: WebSocket termination and fan-out on io_uring.
@@ -420,6 +421,19 @@ pub enum ConfigError {
     Pattern(String),
 }
 
+/// Where the edge listens unless told otherwise: loopback only.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// The cores this process may run on (workers, unless told otherwise).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A setting: its flag, else its line in the file, else its default.
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
 impl Config {
     /// Resolve flags over the file over defaults.
     pub fn resolve(args: &Args) -> Result<Self, ConfigError> {
@@ -427,106 +441,87 @@ impl Config {
             Some(path) => read(path)?,
             None => FileConfig::default(),
         };
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let anonymous = anonymous_grant(args, &f)?;
         let (messages, per_ip) = (message_limits(args, &f), per_ip_limits(args, &f));
         let trusted_proxies = flags_or_file(&args.trusted_proxies, &f.trusted_proxies);
         let proxy_protocol_from = flags_or_file(&args.proxy_protocol_from, &f.proxy_protocol_from);
-        let tls_certs = tls_certs(args, &f)?;
-        let c = Self {
+        let workers = pick(args.workers, f.workers, cores());
+        let secs = |flag, file, default| Duration::from_secs(pick(flag, file, default));
+        let mut c = Self {
             listen_tls: args.listen_tls.or(f.listen_tls),
-            tls_only: args.tls_only.or(f.tls_only).unwrap_or(false),
-            tls_certs,
-            listen: args
-                .listen
-                .or(f.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            workers: args.workers.or(f.workers).unwrap_or(cores),
+            tls_only: pick(args.tls_only, f.tls_only, false),
+            tls_certs: tls_certs(args, &f)?,
+            listen: pick(args.listen, f.listen, DEFAULT_LISTEN),
+            workers,
             max_connections: args
                 .max_connections
                 .or(f.max_connections)
-                .unwrap_or_else(|| {
-                    let workers = args.workers.or(f.workers).unwrap_or(cores);
-                    max_connections_for(crate::uring::net::nofile(), workers)
-                }),
-            max_message: args.max_message.or(f.max_message).unwrap_or(1 << 20),
-            max_outbound: args.max_outbound.or(f.max_outbound).unwrap_or(4 << 20),
-            latest_above: args.latest_above.or(f.latest_above).unwrap_or(64 << 10),
-            send_lowat: args.send_lowat.or(f.send_lowat).unwrap_or(64 << 10),
-            presence_batch: Duration::from_millis(
-                args.presence_batch_ms
-                    .or(f.presence_batch_ms)
-                    .unwrap_or(100),
-            ),
-            heartbeat: Duration::from_secs(args.heartbeat_secs.or(f.heartbeat_secs).unwrap_or(25)),
-            handshake_timeout: Duration::from_secs(
-                args.handshake_timeout_secs
-                    .or(f.handshake_timeout_secs)
-                    .unwrap_or(10),
-            ),
-            drain: Duration::from_secs(args.drain_secs.or(f.drain_secs).unwrap_or(30)),
-            echo: args.echo.or(f.echo).unwrap_or(true),
-            http_api: args.http_api.or(f.http_api).unwrap_or(true),
-            compression: args.compression.or(f.compression).unwrap_or(false),
-            compression_min_bytes: args
-                .compression_min_bytes
-                .or(f.compression_min_bytes)
-                .unwrap_or(128),
-            compression_level: args
-                .compression_level
-                .or(f.compression_level)
-                .unwrap_or(6)
-                .clamp(1, 9),
-            compression_level_single: args
-                .compression_level_single
-                .or(f.compression_level_single)
-                .unwrap_or(1)
-                .clamp(1, 9),
-            inbox: args.inbox.or(f.inbox).unwrap_or(true),
-            broadcast: args.broadcast.or(f.broadcast).unwrap_or(true),
-            pin: args.pin.or(f.pin).unwrap_or(true),
-            recv_mode: args.recv_mode.or(f.recv_mode).unwrap_or(RecvMode::Poll),
-            admission: args
-                .admission
-                .or(f.admission)
-                .unwrap_or(Admission::LeastLoaded),
+                .unwrap_or_else(|| max_connections_for(crate::uring::net::nofile(), workers)),
+            max_message: pick(args.max_message, f.max_message, 1 << 20),
+            max_outbound: pick(args.max_outbound, f.max_outbound, 4 << 20),
+            latest_above: pick(args.latest_above, f.latest_above, 64 << 10),
+            send_lowat: pick(args.send_lowat, f.send_lowat, 64 << 10),
+            presence_batch: Duration::from_millis(pick(
+                args.presence_batch_ms,
+                f.presence_batch_ms,
+                100,
+            )),
+            heartbeat: secs(args.heartbeat_secs, f.heartbeat_secs, 25),
+            handshake_timeout: secs(args.handshake_timeout_secs, f.handshake_timeout_secs, 10),
+            drain: secs(args.drain_secs, f.drain_secs, 30),
+            echo: pick(args.echo, f.echo, true),
+            http_api: pick(args.http_api, f.http_api, true),
+            compression: pick(args.compression, f.compression, false),
+            compression_min_bytes: pick(args.compression_min_bytes, f.compression_min_bytes, 128),
+            compression_level: pick(args.compression_level, f.compression_level, 6).clamp(1, 9),
+            compression_level_single: pick(
+                args.compression_level_single,
+                f.compression_level_single,
+                1,
+            )
+            .clamp(1, 9),
+            inbox: pick(args.inbox, f.inbox, true),
+            broadcast: pick(args.broadcast, f.broadcast, true),
+            pin: pick(args.pin, f.pin, true),
+            recv_mode: pick(args.recv_mode, f.recv_mode, RecvMode::Poll),
+            admission: pick(args.admission, f.admission, Admission::LeastLoaded),
             cluster: args.cluster.clone().or(f.cluster),
             cluster_secret_file: args.cluster_secret_file.clone().or(f.cluster_secret_file),
             link_tls_ca_file: args.link_tls_ca_file.clone().or(f.link_tls_ca_file),
-            auth: args.auth.or(f.auth).unwrap_or(AuthMode::Off),
+            auth: pick(args.auth, f.auth, AuthMode::Off),
             auth_secret_file: args.auth_secret_file.clone().or(f.auth_secret_file),
             auth_jwks_file: args.auth_jwks_file.clone().or(f.auth_jwks_file),
             auth_audience: args.auth_audience.clone().or(f.auth_audience),
             auth_issuer: args.auth_issuer.clone().or(f.auth_issuer),
-            auth_skew: Duration::from_secs(args.auth_skew_secs.or(f.auth_skew_secs).unwrap_or(30)),
-            auth_timeout: Duration::from_secs(
-                args.auth_timeout_secs.or(f.auth_timeout_secs).unwrap_or(5),
-            ),
-            auth_query_token: args
-                .auth_query_token
-                .or(f.auth_query_token)
-                .unwrap_or(false),
+            auth_skew: secs(args.auth_skew_secs, f.auth_skew_secs, 30),
+            auth_timeout: secs(args.auth_timeout_secs, f.auth_timeout_secs, 5),
+            auth_query_token: pick(args.auth_query_token, f.auth_query_token, false),
             messages,
-            max_subscriptions: args
-                .max_subscriptions
-                .or(f.max_subscriptions)
-                .unwrap_or(crate::hub::MAX_SUBS_PER_CONN)
-                .max(1),
+            max_subscriptions: pick(
+                args.max_subscriptions,
+                f.max_subscriptions,
+                MAX_SUBS_PER_CONN,
+            )
+            .max(1),
             per_ip,
             trusted_proxies,
             proxy_protocol_from,
-            limit_loopback: args.limit_loopback.or(f.limit_loopback).unwrap_or(false),
+            limit_loopback: pick(args.limit_loopback, f.limit_loopback, false),
             anonymous,
             allowed_origins: origins(&args.allowed_origins, f.allowed_origins)?,
             allow_anonymous: args.allow_anonymous || f.allow_anonymous.unwrap_or(false),
         };
-        // One message must always fit in a connection's outbound queue.
-        let mut c = c;
-        c.max_outbound = c.max_outbound.max(c.max_message + (64 << 10));
-        // Conflation must start well before a connection would be closed as slow.
-        c.latest_above = c.latest_above.min(c.max_outbound / 2);
+        c.fit();
         c.check()?;
         Ok(c)
+    }
+
+    /// Bounds that follow from others.
+    fn fit(&mut self) {
+        // One message must always fit in a connection's outbound queue.
+        self.max_outbound = self.max_outbound.max(self.max_message + (64 << 10));
+        // Conflation must start well before a connection would be closed as slow.
+        self.latest_above = self.latest_above.min(self.max_outbound / 2);
     }
 
     /// Settings that cannot work together, or cannot work at all.
