@@ -25,6 +25,7 @@ use super::compress::Compression;
 use super::conflate::{Conflation, Holding};
 use super::conn::{Conn, Proto};
 use super::slab::{Key, Slab};
+use super::timer::Tick;
 use super::{Worker, key_of};
 use crate::hub::{BROADCAST_SUB, Delivery, INBOX_ID, INBOXES_SUB, JsonForm, Out, WORKER_CONN};
 use crate::metrics::WorkerMetrics;
@@ -251,6 +252,41 @@ fn is_answer(msg: &Response<'_>) -> bool {
     )
 }
 
+/// An HTTP API request's answer (nothing else goes to one), into its pipeline.
+fn deliver_api(conn: &mut Conn, key: Key, o: &Out, round: &mut Round, now: Tick) {
+    if let Out::Msg(_, msg) = o {
+        conn.mark_answer();
+        if conn.handle_api_answer(msg, now) && round.resume.last() != Some(&key) {
+            round.resume.push(key);
+        }
+        round.touched.push(key);
+    }
+}
+
+/// What queuing to an event stream needs of the worker.
+struct Sse<'a> {
+    streams: &'a mut super::streams::Streams,
+    scratch: &'a mut Vec<u8>,
+    metrics: &'a WorkerMetrics,
+}
+
+impl Sse<'_> {
+    /// Queue `o` to the event stream `conn` (at `key`): each message an event, encoded
+    /// for it alone; one whose subscription ended ends too (its error event is queued),
+    /// and the browser comes back with its last event id. `true`: a message was queued.
+    fn deliver(self, key: Key, conn: &mut Conn, o: &Out, now: Tick) -> bool {
+        match o {
+            Out::Msg(_, msg) => self.streams.queue(key, conn, msg, self.scratch),
+            Out::Change(_, id, d) => self
+                .streams
+                .queue(key, conn, &d.response(*id), self.scratch),
+            Out::Ended(..) => conn.close(CloseCode::NORMAL, "", now, self.metrics),
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// What one round of [`Worker::dispatch`] gathers.
 #[derive(Debug, Default)]
 struct Round {
@@ -331,32 +367,20 @@ impl Worker {
             return;
         };
         if conn.is_api() {
-            // An HTTP API request's answer (nothing else goes to one).
-            if let Out::Msg(_, msg) = o {
-                conn.mark_answer();
-                if conn.handle_api_answer(msg, now) && round.resume.last() != Some(&key) {
-                    round.resume.push(key);
-                }
-                round.touched.push(key);
-            }
-            return;
+            return deliver_api(conn, key, o, round, now);
         }
         if !conn.is_open() {
             return;
         }
         if conn.proto() == Proto::Sse {
-            // An event stream: each message an event, encoded for it alone; one
-            // whose subscription ended ends too (its error event is queued), and
-            // the browser comes back with its last event id.
-            match o {
-                Out::Msg(_, msg) => streams.queue(key, conn, msg, &mut enc.scratch),
-                Out::Change(_, id, d) => {
-                    streams.queue(key, conn, &d.response(*id), &mut enc.scratch)
-                }
-                Out::Ended(..) => conn.close(CloseCode::NORMAL, "", now, metrics),
-                _ => return,
+            let sse = Sse {
+                streams,
+                scratch: &mut enc.scratch,
+                metrics,
+            };
+            if sse.deliver(key, conn, o, now) {
+                round.sent(key);
             }
-            round.sent(key);
             return;
         }
         match o {
