@@ -273,7 +273,8 @@ struct Sse<'a> {
 impl Sse<'_> {
     /// Queue `o` to the event stream `conn` (at `key`): each message an event, encoded
     /// for it alone; one whose subscription ended ends too (its error event is queued),
-    /// and the browser comes back with its last event id. `true`: a message was queued.
+    /// and the browser comes back with its last event id. `true`: counted as sent
+    /// (queued, or the stream closed).
     fn deliver(self, key: Key, conn: &mut Conn, o: &Out, now: Tick) -> bool {
         match o {
             Out::Msg(_, msg) => self.streams.queue(key, conn, msg, self.scratch),

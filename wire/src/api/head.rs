@@ -106,11 +106,14 @@ pub fn parse_head<'a>(
     Ok(Some((head, head_len)))
 }
 
-/// `100 (Continue)`, for a request that [`awaits_continue`].
+/// `100 (Continue)`, for a request it is [`continue_owed`] to.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Whether the request at the start of `buf` waits for a [`CONTINUE`]: its head is
-/// whole, it expects 100-continue and declares content, and none of that has come.
+/// Whether the request at the start of `buf` is owed a [`CONTINUE`] now: `None` while
+/// its head is not whole (or cannot be parsed: its refusal goes instead); `Some(true)`
+/// when its head is whole, expects 100-continue and declares content of at most
+/// `max_body` bytes (a larger body is refused from its head alone), none of which has
+/// come; `Some(false)` otherwise (none is owed to this request).
 ///
 /// RFC 9110 §10.1.1: "Upon receiving an HTTP/1.1 (or later) request that has a
 /// method, target URI, and complete header section that contains a 100-continue
@@ -123,11 +126,10 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// already received some or all of the content for the corresponding request, or if
 /// the framing indicates that there is no content."
 #[must_use]
-pub fn awaits_continue(buf: &[u8], limits: &HandshakeLimits) -> bool {
-    matches!(
-        parse_head(buf, limits),
-        Ok(Some((head, n))) if head.expects_continue && head.content_length > 0 && buf.len() == n
-    )
+pub fn continue_owed(buf: &[u8], limits: &HandshakeLimits, max_body: usize) -> Option<bool> {
+    let (head, n) = parse_head(buf, limits).ok()??;
+    let body = head.content_length;
+    Some(head.expects_continue && body > 0 && body <= max_body && buf.len() == n)
 }
 
 /// What the headers say of the request's framing, beside the fields of [`Head`].
@@ -300,9 +302,19 @@ mod tests {
     #[test]
     fn a_100_continue_is_awaited_until_content_comes() {
         let limits = HandshakeLimits::default();
-        let waits = |s: &str| awaits_continue(s.as_bytes(), &limits);
+        let waits = |s: &str| continue_owed(s.as_bytes(), &limits, 3) == Some(true);
         let head = "PUT /v1/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
         assert!(waits(head));
+        assert_eq!(
+            continue_owed(head.as_bytes(), &limits, 2),
+            Some(false),
+            "over the limit: its 413 goes instead"
+        );
+        assert_eq!(
+            continue_owed(&head.as_bytes()[..20], &limits, 3),
+            None,
+            "not whole yet"
+        );
         assert!(
             waits(&head.replace("100-continue", "100-Continue")),
             "a case-insensitive token"

@@ -16,5 +16,5 @@ pub use answer::{write_answer, write_batch, write_error};
 pub use call::{Call, MAX_BATCH, call};
 pub use error::{ApiError, status_of};
 pub use head::{
-    CONTINUE, Head, awaits_continue, parse_head, percent_decode, query_pairs, query_param,
+    CONTINUE, Head, continue_owed, parse_head, percent_decode, query_pairs, query_param,
 };

@@ -69,8 +69,11 @@ pub struct Api {
     /// Counted against its source address's limits (at its first whole request,
     /// whose `X-Forwarded-For` a trusted balancer's connection is counted by).
     counted: bool,
-    /// The request now arriving was sent its `100 (Continue)`.
-    continued: bool,
+    /// The request now arriving had its head judged for a `100 (Continue)` (and was sent
+    /// one if owed).
+    continue_judged: bool,
+    /// The largest body taken (`max_message`).
+    max_body: usize,
 }
 
 /// One request, from the time it is taken until its answer is sent.
@@ -196,6 +199,7 @@ impl Conn {
             started: Some(now),
             next_id: 1,
             client,
+            max_body: ctx.cfg.max_message,
             ..Api::default()
         }));
         self.proto = Proto::Api;
@@ -266,7 +270,7 @@ impl Conn {
                 Ok(Some(req)) => {
                     at += req.len;
                     api.started = (at < buf.len()).then_some(now);
-                    api.continued = false;
+                    api.continue_judged = false;
                     let Some(slot) = self.api_request(&req.head, req.body, now, ctx) else {
                         return;
                     };
@@ -557,15 +561,13 @@ impl Conn {
         }
         // A client waiting to send its content is told to go on at once, once every
         // earlier answer is out (a 1xx before them would be taken as theirs).
-        if api.slots.is_empty()
-            && !api.buf.is_empty()
-            && !api.last
-            && !api.continued
-            && http_api::awaits_continue(&api.buf, &API_LIMITS)
-        {
-            api.continued = true;
-            self.out
-                .push_with(&mut |v| v.extend_from_slice(http_api::CONTINUE));
+        if api.slots.is_empty() && !api.buf.is_empty() && !api.last && !api.continue_judged {
+            let owed = http_api::continue_owed(&api.buf, &API_LIMITS, api.max_body);
+            api.continue_judged = owed.is_some();
+            if owed == Some(true) {
+                self.out
+                    .push_with(&mut |v| v.extend_from_slice(http_api::CONTINUE));
+            }
         }
         if api.last && api.slots.is_empty() {
             // Half-close, then read and drop what still comes for a moment: closing
