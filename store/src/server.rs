@@ -393,7 +393,6 @@ async fn run_link(
     let Some((rd, wr)) = admit(peer, stream, gate, metrics, &mut stop, &mut pending).await else {
         return;
     };
-    let mut rd = rd;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let close = Arc::new(tokio::sync::Notify::new());
@@ -408,51 +407,18 @@ async fn run_link(
         return;
     }
     let writer = spawn_writer(link, wr, rx, queued);
-
-    let limits = LinkLimits::default();
-    // What came with the proof (the hello, held back until the link proved itself)
-    // goes first.
-    let why = 'read: loop {
-        match forward(link, &pending, &limits, &core, &intake, metrics) {
-            Ok(used) => {
-                pending.drain(..used);
-            }
-            Err(why) => break 'read why,
-        }
-        if *stop.borrow() {
-            break 'read STOPPING.to_string();
-        }
-        if intake.full() {
-            // The core holds as much of this link's requests as it may: read nothing
-            // more (TCP holds the edge back) until it has answered some.
-            Metrics::add(&metrics.link_reads_paused, 1);
-            while intake.full() {
-                tokio::select! {
-                    // A stopping node takes no more requests, even with room made.
-                    biased;
-                    _ = stop.changed() => break 'read STOPPING.to_string(),
-                    () = close.notified() => break 'read "dropped by the core".to_string(),
-                    () = intake.room() => {}
-                }
-            }
-            continue 'read;
-        }
-        if pending.capacity() - pending.len() < READ_CHUNK / 4 {
-            pending.reserve(READ_CHUNK);
-        }
-        tokio::select! {
-            r = rd.read_buf(&mut pending) => match r {
-                Ok(0) => break 'read "closed by peer".to_string(),
-                Ok(_) => {}
-                Err(e) => break 'read format!("read error: {e}"),
-            },
-            // The core dropped the link (its peer stopped reading): stop here; the
-            // writer, perhaps stuck on that peer, is stopped below.
-            () = close.notified() => break 'read "dropped by the core".to_string(),
-            // The node is stopping: no more requests from this link.
-            _ = stop.changed() => break 'read STOPPING.to_string(),
-        }
+    let reader = Reader {
+        link,
+        rd,
+        // What came with the proof (the hello, held back until the link proved
+        // itself) goes first.
+        pending,
+        core: &core,
+        intake: &intake,
+        close: &close,
+        metrics,
     };
+    let why = reader.run(&mut stop).await;
     if why == STOPPING {
         // The core still answers what this link sent; the writer ends once the core
         // has stopped and dropped the link's outbox.
@@ -464,6 +430,87 @@ async fn run_link(
     let _ = core.send(CoreMsg::Closed { link });
     // Dropping the writer's half (with the task) and the reader's closes the socket.
     writer.abort();
+}
+
+/// A link's reading half, and where its requests go.
+struct Reader<'a> {
+    link: u64,
+    rd: LinkRead,
+    /// Bytes read and not yet handed over as requests.
+    pending: Vec<u8>,
+    core: &'a CoreTx,
+    intake: &'a Intake,
+    /// Signalled when the core drops the link.
+    close: &'a tokio::sync::Notify,
+    metrics: &'a Metrics,
+}
+
+impl Reader<'_> {
+    /// Hand the core the link's requests, as far as its intake allows, until the link
+    /// must stop reading: why ([`STOPPING`] when the node stops).
+    async fn run(mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> String {
+        let limits = LinkLimits::default();
+        loop {
+            let (core, intake) = (self.core, self.intake);
+            match forward(
+                self.link,
+                &self.pending,
+                &limits,
+                core,
+                intake,
+                self.metrics,
+            ) {
+                Ok(used) => {
+                    self.pending.drain(..used);
+                }
+                Err(why) => return why,
+            }
+            if *stop.borrow() {
+                return STOPPING.to_string();
+            }
+            if self.intake.full() {
+                if let Err(why) = self.wait_for_room(stop).await {
+                    return why;
+                }
+                continue;
+            }
+            if self.pending.capacity() - self.pending.len() < READ_CHUNK / 4 {
+                self.pending.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                r = self.rd.read_buf(&mut self.pending) => match r {
+                    Ok(0) => return "closed by peer".to_string(),
+                    Ok(_) => {}
+                    Err(e) => return format!("read error: {e}"),
+                },
+                // The core dropped the link (its peer stopped reading): stop here; the
+                // writer, perhaps stuck on that peer, is stopped by the caller.
+                () = self.close.notified() => return "dropped by the core".to_string(),
+                // The node is stopping: no more requests from this link.
+                _ = stop.changed() => return STOPPING.to_string(),
+            }
+        }
+    }
+
+    /// The core holds as much of this link's requests as it may: read nothing more (TCP
+    /// holds the edge back) until it has answered some. `Err`: why the link must stop
+    /// reading meanwhile.
+    async fn wait_for_room(
+        &self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        Metrics::add(&self.metrics.link_reads_paused, 1);
+        while self.intake.full() {
+            tokio::select! {
+                // A stopping node takes no more requests, even with room made.
+                biased;
+                _ = stop.changed() => return Err(STOPPING.to_string()),
+                () = self.close.notified() => return Err("dropped by the core".to_string()),
+                () = self.intake.room() => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Prove the cluster secret on a new link (`wire::link::auth`): its first frame must be
