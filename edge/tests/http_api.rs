@@ -403,6 +403,23 @@ fn a_request_expecting_100_continue_is_told_to_go_on_at_once() {
     let put = read_answer(&mut r);
     assert_eq!((put.status, put.json()["op"].as_str()), (200, Some("ok")));
 
+    // A head that arrives in pieces is told to go on once it is whole.
+    let mut s = TcpStream::connect(a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = b"PUT /v1/keys/expect HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+    for piece in head.chunks(20) {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    r.read_line(&mut line).unwrap();
+    s.write_all(b"10").unwrap();
+    let put = read_answer(&mut r);
+    assert_eq!((put.status, put.json()["op"].as_str()), (200, Some("ok")));
+
     // HTTP/1.0: nothing comes before the content, then the answer alone.
     let mut s = TcpStream::connect(a).unwrap();
     s.write_all(b"PUT /v1/keys/expect HTTP/1.0\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n")
