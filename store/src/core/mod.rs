@@ -392,29 +392,7 @@ pub async fn run<E: Engine>(
         committer::spawn(log.engine(), Arc::clone(&cfg.metrics), tx).map_err(|e| {
             std::io::Error::other(format!("cannot start the committer thread: {e}"))
         })?;
-    let mut core = Core {
-        log,
-        watchers: Watchers::default(),
-        links: HashMap::new(),
-        pending: HashMap::new(),
-        flows: HashMap::new(),
-        enc: LinkEncoder::new(&LinkLimits::default()),
-        cfg,
-        queue: VecDeque::new(),
-        inflight: None,
-        held: None,
-        committer,
-        skips: HashMap::new(),
-        outstanding: HashMap::new(),
-        deferred: HashMap::new(),
-        trim_due: false,
-        trimming: false,
-        presence: crate::presence::Presence::default(),
-        link_edges: HashMap::new(),
-        syncing: HashMap::new(),
-        side: Vec::new(),
-        resumes: resumes::Resumes::default(),
-    };
+    let mut core = Core::new(log, cfg, committer);
     core.load_presence();
     core.publish_partitions();
     let mut last_tick = now_ms();
@@ -427,25 +405,7 @@ pub async fn run<E: Engine>(
             break;
         };
         for msg in msgs {
-            match msg {
-                CoreMsg::Request {
-                    link,
-                    request_id,
-                    req,
-                    taken,
-                } => core.arrive(
-                    Asker {
-                        link,
-                        request_id,
-                        taken,
-                    },
-                    req,
-                ),
-                CoreMsg::Committed(outcome) => core.committed(outcome),
-                CoreMsg::Open { link, outbox } => core.open(link, outbox),
-                CoreMsg::Closed { link } => core.drop_link(link, "closed by peer"),
-                CoreMsg::Shutdown => stopping = true,
-            }
+            stopping |= core.handle(msg);
         }
         core.expire_presence();
         core.pump();
@@ -496,6 +456,57 @@ impl<E: Engine> Core<E> {
     /// Stop the committer (it stops when its job sender is dropped) and wait for it,
     /// so that the engine is closed by this thread and not torn down under it at
     /// process exit; record a `clean` stop.
+    /// A core with nothing in it yet.
+    fn new(log: ChangeLog<E>, cfg: CoreConfig, committer: Sender<committer::Job>) -> Self {
+        Self {
+            log,
+            watchers: Watchers::default(),
+            links: HashMap::new(),
+            pending: HashMap::new(),
+            flows: HashMap::new(),
+            enc: LinkEncoder::new(&LinkLimits::default()),
+            cfg,
+            queue: VecDeque::new(),
+            inflight: None,
+            held: None,
+            committer,
+            skips: HashMap::new(),
+            outstanding: HashMap::new(),
+            deferred: HashMap::new(),
+            trim_due: false,
+            trimming: false,
+            presence: crate::presence::Presence::default(),
+            link_edges: HashMap::new(),
+            syncing: HashMap::new(),
+            side: Vec::new(),
+            resumes: resumes::Resumes::default(),
+        }
+    }
+
+    /// Take one message from the core's channel; `true`: it asks the core to stop.
+    fn handle(&mut self, msg: CoreMsg) -> bool {
+        match msg {
+            CoreMsg::Request {
+                link,
+                request_id,
+                req,
+                taken,
+            } => {
+                let asker = Asker {
+                    link,
+                    request_id,
+                    taken,
+                };
+                self.arrive(asker, req);
+            }
+            CoreMsg::Committed(outcome) => self.committed(outcome),
+            CoreMsg::Open { link, outbox } => self.open(link, outbox),
+            CoreMsg::Closed { link } => self.drop_link(link, "closed by peer"),
+            CoreMsg::Shutdown => return true,
+        }
+        false
+    }
+
     fn stop(self, committer_thread: std::thread::JoinHandle<()>, clean: bool) {
         let Core {
             mut log, committer, ..
