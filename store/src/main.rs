@@ -114,6 +114,53 @@ fn load_link_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Stri
     Ok(Some(Arc::new(config)))
 }
 
+/// Open the data directory (made if missing) and the change log of the partitions
+/// this store owns, and record that a run begins.
+fn open_log(
+    cfg: &Config,
+    partitions: u32,
+    owned: &[u32],
+) -> Result<ChangeLog<RocksEngine>, String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
+    let engine = Arc::new(RocksEngine::open(&cfg.data_dir).map_err(|e| e.to_string())?);
+    let mut log = ChangeLog::open(engine, partitions, owned, rand::random::<u64>)
+        .map_err(|e| e.to_string())?;
+    log.set_dedup_limits(cfg.dedup);
+    if log
+        .begin_run(cfg.sync, rand::random::<u64>)
+        .map_err(|e| e.to_string())?
+    {
+        warn!(
+            "the previous run used sync = false and did not stop cleanly: every partition starts a new epoch (clients resuming get a reset)"
+        );
+    }
+    Ok(log)
+}
+
+/// Serve `GET /metrics` and `/health` on its own thread, at `admin` (by default the
+/// link port + 1 on the same address).
+fn serve_admin(
+    admin: Option<SocketAddr>,
+    listen: SocketAddr,
+    metrics: &Arc<Metrics>,
+) -> Result<(), String> {
+    let admin = admin.unwrap_or_else(|| {
+        let port = match listen.port() {
+            0 => 0,
+            p => p.wrapping_add(1),
+        };
+        SocketAddr::new(listen.ip(), port)
+    });
+    let admin_listener =
+        std::net::TcpListener::bind(admin).map_err(|e| format!("admin listen on {admin}: {e}"))?;
+    let admin_bound = admin_listener.local_addr().map_err(|e| e.to_string())?;
+    store::admin::spawn(admin_listener, Arc::clone(metrics))
+        .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+    info!(listen = %admin_bound, "serving admin (GET /metrics, /health)");
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<(), String> {
     let cfg = Config::resolve(args).map_err(|e| e.to_string())?;
     let map = ClusterMap::load(cfg.cluster.as_deref()).map_err(|e| e.to_string())?;
@@ -130,34 +177,9 @@ fn run(args: &Args) -> Result<(), String> {
         "store starting"
     );
     check_nofile();
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
-    let engine = Arc::new(RocksEngine::open(&cfg.data_dir).map_err(|e| e.to_string())?);
-    let mut log = ChangeLog::open(engine, map.partitions, &me.partitions, rand::random::<u64>)
-        .map_err(|e| e.to_string())?;
-    log.set_dedup_limits(cfg.dedup);
-    if log
-        .begin_run(cfg.sync, rand::random::<u64>)
-        .map_err(|e| e.to_string())?
-    {
-        warn!(
-            "the previous run used sync = false and did not stop cleanly: every partition starts a new epoch (clients resuming get a reset)"
-        );
-    }
+    let log = open_log(&cfg, map.partitions, &me.partitions)?;
     let metrics = Arc::new(Metrics::default());
-    let admin = cfg.admin.unwrap_or_else(|| {
-        let port = match listen.port() {
-            0 => 0,
-            p => p.wrapping_add(1),
-        };
-        SocketAddr::new(listen.ip(), port)
-    });
-    let admin_listener =
-        std::net::TcpListener::bind(admin).map_err(|e| format!("admin listen on {admin}: {e}"))?;
-    let admin_bound = admin_listener.local_addr().map_err(|e| e.to_string())?;
-    store::admin::spawn(admin_listener, Arc::clone(&metrics))
-        .map_err(|e| format!("cannot start the admin thread: {e}"))?;
-    info!(listen = %admin_bound, "serving admin (GET /metrics, /health)");
+    serve_admin(cfg.admin, listen, &metrics)?;
     let core_cfg = CoreConfig {
         store_id: cfg.store_id.clone(),
         map_version: map.version,
