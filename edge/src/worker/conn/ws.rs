@@ -65,6 +65,43 @@ pub(super) struct FrameLoop<'a> {
 }
 
 impl FrameLoop<'_> {
+    /// Run the frames of `data`, after the bytes of an incomplete frame kept from the
+    /// last receive (`partial`); keep what is left incomplete (unless the connection
+    /// stops). `partial` is the connection's own field, boxed to keep its slot small.
+    #[allow(clippy::box_collection)]
+    fn run_kept(&mut self, dec: &mut Decoder, partial: &mut Option<Box<Vec<u8>>>, data: &mut [u8]) {
+        match partial {
+            None => {
+                let used = self.run(dec, data);
+                if let Some(rest) = data.get(used..)
+                    && !rest.is_empty()
+                    && self.stop.is_none()
+                {
+                    *partial = Some(Box::new(rest.to_vec()));
+                }
+            }
+            Some(buf) => {
+                buf.extend_from_slice(data);
+                let used = self.run(dec, buf);
+                buf.drain(..used.min(buf.len()));
+                if buf.is_empty() {
+                    *partial = None;
+                }
+            }
+        }
+    }
+
+    /// Add what this run counted to the worker's figures (an echo connection's
+    /// messages out are its messages in).
+    fn publish(&self, m: &WorkerMetrics, echo: bool) {
+        WorkerMetrics::add(&m.messages_in, self.messages);
+        WorkerMetrics::add(&m.denied, self.denied + self.narrowed);
+        WorkerMetrics::add(&m.rejected_unauthorized, self.unauthorized);
+        WorkerMetrics::add(&m.rate_limited, self.limited);
+        let out = if echo { self.messages } else { self.answered };
+        WorkerMetrics::add(&m.messages_out, out);
+    }
+
     /// Decode frames from `buf` with `dec` until it runs out or the loop stops;
     /// returns the bytes used. (The decoder is not a field: a message it assembled
     /// from fragments borrows it.)
@@ -237,32 +274,10 @@ impl Conn {
             limited: 0,
             stop: None,
         };
-        match partial {
-            None => {
-                let used = run.run(dec, data);
-                if let Some(rest) = data.get(used..)
-                    && !rest.is_empty()
-                    && run.stop.is_none()
-                {
-                    *partial = Some(Box::new(rest.to_vec()));
-                }
-            }
-            Some(buf) => {
-                buf.extend_from_slice(data);
-                let used = run.run(dec, buf);
-                buf.drain(..used.min(buf.len()));
-                if buf.is_empty() {
-                    *partial = None;
-                }
-            }
-        }
-        let (messages, answered, stop) = (run.messages, run.answered, run.stop);
+        run.run_kept(dec, partial, data);
         let m = ctx.metrics;
-        WorkerMetrics::add(&m.messages_in, messages);
-        WorkerMetrics::add(&m.denied, run.denied + run.narrowed);
-        WorkerMetrics::add(&m.rejected_unauthorized, run.unauthorized);
-        WorkerMetrics::add(&m.rate_limited, run.limited);
-        WorkerMetrics::add(&m.messages_out, if echo { messages } else { answered });
+        run.publish(m, echo);
+        let stop = run.stop;
         if self.auth_by != was_due {
             self.watch_auth_by(now);
         }
