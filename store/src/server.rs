@@ -49,6 +49,9 @@ const STOP_FLUSH: Duration = Duration::from_secs(5);
 /// Why a link's reader stopped when the node is stopping.
 const STOPPING: &str = "store stopping";
 
+/// Why a link's reader stopped when the core dropped the link.
+const DROPPED: &str = "dropped by the core";
+
 /// Largest frame a link may send before it has proven the cluster secret.
 const AUTH_MAX_FRAME: usize = 4096;
 /// Time a new link has to prove the cluster secret.
@@ -451,15 +454,8 @@ impl Reader<'_> {
     async fn run(mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> String {
         let limits = LinkLimits::default();
         loop {
-            let (core, intake) = (self.core, self.intake);
-            match forward(
-                self.link,
-                &self.pending,
-                &limits,
-                core,
-                intake,
-                self.metrics,
-            ) {
+            let (core, intake, metrics) = (self.core, self.intake, self.metrics);
+            match forward(self.link, &self.pending, &limits, core, intake, metrics) {
                 Ok(used) => {
                     self.pending.drain(..used);
                 }
@@ -485,7 +481,7 @@ impl Reader<'_> {
                 },
                 // The core dropped the link (its peer stopped reading): stop here; the
                 // writer, perhaps stuck on that peer, is stopped by the caller.
-                () = self.close.notified() => return "dropped by the core".to_string(),
+                () = self.close.notified() => return DROPPED.to_string(),
                 // The node is stopping: no more requests from this link.
                 _ = stop.changed() => return STOPPING.to_string(),
             }
@@ -505,7 +501,7 @@ impl Reader<'_> {
                 // A stopping node takes no more requests, even with room made.
                 biased;
                 _ = stop.changed() => return Err(STOPPING.to_string()),
-                () = self.close.notified() => return Err("dropped by the core".to_string()),
+                () = self.close.notified() => return Err(DROPPED.to_string()),
                 () = self.intake.room() => {}
             }
         }

@@ -453,9 +453,6 @@ async fn drain(
 }
 
 impl<E: Engine> Core<E> {
-    /// Stop the committer (it stops when its job sender is dropped) and wait for it,
-    /// so that the engine is closed by this thread and not torn down under it at
-    /// process exit; record a `clean` stop.
     /// A core with nothing in it yet.
     fn new(log: ChangeLog<E>, cfg: CoreConfig, committer: Sender<committer::Job>) -> Self {
         Self {
@@ -507,6 +504,9 @@ impl<E: Engine> Core<E> {
         false
     }
 
+    /// Stop the committer (it stops when its job sender is dropped) and wait for it,
+    /// so that the engine is closed by this thread and not torn down under it at
+    /// process exit; record a `clean` stop.
     fn stop(self, committer_thread: std::thread::JoinHandle<()>, clean: bool) {
         let Core {
             mut log, committer, ..
